@@ -1,0 +1,202 @@
+//! The few OCI image-spec documents the store reads and writes.
+//!
+//! Only the fields peapod uses are modelled; unknown fields are ignored on
+//! read. Docker's schema-2 manifests and manifest lists share these shapes,
+//! so they are read through the same structs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub(crate) const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Annotation holding an image's name in an OCI layout's `index.json`.
+pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotation containerd and `docker save` add with the full image name when
+/// `ref.name` holds only the tag.
+pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Contents of the `oci-layout` marker file.
+pub(crate) const OCI_LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// How a layer blob is compressed, derived from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+}
+
+/// Maps a layer media type to its compression; `None` for types the store
+/// cannot unpack (zstd, encrypted, foreign URLs without content).
+pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+        _ => None,
+    }
+}
+
+/// Treats an explicit JSON `null` like a missing field; several tools write
+/// `"annotations": null` or `"Env": null`.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Descriptor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) media_type: Option<String>,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) platform: Option<Platform>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub(crate) annotations: BTreeMap<String, String>,
+}
+
+impl Descriptor {
+    /// The `org.opencontainers.image.ref.name` annotation, if any.
+    pub(crate) fn ref_name(&self) -> Option<&str> {
+        self.annotations
+            .get(ANNOTATION_REF_NAME)
+            .map(String::as_str)
+    }
+}
+
+/// The platform a manifest in an index is built for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Platform {
+    #[serde(default)]
+    pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An OCI image index (also the shape of a layout's `index.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImageIndex {
+    pub(crate) schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) media_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) manifests: Vec<Descriptor>,
+}
+
+impl Default for ImageIndex {
+    fn default() -> Self {
+        Self {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
+            manifests: Vec::new(),
+        }
+    }
+}
+
+/// Either an index or a manifest: descriptors do not always say which (their
+/// `mediaType` is optional), so a blob is parsed once into this and classified
+/// by which fields are present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IndexOrManifest {
+    #[serde(default)]
+    pub(crate) schema_version: Option<u32>,
+    #[serde(default)]
+    pub(crate) media_type: Option<String>,
+    #[serde(default)]
+    pub(crate) manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    pub(crate) config: Option<Descriptor>,
+    #[serde(default)]
+    pub(crate) layers: Option<Vec<Descriptor>>,
+}
+
+/// An image manifest: one config blob and the layers, bottom first.
+#[derive(Debug, Clone)]
+pub(crate) struct Manifest {
+    pub(crate) media_type: Option<String>,
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
+}
+
+/// The image configuration blob (`application/vnd.oci.image.config.v1+json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct ConfigFile {
+    #[serde(default)]
+    pub(crate) architecture: Option<String>,
+    #[serde(default)]
+    pub(crate) config: Option<ContainerConfig>,
+    #[serde(default)]
+    pub(crate) rootfs: Option<RootFs>,
+}
+
+/// The `config` member of an image configuration: the process defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerConfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) entrypoint: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) cmd: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) env: Vec<String>,
+    #[serde(default)]
+    pub(crate) working_dir: Option<String>,
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    #[serde(default)]
+    pub(crate) stop_signal: Option<String>,
+}
+
+/// The `rootfs` member of an image configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RootFs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) diff_ids: Vec<String>,
+}
+
+/// The host's platform in OCI (Go) spelling, used to pick a manifest out of a
+/// multi-platform index.
+pub(crate) fn host_platform() -> Platform {
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    Platform {
+        architecture: architecture.to_string(),
+        os: "linux".to_string(),
+        variant: None,
+    }
+}

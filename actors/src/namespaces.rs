@@ -1,0 +1,114 @@
+//! `NamespaceActor`: finishes namespace deletion as Kubernetes' namespace
+//! controller does: once a namespace is marked for deletion, every object in
+//! it is deleted (pods gracefully), and the namespace goes when it is empty.
+
+use actix::prelude::*;
+use peapod_core::kinds::{self, KINDS};
+use peapod_core::object;
+use peapod_core::store::{Preconditions, Scope, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The namespace controller.
+pub struct NamespaceActor {
+    store: Arc<dyn Store>,
+}
+
+impl NamespaceActor {
+    /// A controller over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        ctx.wait(
+            async move {
+                let ns_res = kinds::namespace().resource();
+                let Ok((all, _)) = store.list(&ns_res, None).await else { return };
+                for ns in all.iter().filter(|n| object::deletion_timestamp(n).is_some()) {
+                    let name = object::name(ns).to_string();
+                    if let Err(e) = drain(&*store, &name).await {
+                        tracing::warn!("deleting namespace {name}: {e}");
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Deletes what is in namespace `name`; removes the namespace once nothing is left.
+async fn drain(store: &dyn Store, name: &str) -> Result<(), StoreError> {
+    let mut left = 0;
+    for kind in KINDS.iter().filter(|k| k.namespaced) {
+        let (items, _) = store.list(&kind.resource(), Some(name)).await?;
+        for item in items {
+            left += 1;
+            let item_name = object::name(&item).to_string();
+            if kind.graceful_deletion {
+                if object::deletion_timestamp(&item).is_none() {
+                    let mut marked = item.clone();
+                    object::mark_deleted(&mut marked, None);
+                    match store.update(&kind.resource(), marked).await {
+                        Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            } else {
+                match store.delete(&kind.resource(), name, &item_name, Preconditions::default()).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => left -= 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    if left == 0 {
+        match store.delete(&kinds::namespace().resource(), "", name, Preconditions::default()).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Changed;
+
+impl Actor for NamespaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Watch everything: a namespace marked for deletion and pods leaving it both matter.
+        let store = self.store.clone();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    let Ok(rev) = store.revision().await else { return };
+                    let scope = Scope { resource: None, namespace: None };
+                    if let Ok(mut rx) = store.watch(scope, rev).await {
+                        me.do_send(Changed);
+                        while let Some(Ok(ev)) = rx.recv().await {
+                            if ev.resource == kinds::namespace().resource() || ev.resource == kinds::pod().resource() {
+                                me.do_send(Changed);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            .into_actor(self),
+        );
+        // Level-triggered safety net.
+        ctx.run_interval(Duration::from_secs(10), |act, ctx| act.pass(ctx));
+    }
+}
+
+impl Handler<Changed> for NamespaceActor {
+    type Result = ();
+    fn handle(&mut self, _: Changed, ctx: &mut Context<Self>) {
+        self.pass(ctx);
+    }
+}

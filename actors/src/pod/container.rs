@@ -1,0 +1,145 @@
+//! One container of a pod, as a small state machine:
+//!
+//! ```text
+//! Waiting --start--> Starting --ok--> Running --exit--> Terminated
+//!    ^                   |                                  |
+//!    +----failed---------+        restart per policy -------+--> Waiting (CrashLoopBackOff)
+//! ```
+
+use crate::backoff::Backoff;
+use crate::runtime::protocol::ExitRecord;
+use crate::runtime::Started;
+use std::time::Instant;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone)]
+pub enum ContainerState {
+    /// Not running; started again at `retry_at` (now, when `None`) unless the pod is ending.
+    Waiting { reason: String, message: Option<String>, retry_at: Option<Instant> },
+    /// A shim is creating it.
+    Starting { attempt: u32 },
+    /// Running under its shim.
+    Running { attempt: u32, started: Started, since: Instant },
+    /// Ended and will not be restarted (or the pod is ending).
+    Terminated(Finished),
+}
+
+/// A container start that ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Which start.
+    pub attempt: u32,
+    /// libcontainer id.
+    pub id: String,
+    /// How it ended.
+    pub exit: ExitRecord,
+    /// The image it ran.
+    pub image_id: String,
+    /// What it wrote to its termination-message file.
+    pub message: Option<String>,
+}
+
+/// A container and its history within the pod.
+#[derive(Debug, Clone)]
+pub struct ContainerSlot {
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// Current state.
+    pub state: ContainerState,
+    /// The previous start, shown as `lastState`.
+    pub last: Option<Finished>,
+    /// The latest attempt that was started, if any; restartCount is this number.
+    pub latest_attempt: Option<u32>,
+    /// Restart delays.
+    pub backoff: Backoff,
+}
+
+impl ContainerSlot {
+    /// A container that has never started.
+    pub fn new(name: String) -> Self {
+        Self {
+            name,
+            state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None },
+            last: None,
+            latest_attempt: None,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The attempt number the next start uses.
+    pub fn next_attempt(&self) -> u32 {
+        self.latest_attempt.map_or(0, |a| a + 1)
+    }
+
+    /// Kubernetes' restartCount.
+    pub fn restart_count(&self) -> u32 {
+        self.latest_attempt.unwrap_or(0)
+    }
+
+    /// Whether a start is due now.
+    pub fn start_due(&self, now: Instant) -> bool {
+        matches!(&self.state, ContainerState::Waiting { retry_at, .. } if retry_at.is_none_or(|t| t <= now))
+    }
+
+    /// Whether its process may still be alive.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, ContainerState::Starting { .. } | ContainerState::Running { .. })
+    }
+
+    /// Moves Waiting to Starting; returns the attempt number.
+    pub fn begin_start(&mut self) -> u32 {
+        let attempt = self.next_attempt();
+        self.state = ContainerState::Starting { attempt };
+        attempt
+    }
+
+    /// Moves Starting to Running.
+    pub fn started(&mut self, attempt: u32, started: Started) {
+        self.latest_attempt = Some(attempt);
+        self.state = ContainerState::Running { attempt, started, since: Instant::now() };
+    }
+
+    /// Moves to Waiting after a failure that never made a container (image, config).
+    pub fn failed_to_create(&mut self, reason: &str, message: String, retry_at: Instant) {
+        self.state = ContainerState::Waiting { reason: reason.into(), message: Some(message), retry_at: Some(retry_at) };
+    }
+
+    /// Records an exit; the caller decides about restarting with [`ContainerSlot::schedule_restart`].
+    pub fn exited(&mut self, finished: Finished) {
+        self.latest_attempt = Some(self.latest_attempt.map_or(finished.attempt, |a| a.max(finished.attempt)));
+        self.state = ContainerState::Terminated(finished);
+    }
+
+    /// Turns a Terminated container into Waiting for its restart after `ran`;
+    /// returns the back-off delay (zero for an immediate restart).
+    pub fn schedule_restart(&mut self, ran: std::time::Duration, pod_desc: &str) -> std::time::Duration {
+        let ContainerState::Terminated(done) = &self.state else { return std::time::Duration::ZERO };
+        let done = done.clone();
+        let delay = self.backoff.next_delay(ran);
+        let now = Instant::now();
+        self.state = if delay.is_zero() {
+            ContainerState::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None }
+        } else {
+            ContainerState::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!(
+                    "back-off {}s restarting failed container={} pod={pod_desc}",
+                    delay.as_secs(),
+                    self.name
+                )),
+                retry_at: Some(now + delay),
+            }
+        };
+        self.last = Some(done);
+        delay
+    }
+}
+
+/// Whether `policy` restarts a container that exited with `exit_code`.
+pub fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Always" => true,
+        "OnFailure" => exit_code != 0,
+        _ => false,
+    }
+}

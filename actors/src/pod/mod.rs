@@ -1,0 +1,573 @@
+//! `PodActor`: one per pod on this node. It owns the pod's sandbox and
+//! containers, restarts them per `restartPolicy` with kubelet's back-off,
+//! writes `status` back to the store, records Events, and on deletion runs
+//! preStop hooks, stops containers within the grace period, tears everything
+//! down and removes the object.
+
+pub mod container;
+pub mod status;
+
+use crate::events::{EventKind, EventRecorder};
+use crate::runtime::protocol::ExitRecord;
+use crate::runtime::{Observed, Runtime, StartError, Started};
+use actix::prelude::*;
+use container::{should_restart, ContainerSlot, ContainerState, Finished};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use peapod_core::kinds;
+use peapod_core::object;
+use peapod_core::store::{Preconditions, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The pod's own life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Reading what a previous daemon left, creating the sandbox.
+    Preparing,
+    /// Sandbox up; containers run per policy.
+    Active,
+    /// All containers ended for good (Succeeded/Failed); the sandbox is gone.
+    Finished,
+    /// Deletion requested: stopping containers until the deadline.
+    Terminating,
+    /// Torn down and removed from the store.
+    Removed,
+}
+
+/// The latest version of the pod object, from the node's watch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PodChanged(pub Pod);
+
+/// Runs one pod.
+pub struct PodActor {
+    rt: Arc<Runtime>,
+    store: Arc<dyn Store>,
+    events: EventRecorder,
+    pod: Pod,
+    uid: String,
+    lifecycle: Lifecycle,
+    slots: Vec<ContainerSlot>,
+    start_time: Option<String>,
+    deadline: Option<Instant>,
+    writing_status: bool,
+    status_dirty: bool,
+    last_written: Option<PodStatus>,
+}
+
+fn pod_desc(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or(""),
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.uid.as_deref().unwrap_or("")
+    )
+}
+
+impl PodActor {
+    /// An actor for `pod`; it starts working when started.
+    pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>, events: EventRecorder, pod: Pod) -> Self {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let slots = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| ContainerSlot::new(c.name.clone()))
+            .collect();
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| fmt_time(&t));
+        Self {
+            rt,
+            store,
+            events,
+            pod,
+            uid,
+            lifecycle: Lifecycle::Preparing,
+            slots,
+            start_time,
+            deadline: None,
+            writing_status: false,
+            status_dirty: false,
+            last_written: None,
+        }
+    }
+
+    fn spec_container(&self, name: &str) -> Option<Container> {
+        self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name).cloned()
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
+    }
+
+    fn stored_phase(&self) -> Option<String> {
+        self.pod.status.as_ref().and_then(|s| s.phase.clone())
+    }
+
+    fn event(&self, container: Option<&str>, kind: EventKind, reason: &str, message: String) {
+        self.events.pod_event(&self.pod, container, kind, reason, message);
+    }
+
+    /// Finds what a previous daemon left: running containers are adopted,
+    /// exits that happened meanwhile are recorded.
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        let uid = self.uid.clone();
+        let names: Vec<String> = self.slots.iter().map(|s| s.name.clone()).collect();
+        let fut = async move {
+            let mut found = Vec::new();
+            for n in names {
+                found.push(rt.observe(&uid, &n).await);
+            }
+            found
+        };
+        ctx.wait(fut.into_actor(self).map(|found, act, ctx| {
+            let stored = act.pod.status.clone().unwrap_or_default();
+            let terminal = matches!(act.stored_phase().as_deref(), Some("Succeeded" | "Failed"));
+            for (i, obs) in found.into_iter().enumerate() {
+                let Some((attempt, obs)) = obs else { continue };
+                let name = act.slots[i].name.clone();
+                let recorded = stored.container_statuses.iter().flatten().find(|c| c.name == name).cloned();
+                match obs {
+                    Observed::Running { id, pid } => {
+                        tracing::info!("pod {}: adopting running container {name} ({id}, pid {pid})", pod_desc(&act.pod));
+                        let started_at = recorded
+                            .as_ref()
+                            .and_then(|r| r.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                            .map(|t| fmt_time(&t))
+                            .unwrap_or_else(crate::runtime::protocol::now);
+                        let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
+                        let started = Started { id, pid, started_at, image_id, stop_signal: None };
+                        act.restore_last(i, &recorded);
+                        act.slots[i].started(attempt, started);
+                        act.watch_exit(i, attempt, ctx);
+                    }
+                    Observed::Exited { id, exit } => {
+                        act.restore_last(i, &recorded);
+                        let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
+                        let message = act.rt.termination_message(&act.uid, &name, attempt);
+                        act.rt.release_rootfs(&act.uid, &name, attempt);
+                        let finished = Finished { attempt, id, exit, image_id, message };
+                        act.slots[i].exited(finished);
+                        if !terminal {
+                            act.decide_restart(i, ctx);
+                        }
+                    }
+                }
+            }
+            if terminal {
+                act.lifecycle = Lifecycle::Finished;
+                act.rt.teardown_sandbox(&act.uid);
+                act.reconcile(ctx);
+            } else {
+                act.prepare_sandbox(ctx);
+            }
+        }));
+    }
+
+    /// Restores `lastState` from the stored status after a daemon restart.
+    fn restore_last(&mut self, i: usize, recorded: &Option<k8s_openapi::api::core::v1::ContainerStatus>) {
+        let Some(t) = recorded.as_ref().and_then(|r| r.last_state.as_ref()?.terminated.clone()) else { return };
+        let id = t.container_id.clone().unwrap_or_default().trim_start_matches("peapod://").to_string();
+        let attempt = id.rsplit('-').next().and_then(|a| a.parse().ok()).unwrap_or(0);
+        self.slots[i].last = Some(Finished {
+            attempt,
+            id,
+            exit: ExitRecord {
+                exit_code: t.exit_code,
+                signal: t.signal,
+                reason: t.reason.clone().unwrap_or_default(),
+                message: t.message.clone(),
+                started_at: t.started_at.map(|s| fmt_time(&s)),
+                finished_at: t.finished_at.map(|s| fmt_time(&s)).unwrap_or_default(),
+            },
+            image_id: recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default(),
+            message: t.message,
+        });
+    }
+
+    fn prepare_sandbox(&mut self, ctx: &mut Context<Self>) {
+        if self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|v| !v.is_empty()) {
+            self.reject(
+                "UnsupportedPodSpec",
+                "initContainers are not supported by this node yet".into(),
+                ctx,
+            );
+            return;
+        }
+        let rt = self.rt.clone();
+        let pod = self.pod.clone();
+        ctx.wait(async move { rt.ensure_sandbox(&pod).await }.into_actor(self).map(|res, act, ctx| match res {
+            Ok(()) => {
+                if act.lifecycle == Lifecycle::Preparing {
+                    act.lifecycle = Lifecycle::Active;
+                }
+                if act.start_time.is_none() {
+                    act.start_time = Some(crate::runtime::protocol::now());
+                }
+                act.reconcile(ctx);
+            }
+            Err(e) => {
+                act.event(None, EventKind::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
+                ctx.run_later(Duration::from_secs(10), |act, ctx| act.prepare_sandbox(ctx));
+            }
+        }));
+    }
+
+    /// Refuses the pod as kubelet admission does: phase Failed with a reason.
+    fn reject(&mut self, reason: &str, message: String, ctx: &mut Context<Self>) {
+        self.event(None, EventKind::Warning, reason, message.clone());
+        self.lifecycle = Lifecycle::Finished;
+        let status = PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(reason.into()),
+            message: Some(message),
+            ..Default::default()
+        };
+        self.write_status_value(status, ctx);
+    }
+
+    /// The level-triggered heart: compares what should run with what does and acts.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if self.pod.metadata.deletion_timestamp.is_some() && !matches!(self.lifecycle, Lifecycle::Terminating | Lifecycle::Removed) {
+            self.begin_termination(ctx);
+        }
+        match self.lifecycle {
+            Lifecycle::Preparing | Lifecycle::Removed => return,
+            Lifecycle::Terminating => {
+                if !self.slots.iter().any(ContainerSlot::is_active) {
+                    self.finish_removal(ctx);
+                }
+                return;
+            }
+            Lifecycle::Finished => {
+                self.write_status(ctx);
+                return;
+            }
+            Lifecycle::Active => {}
+        }
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].start_due(now) {
+                self.start_container(i, ctx);
+            }
+        }
+        let policy = self.restart_policy();
+        let phase = status::phase(&policy, &self.slots);
+        if phase == "Succeeded" || phase == "Failed" {
+            self.lifecycle = Lifecycle::Finished;
+            self.rt.teardown_sandbox(&self.uid);
+        }
+        self.write_status(ctx);
+    }
+
+    fn start_container(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let Some(spec) = self.spec_container(&self.slots[i].name) else { return };
+        let attempt = self.slots[i].begin_start();
+        let rt = self.rt.clone();
+        let pod = self.pod.clone();
+        let c = spec.clone();
+        ctx.spawn(async move { rt.start(&pod, &c, attempt).await }.into_actor(self).map(move |res, act, ctx| {
+            act.on_started(i, attempt, &spec, res, ctx)
+        }));
+    }
+
+    fn on_started(&mut self, i: usize, attempt: u32, spec: &Container, res: Result<Started, StartError>, ctx: &mut Context<Self>) {
+        let name = spec.name.clone();
+        let image = spec.image.clone().unwrap_or_default();
+        match res {
+            Ok(started) => {
+                if attempt == 0 || self.slots[i].latest_attempt.is_none() {
+                    self.event(Some(&name), EventKind::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"));
+                }
+                self.event(Some(&name), EventKind::Normal, "Created", format!("Created container: {name}"));
+                self.event(Some(&name), EventKind::Normal, "Started", format!("Started container {name}"));
+                self.slots[i].started(attempt, started);
+                self.watch_exit(i, attempt, ctx);
+                if self.lifecycle == Lifecycle::Terminating {
+                    self.stop_container(i, ctx);
+                }
+            }
+            Err(e) if e.reason == "RunContainerError" => {
+                // The shim ran and the container failed to start: that start counts, as in kubelet.
+                self.event(Some(&name), EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                let exit = ExitRecord::start_error(e.message.clone());
+                let id = crate::runtime::container_id(&self.uid, &name, attempt);
+                self.slots[i].exited(Finished { attempt, id, exit, image_id: String::new(), message: Some(e.message) });
+                self.rt.release_rootfs(&self.uid, &name, attempt);
+                self.decide_restart(i, ctx);
+            }
+            Err(e) => {
+                let delay = self.slots[i].backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
+                let reason = if e.reason == "ErrImagePull" && self.slots[i].next_attempt() > 0 { "ImagePullBackOff" } else { e.reason };
+                self.event(Some(&name), EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                self.slots[i].failed_to_create(reason, e.message, Instant::now() + delay);
+                ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
+            }
+        }
+        self.reconcile(ctx);
+    }
+
+    fn watch_exit(&mut self, i: usize, attempt: u32, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        let uid = self.uid.clone();
+        let name = self.slots[i].name.clone();
+        ctx.spawn(async move { rt.wait(&uid, &name, attempt).await }.into_actor(self).map(move |exit, act, ctx| {
+            act.on_exit(i, attempt, exit, ctx)
+        }));
+    }
+
+    fn on_exit(&mut self, i: usize, attempt: u32, exit: ExitRecord, ctx: &mut Context<Self>) {
+        let ContainerState::Running { attempt: running, started, .. } = &self.slots[i].state else { return };
+        if *running != attempt {
+            return;
+        }
+        let name = self.slots[i].name.clone();
+        let finished = Finished {
+            attempt,
+            id: started.id.clone(),
+            image_id: started.image_id.clone(),
+            message: self.rt.termination_message(&self.uid, &name, attempt),
+            exit,
+        };
+        tracing::info!("pod {}: container {name} exited with {} ({})", pod_desc(&self.pod), finished.exit.exit_code, finished.exit.reason);
+        if finished.exit.reason == "OOMKilled" {
+            self.event(Some(&name), EventKind::Warning, "OOMKilling", format!("Container {name} was OOM-killed"));
+        }
+        self.rt.release_rootfs(&self.uid, &name, attempt);
+        self.slots[i].exited(finished);
+        if self.lifecycle != Lifecycle::Terminating {
+            self.decide_restart(i, ctx);
+        }
+        self.reconcile(ctx);
+    }
+
+    /// Applies the restart policy to a container that just ended.
+    fn decide_restart(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let ContainerState::Terminated(done) = &self.slots[i].state else { return };
+        if !should_restart(&self.restart_policy(), done.exit.exit_code) {
+            return;
+        }
+        let ran = match (done.exit.started_at.as_deref(), Some(done.exit.finished_at.as_str())) {
+            (Some(s), Some(f)) => match (chrono::DateTime::parse_from_rfc3339(s), chrono::DateTime::parse_from_rfc3339(f)) {
+                (Ok(s), Ok(f)) => (f - s).to_std().unwrap_or_default(),
+                _ => Duration::ZERO,
+            },
+            _ => Duration::ZERO,
+        };
+        let name = self.slots[i].name.clone();
+        let delay = self.slots[i].schedule_restart(ran, &pod_desc(&self.pod));
+        if !delay.is_zero() {
+            self.event(
+                Some(&name),
+                EventKind::Warning,
+                "BackOff",
+                format!("Back-off restarting failed container {name} in pod {}", pod_desc(&self.pod)),
+            );
+            ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
+        }
+    }
+
+    fn grace_period(&self) -> Duration {
+        let secs = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30);
+        Duration::from_secs(secs.max(0) as u64)
+    }
+
+    fn begin_termination(&mut self, ctx: &mut Context<Self>) {
+        self.lifecycle = Lifecycle::Terminating;
+        self.deadline = Some(Instant::now() + self.grace_period());
+        for i in 0..self.slots.len() {
+            if let ContainerState::Running { .. } = self.slots[i].state {
+                self.stop_container(i, ctx);
+            } else if let ContainerState::Waiting { .. } = self.slots[i].state {
+                // Never started again; shown as it last was.
+                if let Some(last) = self.slots[i].last.take() {
+                    self.slots[i].state = ContainerState::Terminated(last);
+                }
+            }
+        }
+        self.write_status(ctx);
+    }
+
+    /// preStop hook, then the stop signal, then SIGKILL at the deadline.
+    fn stop_container(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let ContainerState::Running { attempt, started, .. } = &self.slots[i].state else { return };
+        let attempt = *attempt;
+        let name = self.slots[i].name.clone();
+        let spec = self.spec_container(&name);
+        let pre_stop = spec
+            .as_ref()
+            .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref()?.exec.as_ref()?.command.clone());
+        let stop_signal = started
+            .stop_signal
+            .as_deref()
+            .and_then(parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        let deadline = self.deadline.unwrap_or_else(Instant::now);
+        self.event(Some(&name), EventKind::Normal, "Killing", format!("Stopping container {name}"));
+        let rt = self.rt.clone();
+        let uid = self.uid.clone();
+        let events = self.events.clone();
+        let pod = self.pod.clone();
+        ctx.spawn(
+            async move {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Some(cmd) = pre_stop.filter(|_| !left.is_zero()) {
+                    match rt.exec(&uid, &name, attempt, &cmd, left).await {
+                        Ok((0, _)) => {}
+                        Ok((code, out)) => events.pod_event(
+                            &pod,
+                            Some(&name),
+                            EventKind::Warning,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: command {cmd:?} exited with {code}: {}", out.trim()),
+                        ),
+                        Err(e) => events.pod_event(&pod, Some(&name), EventKind::Warning, "FailedPreStopHook", e),
+                    }
+                }
+                if deadline > Instant::now() {
+                    let _ = rt.kill(&uid, &name, attempt, stop_signal).await;
+                    tokio::time::sleep_until(deadline.into()).await;
+                }
+                let _ = rt.kill(&uid, &name, attempt, libc::SIGKILL).await;
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn finish_removal(&mut self, ctx: &mut Context<Self>) {
+        self.lifecycle = Lifecycle::Removed;
+        let rt = self.rt.clone();
+        let store = self.store.clone();
+        let pod = self.pod.clone();
+        let uid = self.uid.clone();
+        let events = self.events.clone();
+        ctx.wait(
+            async move {
+                let p = pod.clone();
+                let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&p)).await;
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let pre = Preconditions { uid: Some(uid.clone()), resource_version: None };
+                match store.delete(&kinds::pod().resource(), &ns, &name, pre).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!("removing pod {ns}/{name}: {e}"),
+                }
+                events.forget(&uid);
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+
+    fn write_status(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.lifecycle, Lifecycle::Removed | Lifecycle::Preparing) {
+            return;
+        }
+        let sandbox_ready = self.lifecycle == Lifecycle::Active;
+        let mut st = status::build(&self.pod, &self.slots, sandbox_ready, self.start_time.as_deref());
+        status::keep_transition_times(&mut st, self.pod.status.as_ref());
+        if self.lifecycle == Lifecycle::Finished && matches!(self.stored_phase().as_deref(), Some("Failed")) && self.pod.status.as_ref().and_then(|s| s.reason.as_ref()).is_some() {
+            return; // a rejected pod keeps its rejection
+        }
+        self.write_status_value(st, ctx);
+    }
+
+    fn write_status_value(&mut self, st: PodStatus, ctx: &mut Context<Self>) {
+        if self.last_written.as_ref() == Some(&st) || self.pod.status.as_ref() == Some(&st) {
+            return;
+        }
+        if self.writing_status {
+            self.status_dirty = true;
+            return;
+        }
+        self.writing_status = true;
+        let store = self.store.clone();
+        let pod = self.pod.clone();
+        let st2 = st.clone();
+        ctx.spawn(
+            async move {
+                let resource = kinds::pod().resource();
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                for _ in 0..5 {
+                    let Ok(cur) = store.get(&resource, &ns, &name).await else { return };
+                    if object::uid(&cur) != pod.metadata.uid.as_deref().unwrap_or("") {
+                        return;
+                    }
+                    let mut next = cur.clone();
+                    next["status"] = object::to_value(&st2);
+                    match store.update(&resource, next).await {
+                        Ok(_) | Err(StoreError::NotFound { .. }) => return,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => {
+                            tracing::warn!("writing status of pod {ns}/{name}: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.writing_status = false;
+                act.last_written = Some(st);
+                if std::mem::take(&mut act.status_dirty) {
+                    act.write_status(ctx);
+                }
+            }),
+        );
+    }
+}
+
+fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+impl Actor for PodActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.recover(ctx);
+    }
+}
+
+impl Handler<PodChanged> for PodActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PodChanged, ctx: &mut Context<Self>) {
+        if msg.0.metadata.uid.as_deref() != Some(self.uid.as_str()) {
+            return;
+        }
+        self.pod = msg.0;
+        self.reconcile(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(super::parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(super::parse_signal("term"), Some(libc::SIGTERM));
+        assert_eq!(super::parse_signal("9"), Some(9));
+        assert_eq!(super::parse_signal("NOPE"), None);
+    }
+}
+
+/// RFC 3339 with second precision, as the shim writes times.
+fn fmt_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -1,0 +1,188 @@
+//! Pod status from the containers' states, with kubelet's phase rules.
+
+use super::container::{ContainerSlot, ContainerState, Finished};
+use k8s_openapi::api::core::v1::{
+    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+fn time(s: &str) -> Option<Time> {
+    s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(Time)
+}
+
+fn terminated(f: &Finished) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: f.exit.exit_code,
+        signal: f.exit.signal,
+        reason: Some(f.exit.reason.clone()),
+        message: f.message.clone().or(f.exit.message.clone()),
+        started_at: f.exit.started_at.as_deref().and_then(time),
+        finished_at: time(&f.exit.finished_at),
+        container_id: Some(format!("peapod://{}", f.id)),
+    }
+}
+
+/// The phase by kubelet's `getPhase`: a crash-looping container counts as
+/// stopped; Succeeded/Failed only once nothing will restart.
+pub fn phase(policy: &str, slots: &[ContainerSlot]) -> &'static str {
+    let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in slots {
+        match &s.state {
+            ContainerState::Running { .. } => running += 1,
+            ContainerState::Terminated(f) => {
+                stopped += 1;
+                if f.exit.exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            ContainerState::Waiting { .. } | ContainerState::Starting { .. } => {
+                if s.last.is_some() {
+                    stopped += 1;
+                } else {
+                    waiting += 1;
+                }
+            }
+        }
+    }
+    if waiting > 0 {
+        return "Pending";
+    }
+    if running > 0 {
+        return "Running";
+    }
+    if stopped > 0 {
+        // Containers waiting to restart are "stopped" but the pod is not over.
+        let restarting = slots.iter().any(|s| !matches!(s.state, ContainerState::Terminated(_)));
+        if policy == "Always" || restarting {
+            return "Running";
+        }
+        if stopped == succeeded {
+            return "Succeeded";
+        }
+        return "Failed";
+    }
+    "Pending"
+}
+
+/// Builds the status the pod actor writes.
+pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time: Option<&str>) -> PodStatus {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let phase = phase(policy, slots);
+    let mut statuses = Vec::new();
+    for s in slots {
+        let image = spec.containers.iter().find(|c| c.name == s.name).and_then(|c| c.image.clone()).unwrap_or_default();
+        let (state, ready, started, id, image_id) = match &s.state {
+            ContainerState::Waiting { reason, message, .. } => (
+                KState { waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }), ..Default::default() },
+                false,
+                false,
+                s.last.as_ref().map(|l| l.id.clone()),
+                s.last.as_ref().map(|l| l.image_id.clone()),
+            ),
+            ContainerState::Starting { .. } => (
+                KState { waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }), ..Default::default() },
+                false,
+                false,
+                None,
+                None,
+            ),
+            ContainerState::Running { started, .. } => (
+                KState { running: Some(ContainerStateRunning { started_at: time(&started.started_at) }), ..Default::default() },
+                true,
+                true,
+                Some(started.id.clone()),
+                Some(started.image_id.clone()),
+            ),
+            ContainerState::Terminated(f) => (
+                KState { terminated: Some(terminated(f)), ..Default::default() },
+                false,
+                false,
+                Some(f.id.clone()),
+                Some(f.image_id.clone()),
+            ),
+        };
+        let last_state = s.last.as_ref().map(|l| KState { terminated: Some(terminated(l)), ..Default::default() });
+        statuses.push(ContainerStatus {
+            name: s.name.clone(),
+            image,
+            image_id: image_id.unwrap_or_default(),
+            container_id: id.map(|i| format!("peapod://{i}")),
+            ready,
+            started: Some(started),
+            restart_count: s.restart_count() as i32,
+            state: Some(state),
+            last_state: last_state.or(Some(KState::default())),
+            ..Default::default()
+        });
+    }
+    let all_ready = !slots.is_empty() && statuses.iter().all(|c| c.ready);
+    let now = Some(crate::runtime::protocol::now_time());
+    let cond = |t: &str, ok: bool, reason: Option<&str>| PodCondition {
+        type_: t.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: now.clone(),
+        reason: reason.map(str::to_string),
+        ..Default::default()
+    };
+    let not_ready_reason = if phase == "Succeeded" || phase == "Failed" { Some("PodCompleted") } else if all_ready { None } else { Some("ContainersNotReady") };
+    let conditions = vec![
+        cond("PodReadyToStartContainers", sandbox_ready, None),
+        cond("Initialized", true, None),
+        cond("Ready", all_ready, not_ready_reason),
+        cond("ContainersReady", all_ready, not_ready_reason),
+        cond("PodScheduled", true, None),
+    ];
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(conditions),
+        container_statuses: Some(statuses),
+        start_time: start_time.and_then(time),
+        host_ip: Some("127.0.0.1".into()),
+        host_ips: None,
+        ..Default::default()
+    }
+}
+
+/// Copies condition transition times from `old` where the status did not change,
+/// so rewriting the status does not make every condition look new.
+pub fn keep_transition_times(new: &mut PodStatus, old: Option<&PodStatus>) {
+    let Some(old) = old.and_then(|o| o.conditions.as_ref()) else { return };
+    for c in new.conditions.iter_mut().flatten() {
+        if let Some(o) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+            c.last_transition_time = o.last_transition_time.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::protocol::ExitRecord;
+
+    fn done(code: i32) -> ContainerSlot {
+        let mut s = ContainerSlot::new("c".into());
+        s.exited(Finished {
+            attempt: 0,
+            id: "x".into(),
+            exit: ExitRecord::from_wait(Some(code), None, false, None),
+            image_id: String::new(),
+            message: None,
+        });
+        s
+    }
+
+    #[test]
+    fn phases_follow_kubelet() {
+        assert_eq!(phase("Always", &[ContainerSlot::new("c".into())]), "Pending");
+        assert_eq!(phase("Never", &[done(0)]), "Succeeded");
+        assert_eq!(phase("Never", &[done(3)]), "Failed");
+        assert_eq!(phase("OnFailure", &[done(0), done(0)]), "Succeeded");
+        assert_eq!(phase("Always", &[done(0)]), "Running");
+        let mut looping = done(1);
+        looping.schedule_restart(std::time::Duration::from_secs(1), "p_ns(u)");
+        looping.schedule_restart(std::time::Duration::from_secs(1), "p_ns(u)");
+        assert_eq!(phase("OnFailure", &[looping]), "Running");
+    }
+}

@@ -1,0 +1,137 @@
+//! What the daemon and a container's shim say to each other, and what the
+//! shim leaves on disk. Both sides are this crate, but they are different
+//! processes of possibly different builds (a shim outlives a daemon upgrade),
+//! so everything here is plain JSON with optional fields.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything a shim needs to run one container; written by the daemon next to the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    /// libcontainer container id.
+    pub id: String,
+    /// OCI bundle directory (holds `config.json`).
+    pub bundle: PathBuf,
+    /// libcontainer state root.
+    pub state_root: PathBuf,
+    /// The log file of this start: the container's stdout and stderr.
+    pub log_path: PathBuf,
+    /// Unix socket the shim serves.
+    pub socket: PathBuf,
+    /// Where the shim records the exit, before it deletes the container.
+    pub exit_file: PathBuf,
+    /// The container's memory cgroup directory, to tell an OOM kill from another SIGKILL.
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+/// How a container ended; persisted by the shim as `exit.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitRecord {
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub exit_code: i32,
+    /// The killing signal, if any.
+    pub signal: Option<i32>,
+    /// Kubernetes' reason: `Completed`, `Error`, `OOMKilled`, `StartError`, `ContainerStatusUnknown`.
+    pub reason: String,
+    /// Detail for failures to start.
+    pub message: Option<String>,
+    /// RFC 3339 start time, when it started.
+    pub started_at: Option<String>,
+    /// RFC 3339 time of the exit.
+    pub finished_at: String,
+}
+
+impl ExitRecord {
+    /// Builds the record for a status from `waitpid`.
+    pub fn from_wait(code: Option<i32>, signal: Option<i32>, oom: bool, started_at: Option<String>) -> Self {
+        let exit_code = code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
+        let reason = if oom {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        Self {
+            exit_code,
+            signal,
+            reason: reason.into(),
+            message: None,
+            started_at,
+            finished_at: now(),
+        }
+    }
+
+    /// A record for a container that never ran (`build()` or `start()` failed).
+    pub fn start_error(message: String) -> Self {
+        Self {
+            exit_code: 128,
+            signal: None,
+            reason: "StartError".into(),
+            message: Some(message),
+            started_at: None,
+            finished_at: now(),
+        }
+    }
+
+    /// A record for a container whose end nobody saw (its shim and exit file are gone).
+    pub fn unknown(started_at: Option<String>) -> Self {
+        Self {
+            exit_code: 137,
+            signal: None,
+            reason: "ContainerStatusUnknown".into(),
+            message: Some("The container could not be located when the pod was terminated".into()),
+            started_at,
+            finished_at: now(),
+        }
+    }
+}
+
+/// RFC 3339 now, second precision as Kubernetes' `metav1.Time`.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// One request line to a shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum ShimRequest {
+    /// Reply with the exit record once the container has exited.
+    Wait,
+    /// Send a signal to the container's init.
+    Kill { signal: i32 },
+    /// Reply with the container's pid and whether it runs.
+    State,
+}
+
+/// One reply line from a shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum ShimReply {
+    /// The container exited.
+    Exited { exit: ExitRecord },
+    /// A request succeeded.
+    Ok { pid: i32 },
+    /// A request failed.
+    Error { message: String },
+}
+
+/// What the daemon reads from a shim's stdout once the container has started (or failed to).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum StartReport {
+    /// Running with this init pid.
+    Started { pid: i32, started_at: String },
+    /// Never ran; the exit record is on disk too.
+    Failed { message: String },
+}
+
+/// Now as a Kubernetes `Time` (k8s-openapi's clock-less timestamp type).
+pub fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let micros = chrono::Utc::now().timestamp_micros();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_microsecond(micros).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}

@@ -1,0 +1,47 @@
+//! `peapod shim`: the small single-threaded processes that create containers.
+//!
+//! libcontainer `clone()`s its caller and `chdir()`s around its sockets, which
+//! is undefined behaviour in a multithreaded process such as the daemon. So
+//! the daemon never calls `build()` or `start()`: it starts `peapod shim run`,
+//! which creates one container, stays its parent (so it alone can `waitpid`
+//! the real exit code), records the exit on disk and answers the daemon on a
+//! unix socket. `shim exec` runs a command inside a running container (hooks),
+//! and `shim sandbox` creates a pod's shared namespaces. None of these may be
+//! called once a thread has been spawned in the process.
+
+mod exec;
+mod run;
+mod sandbox;
+
+pub use exec::exec;
+pub use run::run;
+pub use sandbox::sandbox;
+
+use libcontainer::workload::{default::DefaultExecutor, Executor, ExecutorError, ExecutorValidationError};
+use libcontainer::oci_spec::runtime::Spec;
+
+/// Resets signal dispositions and the signal mask before exec: Rust's std sets
+/// SIGPIPE to ignored, and an ignored signal survives `execve` into the container.
+#[derive(Clone)]
+pub(crate) struct CleanSignalsExecutor;
+
+impl Executor for CleanSignalsExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        for sig in Signal::iterator() {
+            if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+                continue;
+            }
+            // SAFETY: installing SIG_DFL runs no handler code, so no Rust invariant
+            // can be broken by a signal arriving; we are single-threaded right before exec.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}

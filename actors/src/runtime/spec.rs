@@ -1,0 +1,344 @@
+//! The OCI runtime config (`config.json`) for one container of a pod, from
+//! the pod spec and the image config, with Kubernetes' rules for command,
+//! args, env and working directory.
+
+use crate::image::ImageConfig;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// containerd's default capability set, which Kubernetes users expect.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Why a container's config cannot be built (`CreateContainerConfigError`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Host paths the spec refers to.
+pub struct SpecPaths<'a> {
+    /// The container's root filesystem (the overlay mount point).
+    pub rootfs: &'a Path,
+    /// The pod's namespace files (`net`, `ipc`, `uts`).
+    pub sandbox: &'a Path,
+    /// Pod-level `hosts`, `hostname`, `resolv.conf`.
+    pub etc_dir: &'a Path,
+    /// This start's termination-message file.
+    pub termination_log: &'a Path,
+    /// The cgroup path (`/peapod/pod<uid>/<id>`).
+    pub cgroups_path: &'a str,
+}
+
+/// Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` escapes, the rest stays.
+pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && i + 1 < bytes.len() {
+            if bytes[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if bytes[i + 1] == b'(' {
+                if let Some(end) = input[i + 2..].find(')') {
+                    let name = &input[i + 2..i + 2 + end];
+                    if let Some(v) = vars.get(name) {
+                        out.push_str(v);
+                        i += end + 3;
+                        continue;
+                    }
+                }
+            }
+        }
+        let ch = input[i..].chars().next().unwrap_or('$');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// The container's environment, in order: image env, then the container's own
+/// (later wins), with `$(VAR)` references and `fieldRef`s resolved.
+pub fn environment(pod: &Pod, c: &Container, image: &ImageConfig) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut order: Vec<String> = Vec::new();
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: String, v: String, vars: &mut BTreeMap<String, String>| {
+        if !vars.contains_key(&k) {
+            order.push(k.clone());
+        }
+        vars.insert(k, v);
+    };
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k.to_string(), v.to_string(), &mut vars);
+    }
+    let hostname = pod.spec.as_ref().and_then(|s| s.hostname.clone()).or(pod.metadata.name.clone());
+    set("HOSTNAME".into(), hostname.unwrap_or_default(), &mut vars);
+    for e in c.env.iter().flatten() {
+        let value = if let Some(src) = &e.value_from {
+            if let Some(f) = &src.field_ref {
+                field_ref(pod, &f.field_path)
+                    .ok_or_else(|| ConfigError(format!("env {}: unsupported fieldRef {:?}", e.name, f.field_path)))?
+            } else {
+                return Err(ConfigError(format!(
+                    "env {}: only value and valueFrom.fieldRef are supported on this node",
+                    e.name
+                )));
+            }
+        } else {
+            expand(e.value.as_deref().unwrap_or(""), &vars)
+        };
+        set(e.name.clone(), value, &mut vars);
+    }
+    Ok(order.into_iter().map(|k| {
+        let v = vars.get(&k).cloned().unwrap_or_default();
+        (k, v)
+    }).collect())
+}
+
+fn field_ref(pod: &Pod, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let status = pod.status.as_ref();
+    Some(match path {
+        "metadata.name" => m.name.clone()?,
+        "metadata.namespace" => m.namespace.clone()?,
+        "metadata.uid" => m.uid.clone()?,
+        "spec.nodeName" => pod.spec.as_ref()?.node_name.clone().unwrap_or_default(),
+        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone().unwrap_or_default(),
+        "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+        "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
+        p => {
+            let key = p.strip_prefix("metadata.labels['")?.strip_suffix("']");
+            if let Some(k) = key {
+                return m.labels.as_ref()?.get(k).cloned();
+            }
+            let k = p.strip_prefix("metadata.annotations['")?.strip_suffix("']")?;
+            m.annotations.as_ref()?.get(k).cloned()?
+        }
+    })
+}
+
+/// The process arguments by Kubernetes' rules: `command` replaces the image
+/// Entrypoint (and drops its Cmd), `args` replaces the Cmd.
+pub fn arguments(c: &Container, image: &ImageConfig, env: &[(String, String)]) -> Vec<String> {
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let (entry, cmd) = match (&c.command, &c.args) {
+        (Some(command), args) => (command.clone(), args.clone().unwrap_or_default()),
+        (None, Some(args)) => (image.entrypoint.clone(), args.clone()),
+        (None, None) => (image.entrypoint.clone(), image.cmd.clone()),
+    };
+    let expand_all = c.command.is_some() || c.args.is_some();
+    entry
+        .into_iter()
+        .chain(cmd)
+        .map(|a| if expand_all { expand(&a, &vars) } else { a })
+        .collect()
+}
+
+/// uid, gid and extra groups for an image `User` (`1000`, `1000:1000`, `name`, `name:group`),
+/// looked up in the container's own /etc/passwd and /etc/group.
+pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), ConfigError> {
+    let (u, g) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        file.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == name).then(|| (f[2].parse().ok(), f[3].parse().ok())).and_then(|(a, b)| Some((a?, b?)))
+        })
+    };
+    let (uid, default_gid) = match u.parse::<u32>() {
+        Ok(n) => (n, passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[2] == n.to_string()).then(|| f[3].parse().ok()).flatten()
+        }).unwrap_or(0)),
+        Err(_) if u.is_empty() => (0, 0),
+        Err(_) => lookup(&passwd, u).ok_or_else(|| ConfigError(format!("unable to find user {u}: no matching entries in passwd file")))?,
+    };
+    let gid = match g {
+        None => default_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup(&group, g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| ConfigError(format!("unable to find group {g}: no matching entries in group file")))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Builds `config.json` for container `c` of `pod`.
+pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_>) -> Result<Value, ConfigError> {
+    let env = environment(pod, c, image)?;
+    let args = arguments(c, image, &env);
+    if args.is_empty() {
+        return Err(ConfigError("no command specified".into()));
+    }
+    let sc = c.security_context.as_ref();
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let (mut uid, mut gid) = resolve_user(image.user.as_deref().unwrap_or(""), paths.rootfs)?;
+    if let Some(u) = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user)) {
+        uid = u as u32;
+    }
+    if let Some(g) = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group)) {
+        gid = g as u32;
+    }
+    if sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root)) == Some(true) && uid == 0 {
+        return Err(ConfigError("container has runAsNonRoot and image will run as root".into()));
+    }
+    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    if let Some(cs) = sc.and_then(|s| s.capabilities.as_ref()) {
+        let norm = |c: &String| if c.starts_with("CAP_") { c.clone() } else { format!("CAP_{c}") };
+        for add in cs.add.iter().flatten() {
+            let a = norm(add);
+            if !caps.contains(&a) {
+                caps.push(a);
+            }
+        }
+        let drop: Vec<String> = cs.drop.iter().flatten().map(norm).collect();
+        if drop.iter().any(|d| d == "CAP_ALL") {
+            caps.clear();
+        }
+        caps.retain(|c| !drop.contains(c));
+    }
+    if privileged {
+        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+    }
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or(image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let no_new_privs = sc.and_then(|s| s.allow_privilege_escalation) == Some(false);
+    let sandbox = |ns: &str| paths.sandbox.join(ns).display().to_string();
+    let bind = |src: &Path, dst: &str, ro: bool| {
+        json!({"destination": dst, "type": "bind", "source": src.display().to_string(),
+               "options": if ro { json!(["rbind", "ro"]) } else { json!(["rbind", "rw"]) }})
+    };
+    let term_path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64}],
+            "noNewPrivileges": no_new_privs,
+        },
+        "root": {"path": paths.rootfs.display().to_string(),
+                 "readonly": sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false)},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            bind(&paths.sandbox.join("shm"), "/dev/shm", false),
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+            bind(&paths.etc_dir.join("hosts"), "/etc/hosts", false),
+            bind(&paths.etc_dir.join("hostname"), "/etc/hostname", false),
+            bind(&paths.etc_dir.join("resolv.conf"), "/etc/resolv.conf", false),
+            bind(paths.termination_log, &term_path, false),
+        ],
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "mount"}, {"type": "cgroup"},
+                {"type": "network", "path": sandbox("net")},
+                {"type": "ipc", "path": sandbox("ipc")},
+                {"type": "uts", "path": sandbox("uts")},
+            ],
+            "cgroupsPath": paths.cgroups_path,
+            "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+            "maskedPaths": if privileged { json!([]) } else { json!([
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]) },
+            "readonlyPaths": if privileged { json!([]) } else { json!([
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) },
+        }
+    }))
+}
+
+const ALL_CAPS: &[&str] = &[
+    "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+    "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE", "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+    "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE",
+    "CAP_SYS_PACCT", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+            env: vec!["PATH=/bin".into(), "A=image".into()],
+            working_dir: Some("/work".into()),
+            user: None,
+            stop_signal: None,
+        }
+    }
+
+    fn container(v: Value) -> Container {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes_rules() {
+        let img = image();
+        let env = vec![("X".to_string(), "1".to_string())];
+        let c = container(json!({"name": "c"}));
+        assert_eq!(arguments(&c, &img, &env), ["/entry", "default"]);
+        let c = container(json!({"name": "c", "args": ["a", "$(X)"]}));
+        assert_eq!(arguments(&c, &img, &env), ["/entry", "a", "1"]);
+        let c = container(json!({"name": "c", "command": ["sh"]}));
+        assert_eq!(arguments(&c, &img, &env), ["sh"]);
+        let c = container(json!({"name": "c", "command": ["sh"], "args": ["-c", "$$(X) $(Y)"]}));
+        assert_eq!(arguments(&c, &img, &env), ["sh", "-c", "$(X) $(Y)"]);
+    }
+
+    #[test]
+    fn env_overrides_image_and_expands() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        let c = container(json!({"name": "c", "env": [
+            {"name": "A", "value": "pod"},
+            {"name": "B", "value": "$(A)-x"},
+            {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]}));
+        let env = environment(&pod, &c, &image()).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("A"), Some("pod"));
+        assert_eq!(get("B"), Some("pod-x"));
+        assert_eq!(get("N"), Some("ns"));
+        assert_eq!(get("PATH"), Some("/bin"));
+        assert_eq!(get("HOSTNAME"), Some("p"));
+    }
+}

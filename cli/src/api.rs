@@ -1,0 +1,454 @@
+//! The REST API, shaped like Kubernetes': one generic set of handlers driven by
+//! the kind table. Handlers validate and write the store; they start nothing.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use peapod_actors::runtime::NodePaths;
+use peapod_core::field::FieldErrors;
+use peapod_core::kinds::{self, Kind, KINDS};
+use peapod_core::object;
+use peapod_core::selector::Selector;
+use peapod_core::store::{Preconditions, Scope, Store, StoreError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Where container logs are.
+    pub paths: NodePaths,
+}
+
+type Data = web::Data<ApiState>;
+
+/// A Kubernetes `Status` failure response.
+fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> HttpResponse {
+    let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code});
+    if let Some(d) = details {
+        body["details"] = d;
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap_or_default()).json(body)
+}
+
+fn store_error(kind: &Kind, e: StoreError) -> HttpResponse {
+    let plural = kind.plural;
+    match e {
+        StoreError::NotFound { name, .. } => status(404, "NotFound", format!("{plural} \"{name}\" not found"), Some(json!({"name": name, "kind": plural}))),
+        StoreError::AlreadyExists { name, .. } => status(409, "AlreadyExists", format!("{plural} \"{name}\" already exists"), Some(json!({"name": name, "kind": plural}))),
+        StoreError::Conflict { name, reason, .. } => status(409, "Conflict", format!("Operation cannot be fulfilled on {plural} \"{name}\": {reason}"), None),
+        StoreError::Expired { .. } => status(410, "Expired", e.to_string(), None),
+        StoreError::Invalid(m) => status(400, "BadRequest", m, None),
+        StoreError::Backend { .. } => status(500, "InternalError", e.to_string(), None),
+    }
+}
+
+fn invalid(kind: &Kind, name: &str, errs: FieldErrors) -> HttpResponse {
+    let causes: Vec<Value> = errs.0.iter().map(|e| json!({"reason": e.reason(), "message": e.to_string(), "field": e.path})).collect();
+    status(
+        422,
+        "Invalid",
+        format!("{} \"{name}\" is invalid: {errs}", kind.kind),
+        Some(json!({"name": name, "kind": kind.plural, "causes": causes})),
+    )
+}
+
+/// Where a request points, from its path segments.
+struct Target {
+    kind: &'static Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
+    let k = |plural: &str| kinds::by_resource(group, version, plural);
+    let s = |x: &&str| x.to_string();
+    match segs {
+        ["namespaces", ns, plural, rest @ ..] if k(plural).is_some_and(|k| k.namespaced) => Some(Target {
+            kind: k(plural)?,
+            namespace: Some(ns.to_string()),
+            name: rest.first().map(s),
+            sub: rest.get(1).map(s),
+        }),
+        [plural, rest @ ..] => {
+            let kind = k(plural)?;
+            if kind.namespaced && !rest.is_empty() {
+                return None;
+            }
+            Some(Target { kind, namespace: None, name: rest.first().map(s), sub: rest.get(1).map(s) })
+        }
+        _ => None,
+    }
+}
+
+/// `GET /api`.
+pub async fn api_versions() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
+}
+
+/// `GET /api/v1`: the resource list, from the kind table.
+pub async fn resource_list() -> HttpResponse {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .filter(|k| k.group.is_empty())
+        .map(|k| json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
+            "shortNames": k.short_names, "verbs": ["create", "delete", "get", "list", "update", "watch"]}))
+        .collect();
+    HttpResponse::Ok().json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
+}
+
+/// Every `/api/v1/...` request.
+pub async fn core_v1(req: HttpRequest, body: web::Bytes, data: Data, q: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let path = req.match_info().get("tail").unwrap_or("").trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(t) = route("", "v1", &segs) else {
+        return status(404, "NotFound", format!("the server could not find the requested resource ({})", req.path()), None);
+    };
+    let method = req.method().as_str().to_string();
+    match (method.as_str(), &t.name, t.sub.as_deref()) {
+        ("GET", None, _) => list(&data, &t, &q).await,
+        ("POST", None, _) => create(&data, &t, &body).await,
+        ("GET", Some(_), None) => get(&data, &t).await,
+        ("GET", Some(_), Some("log")) if t.kind.kind == "Pod" => logs(&data, &t, &q).await,
+        ("PUT", Some(_), None) => update(&data, &t, &body, false).await,
+        ("PUT", Some(_), Some("status")) => update(&data, &t, &body, true).await,
+        ("DELETE", Some(_), None) => delete(&data, &t, &q, &body).await,
+        _ => status(405, "MethodNotAllowed", format!("{method} is not supported on {}", req.path()), None),
+    }
+}
+
+async fn ensure_namespace(data: &ApiState, t: &Target) -> Result<(), HttpResponse> {
+    let Some(ns) = t.namespace.as_deref() else { return Ok(()) };
+    match data.store.get(&kinds::namespace().resource(), "", ns).await {
+        Ok(n) if object::deletion_timestamp(&n).is_some() => Err(status(
+            403,
+            "Forbidden",
+            format!("{} is forbidden: unable to create new content in namespace {ns} because it is being terminated", t.kind.plural),
+            None,
+        )),
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) => Err(status(404, "NotFound", format!("namespaces \"{ns}\" not found"), None)),
+        Err(e) => Err(store_error(kinds::namespace(), e)),
+    }
+}
+
+fn parse_body(kind: &Kind, body: &[u8]) -> Result<Value, HttpResponse> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| status(400, "BadRequest", format!("the body of the request was in an unknown format: {e}"), None))?;
+    if !v.is_object() {
+        return Err(status(400, "BadRequest", "the body must be a JSON object".into(), None));
+    }
+    let (av, k) = (v["apiVersion"].as_str().unwrap_or(""), v["kind"].as_str().unwrap_or(""));
+    if (!av.is_empty() && av != kind.api_version()) || (!k.is_empty() && k != kind.kind) {
+        return Err(status(400, "BadRequest", format!("the API version in the data ({av}) and kind ({k}) do not match {} {}", kind.api_version(), kind.kind), None));
+    }
+    Ok(v)
+}
+
+async fn list(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpResponse {
+    let selector = match Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")) {
+        Ok(s) => s,
+        Err(e) => return status(400, "BadRequest", format!("unable to parse requirement: {e}"), None),
+    };
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return watch(data, t, q, selector).await;
+    }
+    match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
+        Ok((items, rev)) => {
+            let items: Vec<Value> = items.into_iter().filter(|i| selector.matches(&object::labels(i))).collect();
+            HttpResponse::Ok().json(json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": items}))
+        }
+        Err(e) => store_error(t.kind, e),
+    }
+}
+
+async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selector: Selector) -> HttpResponse {
+    let from = match q.get("resourceVersion").filter(|s| !s.is_empty()) {
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return status(400, "BadRequest", format!("invalid resourceVersion {rv:?}"), None),
+        },
+        None => match data.store.revision().await {
+            Ok(r) => r,
+            Err(e) => return store_error(t.kind, e),
+        },
+    };
+    let scope = Scope { resource: Some(t.kind.resource()), namespace: t.namespace.clone() };
+    let name = t.name.clone();
+    let rx = match data.store.watch(scope, from).await {
+        Ok(rx) => rx,
+        Err(e) => return store_error(t.kind, e),
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let ev = rx.recv().await?;
+        Some((ev, rx))
+    })
+    .filter_map(move |ev| {
+        let selector = selector.clone();
+        let name = name.clone();
+        async move {
+            let line = match ev {
+                Ok(ev) => {
+                    if !selector.matches(&object::labels(&ev.object)) || name.as_deref().is_some_and(|n| n != object::name(&ev.object)) {
+                        return None;
+                    }
+                    json!({"type": ev.event_type, "object": ev.object})
+                }
+                Err(e) => json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}}),
+            };
+            Some(Ok::<_, actix_web::Error>(web::Bytes::from(format!("{line}\n"))))
+        }
+    });
+    HttpResponse::Ok().content_type("application/json").streaming(stream)
+}
+
+async fn get(data: &ApiState, t: &Target) -> HttpResponse {
+    let name = t.name.as_deref().unwrap_or("");
+    match data.store.get(&t.kind.resource(), t.namespace.as_deref().unwrap_or(""), name).await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => store_error(t.kind, e),
+    }
+}
+
+async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
+    let mut obj = match parse_body(t.kind, body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = ensure_namespace(data, t).await {
+        return r;
+    }
+    if object::name(&obj).is_empty() {
+        if let Some(prefix) = obj.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_string) {
+            object::set_meta(&mut obj, "name", format!("{prefix}{}", object::random_suffix(5)));
+        }
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let body_ns = object::namespace(&obj).to_string();
+    if t.kind.namespaced {
+        if !body_ns.is_empty() && body_ns != ns {
+            return status(400, "BadRequest", format!("the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({ns})"), None);
+        }
+        object::set_meta(&mut obj, "namespace", ns);
+    }
+    obj["apiVersion"] = json!(t.kind.api_version());
+    obj["kind"] = json!(t.kind.kind);
+    let name = object::name(&obj).to_string();
+    if let Err(errs) = (t.kind.admit_create)(&mut obj) {
+        return invalid(t.kind, &name, errs);
+    }
+    object::set_meta(&mut obj, "uid", object::new_uid());
+    object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
+    if let Some(m) = object::metadata_mut(&mut obj) {
+        m.remove("resourceVersion");
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+    }
+    match data.store.create(&t.kind.resource(), obj).await {
+        Ok(v) => HttpResponse::Created().json(v),
+        Err(e) => store_error(t.kind, e),
+    }
+}
+
+async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> HttpResponse {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let mut new = match parse_body(t.kind, body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if object::name(&new) != name {
+        return status(400, "BadRequest", format!("the name of the object ({}) does not match the name on the URL ({name})", object::name(&new)), None);
+    }
+    let old = match data.store.get(&t.kind.resource(), &ns, &name).await {
+        Ok(v) => v,
+        Err(e) => return store_error(t.kind, e),
+    };
+    new["apiVersion"] = json!(t.kind.api_version());
+    new["kind"] = json!(t.kind.kind);
+    let mut next = if status_only {
+        let mut n = old.clone();
+        n["status"] = new["status"].clone();
+        object::set_meta(&mut n, "resourceVersion", object::resource_version(&new).to_string());
+        n
+    } else {
+        if t.kind.has_status {
+            new["status"] = old["status"].clone();
+        }
+        // Identity and server-set fields come from the stored object.
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"] {
+            match old.pointer(&format!("/metadata/{f}")) {
+                Some(v) => {
+                    if let Some(m) = object::metadata_mut(&mut new) {
+                        m.insert(f.into(), v.clone());
+                    }
+                }
+                None => {
+                    if let Some(m) = object::metadata_mut(&mut new) {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        if let Err(errs) = (t.kind.admit_update)(&old, &mut new) {
+            return invalid(t.kind, &name, errs);
+        }
+        new
+    };
+    if object::resource_version(&next) == 0 {
+        object::set_meta(&mut next, "resourceVersion", object::resource_version(&old).to_string());
+    }
+    // An update that changes nothing writes nothing (so `apply` twice is idempotent).
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = object::metadata_mut(&mut v) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    if strip(&next) == strip(&old) {
+        return HttpResponse::Ok().json(old);
+    }
+    match data.store.update(&t.kind.resource(), next).await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => store_error(t.kind, e),
+    }
+}
+
+async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: &[u8]) -> HttpResponse {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let grace = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse::<i64>().ok())
+        .or(opts["gracePeriodSeconds"].as_i64());
+    let resource = t.kind.resource();
+    if !t.kind.graceful_deletion {
+        return match data.store.delete(&resource, &ns, &name, Preconditions::default()).await {
+            Ok(v) => HttpResponse::Ok().json(v),
+            Err(e) => store_error(t.kind, e),
+        };
+    }
+    for _ in 0..5 {
+        let cur = match data.store.get(&resource, &ns, &name).await {
+            Ok(v) => v,
+            Err(e) => return store_error(t.kind, e),
+        };
+        if t.kind.kind == "Namespace" && ["default", "kube-system", "kube-public", "kube-node-lease"].contains(&name.as_str()) {
+            return status(403, "Forbidden", format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"), None);
+        }
+        let mut marked = cur.clone();
+        object::mark_deleted(&mut marked, grace);
+        if t.kind.kind == "Namespace" {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        if marked == cur {
+            return HttpResponse::Ok().json(cur);
+        }
+        match data.store.update(&resource, marked).await {
+            Ok(v) => return HttpResponse::Ok().json(v),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return store_error(t.kind, e),
+        }
+    }
+    status(409, "Conflict", format!("{} \"{name}\" kept changing; try again", t.kind.plural), None)
+}
+
+async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpResponse {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let pod = match data.store.get(&t.kind.resource(), &ns, &name).await {
+        Ok(v) => v,
+        Err(e) => return store_error(t.kind, e),
+    };
+    let containers: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+    let container = match q.get("container") {
+        Some(c) => c.clone(),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => return status(400, "BadRequest", format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" ")), None),
+    };
+    if !containers.contains(&container) {
+        return status(400, "BadRequest", format!("container {container} is not valid for pod {name}"), None);
+    }
+    let cs = pod["status"]["containerStatuses"].as_array().into_iter().flatten().find(|c| c["name"] == container.as_str()).cloned();
+    let started = cs.as_ref().is_some_and(|c| !c["containerID"].is_null());
+    if !started {
+        return status(400, "BadRequest", format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"), None);
+    }
+    let restarts = cs.as_ref().and_then(|c| c["restartCount"].as_u64()).unwrap_or(0) as u32;
+    let previous = q.get("previous").is_some_and(|p| p == "true");
+    let attempt = if previous {
+        if restarts == 0 {
+            return status(400, "BadRequest", format!("previous terminated container \"{container}\" in pod \"{name}\" not found"), None);
+        }
+        restarts - 1
+    } else {
+        restarts
+    };
+    let file = data.paths.log_file(&ns, &name, object::uid(&pod), &container, attempt);
+    let follow = q.get("follow").is_some_and(|f| f == "true") && !previous;
+    let tail = q.get("tailLines").and_then(|n| n.parse::<usize>().ok());
+    let text = std::fs::read(&file).unwrap_or_default();
+    let mut start = 0;
+    if let Some(n) = tail {
+        let mut count = 0;
+        for (i, b) in text.iter().enumerate().rev() {
+            if *b == b'\n' && i + 1 < text.len() {
+                count += 1;
+                if count == n {
+                    start = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    let initial = web::Bytes::copy_from_slice(&text[start..]);
+    if !follow {
+        return HttpResponse::Ok().content_type("text/plain").body(initial);
+    }
+    // Follow: stream what is appended until the container (this attempt) is no longer running.
+    let store = data.store.clone();
+    let uid = object::uid(&pod).to_string();
+    let offset = text.len() as u64;
+    let state = (Some(initial), file, offset, store, ns, name, uid, container, attempt, 0u32);
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(first) = s.0.take() {
+            return Some((Ok::<_, actix_web::Error>(first), s));
+        }
+        loop {
+            let len = std::fs::metadata(&s.1).map(|m| m.len()).unwrap_or(0);
+            if len > s.2 {
+                use std::io::{Read, Seek};
+                let mut buf = Vec::new();
+                if let Ok(mut f) = std::fs::File::open(&s.1) {
+                    let _ = f.seek(std::io::SeekFrom::Start(s.2));
+                    let _ = f.take(len - s.2).read_to_end(&mut buf);
+                }
+                s.2 += buf.len() as u64;
+                return Some((Ok(web::Bytes::from(buf)), s));
+            }
+            s.9 += 1;
+            if s.9 % 5 == 0 && !still_running(&*s.3, &s.4, &s.5, &s.6, &s.7, s.8).await {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    HttpResponse::Ok().content_type("text/plain").streaming(stream)
+}
+
+async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, container: &str, attempt: u32) -> bool {
+    let Ok(pod) = store.get(&kinds::pod().resource(), ns, name).await else { return false };
+    if object::uid(&pod) != uid {
+        return false;
+    }
+    pod["status"]["containerStatuses"].as_array().into_iter().flatten().any(|c| {
+        c["name"] == container && c["restartCount"].as_u64() == Some(attempt as u64) && !c["state"]["running"].is_null()
+    })
+}

@@ -1,0 +1,492 @@
+//! The client verbs.
+
+use crate::client::Client;
+use crate::output;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use peapod_core::kinds::{self, Kind};
+use peapod_core::manifest;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// Manifest file(s), `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// `namespace NAME`, or use -f.
+    what: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Resource type, then optional names.
+    resource: String,
+    names: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// wide | yaml | json | name
+    #[arg(short = 'o', long)]
+    output: Option<String>,
+    #[arg(long)]
+    show_labels: bool,
+    #[arg(short = 'w', long)]
+    watch: bool,
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    resource: String,
+    names: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Resource type and names (or use -f).
+    what: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(long)]
+    grace_period: Option<i64>,
+    /// Return at once instead of waiting for the objects to be gone.
+    #[arg(long = "wait", default_value_t = true, action = clap::ArgAction::Set)]
+    wait: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    pod: String,
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(short = 'f', long)]
+    follow: bool,
+    #[arg(short = 'p', long)]
+    previous: bool,
+    #[arg(long)]
+    tail: Option<i64>,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout directory or oci-archive tar.
+    Import {
+        source: PathBuf,
+        /// Name for images whose layout names only a tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// List images.
+    Ls,
+    /// Remove an image.
+    Rm { reference: String },
+}
+
+fn ns_of(n: &Option<String>) -> String {
+    n.clone().unwrap_or_else(|| "default".into())
+}
+
+fn kind_named(word: &str) -> Result<&'static Kind> {
+    kinds::by_name(word).ok_or_else(|| anyhow!("the server doesn't have a resource type \"{word}\""))
+}
+
+fn read_manifests(files: &[String]) -> Result<Vec<manifest::Document>> {
+    let mut docs = Vec::new();
+    for f in files {
+        let text = if f == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(f).with_context(|| format!("error reading {f}"))?
+        };
+        docs.extend(manifest::parse(f, &text)?);
+    }
+    Ok(docs)
+}
+
+fn target_ns(doc: &manifest::Document, flag: &Option<String>) -> Result<String> {
+    let in_doc = doc.object["metadata"]["namespace"].as_str();
+    match (in_doc, flag) {
+        (Some(d), Some(f)) if d != f => bail!("the namespace from the provided object \"{d}\" does not match the namespace \"{f}\". You must pass '--namespace={d}' to perform this operation."),
+        (Some(d), _) => Ok(d.to_string()),
+        (None, f) => Ok(ns_of(f)),
+    }
+}
+
+pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
+    let docs = read_manifests(&a.files)?;
+    let mut failed = false;
+    for d in docs {
+        let ns = target_ns(&d, &a.namespace)?;
+        let name = d.object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let label = format!("{}/{}", d.kind.singular, name);
+        let (code, existing) = c.request("GET", &d.kind.object_path(&ns, &name), None)?;
+        let res = if code == 404 || name.is_empty() {
+            c.call("POST", &d.kind.collection_path(&ns), Some(&d.object)).map(|_| "created")
+        } else if code >= 400 {
+            Err(anyhow!("Error from server: {}", existing["message"].as_str().unwrap_or("")))
+        } else {
+            let mut obj = d.object.clone();
+            obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+            c.call("PUT", &d.kind.object_path(&ns, &name), Some(&obj)).map(|after| {
+                if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] { "unchanged" } else { "configured" }
+            })
+        };
+        match res {
+            Ok(verb) => println!("{label} {verb}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some objects could not be applied");
+    }
+    Ok(())
+}
+
+pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
+    if let [kind, name] = a.what.as_slice() {
+        let k = kind_named(kind)?;
+        let obj = json!({"apiVersion": k.api_version(), "kind": k.kind, "metadata": {"name": name}});
+        c.call("POST", &k.collection_path(&ns_of(&a.namespace)), Some(&obj))?;
+        println!("{}/{} created", k.singular, name);
+        return Ok(());
+    }
+    if a.files.is_empty() {
+        bail!("error: must specify one of -f or a resource type and name");
+    }
+    for d in read_manifests(&a.files)? {
+        let ns = target_ns(&d, &a.namespace)?;
+        let v = c.call("POST", &d.kind.collection_path(&ns), Some(&d.object))?;
+        println!("{}/{} created", d.kind.singular, v["metadata"]["name"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+fn query(selector: &Option<String>) -> String {
+    match selector {
+        Some(s) => format!("?labelSelector={}", urlencode(s)),
+        None => String::new(),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs, header: bool) -> Result<()> {
+    let with_ns = a.all_namespaces && kind.namespaced;
+    match a.output.as_deref() {
+        Some("json") => {
+            let v = if items.len() == 1 && !a.names.is_empty() { items[0].clone() } else { json!({"apiVersion": "v1", "kind": "List", "items": items}) };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Some("yaml") => {
+            let v = if items.len() == 1 && !a.names.is_empty() { items[0].clone() } else { json!({"apiVersion": "v1", "kind": "List", "items": items}) };
+            print!("{}", serde_saphyr::to_string(&v).map_err(|e| anyhow!("yaml: {e}"))?);
+        }
+        Some("name") => items.iter().for_each(|i| println!("{}/{}", kind.singular, i["metadata"]["name"].as_str().unwrap_or(""))),
+        Some("wide") | None => {
+            let wide = a.output.as_deref() == Some("wide");
+            let mut rows = Vec::new();
+            if header {
+                let mut h: Vec<String> = vec![];
+                if with_ns {
+                    h.push("NAMESPACE".into());
+                }
+                match kind.kind {
+                    "Pod" => {
+                        h.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"].map(String::from));
+                        if wide {
+                            h.extend(["IP", "NODE"].map(String::from));
+                        }
+                    }
+                    "Namespace" => h.extend(["NAME", "STATUS", "AGE"].map(String::from)),
+                    "Event" => h.extend(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"].map(String::from)),
+                    _ => h.extend(["NAME", "AGE"].map(String::from)),
+                }
+                if a.show_labels {
+                    h.push("LABELS".into());
+                }
+                rows.push(h);
+            }
+            for i in items {
+                let mut row = match kind.kind {
+                    "Pod" => output::pod_row(i, wide, with_ns, false),
+                    _ => {
+                        let mut r = vec![];
+                        if with_ns {
+                            r.push(i["metadata"]["namespace"].as_str().unwrap_or("").to_string());
+                        }
+                        match kind.kind {
+                            "Namespace" => r.extend([
+                                i["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                                i["status"]["phase"].as_str().unwrap_or("").to_string(),
+                                output::age(i["metadata"]["creationTimestamp"].as_str().unwrap_or("")),
+                            ]),
+                            "Event" => r.extend([
+                                output::age(i["lastTimestamp"].as_str().unwrap_or("")),
+                                i["type"].as_str().unwrap_or("").to_string(),
+                                i["reason"].as_str().unwrap_or("").to_string(),
+                                format!("{}/{}", i["involvedObject"]["kind"].as_str().unwrap_or("").to_lowercase(), i["involvedObject"]["name"].as_str().unwrap_or("")),
+                                i["message"].as_str().unwrap_or("").to_string(),
+                            ]),
+                            _ => r.extend([i["metadata"]["name"].as_str().unwrap_or("").to_string(), output::age(i["metadata"]["creationTimestamp"].as_str().unwrap_or(""))]),
+                        }
+                        r
+                    }
+                };
+                if a.show_labels {
+                    row.push(output::label_string(i));
+                }
+                rows.push(row);
+            }
+            if rows.len() == usize::from(header) && header {
+                if !a.watch {
+                    eprintln!("No resources found{}.", if kind.namespaced && !a.all_namespaces { format!(" in {} namespace", ns_of(&a.namespace)) } else { String::new() });
+                }
+                return Ok(());
+            }
+            output::table(&rows);
+        }
+        Some(o) => bail!("unable to match a printer suitable for the output format \"{o}\", allowed formats are: json,name,wide,yaml"),
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+pub fn get(c: &Client, a: GetArgs) -> Result<()> {
+    let kind = kind_named(&a.resource)?;
+    let ns = ns_of(&a.namespace);
+    let collection = if a.all_namespaces && kind.namespaced { format!("{}/{}", kind.api_prefix(), kind.plural) } else { kind.collection_path(&ns) };
+    let list = c.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
+    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    if !a.names.is_empty() {
+        for n in &a.names {
+            if !items.iter().any(|i| i["metadata"]["name"] == n.as_str()) {
+                bail!("Error from server (NotFound): {} \"{n}\" not found", kind.plural);
+            }
+        }
+        items.retain(|i| a.names.iter().any(|n| i["metadata"]["name"] == n.as_str()));
+    }
+    print_objects(kind, &items, &a, true)?;
+    if !a.watch {
+        return Ok(());
+    }
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let sep = if a.selector.is_some() { "&" } else { "?" };
+    let path = format!("{collection}{}{sep}watch=true&resourceVersion={rv}", query(&a.selector));
+    let mut buf = Vec::new();
+    c.stream("GET", &path, None, |chunk| {
+        buf.extend_from_slice(chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            if let Ok(ev) = serde_json::from_slice::<Value>(&line) {
+                let obj = ev["object"].clone();
+                if a.names.is_empty() || a.names.iter().any(|n| obj["metadata"]["name"] == n.as_str()) {
+                    let _ = print_objects(kind, &[obj], &a, false);
+                }
+            }
+        }
+        true
+    })?;
+    Ok(())
+}
+
+pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
+    let kind = kind_named(&a.resource)?;
+    let ns = ns_of(&a.namespace);
+    let items: Vec<Value> = if a.names.is_empty() {
+        c.call("GET", &kind.collection_path(&ns), None)?["items"].as_array().cloned().unwrap_or_default()
+    } else {
+        a.names.iter().map(|n| c.call("GET", &kind.object_path(&ns, n), None)).collect::<Result<_>>()?
+    };
+    let events = c.call("GET", &kinds::event().collection_path(&ns), None).ok();
+    for o in items {
+        let m = &o["metadata"];
+        println!("Name:         {}", m["name"].as_str().unwrap_or(""));
+        if kind.namespaced {
+            println!("Namespace:    {}", m["namespace"].as_str().unwrap_or(""));
+        }
+        println!("Labels:       {}", output::label_string(&o));
+        println!("Created:      {}", m["creationTimestamp"].as_str().unwrap_or(""));
+        if kind.kind == "Pod" {
+            println!("Status:       {}", output::pod_status(&o));
+            if let Some(r) = o["status"]["reason"].as_str() {
+                println!("Reason:       {r}");
+                println!("Message:      {}", o["status"]["message"].as_str().unwrap_or(""));
+            }
+            println!("Start Time:   {}", o["status"]["startTime"].as_str().unwrap_or("<none>"));
+            println!("Containers:");
+            for spec in o["spec"]["containers"].as_array().into_iter().flatten() {
+                let name = spec["name"].as_str().unwrap_or("");
+                let st = o["status"]["containerStatuses"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null);
+                println!("  {name}:");
+                println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
+                println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
+                println!("    Image ID:       {}", st["imageID"].as_str().unwrap_or(""));
+                print_state("    State:          ", &st["state"]);
+                print_state("    Last State:     ", &st["lastState"]);
+                println!("    Ready:          {}", st["ready"].as_bool().unwrap_or(false));
+                println!("    Restart Count:  {}", st["restartCount"].as_u64().unwrap_or(0));
+            }
+            println!("Conditions:");
+            for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {
+                println!("  {:<27} {}", cnd["type"].as_str().unwrap_or(""), cnd["status"].as_str().unwrap_or(""));
+            }
+        } else if let Some(p) = o["status"]["phase"].as_str() {
+            println!("Status:       {p}");
+        }
+        let uid = m["uid"].as_str().unwrap_or("");
+        let mut evs: Vec<&Value> = events.iter().flat_map(|e| e["items"].as_array()).flatten().filter(|e| e["involvedObject"]["uid"] == uid).collect();
+        evs.sort_by_key(|e| e["lastTimestamp"].as_str().unwrap_or("").to_string());
+        if evs.is_empty() {
+            println!("Events:       <none>");
+        } else {
+            println!("Events:");
+            let mut rows = vec![vec!["  Type".to_string(), "Reason".into(), "Age".into(), "From".into(), "Message".into()]];
+            for e in evs {
+                let count = e["count"].as_u64().unwrap_or(1);
+                let age = output::age(e["lastTimestamp"].as_str().unwrap_or(""));
+                rows.push(vec![
+                    format!("  {}", e["type"].as_str().unwrap_or("")),
+                    e["reason"].as_str().unwrap_or("").into(),
+                    if count > 1 { format!("{age} (x{count})") } else { age },
+                    e["source"]["component"].as_str().unwrap_or("").into(),
+                    e["message"].as_str().unwrap_or("").into(),
+                ]);
+            }
+            output::table(&rows);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn print_state(label: &str, s: &Value) {
+    if let Some(r) = s["running"].as_object() {
+        println!("{label}Running (started {})", r.get("startedAt").and_then(Value::as_str).unwrap_or(""));
+    } else if let Some(w) = s["waiting"].as_object() {
+        println!("{label}Waiting ({}) {}", w.get("reason").and_then(Value::as_str).unwrap_or(""), w.get("message").and_then(Value::as_str).unwrap_or(""));
+    } else if let Some(t) = s["terminated"].as_object() {
+        println!(
+            "{label}Terminated ({}) exit code {}, finished {}",
+            t.get("reason").and_then(Value::as_str).unwrap_or(""),
+            t.get("exitCode").unwrap_or(&Value::Null),
+            t.get("finishedAt").and_then(Value::as_str).unwrap_or("")
+        );
+    } else {
+        println!("{label}<none>");
+    }
+}
+
+pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
+    let mut targets: Vec<(&'static Kind, String, String)> = Vec::new();
+    if !a.files.is_empty() {
+        for d in read_manifests(&a.files)? {
+            let ns = target_ns(&d, &a.namespace)?;
+            targets.push((d.kind, ns, d.object["metadata"]["name"].as_str().unwrap_or("").into()));
+        }
+    } else {
+        let (kind, names) = a.what.split_first().ok_or_else(|| anyhow!("error: must specify a resource type and name, or -f"))?;
+        let kind = kind_named(kind)?;
+        if names.is_empty() {
+            bail!("error: resource(s) were provided, but no name was specified");
+        }
+        for n in names {
+            targets.push((kind, ns_of(&a.namespace), n.clone()));
+        }
+    }
+    let q = a.grace_period.map(|g| format!("?gracePeriodSeconds={g}")).unwrap_or_default();
+    let mut failed = false;
+    for (kind, ns, name) in &targets {
+        match c.call("DELETE", &format!("{}{q}", kind.object_path(ns, name)), None) {
+            Ok(_) => println!("{} \"{name}\" deleted", kind.singular),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    if a.wait {
+        for (kind, ns, name) in &targets {
+            loop {
+                let (code, _) = c.request("GET", &kind.object_path(ns, name), None)?;
+                if code == 404 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+    if failed {
+        bail!("some objects could not be deleted");
+    }
+    Ok(())
+}
+
+pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
+    let mut q = vec![];
+    if let Some(cn) = &a.container {
+        q.push(format!("container={}", urlencode(cn)));
+    }
+    if a.follow {
+        q.push("follow=true".into());
+    }
+    if a.previous {
+        q.push("previous=true".into());
+    }
+    if let Some(t) = a.tail.filter(|t| *t >= 0) {
+        q.push(format!("tailLines={t}"));
+    }
+    let path = format!("{}/log?{}", kinds::pod().object_path(&ns_of(&a.namespace), &a.pod), q.join("&"));
+    let mut out = std::io::stdout();
+    c.stream("GET", &path, None, |chunk| out.write_all(chunk).and_then(|_| out.flush()).is_ok())?;
+    Ok(())
+}
+
+pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
+    let store = peapod_actors::image::ImageStore::open(root.join("images"))?;
+    match cmd {
+        ImageCommand::Import { source, tag } => {
+            for r in store.import(&source, tag.as_deref())? {
+                println!("imported {r}");
+            }
+        }
+        ImageCommand::Ls => {
+            let mut rows = vec![vec!["IMAGE".to_string(), "DIGEST".into(), "SIZE".into()]];
+            for i in store.list()? {
+                rows.push(vec![i.reference, i.digest.chars().take(19).collect(), format!("{:.1}MB", i.size as f64 / 1e6)]);
+            }
+            output::table(&rows);
+        }
+        ImageCommand::Rm { reference } => {
+            store.remove(&reference)?;
+            println!("deleted {reference}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `peapod`: the daemon, the shim, and the client verbs.
+
+mod api;
+mod client;
+mod commands;
+mod daemon;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "peapod", version, about = "Run Kubernetes pods from ordinary manifests on one bare-metal node")]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "PEAPOD_SOCKET", default_value = "/run/peapod/peapod.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node daemon (store, actors, API).
+    Daemon {
+        /// Persistent state.
+        #[arg(long, default_value = "/var/lib/peapod")]
+        root_dir: PathBuf,
+        /// Sockets, namespaces, container state.
+        #[arg(long, default_value = "/run/peapod")]
+        run_dir: PathBuf,
+    },
+    /// Internal: the per-container helper process.
+    #[command(hide = true)]
+    Shim {
+        #[command(subcommand)]
+        what: ShimCommand,
+    },
+    /// Create or update objects from manifests.
+    Apply(commands::ApplyArgs),
+    /// Create objects from manifests (fails if they exist).
+    Create(commands::CreateArgs),
+    /// List objects.
+    Get(commands::GetArgs),
+    /// Show details of objects, with events.
+    Describe(commands::DescribeArgs),
+    /// Delete objects.
+    Delete(commands::DeleteArgs),
+    /// Print a container's logs.
+    Logs(commands::LogsArgs),
+    /// Manage the local image store.
+    Image {
+        #[command(subcommand)]
+        what: commands::ImageCommand,
+        /// The daemon's root dir, which holds the image store.
+        #[arg(long, global = true, default_value = "/var/lib/peapod")]
+        root_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShimCommand {
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    Exec {
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    Sandbox {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        hostname: String,
+    },
+}
+
+fn shim(what: ShimCommand) -> i32 {
+    use peapod_actors::runtime::shim;
+    match what {
+        ShimCommand::Run { config } => {
+            let cfg = match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("{}", serde_json::json!({"result": "failed", "message": format!("{}: {e}", config.display())}));
+                    return 1;
+                }
+            };
+            shim::run(&cfg)
+        }
+        ShimCommand::Exec { state_root, id, timeout_ms, args } => {
+            shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis))
+        }
+        ShimCommand::Sandbox { dir, hostname } => match shim::sandbox(&dir, &hostname) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // The shim must stay single-threaded: no runtime, no logging threads before it.
+    if let Command::Shim { what } = cli.command {
+        // Errors only: libcontainer's init logs into the container's own stderr.
+        // fmt writes synchronously from the calling thread: no threads are started.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEAPOD_SHIM_LOG").unwrap_or_else(|_| "error".into()))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        std::process::exit(shim(what));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEAPOD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let client = || client::Client::new(cli.socket.clone());
+    let res = match cli.command {
+        Command::Shim { .. } => unreachable!("handled above"),
+        Command::Daemon { root_dir, run_dir } => daemon::run(root_dir, run_dir),
+        Command::Apply(a) => commands::apply(&client(), a),
+        Command::Create(a) => commands::create(&client(), a),
+        Command::Get(a) => commands::get(&client(), a),
+        Command::Describe(a) => commands::describe(&client(), a),
+        Command::Delete(a) => commands::delete(&client(), a),
+        Command::Logs(a) => commands::logs(&client(), a),
+        Command::Image { what, root_dir } => commands::image(what, &root_dir),
+    };
+    if let Err(e) = res {
+        eprintln!("{e:#}");
+        std::process::exit(1);
+    }
+}

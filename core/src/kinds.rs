@@ -1,0 +1,197 @@
+//! The one table of kinds. Routing, store keys, API discovery and the CLI's
+//! resource names all read it; adding a kind is one entry here plus its
+//! validation (and, for kinds that run something, an actor).
+
+use crate::field::FieldErrors;
+use crate::validation;
+use serde_json::Value;
+
+/// Admission of a new object: fill defaults, then validate.
+pub type AdmitCreate = fn(&mut Value) -> Result<(), FieldErrors>;
+/// Admission of an update from `old` to `new`: fill defaults in `new`, then validate the change.
+pub type AdmitUpdate = fn(&Value, &mut Value) -> Result<(), FieldErrors>;
+
+/// Everything peapod knows about one kind.
+#[derive(Debug)]
+pub struct Kind {
+    /// API group, "" for the core group.
+    pub group: &'static str,
+    /// API version within the group.
+    pub version: &'static str,
+    /// `kind` as it appears in manifests.
+    pub kind: &'static str,
+    /// Resource name in URLs and store keys.
+    pub plural: &'static str,
+    /// Lowercase singular name (`peapod get pod`).
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// kubectl's short names (`po`, `ns`).
+    pub short_names: &'static [&'static str],
+    /// Deletion first marks the object (`deletionTimestamp`); an actor finishes it.
+    pub graceful_deletion: bool,
+    /// Whether the kind has a `status` that only the status subresource may change.
+    pub has_status: bool,
+    /// Defaulting and validation of a new object.
+    pub admit_create: AdmitCreate,
+    /// Defaulting and validation of an update.
+    pub admit_update: AdmitUpdate,
+}
+
+impl Kind {
+    /// `apiVersion` as written in manifests (`v1`, `apps/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The key of this kind's objects in the store (`pods`, `apps/deployments`).
+    pub fn resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}/{}", self.group, self.plural)
+        }
+    }
+
+    /// URL prefix of this kind's group and version (`/api/v1`, `/apis/apps/v1`).
+    pub fn api_prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The collection URL for `namespace` (ignored for cluster-scoped kinds).
+    pub fn collection_path(&self, namespace: &str) -> String {
+        if self.namespaced {
+            format!("{}/namespaces/{}/{}", self.api_prefix(), namespace, self.plural)
+        } else {
+            format!("{}/{}", self.api_prefix(), self.plural)
+        }
+    }
+
+    /// The URL of one object.
+    pub fn object_path(&self, namespace: &str, name: &str) -> String {
+        format!("{}/{}", self.collection_path(namespace), name)
+    }
+
+    /// Whether `word` names this kind as kubectl accepts it (kind, plural, singular, short name; any case).
+    pub fn matches_name(&self, word: &str) -> bool {
+        let w = word.to_ascii_lowercase();
+        let (w, group) = match w.split_once('.') {
+            Some((n, g)) => (n.to_string(), Some(g.to_string())),
+            None => (w, None),
+        };
+        if let Some(g) = group {
+            if g != self.group {
+                return false;
+            }
+        }
+        w == self.plural
+            || w == self.singular
+            || w == self.kind.to_ascii_lowercase()
+            || self.short_names.contains(&w.as_str())
+    }
+}
+
+/// Every kind this build serves.
+pub static KINDS: &[Kind] = &[
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        graceful_deletion: true,
+        has_status: true,
+        admit_create: validation::namespace::admit_create,
+        admit_update: validation::namespace::admit_update,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        namespaced: true,
+        short_names: &["po"],
+        graceful_deletion: true,
+        has_status: true,
+        admit_create: validation::pod::admit_create,
+        admit_update: validation::pod::admit_update,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        short_names: &["ev"],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::event::admit_create,
+        admit_update: validation::event::admit_update,
+    },
+];
+
+/// The kind served at `group`/`version`/`plural`.
+pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+}
+
+/// The kind of a manifest's `apiVersion` and `kind`.
+pub fn by_type(api_version: &str, kind: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.api_version() == api_version && k.kind == kind)
+}
+
+/// The kind a user named on the command line (`pods`, `po`, `pod`, `Pod`).
+pub fn by_name(word: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.matches_name(word))
+}
+
+/// The kind stored under a store resource key.
+pub fn by_store_key(resource: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.resource() == resource)
+}
+
+/// The Pod kind, which the node runs.
+pub fn pod() -> &'static Kind {
+    by_store_key("pods").expect("pods are in the kind table")
+}
+
+/// The Namespace kind.
+pub fn namespace() -> &'static Kind {
+    by_store_key("namespaces").expect("namespaces are in the kind table")
+}
+
+/// The Event kind.
+pub fn event() -> &'static Kind {
+    by_store_key("events").expect("events are in the kind table")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_like_kubectl() {
+        for w in ["po", "pod", "pods", "Pod", "pods."] {
+            let k = by_name(w.trim_end_matches('.'));
+            assert_eq!(k.map(|k| k.kind), Some("Pod"), "{w}");
+        }
+        assert_eq!(by_name("ns").map(|k| k.kind), Some("Namespace"));
+        assert!(by_name("deployments").is_none());
+        assert_eq!(pod().collection_path("default"), "/api/v1/namespaces/default/pods");
+        assert_eq!(namespace().object_path("", "x"), "/api/v1/namespaces/x");
+        assert_eq!(by_type("v1", "Pod").map(|k| k.plural), Some("pods"));
+        assert!(by_type("apps/v1", "Pod").is_none());
+    }
+}

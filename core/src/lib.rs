@@ -1,0 +1,19 @@
+//! peapod's object model and store.
+//!
+//! Everything here describes state; nothing here runs a process. Objects are
+//! Kubernetes objects (the `k8s-openapi` types for one pinned Kubernetes
+//! version), kept generically as JSON in the store and typed where a kind's
+//! validation or an actor needs the fields.
+#![forbid(unsafe_code)]
+
+pub mod field;
+pub mod kinds;
+pub mod manifest;
+pub mod names;
+pub mod object;
+pub mod quantity;
+pub mod selector;
+pub mod store;
+pub mod validation;
+
+pub use k8s_openapi;

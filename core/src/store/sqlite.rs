@@ -1,0 +1,406 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`, so every
+//! acknowledged write survives a crash), an objects table, and an events table
+//! that watches replay from.
+
+use super::{
+    EventType, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent, WatchStream,
+};
+use crate::object;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc};
+
+/// How many past events watches can resume from; older revisions get `Expired`.
+const EVENTS_RETAINED: u64 = 50_000;
+
+/// The SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    live: broadcast::Sender<WatchEvent>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let be = |e: rusqlite::Error| backend(&path, e);
+        let conn = Connection::open(&path).map_err(be)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(be)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(be)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(be)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS objects (
+                resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+                revision INTEGER NOT NULL, value TEXT NOT NULL,
+                PRIMARY KEY (resource, namespace, name));
+             CREATE TABLE IF NOT EXISTS events (
+                revision INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL,
+                type TEXT NOT NULL, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);",
+        )
+        .map_err(be)?;
+        let (live, _) = broadcast::channel(4096);
+        Ok(Self { inner: Arc::new(Inner { path, conn: Mutex::new(conn), live }) })
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let path = inner.path.clone();
+            tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| StoreError::Backend {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        })
+    }
+}
+
+fn backend(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend { path: path.display().to_string(), message: e.to_string() }
+}
+
+fn key_of(resource: &str, obj: &Value) -> StoreResult<(String, String)> {
+    let name = object::name(obj);
+    if name.is_empty() {
+        return Err(StoreError::Invalid(format!("{resource}: metadata.name is empty")));
+    }
+    Ok((object::namespace(obj).to_string(), name.to_string()))
+}
+
+fn parse(path: &Path, text: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|e| backend(path, format!("corrupt object: {e}")))
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn be(&self, e: impl std::fmt::Display) -> StoreError {
+        backend(&self.path, e)
+    }
+
+    fn current(&self, conn: &Connection, resource: &str, ns: &str, name: &str) -> StoreResult<Option<Value>> {
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT value FROM objects WHERE resource=?1 AND namespace=?2 AND name=?3",
+                params![resource, ns, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.be(e))?;
+        text.map(|t| parse(&self.path, &t)).transpose()
+    }
+
+    /// Applies one write in a transaction and publishes its event; `obj: None` deletes.
+    fn write(
+        &self,
+        conn: &mut Connection,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        event_type: EventType,
+        mut obj: Value,
+    ) -> StoreResult<Value> {
+        let tx = conn.transaction().map_err(|e| self.be(e))?;
+        let rev: u64 = tx
+            .query_row("UPDATE meta SET value = value + 1 WHERE key='revision' RETURNING value", [], |r| r.get(0))
+            .map_err(|e| self.be(e))?;
+        if event_type != EventType::Deleted {
+            object::set_meta(&mut obj, "resourceVersion", rev.to_string());
+            tx.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![resource, ns, name, rev, obj.to_string()],
+            )
+            .map_err(|e| self.be(e))?;
+        } else {
+            tx.execute(
+                "DELETE FROM objects WHERE resource=?1 AND namespace=?2 AND name=?3",
+                params![resource, ns, name],
+            )
+            .map_err(|e| self.be(e))?;
+        }
+        let type_text = serde_json::to_value(event_type).map_err(|e| self.be(e))?;
+        tx.execute(
+            "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![rev, resource, ns, type_text.as_str().unwrap_or_default(), obj.to_string()],
+        )
+        .map_err(|e| self.be(e))?;
+        if rev % 1000 == 0 && rev > EVENTS_RETAINED {
+            let floor = rev - EVENTS_RETAINED;
+            tx.execute("DELETE FROM events WHERE revision <= ?1", params![floor]).map_err(|e| self.be(e))?;
+            tx.execute("UPDATE meta SET value=?1 WHERE key='compacted'", params![floor]).map_err(|e| self.be(e))?;
+        }
+        tx.commit().map_err(|e| self.be(e))?;
+        // Sent under the connection lock, so live events leave in revision order.
+        let _ = self.live.send(WatchEvent {
+            event_type,
+            revision: rev,
+            resource: resource.to_string(),
+            object: obj.clone(),
+        });
+        Ok(obj)
+    }
+}
+
+fn conflict(resource: &str, name: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Conflict { resource: resource.to_string(), name: name.to_string(), reason: reason.into() }
+}
+
+fn in_scope(scope: &Scope, resource: &str, ns: &str) -> bool {
+    scope.resource.as_deref().is_none_or(|r| r == resource) && scope.namespace.as_deref().is_none_or(|n| n == ns)
+}
+
+impl Store for SqliteStore {
+    fn get<'a>(&'a self, resource: &'a str, namespace: &'a str, name: &'a str) -> StoreFuture<'a, Value> {
+        let (r, ns, n) = (resource.to_string(), namespace.to_string(), name.to_string());
+        self.run(move |inner| {
+            let conn = inner.lock();
+            inner.current(&conn, &r, &ns, &n)?.ok_or(StoreError::NotFound { resource: r, name: n })
+        })
+    }
+
+    fn list<'a>(&'a self, resource: &'a str, namespace: Option<&'a str>) -> StoreFuture<'a, (Vec<Value>, u64)> {
+        let (r, ns) = (resource.to_string(), namespace.map(str::to_string));
+        self.run(move |inner| {
+            let conn = inner.lock();
+            let rev: u64 =
+                conn.query_row("SELECT value FROM meta WHERE key='revision'", [], |r| r.get(0)).map_err(|e| inner.be(e))?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT value FROM objects WHERE resource=?1 AND (?2 IS NULL OR namespace=?2) ORDER BY namespace, name",
+                )
+                .map_err(|e| inner.be(e))?;
+            let rows = stmt.query_map(params![r, ns], |row| row.get::<_, String>(0)).map_err(|e| inner.be(e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(parse(&inner.path, &row.map_err(|e| inner.be(e))?)?);
+            }
+            Ok((out, rev))
+        })
+    }
+
+    fn create<'a>(&'a self, resource: &'a str, object: Value) -> StoreFuture<'a, Value> {
+        let r = resource.to_string();
+        self.run(move |inner| {
+            let (ns, name) = key_of(&r, &object)?;
+            let mut conn = inner.lock();
+            if inner.current(&conn, &r, &ns, &name)?.is_some() {
+                return Err(StoreError::AlreadyExists { resource: r, name });
+            }
+            inner.write(&mut conn, &r, &ns, &name, EventType::Added, object)
+        })
+    }
+
+    fn update<'a>(&'a self, resource: &'a str, object: Value) -> StoreFuture<'a, Value> {
+        let r = resource.to_string();
+        self.run(move |inner| {
+            let (ns, name) = key_of(&r, &object)?;
+            let mut conn = inner.lock();
+            let cur = inner
+                .current(&conn, &r, &ns, &name)?
+                .ok_or_else(|| StoreError::NotFound { resource: r.clone(), name: name.clone() })?;
+            let want = object::resource_version(&object);
+            if want != 0 && want != object::resource_version(&cur) {
+                return Err(conflict(
+                    &r,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            let uid = object::uid(&object);
+            if !uid.is_empty() && uid != object::uid(&cur) {
+                return Err(conflict(
+                    &r,
+                    &name,
+                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur)),
+                ));
+            }
+            inner.write(&mut conn, &r, &ns, &name, EventType::Modified, object)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        resource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+        pre: Preconditions,
+    ) -> StoreFuture<'a, Value> {
+        let (r, ns, n) = (resource.to_string(), namespace.to_string(), name.to_string());
+        self.run(move |inner| {
+            let mut conn = inner.lock();
+            let cur = inner
+                .current(&conn, &r, &ns, &n)?
+                .ok_or_else(|| StoreError::NotFound { resource: r.clone(), name: n.clone() })?;
+            if let Some(uid) = pre.uid.as_deref() {
+                if uid != object::uid(&cur) {
+                    return Err(conflict(
+                        &r,
+                        &n,
+                        format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur)),
+                    ));
+                }
+            }
+            if let Some(rv) = pre.resource_version {
+                if rv != object::resource_version(&cur) {
+                    return Err(conflict(&r, &n, "the object has been modified; please apply your changes to the latest version and try again"));
+                }
+            }
+            inner.write(&mut conn, &r, &ns, &n, EventType::Deleted, cur)
+        })
+    }
+
+    fn watch(&self, scope: Scope, after: u64) -> StoreFuture<'_, WatchStream> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // Subscribe before reading history: every event is then either in the
+            // history read below or in the live feed (or both; the overlap is skipped).
+            let mut live = inner.live.subscribe();
+            let scope2 = scope.clone();
+            let inner2 = inner.clone();
+            let history = tokio::task::spawn_blocking(move || -> StoreResult<Vec<WatchEvent>> {
+                let inner = inner2;
+                let conn = inner.lock();
+                let oldest: u64 = conn
+                    .query_row("SELECT value FROM meta WHERE key='compacted'", [], |r| r.get(0))
+                    .map_err(|e| inner.be(e))?;
+                if after < oldest {
+                    return Err(StoreError::Expired { requested: after, oldest });
+                }
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT revision, resource, namespace, type, value FROM events WHERE revision > ?1
+                         AND (?2 IS NULL OR resource=?2) AND (?3 IS NULL OR namespace=?3) ORDER BY revision",
+                    )
+                    .map_err(|e| inner.be(e))?;
+                let rows = stmt
+                    .query_map(params![after, scope2.resource, scope2.namespace], |r| {
+                        Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                    })
+                    .map_err(|e| inner.be(e))?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (revision, resource, t, value) = row.map_err(|e| inner.be(e))?;
+                    let event_type = serde_json::from_value(Value::String(t)).map_err(|e| inner.be(e))?;
+                    out.push(WatchEvent { event_type, revision, resource, object: parse(&inner.path, &value)? });
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| backend(&inner.path, e))??;
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(async move {
+                let mut last = after;
+                for ev in history {
+                    last = ev.revision;
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    match live.recv().await {
+                        Ok(ev) => {
+                            if ev.revision <= last || !in_scope(&scope, &ev.resource, object::namespace(&ev.object)) {
+                                continue;
+                            }
+                            last = ev.revision;
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Err(StoreError::Expired { requested: last, oldest: last + 1 })).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+
+    fn revision(&self) -> StoreFuture<'_, u64> {
+        self.run(|inner| {
+            let conn = inner.lock();
+            conn.query_row("SELECT value FROM meta WHERE key='revision'", [], |r| r.get(0)).map_err(|e| inner.be(e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "uid": name}})
+    }
+
+    #[tokio::test]
+    async fn create_get_update_conflict_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db")).unwrap();
+        let a = s.create("pods", pod("a")).await.unwrap();
+        assert_eq!(object::resource_version(&a), 1);
+        assert!(matches!(s.create("pods", pod("a")).await, Err(StoreError::AlreadyExists { .. })));
+        let mut b = a.clone();
+        b["spec"] = json!({"x": 1});
+        let b = s.update("pods", b).await.unwrap();
+        assert_eq!(object::resource_version(&b), 2);
+        // `a` still carries revision 1: a stale write must fail and change nothing.
+        let mut stale = a.clone();
+        stale["spec"] = json!({"x": 2});
+        let err = s.update("pods", stale).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert_eq!(s.get("pods", "default", "a").await.unwrap()["spec"]["x"], 1);
+        let pre = Preconditions { uid: Some("other".into()), resource_version: None };
+        assert!(matches!(s.delete("pods", "default", "a", pre).await, Err(StoreError::Conflict { .. })));
+        s.delete("pods", "default", "a", Preconditions::default()).await.unwrap();
+        assert!(matches!(s.get("pods", "default", "a").await, Err(StoreError::NotFound { .. })));
+        assert_eq!(s.revision().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn watch_replays_then_streams_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.create("pods", pod("a")).await.unwrap();
+        s.create("namespaces", json!({"metadata": {"name": "n"}})).await.unwrap();
+        s.create("pods", pod("b")).await.unwrap();
+        let scope = Scope { resource: Some("pods".into()), namespace: None };
+        let mut w = s.watch(scope.clone(), 0).await.unwrap();
+        let e1 = w.recv().await.unwrap().unwrap();
+        let e2 = w.recv().await.unwrap().unwrap();
+        assert_eq!((e1.revision, object::name(&e1.object)), (1, "a"));
+        assert_eq!((e2.revision, object::name(&e2.object)), (3, "b"));
+        s.delete("pods", "default", "a", Preconditions::default()).await.unwrap();
+        let e3 = w.recv().await.unwrap().unwrap();
+        assert_eq!((e3.event_type, e3.revision), (EventType::Deleted, 4));
+        drop(s);
+        drop(w);
+        // A reopened store resumes a watch from a revision in the middle.
+        let s = SqliteStore::open(&path).unwrap();
+        let mut w = s.watch(scope, 1).await.unwrap();
+        assert_eq!(w.recv().await.unwrap().unwrap().revision, 3);
+        assert_eq!(w.recv().await.unwrap().unwrap().revision, 4);
+        s.create("pods", pod("c")).await.unwrap();
+        let e = w.recv().await.unwrap().unwrap();
+        assert_eq!((e.event_type, e.revision), (EventType::Added, 5));
+    }
+}

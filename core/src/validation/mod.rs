@@ -1,0 +1,80 @@
+//! Defaulting and validation per kind, with Kubernetes' field paths and wording.
+
+pub mod event;
+pub mod namespace;
+pub mod pod;
+
+use crate::field::{FieldError, FieldErrors};
+use crate::names;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Decodes the JSON form into a typed object; a type mismatch is an `Invalid` error at the root.
+pub(crate) fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, FieldErrors> {
+    serde_json::from_value(obj.clone()).map_err(|e| {
+        FieldErrors(vec![FieldError::invalid("<body>", "", format!("cannot decode object: {e}"))])
+    })
+}
+
+/// How a kind's names are checked.
+#[derive(Clone, Copy)]
+pub(crate) enum NameRule {
+    Dns1123Label,
+    Dns1123Subdomain,
+}
+
+/// Validates `metadata`: name, labels and annotation keys.
+pub(crate) fn validate_object_meta(meta: &ObjectMeta, rule: NameRule, namespaced: bool, errs: &mut FieldErrors) {
+    match meta.name.as_deref() {
+        None | Some("") => errs.push(FieldError::required("metadata.name")),
+        Some(name) => {
+            let problems = match rule {
+                NameRule::Dns1123Label => names::is_dns1123_label(name),
+                NameRule::Dns1123Subdomain => names::is_dns1123_subdomain(name),
+            };
+            for p in problems {
+                errs.push(FieldError::invalid("metadata.name", name, p));
+            }
+        }
+    }
+    if namespaced {
+        if let Some(ns) = meta.namespace.as_deref() {
+            for p in names::is_dns1123_label(ns) {
+                errs.push(FieldError::invalid("metadata.namespace", ns, p));
+            }
+        }
+    }
+    for (k, v) in meta.labels.iter().flatten() {
+        for p in names::is_qualified_name(k) {
+            errs.push(FieldError::invalid("metadata.labels", k, p));
+        }
+        for p in names::is_valid_label_value(v) {
+            errs.push(FieldError::invalid(format!("metadata.labels[{k}]"), v, p));
+        }
+    }
+    for k in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        for p in names::is_qualified_name(k) {
+            errs.push(FieldError::invalid("metadata.annotations", k, p));
+        }
+    }
+}
+
+/// Refuses changes to identity fields on update.
+pub(crate) fn validate_meta_update(old: &ObjectMeta, new: &ObjectMeta, errs: &mut FieldErrors) {
+    if old.name != new.name {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            new.name.clone().unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
+    if new.uid.is_some() && old.uid != new.uid {
+        errs.push(FieldError::invalid("metadata.uid", new.uid.clone().unwrap_or_default(), "field is immutable"));
+    }
+}
+
+/// Encodes a typed object back into the JSON form, keeping `apiVersion`/`kind`.
+pub(crate) fn encode<T: serde::Serialize>(typed: &T, out: &mut Value) {
+    *out = crate::object::to_value(typed);
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what peapod needs on Debian 12, builds it, and prepares the test image.
+# Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for p in busybox-static umoci attr pkg-config gcc; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+profile=${PEAPOD_PROFILE:-debug}
+if [ "$profile" = release ]; then cargo build --release --workspace; else cargo build --workspace; fi
+bash scripts/build-test-image.sh /var/lib/peapod/test-image/busybox

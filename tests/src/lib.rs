@@ -1,0 +1,178 @@
+//! Test support: a real `peapod daemon` in a temporary root and run dir,
+//! driven through the real CLI, and torn down (processes, mounts, cgroups)
+//! even when the test fails.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the README's set-up leaves the busybox OCI layout.
+pub const TEST_IMAGE: &str = "/var/lib/peapod/test-image/busybox";
+
+/// The `peapod` binary next to the test executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("peapod");
+    assert!(bin.exists(), "{} missing: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+/// One isolated node.
+pub struct Node {
+    /// Temporary directory holding root/ and run/.
+    pub dir: tempfile::TempDir,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    /// Imports the test image and starts a daemon.
+    pub fn start() -> Node {
+        let dir = tempfile::Builder::new().prefix("pp-").tempdir_in("/tmp").expect("tempdir");
+        let mut node = Node { dir, daemon: None };
+        let out = node.peapod(&["image", "import", "--root-dir", &node.root().display().to_string(), TEST_IMAGE, "--tag", "busybox"]);
+        assert!(out.status.success(), "image import: {}", String::from_utf8_lossy(&out.stderr));
+        node.start_daemon();
+        node
+    }
+
+    /// The daemon's root dir.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The daemon's run dir.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Starts (or restarts) the daemon and waits for its socket.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["daemon", "--root-dir"])
+            .arg(self.root())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        self.daemon = Some(child);
+        let sock = self.run_dir().join("peapod.sock");
+        wait_for("daemon socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(())
+        });
+    }
+
+    /// `kill -9` of the daemon; containers and shims keep running.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs the CLI against this node.
+    pub fn peapod(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .env("PEAPOD_SOCKET", self.run_dir().join("peapod.sock"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run peapod")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.peapod(args);
+        assert!(
+            out.status.success(),
+            "peapod {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `yaml` to a file and applies it.
+    pub fn apply(&self, yaml: &str) -> String {
+        let f = self.dir.path().join(format!("m{}.yaml", rand_suffix()));
+        std::fs::write(&f, yaml).unwrap();
+        self.ok(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    /// The pod object, if it exists.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.peapod(&["get", "pod", name, "-o", "json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+    }
+
+    /// Waits until `f(pod)` holds.
+    pub fn wait_pod(&self, name: &str, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, timeout, || self.pod(name).filter(|p| f(p)))
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A container's status by name.
+pub fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        let root = self.dir.path().display().to_string();
+        // Shims of this node, then every process left in this node's pod cgroups.
+        let _ = Command::new("pkill").args(["-9", "-f", &format!("shim run --config {root}")]).status();
+        let pods = std::fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten();
+        let uids: Vec<String> = pods.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        for uid in &uids {
+            for ctrl in ["pids", "memory", "freezer", "cpu,cpuacct", "devices", "blkio", "cpuset"] {
+                let dir = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/peapod/pod{uid}"));
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    for pid in std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default().lines() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&root)).collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        for uid in &uids {
+            for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                let dir = e.path().join("peapod").join(format!("pod{uid}"));
+                for c in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    }
+}
