@@ -115,7 +115,7 @@ fn main() {
         // Errors only: libcontainer's init logs into the container's own stderr.
         // fmt writes synchronously from the calling thread: no threads are started.
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEAPOD_SHIM_LOG").unwrap_or_else(|_| "error".into()))
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEAPOD_SHIM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")))
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .init();

@@ -236,7 +236,7 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
                "options": if ro { json!(["rbind", "ro"]) } else { json!(["rbind", "rw"]) }})
     };
     let term_path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -246,7 +246,6 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64}],
-            "noNewPrivileges": no_new_privs,
         },
         "root": {"path": paths.rootfs.display().to_string(),
                  "readonly": sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false)},
@@ -278,7 +277,13 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
             "readonlyPaths": if privileged { json!([]) } else { json!([
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) },
         }
-    }))
+    });
+    // Only set when asked for: libcontainer without libseccomp warns into the
+    // container's stderr whenever the field is present at all.
+    if no_new_privs {
+        spec["process"]["noNewPrivileges"] = json!(true);
+    }
+    Ok(spec)
 }
 
 const ALL_CAPS: &[&str] = &[
