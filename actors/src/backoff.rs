@@ -14,14 +14,23 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self::new(Duration::from_secs(10), Duration::from_secs(300), Duration::from_secs(600))
+        Self::new(
+            Duration::from_secs(10),
+            Duration::from_secs(300),
+            Duration::from_secs(600),
+        )
     }
 }
 
 impl Backoff {
     /// A schedule with the given first delay, cap, and reset threshold.
     pub fn new(initial: Duration, cap: Duration, reset_after: Duration) -> Self {
-        Self { initial, cap, reset_after, next: None }
+        Self {
+            initial,
+            cap,
+            reset_after,
+            next: None,
+        }
     }
 
     /// The delay before restarting a container that just exited after running for `ran`.

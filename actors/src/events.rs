@@ -9,12 +9,15 @@ use peapod_core::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// (pod uid, reason, message): repeats of one event share one object.
+type EventKey = (String, String, String);
+
 /// Writes Events to the store; cheap to clone.
 #[derive(Clone)]
 pub struct EventRecorder {
     store: Arc<dyn Store>,
     host: String,
-    seen: Arc<Mutex<HashMap<(String, String, String), String>>>,
+    seen: Arc<Mutex<HashMap<EventKey, String>>>,
 }
 
 /// Normal or Warning, as Kubernetes' event `type`.
@@ -29,7 +32,11 @@ pub enum EventKind {
 impl EventRecorder {
     /// A recorder writing as component `kubelet` on `host`.
     pub fn new(store: Arc<dyn Store>, host: String) -> Self {
-        Self { store, host, seen: Arc::default() }
+        Self {
+            store,
+            host,
+            seen: Arc::default(),
+        }
     }
 
     /// Records an event about `pod` (optionally one of its containers, as `fieldPath`).
@@ -95,7 +102,10 @@ impl EventRecorder {
                 count: Some(1),
                 first_timestamp: Some(Time(now)),
                 last_timestamp: Some(Time(now)),
-                source: Some(EventSource { component: Some("kubelet".into()), host: Some(host.clone()) }),
+                source: Some(EventSource {
+                    component: Some("kubelet".into()),
+                    host: Some(host.clone()),
+                }),
                 reporting_component: Some("kubelet".into()),
                 reporting_instance: Some(host),
                 ..Default::default()
@@ -111,6 +121,9 @@ impl EventRecorder {
 
     /// Forgets a pod's events (it is gone; its event objects age out on their own).
     pub fn forget(&self, uid: &str) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).retain(|(u, _, _), _| u != uid);
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(u, _, _), _| u != uid);
     }
 }

@@ -25,7 +25,9 @@ impl NamespaceActor {
         ctx.wait(
             async move {
                 let ns_res = kinds::namespace().resource();
-                let Ok((all, _)) = store.list(&ns_res, None).await else { return };
+                let Ok((all, _)) = store.list(&ns_res, None).await else {
+                    return;
+                };
                 for ns in all.iter().filter(|n| object::deletion_timestamp(n).is_some()) {
                     let name = object::name(ns).to_string();
                     if let Err(e) = drain(&*store, &name).await {
@@ -56,7 +58,10 @@ async fn drain(store: &dyn Store, name: &str) -> Result<(), StoreError> {
                     }
                 }
             } else {
-                match store.delete(&kind.resource(), name, &item_name, Preconditions::default()).await {
+                match store
+                    .delete(&kind.resource(), name, &item_name, Preconditions::default())
+                    .await
+                {
                     Ok(_) | Err(StoreError::NotFound { .. }) => left -= 1,
                     Err(e) => return Err(e),
                 }
@@ -64,7 +69,10 @@ async fn drain(store: &dyn Store, name: &str) -> Result<(), StoreError> {
         }
     }
     if left == 0 {
-        match store.delete(&kinds::namespace().resource(), "", name, Preconditions::default()).await {
+        match store
+            .delete(&kinds::namespace().resource(), "", name, Preconditions::default())
+            .await
+        {
             Ok(_) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -87,7 +95,10 @@ impl Actor for NamespaceActor {
             async move {
                 loop {
                     let Ok(rev) = store.revision().await else { return };
-                    let scope = Scope { resource: None, namespace: None };
+                    let scope = Scope {
+                        resource: None,
+                        namespace: None,
+                    };
                     if let Ok(mut rx) = store.watch(scope, rev).await {
                         me.do_send(Changed);
                         while let Some(Ok(ev)) = rx.recv().await {

@@ -37,7 +37,13 @@ impl NodeActor {
     /// A node running pods from `store` with `rt`.
     pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>, node_name: String) -> Self {
         let events = EventRecorder::new(store.clone(), node_name);
-        Self { rt, store, events, pods: HashMap::new(), namespaces: None }
+        Self {
+            rt,
+            store,
+            events,
+            pods: HashMap::new(),
+            namespaces: None,
+        }
     }
 
     fn upsert(&mut self, pod: Pod) {
@@ -55,34 +61,39 @@ impl NodeActor {
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         ctx.wait(
-            async move { store.list(&kinds::pod().resource(), None).await }.into_actor(self).map(|res, act, ctx| {
-                let (items, revision) = match res {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!("listing pods: {e}; retrying");
-                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.resync(ctx));
-                        return;
-                    }
-                };
-                let mut live = std::collections::HashSet::new();
-                for v in items {
-                    match serde_json::from_value::<Pod>(v) {
-                        Ok(pod) => {
-                            live.insert(pod.metadata.uid.clone().unwrap_or_default());
-                            act.upsert(pod);
+            async move { store.list(&kinds::pod().resource(), None).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    let (items, revision) = match res {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!("listing pods: {e}; retrying");
+                            ctx.run_later(Duration::from_secs(1), |act, ctx| act.resync(ctx));
+                            return;
                         }
-                        Err(e) => tracing::error!("undecodable pod in store: {e}"),
+                    };
+                    let mut live = std::collections::HashSet::new();
+                    for v in items {
+                        match serde_json::from_value::<Pod>(v) {
+                            Ok(pod) => {
+                                live.insert(pod.metadata.uid.clone().unwrap_or_default());
+                                act.upsert(pod);
+                            }
+                            Err(e) => tracing::error!("undecodable pod in store: {e}"),
+                        }
                     }
-                }
-                act.pods.retain(|uid, addr| live.contains(uid) || addr.connected());
-                act.watch(revision, ctx);
-            }),
+                    act.pods.retain(|uid, addr| live.contains(uid) || addr.connected());
+                    act.watch(revision, ctx);
+                }),
         );
     }
 
     fn watch(&mut self, revision: u64, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        let scope = Scope { resource: Some(kinds::pod().resource()), namespace: None };
+        let scope = Scope {
+            resource: Some(kinds::pod().resource()),
+            namespace: None,
+        };
         let me = ctx.address();
         ctx.spawn(
             async move {

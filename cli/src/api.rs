@@ -36,9 +36,24 @@ fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> H
 fn store_error(kind: &Kind, e: StoreError) -> HttpResponse {
     let plural = kind.plural;
     match e {
-        StoreError::NotFound { name, .. } => status(404, "NotFound", format!("{plural} \"{name}\" not found"), Some(json!({"name": name, "kind": plural}))),
-        StoreError::AlreadyExists { name, .. } => status(409, "AlreadyExists", format!("{plural} \"{name}\" already exists"), Some(json!({"name": name, "kind": plural}))),
-        StoreError::Conflict { name, reason, .. } => status(409, "Conflict", format!("Operation cannot be fulfilled on {plural} \"{name}\": {reason}"), None),
+        StoreError::NotFound { name, .. } => status(
+            404,
+            "NotFound",
+            format!("{plural} \"{name}\" not found"),
+            Some(json!({"name": name, "kind": plural})),
+        ),
+        StoreError::AlreadyExists { name, .. } => status(
+            409,
+            "AlreadyExists",
+            format!("{plural} \"{name}\" already exists"),
+            Some(json!({"name": name, "kind": plural})),
+        ),
+        StoreError::Conflict { name, reason, .. } => status(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {plural} \"{name}\": {reason}"),
+            None,
+        ),
         StoreError::Expired { .. } => status(410, "Expired", e.to_string(), None),
         StoreError::Invalid(m) => status(400, "BadRequest", m, None),
         StoreError::Backend { .. } => status(500, "InternalError", e.to_string(), None),
@@ -46,7 +61,11 @@ fn store_error(kind: &Kind, e: StoreError) -> HttpResponse {
 }
 
 fn invalid(kind: &Kind, name: &str, errs: FieldErrors) -> HttpResponse {
-    let causes: Vec<Value> = errs.0.iter().map(|e| json!({"reason": e.reason(), "message": e.to_string(), "field": e.path})).collect();
+    let causes: Vec<Value> = errs
+        .0
+        .iter()
+        .map(|e| json!({"reason": e.reason(), "message": e.to_string(), "field": e.path}))
+        .collect();
     status(
         422,
         "Invalid",
@@ -78,7 +97,12 @@ fn route(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
             if kind.namespaced && !rest.is_empty() {
                 return None;
             }
-            Some(Target { kind, namespace: None, name: rest.first().map(s), sub: rest.get(1).map(s) })
+            Some(Target {
+                kind,
+                namespace: None,
+                name: rest.first().map(s),
+                sub: rest.get(1).map(s),
+            })
         }
         _ => None,
     }
@@ -94,18 +118,30 @@ pub async fn resource_list() -> HttpResponse {
     let resources: Vec<Value> = KINDS
         .iter()
         .filter(|k| k.group.is_empty())
-        .map(|k| json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-            "shortNames": k.short_names, "verbs": ["create", "delete", "get", "list", "update", "watch"]}))
+        .map(|k| {
+            json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
+            "shortNames": k.short_names, "verbs": ["create", "delete", "get", "list", "update", "watch"]})
+        })
         .collect();
     HttpResponse::Ok().json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
 }
 
 /// Every `/api/v1/...` request.
-pub async fn core_v1(req: HttpRequest, body: web::Bytes, data: Data, q: web::Query<HashMap<String, String>>) -> HttpResponse {
+pub async fn core_v1(
+    req: HttpRequest,
+    body: web::Bytes,
+    data: Data,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
     let path = req.match_info().get("tail").unwrap_or("").trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let Some(t) = route("", "v1", &segs) else {
-        return status(404, "NotFound", format!("the server could not find the requested resource ({})", req.path()), None);
+        return status(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({})", req.path()),
+            None,
+        );
     };
     let method = req.method().as_str().to_string();
     match (method.as_str(), &t.name, t.sub.as_deref()) {
@@ -116,34 +152,63 @@ pub async fn core_v1(req: HttpRequest, body: web::Bytes, data: Data, q: web::Que
         ("PUT", Some(_), None) => update(&data, &t, &body, false).await,
         ("PUT", Some(_), Some("status")) => update(&data, &t, &body, true).await,
         ("DELETE", Some(_), None) => delete(&data, &t, &q, &body).await,
-        _ => status(405, "MethodNotAllowed", format!("{method} is not supported on {}", req.path()), None),
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {}", req.path()),
+            None,
+        ),
     }
 }
 
+#[allow(clippy::result_large_err)] // the Err is the response itself
 async fn ensure_namespace(data: &ApiState, t: &Target) -> Result<(), HttpResponse> {
-    let Some(ns) = t.namespace.as_deref() else { return Ok(()) };
+    let Some(ns) = t.namespace.as_deref() else {
+        return Ok(());
+    };
     match data.store.get(&kinds::namespace().resource(), "", ns).await {
         Ok(n) if object::deletion_timestamp(&n).is_some() => Err(status(
             403,
             "Forbidden",
-            format!("{} is forbidden: unable to create new content in namespace {ns} because it is being terminated", t.kind.plural),
+            format!(
+                "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                t.kind.plural
+            ),
             None,
         )),
         Ok(_) => Ok(()),
-        Err(StoreError::NotFound { .. }) => Err(status(404, "NotFound", format!("namespaces \"{ns}\" not found"), None)),
+        Err(StoreError::NotFound { .. }) => {
+            Err(status(404, "NotFound", format!("namespaces \"{ns}\" not found"), None))
+        }
         Err(e) => Err(store_error(kinds::namespace(), e)),
     }
 }
 
+#[allow(clippy::result_large_err)] // the Err is the response itself
 fn parse_body(kind: &Kind, body: &[u8]) -> Result<Value, HttpResponse> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| status(400, "BadRequest", format!("the body of the request was in an unknown format: {e}"), None))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        status(
+            400,
+            "BadRequest",
+            format!("the body of the request was in an unknown format: {e}"),
+            None,
+        )
+    })?;
     if !v.is_object() {
         return Err(status(400, "BadRequest", "the body must be a JSON object".into(), None));
     }
     let (av, k) = (v["apiVersion"].as_str().unwrap_or(""), v["kind"].as_str().unwrap_or(""));
     if (!av.is_empty() && av != kind.api_version()) || (!k.is_empty() && k != kind.kind) {
-        return Err(status(400, "BadRequest", format!("the API version in the data ({av}) and kind ({k}) do not match {} {}", kind.api_version(), kind.kind), None));
+        return Err(status(
+            400,
+            "BadRequest",
+            format!(
+                "the API version in the data ({av}) and kind ({k}) do not match {} {}",
+                kind.api_version(),
+                kind.kind
+            ),
+            None,
+        ));
     }
     Ok(v)
 }
@@ -158,9 +223,14 @@ async fn list(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     }
     match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
         Ok((items, rev)) => {
-            let items: Vec<Value> = items.into_iter().filter(|i| selector.matches(&object::labels(i))).collect();
-            HttpResponse::Ok().json(json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()}, "items": items}))
+            let items: Vec<Value> = items
+                .into_iter()
+                .filter(|i| selector.matches(&object::labels(i)))
+                .collect();
+            HttpResponse::Ok().json(
+                json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
+            )
         }
         Err(e) => store_error(t.kind, e),
     }
@@ -177,7 +247,10 @@ async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selecto
             Err(e) => return store_error(t.kind, e),
         },
     };
-    let scope = Scope { resource: Some(t.kind.resource()), namespace: t.namespace.clone() };
+    let scope = Scope {
+        resource: Some(t.kind.resource()),
+        namespace: t.namespace.clone(),
+    };
     let name = t.name.clone();
     let rx = match data.store.watch(scope, from).await {
         Ok(rx) => rx,
@@ -208,7 +281,11 @@ async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selecto
 
 async fn get(data: &ApiState, t: &Target) -> HttpResponse {
     let name = t.name.as_deref().unwrap_or("");
-    match data.store.get(&t.kind.resource(), t.namespace.as_deref().unwrap_or(""), name).await {
+    match data
+        .store
+        .get(&t.kind.resource(), t.namespace.as_deref().unwrap_or(""), name)
+        .await
+    {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => store_error(t.kind, e),
     }
@@ -223,7 +300,11 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
         return r;
     }
     if object::name(&obj).is_empty() {
-        if let Some(prefix) = obj.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_string) {
+        if let Some(prefix) = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        {
             object::set_meta(&mut obj, "name", format!("{prefix}{}", object::random_suffix(5)));
         }
     }
@@ -262,7 +343,15 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
         Err(r) => return r,
     };
     if object::name(&new) != name {
-        return status(400, "BadRequest", format!("the name of the object ({}) does not match the name on the URL ({name})", object::name(&new)), None);
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object::name(&new)
+            ),
+            None,
+        );
     }
     let old = match data.store.get(&t.kind.resource(), &ns, &name).await {
         Ok(v) => v,
@@ -280,7 +369,13 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
             new["status"] = old["status"].clone();
         }
         // Identity and server-set fields come from the stored object.
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+        ] {
             match old.pointer(&format!("/metadata/{f}")) {
                 Some(v) => {
                     if let Some(m) = object::metadata_mut(&mut new) {
@@ -339,8 +434,15 @@ async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: 
             Ok(v) => v,
             Err(e) => return store_error(t.kind, e),
         };
-        if t.kind.kind == "Namespace" && ["default", "kube-system", "kube-public", "kube-node-lease"].contains(&name.as_str()) {
-            return status(403, "Forbidden", format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"), None);
+        if t.kind.kind == "Namespace"
+            && ["default", "kube-system", "kube-public", "kube-node-lease"].contains(&name.as_str())
+        {
+            return status(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+                None,
+            );
         }
         let mut marked = cur.clone();
         object::mark_deleted(&mut marked, grace);
@@ -356,7 +458,12 @@ async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: 
             Err(e) => return store_error(t.kind, e),
         }
     }
-    status(409, "Conflict", format!("{} \"{name}\" kept changing; try again", t.kind.plural), None)
+    status(
+        409,
+        "Conflict",
+        format!("{} \"{name}\" kept changing; try again", t.kind.plural),
+        None,
+    )
 }
 
 async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpResponse {
@@ -366,26 +473,60 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
         Ok(v) => v,
         Err(e) => return store_error(t.kind, e),
     };
-    let containers: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten()
-        .filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+    let containers: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
     let container = match q.get("container") {
         Some(c) => c.clone(),
         None if containers.len() == 1 => containers[0].clone(),
-        None => return status(400, "BadRequest", format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" ")), None),
+        None => {
+            return status(
+                400,
+                "BadRequest",
+                format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                ),
+                None,
+            )
+        }
     };
     if !containers.contains(&container) {
-        return status(400, "BadRequest", format!("container {container} is not valid for pod {name}"), None);
+        return status(
+            400,
+            "BadRequest",
+            format!("container {container} is not valid for pod {name}"),
+            None,
+        );
     }
-    let cs = pod["status"]["containerStatuses"].as_array().into_iter().flatten().find(|c| c["name"] == container.as_str()).cloned();
+    let cs = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == container.as_str())
+        .cloned();
     let started = cs.as_ref().is_some_and(|c| !c["containerID"].is_null());
     if !started {
-        return status(400, "BadRequest", format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"), None);
+        return status(
+            400,
+            "BadRequest",
+            format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"),
+            None,
+        );
     }
     let restarts = cs.as_ref().and_then(|c| c["restartCount"].as_u64()).unwrap_or(0) as u32;
     let previous = q.get("previous").is_some_and(|p| p == "true");
     let attempt = if previous {
         if restarts == 0 {
-            return status(400, "BadRequest", format!("previous terminated container \"{container}\" in pod \"{name}\" not found"), None);
+            return status(
+                400,
+                "BadRequest",
+                format!("previous terminated container \"{container}\" in pod \"{name}\" not found"),
+                None,
+            );
         }
         restarts - 1
     } else {
@@ -416,7 +557,18 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     let store = data.store.clone();
     let uid = object::uid(&pod).to_string();
     let offset = text.len() as u64;
-    let state = (Some(initial), file, offset, store, ns, name, uid, container, attempt, 0u32);
+    let state = (
+        Some(initial),
+        file,
+        offset,
+        store,
+        ns,
+        name,
+        uid,
+        container,
+        attempt,
+        0u32,
+    );
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.0.take() {
             return Some((Ok::<_, actix_web::Error>(first), s));
@@ -444,11 +596,19 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
 }
 
 async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, container: &str, attempt: u32) -> bool {
-    let Ok(pod) = store.get(&kinds::pod().resource(), ns, name).await else { return false };
+    let Ok(pod) = store.get(&kinds::pod().resource(), ns, name).await else {
+        return false;
+    };
     if object::uid(&pod) != uid {
         return false;
     }
-    pod["status"]["containerStatuses"].as_array().into_iter().flatten().any(|c| {
-        c["name"] == container && c["restartCount"].as_u64() == Some(attempt as u64) && !c["state"]["running"].is_null()
-    })
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["name"] == container
+                && c["restartCount"].as_u64() == Some(attempt as u64)
+                && !c["state"]["running"].is_null()
+        })
 }

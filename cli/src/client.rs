@@ -26,8 +26,12 @@ impl Client {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response> {
-        let mut stream = UnixStream::connect(&self.socket)
-            .with_context(|| format!("cannot reach the peapod daemon at {} (is `peapod daemon` running?)", self.socket.display()))?;
+        let mut stream = UnixStream::connect(&self.socket).with_context(|| {
+            format!(
+                "cannot reach the peapod daemon at {} (is `peapod daemon` running?)",
+                self.socket.display()
+            )
+        })?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             stream,
@@ -48,7 +52,8 @@ impl Client {
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
-        resp.parse(&head).map_err(|e| anyhow!("bad response from daemon: {e}"))?;
+        resp.parse(&head)
+            .map_err(|e| anyhow!("bad response from daemon: {e}"))?;
         let code = resp.code.unwrap_or(0);
         let mut chunked = false;
         let mut length = None;
@@ -61,7 +66,12 @@ impl Client {
                 length = v.trim().parse().ok();
             }
         }
-        Ok(Response { code, reader, chunked, length })
+        Ok(Response {
+            code,
+            reader,
+            chunked,
+            length,
+        })
     }
 
     /// Sends a request and returns the status code and the JSON body.
@@ -73,7 +83,8 @@ impl Client {
             true
         })?;
         let code = r.code;
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((code, v))
     }
 
@@ -81,14 +92,24 @@ impl Client {
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let (code, v) = self.request(method, path, body)?;
         if code >= 400 {
-            bail!("Error from server ({}): {}", v["reason"].as_str().unwrap_or("Unknown"), v["message"].as_str().unwrap_or(&v.to_string()));
+            bail!(
+                "Error from server ({}): {}",
+                v["reason"].as_str().unwrap_or("Unknown"),
+                v["message"].as_str().unwrap_or(&v.to_string())
+            );
         }
         Ok(v)
     }
 
     /// Sends a request and hands the body to `on_data` as it arrives, until it returns false.
     /// Returns the status code; an error status's body is turned into an error.
-    pub fn stream(&self, method: &str, path: &str, body: Option<&Value>, mut on_data: impl FnMut(&[u8]) -> bool) -> Result<u16> {
+    pub fn stream(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        mut on_data: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u16> {
         let mut r = self.send(method, path, body)?;
         if r.code >= 400 {
             let mut bytes = Vec::new();
@@ -100,7 +121,10 @@ impl Client {
             bail!(
                 "Error from server ({}): {}",
                 v["reason"].as_str().unwrap_or("Unknown"),
-                v["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+                v["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
             );
         }
         read_body(&mut r, &mut on_data)?;

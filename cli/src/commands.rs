@@ -143,14 +143,22 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
         let label = format!("{}/{}", d.kind.singular, name);
         let (code, existing) = c.request("GET", &d.kind.object_path(&ns, &name), None)?;
         let res = if code == 404 || name.is_empty() {
-            c.call("POST", &d.kind.collection_path(&ns), Some(&d.object)).map(|_| "created")
+            c.call("POST", &d.kind.collection_path(&ns), Some(&d.object))
+                .map(|_| "created")
         } else if code >= 400 {
-            Err(anyhow!("Error from server: {}", existing["message"].as_str().unwrap_or("")))
+            Err(anyhow!(
+                "Error from server: {}",
+                existing["message"].as_str().unwrap_or("")
+            ))
         } else {
             let mut obj = d.object.clone();
             obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
             c.call("PUT", &d.kind.object_path(&ns, &name), Some(&obj)).map(|after| {
-                if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] { "unchanged" } else { "configured" }
+                if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] {
+                    "unchanged"
+                } else {
+                    "configured"
+                }
             })
         };
         match res {
@@ -181,7 +189,11 @@ pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
     for d in read_manifests(&a.files)? {
         let ns = target_ns(&d, &a.namespace)?;
         let v = c.call("POST", &d.kind.collection_path(&ns), Some(&d.object))?;
-        println!("{}/{} created", d.kind.singular, v["metadata"]["name"].as_str().unwrap_or(""));
+        println!(
+            "{}/{} created",
+            d.kind.singular,
+            v["metadata"]["name"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -194,7 +206,15 @@ fn query(selector: &Option<String>) -> String {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs, header: bool) -> Result<()> {
@@ -281,7 +301,11 @@ fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs, header: bool) -> Res
 pub fn get(c: &Client, a: GetArgs) -> Result<()> {
     let kind = kind_named(&a.resource)?;
     let ns = ns_of(&a.namespace);
-    let collection = if a.all_namespaces && kind.namespaced { format!("{}/{}", kind.api_prefix(), kind.plural) } else { kind.collection_path(&ns) };
+    let collection = if a.all_namespaces && kind.namespaced {
+        format!("{}/{}", kind.api_prefix(), kind.plural)
+    } else {
+        kind.collection_path(&ns)
+    };
     let list = c.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
     let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
     if !a.names.is_empty() {
@@ -320,9 +344,15 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
     let kind = kind_named(&a.resource)?;
     let ns = ns_of(&a.namespace);
     let items: Vec<Value> = if a.names.is_empty() {
-        c.call("GET", &kind.collection_path(&ns), None)?["items"].as_array().cloned().unwrap_or_default()
+        c.call("GET", &kind.collection_path(&ns), None)?["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     } else {
-        a.names.iter().map(|n| c.call("GET", &kind.object_path(&ns, n), None)).collect::<Result<_>>()?
+        a.names
+            .iter()
+            .map(|n| c.call("GET", &kind.object_path(&ns, n), None))
+            .collect::<Result<_>>()?
     };
     let events = c.call("GET", &kinds::event().collection_path(&ns), None).ok();
     for o in items {
@@ -339,11 +369,20 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
                 println!("Reason:       {r}");
                 println!("Message:      {}", o["status"]["message"].as_str().unwrap_or(""));
             }
-            println!("Start Time:   {}", o["status"]["startTime"].as_str().unwrap_or("<none>"));
+            println!(
+                "Start Time:   {}",
+                o["status"]["startTime"].as_str().unwrap_or("<none>")
+            );
             println!("Containers:");
             for spec in o["spec"]["containers"].as_array().into_iter().flatten() {
                 let name = spec["name"].as_str().unwrap_or("");
-                let st = o["status"]["containerStatuses"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null);
+                let st = o["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["name"] == name)
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 println!("  {name}:");
                 println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
                 println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
@@ -355,19 +394,34 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
             }
             println!("Conditions:");
             for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {
-                println!("  {:<27} {}", cnd["type"].as_str().unwrap_or(""), cnd["status"].as_str().unwrap_or(""));
+                println!(
+                    "  {:<27} {}",
+                    cnd["type"].as_str().unwrap_or(""),
+                    cnd["status"].as_str().unwrap_or("")
+                );
             }
         } else if let Some(p) = o["status"]["phase"].as_str() {
             println!("Status:       {p}");
         }
         let uid = m["uid"].as_str().unwrap_or("");
-        let mut evs: Vec<&Value> = events.iter().flat_map(|e| e["items"].as_array()).flatten().filter(|e| e["involvedObject"]["uid"] == uid).collect();
+        let mut evs: Vec<&Value> = events
+            .iter()
+            .flat_map(|e| e["items"].as_array())
+            .flatten()
+            .filter(|e| e["involvedObject"]["uid"] == uid)
+            .collect();
         evs.sort_by_key(|e| e["lastTimestamp"].as_str().unwrap_or("").to_string());
         if evs.is_empty() {
             println!("Events:       <none>");
         } else {
             println!("Events:");
-            let mut rows = vec![vec!["  Type".to_string(), "Reason".into(), "Age".into(), "From".into(), "Message".into()]];
+            let mut rows = vec![vec![
+                "  Type".to_string(),
+                "Reason".into(),
+                "Age".into(),
+                "From".into(),
+                "Message".into(),
+            ]];
             for e in evs {
                 let count = e["count"].as_u64().unwrap_or(1);
                 let age = output::age(e["lastTimestamp"].as_str().unwrap_or(""));
@@ -388,9 +442,16 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
 
 fn print_state(label: &str, s: &Value) {
     if let Some(r) = s["running"].as_object() {
-        println!("{label}Running (started {})", r.get("startedAt").and_then(Value::as_str).unwrap_or(""));
+        println!(
+            "{label}Running (started {})",
+            r.get("startedAt").and_then(Value::as_str).unwrap_or("")
+        );
     } else if let Some(w) = s["waiting"].as_object() {
-        println!("{label}Waiting ({}) {}", w.get("reason").and_then(Value::as_str).unwrap_or(""), w.get("message").and_then(Value::as_str).unwrap_or(""));
+        println!(
+            "{label}Waiting ({}) {}",
+            w.get("reason").and_then(Value::as_str).unwrap_or(""),
+            w.get("message").and_then(Value::as_str).unwrap_or("")
+        );
     } else if let Some(t) = s["terminated"].as_object() {
         println!(
             "{label}Terminated ({}) exit code {}, finished {}",
@@ -411,7 +472,10 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
             targets.push((d.kind, ns, d.object["metadata"]["name"].as_str().unwrap_or("").into()));
         }
     } else {
-        let (kind, names) = a.what.split_first().ok_or_else(|| anyhow!("error: must specify a resource type and name, or -f"))?;
+        let (kind, names) = a
+            .what
+            .split_first()
+            .ok_or_else(|| anyhow!("error: must specify a resource type and name, or -f"))?;
         let kind = kind_named(kind)?;
         if names.is_empty() {
             bail!("error: resource(s) were provided, but no name was specified");
@@ -420,7 +484,10 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
             targets.push((kind, ns_of(&a.namespace), n.clone()));
         }
     }
-    let q = a.grace_period.map(|g| format!("?gracePeriodSeconds={g}")).unwrap_or_default();
+    let q = a
+        .grace_period
+        .map(|g| format!("?gracePeriodSeconds={g}"))
+        .unwrap_or_default();
     let mut failed = false;
     for (kind, ns, name) in &targets {
         match c.call("DELETE", &format!("{}{q}", kind.object_path(ns, name)), None) {
@@ -462,9 +529,15 @@ pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
     if let Some(t) = a.tail.filter(|t| *t >= 0) {
         q.push(format!("tailLines={t}"));
     }
-    let path = format!("{}/log?{}", kinds::pod().object_path(&ns_of(&a.namespace), &a.pod), q.join("&"));
+    let path = format!(
+        "{}/log?{}",
+        kinds::pod().object_path(&ns_of(&a.namespace), &a.pod),
+        q.join("&")
+    );
     let mut out = std::io::stdout();
-    c.stream("GET", &path, None, |chunk| out.write_all(chunk).and_then(|_| out.flush()).is_ok())?;
+    c.stream("GET", &path, None, |chunk| {
+        out.write_all(chunk).and_then(|_| out.flush()).is_ok()
+    })?;
     Ok(())
 }
 
@@ -479,7 +552,11 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
         ImageCommand::Ls => {
             let mut rows = vec![vec!["IMAGE".to_string(), "DIGEST".into(), "SIZE".into()]];
             for i in store.list()? {
-                rows.push(vec![i.reference, i.digest.chars().take(19).collect(), format!("{:.1}MB", i.size as f64 / 1e6)]);
+                rows.push(vec![
+                    i.reference,
+                    i.digest.chars().take(19).collect(),
+                    format!("{:.1}MB", i.size as f64 / 1e6),
+                ]);
             }
             output::table(&rows);
         }

@@ -17,13 +17,19 @@ pub fn run(root: PathBuf, run_dir: PathBuf) -> Result<()> {
     let exe = std::env::current_exe().context("locate the peapod binary")?;
     let rt = Runtime::new(paths.clone(), exe).map_err(anyhow::Error::msg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(paths.store_db())?);
-    let node_name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let node_name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
     let socket = paths.api_socket();
     actix_rt::System::new().block_on(async move {
         ensure_default_namespaces(&*store).await?;
         let _node = actix::Actor::start(NodeActor::new(rt, store.clone(), node_name));
         let _ = std::fs::remove_file(&socket);
-        let state = actix_web::web::Data::new(ApiState { store, paths: paths.clone() });
+        let state = actix_web::web::Data::new(ApiState {
+            store,
+            paths: paths.clone(),
+        });
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())

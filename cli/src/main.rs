@@ -10,10 +10,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "peapod", version, about = "Run Kubernetes pods from ordinary manifests on one bare-metal node")]
+#[command(
+    name = "peapod",
+    version,
+    about = "Run Kubernetes pods from ordinary manifests on one bare-metal node"
+)]
 pub struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, env = "PEAPOD_SOCKET", default_value = "/run/peapod/peapod.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "PEAPOD_SOCKET",
+        default_value = "/run/peapod/peapod.sock"
+    )]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -86,18 +95,27 @@ fn shim(what: ShimCommand) -> i32 {
     use peapod_actors::runtime::shim;
     match what {
         ShimCommand::Run { config } => {
-            let cfg = match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+            let cfg = match std::fs::read_to_string(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
                 Ok(c) => c,
                 Err(e) => {
-                    println!("{}", serde_json::json!({"result": "failed", "message": format!("{}: {e}", config.display())}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"result": "failed", "message": format!("{}: {e}", config.display())})
+                    );
                     return 1;
                 }
             };
             shim::run(&cfg)
         }
-        ShimCommand::Exec { state_root, id, timeout_ms, args } => {
-            shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis))
-        }
+        ShimCommand::Exec {
+            state_root,
+            id,
+            timeout_ms,
+            args,
+        } => shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis)),
         ShimCommand::Sandbox { dir, hostname } => match shim::sandbox(&dir, &hostname) {
             Ok(()) => 0,
             Err(e) => {
@@ -115,7 +133,10 @@ fn main() {
         // Errors only: libcontainer's init logs into the container's own stderr.
         // fmt writes synchronously from the calling thread: no threads are started.
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEAPOD_SHIM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("PEAPOD_SHIM_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+            )
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .init();

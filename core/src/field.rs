@@ -34,7 +34,12 @@ pub struct FieldError {
 impl FieldError {
     /// A `Required value` error at `path`.
     pub fn required(path: impl Into<String>) -> Self {
-        Self { kind: FieldErrorKind::Required, path: path.into(), value: None, detail: String::new() }
+        Self {
+            kind: FieldErrorKind::Required,
+            path: path.into(),
+            value: None,
+            detail: String::new(),
+        }
     }
     /// An `Invalid value` error at `path` for `value`, with the reason.
     pub fn invalid(path: impl Into<String>, value: impl fmt::Display, detail: impl Into<String>) -> Self {
@@ -47,7 +52,11 @@ impl FieldError {
     }
     /// An `Unsupported value` error listing the supported values.
     pub fn not_supported(path: impl Into<String>, value: impl fmt::Display, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+        let list = supported
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         Self {
             kind: FieldErrorKind::NotSupported,
             path: path.into(),
@@ -57,7 +66,12 @@ impl FieldError {
     }
     /// A `Forbidden` error with its reason.
     pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { kind: FieldErrorKind::Forbidden, path: path.into(), value: None, detail: detail.into() }
+        Self {
+            kind: FieldErrorKind::Forbidden,
+            path: path.into(),
+            value: None,
+            detail: detail.into(),
+        }
     }
     /// A `Duplicate value` error.
     pub fn duplicate(path: impl Into<String>, value: impl fmt::Display) -> Self {

@@ -144,7 +144,9 @@ pub static KINDS: &[Kind] = &[
 
 /// The kind served at `group`/`version`/`plural`.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
 /// The kind of a manifest's `apiVersion` and `kind`.

@@ -54,7 +54,10 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     }
     docs.push((start, cur));
     docs.into_iter()
-        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
@@ -83,7 +86,10 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestErr
         if value.is_null() {
             continue;
         }
-        if let Some(items) = value.get("items").filter(|_| value["kind"].as_str().is_some_and(|k| k.ends_with("List"))) {
+        if let Some(items) = value
+            .get("items")
+            .filter(|_| value["kind"].as_str().is_some_and(|k| k.ends_with("List")))
+        {
             for item in items.as_array().into_iter().flatten() {
                 out.push(document(item.clone(), start).map_err(|m| err(Some(start), m))?);
             }
@@ -117,7 +123,11 @@ fn document(value: Value, line: usize) -> Result<Document, String> {
     }
     let kind = kinds::by_type(api_version, kind_name)
         .ok_or_else(|| format!("no matches for kind \"{kind_name}\" in version \"{api_version}\""))?;
-    Ok(Document { object: value, kind, line })
+    Ok(Document {
+        object: value,
+        kind,
+        line,
+    })
 }
 
 /// Decodes the document into its Kubernetes type, so a wrong type reports the YAML line.
@@ -157,7 +167,11 @@ mod tests {
         assert_eq!(e.source_name, "f.yaml");
         assert_eq!(e.line, Some(15), "{e}");
         let e = parse("g.yaml", "apiVersion: v1\nkind: Widget\n").unwrap_err();
-        assert!(e.to_string().contains("no matches for kind \"Widget\" in version \"v1\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no matches for kind \"Widget\" in version \"v1\""),
+            "{e}"
+        );
         let e = parse("h.yaml", "a: [1\n").unwrap_err();
         assert!(e.to_string().starts_with("h.yaml:"), "{e}");
     }

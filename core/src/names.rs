@@ -10,13 +10,13 @@ const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_MAX_LENGTH: usize = 63;
 
-const DNS1123_SUBDOMAIN_FMT: &str =
-    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1123_SUBDOMAIN_MAX_LENGTH: usize = 253;
 
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_ERR_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_ERR_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const QUALIFIED_NAME_MAX_LENGTH: usize = 63;
 
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
@@ -104,10 +104,7 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push(format!("name part {}", empty_error()));
     } else if name.len() > QUALIFIED_NAME_MAX_LENGTH {
-        errs.push(format!(
-            "name part {}",
-            max_len_error(QUALIFIED_NAME_MAX_LENGTH)
-        ));
+        errs.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX_LENGTH)));
     }
     // Kubernetes reports the pattern too for an empty name; keep that.
     if !matches_qualified_name(name) {
@@ -149,9 +146,7 @@ pub fn is_env_var_name(value: &str) -> Vec<String> {
     let bytes = value.as_bytes();
     let well_formed = match bytes.split_first() {
         Some((first, rest)) => {
-            is_env_ext_char(*first)
-                && !first.is_ascii_digit()
-                && rest.iter().all(|b| is_env_ext_char(*b))
+            is_env_ext_char(*first) && !first.is_ascii_digit() && rest.iter().all(|b| is_env_ext_char(*b))
         }
         None => false,
     };
@@ -295,40 +290,24 @@ mod tests {
         }
         let name_msg = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
         assert_eq!(is_qualified_name("-a"), vec![name_msg]);
-        assert_eq!(
-            is_qualified_name(""),
-            vec!["name part must be non-empty", name_msg]
-        );
+        assert_eq!(is_qualified_name(""), vec!["name part must be non-empty", name_msg]);
         assert_eq!(
             is_qualified_name(&"a".repeat(64)),
             vec!["name part must be no more than 63 characters"]
         );
-        assert_eq!(
-            is_qualified_name("/a"),
-            vec!["prefix part must be non-empty"]
-        );
+        assert_eq!(is_qualified_name("/a"), vec!["prefix part must be non-empty"]);
         let errs = is_qualified_name("Example.com/a");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
         let errs = is_qualified_name("a/b/c");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("a qualified name must consist of"));
-        assert!(errs[0].ends_with(
-            "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-        ));
+        assert!(errs[0].ends_with("with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
     }
 
     #[test]
     fn label_value() {
-        for ok in [
-            "",
-            "a",
-            "MyValue",
-            "my_value",
-            "12345",
-            "a.b-c",
-            &"a".repeat(63),
-        ] {
+        for ok in ["", "a", "MyValue", "my_value", "12345", "a.b-c", &"a".repeat(63)] {
             assert!(is_valid_label_value(ok).is_empty(), "{ok}");
         }
         assert_eq!(
@@ -345,15 +324,7 @@ mod tests {
 
     #[test]
     fn env_var_name() {
-        for ok in [
-            "A",
-            "my.env-name",
-            "MY_ENV.NAME",
-            "MyEnvName1",
-            "_a",
-            "-a",
-            ".a",
-        ] {
+        for ok in ["A", "my.env-name", "MY_ENV.NAME", "MyEnvName1", "_a", "-a", ".a"] {
             assert!(is_env_var_name(ok).is_empty(), "{ok}");
         }
         let msg = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";

@@ -41,7 +41,10 @@ pub fn labels(obj: &Value) -> BTreeMap<String, String> {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// The `metadata` map, created when missing; `None` when the object is not a JSON object.
@@ -80,7 +83,9 @@ pub fn new_uid() -> String {
 pub fn random_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    (0..len).map(|i| ALPHABET[bytes[i % 16] as usize % ALPHABET.len()] as char).collect()
+    (0..len)
+        .map(|i| ALPHABET[bytes[i % 16] as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// Converts a typed Kubernetes object into the stored JSON form.
@@ -93,11 +98,16 @@ pub fn to_value<T: serde::Serialize>(obj: &T) -> Value {
 /// pod's `terminationGracePeriodSeconds`, else 30). Already-marked objects keep
 /// their timestamp; a shorter grace period may replace a longer one.
 pub fn mark_deleted(obj: &mut Value, grace: Option<i64>) {
-    let spec_grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64);
-    let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+    let spec_grace = obj
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    let current = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
     let grace = grace.or(current).or(spec_grace).unwrap_or(30).max(0);
     let grace = current.map_or(grace, |c| c.min(grace));
     let Some(meta) = metadata_mut(obj) else { return };
-    meta.entry("deletionTimestamp").or_insert_with(|| Value::String(now_rfc3339()));
+    meta.entry("deletionTimestamp")
+        .or_insert_with(|| Value::String(now_rfc3339()));
     meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
 }

@@ -50,9 +50,7 @@ impl Quantity {
     /// (n u m k M G T P E, or none) or a decimal exponent (`e3`, `E-2`).
     /// Never panics; huge magnitudes saturate instead of overflowing.
     pub fn parse(s: &str) -> Result<Quantity, QuantityError> {
-        let format_error = || QuantityError::Format {
-            input: s.to_string(),
-        };
+        let format_error = || QuantityError::Format { input: s.to_string() };
         let bytes = s.as_bytes();
         if bytes.is_empty() {
             return Err(format_error());
@@ -95,9 +93,8 @@ impl Quantity {
             return Err(format_error());
         }
 
-        let suffix = interpret_suffix(&s[suffix_start..]).ok_or_else(|| QuantityError::Suffix {
-            input: s.to_string(),
-        })?;
+        let suffix =
+            interpret_suffix(&s[suffix_start..]).ok_or_else(|| QuantityError::Suffix { input: s.to_string() })?;
         let magnitude = match suffix {
             Suffix::Decimal(exponent) => decimal_nanos(int_digits, frac_digits, exponent),
             Suffix::Binary(exponent) => binary_nanos(int_digits, frac_digits, exponent),
@@ -193,9 +190,7 @@ fn interpret_suffix(suffix: &str) -> Option<Suffix> {
         "Ei" => Suffix::Binary(60),
         // Kubernetes parses the exponent as an int64 too, so out-of-range
         // exponents are suffix errors there as well.
-        _ if suffix.len() > 1 && suffix.starts_with(['e', 'E']) => {
-            Suffix::Decimal(suffix[1..].parse().ok()?)
-        }
+        _ if suffix.len() > 1 && suffix.starts_with(['e', 'E']) => Suffix::Decimal(suffix[1..].parse().ok()?),
         _ => return None,
     })
 }
@@ -211,9 +206,7 @@ fn parse_digits(digits: &str) -> u128 {
     }
     digits
         .bytes()
-        .try_fold(0u128, |acc, d| {
-            acc.checked_mul(10)?.checked_add(u128::from(d - b'0'))
-        })
+        .try_fold(0u128, |acc, d| acc.checked_mul(10)?.checked_add(u128::from(d - b'0')))
         .unwrap_or(u128::MAX)
 }
 
@@ -227,9 +220,7 @@ fn decimal_nanos(int_digits: &str, frac_digits: &str, exponent: i64) -> u128 {
         return 0;
     }
     // The value is digits * 10^shift nano-units.
-    let shift = exponent
-        .saturating_sub(frac_digits.len() as i64)
-        .saturating_add(9);
+    let shift = exponent.saturating_sub(frac_digits.len() as i64).saturating_add(9);
     if shift >= 0 {
         if shift as u64 > U128_DIGITS as u64 {
             return u128::MAX;
@@ -265,11 +256,7 @@ fn binary_nanos(int_digits: &str, frac_digits: &str, exponent: u32) -> u128 {
 
     // Double the decimal fraction `exponent` times, collecting what carries
     // into whole nano-units; exact, with cost bounded by 60 * input length.
-    let mut fraction: Vec<u8> = below
-        .trim_end_matches('0')
-        .bytes()
-        .map(|d| d - b'0')
-        .collect();
+    let mut fraction: Vec<u8> = below.trim_end_matches('0').bytes().map(|d| d - b'0').collect();
     if fraction.is_empty() {
         return result;
     }
@@ -284,9 +271,7 @@ fn binary_nanos(int_digits: &str, frac_digits: &str, exponent: u32) -> u128 {
         carried = carried * 2 + u128::from(carry);
     }
     let round_up = fraction.iter().any(|&d| d != 0);
-    result
-        .saturating_add(carried)
-        .saturating_add(u128::from(round_up))
+    result.saturating_add(carried).saturating_add(u128::from(round_up))
 }
 
 /// `nanos / unit`, rounded away from zero, clamped to `i64`.
@@ -391,21 +376,20 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let format = [
-            "", " 1", "1 ", "1.1.M", "1+1.0M", "aoeu", "1KiB", "1e3k", "1E3Ki", "1e+-3", "1..5",
-            "1,5", "0.1am", "0x10", "1/2", "１", "1\0", "Inf", "NaN", "1e1.5", "1KI",
+            "", " 1", "1 ", "1.1.M", "1+1.0M", "aoeu", "1KiB", "1e3k", "1E3Ki", "1e+-3", "1..5", "1,5", "0.1am",
+            "0x10", "1/2", "１", "1\0", "Inf", "NaN", "1e1.5", "1KI",
         ];
         for input in format {
             let err = Quantity::parse(input).unwrap_err();
-            assert_eq!(
-                err,
-                QuantityError::Format {
-                    input: input.into()
-                },
-                "{input:?}"
-            );
+            assert_eq!(err, QuantityError::Format { input: input.into() }, "{input:?}");
             let msg = err.to_string();
             assert!(msg.contains(&format!("{input:?}")), "{msg}");
-            assert!(msg.contains("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"), "{msg}");
+            assert!(
+                msg.contains(
+                    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                ),
+                "{msg}"
+            );
         }
         let suffix = [
             "0.1mi",
@@ -425,13 +409,7 @@ mod tests {
         ];
         for input in suffix {
             let err = Quantity::parse(input).unwrap_err();
-            assert_eq!(
-                err,
-                QuantityError::Suffix {
-                    input: input.into()
-                },
-                "{input:?}"
-            );
+            assert_eq!(err, QuantityError::Suffix { input: input.into() }, "{input:?}");
             let msg = err.to_string();
             assert!(msg.contains(&format!("{input:?}")), "{msg}");
             assert!(msg.contains("unable to parse quantity's suffix"), "{msg}");

@@ -19,9 +19,7 @@ pub enum SelectorError {
     /// The text does not follow the selector grammar. `found` is the
     /// offending token, quoted, or `end of string`; `position` is its byte
     /// offset in the input.
-    #[error(
-        "unable to parse requirement: found {found}, expected: {expected} (at position {position})"
-    )]
+    #[error("unable to parse requirement: found {found}, expected: {expected} (at position {position})")]
     Syntax {
         /// Byte offset of the offending token.
         position: usize,
@@ -140,9 +138,7 @@ impl Requirement {
             Operator::In | Operator::NotIn if self.values.is_empty() => {
                 Some("for 'in', 'notin' operators, values set can't be empty")
             }
-            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals
-                if self.values.len() != 1 =>
-            {
+            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals if self.values.len() != 1 => {
                 Some("exact-match compatibility requires one single value")
             }
             Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => {
@@ -596,10 +592,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -638,11 +631,7 @@ mod tests {
             ("a=b,c=d", &[("a", "b"), ("c", "d")], true),
             ("a=b,c=d", &[("a", "b"), ("c", "e")], false),
             ("a=b,c=d", &[("a", "b")], false),
-            (
-                "a=b,!c,d in (1,2),e",
-                &[("a", "b"), ("d", "2"), ("e", "")],
-                true,
-            ),
+            ("a=b,!c,d in (1,2),e", &[("a", "b"), ("d", "2"), ("e", "")], true),
             ("a=b,!c,d in (1,2),e", &[("a", "b"), ("d", "2")], false),
             (
                 "  a  =  b ,\n c != d\t, e in(x , y),!  f ",
@@ -655,13 +644,8 @@ mod tests {
             ("notin=in", &[("notin", "in")], true),
         ];
         for (text, set, expected) in cases {
-            let selector =
-                Selector::parse(text).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"));
-            assert_eq!(
-                selector.matches(&labels(set)),
-                *expected,
-                "{text:?} against {set:?}"
-            );
+            let selector = Selector::parse(text).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"));
+            assert_eq!(selector.matches(&labels(set)), *expected, "{text:?} against {set:?}");
             // The canonical form must parse back to the same selector.
             let reparsed = Selector::parse(&selector.to_string()).unwrap();
             assert_eq!(reparsed, selector, "{text:?} round-trip via {selector}");
@@ -691,72 +675,30 @@ mod tests {
         // (selector, fragments the error message must contain)
         let cases: &[(&str, &[&str])] = &[
             ("(", &["found '('", "expected: !, identifier", "position 0"]),
-            (
-                "a=b,",
-                &["found end of string", "identifier after ','", "position 4"],
-            ),
+            ("a=b,", &["found end of string", "identifier after ','", "position 4"]),
             (",a", &["found ','", "position 0"]),
-            (
-                "a=b,,c",
-                &["found ','", "identifier after ','", "position 4"],
-            ),
+            ("a=b,,c", &["found ','", "identifier after ','", "position 4"]),
             ("a b", &["found 'b'", "in, notin, =, ==, !=", "position 2"]),
             ("a>1", &["found '>'", "in, notin", "position 1"]),
-            (
-                "a=b c",
-                &["found 'c'", "',' or 'end of string'", "position 4"],
-            ),
-            (
-                "a=b)",
-                &["found ')'", "',' or 'end of string'", "position 3"],
-            ),
-            (
-                "!a=b",
-                &["found '='", "',' or 'end of string'", "position 2"],
-            ),
-            (
-                "!",
-                &["found end of string", "expected: identifier", "position 1"],
-            ),
+            ("a=b c", &["found 'c'", "',' or 'end of string'", "position 4"]),
+            ("a=b)", &["found ')'", "',' or 'end of string'", "position 3"]),
+            ("!a=b", &["found '='", "',' or 'end of string'", "position 2"]),
+            ("!", &["found end of string", "expected: identifier", "position 1"]),
             ("!=a", &["found '!='", "position 0"]),
             ("a in x", &["found 'x'", "expected: '('", "position 5"]),
             ("a in", &["found end of string", "expected: '('"]),
-            (
-                "a in (x",
-                &["found end of string", "',' or ')'", "position 7"],
-            ),
+            ("a in (x", &["found end of string", "',' or ')'", "position 7"]),
             ("a in (x y)", &["found 'y'", "',' or ')'", "position 8"]),
-            (
-                "a in (x,=)",
-                &["found '='", "',', or identifier", "position 8"],
-            ),
-            (
-                "a in (=)",
-                &["found '='", "',', ')' or identifier", "position 6"],
-            ),
-            (
-                "a=(b)",
-                &["found '('", "expected: identifier", "position 2"],
-            ),
-            (
-                "a===b",
-                &["found '='", "expected: identifier", "position 3"],
-            ),
-            (
-                "a/b/c=d",
-                &["invalid label key \"a/b/c\"", "a qualified name"],
-            ),
-            (
-                "-a=b",
-                &["invalid label key \"-a\"", "name part must consist of"],
-            ),
+            ("a in (x,=)", &["found '='", "',', or identifier", "position 8"]),
+            ("a in (=)", &["found '='", "',', ')' or identifier", "position 6"]),
+            ("a=(b)", &["found '('", "expected: identifier", "position 2"]),
+            ("a===b", &["found '='", "expected: identifier", "position 3"]),
+            ("a/b/c=d", &["invalid label key \"a/b/c\"", "a qualified name"]),
+            ("-a=b", &["invalid label key \"-a\"", "name part must consist of"]),
             ("Bad_Prefix.com/a", &["invalid label key", "prefix part"]),
             (
                 "a=-b",
-                &[
-                    "invalid label value \"-b\" for key \"a\"",
-                    "a valid label must",
-                ],
+                &["invalid label value \"-b\" for key \"a\"", "a valid label must"],
             ),
             ("a in (x,-y)", &["invalid label value \"-y\"", "key \"a\""]),
             ("é=b", &["invalid label key \"é\""]),
@@ -767,10 +709,7 @@ mod tests {
                 Err(e) => e.to_string(),
             };
             for fragment in *fragments {
-                assert!(
-                    err.contains(fragment),
-                    "{text:?}: {err:?} lacks {fragment:?}"
-                );
+                assert!(err.contains(fragment), "{text:?}: {err:?} lacks {fragment:?}");
             }
         }
         let long_value = format!("a={}", "v".repeat(64));
@@ -785,31 +724,20 @@ mod tests {
             operator,
             values: values.iter().map(|v| v.to_string()).collect(),
         };
-        let ok = Selector::from_requirements(vec![
-            req(Operator::In, &["y", "x", "y"]),
-            req(Operator::Exists, &[]),
-        ])
-        .unwrap();
+        let ok =
+            Selector::from_requirements(vec![req(Operator::In, &["y", "x", "y"]), req(Operator::Exists, &[])]).unwrap();
         assert_eq!(ok.requirements()[0].values, vec!["x", "y"]);
         let cases = [
             (req(Operator::In, &[]), "values set can't be empty"),
             (req(Operator::NotIn, &[]), "values set can't be empty"),
             (req(Operator::Equals, &[]), "requires one single value"),
-            (
-                req(Operator::NotEquals, &["x", "y"]),
-                "requires one single value",
-            ),
+            (req(Operator::NotEquals, &["x", "y"]), "requires one single value"),
             (req(Operator::Exists, &["x"]), "must be empty for exists"),
-            (
-                req(Operator::DoesNotExist, &["x"]),
-                "must be empty for exists",
-            ),
+            (req(Operator::DoesNotExist, &["x"]), "must be empty for exists"),
         ];
         for (requirement, fragment) in cases {
             let operator = requirement.operator;
-            let err = Selector::from_requirements(vec![requirement])
-                .unwrap_err()
-                .to_string();
+            let err = Selector::from_requirements(vec![requirement]).unwrap_err().to_string();
             assert!(err.contains(fragment), "{operator:?}: {err}");
             assert!(err.contains(&format!("'{operator}'")), "{err}");
         }
@@ -843,12 +771,7 @@ mod tests {
             selector.to_string(),
             "app=web,env in (prod,staging),!legacy,team,tier=front,track notin (canary)"
         );
-        let good = [
-            ("app", "web"),
-            ("tier", "front"),
-            ("env", "prod"),
-            ("team", "a"),
-        ];
+        let good = [("app", "web"), ("tier", "front"), ("env", "prod"), ("team", "a")];
         assert!(selector.matches(&labels(&good)));
         let mut bad = labels(&good);
         bad.insert("track".into(), "canary".into());
@@ -861,9 +784,7 @@ mod tests {
         assert!(!selector.matches(&bad));
 
         let err = |labels_in: &[(&str, &str)], exprs: &[(String, String, Vec<String>)]| {
-            Selector::from_match(&labels(labels_in), exprs)
-                .unwrap_err()
-                .to_string()
+            Selector::from_match(&labels(labels_in), exprs).unwrap_err().to_string()
         };
         let msg = err(&[], &[expr("a", "Equals", &["x"])]);
         assert!(

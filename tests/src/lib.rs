@@ -15,7 +15,11 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("peapod");
-    assert!(bin.exists(), "{} missing: run `cargo build --workspace` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --workspace` first",
+        bin.display()
+    );
     bin
 }
 
@@ -29,10 +33,25 @@ pub struct Node {
 impl Node {
     /// Imports the test image and starts a daemon.
     pub fn start() -> Node {
-        let dir = tempfile::Builder::new().prefix("pp-").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("pp-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let mut node = Node { dir, daemon: None };
-        let out = node.peapod(&["image", "import", "--root-dir", &node.root().display().to_string(), TEST_IMAGE, "--tag", "busybox"]);
-        assert!(out.status.success(), "image import: {}", String::from_utf8_lossy(&out.stderr));
+        let out = node.peapod(&[
+            "image",
+            "import",
+            "--root-dir",
+            &node.root().display().to_string(),
+            TEST_IMAGE,
+            "--tag",
+            "busybox",
+        ]);
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         node.start_daemon();
         node
     }
@@ -49,7 +68,11 @@ impl Node {
 
     /// Starts (or restarts) the daemon and waits for its socket.
     pub fn start_daemon(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
         let child = Command::new(binary())
             .args(["daemon", "--root-dir"])
             .arg(self.root())
@@ -107,7 +130,9 @@ impl Node {
     /// The pod object, if it exists.
     pub fn pod(&self, name: &str) -> Option<Value> {
         let out = self.peapod(&["get", "pod", name, "-o", "json"]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
     }
 
     /// Waits until `f(pod)` holds.
@@ -117,7 +142,10 @@ impl Node {
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`.
@@ -145,14 +173,22 @@ impl Drop for Node {
         self.kill_daemon();
         let root = self.dir.path().display().to_string();
         // Shims of this node, then every process left in this node's pod cgroups.
-        let _ = Command::new("pkill").args(["-9", "-f", &format!("shim run --config {root}")]).status();
-        let pods = std::fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten();
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("shim run --config {root}")])
+            .status();
+        let pods = std::fs::read_dir(self.root().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten();
         let uids: Vec<String> = pods.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         for uid in &uids {
             for ctrl in ["pids", "memory", "freezer", "cpu,cpuacct", "devices", "blkio", "cpuset"] {
                 let dir = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/peapod/pod{uid}"));
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    for pid in std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default().lines() {
+                    for pid in std::fs::read_to_string(e.path().join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                    {
                         let _ = Command::new("kill").args(["-9", pid]).status();
                     }
                 }
@@ -160,7 +196,11 @@ impl Drop for Node {
         }
         std::thread::sleep(Duration::from_millis(300));
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&root)).collect();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .collect();
         ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();

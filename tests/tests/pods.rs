@@ -28,7 +28,9 @@ spec:
     command: ["sh", "-c", "hostname; until nc 127.0.0.1 8080 </dev/null; do sleep 0.2; done; sleep 3600"]
 "#,
     );
-    node.wait_pod("two", "both containers running", MIN, |p| container(p, "server")["ready"] == true && container(p, "client")["ready"] == true);
+    node.wait_pod("two", "both containers running", MIN, |p| {
+        container(p, "server")["ready"] == true && container(p, "client")["ready"] == true
+    });
     let client = wait_for("client got the message", MIN, || {
         let l = node.ok(&["logs", "two", "-c", "client"]);
         l.contains("hello-from-server").then_some(l)
@@ -38,7 +40,10 @@ spec:
     assert!(client.contains("hello-from-server"));
     assert_eq!(server.lines().next(), Some("two"), "server hostname: {server}");
     let table = node.ok(&["get", "pods", "-l", "app in (pair)", "--show-labels"]);
-    assert!(table.contains("2/2") && table.contains("Running") && table.contains("app=pair"), "{table}");
+    assert!(
+        table.contains("2/2") && table.contains("Running") && table.contains("app=pair"),
+        "{table}"
+    );
     assert!(!node.ok(&["get", "pods", "-l", "app!=pair"]).contains("two"));
     node.ok(&["delete", "pod", "two", "--grace-period", "1"]);
     assert!(node.pod("two").is_none());
@@ -60,7 +65,9 @@ spec:
     command: ["sh", "-c", "n=$(cat /dev/shm/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /dev/shm/n; echo run $n; [ $n -ge 4 ] && exit 0; exit 1"]
 "#,
     );
-    let p = node.wait_pod("flaky", "phase Succeeded", Duration::from_secs(120), |p| phase(p) == "Succeeded");
+    let p = node.wait_pod("flaky", "phase Succeeded", Duration::from_secs(120), |p| {
+        phase(p) == "Succeeded"
+    });
     let c = container(&p, "c");
     assert_eq!(c["restartCount"], 3, "{c}");
     assert_eq!(c["state"]["terminated"]["exitCode"], 0);
@@ -80,7 +87,9 @@ fn never_fails_with_the_exit_code() {
     assert_eq!(c["restartCount"], 0);
     let out = node.peapod(&["logs", "three", "--previous"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("previous terminated container \"c\" in pod \"three\" not found"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("previous terminated container \"c\" in pod \"three\" not found")
+    );
 }
 
 #[test]
@@ -111,8 +120,14 @@ fn always_crash_loop_backs_off_10s_then_20s() {
     let d1 = seen[1] - seen[0];
     let d2 = seen[2] - seen[1];
     // Generous bounds: the schedule is 10 s then 20 s; the machine is shared.
-    assert!(d1 >= Duration::from_secs(9) && d1 <= Duration::from_secs(16), "first back-off {d1:?}");
-    assert!(d2 >= Duration::from_secs(19) && d2 <= Duration::from_secs(27), "second back-off {d2:?}");
+    assert!(
+        d1 >= Duration::from_secs(9) && d1 <= Duration::from_secs(16),
+        "first back-off {d1:?}"
+    );
+    assert!(
+        d2 >= Duration::from_secs(19) && d2 <= Duration::from_secs(27),
+        "second back-off {d2:?}"
+    );
     let events = node.ok(&["describe", "pod", "loop"]);
     assert!(events.contains("Back-off restarting failed container c"), "{events}");
 }
@@ -148,16 +163,28 @@ spec:
     // The trapping container exits on SIGTERM long before its 30 s grace period.
     let t = Instant::now();
     node.ok(&["delete", "pod", "polite"]);
-    assert!(t.elapsed() < Duration::from_secs(20), "polite pod took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "polite pod took {:?}",
+        t.elapsed()
+    );
     // The one ignoring SIGTERM is killed when its 2 s are up, not before.
     let t = Instant::now();
     node.ok(&["delete", "pod", "stubborn"]);
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "stubborn pod took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "stubborn pod took {took:?}"
+    );
     assert!(node.pod("stubborn").is_none());
     let root = node.dir.path().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.lines().any(|l| l.contains(&root) && l.contains("/pods/") && !l.ends_with("pods")), "pod mounts left");
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains(&root) && l.contains("/pods/") && !l.ends_with("pods")),
+        "pod mounts left"
+    );
 }
 
 #[test]
@@ -186,7 +213,11 @@ fn daemon_kill_9_keeps_running_containers_and_records_exits() {
 fn invalid_manifest_is_rejected_with_field_path_and_nothing_written() {
     let node = Node::start();
     let f = node.dir.path().join("bad.yaml");
-    std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - name: c\n").unwrap();
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - name: c\n",
+    )
+    .unwrap();
     let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -223,14 +254,21 @@ fn apply_twice_is_idempotent_and_namespaces_work() {
     assert_eq!(rv(&node), before);
     assert!(node.ok(&["get", "pods", "-A"]).contains("team"));
     node.ok(&["delete", "namespace", "team"]);
-    wait_for("namespace gone", MIN, || (!node.ok(&["get", "ns"]).contains("team")).then_some(()));
+    wait_for("namespace gone", MIN, || {
+        (!node.ok(&["get", "ns"]).contains("team")).then_some(())
+    });
 }
 
 #[test]
 fn missing_image_with_pull_never_waits_with_a_clear_reason() {
     let node = Node::start();
     node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: noimg}\nspec:\n  containers:\n  - {name: c, image: 'example.com/nothing:1', imagePullPolicy: Never}\n");
-    let p = node.wait_pod("noimg", "ErrImageNeverPull", MIN, |p| container(p, "c")["state"]["waiting"]["reason"] == "ErrImageNeverPull");
-    assert!(container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap().contains("is not present with pull policy of Never"));
+    let p = node.wait_pod("noimg", "ErrImageNeverPull", MIN, |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+    assert!(container(&p, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("is not present with pull policy of Never"));
     node.ok(&["delete", "pod", "noimg"]);
 }

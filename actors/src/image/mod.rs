@@ -48,13 +48,10 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use fsutil::{
-    io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile, TEMP_PREFIX,
-};
+use fsutil::{io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile, TEMP_PREFIX};
 use oci::{
-    host_platform, layer_compression, ConfigFile, Descriptor, ImageIndex, IndexOrManifest,
-    Manifest, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_MANIFEST,
-    OCI_LAYOUT_CONTENT,
+    host_platform, layer_compression, ConfigFile, Descriptor, ImageIndex, IndexOrManifest, Manifest,
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_MANIFEST, OCI_LAYOUT_CONTENT,
 };
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
@@ -254,11 +251,7 @@ struct SourceLayout {
 
 impl SourceLayout {
     fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
-        Ok(self
-            .root
-            .join("blobs")
-            .join("sha256")
-            .join(digest_hex(digest)?))
+        Ok(self.root.join("blobs").join("sha256").join(digest_hex(digest)?))
     }
 }
 
@@ -367,8 +360,7 @@ impl ImageStore {
             .retain(|d| d.ref_name().is_none_or(|r| !names.contains(r)));
         for image in &prepared {
             let mut descriptor = image.descriptor.clone();
-            descriptor.annotations =
-                BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), image.reference.clone())]);
+            descriptor.annotations = BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), image.reference.clone())]);
             store_index.manifests.push(descriptor);
         }
         self.write_index(&store_index)?;
@@ -391,9 +383,7 @@ impl ImageStore {
                 continue;
             };
             let manifest = self.read_stored_manifest(descriptor)?;
-            let size = descriptor.size
-                + manifest.config.size
-                + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+            let size = descriptor.size + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
             out.push(ImageSummary {
                 reference: reference.to_string(),
                 digest: descriptor.digest.clone(),
@@ -460,10 +450,7 @@ impl ImageStore {
             if !dir.is_dir() {
                 return Err(ImageError::InvalidImage {
                     path: dir,
-                    reason: format!(
-                        "layer {} of {} is not unpacked",
-                        layer.digest, descriptor.digest
-                    ),
+                    reason: format!("layer {} of {} is not unpacked", layer.digest, descriptor.digest),
                 });
             }
             layers.push(dir);
@@ -472,15 +459,9 @@ impl ImageStore {
         let reference = match &lookup {
             Lookup::Name(name) => name.clone(),
             Lookup::Digest {
-                normalized: Some(name),
-                ..
+                normalized: Some(name), ..
             } => name.clone(),
-            Lookup::Digest {
-                normalized: None, ..
-            } => descriptor
-                .ref_name()
-                .unwrap_or(&descriptor.digest)
-                .to_string(),
+            Lookup::Digest { normalized: None, .. } => descriptor.ref_name().unwrap_or(&descriptor.digest).to_string(),
         };
         Ok(ResolvedImage {
             reference,
@@ -557,11 +538,7 @@ impl ImageStore {
 
     /// Copies a layer blob from the source layout, verifying it while
     /// streaming so large layers are never held in memory.
-    fn ingest_blob(
-        &self,
-        layout: &SourceLayout,
-        descriptor: &Descriptor,
-    ) -> Result<(), ImageError> {
+    fn ingest_blob(&self, layout: &SourceLayout, descriptor: &Descriptor) -> Result<(), ImageError> {
         let dest = self.blob_path(&descriptor.digest)?;
         if dest.exists() {
             return Ok(());
@@ -590,11 +567,10 @@ impl ImageStore {
             return Ok(());
         }
         let media_type = layer.media_type.as_deref().unwrap_or("");
-        let compression =
-            layer_compression(media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
-                digest: layer.digest.clone(),
-                media_type: media_type.to_string(),
-            })?;
+        let compression = layer_compression(media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
+            digest: layer.digest.clone(),
+            media_type: media_type.to_string(),
+        })?;
         let hex = digest_hex(&layer.digest)?;
         let temp = TempDir::create(self.layers_dir().join(unique_temp_name(hex)))?;
         let blob = self.blob_path(&layer.digest)?;
@@ -602,8 +578,7 @@ impl ImageStore {
         unpack::unpack_layer(&blob, compression, &layer.digest, diff_id, temp.path())?;
         // Make the contents durable before the rename publishes them.
         let dir = File::open(temp.path()).map_err(io_err("open", temp.path()))?;
-        nix::unistd::syncfs(dir.as_raw_fd())
-            .map_err(|e| io_err("syncfs", temp.path())(e.into()))?;
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_err("syncfs", temp.path())(e.into()))?;
         drop(dir);
         temp.persist(&dest)?;
         sync_dir(&self.layers_dir())
@@ -648,17 +623,11 @@ impl ImageStore {
     /// writes. Must be called with the exclusive lock held, so no live
     /// import owns them.
     fn remove_temporaries(&self) -> Result<(), ImageError> {
-        for dir in [
-            self.root.clone(),
-            self.blobs_dir(),
-            self.layers_dir(),
-            self.tmp_dir(),
-        ] {
+        for dir in [self.root.clone(), self.blobs_dir(), self.layers_dir(), self.tmp_dir()] {
             let entries = fs::read_dir(&dir).map_err(io_err("read directory", &dir))?;
             for entry in entries {
                 let entry = entry.map_err(io_err("read directory", &dir))?;
-                let stale = dir == self.tmp_dir()
-                    || entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+                let stale = dir == self.tmp_dir() || entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
                 if stale {
                     debug!(path = %entry.path().display(), "removing stale temporary");
                     remove_any(&entry.path())?;
@@ -672,9 +641,7 @@ impl ImageStore {
 
     fn read_index(&self) -> Result<ImageIndex, ImageError> {
         match read_json_file(&self.index_path()) {
-            Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(ImageIndex::default())
-            }
+            Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(ImageIndex::default()),
             other => other,
         }
     }
@@ -740,10 +707,7 @@ enum Lookup {
     Name(String),
     /// A manifest digest; `normalized` is the full reference when the caller
     /// wrote `name@digest` rather than a bare image ID.
-    Digest {
-        digest: String,
-        normalized: Option<String>,
-    },
+    Digest { digest: String, normalized: Option<String> },
 }
 
 impl Lookup {
@@ -801,8 +765,7 @@ fn plan_import(
         if tag_ref.digest.is_some() {
             return Err(ImageError::InvalidReference {
                 reference: tag.to_string(),
-                reason: "an import name cannot carry a digest; the digest comes from the image"
-                    .into(),
+                reason: "an import name cannot carry a digest; the digest comes from the image".into(),
             });
         }
     }
@@ -861,9 +824,7 @@ fn plan_import(
     if plan.is_empty() {
         return Err(ImageError::MissingName {
             path: index_path.to_path_buf(),
-            reason: format!(
-                "no manifest carries {ANNOTATION_REF_NAME}; pass a name to import the image as"
-            ),
+            reason: format!("no manifest carries {ANNOTATION_REF_NAME}; pass a name to import the image as"),
         });
     }
     Ok(plan)
@@ -881,10 +842,7 @@ fn layout_tag(name: &str) -> Option<String> {
 /// Picks the candidate for linux and the host architecture; a lone candidate
 /// without platform information is taken as is (single-image layouts rarely
 /// record one).
-fn select_platform<'a>(
-    candidates: &'a [Descriptor],
-    context: &str,
-) -> Result<&'a Descriptor, ImageError> {
+fn select_platform<'a>(candidates: &'a [Descriptor], context: &str) -> Result<&'a Descriptor, ImageError> {
     let host = host_platform();
     if let Some(found) = candidates.iter().find(|d| {
         d.platform
@@ -946,11 +904,7 @@ fn resolve_manifest(
     Ok((descriptor, bytes, manifest))
 }
 
-fn as_manifest(
-    parsed: IndexOrManifest,
-    descriptor: &Descriptor,
-    path: &Path,
-) -> Result<Manifest, ImageError> {
+fn as_manifest(parsed: IndexOrManifest, descriptor: &Descriptor, path: &Path) -> Result<Manifest, ImageError> {
     match parsed.config {
         Some(config) => Ok(Manifest {
             media_type: parsed.media_type.or_else(|| descriptor.media_type.clone()),
@@ -965,10 +919,7 @@ fn as_manifest(
                     descriptor.digest
                 )
             } else {
-                format!(
-                    "{} is neither an image manifest nor an index",
-                    descriptor.digest
-                )
+                format!("{} is neither an image manifest nor an index", descriptor.digest)
             },
         }),
     }

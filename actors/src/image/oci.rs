@@ -73,9 +73,7 @@ pub(crate) struct Descriptor {
 impl Descriptor {
     /// The `org.opencontainers.image.ref.name` annotation, if any.
     pub(crate) fn ref_name(&self) -> Option<&str> {
-        self.annotations
-            .get(ANNOTATION_REF_NAME)
-            .map(String::as_str)
+        self.annotations.get(ANNOTATION_REF_NAME).map(String::as_str)
     }
 }
 

@@ -180,9 +180,7 @@ pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
         ));
     }
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!(
-            "digest {digest:?} must have 64 lower-case hexadecimal digits"
-        ));
+        return Err(format!("digest {digest:?} must have 64 lower-case hexadecimal digits"));
     }
     Ok(())
 }
@@ -193,9 +191,7 @@ pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
 fn split_domain(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) =>
         {
             (Some(first), rest)
         }

@@ -206,11 +206,7 @@ fn add_image(layout: &Path, layers: &[(Vec<u8>, bool)]) -> TestImage {
 fn write_index(layout: &Path, manifests: Vec<Value>) {
     fs::write(layout.join("oci-layout"), OCI_LAYOUT_CONTENT).unwrap();
     let index = json!({ "schemaVersion": 2, "manifests": manifests });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
 /// A layer exercising every entry kind the unpacker converts.
@@ -258,10 +254,7 @@ fn normalisation_table() {
         ("busybox", "docker.io/library/busybox:latest".into()),
         ("busybox:1.36", "docker.io/library/busybox:1.36".into()),
         ("foo/bar", "docker.io/foo/bar:latest".into()),
-        (
-            "docker.io/busybox",
-            "docker.io/library/busybox:latest".into(),
-        ),
+        ("docker.io/busybox", "docker.io/library/busybox:latest".into()),
         (
             "index.docker.io/library/busybox:1",
             "docker.io/library/busybox:1".into(),
@@ -269,22 +262,13 @@ fn normalisation_table() {
         ("localhost/x", "localhost/x:latest".into()),
         ("localhost:5000/x", "localhost:5000/x:latest".into()),
         ("localhost:5000/a/b:v1", "localhost:5000/a/b:v1".into()),
-        (
-            "example.com/team/app:1.0",
-            "example.com/team/app:1.0".into(),
-        ),
+        ("example.com/team/app:1.0", "example.com/team/app:1.0".into()),
         ("Registry.Example/x", "Registry.Example/x:latest".into()),
         ("[::1]:5000/x", "[::1]:5000/x:latest".into()),
         ("x:1.0", "docker.io/library/x:1.0".into()),
-        (
-            "foo/a.b_c__d-e--f",
-            "docker.io/foo/a.b_c__d-e--f:latest".into(),
-        ),
+        ("foo/a.b_c__d-e--f", "docker.io/foo/a.b_c__d-e--f:latest".into()),
         ("my_app-2", "docker.io/library/my_app-2:latest".into()),
-        (
-            &format!("x@{digest}") as &str,
-            format!("docker.io/library/x@{digest}"),
-        ),
+        (&format!("x@{digest}") as &str, format!("docker.io/library/x@{digest}")),
         (
             &format!("x:1@{digest}") as &str,
             format!("docker.io/library/x:1@{digest}"),
@@ -293,11 +277,7 @@ fn normalisation_table() {
         ("localhost:5000", "docker.io/library/localhost:5000".into()),
     ];
     for (input, want) in ok {
-        assert_eq!(
-            &normalize_reference(input).unwrap(),
-            want,
-            "input {input:?}"
-        );
+        assert_eq!(&normalize_reference(input).unwrap(), want, "input {input:?}");
     }
 
     let bad = [
@@ -341,8 +321,7 @@ fn plan_naming_rules() {
             annotations: BTreeMap::new(),
         };
         if let Some(name) = name {
-            d.annotations
-                .insert(ANNOTATION_REF_NAME.into(), name.into());
+            d.annotations.insert(ANNOTATION_REF_NAME.into(), name.into());
         }
         d
     };
@@ -350,8 +329,7 @@ fn plan_naming_rules() {
         manifests,
         ..ImageIndex::default()
     };
-    let names =
-        |plan: Vec<(String, Vec<Descriptor>)>| plan.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+    let names = |plan: Vec<(String, Vec<Descriptor>)>| plan.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
 
     let single = index(vec![desc(Some("latest"), 1)]);
     assert_eq!(
@@ -364,16 +342,9 @@ fn plan_naming_rules() {
     );
     let err = plan_import(&single, None, &path).unwrap_err();
     assert!(matches!(err, ImageError::MissingName { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     assert!(matches!(
-        plan_import(
-            &single,
-            Some(&format!("x@sha256:{}", "a".repeat(64))),
-            &path
-        ),
+        plan_import(&single, Some(&format!("x@sha256:{}", "a".repeat(64))), &path),
         Err(ImageError::InvalidReference { .. })
     ));
 
@@ -397,11 +368,7 @@ fn plan_naming_rules() {
         ["docker.io/library/mine:3.19"]
     );
 
-    let multi = index(vec![
-        desc(Some("latest"), 1),
-        desc(Some("v2"), 2),
-        desc(None, 3),
-    ]);
+    let multi = index(vec![desc(Some("latest"), 1), desc(Some("v2"), 2), desc(None, 3)]);
     assert_eq!(
         names(plan_import(&multi, Some("repo"), &path).unwrap()),
         ["docker.io/library/repo:latest", "docker.io/library/repo:v2"]
@@ -460,9 +427,7 @@ fn import_resolve_list_remove_and_gc() {
     );
     assert_eq!(
         resolved.layers,
-        [root
-            .join("layers/sha256")
-            .join(hex_of(&image_a.layer_digests[0]))]
+        [root.join("layers/sha256").join(hex_of(&image_a.layer_digests[0]))]
     );
 
     // The unpacked layer, in overlayfs form.
@@ -476,20 +441,12 @@ fn import_resolve_list_remove_and_gc() {
     assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!(meta.mtime() as u64, MTIME);
+    assert_eq!(fs::read_link(layer.join("etc/link")).unwrap(), Path::new("hello"));
     assert_eq!(
-        fs::read_link(layer.join("etc/link")).unwrap(),
-        Path::new("hello")
-    );
-    assert_eq!(
-        fs::symlink_metadata(layer.join("etc/link"))
-            .unwrap()
-            .mtime() as u64,
+        fs::symlink_metadata(layer.join("etc/link")).unwrap().mtime() as u64,
         MTIME
     );
-    assert_eq!(
-        fs::metadata(layer.join("etc/hard")).unwrap().ino(),
-        meta.ino()
-    );
+    assert_eq!(fs::metadata(layer.join("etc/hard")).unwrap().ino(), meta.ino());
     let gone = fs::symlink_metadata(layer.join("etc/gone")).unwrap();
     assert!(gone.file_type().is_char_device());
     assert_eq!(gone.rdev(), 0);
@@ -501,17 +458,11 @@ fn import_resolve_list_remove_and_gc() {
     );
     assert_eq!(getfattr(&layer.join("etc"), "trusted.overlay.opaque"), None);
     assert_eq!(fs::read(layer.join("opt/new")).unwrap(), b"new\n");
-    assert_eq!(
-        fs::metadata(layer.join("bin/tool")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(fs::metadata(layer.join("bin/tool")).unwrap().mode() & 0o7777, 0o4755);
     let bin = fs::metadata(layer.join("bin")).unwrap();
     assert_eq!(bin.mode() & 0o7777, 0o555);
     assert_eq!(bin.mtime() as u64, MTIME);
-    assert_eq!(
-        fs::metadata(layer.join("etc")).unwrap().mtime() as u64,
-        MTIME
-    );
+    assert_eq!(fs::metadata(layer.join("etc")).unwrap().mtime() as u64, MTIME);
 
     let list = store.list().unwrap();
     assert_eq!(
@@ -528,19 +479,10 @@ fn import_resolve_list_remove_and_gc() {
     let extra = LayerTar::new().file("usr/x", 0o755, b"x").finish();
     let image_b = add_image(&layout_b, &[(rich_layer(), true), (extra, false)]);
     assert_eq!(image_b.layer_digests[0], image_a.layer_digests[0]);
-    write_index(
-        &layout_b,
-        vec![image_b.descriptor(Some("example.com/team/app:1.0"))],
-    );
-    assert_eq!(
-        store.import(&layout_b, None).unwrap(),
-        ["example.com/team/app:1.0"]
-    );
+    write_index(&layout_b, vec![image_b.descriptor(Some("example.com/team/app:1.0"))]);
+    assert_eq!(store.import(&layout_b, None).unwrap(), ["example.com/team/app:1.0"]);
     // Importing again is a no-op that still succeeds.
-    assert_eq!(
-        store.import(&layout_b, None).unwrap(),
-        ["example.com/team/app:1.0"]
-    );
+    assert_eq!(store.import(&layout_b, None).unwrap(), ["example.com/team/app:1.0"]);
     assert_eq!(store.list().unwrap().len(), 2);
 
     let by_id = store.resolve(&image_b.manifest_digest).unwrap();
@@ -558,13 +500,8 @@ fn import_resolve_list_remove_and_gc() {
     assert!(!blobs.join(hex_of(&image_a.config_digest)).exists());
     assert!(blobs.join(hex_of(&image_a.layer_digests[0])).exists());
     assert!(layers.join(hex_of(&image_a.layer_digests[0])).is_dir());
-    assert!(
-        matches!(store.resolve("testimg"), Err(ImageError::NotFound { reference }) if reference == "testimg")
-    );
-    assert!(matches!(
-        store.remove("testimg"),
-        Err(ImageError::NotFound { .. })
-    ));
+    assert!(matches!(store.resolve("testimg"), Err(ImageError::NotFound { reference }) if reference == "testimg"));
+    assert!(matches!(store.remove("testimg"), Err(ImageError::NotFound { .. })));
 
     store.remove("example.com/team/app:1.0").unwrap();
     assert!(store.list().unwrap().is_empty());
@@ -583,21 +520,12 @@ fn stored_index_names_full_references() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("store")).unwrap();
     let layout = tmp.path().join("l");
-    let image = add_image(
-        &layout,
-        &[(LayerTar::new().file("f", 0o644, b"f").finish(), true)],
-    );
+    let image = add_image(&layout, &[(LayerTar::new().file("f", 0o644, b"f").finish(), true)]);
     write_index(&layout, vec![image.descriptor(Some("latest"))]);
-    store
-        .import(&layout, Some("localhost:5000/team/tool"))
-        .unwrap();
-    let index: Value =
-        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    store.import(&layout, Some("localhost:5000/team/tool")).unwrap();
+    let index: Value = serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
     assert_eq!(index["mediaType"], MEDIA_TYPE_OCI_INDEX);
-    assert_eq!(
-        index["manifests"][0]["digest"],
-        json!(image.manifest_digest)
-    );
+    assert_eq!(index["manifests"][0]["digest"], json!(image.manifest_digest));
     assert_eq!(index["manifests"][0]["mediaType"], MEDIA_TYPE_OCI_MANIFEST);
     assert_eq!(
         index["manifests"][0]["annotations"][ANNOTATION_REF_NAME],
@@ -614,9 +542,7 @@ fn digest_mismatch_is_rejected() {
     write_index(&layout, vec![image.descriptor(Some("latest"))]);
 
     // Same size, different content.
-    let blob = layout
-        .join("blobs/sha256")
-        .join(hex_of(&image.layer_digests[0]));
+    let blob = layout.join("blobs/sha256").join(hex_of(&image.layer_digests[0]));
     let mut bytes = fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -631,21 +557,13 @@ fn digest_mismatch_is_rejected() {
     let message = store.import(&layout, Some("bad")).unwrap_err().to_string();
     assert!(message.contains(&image.layer_digests[0]), "{message}");
     assert!(store.list().unwrap().is_empty());
-    assert_eq!(
-        entries(&store.root().join("layers/sha256")),
-        Vec::<String>::new()
-    );
+    assert_eq!(entries(&store.root().join("layers/sha256")), Vec::<String>::new());
 
     // A corrupt manifest is caught before anything is written.
     let layout2 = tmp.path().join("l2");
-    let image2 = add_image(
-        &layout2,
-        &[(LayerTar::new().file("a", 0o644, b"a").finish(), false)],
-    );
+    let image2 = add_image(&layout2, &[(LayerTar::new().file("a", 0o644, b"a").finish(), false)]);
     write_index(&layout2, vec![image2.descriptor(Some("latest"))]);
-    let manifest = layout2
-        .join("blobs/sha256")
-        .join(hex_of(&image2.manifest_digest));
+    let manifest = layout2.join("blobs/sha256").join(hex_of(&image2.manifest_digest));
     let mut bytes = fs::read(&manifest).unwrap();
     bytes[0] = b' ';
     fs::write(&manifest, &bytes).unwrap();
@@ -795,20 +713,13 @@ fn archive_with_nested_index_picks_host_platform() {
     builder.append_dir_all("layout", &layout).unwrap();
     builder.into_inner().unwrap().finish().unwrap();
 
-    assert_eq!(
-        store.import(&archive, None).unwrap(),
-        ["docker.io/library/multi:3"]
-    );
+    assert_eq!(store.import(&archive, None).unwrap(), ["docker.io/library/multi:3"]);
     let resolved = store.resolve("multi:3").unwrap();
     assert_eq!(resolved.manifest_digest, image.manifest_digest);
     assert_eq!(fs::read(resolved.layers[0].join("bin/sh")).unwrap(), b"sh");
     // The staging copy of the archive is gone and the index blob was not kept.
     assert_eq!(entries(&store.root().join("tmp")), Vec::<String>::new());
-    assert!(!store
-        .root()
-        .join("blobs/sha256")
-        .join(hex_of(&nested_digest))
-        .exists());
+    assert!(!store.root().join("blobs/sha256").join(hex_of(&nested_digest)).exists());
 
     // An index with only foreign platforms is refused by name.
     let foreign = serde_json::to_vec(&json!({

@@ -194,10 +194,7 @@ impl Unpacker<'_> {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -205,14 +202,9 @@ impl Unpacker<'_> {
             .path()
             .map_err(|e| self.entry_error(&name, format!("unreadable path: {e}")))?
             .into_owned();
-        let rel = sanitize(&path).ok_or_else(|| {
-            self.entry_error(
-                &name,
-                "path escapes the layer directory (absolute or contains '..')",
-            )
-        })?;
-        let pax =
-            pax_info(entry).map_err(|e| self.entry_error(&name, format!("bad PAX header: {e}")))?;
+        let rel = sanitize(&path)
+            .ok_or_else(|| self.entry_error(&name, "path escapes the layer directory (absolute or contains '..')"))?;
+        let pax = pax_info(entry).map_err(|e| self.entry_error(&name, format!("bad PAX header: {e}")))?;
         let meta = self.meta(entry, &pax, &name)?;
 
         let Some(file_name) = rel.file_name() else {
@@ -274,10 +266,7 @@ impl Unpacker<'_> {
                 let source_rel = sanitize(&link).ok_or_else(|| {
                     self.entry_error(
                         &name,
-                        format!(
-                            "hard link target {} escapes the layer directory",
-                            link.display()
-                        ),
+                        format!("hard link target {} escapes the layer directory", link.display()),
                     )
                 })?;
                 let source = self.existing_file(&source_rel, &name)?;
@@ -316,12 +305,7 @@ impl Unpacker<'_> {
     }
 
     /// Reads an entry's metadata, refusing ids that do not fit a uid_t.
-    fn meta<R: Read>(
-        &self,
-        entry: &tar::Entry<'_, R>,
-        pax: &PaxInfo,
-        name: &str,
-    ) -> Result<Meta, ImageError> {
+    fn meta<R: Read>(&self, entry: &tar::Entry<'_, R>, pax: &PaxInfo, name: &str) -> Result<Meta, ImageError> {
         let header = entry.header();
         let bad = |what: &str, e: io::Error| self.entry_error(name, format!("bad {what}: {e}"));
         let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
@@ -337,12 +321,7 @@ impl Unpacker<'_> {
                 TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0)
             }
         };
-        Ok(Meta {
-            mode,
-            uid,
-            gid,
-            mtime,
-        })
+        Ok(Meta { mode, uid, gid, mtime })
     }
 
     /// Handles `.wh.<name>` (delete `<name>` from lower layers) and
@@ -391,10 +370,7 @@ impl Unpacker<'_> {
                     ))
                 }
                 Ok(_) => {
-                    return Err(self.entry_error(
-                        name,
-                        format!("parent {} is not a directory", self.display(&current)),
-                    ))
+                    return Err(self.entry_error(name, format!("parent {} is not a directory", self.display(&current))))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Implicit parents get the conventional mode; an explicit
@@ -426,10 +402,7 @@ impl Unpacker<'_> {
         }
         Err(self.entry_error(
             name,
-            format!(
-                "hard link target {} is not a file earlier in this layer",
-                rel.display()
-            ),
+            format!("hard link target {} is not a file earlier in this layer", rel.display()),
         ))
     }
 
@@ -471,17 +444,10 @@ impl Unpacker<'_> {
             .map_err(|e| io_err("chown", path)(e.into()))?;
         }
         if !is_symlink {
-            fs::set_permissions(path, Permissions::from_mode(meta.mode))
-                .map_err(io_err("chmod", path))?;
+            fs::set_permissions(path, Permissions::from_mode(meta.mode)).map_err(io_err("chmod", path))?;
         }
-        utimensat(
-            None,
-            path,
-            &meta.mtime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io_err("set mtime", path)(e.into()))
+        utimensat(None, path, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| io_err("set mtime", path)(e.into()))
     }
 
     /// Applies the deferred opaque markers and directory metadata.
@@ -499,10 +465,7 @@ impl Unpacker<'_> {
     }
 
     fn display(&self, path: &Path) -> String {
-        path.strip_prefix(self.root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+        path.strip_prefix(self.root).unwrap_or(path).display().to_string()
     }
 }
 
@@ -519,8 +482,7 @@ fn pax_info<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<PaxInfo> {
             if key == "mtime" {
                 info.mtime = parse_pax_time(extension.value_bytes());
             } else if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                info.xattrs
-                    .push((name.to_string(), extension.value_bytes().to_vec()));
+                info.xattrs.push((name.to_string(), extension.value_bytes().to_vec()));
             }
         }
     }
@@ -571,8 +533,7 @@ pub(crate) fn extract_archive(archive: &Path, dest: &Path) -> Result<(), ImageEr
     let mut file = File::open(archive).map_err(io_err("open archive", archive))?;
     let mut magic = [0u8; 2];
     let gzipped = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    file.seek(SeekFrom::Start(0))
-        .map_err(io_err("read archive", archive))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err("read archive", archive))?;
     let buffered = BufReader::new(file);
     let reader: Box<dyn Read> = if gzipped {
         Box::new(MultiGzDecoder::new(buffered))
@@ -594,9 +555,8 @@ pub(crate) fn extract_archive(archive: &Path, dest: &Path) -> Result<(), ImageEr
             .path()
             .map_err(|e| entry_error(format!("unreadable path: {e}")))?
             .into_owned();
-        let rel = sanitize(&path).ok_or_else(|| {
-            entry_error("path escapes the extraction directory (absolute or contains '..')".into())
-        })?;
+        let rel = sanitize(&path)
+            .ok_or_else(|| entry_error("path escapes the extraction directory (absolute or contains '..')".into()))?;
         let target = dest.join(&rel);
         match kind {
             EntryType::Directory => {
@@ -612,10 +572,7 @@ pub(crate) fn extract_archive(archive: &Path, dest: &Path) -> Result<(), ImageEr
                 let mut out = File::create(&target).map_err(io_err("create", &target))?;
                 io::copy(&mut entry, &mut out).map_err(io_err("extract", &target))?;
             }
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => {}
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
             other => {
                 debug!(archive = %archive.display(), entry = %name, kind = ?other, "skipping archive entry that an OCI layout does not need");
             }

@@ -15,11 +15,19 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub enum ContainerState {
     /// Not running; started again at `retry_at` (now, when `None`) unless the pod is ending.
-    Waiting { reason: String, message: Option<String>, retry_at: Option<Instant> },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+        retry_at: Option<Instant>,
+    },
     /// A shim is creating it.
     Starting { attempt: u32 },
     /// Running under its shim.
-    Running { attempt: u32, started: Started, since: Instant },
+    Running {
+        attempt: u32,
+        started: Started,
+        since: Instant,
+    },
     /// Ended and will not be restarted (or the pod is ending).
     Terminated(Finished),
 }
@@ -59,7 +67,11 @@ impl ContainerSlot {
     pub fn new(name: String) -> Self {
         Self {
             name,
-            state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None },
+            state: ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+                retry_at: None,
+            },
             last: None,
             latest_attempt: None,
             backoff: Backoff::default(),
@@ -83,7 +95,10 @@ impl ContainerSlot {
 
     /// Whether its process may still be alive.
     pub fn is_active(&self) -> bool {
-        matches!(self.state, ContainerState::Starting { .. } | ContainerState::Running { .. })
+        matches!(
+            self.state,
+            ContainerState::Starting { .. } | ContainerState::Running { .. }
+        )
     }
 
     /// Moves Waiting to Starting; returns the attempt number.
@@ -96,29 +111,46 @@ impl ContainerSlot {
     /// Moves Starting to Running.
     pub fn started(&mut self, attempt: u32, started: Started) {
         self.latest_attempt = Some(attempt);
-        self.state = ContainerState::Running { attempt, started, since: Instant::now() };
+        self.state = ContainerState::Running {
+            attempt,
+            started,
+            since: Instant::now(),
+        };
     }
 
     /// Moves to Waiting after a failure that never made a container (image, config).
     pub fn failed_to_create(&mut self, reason: &str, message: String, retry_at: Instant) {
-        self.state = ContainerState::Waiting { reason: reason.into(), message: Some(message), retry_at: Some(retry_at) };
+        self.state = ContainerState::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+            retry_at: Some(retry_at),
+        };
     }
 
     /// Records an exit; the caller decides about restarting with [`ContainerSlot::schedule_restart`].
     pub fn exited(&mut self, finished: Finished) {
-        self.latest_attempt = Some(self.latest_attempt.map_or(finished.attempt, |a| a.max(finished.attempt)));
+        self.latest_attempt = Some(
+            self.latest_attempt
+                .map_or(finished.attempt, |a| a.max(finished.attempt)),
+        );
         self.state = ContainerState::Terminated(finished);
     }
 
     /// Turns a Terminated container into Waiting for its restart after `ran`;
     /// returns the back-off delay (zero for an immediate restart).
     pub fn schedule_restart(&mut self, ran: std::time::Duration, pod_desc: &str) -> std::time::Duration {
-        let ContainerState::Terminated(done) = &self.state else { return std::time::Duration::ZERO };
+        let ContainerState::Terminated(done) = &self.state else {
+            return std::time::Duration::ZERO;
+        };
         let done = done.clone();
         let delay = self.backoff.next_delay(ran);
         let now = Instant::now();
         self.state = if delay.is_zero() {
-            ContainerState::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None }
+            ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+                retry_at: None,
+            }
         } else {
             ContainerState::Waiting {
                 reason: "CrashLoopBackOff".into(),

@@ -74,11 +74,7 @@ impl PodActor {
             .flat_map(|s| s.containers.iter())
             .map(|c| ContainerSlot::new(c.name.clone()))
             .collect();
-        let start_time = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.as_ref())
-            .map(|t| fmt_time(&t));
+        let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(fmt_time);
         Self {
             rt,
             store,
@@ -96,11 +92,21 @@ impl PodActor {
     }
 
     fn spec_container(&self, name: &str) -> Option<Container> {
-        self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name).cloned()
+        self.pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
     }
 
     fn restart_policy(&self) -> String {
-        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into())
     }
 
     fn stored_phase(&self) -> Option<String> {
@@ -130,17 +136,31 @@ impl PodActor {
             for (i, obs) in found.into_iter().enumerate() {
                 let Some((attempt, obs)) = obs else { continue };
                 let name = act.slots[i].name.clone();
-                let recorded = stored.container_statuses.iter().flatten().find(|c| c.name == name).cloned();
+                let recorded = stored
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .find(|c| c.name == name)
+                    .cloned();
                 match obs {
                     Observed::Running { id, pid } => {
-                        tracing::info!("pod {}: adopting running container {name} ({id}, pid {pid})", pod_desc(&act.pod));
+                        tracing::info!(
+                            "pod {}: adopting running container {name} ({id}, pid {pid})",
+                            pod_desc(&act.pod)
+                        );
                         let started_at = recorded
                             .as_ref()
                             .and_then(|r| r.state.as_ref()?.running.as_ref()?.started_at.as_ref())
-                            .map(|t| fmt_time(&t))
+                            .map(fmt_time)
                             .unwrap_or_else(crate::runtime::protocol::now);
                         let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
-                        let started = Started { id, pid, started_at, image_id, stop_signal: None };
+                        let started = Started {
+                            id,
+                            pid,
+                            started_at,
+                            image_id,
+                            stop_signal: None,
+                        };
                         act.restore_last(i, &recorded);
                         act.slots[i].started(attempt, started);
                         act.watch_exit(i, attempt, ctx);
@@ -150,7 +170,13 @@ impl PodActor {
                         let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
                         let message = act.rt.termination_message(&act.uid, &name, attempt);
                         act.rt.release_rootfs(&act.uid, &name, attempt);
-                        let finished = Finished { attempt, id, exit, image_id, message };
+                        let finished = Finished {
+                            attempt,
+                            id,
+                            exit,
+                            image_id,
+                            message,
+                        };
                         act.slots[i].exited(finished);
                         if !terminal {
                             act.decide_restart(i, ctx);
@@ -170,8 +196,18 @@ impl PodActor {
 
     /// Restores `lastState` from the stored status after a daemon restart.
     fn restore_last(&mut self, i: usize, recorded: &Option<k8s_openapi::api::core::v1::ContainerStatus>) {
-        let Some(t) = recorded.as_ref().and_then(|r| r.last_state.as_ref()?.terminated.clone()) else { return };
-        let id = t.container_id.clone().unwrap_or_default().trim_start_matches("peapod://").to_string();
+        let Some(t) = recorded
+            .as_ref()
+            .and_then(|r| r.last_state.as_ref()?.terminated.clone())
+        else {
+            return;
+        };
+        let id = t
+            .container_id
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches("peapod://")
+            .to_string();
         let attempt = id.rsplit('-').next().and_then(|a| a.parse().ok()).unwrap_or(0);
         self.slots[i].last = Some(Finished {
             attempt,
@@ -190,7 +226,13 @@ impl PodActor {
     }
 
     fn prepare_sandbox(&mut self, ctx: &mut Context<Self>) {
-        if self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|v| !v.is_empty()) {
+        if self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|v| !v.is_empty())
+        {
             self.reject(
                 "UnsupportedPodSpec",
                 "initContainers are not supported by this node yet".into(),
@@ -200,21 +242,30 @@ impl PodActor {
         }
         let rt = self.rt.clone();
         let pod = self.pod.clone();
-        ctx.wait(async move { rt.ensure_sandbox(&pod).await }.into_actor(self).map(|res, act, ctx| match res {
-            Ok(()) => {
-                if act.lifecycle == Lifecycle::Preparing {
-                    act.lifecycle = Lifecycle::Active;
-                }
-                if act.start_time.is_none() {
-                    act.start_time = Some(crate::runtime::protocol::now());
-                }
-                act.reconcile(ctx);
-            }
-            Err(e) => {
-                act.event(None, EventKind::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
-                ctx.run_later(Duration::from_secs(10), |act, ctx| act.prepare_sandbox(ctx));
-            }
-        }));
+        ctx.wait(
+            async move { rt.ensure_sandbox(&pod).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(()) => {
+                        if act.lifecycle == Lifecycle::Preparing {
+                            act.lifecycle = Lifecycle::Active;
+                        }
+                        if act.start_time.is_none() {
+                            act.start_time = Some(crate::runtime::protocol::now());
+                        }
+                        act.reconcile(ctx);
+                    }
+                    Err(e) => {
+                        act.event(
+                            None,
+                            EventKind::Warning,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {e}"),
+                        );
+                        ctx.run_later(Duration::from_secs(10), |act, ctx| act.prepare_sandbox(ctx));
+                    }
+                }),
+        );
     }
 
     /// Refuses the pod as kubelet admission does: phase Failed with a reason.
@@ -232,7 +283,9 @@ impl PodActor {
 
     /// The level-triggered heart: compares what should run with what does and acts.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        if self.pod.metadata.deletion_timestamp.is_some() && !matches!(self.lifecycle, Lifecycle::Terminating | Lifecycle::Removed) {
+        if self.pod.metadata.deletion_timestamp.is_some()
+            && !matches!(self.lifecycle, Lifecycle::Terminating | Lifecycle::Removed)
+        {
             self.begin_termination(ctx);
         }
         match self.lifecycle {
@@ -265,26 +318,52 @@ impl PodActor {
     }
 
     fn start_container(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let Some(spec) = self.spec_container(&self.slots[i].name) else { return };
+        let Some(spec) = self.spec_container(&self.slots[i].name) else {
+            return;
+        };
         let attempt = self.slots[i].begin_start();
         let rt = self.rt.clone();
         let pod = self.pod.clone();
         let c = spec.clone();
-        ctx.spawn(async move { rt.start(&pod, &c, attempt).await }.into_actor(self).map(move |res, act, ctx| {
-            act.on_started(i, attempt, &spec, res, ctx)
-        }));
+        ctx.spawn(
+            async move { rt.start(&pod, &c, attempt).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| act.on_started(i, attempt, &spec, res, ctx)),
+        );
     }
 
-    fn on_started(&mut self, i: usize, attempt: u32, spec: &Container, res: Result<Started, StartError>, ctx: &mut Context<Self>) {
+    fn on_started(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        spec: &Container,
+        res: Result<Started, StartError>,
+        ctx: &mut Context<Self>,
+    ) {
         let name = spec.name.clone();
         let image = spec.image.clone().unwrap_or_default();
         match res {
             Ok(started) => {
                 if attempt == 0 || self.slots[i].latest_attempt.is_none() {
-                    self.event(Some(&name), EventKind::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"));
+                    self.event(
+                        Some(&name),
+                        EventKind::Normal,
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
                 }
-                self.event(Some(&name), EventKind::Normal, "Created", format!("Created container: {name}"));
-                self.event(Some(&name), EventKind::Normal, "Started", format!("Started container {name}"));
+                self.event(
+                    Some(&name),
+                    EventKind::Normal,
+                    "Created",
+                    format!("Created container: {name}"),
+                );
+                self.event(
+                    Some(&name),
+                    EventKind::Normal,
+                    "Started",
+                    format!("Started container {name}"),
+                );
                 self.slots[i].started(attempt, started);
                 self.watch_exit(i, attempt, ctx);
                 if self.lifecycle == Lifecycle::Terminating {
@@ -293,17 +372,40 @@ impl PodActor {
             }
             Err(e) if e.reason == "RunContainerError" => {
                 // The shim ran and the container failed to start: that start counts, as in kubelet.
-                self.event(Some(&name), EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                self.event(
+                    Some(&name),
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {}", e.message),
+                );
                 let exit = ExitRecord::start_error(e.message.clone());
                 let id = crate::runtime::container_id(&self.uid, &name, attempt);
-                self.slots[i].exited(Finished { attempt, id, exit, image_id: String::new(), message: Some(e.message) });
+                self.slots[i].exited(Finished {
+                    attempt,
+                    id,
+                    exit,
+                    image_id: String::new(),
+                    message: Some(e.message),
+                });
                 self.rt.release_rootfs(&self.uid, &name, attempt);
                 self.decide_restart(i, ctx);
             }
             Err(e) => {
-                let delay = self.slots[i].backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
-                let reason = if e.reason == "ErrImagePull" && self.slots[i].next_attempt() > 0 { "ImagePullBackOff" } else { e.reason };
-                self.event(Some(&name), EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                let delay = self.slots[i]
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_secs(5));
+                let reason = if e.reason == "ErrImagePull" && self.slots[i].next_attempt() > 0 {
+                    "ImagePullBackOff"
+                } else {
+                    e.reason
+                };
+                self.event(
+                    Some(&name),
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {}", e.message),
+                );
                 self.slots[i].failed_to_create(reason, e.message, Instant::now() + delay);
                 ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
             }
@@ -315,13 +417,22 @@ impl PodActor {
         let rt = self.rt.clone();
         let uid = self.uid.clone();
         let name = self.slots[i].name.clone();
-        ctx.spawn(async move { rt.wait(&uid, &name, attempt).await }.into_actor(self).map(move |exit, act, ctx| {
-            act.on_exit(i, attempt, exit, ctx)
-        }));
+        ctx.spawn(
+            async move { rt.wait(&uid, &name, attempt).await }
+                .into_actor(self)
+                .map(move |exit, act, ctx| act.on_exit(i, attempt, exit, ctx)),
+        );
     }
 
     fn on_exit(&mut self, i: usize, attempt: u32, exit: ExitRecord, ctx: &mut Context<Self>) {
-        let ContainerState::Running { attempt: running, started, .. } = &self.slots[i].state else { return };
+        let ContainerState::Running {
+            attempt: running,
+            started,
+            ..
+        } = &self.slots[i].state
+        else {
+            return;
+        };
         if *running != attempt {
             return;
         }
@@ -333,9 +444,19 @@ impl PodActor {
             message: self.rt.termination_message(&self.uid, &name, attempt),
             exit,
         };
-        tracing::info!("pod {}: container {name} exited with {} ({})", pod_desc(&self.pod), finished.exit.exit_code, finished.exit.reason);
+        tracing::info!(
+            "pod {}: container {name} exited with {} ({})",
+            pod_desc(&self.pod),
+            finished.exit.exit_code,
+            finished.exit.reason
+        );
         if finished.exit.reason == "OOMKilled" {
-            self.event(Some(&name), EventKind::Warning, "OOMKilling", format!("Container {name} was OOM-killed"));
+            self.event(
+                Some(&name),
+                EventKind::Warning,
+                "OOMKilling",
+                format!("Container {name} was OOM-killed"),
+            );
         }
         self.rt.release_rootfs(&self.uid, &name, attempt);
         self.slots[i].exited(finished);
@@ -347,12 +468,17 @@ impl PodActor {
 
     /// Applies the restart policy to a container that just ended.
     fn decide_restart(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let ContainerState::Terminated(done) = &self.slots[i].state else { return };
+        let ContainerState::Terminated(done) = &self.slots[i].state else {
+            return;
+        };
         if !should_restart(&self.restart_policy(), done.exit.exit_code) {
             return;
         }
         let ran = match (done.exit.started_at.as_deref(), Some(done.exit.finished_at.as_str())) {
-            (Some(s), Some(f)) => match (chrono::DateTime::parse_from_rfc3339(s), chrono::DateTime::parse_from_rfc3339(f)) {
+            (Some(s), Some(f)) => match (
+                chrono::DateTime::parse_from_rfc3339(s),
+                chrono::DateTime::parse_from_rfc3339(f),
+            ) {
                 (Ok(s), Ok(f)) => (f - s).to_std().unwrap_or_default(),
                 _ => Duration::ZERO,
             },
@@ -365,7 +491,10 @@ impl PodActor {
                 Some(&name),
                 EventKind::Warning,
                 "BackOff",
-                format!("Back-off restarting failed container {name} in pod {}", pod_desc(&self.pod)),
+                format!(
+                    "Back-off restarting failed container {name} in pod {}",
+                    pod_desc(&self.pod)
+                ),
             );
             ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
         }
@@ -399,7 +528,9 @@ impl PodActor {
 
     /// preStop hook, then the stop signal, then SIGKILL at the deadline.
     fn stop_container(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let ContainerState::Running { attempt, started, .. } = &self.slots[i].state else { return };
+        let ContainerState::Running { attempt, started, .. } = &self.slots[i].state else {
+            return;
+        };
         let attempt = *attempt;
         let name = self.slots[i].name.clone();
         let spec = self.spec_container(&name);
@@ -412,7 +543,12 @@ impl PodActor {
             .and_then(parse_signal)
             .unwrap_or(libc::SIGTERM);
         let deadline = self.deadline.unwrap_or_else(Instant::now);
-        self.event(Some(&name), EventKind::Normal, "Killing", format!("Stopping container {name}"));
+        self.event(
+            Some(&name),
+            EventKind::Normal,
+            "Killing",
+            format!("Stopping container {name}"),
+        );
         let rt = self.rt.clone();
         let uid = self.uid.clone();
         let events = self.events.clone();
@@ -456,7 +592,10 @@ impl PodActor {
                 let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&p)).await;
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                let pre = Preconditions { uid: Some(uid.clone()), resource_version: None };
+                let pre = Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                };
                 match store.delete(&kinds::pod().resource(), &ns, &name, pre).await {
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => tracing::warn!("removing pod {ns}/{name}: {e}"),
@@ -475,7 +614,10 @@ impl PodActor {
         let sandbox_ready = self.lifecycle == Lifecycle::Active;
         let mut st = status::build(&self.pod, &self.slots, sandbox_ready, self.start_time.as_deref());
         status::keep_transition_times(&mut st, self.pod.status.as_ref());
-        if self.lifecycle == Lifecycle::Finished && matches!(self.stored_phase().as_deref(), Some("Failed")) && self.pod.status.as_ref().and_then(|s| s.reason.as_ref()).is_some() {
+        if self.lifecycle == Lifecycle::Finished
+            && matches!(self.stored_phase().as_deref(), Some("Failed"))
+            && self.pod.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
+        {
             return; // a rejected pod keeps its rejection
         }
         self.write_status_value(st, ctx);
@@ -499,7 +641,9 @@ impl PodActor {
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 for _ in 0..5 {
-                    let Ok(cur) = store.get(&resource, &ns, &name).await else { return };
+                    let Ok(cur) = store.get(&resource, &ns, &name).await else {
+                        return;
+                    };
                     if object::uid(&cur) != pod.metadata.uid.as_deref().unwrap_or("") {
                         return;
                     }
@@ -532,7 +676,11 @@ fn parse_signal(s: &str) -> Option<i32> {
         return Some(n);
     }
     let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
     name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
 }
 
@@ -556,6 +704,11 @@ impl Handler<PodChanged> for PodActor {
     }
 }
 
+/// RFC 3339 with second precision, as the shim writes times.
+fn fmt_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -565,9 +718,4 @@ mod tests {
         assert_eq!(super::parse_signal("9"), Some(9));
         assert_eq!(super::parse_signal("NOPE"), None);
     }
-}
-
-/// RFC 3339 with second precision, as the shim writes times.
-fn fmt_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
-    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -2,8 +2,8 @@
 
 use super::container::{ContainerSlot, ContainerState, Finished};
 use k8s_openapi::api::core::v1::{
-    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -72,38 +72,66 @@ pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time
     let phase = phase(policy, slots);
     let mut statuses = Vec::new();
     for s in slots {
-        let image = spec.containers.iter().find(|c| c.name == s.name).and_then(|c| c.image.clone()).unwrap_or_default();
+        let image = spec
+            .containers
+            .iter()
+            .find(|c| c.name == s.name)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
         let (state, ready, started, id, image_id) = match &s.state {
             ContainerState::Waiting { reason, message, .. } => (
-                KState { waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }), ..Default::default() },
+                KState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.clone()),
+                        message: message.clone(),
+                    }),
+                    ..Default::default()
+                },
                 false,
                 false,
                 s.last.as_ref().map(|l| l.id.clone()),
                 s.last.as_ref().map(|l| l.image_id.clone()),
             ),
             ContainerState::Starting { .. } => (
-                KState { waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }), ..Default::default() },
+                KState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
+                    ..Default::default()
+                },
                 false,
                 false,
                 None,
                 None,
             ),
             ContainerState::Running { started, .. } => (
-                KState { running: Some(ContainerStateRunning { started_at: time(&started.started_at) }), ..Default::default() },
+                KState {
+                    running: Some(ContainerStateRunning {
+                        started_at: time(&started.started_at),
+                    }),
+                    ..Default::default()
+                },
                 true,
                 true,
                 Some(started.id.clone()),
                 Some(started.image_id.clone()),
             ),
             ContainerState::Terminated(f) => (
-                KState { terminated: Some(terminated(f)), ..Default::default() },
+                KState {
+                    terminated: Some(terminated(f)),
+                    ..Default::default()
+                },
                 false,
                 false,
                 Some(f.id.clone()),
                 Some(f.image_id.clone()),
             ),
         };
-        let last_state = s.last.as_ref().map(|l| KState { terminated: Some(terminated(l)), ..Default::default() });
+        let last_state = s.last.as_ref().map(|l| KState {
+            terminated: Some(terminated(l)),
+            ..Default::default()
+        });
         statuses.push(ContainerStatus {
             name: s.name.clone(),
             image,
@@ -126,7 +154,13 @@ pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time
         reason: reason.map(str::to_string),
         ..Default::default()
     };
-    let not_ready_reason = if phase == "Succeeded" || phase == "Failed" { Some("PodCompleted") } else if all_ready { None } else { Some("ContainersNotReady") };
+    let not_ready_reason = if phase == "Succeeded" || phase == "Failed" {
+        Some("PodCompleted")
+    } else if all_ready {
+        None
+    } else {
+        Some("ContainersNotReady")
+    };
     let conditions = vec![
         cond("PodReadyToStartContainers", sandbox_ready, None),
         cond("Initialized", true, None),
@@ -148,7 +182,9 @@ pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time
 /// Copies condition transition times from `old` where the status did not change,
 /// so rewriting the status does not make every condition look new.
 pub fn keep_transition_times(new: &mut PodStatus, old: Option<&PodStatus>) {
-    let Some(old) = old.and_then(|o| o.conditions.as_ref()) else { return };
+    let Some(old) = old.and_then(|o| o.conditions.as_ref()) else {
+        return;
+    };
     for c in new.conditions.iter_mut().flatten() {
         if let Some(o) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
             c.last_transition_time = o.last_transition_time.clone();

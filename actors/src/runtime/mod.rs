@@ -32,7 +32,10 @@ pub struct StartError {
 
 impl StartError {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -78,18 +81,40 @@ impl Runtime {
     /// Prepares the node's directories; the sandbox parent becomes a private
     /// bind mount so pinned namespace files never propagate elsewhere.
     pub fn new(paths: NodePaths, shim_binary: PathBuf) -> Result<Arc<Self>, String> {
-        for d in [&paths.root, &paths.run, &paths.sandboxes(), &paths.container_state_root(), &paths.run.join("shims")] {
+        for d in [
+            &paths.root,
+            &paths.run,
+            &paths.sandboxes(),
+            &paths.container_state_root(),
+            &paths.run.join("shims"),
+        ] {
             paths::ensure_dir(d).map_err(|e| io_err("create", d, e))?;
         }
         let sandboxes = paths.sandboxes();
         if !is_mountpoint(&sandboxes) {
-            mount(Some(&sandboxes), &sandboxes, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| io_err("bind mount", &sandboxes, e))?;
+            mount(
+                Some(&sandboxes),
+                &sandboxes,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| io_err("bind mount", &sandboxes, e))?;
         }
-        mount(None::<&str>, &sandboxes, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(|e| io_err("make private", &sandboxes, e))?;
+        mount(
+            None::<&str>,
+            &sandboxes,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| io_err("make private", &sandboxes, e))?;
         let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
-        Ok(Arc::new(Self { paths, images, shim_binary }))
+        Ok(Arc::new(Self {
+            paths,
+            images,
+            shim_binary,
+        }))
     }
 
     /// Creates the pod's namespaces and `/etc` files, unless they exist (after a daemon restart).
@@ -117,7 +142,10 @@ impl Runtime {
             .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
         if !out.status.success() {
             self.teardown_sandbox(&uid);
-            return Err(format!("create pod sandbox: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "create pod sandbox: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         // The pod's /dev/shm, shared by its containers and kept across their restarts.
         let shm = dir.join("shm");
@@ -141,7 +169,11 @@ impl Runtime {
             "# Kubernetes-managed hosts file (peapod).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         );
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        for (name, text) in [("hosts", hosts.as_str()), ("hostname", &format!("{hostname}\n")), ("resolv.conf", &resolv)] {
+        for (name, text) in [
+            ("hosts", hosts.as_str()),
+            ("hostname", &format!("{hostname}\n")),
+            ("resolv.conf", &resolv),
+        ] {
             let p = etc.join(name);
             if !p.exists() {
                 std::fs::write(&p, text).map_err(|e| io_err("write", &p, e))?;
@@ -191,14 +223,26 @@ impl Runtime {
         for d in [dir.join("upper"), dir.join("work"), rootfs.clone()] {
             paths::ensure_dir(&d).map_err(|e| StartError::new("CreateContainerError", io_err("create", &d, e)))?;
         }
-        let lower = image.layers.iter().rev().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        let lower = image
+            .layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
         let opts = format!(
             "lowerdir={lower},upperdir={},workdir={}",
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-            .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
         let term = dir.join("termination-log");
         std::fs::write(&term, b"").map_err(|e| StartError::new("CreateContainerError", io_err("write", &term, e)))?;
         let cgroups_path = format!("/peapod/pod{uid}/{id}");
@@ -222,7 +266,8 @@ impl Runtime {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let log_path = self.paths.log_file(&ns, &name, &uid, &c.name, attempt);
         if let Some(parent) = log_path.parent() {
-            paths::ensure_dir(parent).map_err(|e| StartError::new("CreateContainerError", io_err("create", parent, e)))?;
+            paths::ensure_dir(parent)
+                .map_err(|e| StartError::new("CreateContainerError", io_err("create", parent, e)))?;
         }
         let shim = ShimConfig {
             id: id.clone(),
@@ -259,11 +304,17 @@ impl Runtime {
             }),
             Ok(StartReport::Failed { message }) => {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
-                Err(StartError::new("RunContainerError", format!("failed to create containerd task: {message}")))
+                Err(StartError::new(
+                    "RunContainerError",
+                    format!("failed to create containerd task: {message}"),
+                ))
             }
             Err(_) => {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
-                Err(StartError::new("RunContainerError", format!("shim for {image_name} said {text:?}")))
+                Err(StartError::new(
+                    "RunContainerError",
+                    format!("shim for {image_name} said {text:?}"),
+                ))
             }
         }
     }
@@ -307,7 +358,11 @@ impl Runtime {
                     if let Some(exit) = read_exit(&dir) {
                         return exit;
                     }
-                    if self.request(&id, &ShimRequest::State, Some(Duration::from_secs(2))).await.is_err() {
+                    if self
+                        .request(&id, &ShimRequest::State, Some(Duration::from_secs(2)))
+                        .await
+                        .is_err()
+                    {
                         return read_exit(&dir).unwrap_or_else(|| ExitRecord::unknown(None));
                     }
                 }
@@ -318,14 +373,24 @@ impl Runtime {
     /// Sends `signal` to the container's init through its shim.
     pub async fn kill(&self, uid: &str, container: &str, attempt: u32, signal: i32) -> Result<(), String> {
         let id = container_id(uid, container, attempt);
-        match self.request(&id, &ShimRequest::Kill { signal }, Some(Duration::from_secs(5))).await? {
+        match self
+            .request(&id, &ShimRequest::Kill { signal }, Some(Duration::from_secs(5)))
+            .await?
+        {
             ShimReply::Error { message } => Err(message),
             _ => Ok(()),
         }
     }
 
     /// Runs `args` in the running container and returns its exit code and output.
-    pub async fn exec(&self, uid: &str, container: &str, attempt: u32, args: &[String], timeout: Duration) -> Result<(i32, String), String> {
+    pub async fn exec(
+        &self,
+        uid: &str,
+        container: &str,
+        attempt: u32,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), String> {
         let id = container_id(uid, container, attempt);
         let out = std::process::Command::new(&self.shim_binary)
             .args(["shim", "exec", "--state-root"])
@@ -344,17 +409,27 @@ impl Runtime {
     async fn request(&self, id: &str, req: &ShimRequest, timeout: Option<Duration>) -> Result<ShimReply, String> {
         let socket = self.paths.shim_socket(id);
         let talk = async {
-            let mut stream = UnixStream::connect(&socket).await.map_err(|e| io_err("connect", &socket, e))?;
+            let mut stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| io_err("connect", &socket, e))?;
             let mut line = serde_json::to_string(req).unwrap_or_default();
             line.push('\n');
-            stream.write_all(line.as_bytes()).await.map_err(|e| io_err("write", &socket, e))?;
+            stream
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| io_err("write", &socket, e))?;
             let mut reader = BufReader::new(stream);
             let mut reply = String::new();
-            reader.read_line(&mut reply).await.map_err(|e| io_err("read", &socket, e))?;
+            reader
+                .read_line(&mut reply)
+                .await
+                .map_err(|e| io_err("read", &socket, e))?;
             serde_json::from_str(reply.trim()).map_err(|e| format!("shim {id} replied {reply:?}: {e}"))
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, talk).await.map_err(|_| format!("shim {id}: no reply in {t:?}"))?,
+            Some(t) => tokio::time::timeout(t, talk)
+                .await
+                .map_err(|_| format!("shim {id}: no reply in {t:?}"))?,
             None => talk.await,
         }
     }
@@ -367,7 +442,10 @@ impl Runtime {
         if let Some(exit) = read_exit(&dir) {
             return Some((attempt, Observed::Exited { id, exit }));
         }
-        match self.request(&id, &ShimRequest::State, Some(Duration::from_secs(2))).await {
+        match self
+            .request(&id, &ShimRequest::State, Some(Duration::from_secs(2)))
+            .await
+        {
             Ok(ShimReply::Ok { pid }) => Some((attempt, Observed::Running { id, pid })),
             _ => {
                 let exit = read_exit(&dir).unwrap_or_else(|| ExitRecord::unknown(None));
@@ -380,7 +458,9 @@ impl Runtime {
     pub fn termination_message(&self, uid: &str, container: &str, attempt: u32) -> Option<String> {
         let p = self.paths.attempt_dir(uid, container, attempt).join("termination-log");
         let bytes = std::fs::read(p).ok()?;
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).trim_end().to_string();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)])
+            .trim_end()
+            .to_string();
         (!text.is_empty()).then_some(text)
     }
 
@@ -422,7 +502,9 @@ impl Runtime {
 
 /// Removes the pod-level cgroup directories libcontainer leaves as parents.
 fn remove_pod_cgroups(uid: &str) {
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     for e in entries.flatten() {
         let dir = e.path().join("peapod").join(format!("pod{uid}"));
         if dir.exists() {
@@ -456,12 +538,18 @@ pub fn is_mountpoint(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else { return false };
     let target = canon.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|s| s.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == target)))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == target))
+        })
         .unwrap_or(false)
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Runs a helper process to completion on the blocking pool: helpers are short

@@ -15,7 +15,10 @@ pub struct NodePaths {
 impl NodePaths {
     /// Layout under the two directories.
     pub fn new(root: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), run: run.into() }
+        Self {
+            root: root.into(),
+            run: run.into(),
+        }
     }
     /// The embedded store's database file.
     pub fn store_db(&self) -> PathBuf {
@@ -35,7 +38,10 @@ impl NodePaths {
     }
     /// One start ("attempt") of one container of a pod.
     pub fn attempt_dir(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
-        self.pod_dir(uid).join("containers").join(container).join(attempt.to_string())
+        self.pod_dir(uid)
+            .join("containers")
+            .join(container)
+            .join(attempt.to_string())
     }
     /// All attempts of one container.
     pub fn container_dir(&self, uid: &str, container: &str) -> PathBuf {
@@ -55,7 +61,9 @@ impl NodePaths {
     }
     /// The log file of one start of one container.
     pub fn log_file(&self, namespace: &str, name: &str, uid: &str, container: &str, attempt: u32) -> PathBuf {
-        self.pod_log_dir(namespace, name, uid).join(container).join(format!("{attempt}.log"))
+        self.pod_log_dir(namespace, name, uid)
+            .join(container)
+            .join(format!("{attempt}.log"))
     }
     /// libcontainer's state root.
     pub fn container_state_root(&self) -> PathBuf {
@@ -65,7 +73,9 @@ impl NodePaths {
     pub fn shim_socket(&self, container_id: &str) -> PathBuf {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(container_id.as_bytes());
-        self.run.join("shims").join(format!("{}.sock", &hex::encode(digest)[..16]))
+        self.run
+            .join("shims")
+            .join(format!("{}.sock", &hex::encode(digest)[..16]))
     }
 }
 

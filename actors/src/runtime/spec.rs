@@ -90,7 +90,11 @@ pub fn environment(pod: &Pod, c: &Container, image: &ImageConfig) -> Result<Vec<
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k.to_string(), v.to_string(), &mut vars);
     }
-    let hostname = pod.spec.as_ref().and_then(|s| s.hostname.clone()).or(pod.metadata.name.clone());
+    let hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .or(pod.metadata.name.clone());
     set("HOSTNAME".into(), hostname.unwrap_or_default(), &mut vars);
     for e in c.env.iter().flatten() {
         let value = if let Some(src) = &e.value_from {
@@ -108,10 +112,13 @@ pub fn environment(pod: &Pod, c: &Container, image: &ImageConfig) -> Result<Vec<
         };
         set(e.name.clone(), value, &mut vars);
     }
-    Ok(order.into_iter().map(|k| {
-        let v = vars.get(&k).cloned().unwrap_or_default();
-        (k, v)
-    }).collect())
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = vars.get(&k).cloned().unwrap_or_default();
+            (k, v)
+        })
+        .collect())
 }
 
 fn field_ref(pod: &Pod, path: &str) -> Option<String> {
@@ -162,16 +169,27 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), ConfigError
     let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
         file.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && f[0] == name).then(|| (f[2].parse().ok(), f[3].parse().ok())).and_then(|(a, b)| Some((a?, b?)))
+            (f.len() > 3 && f[0] == name)
+                .then(|| (f[2].parse().ok(), f[3].parse().ok()))
+                .and_then(|(a, b)| Some((a?, b?)))
         })
     };
     let (uid, default_gid) = match u.parse::<u32>() {
-        Ok(n) => (n, passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && f[2] == n.to_string()).then(|| f[3].parse().ok()).flatten()
-        }).unwrap_or(0)),
+        Ok(n) => (
+            n,
+            passwd
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() > 3 && f[2] == n.to_string())
+                        .then(|| f[3].parse().ok())
+                        .flatten()
+                })
+                .unwrap_or(0),
+        ),
         Err(_) if u.is_empty() => (0, 0),
-        Err(_) => lookup(&passwd, u).ok_or_else(|| ConfigError(format!("unable to find user {u}: no matching entries in passwd file")))?,
+        Err(_) => lookup(&passwd, u)
+            .ok_or_else(|| ConfigError(format!("unable to find user {u}: no matching entries in passwd file")))?,
     };
     let gid = match g {
         None => default_gid,
@@ -201,13 +219,26 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
     if let Some(g) = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group)) {
         gid = g as u32;
     }
-    if sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root)) == Some(true) && uid == 0 {
-        return Err(ConfigError("container has runAsNonRoot and image will run as root".into()));
+    if sc
+        .and_then(|s| s.run_as_non_root)
+        .or(pod_sc.and_then(|s| s.run_as_non_root))
+        == Some(true)
+        && uid == 0
+    {
+        return Err(ConfigError(
+            "container has runAsNonRoot and image will run as root".into(),
+        ));
     }
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     if let Some(cs) = sc.and_then(|s| s.capabilities.as_ref()) {
-        let norm = |c: &String| if c.starts_with("CAP_") { c.clone() } else { format!("CAP_{c}") };
+        let norm = |c: &String| {
+            if c.starts_with("CAP_") {
+                c.clone()
+            } else {
+                format!("CAP_{c}")
+            }
+        };
         for add in cs.add.iter().flatten() {
             let a = norm(add);
             if !caps.contains(&a) {
@@ -235,7 +266,10 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         json!({"destination": dst, "type": "bind", "source": src.display().to_string(),
                "options": if ro { json!(["rbind", "ro"]) } else { json!(["rbind", "rw"]) }})
     };
-    let term_path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+    let term_path = c
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -287,14 +321,47 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
 }
 
 const ALL_CAPS: &[&str] = &[
-    "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-    "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE", "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
-    "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE",
-    "CAP_SYS_PACCT", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
 ];
 
 #[cfg(test)]

@@ -27,7 +27,11 @@ pub enum StoreError {
     AlreadyExists { resource: String, name: String },
     /// The write carried a stale resourceVersion or uid precondition.
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
-    Conflict { resource: String, name: String, reason: String },
+    Conflict {
+        resource: String,
+        name: String,
+        reason: String,
+    },
     /// A watch asked for a revision older than the store keeps.
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: u64, oldest: u64 },

@@ -2,9 +2,7 @@
 //! acknowledged write survives a crash), an objects table, and an events table
 //! that watches replay from.
 
-use super::{
-    EventType, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent, WatchStream,
-};
+use super::{EventType, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent, WatchStream};
 use crate::object;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -49,7 +47,13 @@ impl SqliteStore {
         )
         .map_err(be)?;
         let (live, _) = broadcast::channel(4096);
-        Ok(Self { inner: Arc::new(Inner { path, conn: Mutex::new(conn), live }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                live,
+            }),
+        })
     }
 
     fn run<T: Send + 'static>(
@@ -59,16 +63,21 @@ impl SqliteStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             let path = inner.path.clone();
-            tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| StoreError::Backend {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?
+            tokio::task::spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| StoreError::Backend {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
         })
     }
 }
 
 fn backend(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend { path: path.display().to_string(), message: e.to_string() }
+    StoreError::Backend {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 fn key_of(resource: &str, obj: &Value) -> StoreResult<(String, String)> {
@@ -117,7 +126,11 @@ impl Inner {
     ) -> StoreResult<Value> {
         let tx = conn.transaction().map_err(|e| self.be(e))?;
         let rev: u64 = tx
-            .query_row("UPDATE meta SET value = value + 1 WHERE key='revision' RETURNING value", [], |r| r.get(0))
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE key='revision' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.be(e))?;
         if event_type != EventType::Deleted {
             object::set_meta(&mut obj, "resourceVersion", rev.to_string());
@@ -136,13 +149,21 @@ impl Inner {
         let type_text = serde_json::to_value(event_type).map_err(|e| self.be(e))?;
         tx.execute(
             "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![rev, resource, ns, type_text.as_str().unwrap_or_default(), obj.to_string()],
+            params![
+                rev,
+                resource,
+                ns,
+                type_text.as_str().unwrap_or_default(),
+                obj.to_string()
+            ],
         )
         .map_err(|e| self.be(e))?;
-        if rev % 1000 == 0 && rev > EVENTS_RETAINED {
+        if rev.is_multiple_of(1000) && rev > EVENTS_RETAINED {
             let floor = rev - EVENTS_RETAINED;
-            tx.execute("DELETE FROM events WHERE revision <= ?1", params![floor]).map_err(|e| self.be(e))?;
-            tx.execute("UPDATE meta SET value=?1 WHERE key='compacted'", params![floor]).map_err(|e| self.be(e))?;
+            tx.execute("DELETE FROM events WHERE revision <= ?1", params![floor])
+                .map_err(|e| self.be(e))?;
+            tx.execute("UPDATE meta SET value=?1 WHERE key='compacted'", params![floor])
+                .map_err(|e| self.be(e))?;
         }
         tx.commit().map_err(|e| self.be(e))?;
         // Sent under the connection lock, so live events leave in revision order.
@@ -157,7 +178,11 @@ impl Inner {
 }
 
 fn conflict(resource: &str, name: &str, reason: impl Into<String>) -> StoreError {
-    StoreError::Conflict { resource: resource.to_string(), name: name.to_string(), reason: reason.into() }
+    StoreError::Conflict {
+        resource: resource.to_string(),
+        name: name.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn in_scope(scope: &Scope, resource: &str, ns: &str) -> bool {
@@ -169,7 +194,9 @@ impl Store for SqliteStore {
         let (r, ns, n) = (resource.to_string(), namespace.to_string(), name.to_string());
         self.run(move |inner| {
             let conn = inner.lock();
-            inner.current(&conn, &r, &ns, &n)?.ok_or(StoreError::NotFound { resource: r, name: n })
+            inner
+                .current(&conn, &r, &ns, &n)?
+                .ok_or(StoreError::NotFound { resource: r, name: n })
         })
     }
 
@@ -212,7 +239,10 @@ impl Store for SqliteStore {
             let mut conn = inner.lock();
             let cur = inner
                 .current(&conn, &r, &ns, &name)?
-                .ok_or_else(|| StoreError::NotFound { resource: r.clone(), name: name.clone() })?;
+                .ok_or_else(|| StoreError::NotFound {
+                    resource: r.clone(),
+                    name: name.clone(),
+                })?;
             let want = object::resource_version(&object);
             if want != 0 && want != object::resource_version(&cur) {
                 return Err(conflict(
@@ -226,7 +256,10 @@ impl Store for SqliteStore {
                 return Err(conflict(
                     &r,
                     &name,
-                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur)),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::uid(&cur)
+                    ),
                 ));
             }
             inner.write(&mut conn, &r, &ns, &name, EventType::Modified, object)
@@ -243,21 +276,29 @@ impl Store for SqliteStore {
         let (r, ns, n) = (resource.to_string(), namespace.to_string(), name.to_string());
         self.run(move |inner| {
             let mut conn = inner.lock();
-            let cur = inner
-                .current(&conn, &r, &ns, &n)?
-                .ok_or_else(|| StoreError::NotFound { resource: r.clone(), name: n.clone() })?;
+            let cur = inner.current(&conn, &r, &ns, &n)?.ok_or_else(|| StoreError::NotFound {
+                resource: r.clone(),
+                name: n.clone(),
+            })?;
             if let Some(uid) = pre.uid.as_deref() {
                 if uid != object::uid(&cur) {
                     return Err(conflict(
                         &r,
                         &n,
-                        format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&cur)),
+                        format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            object::uid(&cur)
+                        ),
                     ));
                 }
             }
             if let Some(rv) = pre.resource_version {
                 if rv != object::resource_version(&cur) {
-                    return Err(conflict(&r, &n, "the object has been modified; please apply your changes to the latest version and try again"));
+                    return Err(conflict(
+                        &r,
+                        &n,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
                 }
             }
             inner.write(&mut conn, &r, &ns, &n, EventType::Deleted, cur)
@@ -279,7 +320,10 @@ impl Store for SqliteStore {
                     .query_row("SELECT value FROM meta WHERE key='compacted'", [], |r| r.get(0))
                     .map_err(|e| inner.be(e))?;
                 if after < oldest {
-                    return Err(StoreError::Expired { requested: after, oldest });
+                    return Err(StoreError::Expired {
+                        requested: after,
+                        oldest,
+                    });
                 }
                 let mut stmt = conn
                     .prepare(
@@ -289,14 +333,24 @@ impl Store for SqliteStore {
                     .map_err(|e| inner.be(e))?;
                 let rows = stmt
                     .query_map(params![after, scope2.resource, scope2.namespace], |r| {
-                        Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                        Ok((
+                            r.get::<_, u64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
                     })
                     .map_err(|e| inner.be(e))?;
                 let mut out = Vec::new();
                 for row in rows {
                     let (revision, resource, t, value) = row.map_err(|e| inner.be(e))?;
                     let event_type = serde_json::from_value(Value::String(t)).map_err(|e| inner.be(e))?;
-                    out.push(WatchEvent { event_type, revision, resource, object: parse(&inner.path, &value)? });
+                    out.push(WatchEvent {
+                        event_type,
+                        revision,
+                        resource,
+                        object: parse(&inner.path, &value)?,
+                    });
                 }
                 Ok(out)
             })
@@ -323,7 +377,12 @@ impl Store for SqliteStore {
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(StoreError::Expired { requested: last, oldest: last + 1 })).await;
+                            let _ = tx
+                                .send(Err(StoreError::Expired {
+                                    requested: last,
+                                    oldest: last + 1,
+                                }))
+                                .await;
                             return;
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
@@ -337,7 +396,8 @@ impl Store for SqliteStore {
     fn revision(&self) -> StoreFuture<'_, u64> {
         self.run(|inner| {
             let conn = inner.lock();
-            conn.query_row("SELECT value FROM meta WHERE key='revision'", [], |r| r.get(0)).map_err(|e| inner.be(e))
+            conn.query_row("SELECT value FROM meta WHERE key='revision'", [], |r| r.get(0))
+                .map_err(|e| inner.be(e))
         })
     }
 }
@@ -357,7 +417,10 @@ mod tests {
         let s = SqliteStore::open(dir.path().join("db")).unwrap();
         let a = s.create("pods", pod("a")).await.unwrap();
         assert_eq!(object::resource_version(&a), 1);
-        assert!(matches!(s.create("pods", pod("a")).await, Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            s.create("pods", pod("a")).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
         let mut b = a.clone();
         b["spec"] = json!({"x": 1});
         let b = s.update("pods", b).await.unwrap();
@@ -368,10 +431,21 @@ mod tests {
         let err = s.update("pods", stale).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
         assert_eq!(s.get("pods", "default", "a").await.unwrap()["spec"]["x"], 1);
-        let pre = Preconditions { uid: Some("other".into()), resource_version: None };
-        assert!(matches!(s.delete("pods", "default", "a", pre).await, Err(StoreError::Conflict { .. })));
-        s.delete("pods", "default", "a", Preconditions::default()).await.unwrap();
-        assert!(matches!(s.get("pods", "default", "a").await, Err(StoreError::NotFound { .. })));
+        let pre = Preconditions {
+            uid: Some("other".into()),
+            resource_version: None,
+        };
+        assert!(matches!(
+            s.delete("pods", "default", "a", pre).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        s.delete("pods", "default", "a", Preconditions::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.get("pods", "default", "a").await,
+            Err(StoreError::NotFound { .. })
+        ));
         assert_eq!(s.revision().await.unwrap(), 3);
     }
 
@@ -381,15 +455,22 @@ mod tests {
         let path = dir.path().join("db");
         let s = SqliteStore::open(&path).unwrap();
         s.create("pods", pod("a")).await.unwrap();
-        s.create("namespaces", json!({"metadata": {"name": "n"}})).await.unwrap();
+        s.create("namespaces", json!({"metadata": {"name": "n"}}))
+            .await
+            .unwrap();
         s.create("pods", pod("b")).await.unwrap();
-        let scope = Scope { resource: Some("pods".into()), namespace: None };
+        let scope = Scope {
+            resource: Some("pods".into()),
+            namespace: None,
+        };
         let mut w = s.watch(scope.clone(), 0).await.unwrap();
         let e1 = w.recv().await.unwrap().unwrap();
         let e2 = w.recv().await.unwrap().unwrap();
         assert_eq!((e1.revision, object::name(&e1.object)), (1, "a"));
         assert_eq!((e2.revision, object::name(&e2.object)), (3, "b"));
-        s.delete("pods", "default", "a", Preconditions::default()).await.unwrap();
+        s.delete("pods", "default", "a", Preconditions::default())
+            .await
+            .unwrap();
         let e3 = w.recv().await.unwrap().unwrap();
         assert_eq!((e3.event_type, e3.revision), (EventType::Deleted, 4));
         drop(s);

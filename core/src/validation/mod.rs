@@ -13,7 +13,11 @@ use serde_json::Value;
 /// Decodes the JSON form into a typed object; a type mismatch is an `Invalid` error at the root.
 pub(crate) fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, FieldErrors> {
     serde_json::from_value(obj.clone()).map_err(|e| {
-        FieldErrors(vec![FieldError::invalid("<body>", "", format!("cannot decode object: {e}"))])
+        FieldErrors(vec![FieldError::invalid(
+            "<body>",
+            "",
+            format!("cannot decode object: {e}"),
+        )])
     })
 }
 
@@ -70,7 +74,11 @@ pub(crate) fn validate_meta_update(old: &ObjectMeta, new: &ObjectMeta, errs: &mu
         ));
     }
     if new.uid.is_some() && old.uid != new.uid {
-        errs.push(FieldError::invalid("metadata.uid", new.uid.clone().unwrap_or_default(), "field is immutable"));
+        errs.push(FieldError::invalid(
+            "metadata.uid",
+            new.uid.clone().unwrap_or_default(),
+            "field is immutable",
+        ));
     }
 }
 

@@ -12,8 +12,14 @@ pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
     validate_object_meta(&ns.metadata, NameRule::Dns1123Label, false, &mut errs);
     errs.into_result()?;
     ns.metadata.namespace = None;
-    ns.spec.get_or_insert_with(NamespaceSpec::default).finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
-    ns.status = Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() });
+    ns.spec
+        .get_or_insert_with(NamespaceSpec::default)
+        .finalizers
+        .get_or_insert_with(|| vec!["kubernetes".into()]);
+    ns.status = Some(NamespaceStatus {
+        phase: Some("Active".into()),
+        ..Default::default()
+    });
     encode(&ns, obj);
     Ok(())
 }

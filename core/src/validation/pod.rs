@@ -22,7 +22,11 @@ pub fn set_defaults(pod: &mut Pod) {
     spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
     spec.security_context.get_or_insert_with(Default::default);
     spec.enable_service_links.get_or_insert(true);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
         default_container(c);
     }
 }
@@ -35,7 +39,8 @@ fn default_container(c: &mut Container) {
         let pinned = image.contains('@') || last.split_once(':').is_some_and(|(_, tag)| tag != "latest");
         c.image_pull_policy = Some(if pinned { "IfNotPresent" } else { "Always" }.into());
     }
-    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
     c.termination_message_policy.get_or_insert_with(|| "File".into());
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
@@ -82,7 +87,11 @@ pub fn validate(pod: &Pod) -> FieldErrors {
     }
     if let Some(d) = spec.active_deadline_seconds {
         if d < 1 {
-            errs.push(FieldError::invalid("spec.activeDeadlineSeconds", d, "must be between 1 and 2147483647, inclusive"));
+            errs.push(FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                d,
+                "must be between 1 and 2147483647, inclusive",
+            ));
         }
     }
     if let Some(h) = spec.hostname.as_deref() {
@@ -109,12 +118,20 @@ fn validate_container(c: &Container, path: &str, seen: &mut HashSet<String>, err
     }
     if let Some(p) = c.image_pull_policy.as_deref() {
         if !PULL_POLICIES.contains(&p) {
-            errs.push(FieldError::not_supported(format!("{path}.imagePullPolicy"), p, PULL_POLICIES));
+            errs.push(FieldError::not_supported(
+                format!("{path}.imagePullPolicy"),
+                p,
+                PULL_POLICIES,
+            ));
         }
     }
     if let Some(p) = c.restart_policy.as_deref() {
         if p != "Always" {
-            errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), p, &["Always"]));
+            errs.push(FieldError::not_supported(
+                format!("{path}.restartPolicy"),
+                p,
+                &["Always"],
+            ));
         }
     }
     let mut port_names = HashSet::new();
@@ -161,7 +178,11 @@ fn validate_container(c: &Container, path: &str, seen: &mut HashSet<String>, err
     }
     if let Some(wd) = c.working_dir.as_deref() {
         if !wd.is_empty() && !wd.starts_with('/') {
-            errs.push(FieldError::invalid(format!("{path}.workingDir"), wd, "must be an absolute path"));
+            errs.push(FieldError::invalid(
+                format!("{path}.workingDir"),
+                wd,
+                "must be an absolute path",
+            ));
         }
     }
 }
@@ -176,7 +197,11 @@ fn validate_port(port: &ContainerPort, path: &str, seen: &mut HashSet<String>, e
     }
     if let Some(hp) = port.host_port {
         if !(0..=65535).contains(&hp) {
-            errs.push(FieldError::invalid(format!("{path}.hostPort"), hp, "must be between 1 and 65535, inclusive"));
+            errs.push(FieldError::invalid(
+                format!("{path}.hostPort"),
+                hp,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
     }
     if let Some(p) = port.protocol.as_deref() {
@@ -186,7 +211,9 @@ fn validate_port(port: &ContainerPort, path: &str, seen: &mut HashSet<String>, e
     }
     if let Some(name) = port.name.as_deref() {
         let ok = name.len() <= 15
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && name.chars().any(|c| c.is_ascii_lowercase())
             && !name.starts_with('-')
             && !name.ends_with('-')
@@ -208,7 +235,10 @@ pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
     let mut pod: Pod = decode(obj)?;
     set_defaults(&mut pod);
     validate(&pod).into_result()?;
-    pod.status = Some(PodStatus { phase: Some("Pending".into()), ..Default::default() });
+    pod.status = Some(PodStatus {
+        phase: Some("Pending".into()),
+        ..Default::default()
+    });
     encode(&pod, obj);
     Ok(())
 }
@@ -318,6 +348,9 @@ mod tests {
         let mut new = old.clone();
         new["spec"]["restartPolicy"] = json!("Never");
         let err = admit_update(&old, &mut new).unwrap_err().to_string();
-        assert!(err.contains("spec: Forbidden: pod updates may not change fields"), "{err}");
+        assert!(
+            err.contains("spec: Forbidden: pod updates may not change fields"),
+            "{err}"
+        );
     }
 }

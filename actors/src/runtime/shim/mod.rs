@@ -17,8 +17,8 @@ pub use exec::exec;
 pub use run::run;
 pub use sandbox::sandbox;
 
-use libcontainer::workload::{default::DefaultExecutor, Executor, ExecutorError, ExecutorValidationError};
 use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::{default::DefaultExecutor, Executor, ExecutorError, ExecutorValidationError};
 
 /// Resets signal dispositions and the signal mask before exec: Rust's std sets
 /// SIGPIPE to ignored, and an ignored signal survives `execve` into the container.

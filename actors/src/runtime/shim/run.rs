@@ -21,12 +21,18 @@ use std::time::Duration;
 pub fn run(config: &ShimConfig) -> i32 {
     let (read_end, write_end) = match nix::unistd::pipe() {
         Ok(p) => p,
-        Err(e) => return report_and_exit(&StartReport::Failed { message: format!("pipe: {e}") }),
+        Err(e) => {
+            return report_and_exit(&StartReport::Failed {
+                message: format!("pipe: {e}"),
+            })
+        }
     };
     // SAFETY: `peapod shim` runs no threads (module contract), so the child is a
     // faithful copy of a single-threaded process and may run arbitrary Rust code.
     match unsafe { fork() } {
-        Err(e) => report_and_exit(&StartReport::Failed { message: format!("fork: {e}") }),
+        Err(e) => report_and_exit(&StartReport::Failed {
+            message: format!("fork: {e}"),
+        }),
         Ok(ForkResult::Parent { .. }) => {
             drop(write_end);
             let mut line = String::new();
@@ -73,7 +79,11 @@ fn write_exit(path: &Path, exit: &ExitRecord) {
 fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
     eprintln!("shim {}: {message}", config.id);
     write_exit(&config.exit_file, &ExitRecord::start_error(message.clone()));
-    let _ = writeln!(report, "{}", serde_json::to_string(&StartReport::Failed { message }).unwrap_or_default());
+    let _ = writeln!(
+        report,
+        "{}",
+        serde_json::to_string(&StartReport::Failed { message }).unwrap_or_default()
+    );
     let _ = std::fs::remove_file(&config.socket);
     1
 }
@@ -121,11 +131,13 @@ fn oom_kills(memory_cgroup: Option<&Path>) -> u64 {
     std::fs::read_to_string(dir.join("memory.oom_control"))
         .ok()
         .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            s.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
         })
         .or_else(|| {
             std::fs::read_to_string(dir.join("memory.events")).ok().and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+                s.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
             })
         })
         .unwrap_or(0)
@@ -153,7 +165,10 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
             return fail(config, report, format!("pidfd_open({pid}): {e}"));
         }
     };
-    let started = StartReport::Started { pid: pid.as_raw(), started_at: started_at.clone() };
+    let started = StartReport::Started {
+        pid: pid.as_raw(),
+        started_at: started_at.clone(),
+    };
     let _ = writeln!(report, "{}", serde_json::to_string(&started).unwrap_or_default());
     drop(report);
 
@@ -223,11 +238,17 @@ fn serve(stream: UnixStream, pid: Pid) -> Option<UnixStream> {
         Ok(ShimRequest::Kill { signal }) => match nix::sys::signal::Signal::try_from(signal) {
             Ok(sig) => match nix::sys::signal::kill(pid, sig) {
                 Ok(()) => ShimReply::Ok { pid: pid.as_raw() },
-                Err(e) => ShimReply::Error { message: format!("kill {pid} {sig}: {e}") },
+                Err(e) => ShimReply::Error {
+                    message: format!("kill {pid} {sig}: {e}"),
+                },
             },
-            Err(e) => ShimReply::Error { message: format!("signal {signal}: {e}") },
+            Err(e) => ShimReply::Error {
+                message: format!("signal {signal}: {e}"),
+            },
         },
-        Err(e) => ShimReply::Error { message: format!("bad request {line:?}: {e}") },
+        Err(e) => ShimReply::Error {
+            message: format!("bad request {line:?}: {e}"),
+        },
     };
     let _ = writeln!(stream, "{}", serde_json::to_string(&reply).unwrap_or_default());
     None

@@ -18,8 +18,14 @@ pub fn sandbox(dir: &Path, hostname: &str) -> Result<(), String> {
         let target = dir.join(ns);
         std::fs::File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
         let source = format!("/proc/self/ns/{ns}");
-        mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("bind {source} on {}: {e}", target.display()))?;
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {source} on {}: {e}", target.display()))?;
     }
     Ok(())
 }
