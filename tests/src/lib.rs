@@ -14,7 +14,13 @@ pub const TEST_IMAGE: &str = "/var/lib/peapod/test-image/busybox";
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    if let Ok(b) = std::env::var("PEAPOD_BIN") {
+        return PathBuf::from(b);
+    }
+    // Benches build in the release profile; fall back to a debug daemon if that is all there is.
     let bin = dir.join("peapod");
+    let debug = dir.parent().map(|t| t.join("debug").join("peapod")).unwrap_or_default();
+    let bin = if bin.exists() { bin } else { debug };
     assert!(
         bin.exists(),
         "{} missing: run `cargo build --workspace` first",
@@ -88,6 +94,11 @@ impl Node {
         wait_for("daemon socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(())
         });
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
     }
 
     /// `kill -9` of the daemon; containers and shims keep running.
