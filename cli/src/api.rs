@@ -557,10 +557,16 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     let store = data.store.clone();
     let uid = object::uid(&pod).to_string();
     let offset = text.len() as u64;
+    // Keep the file open: the pod's logs are unlinked when it is removed, and the
+    // last lines (written while it stops) must still reach the follower.
+    let handle = std::fs::File::open(&file).ok().map(|mut f| {
+        use std::io::Seek;
+        let _ = f.seek(std::io::SeekFrom::Start(offset));
+        f
+    });
     let state = (
         Some(initial),
-        file,
-        offset,
+        handle,
         store,
         ns,
         name,
@@ -568,26 +574,28 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
         container,
         attempt,
         0u32,
+        false,
     );
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.0.take() {
             return Some((Ok::<_, actix_web::Error>(first), s));
         }
         loop {
-            let len = std::fs::metadata(&s.1).map(|m| m.len()).unwrap_or(0);
-            if len > s.2 {
-                use std::io::{Read, Seek};
-                let mut buf = Vec::new();
-                if let Ok(mut f) = std::fs::File::open(&s.1) {
-                    let _ = f.seek(std::io::SeekFrom::Start(s.2));
-                    let _ = f.take(len - s.2).read_to_end(&mut buf);
-                }
-                s.2 += buf.len() as u64;
+            let mut buf = Vec::new();
+            if let Some(f) = s.1.as_mut() {
+                use std::io::Read;
+                let _ = f.read_to_end(&mut buf);
+            }
+            if !buf.is_empty() {
                 return Some((Ok(web::Bytes::from(buf)), s));
             }
-            s.9 += 1;
-            if s.9 % 5 == 0 && !still_running(&*s.3, &s.4, &s.5, &s.6, &s.7, s.8).await {
+            if s.9 {
                 return None;
+            }
+            s.8 += 1;
+            if s.8 % 5 == 0 && !still_running(&*s.2, &s.3, &s.4, &s.5, &s.6, s.7).await {
+                s.9 = true; // one more read for what was written before it stopped
+                continue;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }

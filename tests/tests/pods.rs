@@ -272,3 +272,51 @@ fn missing_image_with_pull_never_waits_with_a_clear_reason() {
         .contains("is not present with pull policy of Never"));
     node.ok(&["delete", "pod", "noimg"]);
 }
+
+#[test]
+fn prestop_runs_before_sigterm_and_logs_follow_and_get_watch_stream() {
+    let node = Node::start();
+    let sock = node.run_dir().join("peapod.sock");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(peapod_tests::binary())
+            .args(args)
+            .env("PEAPOD_SOCKET", &sock)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut watch = spawn(&["get", "pods", "-w"]);
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'echo TERM after $(cat /dev/shm/hook); exit 0' TERM; echo started; while true; do sleep 0.2; done"]
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo prestop-ran > /dev/shm/hook"]
+"#,
+    );
+    node.wait_pod("hooked", "running", MIN, |p| container(p, "c")["ready"] == true);
+    let follow = spawn(&["logs", "-f", "hooked"]);
+    std::thread::sleep(Duration::from_millis(500));
+    node.ok(&["delete", "pod", "hooked"]);
+    let out = follow.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("started") && text.contains("TERM after prestop-ran"),
+        "followed log: {text}"
+    );
+    let _ = watch.kill();
+    let w = watch.wait_with_output().unwrap();
+    let w = String::from_utf8_lossy(&w.stdout);
+    assert!(
+        w.contains("NAME") && w.contains("hooked") && w.contains("Running") && w.contains("Terminating"),
+        "watch: {w}"
+    );
+}
