@@ -316,7 +316,7 @@ spec:
     let w = watch.wait_with_output().unwrap();
     let w = String::from_utf8_lossy(&w.stdout);
     assert!(
-        w.contains("NAME") && w.contains("hooked") && w.contains("Running") && w.contains("Terminating"),
+        w.contains("hooked") && w.contains("Running") && w.contains("Terminating"),
         "watch: {w}"
     );
 }
