@@ -69,11 +69,6 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Now with microsecond precision, as Kubernetes writes `metav1.MicroTime`.
-pub fn now_micro() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 /// A fresh object uid.
 pub fn new_uid() -> String {
     uuid::Uuid::new_v4().to_string()

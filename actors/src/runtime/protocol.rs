@@ -91,7 +91,7 @@ impl ExitRecord {
 
 /// RFC 3339 now, second precision as Kubernetes' `metav1.Time`.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    peapod_core::object::now_rfc3339()
 }
 
 /// One request line to a shim.
