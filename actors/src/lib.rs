@@ -4,6 +4,7 @@
 //! processes through [`runtime`].
 
 pub mod backoff;
+pub mod config;
 pub mod events;
 pub mod image;
 pub mod namespaces;

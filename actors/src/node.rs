@@ -5,12 +5,13 @@
 
 use crate::events::EventRecorder;
 use crate::namespaces::NamespaceActor;
-use crate::pod::{PodActor, PodChanged};
+use crate::pod::{PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use peapod_core::kinds;
 use peapod_core::object;
+use peapod_core::resources::Amounts;
 use peapod_core::store::{EventType, Scope, Store, StoreError, WatchEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct NodeActor {
     store: Arc<dyn Store>,
     events: EventRecorder,
     pods: HashMap<String, Addr<PodActor>>,
+    /// Requests of the pods admitted and not yet finished, by uid.
+    admitted: HashMap<String, Amounts>,
     namespaces: Option<Addr<NamespaceActor>>,
 }
 
@@ -42,19 +45,61 @@ impl NodeActor {
             store,
             events,
             pods: HashMap::new(),
+            admitted: HashMap::new(),
             namespaces: None,
         }
     }
 
     fn upsert(&mut self, pod: Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            self.admitted.remove(&uid);
+        }
         match self.pods.get(&uid) {
             Some(addr) if addr.connected() => addr.do_send(PodChanged(pod)),
             _ => {
-                let actor = PodActor::new(self.rt.clone(), self.store.clone(), self.events.clone(), pod);
+                let rejection = self.admit(&pod);
+                let actor = PodActor::new(self.rt.clone(), self.store.clone(), self.events.clone(), pod, rejection);
                 self.pods.insert(uid, actor.start());
             }
         }
+    }
+
+    /// kubelet's resource admission for a pod seen for the first time: its
+    /// requests must fit in what the admitted pods leave of allocatable.
+    /// Pods that already started (before a daemon restart) are admitted as they are.
+    fn admit(&mut self, pod: &Pod) -> Option<Rejection> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let status = pod.status.as_ref();
+        if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let wants = peapod_core::resources::pod_requests(&spec);
+        let started = status.and_then(|s| s.start_time.as_ref()).is_some();
+        if !started && pod.metadata.deletion_timestamp.is_none() {
+            let alloc = self.rt.config.allocatable();
+            let used = self.admitted.values().fold(Amounts::default(), |a, b| Amounts {
+                cpu_millis: a.cpu_millis + b.cpu_millis,
+                memory_bytes: a.memory_bytes + b.memory_bytes,
+            });
+            for (name, want, used, cap) in [
+                ("cpu", wants.cpu_millis, used.cpu_millis, alloc.cpu_millis),
+                ("memory", wants.memory_bytes, used.memory_bytes, alloc.memory_bytes),
+            ] {
+                if want > 0 && want > cap - used {
+                    return Some(Rejection {
+                        reason: format!("OutOf{name}"),
+                        message: format!(
+                            "Pod was rejected: Node didn't have enough resource: {name}, requested: {want}, used: {used}, capacity: {cap}"
+                        ),
+                    });
+                }
+            }
+        }
+        self.admitted.insert(uid, wants);
+        None
     }
 
     /// Lists every pod, reconciles the actor set, then watches from the list's revision.
@@ -83,6 +128,7 @@ impl NodeActor {
                         }
                     }
                     act.pods.retain(|uid, addr| live.contains(uid) || addr.connected());
+                    act.admitted.retain(|uid, _| live.contains(uid));
                     act.watch(revision, ctx);
                 }),
         );
@@ -139,6 +185,7 @@ impl Handler<Watched> for NodeActor {
             Ok(ev) => {
                 if ev.event_type == EventType::Deleted {
                     // The pod actor removed it (or it was force-removed): nothing more to run.
+                    self.admitted.remove(object::uid(&ev.object));
                     self.pods.retain(|_, a| a.connected());
                     return;
                 }

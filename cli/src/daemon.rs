@@ -2,25 +2,85 @@
 
 use crate::api::{self, ApiState};
 use anyhow::{Context, Result};
+use peapod_actors::config::{detect_node_ip, NodeConfig};
 use peapod_actors::node::{ensure_default_namespaces, NodeActor};
+use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
 use peapod_core::store::{SqliteStore, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The daemon's flags; every one has an embedded default.
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// Persistent state.
+    #[arg(long, default_value = "/var/lib/peapod")]
+    root_dir: PathBuf,
+    /// Sockets, namespaces, container state.
+    #[arg(long, default_value = "/run/peapod")]
+    run_dir: PathBuf,
+    /// CNI configuration directory; peapod writes its default network here
+    /// when it holds no configuration, and an operator's file replaces it.
+    #[arg(long, default_value = "/etc/peapod/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// CNI plugin directories, colon-separated.
+    #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin", value_delimiter = ':')]
+    cni_bin_dir: Vec<PathBuf>,
+    /// The default network's bridge.
+    #[arg(long, default_value = "peapod0")]
+    cni_bridge: String,
+    /// The default network's pod CIDR.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// The node's IP for `status.hostIP` (default: the default route's interface address).
+    #[arg(long)]
+    node_ip: Option<String>,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Maximum number of processes in one pod (0: unlimited).
+    #[arg(long, default_value_t = 4096)]
+    pod_pids_limit: i64,
+    /// CPU kept back from pods, as a quantity (`500m`, `1`).
+    #[arg(long, default_value = "0")]
+    reserved_cpu: String,
+    /// Memory kept back from pods, as a quantity (`512Mi`).
+    #[arg(long, default_value = "0")]
+    reserved_memory: String,
+}
+
 /// Runs until killed.
-pub fn run(root: PathBuf, run_dir: PathBuf) -> Result<()> {
-    let paths = NodePaths::new(root, run_dir);
+pub fn run(args: DaemonArgs) -> Result<()> {
+    let paths = NodePaths::new(args.root_dir, args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
     let exe = std::env::current_exe().context("locate the peapod binary")?;
-    let rt = Runtime::new(paths.clone(), exe).map_err(anyhow::Error::msg)?;
+    let node_name = args.node_name.unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    });
+    let quantity = |flag: &str, v: &str| {
+        peapod_core::quantity::Quantity::parse(v).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
+    };
+    let config = NodeConfig {
+        node_name: node_name.clone(),
+        node_ip: args.node_ip.unwrap_or_else(detect_node_ip),
+        network: NetworkConfig {
+            conf_dir: args.cni_conf_dir,
+            bin_dirs: args.cni_bin_dir,
+            bridge: args.cni_bridge,
+            pod_cidr: args.pod_cidr,
+            ipam_dir: paths.root.join("cni").join("ipam"),
+        },
+        pod_pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
+        reserved_cpu_millis: quantity("reserved-cpu", &args.reserved_cpu)?.milli_value(),
+        reserved_memory_bytes: quantity("reserved-memory", &args.reserved_memory)?.value(),
+    };
+    let rt = Runtime::new(paths.clone(), exe, config).map_err(anyhow::Error::msg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(paths.store_db())?);
-    let node_name = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
     let socket = paths.api_socket();
     actix_rt::System::new().block_on(async move {
         ensure_default_namespaces(&*store).await?;

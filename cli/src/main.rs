@@ -31,14 +31,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node daemon (store, actors, API).
-    Daemon {
-        /// Persistent state.
-        #[arg(long, default_value = "/var/lib/peapod")]
-        root_dir: PathBuf,
-        /// Sockets, namespaces, container state.
-        #[arg(long, default_value = "/run/peapod")]
-        run_dir: PathBuf,
-    },
+    Daemon(daemon::DaemonArgs),
     /// Internal: the per-container helper process.
     #[command(hide = true)]
     Shim {
@@ -88,6 +81,8 @@ enum ShimCommand {
         dir: PathBuf,
         #[arg(long)]
         hostname: String,
+        #[arg(long, value_delimiter = ',', default_value = "net,ipc,uts")]
+        namespaces: Vec<String>,
     },
 }
 
@@ -116,7 +111,11 @@ fn shim(what: ShimCommand) -> i32 {
             timeout_ms,
             args,
         } => shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis)),
-        ShimCommand::Sandbox { dir, hostname } => match shim::sandbox(&dir, &hostname) {
+        ShimCommand::Sandbox {
+            dir,
+            hostname,
+            namespaces,
+        } => match shim::sandbox(&dir, &hostname, &namespaces) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("{e}");
@@ -149,7 +148,7 @@ fn main() {
     let client = || client::Client::new(cli.socket.clone());
     let res = match cli.command {
         Command::Shim { .. } => unreachable!("handled above"),
-        Command::Daemon { root_dir, run_dir } => daemon::run(root_dir, run_dir),
+        Command::Daemon(args) => daemon::run(args),
         Command::Apply(a) => commands::apply(&client(), a),
         Command::Create(a) => commands::create(&client(), a),
         Command::Get(a) => commands::get(&client(), a),

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod names;
 pub mod object;
 pub mod quantity;
+pub mod resources;
 pub mod selector;
 pub mod store;
 pub mod validation;

@@ -34,7 +34,11 @@ pub struct Node {
     /// Temporary directory holding root/ and run/.
     pub dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// This node's slot: its bridge is `pptest<n>` and its pod CIDR `10.99.<n>.0/24`.
+    pub net: u32,
 }
+
+static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Node {
     /// Imports the test image and starts a daemon.
@@ -43,7 +47,9 @@ impl Node {
             .prefix("pp-")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let mut node = Node { dir, daemon: None };
+        let n = NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let net = (std::process::id() % 50 * 5 + n) % 250 + 1;
+        let mut node = Node { dir, daemon: None, net };
         let out = node.peapod(&[
             "image",
             "import",
@@ -84,6 +90,10 @@ impl Node {
             .arg(self.root())
             .arg("--run-dir")
             .arg(self.run_dir())
+            .arg("--cni-conf-dir")
+            .arg(self.dir.path().join("cni"))
+            .args(["--cni-bridge", &self.bridge()])
+            .args(["--pod-cidr", &format!("10.99.{}.0/24", self.net)])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -94,6 +104,11 @@ impl Node {
         wait_for("daemon socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(())
         });
+    }
+
+    /// The pod bridge of this node.
+    pub fn bridge(&self) -> String {
+        format!("pptest{}", self.net)
     }
 
     /// The daemon's pid, while it runs.
@@ -206,6 +221,21 @@ impl Drop for Node {
             }
         }
         std::thread::sleep(Duration::from_millis(300));
+        // Network attachments a dead daemon left: DEL them as the daemon would.
+        let cni = peapod_actors::runtime::cni::Cni::new(peapod_actors::runtime::cni::NetworkConfig {
+            conf_dir: self.dir.path().join("cni"),
+            bin_dirs: vec!["/usr/lib/cni".into()],
+            bridge: self.bridge(),
+            pod_cidr: String::new(),
+            ipam_dir: PathBuf::new(),
+        });
+        for uid in &uids {
+            let file = self.root().join("pods").join(uid).join("network.json");
+            if let Some(at) = peapod_actors::runtime::cni::read_attachment(&file) {
+                let _ = cni.del(&at);
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
             .lines()

@@ -39,6 +39,15 @@ enum Lifecycle {
 #[rtype(result = "()")]
 pub struct PodChanged(pub Pod);
 
+/// Why the node refused a pod at admission (phase Failed with this reason).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// `OutOfcpu`, `OutOfmemory`.
+    pub reason: String,
+    /// kubelet's wording.
+    pub message: String,
+}
+
 /// Runs one pod.
 pub struct PodActor {
     rt: Arc<Runtime>,
@@ -53,6 +62,8 @@ pub struct PodActor {
     writing_status: bool,
     status_dirty: bool,
     last_written: Option<PodStatus>,
+    pod_ips: Vec<String>,
+    rejection: Option<Rejection>,
 }
 
 fn pod_desc(pod: &Pod) -> String {
@@ -66,7 +77,13 @@ fn pod_desc(pod: &Pod) -> String {
 
 impl PodActor {
     /// An actor for `pod`; it starts working when started.
-    pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>, events: EventRecorder, pod: Pod) -> Self {
+    pub fn new(
+        rt: Arc<Runtime>,
+        store: Arc<dyn Store>,
+        events: EventRecorder,
+        pod: Pod,
+        rejection: Option<Rejection>,
+    ) -> Self {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let slots = pod
             .spec
@@ -75,6 +92,12 @@ impl PodActor {
             .map(|c| ContainerSlot::new(c.name.clone()))
             .collect();
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(fmt_time);
+        let pod_ips = pod
+            .status
+            .iter()
+            .flat_map(|s| s.pod_ips.iter().flatten())
+            .map(|ip| ip.ip.clone())
+            .collect();
         Self {
             rt,
             store,
@@ -88,6 +111,8 @@ impl PodActor {
             writing_status: false,
             status_dirty: false,
             last_written: None,
+            pod_ips,
+            rejection,
         }
     }
 
@@ -143,7 +168,7 @@ impl PodActor {
                     .find(|c| c.name == name)
                     .cloned();
                 match obs {
-                    Observed::Running { id, pid } => {
+                    Observed::Running { id, pid, stop_signal } => {
                         tracing::info!(
                             "pod {}: adopting running container {name} ({id}, pid {pid})",
                             pod_desc(&act.pod)
@@ -159,7 +184,7 @@ impl PodActor {
                             pid,
                             started_at,
                             image_id,
-                            stop_signal: None,
+                            stop_signal,
                         };
                         act.restore_last(i, &recorded);
                         act.slots[i].started(attempt, started);
@@ -186,7 +211,7 @@ impl PodActor {
             }
             if terminal {
                 act.lifecycle = Lifecycle::Finished;
-                act.rt.teardown_sandbox(&act.uid);
+                act.teardown_sandbox(ctx);
                 act.reconcile(ctx);
             } else {
                 act.prepare_sandbox(ctx);
@@ -246,7 +271,8 @@ impl PodActor {
             async move { rt.ensure_sandbox(&pod).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(()) => {
+                    Ok(info) => {
+                        act.pod_ips = info.pod_ips;
                         if act.lifecycle == Lifecycle::Preparing {
                             act.lifecycle = Lifecycle::Active;
                         }
@@ -268,17 +294,21 @@ impl PodActor {
         );
     }
 
+    /// Releases the network and namespaces of a pod whose containers are done.
+    fn teardown_sandbox(&mut self, ctx: &mut Context<Self>) {
+        let fut = self.rt.clone().teardown_blocking(self.uid.clone());
+        ctx.spawn(fut.into_actor(self));
+    }
+
     /// Refuses the pod as kubelet admission does: phase Failed with a reason.
     fn reject(&mut self, reason: &str, message: String, ctx: &mut Context<Self>) {
         self.event(None, EventKind::Warning, reason, message.clone());
         self.lifecycle = Lifecycle::Finished;
-        let status = PodStatus {
-            phase: Some("Failed".into()),
-            reason: Some(reason.into()),
-            message: Some(message),
-            ..Default::default()
-        };
-        self.write_status_value(status, ctx);
+        self.rejection = Some(Rejection {
+            reason: reason.into(),
+            message,
+        });
+        self.write_status(ctx);
     }
 
     /// The level-triggered heart: compares what should run with what does and acts.
@@ -312,7 +342,7 @@ impl PodActor {
         let phase = status::phase(&policy, &self.slots);
         if phase == "Succeeded" || phase == "Failed" {
             self.lifecycle = Lifecycle::Finished;
-            self.rt.teardown_sandbox(&self.uid);
+            self.teardown_sandbox(ctx);
         }
         self.write_status(ctx);
     }
@@ -611,8 +641,24 @@ impl PodActor {
         if matches!(self.lifecycle, Lifecycle::Removed | Lifecycle::Preparing) {
             return;
         }
+        if let Some(r) = &self.rejection {
+            let status = PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some(r.reason.clone()),
+                message: Some(r.message.clone()),
+                qos_class: Some(peapod_core::resources::qos_class(&self.pod.spec.clone().unwrap_or_default()).into()),
+                start_time: self.pod.status.as_ref().and_then(|s| s.start_time.clone()),
+                ..Default::default()
+            };
+            self.write_status_value(status, ctx);
+            return;
+        }
         let sandbox_ready = self.lifecycle == Lifecycle::Active;
-        let mut st = status::build(&self.pod, &self.slots, sandbox_ready, self.start_time.as_deref());
+        let net = status::Addresses {
+            pod_ips: &self.pod_ips,
+            host_ip: &self.rt.config.node_ip,
+        };
+        let mut st = status::build(&self.pod, &self.slots, sandbox_ready, self.start_time.as_deref(), &net);
         status::keep_transition_times(&mut st, self.pod.status.as_ref());
         if self.lifecycle == Lifecycle::Finished
             && matches!(self.stored_phase().as_deref(), Some("Failed"))
@@ -624,7 +670,8 @@ impl PodActor {
     }
 
     fn write_status_value(&mut self, st: PodStatus, ctx: &mut Context<Self>) {
-        if self.last_written.as_ref() == Some(&st) || self.pod.status.as_ref() == Some(&st) {
+        let same = |old: Option<&PodStatus>| old.is_some_and(|o| status::same_ignoring_times(o, &st));
+        if same(self.last_written.as_ref()) || same(self.pod.status.as_ref()) {
             return;
         }
         if self.writing_status {
@@ -688,7 +735,10 @@ impl Actor for PodActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.recover(ctx);
+        match self.rejection.clone() {
+            Some(r) => self.reject(&r.reason, r.message, ctx),
+            None => self.recover(ctx),
+        }
     }
 }
 

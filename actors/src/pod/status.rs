@@ -3,7 +3,7 @@
 use super::container::{ContainerSlot, ContainerState, Finished};
 use k8s_openapi::api::core::v1::{
     ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    Pod, PodCondition, PodStatus,
+    HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -65,8 +65,22 @@ pub fn phase(policy: &str, slots: &[ContainerSlot]) -> &'static str {
     "Pending"
 }
 
+/// The pod's and the node's addresses.
+pub struct Addresses<'a> {
+    /// From the sandbox (CNI), IPv4 first.
+    pub pod_ips: &'a [String],
+    /// The node's IP.
+    pub host_ip: &'a str,
+}
+
 /// Builds the status the pod actor writes.
-pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time: Option<&str>) -> PodStatus {
+pub fn build(
+    pod: &Pod,
+    slots: &[ContainerSlot],
+    sandbox_ready: bool,
+    start_time: Option<&str>,
+    net: &Addresses<'_>,
+) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let phase = phase(policy, slots);
@@ -173,8 +187,13 @@ pub fn build(pod: &Pod, slots: &[ContainerSlot], sandbox_ready: bool, start_time
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         start_time: start_time.and_then(time),
-        host_ip: Some("127.0.0.1".into()),
-        host_ips: None,
+        qos_class: Some(peapod_core::resources::qos_class(&spec).into()),
+        host_ip: Some(net.host_ip.to_string()),
+        host_ips: Some(vec![HostIP {
+            ip: net.host_ip.to_string(),
+        }]),
+        pod_ip: net.pod_ips.first().cloned(),
+        pod_ips: (!net.pod_ips.is_empty()).then(|| net.pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         ..Default::default()
     }
 }
@@ -190,6 +209,20 @@ pub fn keep_transition_times(new: &mut PodStatus, old: Option<&PodStatus>) {
             c.last_transition_time = o.last_transition_time.clone();
         }
     }
+}
+
+/// Whether two statuses say the same thing once condition transition times
+/// are set aside: rewriting such a status would only bump the resourceVersion.
+pub fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
+    let strip = |s: &PodStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_transition_time = None;
+            c.last_probe_time = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 //! start and exec, namespace creation) happens in `peapod shim` processes;
 //! this side only spawns them, mounts, and talks over sockets.
 
+pub mod cgroups;
+pub mod cni;
 pub mod paths;
 pub mod protocol;
 pub mod shim;
 pub mod spec;
 
+use crate::config::NodeConfig;
 use crate::image::{ImageError, ImageStore, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -58,7 +61,11 @@ pub struct Started {
 #[derive(Debug, Clone)]
 pub enum Observed {
     /// Its shim still runs it.
-    Running { id: String, pid: i32 },
+    Running {
+        id: String,
+        pid: i32,
+        stop_signal: Option<String>,
+    },
     /// It ended; the record says how.
     Exited { id: String, exit: ExitRecord },
 }
@@ -71,6 +78,30 @@ pub struct Runtime {
     pub images: ImageStore,
     /// The `peapod` binary to run shims from.
     pub shim_binary: PathBuf,
+    /// The node's settings.
+    pub config: NodeConfig,
+    /// The pod network's plugins.
+    pub cni: cni::Cni,
+}
+
+/// What a pod's sandbox provides to its status.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxInfo {
+    /// Pod IPs, IPv4 first; the node's IP for hostNetwork pods.
+    pub pod_ips: Vec<String>,
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+}
+
+/// The namespaces a pod's sandbox pins: hostNetwork pods share the node's network and UTS.
+fn sandbox_namespaces(pod: &Pod) -> &'static [&'static str] {
+    if host_network(pod) {
+        &["ipc"]
+    } else {
+        &["net", "ipc", "uts"]
+    }
 }
 
 fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
@@ -80,7 +111,7 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
 impl Runtime {
     /// Prepares the node's directories; the sandbox parent becomes a private
     /// bind mount so pinned namespace files never propagate elsewhere.
-    pub fn new(paths: NodePaths, shim_binary: PathBuf) -> Result<Arc<Self>, String> {
+    pub fn new(paths: NodePaths, shim_binary: PathBuf, config: NodeConfig) -> Result<Arc<Self>, String> {
         for d in [
             &paths.root,
             &paths.run,
@@ -110,63 +141,174 @@ impl Runtime {
         )
         .map_err(|e| io_err("make private", &sandboxes, e))?;
         let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
+        let cni = cni::Cni::new(config.network.clone());
+        cni.ensure_default_config().map_err(|e| e.to_string())?;
         Ok(Arc::new(Self {
             paths,
             images,
             shim_binary,
+            config,
+            cni,
         }))
     }
 
-    /// Creates the pod's namespaces and `/etc` files, unless they exist (after a daemon restart).
-    pub async fn ensure_sandbox(&self, pod: &Pod) -> Result<(), String> {
+    /// Creates the pod's namespaces, `/etc` files and network, unless they
+    /// exist (after a daemon restart); returns the pod's addresses.
+    pub async fn ensure_sandbox(self: &Arc<Self>, pod: &Pod) -> Result<SandboxInfo, String> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let dir = self.paths.sandbox_dir(&uid);
-        let hostname = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .or(pod.metadata.name.clone())
-            .unwrap_or_default();
-        self.write_etc_files(pod, &hostname)?;
-        if ["net", "ipc", "uts", "shm"].iter().all(|f| is_mountpoint(&dir.join(f))) {
-            return Ok(());
+        let hostname = if host_network(pod) {
+            self.config.node_name.clone()
+        } else {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .or(pod.metadata.name.clone())
+                .unwrap_or_default()
+        };
+        let namespaces = sandbox_namespaces(pod);
+        if !namespaces.iter().chain(&["shm"]).all(|f| is_mountpoint(&dir.join(f))) {
+            self.clone().teardown_blocking(uid.clone()).await;
+            let out = std::process::Command::new(&self.shim_binary)
+                .args(["shim", "sandbox", "--dir"])
+                .arg(&dir)
+                .args(["--hostname", &hostname, "--namespaces", &namespaces.join(",")])
+                .stdin(Stdio::null())
+                .output_blocking()
+                .await
+                .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
+            if !out.status.success() {
+                self.clone().teardown_blocking(uid.clone()).await;
+                return Err(format!(
+                    "create pod sandbox: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            // The pod's /dev/shm, shared by its containers and kept across their restarts.
+            let shm = dir.join("shm");
+            paths::ensure_dir(&shm).map_err(|e| io_err("create", &shm, e))?;
+            mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )
+            .map_err(|e| io_err("mount tmpfs on", &shm, e))?;
         }
-        self.teardown_sandbox(&uid);
-        let out = std::process::Command::new(&self.shim_binary)
-            .args(["shim", "sandbox", "--dir"])
-            .arg(&dir)
-            .args(["--hostname", &hostname])
-            .stdin(Stdio::null())
-            .output_blocking()
-            .await
-            .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
-        if !out.status.success() {
-            self.teardown_sandbox(&uid);
-            return Err(format!(
-                "create pod sandbox: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        // The pod's /dev/shm, shared by its containers and kept across their restarts.
-        let shm = dir.join("shm");
-        paths::ensure_dir(&shm).map_err(|e| io_err("create", &shm, e))?;
-        mount(
-            Some("shm"),
-            &shm,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some("mode=1777,size=65536k"),
-        )
-        .map_err(|e| io_err("mount tmpfs on", &shm, e))?;
-        Ok(())
+        let cg = cgroups::PodCgroup::for_pod(&pod.spec.clone().unwrap_or_default(), self.config.pod_pids_limit);
+        cgroups::apply(&uid, &cg)?;
+        let pod_ips = if host_network(pod) {
+            vec![self.config.node_ip.clone()]
+        } else {
+            let me = self.clone();
+            let p = pod.clone();
+            tokio::task::spawn_blocking(move || me.ensure_network(&p))
+                .await
+                .map_err(|e| e.to_string())??
+        };
+        self.write_etc_files(pod, &hostname, &pod_ips)?;
+        Ok(SandboxInfo { pod_ips })
     }
 
-    fn write_etc_files(&self, pod: &Pod, hostname: &str) -> Result<(), String> {
+    /// The cached CNI attachment of a pod.
+    pub fn network_file(&self, uid: &str) -> PathBuf {
+        self.paths.pod_dir(uid).join("network.json")
+    }
+
+    /// CNI ADD for the pod unless its attachment is complete; a half-done ADD
+    /// from a crash is deleted first so leases are not leaked.
+    fn ensure_network(&self, pod: &Pod) -> Result<Vec<String>, String> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let file = self.network_file(&uid);
+        if let Some(at) = cni::read_attachment(&file) {
+            if at.result.is_some() {
+                // Re-adopted after a restart: the plugins confirm the attachment is intact.
+                match self.cni.check(&at) {
+                    Ok(()) => tracing::info!("pod {uid}: CNI CHECK passed for {:?}", at.ips()),
+                    Err(e) => tracing::warn!("pod {uid}: CNI CHECK failed: {e}"),
+                }
+                return Ok(at.ips());
+            }
+            let _ = self.cni.del(&at);
+        }
+        let loaded = self.cni.load().map_err(|e| e.to_string())?;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let port_mappings = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter(|p| p.host_port.is_some_and(|h| h > 0))
+            .map(|p| cni::PortMapping {
+                host_port: p.host_port.unwrap_or_default(),
+                container_port: p.container_port,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            })
+            .collect();
+        let mut at = cni::Attachment {
+            list: loaded.list,
+            source: loaded.source,
+            container_id: uid.clone(),
+            netns: self.paths.sandbox_dir(&uid).join("net"),
+            ifname: "eth0".into(),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
+            ),
+            port_mappings,
+            result: None,
+        };
+        paths::ensure_dir(&self.paths.pod_dir(&uid)).map_err(|e| io_err("create", &self.paths.pod_dir(&uid), e))?;
+        cni::write_attachment(&file, &at).map_err(|e| e.to_string())?;
+        let t = std::time::Instant::now();
+        if let Err(e) = self.cni.add(&mut at) {
+            let _ = self.cni.del(&at);
+            let _ = std::fs::remove_file(&file);
+            return Err(format!(
+                "plugin network {:?} ({}): {e}",
+                at.list["name"].as_str().unwrap_or(""),
+                at.source.display()
+            ));
+        }
+        cni::write_attachment(&file, &at).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "pod {ns}/{name}: CNI ADD gave {:?} in {} ms",
+            at.ips(),
+            t.elapsed().as_millis()
+        );
+        Ok(at.ips())
+    }
+
+    /// CNI DEL of the pod's attachment, if any; idempotent.
+    fn teardown_network(&self, uid: &str) {
+        let file = self.network_file(uid);
+        let Some(at) = cni::read_attachment(&file) else {
+            return;
+        };
+        let t = std::time::Instant::now();
+        match self.cni.del(&at) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&file);
+                tracing::info!("pod {uid}: CNI DEL in {} ms", t.elapsed().as_millis());
+            }
+            Err(e) => tracing::warn!("pod {uid}: CNI DEL: {e}"),
+        }
+    }
+
+    /// [`Runtime::teardown_sandbox`] on the blocking pool.
+    pub async fn teardown_blocking(self: Arc<Self>, uid: String) {
+        let _ = tokio::task::spawn_blocking(move || self.teardown_sandbox(&uid)).await;
+    }
+
+    fn write_etc_files(&self, pod: &Pod, hostname: &str, pod_ips: &[String]) -> Result<(), String> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let etc = self.paths.pod_dir(&uid).join("etc");
         paths::ensure_dir(&etc).map_err(|e| io_err("create", &etc, e))?;
+        let own = pod_ips.first().map_or("127.0.1.1", String::as_str);
         let hosts = format!(
-            "# Kubernetes-managed hosts file (peapod).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            "# Kubernetes-managed hosts file (peapod).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"
         );
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         for (name, text) in [
@@ -175,15 +317,16 @@ impl Runtime {
             ("resolv.conf", &resolv),
         ] {
             let p = etc.join(name);
-            if !p.exists() {
+            if std::fs::read_to_string(&p).ok().as_deref() != Some(text) {
                 std::fs::write(&p, text).map_err(|e| io_err("write", &p, e))?;
             }
         }
         Ok(())
     }
 
-    /// Removes the pod's namespaces; idempotent.
+    /// Removes the pod's network and namespaces; idempotent. Blocks on the CNI plugins.
     pub fn teardown_sandbox(&self, uid: &str) {
+        self.teardown_network(uid);
         let dir = self.paths.sandbox_dir(uid);
         for ns in ["net", "ipc", "uts"] {
             let f = dir.join(ns);
@@ -245,7 +388,7 @@ impl Runtime {
         .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
         let term = dir.join("termination-log");
         std::fs::write(&term, b"").map_err(|e| StartError::new("CreateContainerError", io_err("write", &term, e)))?;
-        let cgroups_path = format!("/peapod/pod{uid}/{id}");
+        let cgroups_path = format!("{}/{id}", cgroups::pod_path(&uid));
         let sandbox = self.paths.sandbox_dir(&uid);
         let etc = self.paths.pod_dir(&uid).join("etc");
         let spec_paths = spec::SpecPaths {
@@ -276,7 +419,12 @@ impl Runtime {
             log_path,
             socket: self.paths.shim_socket(&id),
             exit_file: dir.join("exit.json"),
-            memory_cgroup: Some(PathBuf::from(format!("/sys/fs/cgroup/memory{cgroups_path}"))),
+            memory_cgroup: Some(PathBuf::from(if cgroups::is_unified() {
+                format!("/sys/fs/cgroup{cgroups_path}")
+            } else {
+                format!("/sys/fs/cgroup/memory{cgroups_path}")
+            })),
+            stop_signal: image.config.stop_signal.clone(),
         };
         let shim_json = serde_json::to_value(&shim).unwrap_or_default();
         write_json(dir.join("shim.json"), &shim_json)?;
@@ -446,7 +594,13 @@ impl Runtime {
             .request(&id, &ShimRequest::State, Some(Duration::from_secs(2)))
             .await
         {
-            Ok(ShimReply::Ok { pid }) => Some((attempt, Observed::Running { id, pid })),
+            Ok(ShimReply::Ok { pid }) => {
+                let stop_signal = std::fs::read(dir.join("shim.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ShimConfig>(&b).ok())
+                    .and_then(|c| c.stop_signal);
+                Some((attempt, Observed::Running { id, pid, stop_signal }))
+            }
             _ => {
                 let exit = read_exit(&dir).unwrap_or_else(|| ExitRecord::unknown(None));
                 Some((attempt, Observed::Exited { id, exit }))
@@ -492,30 +646,11 @@ impl Runtime {
             }
         }
         self.teardown_sandbox(&uid);
-        remove_pod_cgroups(&uid);
+        cgroups::remove(&uid);
         let _ = std::fs::remove_dir_all(self.paths.pod_dir(&uid));
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let _ = std::fs::remove_dir_all(self.paths.pod_log_dir(&ns, &name, &uid));
-    }
-}
-
-/// Removes the pod-level cgroup directories libcontainer leaves as parents.
-fn remove_pod_cgroups(uid: &str) {
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let dir = e.path().join("peapod").join(format!("pod{uid}"));
-        if dir.exists() {
-            // Children first; each is empty once its container was deleted.
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if child.path().is_dir() {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
     }
 }
 

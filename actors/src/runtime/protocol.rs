@@ -23,6 +23,9 @@ pub struct ShimConfig {
     pub exit_file: PathBuf,
     /// The container's memory cgroup directory, to tell an OOM kill from another SIGKILL.
     pub memory_cgroup: Option<PathBuf>,
+    /// The image's StopSignal, kept here so a daemon that re-adopts the container still uses it.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 /// How a container ended; persisted by the shim as `exit.json`.

@@ -262,6 +262,17 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         .unwrap_or_else(|| "/".into());
     let no_new_privs = sc.and_then(|s| s.allow_privilege_escalation) == Some(false);
     let sandbox = |ns: &str| paths.sandbox.join(ns).display().to_string();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    // hostNetwork pods stay in the node's network and UTS namespaces.
+    if !pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        namespaces.push(json!({"type": "network", "path": sandbox("net")}));
+        namespaces.push(json!({"type": "uts", "path": sandbox("uts")}));
+    }
+    namespaces.push(json!({"type": "ipc", "path": sandbox("ipc")}));
     let bind = |src: &Path, dst: &str, ro: bool| {
         json!({"destination": dst, "type": "bind", "source": src.display().to_string(),
                "options": if ro { json!(["rbind", "ro"]) } else { json!(["rbind", "rw"]) }})
@@ -297,14 +308,9 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
             bind(paths.termination_log, &term_path, false),
         ],
         "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "mount"}, {"type": "cgroup"},
-                {"type": "network", "path": sandbox("net")},
-                {"type": "ipc", "path": sandbox("ipc")},
-                {"type": "uts", "path": sandbox("uts")},
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": paths.cgroups_path,
-            "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+            "resources": container_resources(c, privileged),
             "maskedPaths": if privileged { json!([]) } else { json!([
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]) },
@@ -318,6 +324,28 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         spec["process"]["noNewPrivileges"] = json!(true);
     }
     Ok(spec)
+}
+
+/// The container cgroup's limits, as kubelet sets them: shares from the cpu
+/// request, quota from the cpu limit, the memory limit with no swap on top.
+fn container_resources(c: &Container, privileged: bool) -> Value {
+    use peapod_core::resources;
+    let requests = resources::container_requests(c);
+    let (cpu_limit, memory_limit) = resources::container_limits(c);
+    let mut cpu = json!({"shares": resources::cpu_shares(requests.cpu_millis)});
+    if let Some(m) = cpu_limit {
+        cpu["quota"] = json!(resources::cpu_quota(m, super::cgroups::CPU_PERIOD_US));
+        cpu["period"] = json!(super::cgroups::CPU_PERIOD_US);
+    }
+    let mut res = json!({"devices": [{"allow": privileged, "access": "rwm"}], "cpu": cpu});
+    if let Some(m) = memory_limit {
+        res["memory"] = json!({"limit": m});
+        // memory+swap equal to the limit: no swap, where the kernel accounts swap at all.
+        if super::cgroups::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+            res["memory"]["swap"] = json!(m);
+        }
+    }
+    res
 }
 
 const ALL_CAPS: &[&str] = &[

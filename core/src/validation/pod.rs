@@ -45,6 +45,15 @@ fn default_container(c: &mut Container) {
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
     }
+    // A limit without a request requests the limit.
+    if let Some(r) = c.resources.as_mut() {
+        if let Some(limits) = r.limits.clone() {
+            let requests = r.requests.get_or_insert_with(Default::default);
+            for (k, v) in limits {
+                requests.entry(k).or_insert(v);
+            }
+        }
+    }
 }
 
 /// Validates a defaulted pod.

@@ -6,15 +6,28 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use std::path::Path;
 
-/// Creates `dir/{net,ipc,uts}`. Run in a process of its own: it moves the
-/// caller into the new namespaces, and the process should exit afterwards.
-pub fn sandbox(dir: &Path, hostname: &str) -> Result<(), String> {
+/// Creates `dir/<ns>` for each of `namespaces` (`net`, `ipc`, `uts`). Run in
+/// a process of its own: it moves the caller into the new namespaces, and the
+/// process should exit afterwards.
+pub fn sandbox(dir: &Path, hostname: &str, namespaces: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| format!("unshare: {e}"))?;
-    nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
-    loopback_up()?;
-    for ns in ["net", "ipc", "uts"] {
+    let mut flags = CloneFlags::empty();
+    for ns in namespaces {
+        flags |= match ns.as_str() {
+            "net" => CloneFlags::CLONE_NEWNET,
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            other => return Err(format!("unknown sandbox namespace {other:?}")),
+        };
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    if flags.contains(CloneFlags::CLONE_NEWUTS) {
+        nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
+    }
+    if flags.contains(CloneFlags::CLONE_NEWNET) {
+        loopback_up()?;
+    }
+    for ns in namespaces {
         let target = dir.join(ns);
         std::fs::File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
         let source = format!("/proc/self/ns/{ns}");

@@ -1,0 +1,74 @@
+//! The node's settings, from the daemon's flags.
+
+use crate::runtime::cni::NetworkConfig;
+
+/// What an operator configures about this node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name (events' `source.host`, `spec.nodeName`).
+    pub node_name: String,
+    /// The node's address, reported as `status.hostIP`.
+    pub node_ip: String,
+    /// Pod networking.
+    pub network: NetworkConfig,
+    /// `pids.max` of every pod cgroup; `None` leaves it unlimited.
+    pub pod_pids_limit: Option<i64>,
+    /// CPU (millicores) and memory (bytes) kept back from pods, as kubelet's
+    /// `--system-reserved`; allocatable is capacity minus this.
+    pub reserved_cpu_millis: i64,
+    pub reserved_memory_bytes: i64,
+}
+
+impl NodeConfig {
+    /// What pods may request in all: capacity minus what is reserved.
+    pub fn allocatable(&self) -> peapod_core::resources::Amounts {
+        let cap = capacity();
+        peapod_core::resources::Amounts {
+            cpu_millis: (cap.cpu_millis - self.reserved_cpu_millis).max(0),
+            memory_bytes: (cap.memory_bytes - self.reserved_memory_bytes).max(0),
+        }
+    }
+}
+
+/// The machine's CPUs (online) and memory (`MemTotal`).
+pub fn capacity() -> peapod_core::resources::Amounts {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    peapod_core::resources::Amounts {
+        cpu_millis: cpus * 1000,
+        memory_bytes: mem_kib * 1024,
+    }
+}
+
+/// The first global IPv4 address of the interface holding the default route,
+/// else of any interface, else loopback.
+pub fn detect_node_ip() -> String {
+    let default_if = std::fs::read_to_string("/proc/net/route").ok().and_then(|t| {
+        t.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[1] == "00000000")
+            .map(|f| f[0].to_string())
+    });
+    let addrs: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            (!ip.is_loopback() && !ip.is_link_local()).then_some((a.interface_name, ip))
+        })
+        .collect();
+    addrs
+        .iter()
+        .find(|(i, _)| Some(i) == default_if.as_ref())
+        .or(addrs.first())
+        .map(|(_, ip)| ip.to_string())
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
