@@ -22,11 +22,14 @@ pub enum ContainerState {
     },
     /// A shim is creating it.
     Starting { attempt: u32 },
-    /// Running under its shim.
+    /// Running under its shim. `started` is Kubernetes' `started` (the startup
+    /// probe passed, or there is none); `ready` is its readiness.
     Running {
         attempt: u32,
         started: Started,
         since: Instant,
+        startup_passed: bool,
+        ready: bool,
     },
     /// Ended and will not be restarted (or the pod is ending).
     Terminated(Finished),
@@ -115,7 +118,30 @@ impl ContainerSlot {
             attempt,
             started,
             since: Instant::now(),
+            startup_passed: false,
+            ready: false,
         };
+    }
+
+    /// Records probe results of the running start `attempt`; false if it is not running.
+    pub fn set_probe_state(&mut self, attempt: u32, startup: Option<bool>, readiness: Option<bool>) -> bool {
+        match &mut self.state {
+            ContainerState::Running {
+                attempt: a,
+                startup_passed,
+                ready,
+                ..
+            } if *a == attempt => {
+                if let Some(s) = startup {
+                    *startup_passed = s;
+                }
+                if let Some(r) = readiness {
+                    *ready = r;
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Moves to Waiting after a failure that never made a container (image, config).

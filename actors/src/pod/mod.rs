@@ -5,6 +5,7 @@
 //! down and removes the object.
 
 pub mod container;
+pub mod probe;
 pub mod status;
 
 use crate::events::{EventKind, EventRecorder};
@@ -16,6 +17,8 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::store::{Preconditions, Store, StoreError};
+use probe::{ProbeActor, ProbeChanged, ProbeKind, ProbeSpec, StopProbe};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +67,8 @@ pub struct PodActor {
     last_written: Option<PodStatus>,
     pod_ips: Vec<String>,
     rejection: Option<Rejection>,
+    /// The probe actors of each running container, by slot.
+    probes: HashMap<usize, Vec<Addr<ProbeActor>>>,
 }
 
 fn pod_desc(pod: &Pod) -> String {
@@ -113,6 +118,7 @@ impl PodActor {
             last_written: None,
             pod_ips,
             rejection,
+            probes: HashMap::new(),
         }
     }
 
@@ -187,7 +193,11 @@ impl PodActor {
                             stop_signal,
                         };
                         act.restore_last(i, &recorded);
+                        let since = instant_of(&started.started_at);
                         act.slots[i].started(attempt, started);
+                        if let ContainerState::Running { since: s, .. } = &mut act.slots[i].state {
+                            *s = since;
+                        }
                         act.watch_exit(i, attempt, ctx);
                     }
                     Observed::Exited { id, exit } => {
@@ -275,6 +285,14 @@ impl PodActor {
                         act.pod_ips = info.pod_ips;
                         if act.lifecycle == Lifecycle::Preparing {
                             act.lifecycle = Lifecycle::Active;
+                        }
+                        // Containers adopted from a previous daemon are probed afresh.
+                        for i in 0..act.slots.len() {
+                            if let ContainerState::Running { attempt, since, .. } = act.slots[i].state {
+                                if !act.probes.contains_key(&i) {
+                                    act.start_probes(i, attempt, since, ctx);
+                                }
+                            }
                         }
                         if act.start_time.is_none() {
                             act.start_time = Some(crate::runtime::protocol::now());
@@ -397,7 +415,10 @@ impl PodActor {
                 self.slots[i].started(attempt, started);
                 self.watch_exit(i, attempt, ctx);
                 if self.lifecycle == Lifecycle::Terminating {
-                    self.stop_container(i, ctx);
+                    let deadline = self.deadline.unwrap_or_else(Instant::now);
+                    self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
+                } else {
+                    self.start_probes(i, attempt, Instant::now(), ctx);
                 }
             }
             Err(e) if e.reason == "RunContainerError" => {
@@ -474,6 +495,7 @@ impl PodActor {
             message: self.rt.termination_message(&self.uid, &name, attempt),
             exit,
         };
+        self.stop_probes(i);
         tracing::info!(
             "pod {}: container {name} exited with {} ({})",
             pod_desc(&self.pod),
@@ -530,6 +552,82 @@ impl PodActor {
         }
     }
 
+    /// Starts the container's probe actors: the startup probe alone if there
+    /// is one (liveness and readiness wait for it), else liveness and readiness.
+    fn start_probes(&mut self, i: usize, attempt: u32, since: Instant, ctx: &mut Context<Self>) {
+        let Some(spec) = self.spec_container(&self.slots[i].name) else {
+            return;
+        };
+        if spec.startup_probe.is_some() {
+            self.spawn_probe(i, attempt, ProbeKind::Startup, since, ctx);
+        } else {
+            self.startup_passed(i, attempt, since, ctx);
+        }
+    }
+
+    fn startup_passed(&mut self, i: usize, attempt: u32, since: Instant, ctx: &mut Context<Self>) {
+        let Some(spec) = self.spec_container(&self.slots[i].name) else {
+            return;
+        };
+        let ready = spec.readiness_probe.is_none().then_some(true);
+        self.slots[i].set_probe_state(attempt, Some(true), ready);
+        for kind in [ProbeKind::Liveness, ProbeKind::Readiness] {
+            if kind.of(&spec).is_some() {
+                self.spawn_probe(i, attempt, kind, since, ctx);
+            }
+        }
+    }
+
+    fn spawn_probe(&mut self, i: usize, attempt: u32, kind: ProbeKind, since: Instant, ctx: &mut Context<Self>) {
+        let Some(container) = self.spec_container(&self.slots[i].name) else {
+            return;
+        };
+        let Some(probe) = kind.of(&container).cloned() else {
+            return;
+        };
+        let spec = ProbeSpec {
+            kind,
+            probe,
+            target: probe::Target {
+                uid: self.uid.clone(),
+                container,
+                attempt,
+                pod_ip: self.pod_ips.first().cloned(),
+            },
+            slot: i,
+            container_started: since,
+        };
+        let actor = ProbeActor::new(
+            spec,
+            self.rt.clone(),
+            self.events.clone(),
+            self.pod.clone(),
+            ctx.address().recipient(),
+        );
+        self.probes.entry(i).or_default().push(actor.start());
+    }
+
+    fn stop_probes(&mut self, i: usize) {
+        for p in self.probes.remove(&i).into_iter().flatten() {
+            p.do_send(StopProbe);
+        }
+    }
+
+    /// A liveness or startup probe failed: kill the container (it restarts per policy).
+    fn kill_unhealthy(&mut self, i: usize, kind: ProbeKind, ctx: &mut Context<Self>) {
+        let name = self.slots[i].name.clone();
+        self.stop_probes(i);
+        let probe_grace = self
+            .spec_container(&name)
+            .and_then(|c| kind.of(&c)?.termination_grace_period_seconds);
+        let grace = probe_grace.map_or_else(|| self.grace_period(), |g| Duration::from_secs(g.max(0) as u64));
+        let why = format!(
+            "Container {name} failed {} probe, will be restarted",
+            kind.label().to_ascii_lowercase()
+        );
+        self.stop_container(i, Instant::now() + grace, why, ctx);
+    }
+
     fn grace_period(&self) -> Duration {
         let secs = self
             .pod
@@ -542,10 +640,13 @@ impl PodActor {
 
     fn begin_termination(&mut self, ctx: &mut Context<Self>) {
         self.lifecycle = Lifecycle::Terminating;
-        self.deadline = Some(Instant::now() + self.grace_period());
+        let deadline = Instant::now() + self.grace_period();
+        self.deadline = Some(deadline);
         for i in 0..self.slots.len() {
+            self.stop_probes(i);
             if let ContainerState::Running { .. } = self.slots[i].state {
-                self.stop_container(i, ctx);
+                let name = self.slots[i].name.clone();
+                self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
             } else if let ContainerState::Waiting { .. } = self.slots[i].state {
                 // Never started again; shown as it last was.
                 if let Some(last) = self.slots[i].last.take() {
@@ -556,8 +657,8 @@ impl PodActor {
         self.write_status(ctx);
     }
 
-    /// preStop hook, then the stop signal, then SIGKILL at the deadline.
-    fn stop_container(&mut self, i: usize, ctx: &mut Context<Self>) {
+    /// preStop hook, then the stop signal, then SIGKILL at `deadline`.
+    fn stop_container(&mut self, i: usize, deadline: Instant, why: String, ctx: &mut Context<Self>) {
         let ContainerState::Running { attempt, started, .. } = &self.slots[i].state else {
             return;
         };
@@ -572,13 +673,7 @@ impl PodActor {
             .as_deref()
             .and_then(parse_signal)
             .unwrap_or(libc::SIGTERM);
-        let deadline = self.deadline.unwrap_or_else(Instant::now);
-        self.event(
-            Some(&name),
-            EventKind::Normal,
-            "Killing",
-            format!("Stopping container {name}"),
-        );
+        self.event(Some(&name), EventKind::Normal, "Killing", why);
         let rt = self.rt.clone();
         let uid = self.uid.clone();
         let events = self.events.clone();
@@ -742,6 +837,32 @@ impl Actor for PodActor {
     }
 }
 
+impl Handler<ProbeChanged> for PodActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeChanged, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Active {
+            return;
+        }
+        let ContainerState::Running { attempt, since, .. } = &self.slots[msg.slot].state else {
+            return;
+        };
+        if *attempt != msg.attempt {
+            return;
+        }
+        let since = *since;
+        match (msg.kind, msg.success) {
+            (ProbeKind::Startup, true) => self.startup_passed(msg.slot, msg.attempt, since, ctx),
+            (ProbeKind::Readiness, ready) => {
+                self.slots[msg.slot].set_probe_state(msg.attempt, None, Some(ready));
+            }
+            (ProbeKind::Liveness, true) => return,
+            (kind, false) => self.kill_unhealthy(msg.slot, kind, ctx),
+        }
+        self.write_status(ctx);
+    }
+}
+
 impl Handler<PodChanged> for PodActor {
     type Result = ();
 
@@ -752,6 +873,15 @@ impl Handler<PodChanged> for PodActor {
         self.pod = msg.0;
         self.reconcile(ctx);
     }
+}
+
+/// The monotonic instant of an RFC 3339 time in the past (now, if unreadable).
+fn instant_of(rfc3339: &str) -> Instant {
+    let ago = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok())
+        .unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
 }
 
 /// RFC 3339 with second precision, as the shim writes times.

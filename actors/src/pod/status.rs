@@ -119,15 +119,20 @@ pub fn build(
                 None,
                 None,
             ),
-            ContainerState::Running { started, .. } => (
+            ContainerState::Running {
+                started,
+                ready,
+                startup_passed,
+                ..
+            } => (
                 KState {
                     running: Some(ContainerStateRunning {
                         started_at: time(&started.started_at),
                     }),
                     ..Default::default()
                 },
-                true,
-                true,
+                *ready,
+                *startup_passed,
                 Some(started.id.clone()),
                 Some(started.image_id.clone()),
             ),

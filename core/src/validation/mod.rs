@@ -3,6 +3,7 @@
 pub mod event;
 pub mod namespace;
 pub mod pod;
+pub mod probe;
 
 use crate::field::{FieldError, FieldErrors};
 use crate::names;

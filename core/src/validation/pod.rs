@@ -32,6 +32,7 @@ pub fn set_defaults(pod: &mut Pod) {
 }
 
 fn default_container(c: &mut Container) {
+    super::probe::set_defaults(c);
     if c.image_pull_policy.is_none() {
         // Kubernetes: `:latest` or no tag pulls always, a pinned tag or digest only if absent.
         let image = c.image.as_deref().unwrap_or("");
@@ -112,6 +113,8 @@ pub fn validate(pod: &Pod) -> FieldErrors {
 }
 
 fn validate_container(c: &Container, path: &str, seen: &mut HashSet<String>, errs: &mut FieldErrors) {
+    let regular_init = path.starts_with("spec.initContainers") && c.restart_policy.as_deref() != Some("Always");
+    super::probe::validate(c, path, regular_init, errs);
     if c.name.is_empty() {
         errs.push(FieldError::required(format!("{path}.name")));
     } else {

@@ -1,0 +1,164 @@
+//! The `httpGet` handler for probes and lifecycle hooks: one HTTP/1.1 GET,
+//! success on a status from 200 to 399, as kubelet's prober decides.
+
+use super::Outcome;
+use k8s_openapi::api::core::v1::HTTPHeader;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A GET to send.
+pub struct Request<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub headers: &'a [HTTPHeader],
+}
+
+/// The request bytes: kubelet's default headers, the probe's headers after
+/// them (a `Host` header replaces the default host; `User-Agent` and `Accept` too).
+pub fn encode(req: &Request<'_>) -> String {
+    let path = if req.path.starts_with('/') {
+        req.path.to_string()
+    } else {
+        format!("/{}", req.path)
+    };
+    let mut host = super::join_host_port(req.host, req.port);
+    let mut user_agent = "kube-probe/1.34".to_string();
+    let mut accept = "*/*".to_string();
+    let mut extra = String::new();
+    for h in req.headers {
+        match h.name.to_ascii_lowercase().as_str() {
+            "host" => host = h.value.clone(),
+            "user-agent" => user_agent = h.value.clone(),
+            "accept" => accept = h.value.clone(),
+            _ => extra.push_str(&format!("{}: {}\r\n", h.name, h.value)),
+        }
+    }
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nAccept: {accept}\r\n{extra}Connection: close\r\n\r\n"
+    )
+}
+
+/// The status code of a response's first line.
+pub fn status_code(head: &str) -> Option<u16> {
+    let line = head.lines().next()?;
+    let mut parts = line.split_whitespace();
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Sends the GET and judges the answer within `timeout`.
+pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
+    let url = format!("http://{}{}", super::join_host_port(req.host, req.port), req.path);
+    let exchange = async {
+        let addr = super::join_host_port(req.host, req.port);
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("dial tcp {addr}: connect: {}", super::os_error_text(&e)))?;
+        stream
+            .write_all(encode(req).as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        // Enough for the status line and headers; the body is not needed.
+        let mut buf = vec![0u8; 4096];
+        let mut got = 0;
+        loop {
+            let n = stream.read(&mut buf[got..]).await.map_err(|e| format!("read: {e}"))?;
+            got += n;
+            let text = String::from_utf8_lossy(&buf[..got]);
+            if n == 0 || text.contains("\r\n") || got == buf.len() {
+                return status_code(&text).ok_or_else(|| "malformed HTTP response".to_string());
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
+        Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+        Err(_) => Outcome::Failure(format!(
+            "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_overrides_and_extras_follow() {
+        let headers = vec![
+            HTTPHeader {
+                name: "Host".into(),
+                value: "example.test".into(),
+            },
+            HTTPHeader {
+                name: "X-Probe".into(),
+                value: "1".into(),
+            },
+        ];
+        let r = encode(&Request {
+            host: "10.0.0.2",
+            port: 8080,
+            path: "healthz",
+            headers: &headers,
+        });
+        assert!(r.starts_with("GET /healthz HTTP/1.1\r\nHost: example.test\r\n"), "{r}");
+        assert!(r.contains("User-Agent: kube-probe/1.34\r\n"));
+        assert!(r.contains("X-Probe: 1\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+        let plain = encode(&Request {
+            host: "fd00::2",
+            port: 80,
+            path: "/",
+            headers: &[],
+        });
+        assert!(plain.contains("Host: [fd00::2]:80\r\n"), "{plain}");
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code("HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code("HTTP/1.0 404 Not Found\r\n"), Some(404));
+        assert_eq!(status_code("SSH-2.0-OpenSSH\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn judges_real_responses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for answer in ["HTTP/1.1 302 Found\r\n\r\n", "HTTP/1.1 500 Oops\r\n\r\n"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let req = Request {
+            host: "127.0.0.1",
+            port,
+            path: "/",
+            headers: &[],
+        };
+        assert_eq!(probe(&req, Duration::from_secs(2)).await, Outcome::Success);
+        assert_eq!(
+            probe(&req, Duration::from_secs(2)).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        server.await.unwrap();
+        let closed = Request {
+            host: "127.0.0.1",
+            port,
+            path: "/",
+            headers: &[],
+        };
+        match probe(&closed, Duration::from_secs(2)).await {
+            Outcome::Failure(m) => assert!(m.contains("connect: connection refused"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+    }
+}
