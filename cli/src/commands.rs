@@ -373,24 +373,34 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
                 "Start Time:   {}",
                 o["status"]["startTime"].as_str().unwrap_or("<none>")
             );
-            println!("Containers:");
-            for spec in o["spec"]["containers"].as_array().into_iter().flatten() {
-                let name = spec["name"].as_str().unwrap_or("");
-                let st = o["status"]["containerStatuses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s["name"] == name)
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                println!("  {name}:");
-                println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
-                println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
-                println!("    Image ID:       {}", st["imageID"].as_str().unwrap_or(""));
-                print_state("    State:          ", &st["state"]);
-                print_state("    Last State:     ", &st["lastState"]);
-                println!("    Ready:          {}", st["ready"].as_bool().unwrap_or(false));
-                println!("    Restart Count:  {}", st["restartCount"].as_u64().unwrap_or(0));
+            println!("IP:           {}", o["status"]["podIP"].as_str().unwrap_or("<none>"));
+            println!("QoS Class:    {}", o["status"]["qosClass"].as_str().unwrap_or("<none>"));
+            for (title, specs, statuses) in [
+                ("Init Containers:", "initContainers", "initContainerStatuses"),
+                ("Containers:", "containers", "containerStatuses"),
+            ] {
+                let Some(list) = o["spec"][specs].as_array().filter(|l| !l.is_empty()) else {
+                    continue;
+                };
+                println!("{title}");
+                for spec in list {
+                    let name = spec["name"].as_str().unwrap_or("");
+                    let st = o["status"][statuses]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|s| s["name"] == name)
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    println!("  {name}:");
+                    println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
+                    println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
+                    println!("    Image ID:       {}", st["imageID"].as_str().unwrap_or(""));
+                    print_state("    State:          ", &st["state"]);
+                    print_state("    Last State:     ", &st["lastState"]);
+                    println!("    Ready:          {}", st["ready"].as_bool().unwrap_or(false));
+                    println!("    Restart Count:  {}", st["restartCount"].as_u64().unwrap_or(0));
+                }
             }
             println!("Conditions:");
             for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {

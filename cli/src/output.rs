@@ -46,46 +46,130 @@ pub fn table(rows: &[Vec<String>]) {
     }
 }
 
-/// The STATUS column kubectl shows for a pod.
-pub fn pod_status(p: &Value) -> String {
-    if !p["metadata"]["deletionTimestamp"].is_null() {
-        return "Terminating".into();
-    }
+/// READY, STATUS and RESTARTS of a pod, as kubectl's `printPod` computes them.
+pub struct PodSummary {
+    pub ready: usize,
+    pub total: usize,
+    pub status: String,
+    pub restarts: u64,
+}
+
+/// kubectl's `printPod`: init progress (`Init:1/2`, `Init:CrashLoopBackOff`),
+/// then the first app container's waiting or terminated reason.
+pub fn pod_summary(p: &Value) -> PodSummary {
+    let spec_inits = p["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
+    let sidecar = |name: &str| {
+        spec_inits
+            .iter()
+            .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+    };
+    let mut total = p["spec"]["containers"].as_array().map_or(0, Vec::len);
+    total += spec_inits.iter().filter(|c| c["restartPolicy"] == "Always").count();
+    let mut ready = 0;
+    let mut restarts = 0;
     let mut reason = p["status"]["reason"]
         .as_str()
         .or(p["status"]["phase"].as_str())
         .unwrap_or("Pending")
         .to_string();
-    for c in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
-        if let Some(r) = c["state"]["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
-            reason = r.to_string();
-        } else if let Some(r) = c["state"]["terminated"]["reason"].as_str() {
-            reason = r.to_string();
-        } else if c["state"]["terminated"].is_object() {
-            reason = format!("ExitCode:{}", c["state"]["terminated"]["exitCode"]);
+    let mut initializing = false;
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, c) in inits.iter().enumerate() {
+        restarts += c["restartCount"].as_u64().unwrap_or(0);
+        let name = c["name"].as_str().unwrap_or("");
+        let term = &c["state"]["terminated"];
+        let waiting = c["state"]["waiting"]["reason"].as_str().unwrap_or("");
+        if sidecar(name) && c["started"] == true {
+            if c["ready"] == true {
+                ready += 1;
+            }
+            continue;
+        }
+        if term.is_object() && term["exitCode"] == 0 {
+            continue;
+        }
+        if term.is_object() {
+            reason = match term["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None if term["signal"].as_i64().unwrap_or(0) != 0 => format!("Init:Signal:{}", term["signal"]),
+                None => format!("Init:ExitCode:{}", term["exitCode"]),
+            };
+        } else if !waiting.is_empty() && waiting != "PodInitializing" {
+            reason = format!("Init:{waiting}");
+        } else {
+            reason = format!("Init:{i}/{}", spec_inits.len());
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        restarts = 0;
+        let mut has_running = false;
+        let cs = p["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+        for c in cs.iter().rev() {
+            restarts += c["restartCount"].as_u64().unwrap_or(0);
+            let term = &c["state"]["terminated"];
+            if let Some(r) = c["state"]["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if let Some(r) = term["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if term.is_object() {
+                reason = if term["signal"].as_i64().unwrap_or(0) != 0 {
+                    format!("Signal:{}", term["signal"])
+                } else {
+                    format!("ExitCode:{}", term["exitCode"])
+                };
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            let pod_ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if pod_ready { "Running" } else { "NotReady" }.into();
         }
     }
-    if reason == "Completed" && p["status"]["phase"] == "Running" {
-        reason = "Running".into();
+    let terminal = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !p["metadata"]["deletionTimestamp"].is_null() && !terminal {
+        reason = "Terminating".into();
     }
-    reason
+    PodSummary {
+        ready,
+        total,
+        status: reason,
+        restarts,
+    }
+}
+
+/// The STATUS column kubectl shows for a pod.
+pub fn pod_status(p: &Value) -> String {
+    pod_summary(p).status
 }
 
 /// One `get pods` row.
 pub fn pod_row(p: &Value, wide: bool, with_ns: bool, labels: bool) -> Vec<String> {
-    let cs = p["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
-    let total = p["spec"]["containers"].as_array().map_or(0, Vec::len);
-    let ready = cs.iter().filter(|c| c["ready"] == true).count();
-    let restarts: u64 = cs.iter().map(|c| c["restartCount"].as_u64().unwrap_or(0)).sum();
+    let sum = pod_summary(p);
     let mut row = vec![];
     if with_ns {
         row.push(p["metadata"]["namespace"].as_str().unwrap_or("").to_string());
     }
     row.extend([
         p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-        format!("{ready}/{total}"),
-        pod_status(p),
-        restarts.to_string(),
+        format!("{}/{}", sum.ready, sum.total),
+        sum.status,
+        sum.restarts.to_string(),
         age(p["metadata"]["creationTimestamp"].as_str().unwrap_or("")),
     ]);
     if wide {

@@ -146,6 +146,12 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A container's logs, or nothing while it cannot have any yet.
+    pub fn logs(&self, pod: &str, container: &str) -> String {
+        let out = self.peapod(&["logs", pod, "-c", container]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Writes `yaml` to a file and applies it.
     pub fn apply(&self, yaml: &str) -> String {
         let f = self.dir.path().join(format!("m{}.yaml", rand_suffix()));
@@ -215,7 +221,7 @@ impl Drop for Node {
                         .unwrap_or_default()
                         .lines()
                     {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
+                        let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
                     }
                 }
             }
@@ -235,7 +241,10 @@ impl Drop for Node {
                 let _ = cni.del(&at);
             }
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
             .lines()

@@ -50,11 +50,39 @@ pub struct Finished {
     pub message: Option<String>,
 }
 
+/// What part a container plays in its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An init container that runs to completion before the next one starts.
+    Init,
+    /// An init container with `restartPolicy: Always`: started in init order,
+    /// then kept running beside the app containers.
+    Sidecar,
+    /// One of `spec.containers`.
+    App,
+}
+
+impl Role {
+    /// The restart policy that applies to a container of this role in a pod
+    /// with `pod_policy`: sidecars always restart; init containers retry
+    /// failures unless the pod says Never.
+    pub fn restart_policy(self, pod_policy: &str) -> &str {
+        match self {
+            Role::Sidecar => "Always",
+            Role::Init if pod_policy == "Never" => "Never",
+            Role::Init => "OnFailure",
+            Role::App => pod_policy,
+        }
+    }
+}
+
 /// A container and its history within the pod.
 #[derive(Debug, Clone)]
 pub struct ContainerSlot {
     /// The container's name in the pod spec.
     pub name: String,
+    /// Init, sidecar or app container.
+    pub role: Role,
     /// Current state.
     pub state: ContainerState,
     /// The previous start, shown as `lastState`.
@@ -67,9 +95,10 @@ pub struct ContainerSlot {
 
 impl ContainerSlot {
     /// A container that has never started.
-    pub fn new(name: String) -> Self {
+    pub fn new(name: String, role: Role) -> Self {
         Self {
             name,
+            role,
             state: ContainerState::Waiting {
                 reason: "ContainerCreating".into(),
                 message: None,
@@ -84,6 +113,22 @@ impl ContainerSlot {
     /// The attempt number the next start uses.
     pub fn next_attempt(&self) -> u32 {
         self.latest_attempt.map_or(0, |a| a + 1)
+    }
+
+    /// Whether this init container has run to completion.
+    pub fn completed(&self) -> bool {
+        matches!(&self.state, ContainerState::Terminated(f) if f.exit.exit_code == 0)
+    }
+
+    /// Whether it runs and its startup probe (if any) passed.
+    pub fn is_started(&self) -> bool {
+        matches!(
+            self.state,
+            ContainerState::Running {
+                startup_passed: true,
+                ..
+            }
+        )
     }
 
     /// Kubernetes' restartCount.

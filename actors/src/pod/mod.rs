@@ -5,6 +5,7 @@
 //! down and removes the object.
 
 pub mod container;
+pub mod hooks;
 pub mod probe;
 pub mod status;
 
@@ -12,7 +13,7 @@ use crate::events::{EventKind, EventRecorder};
 use crate::runtime::protocol::ExitRecord;
 use crate::runtime::{Observed, Runtime, StartError, Started};
 use actix::prelude::*;
-use container::{should_restart, ContainerSlot, ContainerState, Finished};
+use container::{should_restart, ContainerSlot, ContainerState, Finished, Role};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use peapod_core::kinds;
 use peapod_core::object;
@@ -69,6 +70,10 @@ pub struct PodActor {
     rejection: Option<Rejection>,
     /// The probe actors of each running container, by slot.
     probes: HashMap<usize, Vec<Addr<ProbeActor>>>,
+    /// Every init container completed (sidecars started); sticky, as the condition.
+    initialized: bool,
+    /// The app containers are done and the sidecars are being stopped.
+    finishing: bool,
 }
 
 fn pod_desc(pod: &Pod) -> String {
@@ -90,12 +95,31 @@ impl PodActor {
         rejection: Option<Rejection>,
     ) -> Self {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let slots = pod
-            .spec
+        let spec = pod.spec.clone().unwrap_or_default();
+        let slots: Vec<ContainerSlot> = spec
+            .init_containers
             .iter()
-            .flat_map(|s| s.containers.iter())
-            .map(|c| ContainerSlot::new(c.name.clone()))
+            .flatten()
+            .map(|c| {
+                let role = if peapod_core::resources::is_sidecar(c) {
+                    Role::Sidecar
+                } else {
+                    Role::Init
+                };
+                ContainerSlot::new(c.name.clone(), role)
+            })
+            .chain(
+                spec.containers
+                    .iter()
+                    .map(|c| ContainerSlot::new(c.name.clone(), Role::App)),
+            )
             .collect();
+        let initialized = slots.iter().all(|s| s.role == Role::App)
+            || pod
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Initialized" && c.status == "True");
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(fmt_time);
         let pod_ips = pod
             .status
@@ -119,15 +143,16 @@ impl PodActor {
             pod_ips,
             rejection,
             probes: HashMap::new(),
+            initialized,
+            finishing: false,
         }
     }
 
     fn spec_container(&self, name: &str) -> Option<Container> {
-        self.pod
-            .spec
-            .as_ref()?
-            .containers
+        let spec = self.pod.spec.as_ref()?;
+        spec.containers
             .iter()
+            .chain(spec.init_containers.iter().flatten())
             .find(|c| c.name == name)
             .cloned()
     }
@@ -166,6 +191,10 @@ impl PodActor {
             let terminal = matches!(act.stored_phase().as_deref(), Some("Succeeded" | "Failed"));
             for (i, obs) in found.into_iter().enumerate() {
                 let Some((attempt, obs)) = obs else { continue };
+                if act.slots[i].role == Role::App {
+                    // App containers ran, so initialization was over.
+                    act.initialized = true;
+                }
                 let name = act.slots[i].name.clone();
                 let recorded = stored
                     .container_statuses
@@ -261,20 +290,6 @@ impl PodActor {
     }
 
     fn prepare_sandbox(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.init_containers.as_ref())
-            .is_some_and(|v| !v.is_empty())
-        {
-            self.reject(
-                "UnsupportedPodSpec",
-                "initContainers are not supported by this node yet".into(),
-                ctx,
-            );
-            return;
-        }
         let rt = self.rt.clone();
         let pod = self.pod.clone();
         ctx.wait(
@@ -351,18 +366,74 @@ impl PodActor {
             Lifecycle::Active => {}
         }
         let now = Instant::now();
-        for i in 0..self.slots.len() {
-            if self.slots[i].start_due(now) {
-                self.start_container(i, ctx);
+        if !self.initialized {
+            // Init containers one at a time, in order: each to completion (a
+            // sidecar until started) before the next.
+            let next = self.slots.iter().position(|s| match s.role {
+                Role::Init => !s.completed(),
+                Role::Sidecar => !s.is_started(),
+                Role::App => false,
+            });
+            match next {
+                None => self.initialized = true,
+                Some(i) => {
+                    if self.slots[i].start_due(now) {
+                        self.start_container(i, ctx);
+                    }
+                }
+            }
+        }
+        if self.initialized {
+            for i in 0..self.slots.len() {
+                let role = self.slots[i].role;
+                let wanted = match role {
+                    Role::Init => false,
+                    Role::Sidecar => !self.finishing,
+                    Role::App => true,
+                };
+                if wanted && self.slots[i].start_due(now) {
+                    self.start_container(i, ctx);
+                }
             }
         }
         let policy = self.restart_policy();
-        let phase = status::phase(&policy, &self.slots);
+        let phase = status::phase(&policy, &self.slots, self.initialized);
         if phase == "Succeeded" || phase == "Failed" {
-            self.lifecycle = Lifecycle::Finished;
-            self.teardown_sandbox(ctx);
+            if self.slots.iter().any(ContainerSlot::is_active) {
+                // The app containers are done: sidecars stop now, and are not restarted.
+                if !self.finishing {
+                    self.finishing = true;
+                    self.stop_sidecars(ctx);
+                }
+            } else {
+                self.lifecycle = Lifecycle::Finished;
+                self.teardown_sandbox(ctx);
+            }
         }
         self.write_status(ctx);
+    }
+
+    /// Stops the sidecars once the app containers are done, as kubelet does.
+    fn stop_sidecars(&mut self, ctx: &mut Context<Self>) {
+        let deadline = Instant::now() + self.grace_period();
+        for i in 0..self.slots.len() {
+            if self.slots[i].role != Role::Sidecar {
+                continue;
+            }
+            self.stop_probes(i);
+            match self.slots[i].state {
+                ContainerState::Running { .. } => {
+                    let name = self.slots[i].name.clone();
+                    self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
+                }
+                ContainerState::Waiting { .. } => {
+                    if let Some(last) = self.slots[i].last.take() {
+                        self.slots[i].state = ContainerState::Terminated(last);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     fn start_container(&mut self, i: usize, ctx: &mut Context<Self>) {
@@ -418,7 +489,7 @@ impl PodActor {
                     let deadline = self.deadline.unwrap_or_else(Instant::now);
                     self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
                 } else {
-                    self.start_probes(i, attempt, Instant::now(), ctx);
+                    self.after_start(i, attempt, Instant::now(), ctx);
                 }
             }
             Err(e) if e.reason == "RunContainerError" => {
@@ -523,7 +594,10 @@ impl PodActor {
         let ContainerState::Terminated(done) = &self.slots[i].state else {
             return;
         };
-        if !should_restart(&self.restart_policy(), done.exit.exit_code) {
+        let role = self.slots[i].role;
+        if (self.finishing && role == Role::Sidecar)
+            || !should_restart(role.restart_policy(&self.restart_policy()), done.exit.exit_code)
+        {
             return;
         }
         let ran = match (done.exit.started_at.as_deref(), Some(done.exit.finished_at.as_str())) {
@@ -550,6 +624,62 @@ impl PodActor {
             );
             ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
         }
+    }
+
+    /// What probes and hooks of start `attempt` of slot `i` reach.
+    fn target(&self, i: usize, attempt: u32) -> Option<probe::Target> {
+        Some(probe::Target {
+            uid: self.uid.clone(),
+            container: self.spec_container(&self.slots[i].name)?,
+            attempt,
+            pod_ip: self.pod_ips.first().cloned(),
+        })
+    }
+
+    /// Right after a start: the postStart hook, then probing. A failed hook
+    /// kills the container, which then restarts per its policy.
+    fn after_start(&mut self, i: usize, attempt: u32, since: Instant, ctx: &mut Context<Self>) {
+        let name = self.slots[i].name.clone();
+        let hook = self.spec_container(&name).and_then(|c| c.lifecycle?.post_start);
+        let (Some(hook), Some(target)) = (hook, self.target(i, attempt)) else {
+            self.start_probes(i, attempt, since, ctx);
+            return;
+        };
+        let rt = self.rt.clone();
+        let timeout = self.grace_period().max(Duration::from_secs(30));
+        ctx.spawn(
+            async move {
+                let res = hooks::run(&rt, &hook, &target, timeout).await;
+                (res, hooks::kind(&hook))
+            }
+            .into_actor(self)
+            .map(move |(res, kind), act, ctx| {
+                let still_running =
+                    matches!(&act.slots[i].state, ContainerState::Running { attempt: a, .. } if *a == attempt);
+                if !still_running || act.lifecycle != Lifecycle::Active {
+                    return;
+                }
+                match res {
+                    Ok(()) => {
+                        act.start_probes(i, attempt, since, ctx);
+                        act.reconcile(ctx);
+                    }
+                    Err(e) => {
+                        act.event(
+                            Some(&name),
+                            EventKind::Warning,
+                            "FailedPostStartHook",
+                            format!(
+                                "PostStartHook failed: {kind} lifecycle hook for Container {name:?} in Pod {:?} failed: {e}",
+                                pod_desc(&act.pod)
+                            ),
+                        );
+                        let deadline = Instant::now() + act.grace_period();
+                        act.stop_container(i, deadline, "FailedPostStartHook".into(), ctx);
+                    }
+                }
+            }),
+        );
     }
 
     /// Starts the container's probe actors: the startup probe alone if there
@@ -664,10 +794,10 @@ impl PodActor {
         };
         let attempt = *attempt;
         let name = self.slots[i].name.clone();
-        let spec = self.spec_container(&name);
-        let pre_stop = spec
-            .as_ref()
-            .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref()?.exec.as_ref()?.command.clone());
+        let pre_stop = self
+            .spec_container(&name)
+            .and_then(|c| c.lifecycle?.pre_stop)
+            .zip(self.target(i, attempt));
         let stop_signal = started
             .stop_signal
             .as_deref()
@@ -681,17 +811,19 @@ impl PodActor {
         ctx.spawn(
             async move {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if let Some(cmd) = pre_stop.filter(|_| !left.is_zero()) {
-                    match rt.exec(&uid, &name, attempt, &cmd, left).await {
-                        Ok((0, _)) => {}
-                        Ok((code, out)) => events.pod_event(
+                // The hook's time counts against the grace period.
+                if let Some((hook, target)) = pre_stop.filter(|_| !left.is_zero()) {
+                    if let Err(e) = hooks::run(&rt, &hook, &target, left).await {
+                        events.pod_event(
                             &pod,
                             Some(&name),
                             EventKind::Warning,
                             "FailedPreStopHook",
-                            format!("PreStopHook failed: command {cmd:?} exited with {code}: {}", out.trim()),
-                        ),
-                        Err(e) => events.pod_event(&pod, Some(&name), EventKind::Warning, "FailedPreStopHook", e),
+                            format!(
+                                "PreStopHook failed: {} lifecycle hook for Container {name:?} failed: {e}",
+                                hooks::kind(&hook)
+                            ),
+                        );
                     }
                 }
                 if deadline > Instant::now() {
@@ -753,7 +885,14 @@ impl PodActor {
             pod_ips: &self.pod_ips,
             host_ip: &self.rt.config.node_ip,
         };
-        let mut st = status::build(&self.pod, &self.slots, sandbox_ready, self.start_time.as_deref(), &net);
+        let mut st = status::build(
+            &self.pod,
+            &self.slots,
+            sandbox_ready,
+            self.start_time.as_deref(),
+            self.initialized,
+            &net,
+        );
         status::keep_transition_times(&mut st, self.pod.status.as_ref());
         if self.lifecycle == Lifecycle::Finished
             && matches!(self.stored_phase().as_deref(), Some("Failed"))
@@ -859,7 +998,8 @@ impl Handler<ProbeChanged> for PodActor {
             (ProbeKind::Liveness, true) => return,
             (kind, false) => self.kill_unhealthy(msg.slot, kind, ctx),
         }
-        self.write_status(ctx);
+        // A sidecar that became started lets the next init container run.
+        self.reconcile(ctx);
     }
 }
 
