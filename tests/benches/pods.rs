@@ -1,6 +1,8 @@
 //! Prints pod lifecycle figures against a real daemon (run as root, after
 //! `scripts/setup.sh`): apply-to-Running and delete-to-gone latency for N
-//! sequential single-container busybox pods, and the daemon's RSS with 50 pods running.
+//! sequential single-container busybox pods, the daemon's RSS with 50 pods
+//! running, apply-to-Ready of pods with a readiness probe and a CNI IP, and
+//! the time of CNI ADD and DEL per pod (from the daemon's log).
 
 use peapod_tests::{container, Node};
 use std::time::{Duration, Instant};
@@ -20,6 +22,57 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Millisecond figures after `marker` ... `in N ms` in the daemon's log.
+fn logged_ms(node: &Node, marker: &str) -> Vec<Duration> {
+    std::fs::read_to_string(node.dir.path().join("daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(marker))
+        .filter_map(|l| {
+            let rest = &l[l.rfind(" in ")? + 4..];
+            rest.strip_suffix(" ms")?.parse::<u64>().ok()
+        })
+        .map(Duration::from_millis)
+        .collect()
+}
+
+/// 50 pods with a tcpSocket readiness probe: apply until READY 1/1, then CNI figures.
+fn ready_bench() {
+    let node = Node::start();
+    let mut ready = vec![];
+    for i in 0..50 {
+        let t = Instant::now();
+        node.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: r{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n    command: [httpd, -f, -p, '8080']\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+        ));
+        node.wait_pod(&format!("r{i}"), "ready", Duration::from_secs(60), |p| {
+            container(p, "c")["ready"] == true && p["status"]["podIP"].is_string()
+        });
+        ready.push(t.elapsed());
+    }
+    for i in 0..50 {
+        node.ok(&["delete", "pod", &format!("r{i}")]);
+    }
+    let mut add = logged_ms(&node, "CNI ADD gave");
+    let mut del = logged_ms(&node, "CNI DEL");
+    println!(
+        "apply-to-Ready (tcpSocket readiness, periodSeconds 1, CNI IP), 50 pods: p50 {:?}, p99 {:?}",
+        pct(&mut ready, 0.5),
+        pct(&mut ready, 0.99)
+    );
+    if !add.is_empty() && !del.is_empty() {
+        println!(
+            "CNI per pod ({} ADD, {} DEL): ADD p50 {:?} p99 {:?}, DEL p50 {:?} p99 {:?}",
+            add.len(),
+            del.len(),
+            pct(&mut add, 0.5),
+            pct(&mut add, 0.99),
+            pct(&mut del, 0.5),
+            pct(&mut del, 0.99)
+        );
+    }
 }
 
 fn main() {
@@ -64,4 +117,5 @@ fn main() {
             pct(&mut gone, 0.99)
         );
     }
+    ready_bench();
 }

@@ -200,3 +200,88 @@ spec:
     assert!(described.contains("Startup probe failed"), "{described}");
     node.ok(&["delete", "pod", "gated", "never-starts"]);
 }
+
+/// A TLS server with a throwaway self-signed certificate, killed on drop.
+struct TlsServer(std::process::Child);
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tls_server(dir: &std::path::Path, port: u32) -> TlsServer {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=probe-test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl req");
+    assert!(ok.success());
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    TlsServer(child)
+}
+
+#[test]
+fn https_readiness_skips_certificate_verification() {
+    let node = Node::start();
+    let port = 19000 + node.net;
+    let server = tls_server(node.dir.path(), port);
+    wait_for("TLS server listening", MIN, || {
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()
+    });
+    // The daemon probes from the host: 127.0.0.1 is the host's loopback here.
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: tls}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    command: ["sleep", "3600"]
+    readinessProbe:
+      httpGet: {{host: 127.0.0.1, port: {port}, scheme: HTTPS, path: /}}
+      periodSeconds: 1
+"#
+    ));
+    node.wait_pod("tls", "ready over HTTPS with a self-signed certificate", MIN, |p| {
+        container(p, "app")["ready"] == true
+    });
+    drop(server);
+    node.wait_pod("tls", "not ready once the server is gone", MIN, |p| {
+        container(p, "app")["ready"] == false
+    });
+    let described = node.ok(&["describe", "pod", "tls"]);
+    assert!(
+        described.contains(&format!("Readiness probe failed: Get \"https://127.0.0.1:{port}/\"")),
+        "{described}"
+    );
+    node.ok(&["delete", "pod", "tls"]);
+}

@@ -8,6 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A GET to send.
 pub struct Request<'a> {
+    /// TLS (certificate not verified, as kubelet's probes) or plain HTTP.
+    pub https: bool,
     pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
@@ -52,7 +54,15 @@ pub fn status_code(head: &str) -> Option<u16> {
 
 /// Sends the GET and judges the answer within `timeout`.
 pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
-    let url = format!("http://{}{}", super::join_host_port(req.host, req.port), req.path);
+    let scheme = if req.https { "https" } else { "http" };
+    let url = format!("{scheme}://{}{}", super::join_host_port(req.host, req.port), req.path);
+    if req.https {
+        let (host, port, bytes) = (req.host.to_string(), req.port, encode(req));
+        let res = tokio::task::spawn_blocking(move || tls::exchange(&host, port, &bytes, timeout))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        return judge(res, &url);
+    }
     let exchange = async {
         let addr = super::join_host_port(req.host, req.port);
         let mut stream = tokio::net::TcpStream::connect(&addr)
@@ -74,13 +84,127 @@ pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
             }
         }
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
-        Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": {e}")),
-        Err(_) => Outcome::Failure(format!(
-            "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-        )),
+    let res = tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(TIMED_OUT.into()));
+    judge(res, &url)
+}
+
+const TIMED_OUT: &str = "context deadline exceeded (Client.Timeout exceeded while awaiting headers)";
+
+fn judge(res: Result<u16, String>, url: &str) -> Outcome {
+    match res {
+        Ok(code) if (200..400).contains(&code) => Outcome::Success,
+        Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+    }
+}
+
+/// HTTPS without certificate verification (kubelet's `InsecureSkipVerify`):
+/// the chain and name are not checked, the handshake signatures still are.
+mod tls {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::sync::{Arc, OnceLock};
+    use std::time::{Duration, Instant};
+
+    #[derive(Debug)]
+    struct SkipVerify(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for SkipVerify {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    fn config() -> Result<Arc<rustls::ClientConfig>, String> {
+        static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+                    .with_no_client_auth();
+                Ok(Arc::new(cfg))
+            })
+            .clone()
+    }
+
+    /// Sends `request` over TLS and returns the response's status code.
+    pub fn exchange(host: &str, port: u16, request: &str, timeout: Duration) -> Result<u16, String> {
+        let deadline = Instant::now() + timeout;
+        let hp = super::super::join_host_port(host, port);
+        let addr = hp
+            .to_socket_addrs()
+            .map_err(|e| format!("dial tcp {hp}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("dial tcp {hp}: no address"))?;
+        let sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                super::TIMED_OUT.to_string()
+            } else {
+                format!("dial tcp {hp}: connect: {}", super::super::os_error_text(&e))
+            }
+        })?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let _ = sock.set_read_timeout(Some(left));
+        let _ = sock.set_write_timeout(Some(left));
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(config()?, name).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let io = |e: std::io::Error| {
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                super::TIMED_OUT.to_string()
+            } else {
+                e.to_string()
+            }
+        };
+        tls.write_all(request.as_bytes()).map_err(io)?;
+        let mut buf = vec![0u8; 4096];
+        let mut got = 0;
+        loop {
+            let n = tls.read(&mut buf[got..]).map_err(io)?;
+            got += n;
+            let text = String::from_utf8_lossy(&buf[..got]);
+            if n == 0 || text.contains("\r\n") || got == buf.len() {
+                return super::status_code(&text).ok_or_else(|| "malformed HTTP response".to_string());
+            }
+        }
     }
 }
 
@@ -101,6 +225,7 @@ mod tests {
             },
         ];
         let r = encode(&Request {
+            https: false,
             host: "10.0.0.2",
             port: 8080,
             path: "healthz",
@@ -111,6 +236,7 @@ mod tests {
         assert!(r.contains("X-Probe: 1\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
         let plain = encode(&Request {
+            https: false,
             host: "fd00::2",
             port: 80,
             path: "/",
@@ -139,6 +265,7 @@ mod tests {
             }
         });
         let req = Request {
+            https: false,
             host: "127.0.0.1",
             port,
             path: "/",
@@ -151,6 +278,7 @@ mod tests {
         );
         server.await.unwrap();
         let closed = Request {
+            https: false,
             host: "127.0.0.1",
             port,
             path: "/",

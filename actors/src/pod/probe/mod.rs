@@ -117,11 +117,9 @@ pub async fn http_get(action: &HTTPGetAction, target: &Target, timeout: Duration
         .filter(|h| !h.is_empty())
         .or(target.pod_ip.clone())
         .unwrap_or_else(|| "127.0.0.1".into());
-    if action.scheme.as_deref() == Some("HTTPS") {
-        return Outcome::Failure("HTTPS probes and hooks are not supported on this node yet".into());
-    }
     let headers = action.http_headers.clone().unwrap_or_default();
     let req = http::Request {
+        https: action.scheme.as_deref() == Some("HTTPS"),
         host: &host,
         port,
         path: action.path.as_deref().unwrap_or("/"),
