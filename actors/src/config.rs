@@ -17,6 +17,8 @@ pub struct NodeConfig {
     /// `--system-reserved`; allocatable is capacity minus this.
     pub reserved_cpu_millis: i64,
     pub reserved_memory_bytes: i64,
+    /// How often pods check their volumes' usage against limits (kubelet's housekeeping).
+    pub housekeeping: std::time::Duration,
 }
 
 impl NodeConfig {

@@ -62,6 +62,33 @@ impl EventRecorder {
             resource_version: pod.metadata.resource_version.clone(),
             field_path,
         };
+        self.record(involved, ns, name, uid, kind, reason, message);
+    }
+
+    /// Records an event about this node (kind `Node`, in `default`, as kubelet does).
+    pub fn node_event(&self, kind: EventKind, reason: &str, message: String) {
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.host.clone()),
+            uid: Some(self.host.clone()),
+            ..Default::default()
+        };
+        let host = self.host.clone();
+        self.record(involved, "default".into(), host.clone(), host, kind, reason, message);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        involved: ObjectReference,
+        ns: String,
+        name: String,
+        uid: String,
+        kind: EventKind,
+        reason: &str,
+        message: String,
+    ) {
         let key = (uid, reason.to_string(), message.clone());
         let previous = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
         let store = self.store.clone();
@@ -114,7 +141,7 @@ impl EventRecorder {
                 Ok(_) => {
                     seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, ev_name);
                 }
-                Err(e) => tracing::warn!("recording event for pod {ns}/{name}: {e}"),
+                Err(e) => tracing::warn!("recording event about {ns}/{name}: {e}"),
             }
         });
     }

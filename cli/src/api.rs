@@ -19,6 +19,28 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Where container logs are.
     pub paths: NodePaths,
+    /// The loaded volume plugins.
+    pub volumes: Arc<peapod_volumes::VolumeManager>,
+}
+
+/// `GET /peapod/v1/plugins`: the volume plugins this daemon loaded.
+pub async fn plugins(state: Data) -> HttpResponse {
+    let items: Vec<serde_json::Value> = state
+        .volumes
+        .registry()
+        .all()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "version": p.version,
+                "abi": format!("{}.{}", p.abi_major, p.abi_minor),
+                "capabilities": p.capability_names(),
+                "path": p.path.display().to_string(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({"kind": "PluginList", "items": items}))
 }
 
 type Data = web::Data<ApiState>;

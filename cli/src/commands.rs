@@ -551,6 +551,46 @@ pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `peapod plugins [-o json]`: the volume plugins the daemon loaded.
+#[derive(clap::Args)]
+pub struct PluginsArgs {
+    /// Output format: table (default) or json.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+}
+
+pub fn plugins(c: &Client, a: PluginsArgs) -> Result<()> {
+    let list = c.call("GET", "/peapod/v1/plugins", None)?;
+    if a.output.as_deref() == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let mut rows = vec![["NAME", "VERSION", "ABI", "CAPABILITIES", "FILE"]
+        .map(String::from)
+        .to_vec()];
+    for p in list["items"].as_array().into_iter().flatten() {
+        let caps: Vec<&str> = p["capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        rows.push(vec![
+            p["name"].as_str().unwrap_or("").into(),
+            p["version"].as_str().unwrap_or("").into(),
+            p["abi"].as_str().unwrap_or("").into(),
+            if caps.is_empty() {
+                "<none>".into()
+            } else {
+                caps.join(",")
+            },
+            p["path"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    output::table(&rows);
+    Ok(())
+}
+
 pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
     let store = peapod_actors::image::ImageStore::open(root.join("images"))?;
     match cmd {

@@ -3,10 +3,12 @@
 use crate::api::{self, ApiState};
 use anyhow::{Context, Result};
 use peapod_actors::config::{detect_node_ip, NodeConfig};
+use peapod_actors::events::{EventKind, EventRecorder};
 use peapod_actors::node::{ensure_default_namespaces, NodeActor};
 use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
 use peapod_core::store::{SqliteStore, Store};
+use peapod_volumes::{VolumeConfig, VolumeManager};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +50,18 @@ pub struct DaemonArgs {
     /// Memory kept back from pods, as a quantity (`512Mi`).
     #[arg(long, default_value = "0")]
     reserved_memory: String,
+    /// Directory of volume plugins (`*.so`); repeat for several, loaded in order.
+    #[arg(long = "plugin-dir", default_value = "/usr/lib/peapod/plugins")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Host path prefix hostPath volumes may use; repeat for several. Unset: every path is allowed.
+    #[arg(long = "host-path-allow")]
+    host_path_allow: Vec<PathBuf>,
+    /// Deadline of each volume plugin call, in seconds.
+    #[arg(long, default_value_t = 30)]
+    plugin_timeout: u64,
+    /// How often pods compare volume usage with limits, in seconds.
+    #[arg(long, default_value_t = 10)]
+    housekeeping_interval: u64,
 }
 
 /// Runs until killed.
@@ -78,17 +92,48 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         pod_pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
         reserved_cpu_millis: quantity("reserved-cpu", &args.reserved_cpu)?.milli_value(),
         reserved_memory_bytes: quantity("reserved-memory", &args.reserved_memory)?.value(),
+        housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
     };
-    let rt = Runtime::new(paths.clone(), exe, config).map_err(anyhow::Error::msg)?;
+    let (volumes, refused) = VolumeManager::new(VolumeConfig {
+        plugin_dirs: args.plugin_dirs,
+        host_path_allow: args.host_path_allow,
+        call_timeout: std::time::Duration::from_secs(args.plugin_timeout.max(1)),
+        node_name: node_name.clone(),
+        state_dir: paths.root.join("plugins"),
+    });
+    for r in &refused {
+        tracing::error!("{r}");
+    }
+    for p in volumes.registry().all() {
+        tracing::info!(
+            "loaded volume plugin {} {} (ABI {}.{}) from {}",
+            p.name,
+            p.version,
+            p.abi_major,
+            p.abi_minor,
+            p.path.display()
+        );
+    }
+    let volumes = Arc::new(volumes);
+    let rt = Runtime::new(paths.clone(), exe, config, volumes.clone()).map_err(anyhow::Error::msg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(paths.store_db())?);
     let socket = paths.api_socket();
     actix_rt::System::new().block_on(async move {
         ensure_default_namespaces(&*store).await?;
+        let events = EventRecorder::new(store.clone(), node_name.clone());
+        for r in &refused {
+            events.node_event(EventKind::Warning, "FailedLoadPlugin", r.to_string());
+        }
+        for e in volumes.init_plugins().await {
+            tracing::error!("{e}");
+            events.node_event(EventKind::Warning, "FailedInitPlugin", e.to_string());
+        }
         let _node = actix::Actor::start(NodeActor::new(rt, store.clone(), node_name));
         let _ = std::fs::remove_file(&socket);
         let state = actix_web::web::Data::new(ApiState {
             store,
             paths: paths.clone(),
+            volumes,
         });
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
@@ -97,6 +142,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 .route("/api", actix_web::web::get().to(api::api_versions))
                 .route("/api/v1", actix_web::web::get().to(api::resource_list))
                 .route("/api/v1/{tail:.*}", actix_web::web::route().to(api::core_v1))
+                .route("/peapod/v1/plugins", actix_web::web::get().to(api::plugins))
         })
         .workers(1)
         .bind_uds(&socket)

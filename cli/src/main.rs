@@ -50,6 +50,8 @@ enum Command {
     Delete(commands::DeleteArgs),
     /// Print a container's logs.
     Logs(commands::LogsArgs),
+    /// List the volume plugins the daemon loaded.
+    Plugins(commands::PluginsArgs),
     /// Manage the local image store.
     Image {
         #[command(subcommand)]
@@ -155,6 +157,7 @@ fn main() {
         Command::Describe(a) => commands::describe(&client(), a),
         Command::Delete(a) => commands::delete(&client(), a),
         Command::Logs(a) => commands::logs(&client(), a),
+        Command::Plugins(a) => commands::plugins(&client(), a),
         Command::Image { what, root_dir } => commands::image(what, &root_dir),
     };
     if let Err(e) = res {

@@ -16,6 +16,8 @@ pub enum FieldErrorKind {
     Forbidden,
     /// The value repeats one that must be unique.
     Duplicate,
+    /// The value refers to something that does not exist.
+    NotFound,
 }
 
 /// One problem at one field path; `Display` matches `kubectl`'s wording.
@@ -82,6 +84,15 @@ impl FieldError {
             detail: String::new(),
         }
     }
+    /// A `Not found` error: the value names something that does not exist.
+    pub fn not_found(path: impl Into<String>, value: impl fmt::Display) -> Self {
+        Self {
+            kind: FieldErrorKind::NotFound,
+            path: path.into(),
+            value: Some(value.to_string()),
+            detail: String::new(),
+        }
+    }
     /// The Kubernetes `reason` string of this kind of error (`FieldValueRequired` …).
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -90,6 +101,7 @@ impl FieldError {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
+            FieldErrorKind::NotFound => "FieldValueNotFound",
         }
     }
 }
@@ -102,6 +114,7 @@ impl fmt::Display for FieldError {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::Duplicate => "Duplicate value",
+            FieldErrorKind::NotFound => "Not found",
         };
         write!(f, "{}: {head}", self.path)?;
         if let Some(v) = &self.value {

@@ -10,24 +10,32 @@ use std::time::{Duration, Instant};
 /// Where the README's set-up leaves the busybox OCI layout.
 pub const TEST_IMAGE: &str = "/var/lib/peapod/test-image/busybox";
 
-/// The `peapod` binary next to the test executable.
-pub fn binary() -> PathBuf {
+/// A build output next to the test executable (`target/<profile>/<name>`),
+/// falling back to the debug profile when the current one has none.
+pub fn artifact(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let here = dir.join(name);
+    let debug = dir.parent().map(|t| t.join("debug").join(name)).unwrap_or_default();
+    let found = if here.exists() { here } else { debug };
+    assert!(
+        found.exists(),
+        "{} missing: run `cargo build --workspace` first",
+        found.display()
+    );
+    found
+}
+
+/// The `peapod` binary next to the test executable (or `PEAPOD_BIN`).
+pub fn binary() -> PathBuf {
     if let Ok(b) = std::env::var("PEAPOD_BIN") {
         return PathBuf::from(b);
     }
-    // Benches build in the release profile; fall back to a debug daemon if that is all there is.
-    let bin = dir.join("peapod");
-    let debug = dir.parent().map(|t| t.join("debug").join("peapod")).unwrap_or_default();
-    let bin = if bin.exists() { bin } else { debug };
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
+    artifact("peapod")
 }
+
+/// The built-in volume plugins, as `cargo build --workspace` leaves them.
+pub const BUILTIN_PLUGINS: &[&str] = &["libpeapod_emptydir.so", "libpeapod_hostpath.so"];
 
 /// One isolated node.
 pub struct Node {
@@ -36,20 +44,38 @@ pub struct Node {
     daemon: Option<Child>,
     /// This node's slot: its bridge is `pptest<n>` and its pod CIDR `10.99.<n>.0/24`.
     pub net: u32,
+    /// More `peapod daemon` flags for this node.
+    extra_args: Vec<String>,
 }
 
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Node {
-    /// Imports the test image and starts a daemon.
+    /// Imports the test image and starts a daemon with the built-in plugins.
     pub fn start() -> Node {
+        Self::start_with(|_| {})
+    }
+
+    /// Like [`Node::start`], after `prepare` (e.g. dropping more plugins into
+    /// [`Node::plugin_dir`]) runs before the daemon starts.
+    pub fn start_with(prepare: impl FnOnce(&Node)) -> Node {
+        Self::start_with_args(&[], prepare)
+    }
+
+    /// Like [`Node::start_with`], with more daemon flags.
+    pub fn start_with_args(args: &[&str], prepare: impl FnOnce(&Node)) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("pp-")
             .tempdir_in("/tmp")
             .expect("tempdir");
         let n = NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let net = (std::process::id() % 50 * 5 + n) % 250 + 1;
-        let mut node = Node { dir, daemon: None, net };
+        let mut node = Node {
+            dir,
+            daemon: None,
+            net,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+        };
         let out = node.peapod(&[
             "image",
             "import",
@@ -64,8 +90,23 @@ impl Node {
             "image import: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        std::fs::create_dir_all(node.plugin_dir()).unwrap();
+        for p in BUILTIN_PLUGINS {
+            std::fs::copy(artifact(p), node.plugin_dir().join(p)).expect("copy plugin");
+        }
+        prepare(&node);
         node.start_daemon();
         node
+    }
+
+    /// This node's volume plugin directory.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// The daemon's root dir.
@@ -94,6 +135,10 @@ impl Node {
             .arg(self.dir.path().join("cni"))
             .args(["--cni-bridge", &self.bridge()])
             .args(["--pod-cidr", &format!("10.99.{}.0/24", self.net)])
+            .arg("--plugin-dir")
+            .arg(self.plugin_dir())
+            .args(["--plugin-timeout", "3", "--housekeeping-interval", "1"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::store::{Preconditions, Store, StoreError};
+use peapod_volumes::Published;
 use probe::{ProbeActor, ProbeChanged, ProbeKind, ProbeSpec, StopProbe};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 enum Lifecycle {
     /// Reading what a previous daemon left, creating the sandbox.
     Preparing,
+    /// Sandbox up; publishing the pod's volumes.
+    Mounting,
     /// Sandbox up; containers run per policy.
     Active,
     /// All containers ended for good (Succeeded/Failed); the sandbox is gone.
@@ -74,6 +77,12 @@ pub struct PodActor {
     initialized: bool,
     /// The app containers are done and the sidecars are being stopped.
     finishing: bool,
+    /// The pod's volumes, once published.
+    published: Vec<Published>,
+    /// Delay before the next attempt to publish volumes.
+    mount_retry: Duration,
+    /// Evicted by the node (phase Failed, reason Evicted): nothing restarts.
+    evicted: Option<Rejection>,
 }
 
 fn pod_desc(pod: &Pod) -> String {
@@ -145,6 +154,9 @@ impl PodActor {
             probes: HashMap::new(),
             initialized,
             finishing: false,
+            published: Vec::new(),
+            mount_retry: Duration::from_secs(1),
+            evicted: None,
         }
     }
 
@@ -298,21 +310,13 @@ impl PodActor {
                 .map(|res, act, ctx| match res {
                     Ok(info) => {
                         act.pod_ips = info.pod_ips;
-                        if act.lifecycle == Lifecycle::Preparing {
-                            act.lifecycle = Lifecycle::Active;
-                        }
-                        // Containers adopted from a previous daemon are probed afresh.
-                        for i in 0..act.slots.len() {
-                            if let ContainerState::Running { attempt, since, .. } = act.slots[i].state {
-                                if !act.probes.contains_key(&i) {
-                                    act.start_probes(i, attempt, since, ctx);
-                                }
-                            }
-                        }
                         if act.start_time.is_none() {
                             act.start_time = Some(crate::runtime::protocol::now());
                         }
-                        act.reconcile(ctx);
+                        if act.lifecycle == Lifecycle::Preparing {
+                            act.lifecycle = Lifecycle::Mounting;
+                            act.mount_volumes(ctx);
+                        }
                     }
                     Err(e) => {
                         act.event(
@@ -325,6 +329,127 @@ impl PodActor {
                     }
                 }),
         );
+    }
+
+    /// Publishes the pod's volumes through their plugins; on failure the
+    /// containers wait (`ContainerCreating` with the plugin's message) and
+    /// publishing is retried with back-off, as kubelet retries mounts.
+    fn mount_volumes(&mut self, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        let pod = self.pod.clone();
+        let pod_dir = self.rt.paths.pod_dir(&self.uid);
+        ctx.wait(
+            async move { rt.volumes.publish(&pod, &pod_dir).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if act.lifecycle != Lifecycle::Mounting {
+                        return;
+                    }
+                    match res {
+                        Ok(published) => {
+                            act.published = published;
+                            act.lifecycle = Lifecycle::Active;
+                            // Containers adopted from a previous daemon are probed afresh.
+                            for i in 0..act.slots.len() {
+                                if let ContainerState::Running { attempt, since, .. } = act.slots[i].state {
+                                    if !act.probes.contains_key(&i) {
+                                        act.start_probes(i, attempt, since, ctx);
+                                    }
+                                }
+                            }
+                            act.schedule_housekeeping(ctx);
+                            act.reconcile(ctx);
+                        }
+                        Err(e) => {
+                            act.event(None, EventKind::Warning, "FailedMount", e.message.clone());
+                            for slot in &mut act.slots {
+                                if let ContainerState::Waiting { reason, message, .. } = &mut slot.state {
+                                    if reason == "ContainerCreating" {
+                                        *message = Some(e.message.clone());
+                                    }
+                                }
+                            }
+                            act.write_status(ctx);
+                            let delay = act.mount_retry;
+                            act.mount_retry = (delay * 2).min(Duration::from_secs(60));
+                            ctx.run_later(delay, |act, ctx| act.mount_volumes(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Periodically compares disk emptyDir usage with `sizeLimit` and evicts
+    /// the pod when a volume is over, as kubelet's eviction manager does.
+    fn schedule_housekeeping(&mut self, ctx: &mut Context<Self>) {
+        let limited: Vec<(Published, i64, String)> = self
+            .published
+            .iter()
+            .filter(|p| {
+                p.source.plugin == peapod_volumes::sources::EMPTY_DIR
+                    && p.source.context.get("medium").is_none_or(|m| m.is_empty())
+            })
+            .filter_map(|p| {
+                let limit = p.source.context.get("sizeLimit")?.parse::<i64>().ok()?;
+                let text = p
+                    .source
+                    .context
+                    .get("sizeLimitText")
+                    .cloned()
+                    .unwrap_or_else(|| limit.to_string());
+                Some((p.clone(), limit, text))
+            })
+            .collect();
+        if limited.is_empty() {
+            return;
+        }
+        let period = self.rt.config.housekeeping;
+        ctx.run_interval(period, move |act, ctx| {
+            if act.lifecycle != Lifecycle::Active || act.evicted.is_some() {
+                return;
+            }
+            let rt = act.rt.clone();
+            let limited = limited.clone();
+            ctx.spawn(
+                async move {
+                    for (p, limit, text) in limited {
+                        if let Ok(stats) = rt.volumes.stats(&p).await {
+                            if stats.used_bytes > limit {
+                                return Some(format!(
+                                    "Usage of EmptyDir volume {:?} exceeds the limit {text:?}. ",
+                                    p.source.name
+                                ));
+                            }
+                        }
+                    }
+                    None
+                }
+                .into_actor(act)
+                .map(|over, act, ctx| {
+                    if let Some(message) = over {
+                        act.evict(message, ctx);
+                    }
+                }),
+            );
+        });
+    }
+
+    /// Evicts the pod: every container is killed at once and none restarts;
+    /// the pod ends Failed with reason Evicted.
+    fn evict(&mut self, message: String, ctx: &mut Context<Self>) {
+        if self.evicted.is_some() || self.lifecycle != Lifecycle::Active {
+            return;
+        }
+        self.event(None, EventKind::Warning, "Evicted", message.clone());
+        self.evicted = Some(Rejection {
+            reason: "Evicted".into(),
+            message,
+        });
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            self.stop_for_good(i, now, ctx);
+        }
+        self.reconcile(ctx);
     }
 
     /// Releases the network and namespaces of a pod whose containers are done.
@@ -359,11 +484,19 @@ impl PodActor {
                 }
                 return;
             }
-            Lifecycle::Finished => {
+            Lifecycle::Finished | Lifecycle::Mounting => {
                 self.write_status(ctx);
                 return;
             }
             Lifecycle::Active => {}
+        }
+        if self.evicted.is_some() {
+            if !self.slots.iter().any(ContainerSlot::is_active) {
+                self.lifecycle = Lifecycle::Finished;
+                self.teardown_sandbox(ctx);
+            }
+            self.write_status(ctx);
+            return;
         }
         let now = Instant::now();
         if !self.initialized {
@@ -417,21 +550,8 @@ impl PodActor {
     fn stop_sidecars(&mut self, ctx: &mut Context<Self>) {
         let deadline = Instant::now() + self.grace_period();
         for i in 0..self.slots.len() {
-            if self.slots[i].role != Role::Sidecar {
-                continue;
-            }
-            self.stop_probes(i);
-            match self.slots[i].state {
-                ContainerState::Running { .. } => {
-                    let name = self.slots[i].name.clone();
-                    self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
-                }
-                ContainerState::Waiting { .. } => {
-                    if let Some(last) = self.slots[i].last.take() {
-                        self.slots[i].state = ContainerState::Terminated(last);
-                    }
-                }
-                _ => {}
+            if self.slots[i].role == Role::Sidecar {
+                self.stop_for_good(i, deadline, ctx);
             }
         }
     }
@@ -444,8 +564,9 @@ impl PodActor {
         let rt = self.rt.clone();
         let pod = self.pod.clone();
         let c = spec.clone();
+        let volumes = self.published.clone();
         ctx.spawn(
-            async move { rt.start(&pod, &c, attempt).await }
+            async move { rt.start(&pod, &c, attempt, &volumes).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| act.on_started(i, attempt, &spec, res, ctx)),
         );
@@ -595,7 +716,8 @@ impl PodActor {
             return;
         };
         let role = self.slots[i].role;
-        if (self.finishing && role == Role::Sidecar)
+        if self.evicted.is_some()
+            || (self.finishing && role == Role::Sidecar)
             || !should_restart(role.restart_policy(&self.restart_policy()), done.exit.exit_code)
         {
             return;
@@ -773,18 +895,27 @@ impl PodActor {
         let deadline = Instant::now() + self.grace_period();
         self.deadline = Some(deadline);
         for i in 0..self.slots.len() {
-            self.stop_probes(i);
-            if let ContainerState::Running { .. } = self.slots[i].state {
+            self.stop_for_good(i, deadline, ctx);
+        }
+        self.write_status(ctx);
+    }
+
+    /// Ends container `i` without a restart: probes stop, a running container
+    /// is stopped by `deadline`, a waiting one is shown as it last ended.
+    fn stop_for_good(&mut self, i: usize, deadline: Instant, ctx: &mut Context<Self>) {
+        self.stop_probes(i);
+        match self.slots[i].state {
+            ContainerState::Running { .. } => {
                 let name = self.slots[i].name.clone();
                 self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
-            } else if let ContainerState::Waiting { .. } = self.slots[i].state {
-                // Never started again; shown as it last was.
+            }
+            ContainerState::Waiting { .. } => {
                 if let Some(last) = self.slots[i].last.take() {
                     self.slots[i].state = ContainerState::Terminated(last);
                 }
             }
+            _ => {}
         }
-        self.write_status(ctx);
     }
 
     /// preStop hook, then the stop signal, then SIGKILL at `deadline`.
@@ -845,6 +976,18 @@ impl PodActor {
         let events = self.events.clone();
         ctx.wait(
             async move {
+                let pod_dir = rt.paths.pod_dir(&uid);
+                for attempt in 0..3 {
+                    match rt.volumes.unpublish(&pod, &pod_dir).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            events.pod_event(&pod, None, EventKind::Warning, "FailedUnmount", e.message.clone());
+                            if attempt < 2 {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                }
                 let p = pod.clone();
                 let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&p)).await;
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -880,7 +1023,7 @@ impl PodActor {
             self.write_status_value(status, ctx);
             return;
         }
-        let sandbox_ready = self.lifecycle == Lifecycle::Active;
+        let sandbox_ready = matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting);
         let net = status::Addresses {
             pod_ips: &self.pod_ips,
             host_ip: &self.rt.config.node_ip,
@@ -893,6 +1036,16 @@ impl PodActor {
             self.initialized,
             &net,
         );
+        // Failed once every container is down, as kubelet reports an eviction.
+        if let Some(e) = self
+            .evicted
+            .as_ref()
+            .filter(|_| !self.slots.iter().any(ContainerSlot::is_active))
+        {
+            st.phase = Some("Failed".into());
+            st.reason = Some(e.reason.clone());
+            st.message = Some(e.message.clone());
+        }
         status::keep_transition_times(&mut st, self.pod.status.as_ref());
         if self.lifecycle == Lifecycle::Finished
             && matches!(self.stored_phase().as_deref(), Some("Failed"))

@@ -82,6 +82,8 @@ pub struct Runtime {
     pub config: NodeConfig,
     /// The pod network's plugins.
     pub cni: cni::Cni,
+    /// Volume plugins and the volumes they publish.
+    pub volumes: Arc<peapod_volumes::VolumeManager>,
 }
 
 /// What a pod's sandbox provides to its status.
@@ -111,7 +113,12 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
 impl Runtime {
     /// Prepares the node's directories; the sandbox parent becomes a private
     /// bind mount so pinned namespace files never propagate elsewhere.
-    pub fn new(paths: NodePaths, shim_binary: PathBuf, config: NodeConfig) -> Result<Arc<Self>, String> {
+    pub fn new(
+        paths: NodePaths,
+        shim_binary: PathBuf,
+        config: NodeConfig,
+        volumes: Arc<peapod_volumes::VolumeManager>,
+    ) -> Result<Arc<Self>, String> {
         for d in [
             &paths.root,
             &paths.run,
@@ -149,6 +156,7 @@ impl Runtime {
             shim_binary,
             config,
             cni,
+            volumes,
         }))
     }
 
@@ -340,8 +348,14 @@ impl Runtime {
 
     /// Starts attempt `attempt` of container `c` of `pod`: resolves the image,
     /// mounts the rootfs, writes the bundle and hands it to a new shim.
-    pub async fn start(&self, pod: &Pod, c: &Container, attempt: u32) -> Result<Started, StartError> {
-        let res = self.start_attempt(pod, c, attempt).await;
+    pub async fn start(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        volumes: &[peapod_volumes::Published],
+    ) -> Result<Started, StartError> {
+        let res = self.start_attempt(pod, c, attempt, volumes).await;
         if let Err(e) = &res {
             if e.reason != "RunContainerError" {
                 // Nothing ran: the attempt number is not used up.
@@ -352,7 +366,13 @@ impl Runtime {
         res
     }
 
-    async fn start_attempt(&self, pod: &Pod, c: &Container, attempt: u32) -> Result<Started, StartError> {
+    async fn start_attempt(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        volumes: &[peapod_volumes::Published],
+    ) -> Result<Started, StartError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let image_name = c.image.clone().unwrap_or_default();
         let image = self.resolve_image(c)?;
@@ -397,6 +417,7 @@ impl Runtime {
             etc_dir: &etc,
             termination_log: &term,
             cgroups_path: &cgroups_path,
+            volumes,
         };
         let config = spec::build(pod, c, &image.config, &spec_paths)
             .map_err(|e| StartError::new("CreateContainerConfigError", e.0))?;
@@ -647,10 +668,30 @@ impl Runtime {
         }
         self.teardown_sandbox(&uid);
         cgroups::remove(&uid);
+        // Whatever is still mounted below the pod (a volume a plugin failed to
+        // unpublish) is detached first, so removing the directory never
+        // reaches into someone's mounted data.
+        unmount_below(&self.paths.pod_dir(&uid));
         let _ = std::fs::remove_dir_all(self.paths.pod_dir(&uid));
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let _ = std::fs::remove_dir_all(self.paths.pod_log_dir(&ns, &name, &uid));
+    }
+}
+
+/// Detaches every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(base) = dir.canonicalize() else { return };
+    let mut found: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in found {
+        let _ = umount2(&m, MntFlags::MNT_DETACH);
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::image::ImageConfig;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use peapod_volumes::Published;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +44,74 @@ pub struct SpecPaths<'a> {
     pub termination_log: &'a Path,
     /// The cgroup path (`/peapod/pod<uid>/<id>`).
     pub cgroups_path: &'a str,
+    /// The pod's published volumes.
+    pub volumes: &'a [Published],
+}
+
+/// The bind mounts of a container's `volumeMounts`: `subPath` (or
+/// `subPathExpr`, expanded with the container's environment) is created if
+/// missing and must stay inside its volume; `readOnly` and
+/// `mountPropagation` map to mount options.
+pub fn volume_mounts(
+    c: &Container,
+    volumes: &[Published],
+    env: &[(String, String)],
+) -> Result<Vec<Value>, ConfigError> {
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let v = volumes
+            .iter()
+            .find(|p| p.source.name == m.name)
+            .ok_or_else(|| ConfigError(format!("volume {:?} is not set up for this pod", m.name)))?;
+        let mut source = v.host_path.clone();
+        let sub = match (&m.sub_path, &m.sub_path_expr) {
+            (Some(s), _) if !s.is_empty() => Some(s.clone()),
+            (_, Some(e)) if !e.is_empty() => Some(expand(e, &vars)),
+            _ => None,
+        };
+        if let Some(sub) = sub {
+            if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                return Err(ConfigError(format!(
+                    "subPath {sub:?} of volume {:?} must be a relative path without '..'",
+                    m.name
+                )));
+            }
+            source = source.join(&sub);
+            if !source.exists() {
+                std::fs::create_dir_all(&source)
+                    .map_err(|e| ConfigError(format!("create subPath {}: {e}", source.display())))?;
+            }
+            // A symlink inside the volume must not lead out of it.
+            let base = v
+                .host_path
+                .canonicalize()
+                .map_err(|e| ConfigError(format!("{}: {e}", v.host_path.display())))?;
+            let real = source
+                .canonicalize()
+                .map_err(|e| ConfigError(format!("{}: {e}", source.display())))?;
+            if !real.starts_with(&base) {
+                return Err(ConfigError(format!(
+                    "subPath {sub:?} of volume {:?} resolves outside the volume",
+                    m.name
+                )));
+            }
+            source = real;
+        }
+        let ro = m.read_only.unwrap_or(false) || v.source.read_only;
+        let propagation = match m.mount_propagation.as_deref() {
+            Some("HostToContainer") => "rslave",
+            Some("Bidirectional") => "rshared",
+            _ => "rprivate",
+        };
+        out.push(json!({
+            "destination": m.mount_path,
+            "type": "bind",
+            "source": source.display().to_string(),
+            "options": ["rbind", if ro { "ro" } else { "rw" }, propagation],
+        }));
+    }
+    Ok(out)
 }
 
 /// Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` escapes, the rest stays.
@@ -318,6 +387,16 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) },
         }
     });
+    let extra = volume_mounts(c, paths.volumes, &env)?;
+    // libcontainer makes the container's root a recursive slave unless told
+    // otherwise, which is what HostToContainer needs; Bidirectional needs it shared.
+    let opts = |m: &Value, o: &str| m["options"].as_array().is_some_and(|a| a.iter().any(|x| x == o));
+    if extra.iter().any(|m| opts(m, "rshared")) {
+        spec["linux"]["rootfsPropagation"] = json!("shared");
+    }
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.extend(extra);
+    }
     // Only set when asked for: libcontainer without libseccomp warns into the
     // container's stderr whenever the field is present at all.
     if no_new_privs {

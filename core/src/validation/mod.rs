@@ -4,6 +4,7 @@ pub mod event;
 pub mod namespace;
 pub mod pod;
 pub mod probe;
+pub mod volumes;
 
 use crate::field::{FieldError, FieldErrors};
 use crate::names;

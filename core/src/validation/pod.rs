@@ -68,12 +68,17 @@ pub fn validate(pod: &Pod) -> FieldErrors {
     if spec.containers.is_empty() {
         errs.push(FieldError::required("spec.containers"));
     }
+    let volumes = super::volumes::validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &mut errs);
     let mut seen = HashSet::new();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        validate_container(c, &format!("spec.initContainers[{i}]"), &mut seen, &mut errs);
+        let path = format!("spec.initContainers[{i}]");
+        validate_container(c, &path, &mut seen, &mut errs);
+        super::volumes::validate_mounts(c, &path, &volumes, &mut errs);
     }
     for (i, c) in spec.containers.iter().enumerate() {
-        validate_container(c, &format!("spec.containers[{i}]"), &mut seen, &mut errs);
+        let path = format!("spec.containers[{i}]");
+        validate_container(c, &path, &mut seen, &mut errs);
+        super::volumes::validate_mounts(c, &path, &volumes, &mut errs);
         if c.restart_policy.is_some() {
             errs.push(FieldError::forbidden(
                 format!("spec.containers[{i}].restartPolicy"),

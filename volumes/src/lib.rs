@@ -1,0 +1,11 @@
+//! peapod's host side of storage: the loader of volume plugins (shared
+//! libraries speaking `peapod-plugin-sdk`'s ABI) and the manager that
+//! publishes a pod's volumes through them. In-tree and out-of-tree plugins
+//! go through the same path; this crate knows no plugin by its code.
+
+pub mod loader;
+pub mod manager;
+pub mod sources;
+
+pub use loader::{CallError, LoadRefusal, Operation, Plugin, Registry};
+pub use manager::{Published, VolumeConfig, VolumeError, VolumeManager};
