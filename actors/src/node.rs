@@ -167,6 +167,12 @@ impl Actor for NodeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.namespaces = Some(NamespaceActor::new(self.store.clone()).start());
         self.resync(ctx);
+        let ttl = self.rt.config.event_ttl;
+        let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(every, move |act, ctx| {
+            let store = act.store.clone();
+            ctx.spawn(async move { expire_events(&*store, ttl).await }.into_actor(act));
+        });
     }
 }
 
@@ -198,6 +204,31 @@ impl Handler<Watched> for NodeActor {
                 tracing::warn!("pod watch ended: {e}; relisting");
                 ctx.run_later(Duration::from_millis(200), |act, ctx| act.resync(ctx));
             }
+        }
+    }
+}
+
+/// Deletes Events whose last occurrence is older than `ttl`.
+async fn expire_events(store: &dyn Store, ttl: Duration) {
+    let resource = kinds::event().resource();
+    let Ok((items, _)) = store.list(&resource, None).await else {
+        return;
+    };
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
+    for ev in items {
+        let last = ev["lastTimestamp"]
+            .as_str()
+            .or(ev["eventTime"].as_str())
+            .or(ev["metadata"]["creationTimestamp"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if last.is_some_and(|t| t < cutoff) {
+            let ns = ev["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = ev["metadata"]["name"].as_str().unwrap_or_default();
+            let pre = peapod_core::store::Preconditions {
+                uid: Some(object::uid(&ev).to_string()),
+                resource_version: None,
+            };
+            let _ = store.delete(&resource, ns, name, pre).await;
         }
     }
 }

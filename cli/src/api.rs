@@ -23,6 +23,11 @@ pub struct ApiState {
     pub volumes: Arc<peapod_volumes::VolumeManager>,
 }
 
+/// `GET /apis`: the named API groups (none yet: every kind served is in the core group).
+pub async fn api_groups() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+}
+
 /// `GET /peapod/v1/plugins`: the volume plugins this daemon loaded.
 pub async fn plugins(state: Data) -> HttpResponse {
     let items: Vec<serde_json::Value> = state

@@ -62,6 +62,9 @@ pub struct DaemonArgs {
     /// How often pods compare volume usage with limits, in seconds.
     #[arg(long, default_value_t = 10)]
     housekeeping_interval: u64,
+    /// Seconds an Event is kept after it last happened.
+    #[arg(long, default_value_t = 3600)]
+    event_ttl: u64,
 }
 
 /// Runs until killed.
@@ -93,6 +96,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         reserved_cpu_millis: quantity("reserved-cpu", &args.reserved_cpu)?.milli_value(),
         reserved_memory_bytes: quantity("reserved-memory", &args.reserved_memory)?.value(),
         housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
+        event_ttl: std::time::Duration::from_secs(args.event_ttl.max(1)),
     };
     let (volumes, refused) = VolumeManager::new(VolumeConfig {
         plugin_dirs: args.plugin_dirs,
@@ -140,6 +144,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 .app_data(state.clone())
                 .app_data(actix_web::web::PayloadConfig::new(8 << 20))
                 .route("/api", actix_web::web::get().to(api::api_versions))
+                .route("/apis", actix_web::web::get().to(api::api_groups))
                 .route("/api/v1", actix_web::web::get().to(api::resource_list))
                 .route("/api/v1/{tail:.*}", actix_web::web::route().to(api::core_v1))
                 .route("/peapod/v1/plugins", actix_web::web::get().to(api::plugins))

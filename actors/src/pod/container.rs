@@ -91,6 +91,9 @@ pub struct ContainerSlot {
     pub latest_attempt: Option<u32>,
     /// Restart delays.
     pub backoff: Backoff,
+    /// The running start is being stopped because the spec changed it: it
+    /// starts again at once, whatever the restart policy.
+    pub definition_changed: bool,
 }
 
 impl ContainerSlot {
@@ -107,6 +110,7 @@ impl ContainerSlot {
             last: None,
             latest_attempt: None,
             backoff: Backoff::default(),
+            definition_changed: false,
         }
     }
 
@@ -205,6 +209,18 @@ impl ContainerSlot {
                 .map_or(finished.attempt, |a| a.max(finished.attempt)),
         );
         self.state = ContainerState::Terminated(finished);
+    }
+
+    /// Turns a Terminated container into Waiting for an immediate start, outside the back-off.
+    pub fn schedule_immediate_restart(&mut self) {
+        if let ContainerState::Terminated(done) = &self.state {
+            self.last = Some(done.clone());
+            self.state = ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+                retry_at: None,
+            };
+        }
     }
 
     /// Turns a Terminated container into Waiting for its restart after `ran`;

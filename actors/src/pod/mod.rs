@@ -81,8 +81,9 @@ pub struct PodActor {
     published: Vec<Published>,
     /// Delay before the next attempt to publish volumes.
     mount_retry: Duration,
-    /// Evicted by the node (phase Failed, reason Evicted): nothing restarts.
-    evicted: Option<Rejection>,
+    /// Ended by the node (evicted, or past activeDeadlineSeconds): phase
+    /// Failed with this reason once its containers are down; nothing restarts.
+    failed: Option<Rejection>,
 }
 
 fn pod_desc(pod: &Pod) -> String {
@@ -156,7 +157,7 @@ impl PodActor {
             finishing: false,
             published: Vec::new(),
             mount_retry: Duration::from_secs(1),
-            evicted: None,
+            failed: None,
         }
     }
 
@@ -226,11 +227,13 @@ impl PodActor {
                             .map(fmt_time)
                             .unwrap_or_else(crate::runtime::protocol::now);
                         let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
+                        let image = recorded.as_ref().map(|r| r.image.clone()).unwrap_or_default();
                         let started = Started {
                             id,
                             pid,
                             started_at,
                             image_id,
+                            image,
                             stop_signal,
                         };
                         act.restore_last(i, &recorded);
@@ -358,6 +361,7 @@ impl PodActor {
                                 }
                             }
                             act.schedule_housekeeping(ctx);
+                            act.check_active_deadline(ctx);
                             act.reconcile(ctx);
                         }
                         Err(e) => {
@@ -405,7 +409,7 @@ impl PodActor {
         }
         let period = self.rt.config.housekeeping;
         ctx.run_interval(period, move |act, ctx| {
-            if act.lifecycle != Lifecycle::Active || act.evicted.is_some() {
+            if act.lifecycle != Lifecycle::Active || act.failed.is_some() {
                 return;
             }
             let rt = act.rt.clone();
@@ -427,29 +431,84 @@ impl PodActor {
                 .into_actor(act)
                 .map(|over, act, ctx| {
                     if let Some(message) = over {
-                        act.evict(message, ctx);
+                        act.fail_pod("Evicted", message, Duration::ZERO, ctx);
                     }
                 }),
             );
         });
     }
 
-    /// Evicts the pod: every container is killed at once and none restarts;
-    /// the pod ends Failed with reason Evicted.
-    fn evict(&mut self, message: String, ctx: &mut Context<Self>) {
-        if self.evicted.is_some() || self.lifecycle != Lifecycle::Active {
+    /// Ends the pod on the node's behalf (eviction, active deadline): every
+    /// container is stopped within `grace` and none restarts; the pod ends
+    /// Failed with `reason`.
+    fn fail_pod(&mut self, reason: &str, message: String, grace: Duration, ctx: &mut Context<Self>) {
+        if self.failed.is_some() || self.lifecycle != Lifecycle::Active {
             return;
         }
-        self.event(None, EventKind::Warning, "Evicted", message.clone());
-        self.evicted = Some(Rejection {
-            reason: "Evicted".into(),
+        self.event(None, EventKind::Warning, reason, message.clone());
+        self.failed = Some(Rejection {
+            reason: reason.into(),
             message,
         });
-        let now = Instant::now();
+        let deadline = Instant::now() + grace;
         for i in 0..self.slots.len() {
-            self.stop_for_good(i, now, ctx);
+            self.stop_for_good(i, deadline, ctx);
         }
         self.reconcile(ctx);
+    }
+
+    /// A running container whose image was changed in the spec is stopped and
+    /// started again with the new one, whatever the restart policy, as kubelet
+    /// does when a container's definition changes.
+    fn restart_changed_containers(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Active || self.failed.is_some() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let name = self.slots[i].name.clone();
+            let ContainerState::Running { started, .. } = &self.slots[i].state else {
+                continue;
+            };
+            let wanted = self.spec_container(&name).and_then(|c| c.image).unwrap_or_default();
+            if started.image.is_empty() || started.image == wanted || self.slots[i].definition_changed {
+                continue;
+            }
+            self.slots[i].definition_changed = true;
+            self.stop_probes(i);
+            let deadline = Instant::now() + self.grace_period();
+            self.stop_container(
+                i,
+                deadline,
+                format!("Container {name} definition changed, will be restarted"),
+                ctx,
+            );
+        }
+    }
+
+    /// kubelet's active deadline: a pod running longer than
+    /// `activeDeadlineSeconds` since its start time is ended (DeadlineExceeded).
+    /// Checked whenever the pod changes and when the deadline falls due.
+    fn check_active_deadline(&mut self, ctx: &mut Context<Self>) {
+        let Some(limit) = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+            return;
+        };
+        if self.lifecycle != Lifecycle::Active || self.failed.is_some() {
+            return;
+        }
+        let started = self.start_time.as_deref().map(instant_of).unwrap_or_else(Instant::now);
+        let due = started + Duration::from_secs(limit.max(0) as u64);
+        let now = Instant::now();
+        if due <= now {
+            let grace = self.grace_period();
+            self.fail_pod(
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline".into(),
+                grace,
+                ctx,
+            );
+        } else {
+            ctx.run_later(due - now, |act, ctx| act.check_active_deadline(ctx));
+        }
     }
 
     /// Releases the network and namespaces of a pod whose containers are done.
@@ -490,7 +549,7 @@ impl PodActor {
             }
             Lifecycle::Active => {}
         }
-        if self.evicted.is_some() {
+        if self.failed.is_some() {
             if !self.slots.iter().any(ContainerSlot::is_active) {
                 self.lifecycle = Lifecycle::Finished;
                 self.teardown_sandbox(ctx);
@@ -712,11 +771,18 @@ impl PodActor {
 
     /// Applies the restart policy to a container that just ended.
     fn decide_restart(&mut self, i: usize, ctx: &mut Context<Self>) {
+        if !matches!(self.slots[i].state, ContainerState::Terminated(_)) {
+            return;
+        }
+        if std::mem::take(&mut self.slots[i].definition_changed) && self.failed.is_none() && !self.finishing {
+            self.slots[i].schedule_immediate_restart();
+            return;
+        }
         let ContainerState::Terminated(done) = &self.slots[i].state else {
             return;
         };
         let role = self.slots[i].role;
-        if self.evicted.is_some()
+        if self.failed.is_some()
             || (self.finishing && role == Role::Sidecar)
             || !should_restart(role.restart_policy(&self.restart_policy()), done.exit.exit_code)
         {
@@ -1038,7 +1104,7 @@ impl PodActor {
         );
         // Failed once every container is down, as kubelet reports an eviction.
         if let Some(e) = self
-            .evicted
+            .failed
             .as_ref()
             .filter(|_| !self.slots.iter().any(ContainerSlot::is_active))
         {
@@ -1163,7 +1229,13 @@ impl Handler<PodChanged> for PodActor {
         if msg.0.metadata.uid.as_deref() != Some(self.uid.as_str()) {
             return;
         }
+        let deadline_changed = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds)
+            != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
         self.pod = msg.0;
+        self.restart_changed_containers(ctx);
+        if deadline_changed {
+            self.check_active_deadline(ctx);
+        }
         self.reconcile(ctx);
     }
 }

@@ -53,6 +53,8 @@ pub struct Started {
     pub started_at: String,
     /// The image's digest reference, for `imageID`.
     pub image_id: String,
+    /// The image as the spec named it when this start was made.
+    pub image: String,
     /// The image's StopSignal, if any.
     pub stop_signal: Option<String>,
 }
@@ -469,6 +471,7 @@ impl Runtime {
                 pid,
                 started_at,
                 image_id: format!("{}@{}", image.reference, image.manifest_digest),
+                image: image_name.clone(),
                 stop_signal: image.config.stop_signal.clone(),
             }),
             Ok(StartReport::Failed { message }) => {

@@ -265,6 +265,24 @@ pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
 pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
     let o: Pod = decode(old)?;
     let mut n: Pod = decode(new)?;
+    // Fields the update leaves unset keep their stored (defaulted) values, as
+    // a patch from `kubectl apply` would: changing an image must not re-default
+    // imagePullPolicy into a forbidden change.
+    if let (Some(os), Some(ns)) = (o.spec.as_ref(), n.spec.as_mut()) {
+        let old_containers: Vec<&k8s_openapi::api::core::v1::Container> = os
+            .containers
+            .iter()
+            .chain(os.init_containers.iter().flatten())
+            .collect();
+        for c in ns.containers.iter_mut().chain(ns.init_containers.iter_mut().flatten()) {
+            if c.image_pull_policy.is_none() {
+                c.image_pull_policy = old_containers
+                    .iter()
+                    .find(|oc| oc.name == c.name)
+                    .and_then(|oc| oc.image_pull_policy.clone());
+            }
+        }
+    }
     set_defaults(&mut n);
     let mut errs = validate(&n);
     validate_meta_update(&o.metadata, &n.metadata, &mut errs);
@@ -294,6 +312,19 @@ mod tests {
 
     fn pod(spec: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn image_update_keeps_stored_pull_policy_and_refuses_other_changes() {
+        let mut old = pod(json!({"containers": [{"name": "a", "image": "busybox"}]}));
+        admit_create(&mut old).unwrap();
+        let mut new = pod(json!({"containers": [{"name": "a", "image": "busybox:1.36"}]}));
+        admit_update(&old, &mut new).unwrap();
+        assert_eq!(new["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(new["spec"]["containers"][0]["image"], "busybox:1.36");
+        let mut changed = pod(json!({"containers": [{"name": "a", "image": "busybox", "command": ["sh"]}]}));
+        let e = admit_update(&old, &mut changed).unwrap_err().to_string();
+        assert!(e.contains("pod updates may not change fields other than"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! End-to-end: activeDeadlineSeconds, a changed image restarting its
+//! container, Events expiring after the event TTL, API group discovery.
+
+use peapod_tests::{container, wait_for, Node, TEST_IMAGE};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn active_deadline_ends_the_pod() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: bounded}
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox, command: [sleep, "3600"]}
+"#,
+    );
+    node.wait_pod("bounded", "running", MIN, |p| container(p, "c")["ready"] == true);
+    let p = node.wait_pod("bounded", "failed", MIN, |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    assert!(container(&p, "c")["state"]["terminated"].is_object(), "{p}");
+    assert_eq!(container(&p, "c")["restartCount"], 0);
+    node.ok(&["delete", "pod", "bounded"]);
+}
+
+#[test]
+fn changing_the_image_restarts_the_container() {
+    let node = Node::start();
+    let out = node.peapod(&[
+        "image",
+        "import",
+        "--root-dir",
+        &node.root().display().to_string(),
+        TEST_IMAGE,
+        "--tag",
+        "localhost/busybox:v2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pod = |image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: upgrade}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {image}, command: [sleep, '3600']}}\n"
+        )
+    };
+    node.apply(&pod("busybox"));
+    let before = node.wait_pod("upgrade", "running", MIN, |p| container(p, "c")["ready"] == true);
+    let first_id = container(&before, "c")["containerID"].clone();
+    assert!(node.apply(&pod("localhost/busybox:v2")).contains("configured"));
+    let after = node.wait_pod("upgrade", "running the new image", MIN, |p| {
+        let c = container(p, "c");
+        c["image"] == "localhost/busybox:v2" && c["ready"] == true && c["restartCount"] == 1
+    });
+    assert_ne!(container(&after, "c")["containerID"], first_id);
+    assert_eq!(after["status"]["phase"], "Running");
+    let described = node.ok(&["describe", "pod", "upgrade"]);
+    assert!(
+        described.contains("Container c definition changed, will be restarted"),
+        "{described}"
+    );
+    node.ok(&["delete", "pod", "upgrade"]);
+}
+
+#[test]
+fn events_expire_after_the_ttl() {
+    let node = Node::start_with_args(&["--event-ttl", "2"], |_| {});
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: quiet}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n");
+    node.wait_pod("quiet", "running", MIN, |p| container(p, "c")["ready"] == true);
+    let count = || {
+        let v: serde_json::Value = serde_json::from_str(&node.ok(&["get", "events", "-o", "json"])).unwrap();
+        v["items"].as_array().map_or(0, Vec::len)
+    };
+    assert!(count() >= 3, "Pulled, Created, Started recorded");
+    wait_for("events expired", MIN, || (count() == 0).then_some(()));
+    assert_eq!(container(&node.pod("quiet").unwrap(), "c")["ready"], true);
+    node.ok(&["delete", "pod", "quiet", "--grace-period", "1"]);
+}
+
+#[test]
+fn api_discovery_lists_versions_and_groups() {
+    let node = Node::start();
+    let get = |path: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let api = get("/api");
+    assert!(
+        api.starts_with("HTTP/1.") && api.contains("\"APIVersions\"") && api.contains("\"v1\""),
+        "{api}"
+    );
+    let apis = get("/apis");
+    assert!(apis.contains("\"APIGroupList\""), "{apis}");
+}
