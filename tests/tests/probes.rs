@@ -285,3 +285,69 @@ spec:
     );
     node.ok(&["delete", "pod", "tls"]);
 }
+
+/// A process killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn grpc_readiness_follows_the_health_service() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: rpc}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    command: ["sleep", "3600"]
+    readinessProbe:
+      grpc: {port: 50051}
+      periodSeconds: 1
+"#,
+    );
+    let p = node.wait_pod("rpc", "running with an IP", MIN, |p| {
+        container(p, "app")["state"]["running"].is_object() && p["status"]["podIP"].is_string()
+    });
+    assert_eq!(container(&p, "app")["ready"], false, "nothing serves yet");
+    // The health server runs in the pod's network namespace, as a sidecar would.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let state = node.dir.path().join("health-state");
+    std::fs::write(&state, "SERVING").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc_health.py");
+    let _server = Server(
+        std::process::Command::new("nsenter")
+            .arg(format!(
+                "--net={}",
+                node.run_dir().join("pods").join(uid).join("net").display()
+            ))
+            .arg("/usr/bin/python3")
+            .arg(&script)
+            .arg("50051")
+            .arg(&state)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the gRPC health server"),
+    );
+    node.wait_pod("rpc", "ready while SERVING", MIN, |p| {
+        container(p, "app")["ready"] == true
+    });
+    std::fs::write(&state, "NOT_SERVING").unwrap();
+    node.wait_pod("rpc", "not ready while NOT_SERVING", MIN, |p| {
+        container(p, "app")["ready"] == false
+    });
+    let described = node.ok(&["describe", "pod", "rpc"]);
+    assert!(
+        described.contains("Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"),
+        "{described}"
+    );
+    node.ok(&["delete", "pod", "rpc"]);
+}

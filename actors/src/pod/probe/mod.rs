@@ -3,6 +3,7 @@
 //! applies kubelet's thresholds (a result counts only after N identical
 //! results in a row) and tells the PodActor when the probe's result changes.
 
+pub mod grpc;
 pub mod http;
 pub mod tcp;
 
@@ -159,8 +160,12 @@ pub async fn run_once(rt: &Runtime, probe: &Probe, target: &Target) -> Outcome {
             .unwrap_or_else(|| "127.0.0.1".into());
         return tcp::probe(&host, port, timeout).await;
     }
-    if probe.grpc.is_some() {
-        return Outcome::Failure("gRPC probes are not supported on this node".into());
+    if let Some(g) = &probe.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return Outcome::Failure(format!("invalid port number: {}", g.port));
+        };
+        let host = target.pod_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+        return grpc::probe(&host, port, g.service.as_deref().unwrap_or(""), timeout).await;
     }
     Outcome::Failure("probe has no handler".into())
 }
