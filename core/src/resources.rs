@@ -98,6 +98,9 @@ pub fn pod_limits(spec: &PodSpec) -> (Option<i64>, Option<i64>) {
         .filter(|c| !is_sidecar(c))
         .collect();
     let limit = |idx: usize| -> Option<i64> {
+        if regular.is_empty() {
+            return None;
+        }
         let app = sum(regular.clone(), idx)?;
         inits.iter().try_fold(app, |acc, c| Some(acc.max(sum(vec![*c], idx)?)))
     };

@@ -102,3 +102,43 @@ fn api_discovery_lists_versions_and_groups() {
     let apis = get("/apis");
     assert!(apis.contains("\"APIGroupList\""), "{apis}");
 }
+
+#[test]
+fn a_second_delete_with_a_shorter_grace_period_kills_sooner() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 120
+  containers:
+  - {name: c, image: busybox, command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}
+"#,
+    );
+    node.wait_pod("stubborn", "running", MIN, |p| container(p, "c")["ready"] == true);
+    // The first delete waits out a 120 s grace period in the background.
+    let mut first = std::process::Command::new(peapod_tests::binary())
+        .args(["delete", "pod", "stubborn"])
+        .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    node.wait_pod("stubborn", "terminating", MIN, |p| {
+        !p["metadata"]["deletionTimestamp"].is_null()
+    });
+    let t = std::time::Instant::now();
+    node.ok(&["delete", "pod", "stubborn", "--grace-period", "1"]);
+    assert!(node.pod("stubborn").is_none());
+    assert!(t.elapsed() < Duration::from_secs(60), "took {:?}", t.elapsed());
+    let _ = first.wait();
+    let described = node.ok(&["get", "events", "-o", "json"]);
+    let killings = serde_json::from_str::<serde_json::Value>(&described).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "Killing")
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum::<i64>();
+    assert_eq!(killings, 1, "one stop, not two: {described}");
+}

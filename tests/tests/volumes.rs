@@ -245,26 +245,60 @@ spec:
 }
 
 #[test]
-fn host_path_allow_list_refuses_other_paths() {
-    let node = Node::start_with_args(&["--host-path-allow", "/srv/peapod-allowed"], |_| {});
-    node.apply(
+fn host_path_allow_list_refuses_other_paths_and_symlinks_out() {
+    let allowed = tempfile::Builder::new()
+        .prefix("pp-allowed-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = allowed.path().display().to_string();
+    std::os::unix::fs::symlink("/etc", allowed.path().join("escape")).unwrap();
+    std::fs::create_dir(allowed.path().join("ok")).unwrap();
+    let node = Node::start_with_args(&["--host-path-allow", &a], |_| {});
+    node.apply(&format!(
         r#"apiVersion: v1
 kind: Pod
-metadata: {name: sneaky}
+metadata: {{name: sneaky}}
 spec:
-  volumes: [{name: etc, hostPath: {path: /etc}}]
+  volumes: [{{name: etc, hostPath: {{path: /etc}}}}]
   containers:
-  - {name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{name: etc, mountPath: /host-etc}]}
-"#,
-    );
-    let d = wait_for("refused", MIN, || {
-        Some(node.ok(&["describe", "pod", "sneaky"])).filter(|d| d.contains("FailedMount"))
-    });
-    assert!(
-        d.contains("volume \"etc\": hostPath /etc: not under an allowed prefix of this node (/srv/peapod-allowed)"),
-        "{d}"
-    );
-    node.ok(&["delete", "pod", "sneaky"]);
+  - {{name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{{name: etc, mountPath: /host-etc}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: via-link}}
+spec:
+  volumes: [{{name: link, hostPath: {{path: {a}/escape}}}}]
+  containers:
+  - {{name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{{name: link, mountPath: /x}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: fine}}
+spec:
+  restartPolicy: Never
+  volumes: [{{name: ok, hostPath: {{path: {a}/ok}}}}]
+  containers:
+  - {{name: c, image: busybox, command: [touch, /x/made-by-pod], volumeMounts: [{{name: ok, mountPath: /x}}]}}
+"#
+    ));
+    for (pod, message) in [
+        (
+            "sneaky",
+            format!("volume \"etc\": hostPath /etc: not under an allowed prefix of this node ({a})"),
+        ),
+        (
+            "via-link",
+            format!("volume \"link\": hostPath /etc: not under an allowed prefix of this node ({a})"),
+        ),
+    ] {
+        let d = wait_for(&format!("{pod} refused"), MIN, || {
+            Some(node.ok(&["describe", "pod", pod])).filter(|d| d.contains("FailedMount"))
+        });
+        assert!(d.contains(&message), "{pod}: {d}");
+    }
+    node.wait_pod("fine", "done", MIN, |p| p["status"]["phase"] == "Succeeded");
+    assert!(allowed.path().join("ok/made-by-pod").exists());
+    node.ok(&["delete", "pod", "sneaky", "via-link", "fine"]);
 }
 
 #[test]

@@ -89,15 +89,21 @@ pub struct Plugin {
     pub capabilities: u64,
     /// The file it was loaded from.
     pub path: PathBuf,
-    table: *const PluginTable,
-    table_size: usize,
+    /// The plugin's table, copied up to its `struct_size` (absent entries stay null).
+    table: PluginTable,
+    /// Volumes with a call in flight: a call that outlived its deadline may
+    /// still be running, and a second one must not race it.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     // Dropped last: the table points into the library.
     _library: Library,
+    // Kept open while loaded: the library was loaded as /proc/self/fd/N, and
+    // the dynamic loader knows it by that name; a reused N would alias it.
+    _file: std::fs::File,
 }
 
-// SAFETY: the table is immutable static data of the loaded library, which
-// stays loaded as long as this value lives; plugins must accept calls from
-// any thread (documented in the SDK: `VolumePlugin: Send + Sync`).
+// SAFETY: the table copy holds pointers to static data and functions of the
+// loaded library, which stays loaded as long as this value lives; plugins must
+// accept calls from any thread (documented in the SDK: `VolumePlugin: Send + Sync`).
 unsafe impl Send for Plugin {}
 // SAFETY: as above; nothing here is mutated after loading.
 unsafe impl Sync for Plugin {}
@@ -123,34 +129,22 @@ impl Plugin {
     }
 
     fn entry(&self, op: Operation) -> Option<CallFn> {
-        // SAFETY: `table` is valid while the library is loaded (it is, `self` owns it).
-        let t = unsafe { &*self.table };
-        let present = |offset: usize| offset + std::mem::size_of::<Option<CallFn>>() <= self.table_size;
-        macro_rules! field {
-            ($f:ident) => {
-                if present(std::mem::offset_of!(PluginTable, $f)) {
-                    t.$f
-                } else {
-                    None
-                }
-            };
-        }
+        let t = &self.table;
         match op {
-            Operation::Init => field!(init),
-            Operation::Provision => field!(provision),
-            Operation::Delete => field!(delete_volume),
-            Operation::Stage => field!(stage),
-            Operation::Unstage => field!(unstage),
-            Operation::Publish => field!(publish),
-            Operation::Unpublish => field!(unpublish),
-            Operation::GetVolumeStats => field!(get_volume_stats),
-            Operation::Expand => field!(expand),
+            Operation::Init => t.init,
+            Operation::Provision => t.provision,
+            Operation::Delete => t.delete_volume,
+            Operation::Stage => t.stage,
+            Operation::Unstage => t.unstage,
+            Operation::Publish => t.publish,
+            Operation::Unpublish => t.unpublish,
+            Operation::GetVolumeStats => t.get_volume_stats,
+            Operation::Expand => t.expand,
         }
     }
 
     fn free_fn(&self) -> Option<FreeFn> {
-        // SAFETY: as in `entry`; `free_buffer` is within MIN_TABLE_SIZE.
-        unsafe { (*self.table).free_buffer }
+        self.table.free_buffer
     }
 
     /// Calls `op` with raw request bytes on the current thread; returns the
@@ -189,21 +183,57 @@ impl Plugin {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
+        self.call_for(None, op, req, timeout).await
+    }
+
+    /// Like [`Plugin::call`] for one volume: while a call for `volume` is in
+    /// flight (even past its deadline) another one is refused, as kubelet's
+    /// pending-operations tracker does, so a hung call never gains company.
+    pub async fn call_for<Req: Serialize, Resp: DeserializeOwned>(
+        self: &Arc<Self>,
+        volume: Option<&str>,
+        op: Operation,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
         let err = |code: i32, message: String| CallError {
             plugin: self.name.clone(),
             operation: op.name(),
             code,
             message,
         };
+        let key = volume.map(str::to_string);
+        if let Some(k) = &key {
+            let mut busy = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if !busy.insert(k.clone()) {
+                return Err(err(
+                    peapod_plugin_sdk::STATUS_FAILED_PRECONDITION,
+                    format!("an operation for volume {k:?} is already in progress"),
+                ));
+            }
+        }
         let bytes = serde_json::to_vec(req).map_err(|e| err(peapod_plugin_sdk::STATUS_INTERNAL, e.to_string()))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
-        std::thread::Builder::new()
+        let thread_key = key.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("plugin-{}", op.name()))
             .spawn(move || {
-                let _ = tx.send(me.call_raw(op, &bytes));
-            })
-            .map_err(|e| err(peapod_plugin_sdk::STATUS_INTERNAL, format!("start call thread: {e}")))?;
+                let reply = me.call_raw(op, &bytes);
+                if let Some(k) = thread_key {
+                    me.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                }
+                let _ = tx.send(reply);
+            });
+        if let Err(e) = spawned {
+            if let Some(k) = &key {
+                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
+            }
+            return Err(err(
+                peapod_plugin_sdk::STATUS_INTERNAL,
+                format!("start call thread: {e}"),
+            ));
+        }
         let (code, reply) = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err(err(peapod_plugin_sdk::STATUS_INTERNAL, "call thread died".into())),
@@ -282,18 +312,17 @@ impl Registry {
     }
 }
 
-/// Only root may be able to change code the daemon runs.
-fn check_file(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("stat: {e}"))?;
+/// Only root may be able to change code the daemon runs: the file and its directory.
+fn check_owner(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
     if meta.uid() != 0 {
         return Err(format!(
-            "refusing a file owned by uid {} (must be owned by root)",
+            "refusing a {what} owned by uid {} (must be owned by root)",
             meta.uid()
         ));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(format!(
-            "refusing a file writable by group or others (mode {:o})",
+            "refusing a {what} writable by group or others (mode {:o})",
             meta.mode() & 0o7777
         ));
     }
@@ -301,10 +330,30 @@ fn check_file(path: &Path) -> Result<(), String> {
 }
 
 fn load_one(path: &Path) -> Result<Plugin, String> {
-    check_file(path)?;
-    // SAFETY: loading runs the library's initialisers; the file passed the
-    // ownership check, so only root could have placed this code.
-    let library = unsafe { Library::new(path) }.map_err(|e| format!("load: {e}"))?;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        check_owner(
+            &std::fs::metadata(dir).map_err(|e| format!("stat directory: {e}"))?,
+            "plugin directory",
+        )?;
+    }
+    // The checked file is the loaded file: open it without following a
+    // symlink, check the open file, then load it through its descriptor.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("stat: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    check_owner(&meta, "file")?;
+    let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+    // SAFETY: loading runs the library's initialisers; the open file passed
+    // the ownership checks, so only root could have placed this code.
+    let library = unsafe { Library::new(&by_fd) }.map_err(|e| format!("load: {e}"))?;
     let table = {
         // SAFETY: the entry symbol's documented type is `const PluginTable *(void)`.
         let entry: libloading::Symbol<unsafe extern "C" fn() -> *const PluginTable> =
@@ -328,8 +377,16 @@ fn load_one(path: &Path) -> Result<Plugin, String> {
             "table of {size} bytes is too small for ABI {ABI_MAJOR} (needs {MIN_TABLE_SIZE})"
         ));
     }
-    // SAFETY: the table is at least MIN_TABLE_SIZE bytes, which covers every field read here.
-    let t = unsafe { &*table };
+    // Copy what the plugin has into a zeroed table: entries past its
+    // struct_size (a plugin built for an older minor) stay null.
+    let mut copy = std::mem::MaybeUninit::<PluginTable>::zeroed();
+    let n = size.min(std::mem::size_of::<PluginTable>());
+    // SAFETY: the plugin promises `struct_size` readable bytes at `table`; we
+    // copy at most that many into our own zeroed table of the full size.
+    unsafe { std::ptr::copy_nonoverlapping(table as *const u8, copy.as_mut_ptr() as *mut u8, n) };
+    // SAFETY: all-zero bytes are a valid PluginTable (integers, null pointers,
+    // `None` function pointers), and the copied prefix holds the plugin's values.
+    let t = unsafe { copy.assume_init() };
     let text = |p: *const std::os::raw::c_char, what: &str| -> Result<String, String> {
         if p.is_null() {
             return Err(format!("the table has no {what}"));
@@ -358,8 +415,9 @@ fn load_one(path: &Path) -> Result<Plugin, String> {
         abi_minor: minor,
         capabilities: t.capabilities,
         path: path.to_path_buf(),
-        table,
-        table_size: size,
+        table: t,
+        in_flight: Default::default(),
         _library: library,
+        _file: file,
     })
 }

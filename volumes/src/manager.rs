@@ -37,10 +37,17 @@ pub struct VolumeError {
     pub message: String,
 }
 
+/// Calls for one volume of one pod are serialised under this key.
+fn op_key(pod: &Pod, src: &VolumeSource) -> String {
+    format!("{}/{}", pod.metadata.uid.as_deref().unwrap_or(""), src.volume_id)
+}
+
 /// A volume published for a pod: bind `host_path` into containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub source: VolumeSource,
+    /// The key its plugin calls are serialised under.
+    pub key: String,
     /// What containers mount: the target directory, or the plugin's `hostPath`.
     pub host_path: PathBuf,
 }
@@ -146,25 +153,39 @@ impl VolumeManager {
             return Ok(());
         }
         let path = PathBuf::from(src.context.get("path").cloned().unwrap_or_default());
-        let refuse = |why: String| VolumeError {
-            volume: src.name.clone(),
-            message: format!("volume {:?}: hostPath {}: {why}", src.name, path.display()),
-        };
         if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return Err(refuse("must be an absolute path without '..'".into()));
+            return Err(VolumeError {
+                volume: src.name.clone(),
+                message: format!(
+                    "volume {:?}: hostPath {}: must be an absolute path without '..'",
+                    src.name,
+                    path.display()
+                ),
+            });
         }
+        self.check_allowed(src, &path)
+    }
+
+    /// The operator's allow-list; checked on the path as written and again on
+    /// the path it resolves to, so a symlink cannot lead elsewhere.
+    fn check_allowed(&self, src: &VolumeSource, path: &Path) -> Result<(), VolumeError> {
         let allow = &self.cfg.host_path_allow;
-        if !allow.is_empty() && !allow.iter().any(|p| under(&path, p)) {
-            return Err(refuse(format!(
-                "not under an allowed prefix of this node ({})",
+        if allow.is_empty() || allow.iter().any(|p| under(path, p)) {
+            return Ok(());
+        }
+        Err(VolumeError {
+            volume: src.name.clone(),
+            message: format!(
+                "volume {:?}: hostPath {}: not under an allowed prefix of this node ({})",
+                src.name,
+                path.display(),
                 allow
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )));
-        }
-        Ok(())
+            ),
+        })
     }
 
     /// Publishes every volume of `pod` (idempotent: already published ones
@@ -188,14 +209,33 @@ impl VolumeManager {
                 pod: pod_ref(pod),
             };
             let resp: PublishResponse = plugin
-                .call(Operation::Publish, &req, self.cfg.call_timeout)
+                .call_for(
+                    Some(&op_key(pod, &src)),
+                    Operation::Publish,
+                    &req,
+                    self.cfg.call_timeout,
+                )
                 .await
                 .map_err(|e| VolumeError {
                     volume: src.name.clone(),
                     message: format!("MountVolume.SetUp failed for volume {:?}: {e}", src.name),
                 })?;
-            let host_path = resp.host_path.map(PathBuf::from).unwrap_or(target);
-            out.push(Published { source: src, host_path });
+            let mut host_path = resp.host_path.map(PathBuf::from).unwrap_or(target);
+            if src.plugin == sources::HOST_PATH {
+                // Bind what the path resolves to, after checking that too.
+                let real = host_path.canonicalize().map_err(|e| VolumeError {
+                    volume: src.name.clone(),
+                    message: format!("volume {:?}: resolve {}: {e}", src.name, host_path.display()),
+                })?;
+                self.check_allowed(&src, &real)?;
+                host_path = real;
+            }
+            let key = op_key(pod, &src);
+            out.push(Published {
+                source: src,
+                host_path,
+                key,
+            });
         }
         Ok(out)
     }
@@ -214,7 +254,12 @@ impl VolumeManager {
                 pod: pod_ref(pod),
             };
             match plugin
-                .call::<_, UnpublishResponse>(Operation::Unpublish, &req, self.cfg.call_timeout)
+                .call_for::<_, UnpublishResponse>(
+                    Some(&op_key(pod, &src)),
+                    Operation::Unpublish,
+                    &req,
+                    self.cfg.call_timeout,
+                )
                 .await
             {
                 // Never recursive: a target may be a mount of someone's data.
@@ -246,7 +291,7 @@ impl VolumeManager {
             volume_context: p.source.context.clone(),
         };
         plugin
-            .call(Operation::GetVolumeStats, &req, self.cfg.call_timeout)
+            .call_for(Some(&p.key), Operation::GetVolumeStats, &req, self.cfg.call_timeout)
             .await
     }
 }

@@ -31,12 +31,23 @@ pub fn resolve(pod: &Pod, vol: &Volume) -> Result<VolumeSource, String> {
     let mut context = Attributes::new();
     if let Some(e) = &vol.empty_dir {
         context.insert("medium".into(), e.medium.clone().unwrap_or_default());
+        let mut limit = None;
         if let Some(q) = &e.size_limit {
             let bytes = peapod_core::quantity::Quantity::parse(&q.0)
                 .map_err(|err| format!("emptyDir.sizeLimit {:?}: {err}", q.0))?
                 .value();
-            context.insert("sizeLimit".into(), bytes.to_string());
+            limit = Some(bytes);
             context.insert("sizeLimitText".into(), q.0.clone());
+        }
+        if e.medium.as_deref() == Some("Memory") {
+            // A memory-backed volume is never larger than the pod's memory
+            // limit (kubelet's SizeMemoryBackedVolumes).
+            if let (_, Some(pod_limit)) = peapod_core::resources::pod_limits(&pod.spec.clone().unwrap_or_default()) {
+                limit = Some(limit.map_or(pod_limit, |l| l.min(pod_limit)));
+            }
+        }
+        if let Some(bytes) = limit {
+            context.insert("sizeLimit".into(), bytes.to_string());
         }
         return Ok(VolumeSource {
             name: vol.name.clone(),
@@ -115,6 +126,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.plugin.as_str(), c.read_only), ("vendor.example", true));
+        let limited: Pod = serde_json::from_value(json!({"metadata": {"uid": "u1"}, "spec": {"containers": [
+            {"name": "c", "resources": {"limits": {"memory": "64Mi"}}}]}}))
+        .unwrap();
+        let m = resolve(&limited, &vol(json!({"name": "m", "emptyDir": {"medium": "Memory"}}))).unwrap();
+        assert_eq!(m.context["sizeLimit"], (64 << 20).to_string(), "the pod's memory limit");
         let err = resolve(&pod(), &vol(json!({"name": "s", "secret": {"secretName": "x"}}))).unwrap_err();
         assert!(err.contains("volume type \"secret\" is not supported"), "{err}");
     }

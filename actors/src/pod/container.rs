@@ -94,6 +94,8 @@ pub struct ContainerSlot {
     /// The running start is being stopped because the spec changed it: it
     /// starts again at once, whatever the restart policy.
     pub definition_changed: bool,
+    /// The running start is being stopped, with SIGKILL due at this time.
+    pub stop_deadline: Option<Instant>,
 }
 
 impl ContainerSlot {
@@ -111,6 +113,7 @@ impl ContainerSlot {
             latest_attempt: None,
             backoff: Backoff::default(),
             definition_changed: false,
+            stop_deadline: None,
         }
     }
 
@@ -163,6 +166,7 @@ impl ContainerSlot {
     /// Moves Starting to Running.
     pub fn started(&mut self, attempt: u32, started: Started) {
         self.latest_attempt = Some(attempt);
+        self.stop_deadline = None;
         self.state = ContainerState::Running {
             attempt,
             started,

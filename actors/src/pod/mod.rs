@@ -216,7 +216,12 @@ impl PodActor {
                     .find(|c| c.name == name)
                     .cloned();
                 match obs {
-                    Observed::Running { id, pid, stop_signal } => {
+                    Observed::Running {
+                        id,
+                        pid,
+                        stop_signal,
+                        image,
+                    } => {
                         tracing::info!(
                             "pod {}: adopting running container {name} ({id}, pid {pid})",
                             pod_desc(&act.pod)
@@ -227,7 +232,9 @@ impl PodActor {
                             .map(fmt_time)
                             .unwrap_or_else(crate::runtime::protocol::now);
                         let image_id = recorded.as_ref().map(|r| r.image_id.clone()).unwrap_or_default();
-                        let image = recorded.as_ref().map(|r| r.image.clone()).unwrap_or_default();
+                        let image = image
+                            .or_else(|| recorded.as_ref().map(|r| r.image.clone()))
+                            .unwrap_or_default();
                         let started = Started {
                             id,
                             pid,
@@ -318,6 +325,7 @@ impl PodActor {
                         }
                         if act.lifecycle == Lifecycle::Preparing {
                             act.lifecycle = Lifecycle::Mounting;
+                            act.check_active_deadline(ctx);
                             act.mount_volumes(ctx);
                         }
                     }
@@ -338,6 +346,9 @@ impl PodActor {
     /// containers wait (`ContainerCreating` with the plugin's message) and
     /// publishing is retried with back-off, as kubelet retries mounts.
     fn mount_volumes(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Mounting || self.failed.is_some() {
+            return;
+        }
         let rt = self.rt.clone();
         let pod = self.pod.clone();
         let pod_dir = self.rt.paths.pod_dir(&self.uid);
@@ -361,7 +372,7 @@ impl PodActor {
                                 }
                             }
                             act.schedule_housekeeping(ctx);
-                            act.check_active_deadline(ctx);
+                            act.restart_changed_containers(ctx);
                             act.reconcile(ctx);
                         }
                         Err(e) => {
@@ -442,7 +453,7 @@ impl PodActor {
     /// container is stopped within `grace` and none restarts; the pod ends
     /// Failed with `reason`.
     fn fail_pod(&mut self, reason: &str, message: String, grace: Duration, ctx: &mut Context<Self>) {
-        if self.failed.is_some() || self.lifecycle != Lifecycle::Active {
+        if self.failed.is_some() || !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting) {
             return;
         }
         self.event(None, EventKind::Warning, reason, message.clone());
@@ -451,6 +462,7 @@ impl PodActor {
             message,
         });
         let deadline = Instant::now() + grace;
+        self.deadline = Some(deadline);
         for i in 0..self.slots.len() {
             self.stop_for_good(i, deadline, ctx);
         }
@@ -492,7 +504,7 @@ impl PodActor {
         let Some(limit) = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
             return;
         };
-        if self.lifecycle != Lifecycle::Active || self.failed.is_some() {
+        if !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting) || self.failed.is_some() {
             return;
         }
         let started = self.start_time.as_deref().map(instant_of).unwrap_or_else(Instant::now);
@@ -541,6 +553,13 @@ impl PodActor {
                 if !self.slots.iter().any(ContainerSlot::is_active) {
                     self.finish_removal(ctx);
                 }
+                return;
+            }
+            Lifecycle::Mounting if self.failed.is_some() => {
+                // Ended before any container ran (e.g. its deadline passed while mounting).
+                self.lifecycle = Lifecycle::Finished;
+                self.teardown_sandbox(ctx);
+                self.write_status(ctx);
                 return;
             }
             Lifecycle::Finished | Lifecycle::Mounting => {
@@ -608,6 +627,7 @@ impl PodActor {
     /// Stops the sidecars once the app containers are done, as kubelet does.
     fn stop_sidecars(&mut self, ctx: &mut Context<Self>) {
         let deadline = Instant::now() + self.grace_period();
+        self.deadline = Some(deadline);
         for i in 0..self.slots.len() {
             if self.slots[i].role == Role::Sidecar {
                 self.stop_for_good(i, deadline, ctx);
@@ -665,7 +685,11 @@ impl PodActor {
                 );
                 self.slots[i].started(attempt, started);
                 self.watch_exit(i, attempt, ctx);
-                if self.lifecycle == Lifecycle::Terminating {
+                // Started while the pod (or, for a sidecar, its app containers) ended: stop it again.
+                let ending = self.lifecycle == Lifecycle::Terminating
+                    || self.failed.is_some()
+                    || (self.finishing && self.slots[i].role == Role::Sidecar);
+                if ending {
                     let deadline = self.deadline.unwrap_or_else(Instant::now);
                     self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
                 } else {
@@ -844,7 +868,11 @@ impl PodActor {
             .map(move |(res, kind), act, ctx| {
                 let still_running =
                     matches!(&act.slots[i].state, ContainerState::Running { attempt: a, .. } if *a == attempt);
-                if !still_running || act.lifecycle != Lifecycle::Active {
+                if !still_running
+                    || act.lifecycle != Lifecycle::Active
+                    || act.failed.is_some()
+                    || act.slots[i].stop_deadline.is_some()
+                {
                     return;
                 }
                 match res {
@@ -985,21 +1013,41 @@ impl PodActor {
     }
 
     /// preStop hook, then the stop signal, then SIGKILL at `deadline`.
+    /// A container already being stopped is not stopped twice (one preStop,
+    /// one Killing event); a later request with an earlier deadline only
+    /// brings its SIGKILL forward, as a delete with a shorter grace period does.
     fn stop_container(&mut self, i: usize, deadline: Instant, why: String, ctx: &mut Context<Self>) {
         let ContainerState::Running { attempt, started, .. } = &self.slots[i].state else {
             return;
         };
         let attempt = *attempt;
-        let name = self.slots[i].name.clone();
-        let pre_stop = self
-            .spec_container(&name)
-            .and_then(|c| c.lifecycle?.pre_stop)
-            .zip(self.target(i, attempt));
+        if let Some(due) = self.slots[i].stop_deadline {
+            if deadline < due {
+                self.slots[i].stop_deadline = Some(deadline);
+                let rt = self.rt.clone();
+                let uid = self.uid.clone();
+                let name = self.slots[i].name.clone();
+                ctx.spawn(
+                    async move {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        let _ = rt.kill(&uid, &name, attempt, libc::SIGKILL).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            return;
+        }
         let stop_signal = started
             .stop_signal
             .as_deref()
             .and_then(parse_signal)
             .unwrap_or(libc::SIGTERM);
+        self.slots[i].stop_deadline = Some(deadline);
+        let name = self.slots[i].name.clone();
+        let pre_stop = self
+            .spec_container(&name)
+            .and_then(|c| c.lifecycle?.pre_stop)
+            .zip(self.target(i, attempt));
         self.event(Some(&name), EventKind::Normal, "Killing", why);
         let rt = self.rt.clone();
         let uid = self.uid.clone();
@@ -1141,28 +1189,36 @@ impl PodActor {
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 for _ in 0..5 {
-                    let Ok(cur) = store.get(&resource, &ns, &name).await else {
-                        return;
+                    let cur = match store.get(&resource, &ns, &name).await {
+                        Ok(cur) => cur,
+                        Err(StoreError::NotFound { .. }) => return true,
+                        Err(_) => return false,
                     };
                     if object::uid(&cur) != pod.metadata.uid.as_deref().unwrap_or("") {
-                        return;
+                        return true;
                     }
                     let mut next = cur.clone();
                     next["status"] = object::to_value(&st2);
                     match store.update(&resource, next).await {
-                        Ok(_) | Err(StoreError::NotFound { .. }) => return,
+                        Ok(_) | Err(StoreError::NotFound { .. }) => return true,
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => {
                             tracing::warn!("writing status of pod {ns}/{name}: {e}");
-                            return;
+                            return false;
                         }
                     }
                 }
+                false
             }
             .into_actor(self)
-            .map(move |_, act, ctx| {
+            .map(move |written, act, ctx| {
                 act.writing_status = false;
-                act.last_written = Some(st);
+                // Only a status that landed counts as written; a failed write is retried.
+                if written {
+                    act.last_written = Some(st);
+                } else {
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.write_status(ctx));
+                }
                 if std::mem::take(&mut act.status_dirty) {
                     act.write_status(ctx);
                 }
@@ -1231,7 +1287,24 @@ impl Handler<PodChanged> for PodActor {
         }
         let deadline_changed = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds)
             != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        let old_grace = self.pod.metadata.deletion_grace_period_seconds;
         self.pod = msg.0;
+        if self.lifecycle == Lifecycle::Terminating {
+            let new_grace = self.pod.metadata.deletion_grace_period_seconds;
+            if let (Some(new), Some(old)) = (new_grace, old_grace) {
+                if new < old {
+                    // A second delete with a shorter grace period: kill sooner.
+                    let deadline = Instant::now() + Duration::from_secs(new.max(0) as u64);
+                    if self.deadline.is_none_or(|d| deadline < d) {
+                        self.deadline = Some(deadline);
+                        for i in 0..self.slots.len() {
+                            let name = self.slots[i].name.clone();
+                            self.stop_container(i, deadline, format!("Stopping container {name}"), ctx);
+                        }
+                    }
+                }
+            }
+        }
         self.restart_changed_containers(ctx);
         if deadline_changed {
             self.check_active_deadline(ctx);

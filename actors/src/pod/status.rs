@@ -140,6 +140,11 @@ fn container_status(s: &ContainerSlot, image: String, initialized: bool) -> Cont
         terminated: Some(terminated(l)),
         ..Default::default()
     });
+    // What runs is reported, as kubelet reports the running container's image.
+    let image = match &s.state {
+        ContainerState::Running { started, .. } if !started.image.is_empty() => started.image.clone(),
+        _ => image,
+    };
     ContainerStatus {
         name: s.name.clone(),
         image,

@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// How long one plugin invocation may take.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The file peapod writes into the configuration directory.
 pub const DEFAULT_CONFLIST: &str = "10-peapod.conflist";
 
@@ -291,9 +294,25 @@ impl Cni {
             use std::io::Write;
             let _ = stdin.write_all(net.to_string().as_bytes());
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| err(format!("run CNI plugin {}: {e}", bin.display())))?;
+        // A plugin that never answers is killed, so a pod's teardown cannot hang on it.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+            Ok(r) => r.map_err(|e| err(format!("run CNI plugin {}: {e}", bin.display())))?,
+            Err(_) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(err(format!(
+                    "plugin type={kind:?} ({command}) did not finish within {}s and was killed",
+                    PLUGIN_TIMEOUT.as_secs()
+                )));
+            }
+        };
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             let detail = serde_json::from_str::<Value>(&stdout)

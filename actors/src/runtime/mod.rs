@@ -67,6 +67,7 @@ pub enum Observed {
         id: String,
         pid: i32,
         stop_signal: Option<String>,
+        image: Option<String>,
     },
     /// It ended; the record says how.
     Exited { id: String, exit: ExitRecord },
@@ -177,7 +178,8 @@ impl Runtime {
                 .unwrap_or_default()
         };
         let namespaces = sandbox_namespaces(pod);
-        if !namespaces.iter().chain(&["shm"]).all(|f| is_mountpoint(&dir.join(f))) {
+        let fresh = !namespaces.iter().chain(&["shm"]).all(|f| is_mountpoint(&dir.join(f)));
+        if fresh {
             self.clone().teardown_blocking(uid.clone()).await;
             let out = std::process::Command::new(&self.shim_binary)
                 .args(["shim", "sandbox", "--dir"])
@@ -213,7 +215,7 @@ impl Runtime {
         } else {
             let me = self.clone();
             let p = pod.clone();
-            tokio::task::spawn_blocking(move || me.ensure_network(&p))
+            tokio::task::spawn_blocking(move || me.ensure_network(&p, fresh))
                 .await
                 .map_err(|e| e.to_string())??
         };
@@ -228,11 +230,13 @@ impl Runtime {
 
     /// CNI ADD for the pod unless its attachment is complete; a half-done ADD
     /// from a crash is deleted first so leases are not leaked.
-    fn ensure_network(&self, pod: &Pod) -> Result<Vec<String>, String> {
+    /// `fresh`: the network namespace was just created, so a cached
+    /// attachment describes an interface that is gone and is redone.
+    fn ensure_network(&self, pod: &Pod, fresh: bool) -> Result<Vec<String>, String> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let file = self.network_file(&uid);
         if let Some(at) = cni::read_attachment(&file) {
-            if at.result.is_some() {
+            if at.result.is_some() && !fresh {
                 // Re-adopted after a restart: the plugins confirm the attachment is intact.
                 match self.cni.check(&at) {
                     Ok(()) => tracing::info!("pod {uid}: CNI CHECK passed for {:?}", at.ips()),
@@ -274,8 +278,10 @@ impl Runtime {
         cni::write_attachment(&file, &at).map_err(|e| e.to_string())?;
         let t = std::time::Instant::now();
         if let Err(e) = self.cni.add(&mut at) {
-            let _ = self.cni.del(&at);
-            let _ = std::fs::remove_file(&file);
+            // The record stays until a DEL succeeds, so a lease is never forgotten.
+            if self.cni.del(&at).is_ok() {
+                let _ = std::fs::remove_file(&file);
+            }
             return Err(format!(
                 "plugin network {:?} ({}): {e}",
                 at.list["name"].as_str().unwrap_or(""),
@@ -448,6 +454,7 @@ impl Runtime {
                 format!("/sys/fs/cgroup/memory{cgroups_path}")
             })),
             stop_signal: image.config.stop_signal.clone(),
+            image: Some(image_name.clone()),
         };
         let shim_json = serde_json::to_value(&shim).unwrap_or_default();
         write_json(dir.join("shim.json"), &shim_json)?;
@@ -619,11 +626,19 @@ impl Runtime {
             .await
         {
             Ok(ShimReply::Ok { pid }) => {
-                let stop_signal = std::fs::read(dir.join("shim.json"))
+                let cfg = std::fs::read(dir.join("shim.json"))
                     .ok()
-                    .and_then(|b| serde_json::from_slice::<ShimConfig>(&b).ok())
-                    .and_then(|c| c.stop_signal);
-                Some((attempt, Observed::Running { id, pid, stop_signal }))
+                    .and_then(|b| serde_json::from_slice::<ShimConfig>(&b).ok());
+                let (stop_signal, image) = cfg.map_or((None, None), |c| (c.stop_signal, c.image));
+                Some((
+                    attempt,
+                    Observed::Running {
+                        id,
+                        pid,
+                        stop_signal,
+                        image,
+                    },
+                ))
             }
             _ => {
                 let exit = read_exit(&dir).unwrap_or_else(|| ExitRecord::unknown(None));

@@ -26,6 +26,10 @@ pub struct ShimConfig {
     /// The image's StopSignal, kept here so a daemon that re-adopts the container still uses it.
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// The image as the pod spec named it for this start, so a re-adopted
+    /// container is compared with the spec by what it really runs.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// How a container ended; persisted by the shim as `exit.json`.

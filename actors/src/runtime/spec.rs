@@ -78,15 +78,26 @@ pub fn volume_mounts(
                 )));
             }
             source = source.join(&sub);
-            if !source.exists() {
-                std::fs::create_dir_all(&source)
-                    .map_err(|e| ConfigError(format!("create subPath {}: {e}", source.display())))?;
-            }
-            // A symlink inside the volume must not lead out of it.
+            // A symlink inside the volume must not lead out of it: checked on
+            // what exists before anything is created, and on the result.
             let base = v
                 .host_path
                 .canonicalize()
                 .map_err(|e| ConfigError(format!("{}: {e}", v.host_path.display())))?;
+            let existing = source.ancestors().find(|a| a.exists()).unwrap_or(&v.host_path);
+            let existing = existing
+                .canonicalize()
+                .map_err(|e| ConfigError(format!("{}: {e}", existing.display())))?;
+            if !existing.starts_with(&base) {
+                return Err(ConfigError(format!(
+                    "subPath {sub:?} of volume {:?} resolves outside the volume",
+                    m.name
+                )));
+            }
+            if !source.exists() {
+                std::fs::create_dir_all(&source)
+                    .map_err(|e| ConfigError(format!("create subPath {}: {e}", source.display())))?;
+            }
             let real = source
                 .canonicalize()
                 .map_err(|e| ConfigError(format!("{}: {e}", source.display())))?;

@@ -20,6 +20,7 @@ const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -90,41 +91,46 @@ pub fn request_message(service: &str) -> Vec<u8> {
     msg
 }
 
+/// A protobuf varint at `pb[*i..]`; `None` when truncated or longer than 10 bytes.
+fn varint(pb: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *pb.get(*i)?;
+        *i += 1;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// The serving status in a gRPC-framed `HealthCheckResponse`: 0 UNKNOWN,
-/// 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN.
+/// 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN. `None` until the message is complete.
 pub fn response_status(data: &[u8]) -> Option<u64> {
     let len = u32::from_be_bytes(data.get(1..5)?.try_into().ok()?) as usize;
-    let pb = data.get(5..5 + len)?;
+    let pb = data.get(5..5usize.checked_add(len)?)?;
     let mut i = 0;
     let mut status = 0;
     while i < pb.len() {
-        let key = pb[i];
-        i += 1;
-        let mut v: u64 = 0;
-        let mut shift = 0;
+        let key = varint(pb, &mut i)?;
         match key & 0x7 {
             0 => {
-                loop {
-                    let b = *pb.get(i)?;
-                    i += 1;
-                    v |= u64::from(b & 0x7f) << shift;
-                    shift += 7;
-                    if b & 0x80 == 0 {
-                        break;
-                    }
-                }
+                let v = varint(pb, &mut i)?;
                 if key >> 3 == 1 {
                     status = v;
                 }
             }
+            1 => i = i.checked_add(8)?,
             2 => {
-                let l = *pb.get(i)? as usize;
-                i += 1 + l;
+                let l = usize::try_from(varint(pb, &mut i)?).ok()?;
+                i = i.checked_add(l)?;
             }
+            5 => i = i.checked_add(4)?,
             _ => return None,
         }
     }
-    Some(status)
+    (i == pb.len()).then_some(status)
 }
 
 fn status_name(s: u64) -> &'static str {
@@ -169,7 +175,14 @@ pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> O
                     .await
                     .map_err(|e| e.to_string())?,
                 DATA if stream == 1 => {
-                    body.extend_from_slice(&payload);
+                    // PADDED: a pad-length byte first, padding at the end.
+                    let data = if flags & PADDED != 0 {
+                        let pad = usize::from(*payload.first().unwrap_or(&0));
+                        payload.get(1..payload.len().saturating_sub(pad)).unwrap_or_default()
+                    } else {
+                        &payload[..]
+                    };
+                    body.extend_from_slice(data);
                     if let Some(st) = response_status(&body) {
                         return Ok(st);
                     }
@@ -178,7 +191,13 @@ pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> O
                     return Err("the server answered with an error status and no health reply".to_string())
                 }
                 RST_STREAM if stream == 1 => return Err("the server reset the stream".into()),
-                GOAWAY => return Err("the server closed the connection (GOAWAY)".into()),
+                // A graceful GOAWAY that still covers stream 1 lets the reply finish.
+                GOAWAY
+                    if payload.len() < 4
+                        || u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff < 1 =>
+                {
+                    return Err("the server closed the connection (GOAWAY)".into())
+                }
                 _ => {}
             }
         }
@@ -207,6 +226,14 @@ mod tests {
         // An empty message is UNKNOWN (0); a short frame is incomplete.
         assert_eq!(response_status(&[0, 0, 0, 0, 0]), Some(0));
         assert_eq!(response_status(&[0, 0, 0, 0, 2, 0x08]), None);
+        // Unknown fields of every wire type are skipped; overlong varints are refused.
+        assert_eq!(
+            response_status(&[0, 0, 0, 0, 7, 0x12, 0x01, b'x', 0x08, 0x02, 0x18, 0x05]),
+            Some(2)
+        );
+        let mut long = vec![0, 0, 0, 0, 12, 0x08];
+        long.extend([0xff; 11]);
+        assert_eq!(response_status(&long), None);
     }
 
     #[test]

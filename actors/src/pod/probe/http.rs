@@ -52,19 +52,39 @@ pub fn status_code(head: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// Sends the GET and judges the answer within `timeout`.
-pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
-    let scheme = if req.https { "https" } else { "http" };
-    let url = format!("{scheme}://{}{}", super::join_host_port(req.host, req.port), req.path);
-    if req.https {
-        let (host, port, bytes) = (req.host.to_string(), req.port, encode(req));
-        let res = tokio::task::spawn_blocking(move || tls::exchange(&host, port, &bytes, timeout))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        return judge(res, &url);
+/// Whether a response head has arrived completely (or cannot grow).
+fn head_done(buf: &[u8], got: usize, eof: bool) -> bool {
+    eof || got == buf.len() || buf[..got].windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// The `Location` header of a response head.
+pub fn location(head: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("location").then(|| v.trim().to_string())
+    })
+}
+
+/// Where a redirect leads: `Some(path)` on the same host, `None` elsewhere.
+pub fn same_host_target(loc: &str, host: &str) -> Option<String> {
+    if loc.starts_with('/') {
+        return Some(loc.to_string());
     }
-    let exchange = async {
-        let addr = super::join_host_port(req.host, req.port);
+    let rest = loc.strip_prefix("http://").or_else(|| loc.strip_prefix("https://"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let h = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    (h == host).then_some(path)
+}
+
+/// One GET; returns the response head.
+async fn exchange_plain(req: &Request<'_>, timeout: Duration) -> Result<String, String> {
+    let addr = super::join_host_port(req.host, req.port);
+    let talk = async {
         let mut stream = tokio::net::TcpStream::connect(&addr)
             .await
             .map_err(|e| format!("dial tcp {addr}: connect: {}", super::os_error_text(&e)))?;
@@ -73,32 +93,80 @@ pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
             .await
             .map_err(|e| format!("write: {e}"))?;
         // Enough for the status line and headers; the body is not needed.
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 8192];
         let mut got = 0;
         loop {
             let n = stream.read(&mut buf[got..]).await.map_err(|e| format!("read: {e}"))?;
             got += n;
-            let text = String::from_utf8_lossy(&buf[..got]);
-            if n == 0 || text.contains("\r\n") || got == buf.len() {
-                return status_code(&text).ok_or_else(|| "malformed HTTP response".to_string());
+            if head_done(&buf, got, n == 0) {
+                return Ok(String::from_utf8_lossy(&buf[..got]).into_owned());
             }
         }
     };
-    let res = tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, talk)
         .await
-        .unwrap_or_else(|_| Err(TIMED_OUT.into()));
-    judge(res, &url)
+        .unwrap_or_else(|_| Err(TIMED_OUT.into()))
+}
+
+/// Sends the GET and judges the answer within `timeout` overall, following
+/// up to 10 redirects on the same host as kubelet's prober does (a redirect
+/// to another host counts as success, as there).
+pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
+    let deadline = std::time::Instant::now() + timeout;
+    let scheme = if req.https { "https" } else { "http" };
+    let mut path = req.path.to_string();
+    for _ in 0..=10 {
+        let url = format!("{scheme}://{}{path}", super::join_host_port(req.host, req.port));
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Outcome::Failure(format!("Get \"{url}\": {TIMED_OUT}"));
+        }
+        let this = Request {
+            https: req.https,
+            host: req.host,
+            port: req.port,
+            path: &path,
+            headers: req.headers,
+        };
+        let head = if req.https {
+            let (host, port, bytes) = (req.host.to_string(), req.port, encode(&this));
+            tokio::task::spawn_blocking(move || tls::exchange(&host, port, &bytes, left))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        } else {
+            exchange_plain(&this, left).await
+        };
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+        };
+        let Some(code) = status_code(&head) else {
+            return Outcome::Failure(format!("Get \"{url}\": malformed HTTP response"));
+        };
+        if (300..400).contains(&code) {
+            if let Some(loc) = location(&head) {
+                match same_host_target(&loc, req.host) {
+                    Some(next) => {
+                        path = next;
+                        continue;
+                    }
+                    None => return Outcome::Success,
+                }
+            }
+        }
+        return if (200..400).contains(&code) {
+            Outcome::Success
+        } else {
+            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+        };
+    }
+    Outcome::Failure(format!(
+        "Get \"{scheme}://{}{path}\": stopped after 10 redirects",
+        super::join_host_port(req.host, req.port)
+    ))
 }
 
 const TIMED_OUT: &str = "context deadline exceeded (Client.Timeout exceeded while awaiting headers)";
-
-fn judge(res: Result<u16, String>, url: &str) -> Outcome {
-    match res {
-        Ok(code) if (200..400).contains(&code) => Outcome::Success,
-        Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
-    }
-}
 
 /// HTTPS without certificate verification (kubelet's `InsecureSkipVerify`):
 /// the chain and name are not checked, the handshake signatures still are.
@@ -163,8 +231,8 @@ mod tls {
             .clone()
     }
 
-    /// Sends `request` over TLS and returns the response's status code.
-    pub fn exchange(host: &str, port: u16, request: &str, timeout: Duration) -> Result<u16, String> {
+    /// Sends `request` over TLS and returns the response head, all within `timeout`.
+    pub fn exchange(host: &str, port: u16, request: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let hp = super::super::join_host_port(host, port);
         let addr = hp
@@ -195,14 +263,19 @@ mod tls {
             }
         };
         tls.write_all(request.as_bytes()).map_err(io)?;
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 8192];
         let mut got = 0;
         loop {
+            // One deadline for the whole exchange, not one per read.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(super::TIMED_OUT.to_string());
+            }
+            let _ = tls.sock.set_read_timeout(Some(left));
             let n = tls.read(&mut buf[got..]).map_err(io)?;
             got += n;
-            let text = String::from_utf8_lossy(&buf[..got]);
-            if n == 0 || text.contains("\r\n") || got == buf.len() {
-                return super::status_code(&text).ok_or_else(|| "malformed HTTP response".to_string());
+            if super::head_done(&buf, got, n == 0) {
+                return Ok(String::from_utf8_lossy(&buf[..got]).into_owned());
             }
         }
     }
@@ -243,6 +316,56 @@ mod tests {
             headers: &[],
         });
         assert!(plain.contains("Host: [fd00::2]:80\r\n"), "{plain}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_judged_by_where_it_leads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            for answer in [
+                "HTTP/1.1 302 Found\r\nLocation: /login\r\n\r\n",
+                "HTTP/1.1 500 Oops\r\n\r\n",
+            ] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                paths.push(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+            paths
+        });
+        let req = Request {
+            https: false,
+            host: "127.0.0.1",
+            port,
+            path: "/healthz",
+            headers: &[],
+        };
+        assert_eq!(
+            probe(&req, Duration::from_secs(2)).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        assert_eq!(server.await.unwrap(), ["GET /healthz HTTP/1.1", "GET /login HTTP/1.1"]);
+    }
+
+    #[test]
+    fn redirects_stay_on_the_host() {
+        let head = "HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: /login\r\n\r\n";
+        assert_eq!(location(head).as_deref(), Some("/login"));
+        assert_eq!(same_host_target("/login", "10.0.0.2").as_deref(), Some("/login"));
+        assert_eq!(
+            same_host_target("http://10.0.0.2:8080/x", "10.0.0.2").as_deref(),
+            Some("/x")
+        );
+        assert_eq!(same_host_target("https://example.com/", "10.0.0.2"), None);
     }
 
     #[test]
