@@ -521,7 +521,13 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
             )
         }
     };
-    if !containers.contains(&container) {
+    let init_names: Vec<String> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    if !containers.contains(&container) && !init_names.contains(&container) {
         return status(
             400,
             "BadRequest",
@@ -529,10 +535,9 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
             None,
         );
     }
-    let cs = pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let cs = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|k| pod["status"][*k].as_array().into_iter().flatten())
         .find(|c| c["name"] == container.as_str())
         .cloned();
     let started = cs.as_ref().is_some_and(|c| !c["containerID"].is_null());

@@ -33,7 +33,7 @@ spec:
   initContainers:
   - name: first
     image: busybox
-    command: ["sh", "-c", "sleep 3; echo first >> /dev/shm/order"]
+    command: ["sh", "-c", "sleep 3; echo first >> /dev/shm/order; echo first-ran"]
   - name: second
     image: busybox
     command: ["sh", "-c", "echo second >> /dev/shm/order"]
@@ -58,6 +58,8 @@ spec:
         Some(node.logs("ordered", "app")).filter(|l| l.contains("app"))
     });
     assert_eq!(logs, "first\nsecond\napp\n");
+    // An init container's logs, as `kubectl logs -c` shows them.
+    assert_eq!(node.ok(&["logs", "ordered", "-c", "first"]), "first-ran\n");
     let cond = p["status"]["conditions"].as_array().unwrap();
     assert!(cond.iter().any(|c| c["type"] == "Initialized" && c["status"] == "True"));
     node.ok(&["delete", "pod", "ordered", "--grace-period", "1"]);
