@@ -351,3 +351,40 @@ spec:
     );
     node.ok(&["delete", "pod", "rpc"]);
 }
+
+#[test]
+fn readiness_keeps_probing_while_the_pod_terminates() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: draining}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: app
+    image: busybox
+    # On SIGTERM it stops being ready, drains for a while, then exits.
+    command: ["sh", "-c", "touch /tmp/ready; trap 'rm -f /tmp/ready; sleep 6; exit 0' TERM; while true; do sleep 0.2; done"]
+    readinessProbe:
+      exec: {command: ["test", "-f", "/tmp/ready"]}
+      periodSeconds: 1
+"#,
+    );
+    node.wait_pod("draining", "ready", MIN, |p| container(p, "app")["ready"] == true);
+    let mut delete = std::process::Command::new(peapod_tests::binary())
+        .args(["delete", "pod", "draining"])
+        .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = node.wait_pod("draining", "terminating and unready", MIN, |p| {
+        !p["metadata"]["deletionTimestamp"].is_null() && container(p, "app")["ready"] == false
+    });
+    assert!(
+        container(&p, "app")["state"]["running"].is_object(),
+        "still running while unready: {p}"
+    );
+    assert!(delete.wait().unwrap().success());
+    assert!(node.pod("draining").is_none());
+}

@@ -72,7 +72,7 @@ pub struct PodActor {
     pod_ips: Vec<String>,
     rejection: Option<Rejection>,
     /// The probe actors of each running container, by slot.
-    probes: HashMap<usize, Vec<Addr<ProbeActor>>>,
+    probes: HashMap<usize, Vec<(ProbeKind, Addr<ProbeActor>)>>,
     /// Every init container completed (sidecars started); sticky, as the condition.
     initialized: bool,
     /// The app containers are done and the sidecars are being stopped.
@@ -950,12 +950,25 @@ impl PodActor {
             self.pod.clone(),
             ctx.address().recipient(),
         );
-        self.probes.entry(i).or_default().push(actor.start());
+        self.probes.entry(i).or_default().push((kind, actor.start()));
     }
 
     fn stop_probes(&mut self, i: usize) {
-        for p in self.probes.remove(&i).into_iter().flatten() {
+        for (_, p) in self.probes.remove(&i).into_iter().flatten() {
             p.do_send(StopProbe);
+        }
+    }
+
+    /// Stops every probe of container `i` but readiness, which kubelet keeps
+    /// running while a pod terminates (a container shutting down may turn unready).
+    fn stop_probes_but_readiness(&mut self, i: usize) {
+        let Some(list) = self.probes.remove(&i) else { return };
+        let (keep, stop): (Vec<_>, Vec<_>) = list.into_iter().partition(|(k, _)| *k == ProbeKind::Readiness);
+        for (_, p) in stop {
+            p.do_send(StopProbe);
+        }
+        if !keep.is_empty() {
+            self.probes.insert(i, keep);
         }
     }
 
@@ -997,7 +1010,11 @@ impl PodActor {
     /// Ends container `i` without a restart: probes stop, a running container
     /// is stopped by `deadline`, a waiting one is shown as it last ended.
     fn stop_for_good(&mut self, i: usize, deadline: Instant, ctx: &mut Context<Self>) {
-        self.stop_probes(i);
+        if self.lifecycle == Lifecycle::Terminating {
+            self.stop_probes_but_readiness(i);
+        } else {
+            self.stop_probes(i);
+        }
         match self.slots[i].state {
             ContainerState::Running { .. } => {
                 let name = self.slots[i].name.clone();
@@ -1255,13 +1272,19 @@ impl Handler<ProbeChanged> for PodActor {
     type Result = ();
 
     fn handle(&mut self, msg: ProbeChanged, ctx: &mut Context<Self>) {
-        if self.lifecycle != Lifecycle::Active {
+        let terminating_readiness = self.lifecycle == Lifecycle::Terminating && msg.kind == ProbeKind::Readiness;
+        if self.lifecycle != Lifecycle::Active && !terminating_readiness {
             return;
         }
         let ContainerState::Running { attempt, since, .. } = &self.slots[msg.slot].state else {
             return;
         };
         if *attempt != msg.attempt {
+            return;
+        }
+        if terminating_readiness {
+            self.slots[msg.slot].set_probe_state(msg.attempt, None, Some(msg.success));
+            self.write_status(ctx);
             return;
         }
         let since = *since;

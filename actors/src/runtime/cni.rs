@@ -386,12 +386,31 @@ impl Cni {
     }
 
     /// CHECK through the list (diagnostics).
+    /// Lists that set `disableCheck`, or speak a CNI version before 0.4.0
+    /// (which had no CHECK), are not checked, as libcni skips them.
     pub fn check(&self, at: &Attachment) -> Result<(), CniError> {
+        if !Self::checkable(&at.list) {
+            return Ok(());
+        }
         for plugin in at.list["plugins"].as_array().cloned().unwrap_or_default() {
             let conf = Self::plugin_conf(&at.list, &plugin, at.result.as_ref(), at);
             self.exec("CHECK", &conf, at, &at.ifname)?;
         }
         Ok(())
+    }
+}
+
+impl Cni {
+    fn checkable(list: &Value) -> bool {
+        let disabled = list["disableCheck"].as_bool() == Some(true) || list["disableCheck"] == "true";
+        let version: Vec<u32> = list["cniVersion"]
+            .as_str()
+            .unwrap_or("1.0.0")
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        let at_least_04 = version.first().copied().unwrap_or(0) >= 1 || version.get(1).copied().unwrap_or(0) >= 4;
+        !disabled && at_least_04
     }
 }
 
@@ -466,6 +485,14 @@ mod tests {
         .unwrap();
         let e = cni(dir.path()).load().unwrap_err().message;
         assert!(e.contains("plugins[0].type: Required value"), "{e}");
+    }
+
+    #[test]
+    fn check_is_skipped_where_libcni_skips_it() {
+        assert!(Cni::checkable(&json!({"cniVersion": "1.0.0"})));
+        assert!(Cni::checkable(&json!({"cniVersion": "0.4.0"})));
+        assert!(!Cni::checkable(&json!({"cniVersion": "0.3.1"})));
+        assert!(!Cni::checkable(&json!({"cniVersion": "1.0.0", "disableCheck": true})));
     }
 
     #[test]
