@@ -36,6 +36,10 @@ fn prepare(node: &Node) {
         &dir.join("libcnoop-future.so"),
         &["-DNOOP_ABI_MAJOR=99", "-DNOOP_NAME=\"cnoop-future\""],
     );
+    gcc(
+        &dir.join("libcnoop-stuck.so"),
+        &["-DNOOP_HANG_ON_LOAD", "-DNOOP_NAME=\"cnoop-stuck\""],
+    );
     std::fs::copy(dir.join("libpeapod_emptydir.so"), dir.join("zz-duplicate.so")).unwrap();
     let open = dir.join("writable-by-all.so");
     std::fs::copy(dir.join("libpeapod_hostpath.so"), &open).unwrap();
@@ -81,6 +85,7 @@ fn third_party_plugins_load_serve_pods_and_bad_ones_are_refused() {
         "libcnoop-future.so: ABI 99.0 is not supported (this daemon speaks ABI 1.x)",
         "zz-duplicate.so: a plugin named \"emptydir\" is already loaded from",
         "writable-by-all.so: refusing a file writable by group or others (mode 666)",
+        "libcnoop-stuck.so: peapod_volume_plugin did not return its table within 5s",
     ] {
         assert!(log.contains(refusal), "missing {refusal:?} in {log}");
     }
@@ -92,7 +97,7 @@ fn third_party_plugins_load_serve_pods_and_bad_ones_are_refused() {
         .iter()
         .filter(|e| e["reason"] == "FailedLoadPlugin" && e["involvedObject"]["kind"] == "Node")
         .count();
-    assert_eq!(refused, 3, "{events}");
+    assert_eq!(refused, 4, "{events}");
 
     node.apply(
         r#"apiVersion: v1

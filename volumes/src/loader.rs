@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a plugin's entry function may take to return its table.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The smallest table this daemon accepts: everything up to `unpublish`.
 const MIN_TABLE_SIZE: usize = std::mem::offset_of!(PluginTable, unpublish) + std::mem::size_of::<Option<CallFn>>();
 
@@ -354,27 +357,94 @@ fn load_one(path: &Path) -> Result<Plugin, String> {
     // SAFETY: loading runs the library's initialisers; the open file passed
     // the ownership checks, so only root could have placed this code.
     let library = unsafe { Library::new(&by_fd) }.map_err(|e| format!("load: {e}"))?;
-    let table = {
+    match inspect(&library) {
+        Ok(Inspected {
+            table,
+            name,
+            version,
+            major,
+            minor,
+        }) => Ok(Plugin {
+            name,
+            version,
+            abi_major: major,
+            abi_minor: minor,
+            capabilities: table.capabilities,
+            path: path.to_path_buf(),
+            table,
+            in_flight: Default::default(),
+            _library: library,
+            _file: file,
+        }),
+        Err((reason, still_running)) => {
+            // The dynamic loader knows the library by "/proc/self/fd/N" and may
+            // keep it loaded after dlclose: N must never name another file, so a
+            // refused library's descriptor stays open for good.
+            std::mem::forget(file);
+            if still_running {
+                std::mem::forget(library);
+            }
+            Err(reason)
+        }
+    }
+}
+
+/// What a library's table says, checked.
+struct Inspected {
+    table: PluginTable,
+    name: String,
+    version: String,
+    major: u32,
+    minor: u32,
+}
+
+/// Calls the entry function (with a deadline) and checks the table. The error
+/// says why, and whether the entry function is still running in the library.
+fn inspect(library: &Library) -> Result<Inspected, (String, bool)> {
+    let entry: unsafe extern "C" fn() -> *const PluginTable = {
         // SAFETY: the entry symbol's documented type is `const PluginTable *(void)`.
-        let entry: libloading::Symbol<unsafe extern "C" fn() -> *const PluginTable> =
+        let sym: libloading::Symbol<unsafe extern "C" fn() -> *const PluginTable> =
             unsafe { library.get(ENTRY_SYMBOL.as_bytes()) }
-                .map_err(|_| format!("no {ENTRY_SYMBOL} symbol: not a peapod volume plugin"))?;
+                .map_err(|_| (format!("no {ENTRY_SYMBOL} symbol: not a peapod volume plugin"), false))?;
+        *sym
+    };
+    // The entry runs plugin code (a Rust plugin builds its state there): on a
+    // thread of its own with a deadline, so a plugin that hangs while loading
+    // cannot stop the daemon from starting.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         // SAFETY: calling the entry function as documented; it returns a static table or null.
-        unsafe { entry() }
+        let t = unsafe { entry() };
+        let _ = tx.send(t as usize);
+    });
+    let table = match rx.recv_timeout(LOAD_TIMEOUT) {
+        Ok(addr) => addr as *const PluginTable,
+        Err(_) => {
+            // A thread is still inside the library: it must never be unloaded.
+            return Err((
+                format!(
+                    "{ENTRY_SYMBOL} did not return its table within {}s",
+                    LOAD_TIMEOUT.as_secs()
+                ),
+                true,
+            ));
+        }
     };
     if table.is_null() {
-        return Err(format!("{ENTRY_SYMBOL} returned no table"));
+        return Err((format!("{ENTRY_SYMBOL} returned no table"), false));
     }
     // SAFETY: non-null; the first three fields exist in every ABI version.
     let (size, major, minor) = unsafe { ((*table).struct_size as usize, (*table).abi_major, (*table).abi_minor) };
     if major != ABI_MAJOR {
-        return Err(format!(
-            "ABI {major}.{minor} is not supported (this daemon speaks ABI {ABI_MAJOR}.x)"
+        return Err((
+            format!("ABI {major}.{minor} is not supported (this daemon speaks ABI {ABI_MAJOR}.x)"),
+            false,
         ));
     }
     if size < MIN_TABLE_SIZE {
-        return Err(format!(
-            "table of {size} bytes is too small for ABI {ABI_MAJOR} (needs {MIN_TABLE_SIZE})"
+        return Err((
+            format!("table of {size} bytes is too small for ABI {ABI_MAJOR} (needs {MIN_TABLE_SIZE})"),
+            false,
         ));
     }
     // Copy what the plugin has into a zeroed table: entries past its
@@ -394,10 +464,10 @@ fn load_one(path: &Path) -> Result<Plugin, String> {
         // SAFETY: the ABI requires NUL-terminated static strings.
         Ok(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     };
-    let name = text(t.name, "name")?;
-    let version = text(t.version, "version")?;
+    let name = text(t.name, "name").map_err(|e| (e, false))?;
+    let version = text(t.version, "version").map_err(|e| (e, false))?;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(format!("invalid plugin name {name:?}"));
+        return Err((format!("invalid plugin name {name:?}"), false));
     }
     for (present, what) in [
         (t.free_buffer.is_some(), "free_buffer"),
@@ -405,19 +475,17 @@ fn load_one(path: &Path) -> Result<Plugin, String> {
         (t.unpublish.is_some(), "unpublish"),
     ] {
         if !present {
-            return Err(format!("plugin {name:?} does not provide {what}, which is required"));
+            return Err((
+                format!("plugin {name:?} does not provide {what}, which is required"),
+                false,
+            ));
         }
     }
-    Ok(Plugin {
+    Ok(Inspected {
+        table: t,
         name,
         version,
-        abi_major: major,
-        abi_minor: minor,
-        capabilities: t.capabilities,
-        path: path.to_path_buf(),
-        table: t,
-        in_flight: Default::default(),
-        _library: library,
-        _file: file,
+        major,
+        minor,
     })
 }

@@ -3,7 +3,8 @@
  *
  *   gcc -shared -fPIC -I ../../include -o libcnoop.so noop.c
  *
- * (-DNOOP_ABI_MAJOR=N and -DNOOP_NAME='"x"' change what it declares.)
+ * (-DNOOP_ABI_MAJOR=N and -DNOOP_NAME='"x"' change what it declares;
+ * -DNOOP_HANG_ON_LOAD makes it never return its table.)
  *
  * Requests arrive as JSON bytes the daemon owns; replies are JSON the plugin
  * allocates with malloc and frees in free_buffer. This plugin publishes by
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static Buffer reply(const char *json) {
     Buffer b;
@@ -96,4 +98,12 @@ static const PluginTable TABLE = {
     .unpublish = unpublish,
 };
 
-const PluginTable *peapod_volume_plugin(void) { return &TABLE; }
+const PluginTable *peapod_volume_plugin(void) {
+#ifdef NOOP_HANG_ON_LOAD
+    /* For the tests: a plugin that never finishes loading. */
+    for (;;) {
+        sleep(3600);
+    }
+#endif
+    return &TABLE;
+}
