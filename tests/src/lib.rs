@@ -76,20 +76,7 @@ impl Node {
             net,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
-        let out = node.peapod(&[
-            "image",
-            "import",
-            "--root-dir",
-            &node.root().display().to_string(),
-            TEST_IMAGE,
-            "--tag",
-            "busybox",
-        ]);
-        assert!(
-            out.status.success(),
-            "image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        node.import_image("busybox");
         std::fs::create_dir_all(node.plugin_dir()).unwrap();
         for p in BUILTIN_PLUGINS {
             std::fs::copy(artifact(p), node.plugin_dir().join(p)).expect("copy plugin");
@@ -97,6 +84,28 @@ impl Node {
         prepare(&node);
         node.start_daemon();
         node
+    }
+
+    /// Imports the test image into this node's store under `tag`.
+    pub fn import_image(&self, tag: &str) {
+        let root = self.root().display().to_string();
+        let out = self.peapod(&["image", "import", "--root-dir", &root, TEST_IMAGE, "--tag", tag]);
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the CLI without waiting for it (e.g. a delete that waits out a grace period).
+    pub fn spawn_peapod(&self, args: &[&str]) -> Child {
+        Command::new(binary())
+            .args(args)
+            .env("PEAPOD_SOCKET", self.run_dir().join("peapod.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run peapod")
     }
 
     /// This node's volume plugin directory.

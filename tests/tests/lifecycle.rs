@@ -1,7 +1,7 @@
 //! End-to-end: activeDeadlineSeconds, a changed image restarting its
 //! container, Events expiring after the event TTL, API group discovery.
 
-use peapod_tests::{container, wait_for, Node, TEST_IMAGE};
+use peapod_tests::{container, wait_for, Node};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -36,16 +36,7 @@ spec:
 #[test]
 fn changing_the_image_restarts_the_container() {
     let node = Node::start();
-    let out = node.peapod(&[
-        "image",
-        "import",
-        "--root-dir",
-        &node.root().display().to_string(),
-        TEST_IMAGE,
-        "--tag",
-        "localhost/busybox:v2",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    node.import_image("localhost/busybox:v2");
     let pod = |image: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: upgrade}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {image}, command: [sleep, '3600']}}\n"
@@ -118,12 +109,7 @@ spec:
     );
     node.wait_pod("stubborn", "running", MIN, |p| container(p, "c")["ready"] == true);
     // The first delete waits out a 120 s grace period in the background.
-    let mut first = std::process::Command::new(peapod_tests::binary())
-        .args(["delete", "pod", "stubborn"])
-        .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = node.spawn_peapod(&["delete", "pod", "stubborn"]);
     node.wait_pod("stubborn", "terminating", MIN, |p| {
         !p["metadata"]["deletionTimestamp"].is_null()
     });

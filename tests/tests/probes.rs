@@ -372,12 +372,7 @@ spec:
 "#,
     );
     node.wait_pod("draining", "ready", MIN, |p| container(p, "app")["ready"] == true);
-    let mut delete = std::process::Command::new(peapod_tests::binary())
-        .args(["delete", "pod", "draining"])
-        .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut delete = node.spawn_peapod(&["delete", "pod", "draining"]);
     let p = node.wait_pod("draining", "terminating and unready", MIN, |p| {
         !p["metadata"]["deletionTimestamp"].is_null() && container(p, "app")["ready"] == false
     });

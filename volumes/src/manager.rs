@@ -84,11 +84,6 @@ impl VolumeManager {
         &self.registry
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &VolumeConfig {
-        &self.cfg
-    }
-
     /// Calls every plugin's `init`; returns the failures (those plugins stay
     /// loaded: a pod using one sees the failure of its own calls).
     pub async fn init_plugins(&self) -> Vec<CallError> {

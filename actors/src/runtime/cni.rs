@@ -120,11 +120,6 @@ impl Cni {
         Self { cfg }
     }
 
-    /// The configuration this driver was built with.
-    pub fn config(&self) -> &NetworkConfig {
-        &self.cfg
-    }
-
     /// peapod's default network list for the configured bridge and CIDR.
     pub fn default_list(&self) -> Result<Value, CniError> {
         let (net, prefix) = self
@@ -401,6 +396,7 @@ impl Cni {
 }
 
 impl Cni {
+    /// Whether libcni would CHECK this list.
     fn checkable(list: &Value) -> bool {
         let disabled = list["disableCheck"].as_bool() == Some(true) || list["disableCheck"] == "true";
         let version: Vec<u32> = list["cniVersion"]

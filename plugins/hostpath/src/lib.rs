@@ -17,6 +17,15 @@ fn fail(msg: String) -> PluginError {
     PluginError::precondition(msg)
 }
 
+/// Creates a missing directory (and its parents) with mode 0755, as kubelet does.
+fn make_dir(path: &str) -> Result<(), PluginError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(|e| fail(format!("create {path}: {e}")))
+}
+
 /// Kubernetes' `checkType` for `path` and `kind`.
 pub fn check_type(path: &str, kind: &str) -> Result<(), PluginError> {
     let p = Path::new(path);
@@ -26,21 +35,13 @@ pub fn check_type(path: &str, kind: &str) -> Result<(), PluginError> {
         "" => {
             // No checks; like container runtimes, make a missing directory.
             if meta().is_none() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(p)
-                    .map_err(|e| fail(format!("create {path}: {e}")))?;
+                make_dir(path)?;
             }
             Ok(())
         }
         "DirectoryOrCreate" | "Directory" => {
             if kind == "DirectoryOrCreate" && meta().is_none() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(p)
-                    .map_err(|e| fail(format!("create {path}: {e}")))?;
+                make_dir(path)?;
             }
             if !is(fs::FileType::is_dir) {
                 return Err(fail(format!("hostPath type check failed: {path} is not a directory")));
