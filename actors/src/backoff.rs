@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Restart delays of one container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     initial: Duration,
     cap: Duration,

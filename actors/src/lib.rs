@@ -1,13 +1,20 @@
 //! peapod's live node: actix actors that reconcile the store into running
-//! containers. The supervision tree is `NodeActor` → `PodActor` per pod (and
-//! the `NamespaceActor` controller); containers are run by `peapod shim`
+//! containers, in one supervision tree ([`supervisor`]): `NodeActor` →
+//! `NamespaceActor` and a `PodActor` per pod → a `ContainerActor` per
+//! container → a `ProbeActor` per probe. Containers are run by `peapod shim`
 //! processes through [`runtime`].
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
+pub mod container;
 pub mod events;
+pub mod faults;
+pub mod hooks;
 pub mod image;
 pub mod namespaces;
 pub mod node;
 pub mod pod;
+pub mod probe;
 pub mod runtime;
+pub mod supervisor;

@@ -2,6 +2,7 @@
 //! controller does: once a namespace is marked for deletion, every object in
 //! it is deleted (pods gracefully), and the namespace goes when it is empty.
 
+use crate::supervisor::TreeNode;
 use actix::prelude::*;
 use peapod_core::kinds::{self, KINDS};
 use peapod_core::object;
@@ -12,17 +13,32 @@ use std::time::Duration;
 /// The namespace controller.
 pub struct NamespaceActor {
     store: Arc<dyn Store>,
+    node: TreeNode,
+    /// A pass is queued behind the running one (changes coalesce).
+    again: bool,
+    running: bool,
 }
 
 impl NamespaceActor {
-    /// A controller over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    /// A controller over `store`, registered in the tree as `node`.
+    pub fn new(store: Arc<dyn Store>, node: TreeNode) -> Self {
+        Self {
+            store,
+            node,
+            again: false,
+            running: false,
+        }
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
+        crate::faults::point("namespace.pass", "");
+        if self.running {
+            self.again = true;
+            return;
+        }
+        self.running = true;
         let store = self.store.clone();
-        ctx.wait(
+        ctx.spawn(
             async move {
                 let ns_res = kinds::namespace().resource();
                 let Ok((all, _)) = store.list(&ns_res, None).await else {
@@ -35,7 +51,13 @@ impl NamespaceActor {
                     }
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.running = false;
+                if std::mem::take(&mut act.again) {
+                    act.pass(ctx);
+                }
+            }),
         );
     }
 }
@@ -88,6 +110,7 @@ impl Actor for NamespaceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.node.set_state("Watching");
         // Watch everything: a namespace marked for deletion and pods leaving it both matter.
         let store = self.store.clone();
         let me = ctx.address();

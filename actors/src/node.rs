@@ -1,31 +1,74 @@
-//! `NodeActor`: the root of the supervision tree. It watches the store for
-//! pods and keeps exactly one `PodActor` per pod (by uid), rebuilding the tree
-//! from the store after a restart. It reacts to watch events only; a lost
-//! watch is healed by relisting (level-triggered).
+//! `NodeActor`: the node supervisor, root of the actor tree (see
+//! [`crate::supervisor`]). It watches the store for pods and keeps exactly
+//! one supervised `PodActor` per pod (by uid), and supervises the
+//! `NamespaceActor`. It reacts to watch events only; a lost watch is healed
+//! by relisting (level-triggered).
+//!
+//! A crashed PodActor is rebuilt from the latest pod object and the runtime.
+//! One that crashes more often than the restart intensity allows is given
+//! up: the pod gets a `FailedSupervision` Warning event, its containers are
+//! stopped through normal termination (preStop, stop signal, grace period,
+//! SIGKILL), and it is marked Failed with reason `SupervisionFailed` and
+//! condition `Supervised=False`; when it is deleted, the node removes it.
+//! A NamespaceActor that gives up takes the NodeActor down with it
+//! (escalation); [`run`] restarts the NodeActor, or ends the daemon when
+//! that happens too often.
+//!
+//! PodActor subtrees are spread over a few arbiters (threads), by pod uid:
+//! nothing in an actor blocks, so one thread could serve them all, but
+//! status building and JSON work then use every core, and a pod's own
+//! actors stay on one thread so their messages never cross threads.
 
-use crate::events::EventRecorder;
+use crate::events::{EventKind, EventRecorder};
 use crate::namespaces::NamespaceActor;
-use crate::pod::{PodActor, PodChanged, Rejection};
+use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
+use crate::supervisor::{
+    spawn_linked, ChildExited, ChildSpec, Children, Exit, Intensity, Restart, RestartWindow, Tree, TreeNode, Verdict,
+};
 use actix::prelude::*;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::resources::Amounts;
 use peapod_core::store::{EventType, Scope, Store, StoreError, WatchEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The node.
+/// The condition a pod given up by its supervisor carries.
+pub const SUPERVISED_CONDITION: &str = "Supervised";
+/// Its phase reason.
+pub const SUPERVISION_FAILED: &str = "SupervisionFailed";
+
+/// What the node supervisor is built from (again, after a crash).
+#[derive(Clone)]
+pub struct NodeSpec {
+    pub rt: Arc<Runtime>,
+    pub store: Arc<dyn Store>,
+    pub node_name: String,
+    pub tree: Tree,
+    /// Restart intensity of every supervised actor.
+    pub intensity: Intensity,
+    /// Where PodActor subtrees run.
+    pub arbiters: Arc<Vec<ArbiterHandle>>,
+}
+
+/// The node supervisor.
 pub struct NodeActor {
-    rt: Arc<Runtime>,
-    store: Arc<dyn Store>,
+    spec: NodeSpec,
     events: EventRecorder,
-    pods: HashMap<String, Addr<PodActor>>,
+    node: TreeNode,
+    pods: Children<String, PodActor>,
+    /// The latest version of every pod seen, to rebuild a crashed PodActor from.
+    latest: HashMap<String, Pod>,
     /// Requests of the pods admitted and not yet finished, by uid.
     admitted: HashMap<String, Amounts>,
-    namespaces: Option<Addr<NamespaceActor>>,
+    namespaces: Children<&'static str, NamespaceActor>,
+    /// Pods given up on, whose removal (once deleted) the node itself does.
+    given_up: HashSet<String>,
+    removing: HashSet<String>,
 }
 
 #[derive(Message)]
@@ -36,32 +79,97 @@ struct Resync;
 #[rtype(result = "()")]
 struct Watched(Result<WatchEvent, StoreError>);
 
+fn given_up(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == SUPERVISED_CONDITION && c.status == "False")
+}
+
 impl NodeActor {
-    /// A node running pods from `store` with `rt`.
-    pub fn new(rt: Arc<Runtime>, store: Arc<dyn Store>, node_name: String) -> Self {
-        let events = EventRecorder::new(store.clone(), node_name);
+    /// The node supervisor, registered in the tree as `node`.
+    pub fn new(spec: NodeSpec, node: TreeNode) -> Self {
+        let events = EventRecorder::new(spec.store.clone(), spec.node_name.clone());
         Self {
-            rt,
-            store,
+            spec,
             events,
-            pods: HashMap::new(),
+            node,
+            pods: Children::default(),
+            latest: HashMap::new(),
             admitted: HashMap::new(),
-            namespaces: None,
+            namespaces: Children::default(),
+            given_up: HashSet::new(),
+            removing: HashSet::new(),
         }
     }
 
-    fn upsert(&mut self, pod: Pod) {
+    fn arbiter_for(&self, uid: &str) -> Option<&ArbiterHandle> {
+        if self.spec.arbiters.is_empty() {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        uid.hash(&mut h);
+        self.spec.arbiters.get(h.finish() as usize % self.spec.arbiters.len())
+    }
+
+    fn start_pod_actor(&mut self, pod: Pod, rejection: Option<Rejection>, ctx: &mut Context<Self>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let restarts = self.pods.restarts(&uid);
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or("")
+        );
+        let node = self.node.child("PodActor", name, "transient", restarts);
+        let (rt, store, events, intensity) = (
+            self.spec.rt.clone(),
+            self.spec.store.clone(),
+            self.events.clone(),
+            self.spec.intensity,
+        );
+        let spec = ChildSpec {
+            restart: Restart::Transient,
+            intensity,
+        };
+        let arbiter = self.arbiter_for(&uid).cloned();
+        self.pods.start(ctx.address(), uid, spec, arbiter.as_ref(), move |_| {
+            PodActor::new(rt, store, events, node, intensity, pod, rejection)
+        });
+    }
+
+    fn start_namespaces(&mut self, ctx: &mut Context<Self>) {
+        let restarts = self.namespaces.restarts(&"namespaces");
+        let node = self.node.child("NamespaceActor", "namespaces", "permanent", restarts);
+        let store = self.spec.store.clone();
+        let spec = ChildSpec {
+            restart: Restart::Permanent,
+            intensity: self.spec.intensity,
+        };
+        self.namespaces
+            .start(ctx.address(), "namespaces", spec, None, move |_| {
+                NamespaceActor::new(store, node)
+            });
+    }
+
+    fn upsert(&mut self, pod: Pod, ctx: &mut Context<Self>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
             self.admitted.remove(&uid);
         }
+        self.latest.insert(uid.clone(), pod.clone());
+        if self.given_up.contains(&uid) || given_up(&pod) {
+            self.given_up.insert(uid.clone());
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.remove_given_up(pod, ctx);
+            }
+            return;
+        }
         match self.pods.get(&uid) {
-            Some(addr) if addr.connected() => addr.do_send(PodChanged(pod)),
-            _ => {
+            Some(addr) => addr.do_send(PodChanged(pod)),
+            None => {
                 let rejection = self.admit(&pod);
-                let actor = PodActor::new(self.rt.clone(), self.store.clone(), self.events.clone(), pod, rejection);
-                self.pods.insert(uid, actor.start());
+                self.start_pod_actor(pod, rejection, ctx);
             }
         }
     }
@@ -79,16 +187,16 @@ impl NodeActor {
         let wants = peapod_core::resources::pod_requests(&spec);
         let started = status.and_then(|s| s.start_time.as_ref()).is_some();
         if !started && pod.metadata.deletion_timestamp.is_none() {
-            let alloc = self.rt.config.allocatable();
+            let alloc = self.spec.rt.config.allocatable();
             let used = self.admitted.values().fold(Amounts::default(), |a, b| Amounts {
-                cpu_millis: a.cpu_millis + b.cpu_millis,
-                memory_bytes: a.memory_bytes + b.memory_bytes,
+                cpu_millis: a.cpu_millis.saturating_add(b.cpu_millis),
+                memory_bytes: a.memory_bytes.saturating_add(b.memory_bytes),
             });
             for (name, want, used, cap) in [
                 ("cpu", wants.cpu_millis, used.cpu_millis, alloc.cpu_millis),
                 ("memory", wants.memory_bytes, used.memory_bytes, alloc.memory_bytes),
             ] {
-                if want > 0 && want > cap - used {
+                if want > 0 && want > cap.saturating_sub(used) {
                     return Some(Rejection {
                         reason: format!("OutOf{name}"),
                         message: format!(
@@ -102,9 +210,83 @@ impl NodeActor {
         None
     }
 
+    /// The PodActor of `uid` crashed more often than allowed: its containers
+    /// are stopped the normal way and the pod is marked, so nothing of it
+    /// runs unsupervised and nobody is left guessing.
+    fn give_up(&mut self, uid: String, crashes: u32, last: String, ctx: &mut Context<Self>) {
+        self.given_up.insert(uid.clone());
+        self.admitted.remove(&uid);
+        let Some(pod) = self.latest.get(&uid).cloned() else {
+            return;
+        };
+        let message = format!(
+            "PodActor crashed {crashes} times within {:?} (last: {last}); its containers are stopped and the pod is no longer run on this node",
+            self.spec.intensity.period
+        );
+        tracing::error!("pod {}: {message}", pod_desc(&pod));
+        self.events
+            .pod_event(&pod, None, EventKind::Warning, "FailedSupervision", message.clone());
+        let (rt, store, events) = (self.spec.rt.clone(), self.spec.store.clone(), self.events.clone());
+        let grace = crate::clock::secs(
+            pod.metadata
+                .deletion_grace_period_seconds
+                .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30),
+        );
+        let deadline = match pod.metadata.deletion_timestamp {
+            Some(_) => crate::pod::terminate::deadline(&pod),
+            None => crate::clock::after(grace),
+        };
+        ctx.spawn(
+            async move {
+                crate::pod::terminate::stop_all(&rt, &events, &pod, deadline).await;
+                if let Err(e) = rt.teardown(pod.metadata.uid.as_deref().unwrap_or("")).await {
+                    tracing::warn!("pod {}: {e}", pod_desc(&pod));
+                }
+                mark_given_up(&*store, &pod, &message).await;
+            }
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                if let Some(p) = act.latest.get(&uid).cloned() {
+                    if p.metadata.deletion_timestamp.is_some() {
+                        act.remove_given_up(p, ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Removes a given-up pod that was deleted (its containers are already stopped).
+    fn remove_given_up(&mut self, pod: Pod, ctx: &mut Context<Self>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if !self.removing.insert(uid.clone()) {
+            return;
+        }
+        let (rt, store, events) = (self.spec.rt.clone(), self.spec.store.clone(), self.events.clone());
+        ctx.spawn(
+            async move {
+                let deadline = crate::pod::terminate::deadline(&pod);
+                crate::pod::terminate::stop_all(&rt, &events, &pod, deadline).await;
+                crate::pod::terminate::remove(&rt, &*store, &events, &pod).await
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.removing.remove(&uid);
+                if let Err(e) = res {
+                    tracing::warn!("removing given-up pod {uid}: {e}; trying again");
+                    ctx.run_later(Duration::from_secs(5), move |act, ctx| {
+                        if let Some(p) = act.latest.get(&uid).cloned() {
+                            act.remove_given_up(p, ctx);
+                        }
+                    });
+                }
+            }),
+        );
+    }
+
     /// Lists every pod, reconciles the actor set, then watches from the list's revision.
     fn resync(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
+        let store = self.spec.store.clone();
         ctx.wait(
             async move { store.list(&kinds::pod().resource(), None).await }
                 .into_actor(self)
@@ -117,25 +299,26 @@ impl NodeActor {
                             return;
                         }
                     };
-                    let mut live = std::collections::HashSet::new();
+                    let mut live = HashSet::new();
                     for v in items {
                         match serde_json::from_value::<Pod>(v) {
                             Ok(pod) => {
                                 live.insert(pod.metadata.uid.clone().unwrap_or_default());
-                                act.upsert(pod);
+                                act.upsert(pod, ctx);
                             }
                             Err(e) => tracing::error!("undecodable pod in store: {e}"),
                         }
                     }
-                    act.pods.retain(|uid, addr| live.contains(uid) || addr.connected());
                     act.admitted.retain(|uid, _| live.contains(uid));
+                    act.latest.retain(|uid, _| live.contains(uid));
+                    act.given_up.retain(|uid| live.contains(uid));
                     act.watch(revision, ctx);
                 }),
         );
     }
 
     fn watch(&mut self, revision: u64, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
+        let store = self.spec.store.clone();
         let scope = Scope {
             resource: Some(kinds::pod().resource()),
             namespace: None,
@@ -161,16 +344,72 @@ impl NodeActor {
     }
 }
 
+/// Marks a given-up pod: phase Failed, reason `SupervisionFailed`, and the
+/// `Supervised=False` condition (which also tells a restarted node to leave it be).
+async fn mark_given_up(store: &dyn Store, pod: &Pod, message: &str) {
+    let resource = kinds::pod().resource();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    for _ in 0..10 {
+        let Ok(cur) = store.get(&resource, &ns, &name).await else {
+            return;
+        };
+        if object::uid(&cur) != pod.metadata.uid.as_deref().unwrap_or("") {
+            return;
+        }
+        let mut status: PodStatus = serde_json::from_value(cur["status"].clone()).unwrap_or_default();
+        status.phase = Some("Failed".into());
+        status.reason = Some(SUPERVISION_FAILED.into());
+        status.message = Some(message.to_string());
+        let now = Some(crate::runtime::protocol::now_time());
+        let mut conditions: Vec<PodCondition> = status
+            .conditions
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != SUPERVISED_CONDITION)
+            .map(|mut c| {
+                if (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status == "True" {
+                    c.status = "False".into();
+                    c.reason = Some("PodFailed".into());
+                    c.last_transition_time = now.clone();
+                }
+                c
+            })
+            .collect();
+        conditions.push(PodCondition {
+            type_: SUPERVISED_CONDITION.into(),
+            status: "False".into(),
+            reason: Some("RestartIntensityExceeded".into()),
+            message: Some(message.to_string()),
+            last_transition_time: now,
+            ..Default::default()
+        });
+        status.conditions = Some(conditions);
+        let mut next = cur.clone();
+        next["status"] = object::to_value(&status);
+        match store.update(&resource, next).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => return,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::warn!("marking pod {ns}/{name} given up: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 impl Actor for NodeActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.namespaces = Some(NamespaceActor::new(self.store.clone()).start());
+        self.node.set_state("Running");
+        self.start_namespaces(ctx);
         self.resync(ctx);
-        let ttl = self.rt.config.event_ttl;
+        let ttl = self.spec.rt.config.event_ttl;
         let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(every, move |act, ctx| {
-            let store = act.store.clone();
+            let store = act.spec.store.clone();
             ctx.spawn(async move { expire_events(&*store, ttl).await }.into_actor(act));
         });
     }
@@ -189,14 +428,17 @@ impl Handler<Watched> for NodeActor {
     fn handle(&mut self, msg: Watched, ctx: &mut Context<Self>) {
         match msg.0 {
             Ok(ev) => {
+                crate::faults::point("node.watch", object::name(&ev.object));
                 if ev.event_type == EventType::Deleted {
-                    // The pod actor removed it (or it was force-removed): nothing more to run.
-                    self.admitted.remove(object::uid(&ev.object));
-                    self.pods.retain(|_, a| a.connected());
+                    // The pod actor removed it: nothing more to run.
+                    let uid = object::uid(&ev.object).to_string();
+                    self.admitted.remove(&uid);
+                    self.latest.remove(&uid);
+                    self.given_up.remove(&uid);
                     return;
                 }
                 match serde_json::from_value::<Pod>(ev.object) {
-                    Ok(pod) => self.upsert(pod),
+                    Ok(pod) => self.upsert(pod, ctx),
                     Err(e) => tracing::error!("undecodable pod in watch: {e}"),
                 }
             }
@@ -205,6 +447,94 @@ impl Handler<Watched> for NodeActor {
                 ctx.run_later(Duration::from_millis(200), |act, ctx| act.resync(ctx));
             }
         }
+    }
+}
+
+fn exit_text(e: &Exit) -> String {
+    match e {
+        Exit::Normal => "ended".into(),
+        Exit::Crashed(t) => t.clone(),
+    }
+}
+
+impl Handler<ChildExited<String>> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited<String>, ctx: &mut Context<Self>) {
+        match self.pods.exited(&msg) {
+            Verdict::Stale | Verdict::Done => {}
+            Verdict::Restart { restarts } => {
+                let Some(pod) = self.latest.get(&msg.key).cloned() else {
+                    self.pods.remove(&msg.key);
+                    return;
+                };
+                tracing::warn!(
+                    "pod {}: PodActor crashed ({}); rebuilding it from the store and the runtime (restart {restarts})",
+                    pod_desc(&pod),
+                    exit_text(&msg.exit)
+                );
+                self.start_pod_actor(pod, None, ctx);
+            }
+            Verdict::GiveUp { crashes } => {
+                let last = exit_text(&msg.exit);
+                self.give_up(msg.key, crashes, last, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ChildExited<&'static str>> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited<&'static str>, ctx: &mut Context<Self>) {
+        match self.namespaces.exited(&msg) {
+            Verdict::Stale | Verdict::Done => {}
+            Verdict::Restart { restarts } => {
+                tracing::warn!(
+                    "NamespaceActor ended ({}); restarting it (restart {restarts})",
+                    exit_text(&msg.exit)
+                );
+                self.start_namespaces(ctx);
+            }
+            Verdict::GiveUp { crashes } => crate::supervisor::escalate(format!(
+                "NamespaceActor crashed {crashes} times within {:?} (last: {})",
+                self.spec.intensity.period,
+                exit_text(&msg.exit)
+            )),
+        }
+    }
+}
+
+/// Runs the node's actor tree: starts the NodeActor and restarts it when
+/// it crashes (rebuilt from the store; its PodActors are rebuilt in turn and
+/// re-adopt their containers). Returns why it gave up, when the NodeActor
+/// crashed more often than the intensity allows: the daemon then exits and
+/// its own supervisor (systemd) starts it again, as OTP lets an application fail.
+pub async fn run(spec: NodeSpec) -> String {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut window = RestartWindow::new(spec.intensity);
+    loop {
+        let node = spec
+            .tree
+            .root("Node", spec.node_name.clone(), "permanent", window.total);
+        let (s, t) = (spec.clone(), tx.clone());
+        let (_addr, link) = spawn_linked(
+            None,
+            move |_| NodeActor::new(s, node),
+            move |exit| {
+                let _ = t.send(exit);
+            },
+        );
+        let exit = rx.recv().await.unwrap_or(Exit::Normal);
+        drop(link);
+        let text = exit_text(&exit);
+        if !window.allow(tokio::time::Instant::now()) {
+            return format!(
+                "the NodeActor crashed more than {} times within {:?} (last: {text})",
+                spec.intensity.max_restarts, spec.intensity.period
+            );
+        }
+        tracing::error!("NodeActor ended ({text}); restarting the node's actor tree");
     }
 }
 

@@ -21,6 +21,13 @@ pub struct ApiState {
     pub paths: NodePaths,
     /// The loaded volume plugins.
     pub volumes: Arc<peapod_volumes::VolumeManager>,
+    /// The live actor tree.
+    pub tree: peapod_actors::supervisor::Tree,
+}
+
+/// `GET /peapod/v1/tree`: the live supervision tree (read-only).
+pub async fn tree(state: Data) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"kind": "ActorTree", "items": state.tree.snapshot()}))
 }
 
 /// `GET /apis`: the named API groups (none yet: every kind served is in the core group).

@@ -591,6 +591,59 @@ pub fn plugins(c: &Client, a: PluginsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `peapod tree [-o json]`: the daemon's live supervision tree.
+#[derive(clap::Args)]
+pub struct TreeArgs {
+    /// Output format: table (default) or json.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+}
+
+pub fn tree(c: &Client, a: TreeArgs) -> Result<()> {
+    let list = c.call("GET", "/peapod/v1/tree", None)?;
+    if a.output.as_deref() == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let mut rows = vec![["ACTOR", "RESTART", "STATE", "RESTARTS", "AGE"]
+        .map(String::from)
+        .to_vec()];
+    fn walk(v: &Value, lead: &str, last: bool, top: bool, rows: &mut Vec<Vec<String>>) {
+        let branch = if top {
+            String::new()
+        } else if last {
+            format!("{lead}└─ ")
+        } else {
+            format!("{lead}├─ ")
+        };
+        let kind = v["kind"].as_str().unwrap_or("");
+        let name = v["name"].as_str().unwrap_or("");
+        rows.push(vec![
+            format!("{branch}{kind} {name}"),
+            v["restart"].as_str().unwrap_or("").into(),
+            v["state"].as_str().unwrap_or("").into(),
+            v["restarts"].as_u64().unwrap_or(0).to_string(),
+            crate::output::age(v["since"].as_str().unwrap_or("")),
+        ]);
+        let kids = v["children"].as_array().cloned().unwrap_or_default();
+        let next = if top {
+            String::new()
+        } else if last {
+            format!("{lead}   ")
+        } else {
+            format!("{lead}│  ")
+        };
+        for (i, k) in kids.iter().enumerate() {
+            walk(k, &next, i + 1 == kids.len(), false, rows);
+        }
+    }
+    for root in list["items"].as_array().into_iter().flatten() {
+        walk(root, "", true, true, &mut rows);
+    }
+    output::table(&rows);
+    Ok(())
+}
+
 pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
     let store = peapod_actors::image::ImageStore::open(root.join("images"))?;
     match cmd {

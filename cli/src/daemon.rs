@@ -4,9 +4,10 @@ use crate::api::{self, ApiState};
 use anyhow::{Context, Result};
 use peapod_actors::config::{detect_node_ip, NodeConfig};
 use peapod_actors::events::{EventKind, EventRecorder};
-use peapod_actors::node::{ensure_default_namespaces, NodeActor};
+use peapod_actors::node::{ensure_default_namespaces, NodeSpec};
 use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
+use peapod_actors::supervisor::{Intensity, Tree};
 use peapod_core::store::{SqliteStore, Store};
 use peapod_volumes::{VolumeConfig, VolumeManager};
 use std::os::unix::fs::PermissionsExt;
@@ -65,10 +66,36 @@ pub struct DaemonArgs {
     /// Seconds an Event is kept after it last happened.
     #[arg(long, default_value_t = 3600)]
     event_ttl: u64,
+    /// Restart intensity of the actor tree: an actor that crashes more than
+    /// this many times within --actor-restart-period is given up on (its
+    /// supervisor escalates).
+    #[arg(long, default_value_t = 5)]
+    actor_max_restarts: u32,
+    /// The window of --actor-max-restarts, in seconds.
+    #[arg(long, default_value_t = 60)]
+    actor_restart_period: u64,
+    /// Threads (actix arbiters) that run pod actors; 0: one per CPU, at least 2.
+    #[arg(long, default_value_t = 0)]
+    pod_threads: usize,
+}
+
+/// Raises the soft limit of open files to the hard limit, as Go programs
+/// (kubelet, containerd) do: the daemon holds one connection per running
+/// container, and a default soft limit of 1024 would make waits on shims fail.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }
 
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    raise_nofile_limit();
     let paths = NodePaths::new(args.root_dir, args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
@@ -132,12 +159,29 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             tracing::error!("{e}");
             events.node_event(EventKind::Warning, "FailedInitPlugin", e.to_string());
         }
-        let _node = actix::Actor::start(NodeActor::new(rt, store.clone(), node_name));
+        let tree = Tree::default();
+        let threads = match args.pod_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            n => n,
+        };
+        let arbiters: Vec<actix::ArbiterHandle> = (0..threads).map(|_| actix::Arbiter::new().handle()).collect();
+        let node = peapod_actors::node::run(NodeSpec {
+            rt,
+            store: store.clone(),
+            node_name,
+            tree: tree.clone(),
+            intensity: Intensity {
+                max_restarts: args.actor_max_restarts,
+                period: std::time::Duration::from_secs(args.actor_restart_period.max(1)),
+            },
+            arbiters: Arc::new(arbiters),
+        });
         let _ = std::fs::remove_file(&socket);
         let state = actix_web::web::Data::new(ApiState {
             store,
             paths: paths.clone(),
             volumes,
+            tree,
         });
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
@@ -148,13 +192,21 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 .route("/api/v1", actix_web::web::get().to(api::resource_list))
                 .route("/api/v1/{tail:.*}", actix_web::web::route().to(api::core_v1))
                 .route("/peapod/v1/plugins", actix_web::web::get().to(api::plugins))
+                .route("/peapod/v1/tree", actix_web::web::get().to(api::tree))
         })
         .workers(1)
         .bind_uds(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
         tracing::info!("peapod daemon serving on {}", socket.display());
-        server.run().await?;
+        tokio::select! {
+            r = server.run() => r?,
+            why = node => {
+                // The root supervisor gave up: exit so the daemon's own supervisor restarts it.
+                // Containers keep running under their shims and are re-adopted.
+                anyhow::bail!("giving up: {why}");
+            }
+        }
         Ok(())
     })
 }

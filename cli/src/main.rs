@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node daemon (store, actors, API).
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// Internal: the per-container helper process.
     #[command(hide = true)]
     Shim {
@@ -52,6 +52,9 @@ enum Command {
     Logs(commands::LogsArgs),
     /// List the volume plugins the daemon loaded.
     Plugins(commands::PluginsArgs),
+    /// Show the daemon's live supervision tree: each actor, what it
+    /// supervises, its state, and how often it was restarted after a crash.
+    Tree(commands::TreeArgs),
     /// Manage the local image store.
     Image {
         #[command(subcommand)]
@@ -67,6 +70,9 @@ enum ShimCommand {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// The attempt's lock, inherited from the daemon.
+        #[arg(long)]
+        lock_fd: Option<i32>,
     },
     Exec {
         #[arg(long)]
@@ -91,7 +97,7 @@ enum ShimCommand {
 fn shim(what: ShimCommand) -> i32 {
     use peapod_actors::runtime::shim;
     match what {
-        ShimCommand::Run { config } => {
+        ShimCommand::Run { config, lock_fd } => {
             let cfg = match std::fs::read_to_string(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
@@ -105,7 +111,7 @@ fn shim(what: ShimCommand) -> i32 {
                     return 1;
                 }
             };
-            shim::run(&cfg)
+            shim::run(&cfg, lock_fd)
         }
         ShimCommand::Exec {
             state_root,
@@ -150,7 +156,7 @@ fn main() {
     let client = || client::Client::new(cli.socket.clone());
     let res = match cli.command {
         Command::Shim { .. } => unreachable!("handled above"),
-        Command::Daemon(args) => daemon::run(args),
+        Command::Daemon(args) => daemon::run(*args),
         Command::Apply(a) => commands::apply(&client(), a),
         Command::Create(a) => commands::create(&client(), a),
         Command::Get(a) => commands::get(&client(), a),
@@ -158,6 +164,7 @@ fn main() {
         Command::Delete(a) => commands::delete(&client(), a),
         Command::Logs(a) => commands::logs(&client(), a),
         Command::Plugins(a) => commands::plugins(&client(), a),
+        Command::Tree(a) => commands::tree(&client(), a),
         Command::Image { what, root_dir } => commands::image(what, &root_dir),
     };
     if let Err(e) = res {

@@ -89,10 +89,16 @@ pub fn to_value<T: serde::Serialize>(obj: &T) -> Value {
 }
 
 /// Marks an object for graceful deletion as Kubernetes does: sets
-/// `deletionTimestamp` and `deletionGracePeriodSeconds` (from `grace`, else the
-/// pod's `terminationGracePeriodSeconds`, else 30). Already-marked objects keep
-/// their timestamp; a shorter grace period may replace a longer one.
+/// `deletionGracePeriodSeconds` (from `grace`, else the current one, else the
+/// pod's `terminationGracePeriodSeconds`, else 30) and `deletionTimestamp`
+/// to the time by which it must be gone (now plus the grace period). A
+/// later request may only shorten both, never extend them. Any non-negative
+/// int64 is accepted; a timestamp past year 9999 is written as its last second.
 pub fn mark_deleted(obj: &mut Value, grace: Option<i64>) {
+    mark_deleted_at(obj, grace, chrono::Utc::now());
+}
+
+fn mark_deleted_at(obj: &mut Value, grace: Option<i64>, now: chrono::DateTime<chrono::Utc>) {
     let spec_grace = obj
         .pointer("/spec/terminationGracePeriodSeconds")
         .and_then(Value::as_i64);
@@ -101,8 +107,60 @@ pub fn mark_deleted(obj: &mut Value, grace: Option<i64>) {
         .and_then(Value::as_i64);
     let grace = grace.or(current).or(spec_grace).unwrap_or(30).max(0);
     let grace = current.map_or(grace, |c| c.min(grace));
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    // Rounded up to the whole second the timestamp can hold, so the grace
+    // period is never cut short.
+    let ceil = if now.timestamp_subsec_nanos() > 0 { 1 } else { 0 };
+    let due = chrono::TimeDelta::try_seconds(grace.saturating_add(ceil))
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(last)
+        .min(last);
+    let due = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let Some(meta) = metadata_mut(obj) else { return };
-    meta.entry("deletionTimestamp")
-        .or_insert_with(|| Value::String(now_rfc3339()));
+    let keep = meta
+        .get("deletionTimestamp")
+        .and_then(Value::as_str)
+        .is_some_and(|old| old <= due.as_str());
+    if !keep {
+        meta.insert("deletionTimestamp".into(), Value::String(due));
+    }
     meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deletion_timestamp_is_the_deadline_and_only_moves_earlier() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 30}});
+        mark_deleted_at(&mut pod, None, at("2026-01-01T00:00:00Z"));
+        assert_eq!(pod["metadata"]["deletionTimestamp"], "2026-01-01T00:00:30Z");
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30);
+        // A second delete ten and a half seconds later with grace 5: due at
+        // 00:00:15.5, written as 00:00:16 (never shorter than asked).
+        mark_deleted_at(&mut pod, Some(5), at("2026-01-01T00:00:10.5Z"));
+        assert_eq!(pod["metadata"]["deletionTimestamp"], "2026-01-01T00:00:16Z");
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 5);
+        // A longer one later changes nothing.
+        mark_deleted_at(&mut pod, Some(60), at("2026-01-01T00:00:11Z"));
+        assert_eq!(pod["metadata"]["deletionTimestamp"], "2026-01-01T00:00:16Z");
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 5);
+    }
+
+    #[test]
+    fn the_largest_grace_period_does_not_overflow() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": i64::MAX}});
+        mark_deleted_at(&mut pod, None, at("2026-01-01T00:00:00Z"));
+        assert_eq!(pod["metadata"]["deletionTimestamp"], "9999-12-31T23:59:59Z");
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], i64::MAX);
+    }
 }

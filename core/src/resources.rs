@@ -140,12 +140,23 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
 
 /// kubelet's `MilliCPUToShares`: cgroup v1 `cpu.shares` for a cpu request.
 pub fn cpu_shares(milli: i64) -> u64 {
-    ((milli.max(0) as u64) * 1024 / 1000).max(2)
+    // Computed wide: a quantity near i64::MAX must not overflow. kubelet
+    // clamps to the kernel's range, 2..=262144.
+    let shares = i128::from(milli.max(0)) * 1024 / 1000;
+    shares.clamp(2, MAX_SHARES as i128) as u64
 }
 
-/// kubelet's `MilliCPUToQuota` for a 100 ms period (minimum 1 ms).
+/// The largest `cpu.shares` the kernel takes (kubelet's `MaxShares`).
+pub const MAX_SHARES: u64 = 262_144;
+
+/// The largest CFS quota the kernel takes, in microseconds (2^44 - 1).
+pub const MAX_QUOTA_US: i64 = (1 << 44) - 1;
+
+/// kubelet's `MilliCPUToQuota` for a 100 ms period (minimum 1 ms), clamped
+/// to what the kernel takes: a limit that large limits nothing.
 pub fn cpu_quota(milli: i64, period_us: u64) -> i64 {
-    ((milli.max(0) as u64 * period_us / 1000) as i64).max(1000)
+    let quota = i128::from(milli.max(0)) * i128::from(period_us) / 1000;
+    quota.clamp(1000, i128::from(MAX_QUOTA_US)) as i64
 }
 
 #[cfg(test)]
@@ -159,6 +170,16 @@ mod tests {
 
     fn c(name: &str, req: serde_json::Value, lim: serde_json::Value) -> serde_json::Value {
         json!({"name": name, "resources": {"requests": req, "limits": lim}})
+    }
+
+    #[test]
+    fn huge_cpu_amounts_clamp_to_the_kernel_range() {
+        assert_eq!(cpu_shares(i64::MAX), MAX_SHARES);
+        assert_eq!(cpu_shares(250), 256);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_quota(i64::MAX, 100_000), MAX_QUOTA_US);
+        assert_eq!(cpu_quota(500, 100_000), 50_000);
+        assert_eq!(cpu_quota(1, 100_000), 1000);
     }
 
     #[test]

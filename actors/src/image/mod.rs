@@ -14,7 +14,8 @@
 //!                                        overlayfs form, shared read-only by
 //!                                        every image and container
 //! <root>/tmp/                            staging for archive imports
-//! <root>/.lock                           flock serialising writers
+//! <root>/.lock                           flock guarding index.json (readers shared, writers exclusive)
+//! <root>/.gc                             flock guarding blobs/layers: imports shared, collection exclusive
 //! ```
 //!
 //! Crash safety: blobs, `index.json` and unpacked layers are all written to a
@@ -282,7 +283,10 @@ impl ImageStore {
         if !store.index_path().exists() {
             store.write_index(&ImageIndex::default())?;
         }
-        store.remove_temporaries()?;
+        // Leftovers of interrupted imports go, unless an import is running now (its own).
+        if let Ok(_data) = store.lock_file(".gc", FlockArg::LockExclusiveNonblock) {
+            store.remove_temporaries()?;
+        }
         Ok(store)
     }
 
@@ -317,7 +321,11 @@ impl ImageStore {
     /// corrupt blob; [`ImageError::LayerEntry`] naming an unsafe layer entry;
     /// and I/O or parse errors. On error the store's index is unchanged.
     pub fn import(&self, source: &Path, tag: Option<&str>) -> Result<Vec<String>, ImageError> {
-        let _lock = self.lock(FlockArg::LockExclusive)?;
+        // The data is written holding only the collector's lock (shared, so
+        // imports run side by side and nothing is collected under them); the
+        // index lock is taken just for the index update, so pods resolve
+        // images while a large import unpacks.
+        let _data = self.lock_file(".gc", FlockArg::LockShared)?;
         let meta = fs::metadata(source).map_err(io_err("open import source", source))?;
         // Holds an extracted archive until the import finishes.
         let mut _staging = None;
@@ -353,6 +361,7 @@ impl ImageStore {
         }
 
         // Only now that everything it points to exists does the index change.
+        let _index = self.lock(FlockArg::LockExclusive)?;
         let mut store_index = self.read_index()?;
         let names: HashSet<&str> = prepared.iter().map(|p| p.reference.as_str()).collect();
         store_index
@@ -406,6 +415,7 @@ impl ImageStore {
     /// I/O errors.
     pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
         let lookup = Lookup::parse(reference)?;
+        let _data = self.lock_file(".gc", FlockArg::LockExclusive)?;
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let mut index = self.read_index()?;
         let before = index.manifests.len();
@@ -580,14 +590,19 @@ impl ImageStore {
         let dir = File::open(temp.path()).map_err(io_err("open", temp.path()))?;
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_err("syncfs", temp.path())(e.into()))?;
         drop(dir);
-        temp.persist(&dest)?;
+        if let Err(e) = temp.persist(&dest) {
+            // Another import unpacked the same layer meanwhile: theirs is as good.
+            if !dest.is_dir() {
+                return Err(e);
+            }
+        }
         sync_dir(&self.layers_dir())
     }
 
     // ---- garbage collection ----
 
     /// Deletes blobs and unpacked layers no indexed image references, and
-    /// any temporaries. Must be called with the exclusive lock held.
+    /// any temporaries. Must be called with both locks held exclusively.
     fn collect_garbage(&self) -> Result<(), ImageError> {
         let index = self.read_index()?;
         let mut live_blobs = HashSet::new();
@@ -620,7 +635,7 @@ impl ImageStore {
     }
 
     /// Removes staging directories and `.tmp-*` leftovers of interrupted
-    /// writes. Must be called with the exclusive lock held, so no live
+    /// writes. Must be called with `.gc` held exclusively, so no live
     /// import owns them.
     fn remove_temporaries(&self) -> Result<(), ImageError> {
         for dir in [self.root.clone(), self.blobs_dir(), self.layers_dir(), self.tmp_dir()] {
@@ -665,7 +680,13 @@ impl ImageStore {
     }
 
     fn lock(&self, mode: FlockArg) -> Result<Flock<File>, ImageError> {
-        let path = self.root.join(".lock");
+        self.lock_file(".lock", mode)
+    }
+
+    /// `.lock` guards the index; `.gc` guards blobs and layers against the
+    /// collector (imports hold it shared, garbage collection exclusive).
+    fn lock_file(&self, name: &str, mode: FlockArg) -> Result<Flock<File>, ImageError> {
+        let path = self.root.join(name);
         let file = File::options()
             .read(true)
             .write(true)

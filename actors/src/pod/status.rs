@@ -1,11 +1,17 @@
 //! Pod status from the containers' states, with kubelet's phase rules.
 
-use super::container::{ContainerSlot, ContainerState, Finished, Role};
+use super::{Lifecycle, PodActor};
+use crate::container::{ContainerSlot, ContainerState, Finished, Role};
+use actix::prelude::*;
 use k8s_openapi::api::core::v1::{
     ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use peapod_core::kinds;
+use peapod_core::object;
+use peapod_core::store::StoreError;
+use std::time::Duration;
 
 fn time(s: &str) -> Option<Time> {
     s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(Time)
@@ -261,6 +267,133 @@ pub fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
         s
     };
     strip(a) == strip(b)
+}
+
+/// RFC 3339 with second precision, as the shim writes times.
+pub fn fmt_time(t: &Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl PodActor {
+    /// Writes the pod's status when it says something new.
+    pub(super) fn write_status(&mut self, ctx: &mut Context<Self>) {
+        if matches!(
+            self.lifecycle,
+            Lifecycle::Removing | Lifecycle::Preparing | Lifecycle::Recovering
+        ) {
+            return;
+        }
+        if let Some(r) = &self.rejection {
+            let status = PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some(r.reason.clone()),
+                message: Some(r.message.clone()),
+                qos_class: Some(peapod_core::resources::qos_class(&self.pod.spec.clone().unwrap_or_default()).into()),
+                start_time: self.pod.status.as_ref().and_then(|s| s.start_time.clone()),
+                ..Default::default()
+            };
+            self.write_status_value(status, ctx);
+            return;
+        }
+        let sandbox_ready = matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting);
+        let net = Addresses {
+            pod_ips: &self.pod_ips,
+            host_ip: &self.rt.config.node_ip,
+        };
+        // Containers waiting for volumes say why, as kubelet shows a mount failure.
+        let mut slots = self.slots.clone();
+        if let Some(m) = &self.mount_error {
+            for slot in &mut slots {
+                if let ContainerState::Waiting { reason, message, .. } = &mut slot.state {
+                    if reason == "ContainerCreating" && message.is_none() {
+                        *message = Some(m.clone());
+                    }
+                }
+            }
+        }
+        let mut st = build(
+            &self.pod,
+            &slots,
+            sandbox_ready,
+            self.start_time.as_deref(),
+            self.initialized,
+            &net,
+        );
+        // Failed once every container is down, as kubelet reports an eviction.
+        if let Some(e) = self
+            .failed
+            .as_ref()
+            .filter(|_| !self.slots.iter().any(ContainerSlot::is_active))
+        {
+            st.phase = Some("Failed".into());
+            st.reason = Some(e.reason.clone());
+            st.message = Some(e.message.clone());
+        }
+        keep_transition_times(&mut st, self.pod.status.as_ref());
+        if self.lifecycle == Lifecycle::Finished
+            && matches!(self.stored_phase().as_deref(), Some("Failed"))
+            && self.pod.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
+        {
+            return; // a rejected pod keeps its rejection
+        }
+        self.write_status_value(st, ctx);
+    }
+
+    fn write_status_value(&mut self, st: PodStatus, ctx: &mut Context<Self>) {
+        let same = |old: Option<&PodStatus>| old.is_some_and(|o| same_ignoring_times(o, &st));
+        if same(self.last_written.as_ref()) || same(self.pod.status.as_ref()) {
+            return;
+        }
+        if self.writing_status {
+            self.status_dirty = true;
+            return;
+        }
+        self.writing_status = true;
+        let store = self.store.clone();
+        let pod = self.pod.clone();
+        let st2 = st.clone();
+        ctx.spawn(
+            async move {
+                let resource = kinds::pod().resource();
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                for _ in 0..5 {
+                    let cur = match store.get(&resource, &ns, &name).await {
+                        Ok(cur) => cur,
+                        Err(StoreError::NotFound { .. }) => return true,
+                        Err(_) => return false,
+                    };
+                    if object::uid(&cur) != pod.metadata.uid.as_deref().unwrap_or("") {
+                        return true;
+                    }
+                    let mut next = cur.clone();
+                    next["status"] = object::to_value(&st2);
+                    match store.update(&resource, next).await {
+                        Ok(_) | Err(StoreError::NotFound { .. }) => return true,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => {
+                            tracing::warn!("writing status of pod {ns}/{name}: {e}");
+                            return false;
+                        }
+                    }
+                }
+                false
+            }
+            .into_actor(self)
+            .map(move |written, act, ctx| {
+                act.writing_status = false;
+                // Only a status that landed counts as written; a failed write is retried.
+                if written {
+                    act.last_written = Some(st);
+                } else {
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.write_status(ctx));
+                }
+                if std::mem::take(&mut act.status_dirty) {
+                    act.write_status(ctx);
+                }
+            }),
+        );
+    }
 }
 
 #[cfg(test)]

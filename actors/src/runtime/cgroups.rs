@@ -120,6 +120,61 @@ pub fn remove(uid: &str) {
     }
 }
 
+/// The directories of cgroup `rel` in every hierarchy that has it.
+fn dirs_of(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let mut dirs = vec![PathBuf::from(ROOT).join(rel)];
+    for e in std::fs::read_dir(ROOT).into_iter().flatten().flatten() {
+        dirs.push(e.path().join(rel));
+    }
+    dirs.retain(|d| d.join("cgroup.procs").exists());
+    dirs
+}
+
+/// SIGKILLs every process in the cgroups `dirs` (and below), until none is
+/// left or 5 s passed. Used for what a dead shim left behind: nothing may
+/// run on the node without its shim.
+fn kill_all(dirs: &[PathBuf]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut found = false;
+        for dir in dirs {
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        found = true;
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        if !found || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Kills whatever runs in one container's cgroup (`<pod cgroup>/<id>`).
+pub fn kill_container(uid: &str, id: &str) {
+    kill_all(&dirs_of(&format!("{}/{id}", pod_path(uid))));
+}
+
+/// Kills whatever runs anywhere in a pod's cgroup.
+pub fn kill_pod(uid: &str) {
+    kill_all(&dirs_of(&pod_path(uid)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,25 @@ pub struct ShimConfig {
     /// container is compared with the spec by what it really runs.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image's digest reference (`imageID`), kept for the same reason.
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
+
+/// What the shim records in `started.json` once the container runs: from
+/// then on the attempt counts as a start, whatever happens to the shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedRecord {
+    /// The container init's pid (host pid namespace).
+    pub pid: i32,
+    /// RFC 3339 start time.
+    pub started_at: String,
+}
+
+/// The file descriptor on which `peapod shim run` receives the attempt's
+/// lock (an exclusive flock it holds until it exits).
+pub const LOCK_FD: i32 = 3;
 
 /// How a container ended; persisted by the shim as `exit.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,7 +101,7 @@ pub fn validate(pod: &Pod) -> FieldErrors {
         }
     }
     if let Some(d) = spec.active_deadline_seconds {
-        if d < 1 {
+        if !(1..=i64::from(i32::MAX)).contains(&d) {
             errs.push(FieldError::invalid(
                 "spec.activeDeadlineSeconds",
                 d,

@@ -12,10 +12,12 @@
 mod exec;
 mod run;
 mod sandbox;
+mod spawn;
 
 pub use exec::exec;
 pub use run::run;
 pub use sandbox::sandbox;
+pub(crate) use spawn::spawn;
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{default::DefaultExecutor, Executor, ExecutorError, ExecutorValidationError};

@@ -1,7 +1,7 @@
 //! `peapod shim run`: create, start and babysit one container.
 
 use super::CleanSignalsExecutor;
-use crate::runtime::protocol::{now, ExitRecord, ShimConfig, ShimReply, ShimRequest, StartReport};
+use crate::runtime::protocol::{now, ExitRecord, ShimConfig, ShimReply, ShimRequest, StartReport, StartedRecord};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -18,7 +18,22 @@ use std::time::Duration;
 /// Runs the container described by `config`. The calling process prints one
 /// [`StartReport`] line on stdout and exits as soon as the container runs (or
 /// failed to); a detached child stays behind as the container's shim.
-pub fn run(config: &ShimConfig) -> i32 {
+///
+/// `lock_fd` is the attempt's lock, an exclusive flock the daemon took and
+/// handed over: the shim keeps it open (and so held) until it exits, which
+/// is how a daemon tells a live shim from a dead one without asking it.
+pub fn run(config: &ShimConfig, lock_fd: Option<i32>) -> i32 {
+    let _lock = lock_fd.map(|fd| {
+        // SAFETY: the daemon opened this descriptor for us (dup2'ed to `fd`
+        // before exec) and nothing else in this process owns or closes it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The container's processes must not inherit it.
+        let _ = nix::fcntl::fcntl(
+            owned.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        owned
+    });
     let (read_end, write_end) = match nix::unistd::pipe() {
         Ok(p) => p,
         Err(e) => {
@@ -56,24 +71,33 @@ pub fn run(config: &ShimConfig) -> i32 {
 }
 
 fn report_and_exit(report: &StartReport) -> i32 {
-    println!("{}", serde_json::to_string(report).unwrap_or_default());
+    // The daemon may be gone (killed while we started): a closed stdout is no reason to panic.
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string(report).unwrap_or_default()
+    );
     match report {
         StartReport::Started { .. } => 0,
         StartReport::Failed { .. } => 1,
     }
 }
 
-fn write_exit(path: &Path, exit: &ExitRecord) {
+fn write_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     let ok = File::create(&tmp)
         .and_then(|mut f| {
-            f.write_all(serde_json::to_string(exit).unwrap_or_default().as_bytes())?;
+            f.write_all(bytes)?;
             f.sync_all()
         })
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = ok {
-        eprintln!("shim: cannot record exit in {}: {e}", path.display());
+        eprintln!("shim: cannot write {}: {e}", path.display());
     }
+}
+
+fn write_exit(path: &Path, exit: &ExitRecord) {
+    write_atomically(path, serde_json::to_string(exit).unwrap_or_default().as_bytes());
 }
 
 fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
@@ -89,6 +113,13 @@ fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
 }
 
 fn create(config: &ShimConfig) -> Result<Container, String> {
+    crate::faults::point("shim.create", &config.id);
+    // State of an earlier try under this id that never ran (its shim died
+    // while creating): the daemon reuses the id only then, and only we hold its lock.
+    let stale = config.state_root.join(&config.id);
+    if stale.exists() {
+        let _ = std::fs::remove_dir_all(&stale);
+    }
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -165,6 +196,17 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
             return fail(config, report, format!("pidfd_open({pid}): {e}"));
         }
     };
+    // From here on the attempt counts as a start, whatever becomes of this shim.
+    let record = StartedRecord {
+        pid: pid.as_raw(),
+        started_at: started_at.clone(),
+    };
+    if let Some(dir) = config.exit_file.parent() {
+        write_atomically(
+            &dir.join("started.json"),
+            &serde_json::to_vec(&record).unwrap_or_default(),
+        );
+    }
     let started = StartReport::Started {
         pid: pid.as_raw(),
         started_at: started_at.clone(),

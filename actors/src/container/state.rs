@@ -7,12 +7,13 @@
 //! ```
 
 use crate::backoff::Backoff;
-use crate::runtime::protocol::ExitRecord;
+pub use crate::runtime::Finished;
 use crate::runtime::Started;
-use std::time::Instant;
+use crate::supervisor::Restart;
+use tokio::time::Instant;
 
 /// Where a container is in its life.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
     /// Not running; started again at `retry_at` (now, when `None`) unless the pod is ending.
     Waiting {
@@ -35,21 +36,6 @@ pub enum ContainerState {
     Terminated(Finished),
 }
 
-/// A container start that ended.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// Which start.
-    pub attempt: u32,
-    /// libcontainer id.
-    pub id: String,
-    /// How it ended.
-    pub exit: ExitRecord,
-    /// The image it ran.
-    pub image_id: String,
-    /// What it wrote to its termination-message file.
-    pub message: Option<String>,
-}
-
 /// What part a container plays in its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -63,21 +49,21 @@ pub enum Role {
 }
 
 impl Role {
-    /// The restart policy that applies to a container of this role in a pod
-    /// with `pod_policy`: sidecars always restart; init containers retry
-    /// failures unless the pod says Never.
-    pub fn restart_policy(self, pod_policy: &str) -> &str {
-        match self {
+    /// The restart type of the container process of this role in a pod with
+    /// `pod_policy`, its child spec: sidecars are permanent; init containers
+    /// are transient (retried until they succeed) unless the pod says Never.
+    pub fn restart(self, pod_policy: &str) -> Restart {
+        Restart::from_policy(match self {
             Role::Sidecar => "Always",
             Role::Init if pod_policy == "Never" => "Never",
             Role::Init => "OnFailure",
             Role::App => pod_policy,
-        }
+        })
     }
 }
 
 /// A container and its history within the pod.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSlot {
     /// The container's name in the pod spec.
     pub name: String,
@@ -91,11 +77,6 @@ pub struct ContainerSlot {
     pub latest_attempt: Option<u32>,
     /// Restart delays.
     pub backoff: Backoff,
-    /// The running start is being stopped because the spec changed it: it
-    /// starts again at once, whatever the restart policy.
-    pub definition_changed: bool,
-    /// The running start is being stopped, with SIGKILL due at this time.
-    pub stop_deadline: Option<Instant>,
 }
 
 impl ContainerSlot {
@@ -112,8 +93,6 @@ impl ContainerSlot {
             last: None,
             latest_attempt: None,
             backoff: Backoff::default(),
-            definition_changed: false,
-            stop_deadline: None,
         }
     }
 
@@ -166,7 +145,6 @@ impl ContainerSlot {
     /// Moves Starting to Running.
     pub fn started(&mut self, attempt: u32, started: Started) {
         self.latest_attempt = Some(attempt);
-        self.stop_deadline = None;
         self.state = ContainerState::Running {
             attempt,
             started,
@@ -227,6 +205,14 @@ impl ContainerSlot {
         }
     }
 
+    /// The start that is running, if any.
+    pub fn running_attempt(&self) -> Option<u32> {
+        match self.state {
+            ContainerState::Running { attempt, .. } => Some(attempt),
+            _ => None,
+        }
+    }
+
     /// Turns a Terminated container into Waiting for its restart after `ran`;
     /// returns the back-off delay (zero for an immediate restart).
     pub fn schedule_restart(&mut self, ran: std::time::Duration, pod_desc: &str) -> std::time::Duration {
@@ -255,14 +241,5 @@ impl ContainerSlot {
         };
         self.last = Some(done);
         delay
-    }
-}
-
-/// Whether `policy` restarts a container that exited with `exit_code`.
-pub fn should_restart(policy: &str, exit_code: i32) -> bool {
-    match policy {
-        "Always" => true,
-        "OnFailure" => exit_code != 0,
-        _ => false,
     }
 }

@@ -1,5 +1,5 @@
-//! `ProbeActor`: one per probe of a running container, a child of its
-//! PodActor. It probes on its own schedule (a hung probe blocks nobody else),
+//! `ProbeActor`: one per probe of a running container, a supervised child
+//! of its ContainerActor. It probes on its own schedule (a hung probe blocks nobody else),
 //! applies kubelet's thresholds (a result counts only after N identical
 //! results in a row) and tells the PodActor when the probe's result changes.
 
@@ -9,11 +9,13 @@ pub mod tcp;
 
 use crate::events::{EventKind, EventRecorder};
 use crate::runtime::Runtime;
+use crate::supervisor::TreeNode;
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,22 +172,15 @@ pub async fn run_once(rt: &Runtime, probe: &Probe, target: &Target) -> Outcome {
     Outcome::Failure("probe has no handler".into())
 }
 
-/// A probe's result changed (after its threshold); sent to the PodActor.
+/// A probe's result changed (after its threshold); sent to the ContainerActor.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct ProbeChanged {
-    /// The container's slot in the pod actor.
-    pub slot: usize,
     /// Which start of the container was probed.
     pub attempt: u32,
     pub kind: ProbeKind,
     pub success: bool,
 }
-
-/// Stops probing (the container ended or the pod is terminating).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopProbe;
 
 /// Threshold bookkeeping, kubelet's worker rules without the timer.
 #[derive(Debug, Clone)]
@@ -235,13 +230,13 @@ pub struct ProbeActor {
     kind: ProbeKind,
     probe: Probe,
     target: Target,
-    slot: usize,
     /// When the container started: `initialDelaySeconds` counts from here.
     container_started: Instant,
     rt: Arc<Runtime>,
     events: EventRecorder,
-    pod: Pod,
+    pod: Arc<Pod>,
     report: Recipient<ProbeChanged>,
+    node: TreeNode,
     thresholds: Thresholds,
     in_flight: bool,
     on_hold: bool,
@@ -252,7 +247,6 @@ pub struct ProbeSpec {
     pub kind: ProbeKind,
     pub probe: Probe,
     pub target: Target,
-    pub slot: usize,
     pub container_started: Instant,
 }
 
@@ -262,26 +256,35 @@ impl ProbeActor {
         spec: ProbeSpec,
         rt: Arc<Runtime>,
         events: EventRecorder,
-        pod: Pod,
+        pod: Arc<Pod>,
         report: Recipient<ProbeChanged>,
+        node: TreeNode,
     ) -> Self {
         Self {
             thresholds: Thresholds::new(spec.kind, &spec.probe),
             kind: spec.kind,
             probe: spec.probe,
             target: spec.target,
-            slot: spec.slot,
             container_started: spec.container_started,
             rt,
             events,
             pod,
             report,
+            node,
             in_flight: false,
             on_hold: false,
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        crate::faults::point(
+            "probe.tick",
+            &format!(
+                "{}/{}",
+                self.pod.metadata.name.as_deref().unwrap_or(""),
+                self.target.container.name
+            ),
+        );
         if self.in_flight || self.on_hold {
             return;
         }
@@ -290,7 +293,7 @@ impl ProbeActor {
         let probe = self.probe.clone();
         let target = self.target.clone();
         // The handler enforces timeoutSeconds; this bound only guards against a stuck helper.
-        let guard = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64 + 5);
+        let guard = crate::clock::secs(probe.timeout_seconds.unwrap_or(1).max(1).into()) + Duration::from_secs(5);
         ctx.spawn(
             async move {
                 tokio::time::timeout(guard, run_once(&rt, &probe, &target))
@@ -322,8 +325,11 @@ impl ProbeActor {
         let Some(changed) = self.thresholds.observe(success) else {
             return;
         };
+        self.node.set_state(match changed {
+            true => "Probing (passing)",
+            false => "Probing (failing)",
+        });
         self.report.do_send(ProbeChanged {
-            slot: self.slot,
             attempt: self.target.attempt,
             kind: self.kind,
             success: changed,
@@ -342,21 +348,14 @@ impl Actor for ProbeActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let delay = Duration::from_secs(self.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
-        let first = (self.container_started + delay).saturating_duration_since(Instant::now());
-        let period = Duration::from_secs(self.probe.period_seconds.unwrap_or(10).max(1) as u64);
+        self.node.set_state("Probing");
+        let delay = crate::clock::secs(self.probe.initial_delay_seconds.unwrap_or(0).into());
+        let first = crate::clock::add(self.container_started, delay).saturating_duration_since(Instant::now());
+        let period = crate::clock::secs(self.probe.period_seconds.unwrap_or(10).max(1).into());
         ctx.run_later(first, move |act, ctx| {
             act.tick(ctx);
             ctx.run_interval(period, |act, ctx| act.tick(ctx));
         });
-    }
-}
-
-impl Handler<StopProbe> for ProbeActor {
-    type Result = ();
-    fn handle(&mut self, _: StopProbe, ctx: &mut Context<Self>) {
-        self.on_hold = true;
-        ctx.stop();
     }
 }
 

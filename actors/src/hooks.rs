@@ -1,7 +1,7 @@
 //! Lifecycle hooks (`postStart`, `preStop`): exec in the container, an HTTP
 //! GET against it, or a sleep; the same handlers probes use.
 
-use super::probe::{self, Outcome, Target};
+use crate::probe::{self, Outcome, Target};
 use crate::runtime::Runtime;
 use k8s_openapi::api::core::v1::LifecycleHandler;
 use std::time::Duration;

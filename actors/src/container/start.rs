@@ -1,0 +1,139 @@
+//! Starting the container: one attempt through a new shim, then postStart
+//! and probing.
+
+use super::{ContainerActor, ContainerState, Finished, Run};
+use crate::events::EventKind;
+use crate::hooks;
+use crate::runtime::protocol::ExitRecord;
+use crate::runtime::{StartError, Started};
+use actix::prelude::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl ContainerActor {
+    /// Starts the next attempt.
+    pub(super) fn start(&mut self, ctx: &mut Context<Self>) {
+        let Some(spec) = self.spec() else {
+            return;
+        };
+        let attempt = self.slot.begin_start();
+        let rt = self.rt.clone();
+        let pod = self.orders.pod.clone();
+        let volumes = self.orders.volumes.clone();
+        ctx.spawn(
+            async move { rt.start(&pod, &spec, attempt, &volumes).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| act.on_started(attempt, res, ctx)),
+        );
+    }
+
+    fn on_started(&mut self, attempt: u32, res: Result<Started, StartError>, ctx: &mut Context<Self>) {
+        crate::faults::point("container.start", &format!("{}/{}", self.desc(), self.slot.name));
+        let name = self.slot.name.clone();
+        let image = self.spec().and_then(|c| c.image).unwrap_or_default();
+        match res {
+            Ok(started) => {
+                if attempt == 0 || self.slot.latest_attempt.is_none() {
+                    self.event(
+                        EventKind::Normal,
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                }
+                self.event(EventKind::Normal, "Created", format!("Created container: {name}"));
+                self.event(EventKind::Normal, "Started", format!("Started container {name}"));
+                self.slot.started(attempt, started);
+                self.watch_exit(attempt, ctx);
+                match self.orders.run {
+                    // Started while the pod (or, for a sidecar, its app containers) ended: stop it again.
+                    Run::Stop { deadline, .. } => {
+                        self.stop(deadline, format!("Stopping container {name}"), ctx);
+                    }
+                    _ => self.after_start(attempt, Instant::now(), ctx),
+                }
+            }
+            Err(e) if e.reason == "RunContainerError" => {
+                // The shim ran and the container failed to start: that start counts, as in kubelet.
+                self.event(EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                let exit = ExitRecord::start_error(e.message.clone());
+                let id = crate::runtime::container_id(&self.uid(), &name, attempt);
+                self.slot.exited(Finished {
+                    attempt,
+                    id,
+                    exit,
+                    image_id: String::new(),
+                    message: Some(e.message),
+                });
+                self.exit_pending = true;
+                let rt = self.rt.clone();
+                let uid = self.uid();
+                ctx.spawn(
+                    async move {
+                        rt.finish_attempt(&uid, &name, attempt).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            Err(e) => {
+                let delay = self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
+                let reason = if e.reason == "ErrImagePull" && self.slot.next_attempt() > 0 {
+                    "ImagePullBackOff"
+                } else {
+                    e.reason
+                };
+                self.event(EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                self.slot.failed_to_create(reason, e.message, Instant::now() + delay);
+            }
+        }
+        self.reconcile(ctx);
+    }
+
+    /// Right after a start: the postStart hook, then probing. A failed hook
+    /// kills the container, which then restarts per its policy.
+    fn after_start(&mut self, attempt: u32, since: Instant, ctx: &mut Context<Self>) {
+        let name = self.slot.name.clone();
+        let hook = self.spec().and_then(|c| c.lifecycle?.post_start);
+        let (Some(hook), Some(target)) = (hook, self.target(attempt)) else {
+            self.start_probes(attempt, since, ctx);
+            return;
+        };
+        let rt = self.rt.clone();
+        let timeout = self.grace_period().max(Duration::from_secs(30));
+        ctx.spawn(
+            async move {
+                let res = hooks::run(&rt, &hook, &target, timeout).await;
+                (res, hooks::kind(&hook))
+            }
+            .into_actor(self)
+            .map(move |(res, kind), act, ctx| {
+                let still_running = act.slot.running_attempt() == Some(attempt);
+                if !still_running || !matches!(act.orders.run, Run::Run) || act.stopping.is_some() {
+                    return;
+                }
+                match res {
+                    Ok(()) => {
+                        act.start_probes(attempt, since, ctx);
+                        act.report();
+                    }
+                    Err(e) => {
+                        act.event(
+                            EventKind::Warning,
+                            "FailedPostStartHook",
+                            format!(
+                                "PostStartHook failed: {kind} lifecycle hook for Container {name:?} in Pod {:?} failed: {e}",
+                                act.desc()
+                            ),
+                        );
+                        let deadline = crate::clock::after(act.grace_period());
+                        act.stop(deadline, "FailedPostStartHook".into(), ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Whether the container runs (as `attempt`).
+    pub(super) fn is_running(&self, attempt: u32) -> bool {
+        matches!(&self.slot.state, ContainerState::Running { attempt: a, .. } if *a == attempt)
+    }
+}

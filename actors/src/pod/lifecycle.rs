@@ -1,0 +1,256 @@
+//! The pod's way up: recovery, sandbox, volumes; and the node ending it
+//! early (admission, eviction, active deadline).
+
+use super::{Lifecycle, PodActor, Rejection};
+use crate::events::EventKind;
+use actix::prelude::*;
+use peapod_volumes::Published;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl PodActor {
+    /// Every ContainerActor has looked at the runtime: the pod goes on from
+    /// what they found.
+    pub(super) fn recovered(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .slots
+            .iter()
+            .any(|s| s.role == crate::container::Role::App && s.latest_attempt.is_some())
+        {
+            // App containers ran, so initialization was over.
+            self.initialized = true;
+        }
+        let terminal = matches!(self.stored_phase().as_deref(), Some("Succeeded" | "Failed"));
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            // Straight to termination: containers are stopped, nothing needs the sandbox.
+            self.begin_termination(ctx);
+            self.reconcile(ctx);
+        } else if terminal {
+            self.set_lifecycle(Lifecycle::Finished);
+            self.teardown_sandbox(ctx);
+            self.reconcile(ctx);
+        } else {
+            self.set_lifecycle(Lifecycle::Preparing);
+            self.prepare_sandbox(ctx);
+        }
+    }
+
+    pub(super) fn prepare_sandbox(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Preparing {
+            return;
+        }
+        let rt = self.rt.clone();
+        let pod = self.pod.clone();
+        ctx.spawn(
+            async move { rt.ensure_sandbox(&pod).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if act.lifecycle != Lifecycle::Preparing {
+                        return;
+                    }
+                    match res {
+                        Ok(info) => {
+                            act.pod_ips = Arc::new(info.pod_ips);
+                            act.pod_dirty = true;
+                            if act.start_time.is_none() {
+                                act.start_time = Some(crate::runtime::protocol::now());
+                            }
+                            act.set_lifecycle(Lifecycle::Mounting);
+                            act.check_active_deadline(ctx);
+                            act.mount_volumes(ctx);
+                        }
+                        Err(e) => {
+                            act.event(
+                                EventKind::Warning,
+                                "FailedCreatePodSandBox",
+                                format!("Failed to create pod sandbox: {e}"),
+                            );
+                            ctx.run_later(Duration::from_secs(10), |act, ctx| act.prepare_sandbox(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Publishes the pod's volumes through their plugins; on failure the
+    /// containers wait (`ContainerCreating` with the plugin's message) and
+    /// publishing is retried with back-off, as kubelet retries mounts.
+    pub(super) fn mount_volumes(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Mounting || self.failed.is_some() {
+            return;
+        }
+        let rt = self.rt.clone();
+        let pod = self.pod.clone();
+        let pod_dir = self.rt.paths.pod_dir(&self.uid);
+        ctx.spawn(
+            async move { rt.volumes.publish(&pod, &pod_dir).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if act.lifecycle != Lifecycle::Mounting {
+                        return;
+                    }
+                    match res {
+                        Ok(published) => {
+                            act.mount_error = None;
+                            act.published = Arc::new(published);
+                            act.pod_dirty = true;
+                            act.set_lifecycle(Lifecycle::Active);
+                            act.schedule_housekeeping(ctx);
+                            act.reconcile(ctx);
+                        }
+                        Err(e) => {
+                            act.event(EventKind::Warning, "FailedMount", e.message.clone());
+                            act.mount_error = Some(e.message.clone());
+                            act.write_status(ctx);
+                            let delay = act.mount_retry;
+                            act.mount_retry = (delay * 2).min(Duration::from_secs(60));
+                            ctx.run_later(delay, |act, ctx| act.mount_volumes(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Periodically compares disk emptyDir usage with `sizeLimit` and evicts
+    /// the pod when a volume is over, as kubelet's eviction manager does.
+    fn schedule_housekeeping(&mut self, ctx: &mut Context<Self>) {
+        let limited: Vec<(Published, i64, String)> = self
+            .published
+            .iter()
+            .filter(|p| {
+                p.source.plugin == peapod_volumes::sources::EMPTY_DIR
+                    && p.source.context.get("medium").is_none_or(|m| m.is_empty())
+            })
+            .filter_map(|p| {
+                let limit = p.source.context.get("sizeLimit")?.parse::<i64>().ok()?;
+                let text = p
+                    .source
+                    .context
+                    .get("sizeLimitText")
+                    .cloned()
+                    .unwrap_or_else(|| limit.to_string());
+                Some((p.clone(), limit, text))
+            })
+            .collect();
+        if limited.is_empty() {
+            return;
+        }
+        let period = self.rt.config.housekeeping;
+        ctx.run_interval(period, move |act, ctx| {
+            if act.lifecycle != Lifecycle::Active || act.failed.is_some() {
+                return;
+            }
+            let rt = act.rt.clone();
+            let limited = limited.clone();
+            ctx.spawn(
+                async move {
+                    for (p, limit, text) in limited {
+                        if let Ok(stats) = rt.volumes.stats(&p).await {
+                            if stats.used_bytes > limit {
+                                return Some(format!(
+                                    "Usage of EmptyDir volume {:?} exceeds the limit {text:?}. ",
+                                    p.source.name
+                                ));
+                            }
+                        }
+                    }
+                    None
+                }
+                .into_actor(act)
+                .map(|over, act, ctx| {
+                    if let Some(message) = over {
+                        act.fail_pod("Evicted", message, Duration::ZERO, ctx);
+                    }
+                }),
+            );
+        });
+    }
+
+    /// Ends the pod on the node's behalf (eviction, active deadline): every
+    /// container is stopped within `grace` and none restarts; the pod ends
+    /// Failed with `reason`.
+    pub(super) fn fail_pod(&mut self, reason: &str, message: String, grace: Duration, ctx: &mut Context<Self>) {
+        if self.failed.is_some() || !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting) {
+            return;
+        }
+        self.event(EventKind::Warning, reason, message.clone());
+        self.failed = Some(Rejection {
+            reason: reason.into(),
+            message,
+        });
+        self.deadline = Some(crate::clock::after(grace));
+        self.reconcile(ctx);
+    }
+
+    /// kubelet's active deadline: a pod running longer than
+    /// `activeDeadlineSeconds` since its start time is ended (DeadlineExceeded).
+    /// Checked whenever the pod changes and when the deadline falls due.
+    pub(super) fn check_active_deadline(&mut self, ctx: &mut Context<Self>) {
+        let Some(limit) = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+            return;
+        };
+        if !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Mounting) || self.failed.is_some() {
+            return;
+        }
+        let started = self
+            .start_time
+            .as_deref()
+            .map(crate::clock::instant_of)
+            .unwrap_or_else(Instant::now);
+        let due = crate::clock::add(started, crate::clock::secs(limit));
+        let now = Instant::now();
+        if due <= now {
+            let grace = self.grace_period();
+            self.fail_pod(
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline".into(),
+                grace,
+                ctx,
+            );
+        } else {
+            ctx.run_later(due - now, |act, ctx| act.check_active_deadline(ctx));
+        }
+    }
+
+    /// Releases the network and namespaces of a pod whose containers are
+    /// done; a failed CNI DEL is tried again with back-off.
+    pub(super) fn teardown_sandbox(&mut self, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        let uid = self.uid.clone();
+        ctx.spawn(
+            async move { rt.teardown(&uid).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if let Err(e) = res {
+                        act.event(
+                            EventKind::Warning,
+                            "FailedKillPod",
+                            format!(
+                                "error killing pod: failed to \"KillPodSandbox\" for \"{}\": {e}",
+                                act.uid
+                            ),
+                        );
+                        let delay = act.removal_retry;
+                        act.removal_retry = (delay * 2).min(Duration::from_secs(60));
+                        ctx.run_later(delay, |act, ctx| {
+                            if act.lifecycle == Lifecycle::Finished {
+                                act.teardown_sandbox(ctx);
+                            }
+                        });
+                    }
+                }),
+        );
+    }
+
+    /// Refuses the pod as kubelet admission does: phase Failed with a reason.
+    pub(super) fn reject(&mut self, reason: &str, message: String, ctx: &mut Context<Self>) {
+        self.event(EventKind::Warning, reason, message.clone());
+        self.set_lifecycle(Lifecycle::Finished);
+        self.rejection = Some(Rejection {
+            reason: reason.into(),
+            message,
+        });
+        self.write_status(ctx);
+    }
+}

@@ -1,0 +1,109 @@
+//! Removing everything the node holds for a pod whose containers are done.
+
+use super::protocol::{ShimReply, ShimRequest};
+use super::{blocking, cgroups, container_id, unescape, Runtime};
+use k8s_openapi::api::core::v1::Pod;
+use nix::mount::{umount2, MntFlags};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Runtime {
+    /// Removes every trace of a pod: any shim still alive and what runs in
+    /// its cgroups (a safety net: actors stop containers before this),
+    /// rootfs mounts, libcontainer state, network, namespaces, cgroups, logs
+    /// and its directory. Fails, leaving the pod directory (and its CNI
+    /// record) in place for the next try, when CNI DEL fails: the address and
+    /// port mappings are never leaked.
+    pub async fn remove_pod(self: &Arc<Self>, pod: &Pod) -> Result<(), String> {
+        let uid = super::pod_uid(pod);
+        let guard = self.locks.lock(format!("pod/{uid}")).await;
+        let me = self.clone();
+        let pod = pod.clone();
+        blocking(move || {
+            let _guard = guard;
+            me.remove_pod_blocking(&pod)
+        })
+        .await?
+    }
+
+    fn remove_pod_blocking(&self, pod: &Pod) -> Result<(), String> {
+        let uid = super::pod_uid(pod);
+        let containers_dir = self.paths.pod_dir(&uid).join("containers");
+        for c in std::fs::read_dir(&containers_dir).into_iter().flatten().flatten() {
+            let name = c.file_name().to_string_lossy().into_owned();
+            for a in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                let Ok(n) = a.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let id = container_id(&uid, &name, n);
+                self.kill_shim_blocking(&id, &a.path());
+                cgroups::kill_container(&uid, &id);
+                let _ = std::fs::remove_dir_all(self.paths.container_state_root().join(&id));
+                let _ = std::fs::remove_file(self.paths.shim_socket(&id));
+                self.release_rootfs(&a.path());
+            }
+        }
+        cgroups::kill_pod(&uid);
+        self.teardown_sandbox(&uid)?;
+        cgroups::remove(&uid);
+        // Whatever is still mounted below the pod (a volume a plugin failed to
+        // unpublish) is detached first, so removing the directory never
+        // reaches into someone's mounted data.
+        unmount_below(&self.paths.pod_dir(&uid));
+        let _ = std::fs::remove_dir_all(self.paths.pod_dir(&uid));
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let _ = std::fs::remove_dir_all(self.paths.pod_log_dir(&ns, &name, &uid));
+        Ok(())
+    }
+
+    /// SIGKILLs the container of a shim that is still alive and waits (up to
+    /// 10 s) for the shim to record the exit and go.
+    fn kill_shim_blocking(&self, id: &str, dir: &Path) {
+        let alive = || {
+            std::fs::File::open(dir.join("shim.lock"))
+                .ok()
+                .is_some_and(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).is_err())
+        };
+        if !alive() {
+            return;
+        }
+        tracing::warn!("container {id}: still running at pod removal; killing it");
+        let socket = self.paths.shim_socket(id);
+        for _ in 0..100 {
+            if !alive() {
+                return;
+            }
+            let _ = request_blocking(&socket, &ShimRequest::Kill { signal: libc::SIGKILL });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn request_blocking(socket: &PathBuf, req: &ShimRequest) -> Result<ShimReply, String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    writeln!(s, "{}", serde_json::to_string(req).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).map_err(|e| e.to_string())?;
+    serde_json::from_str(line.trim()).map_err(|e| e.to_string())
+}
+
+/// Detaches every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(base) = dir.canonicalize() else { return };
+    let mut found: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in found {
+        let _ = umount2(&m, MntFlags::MNT_DETACH);
+    }
+}

@@ -1,0 +1,232 @@
+//! Starting one attempt of a container: image, rootfs, bundle, and a shim
+//! that holds the attempt's lock for as long as it lives.
+
+use super::protocol::{ShimConfig, StartReport};
+use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
+use crate::image::{ImageError, ResolvedImage};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a container could not be started; `reason` is the Kubernetes waiting reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct StartError {
+    /// `ErrImageNeverPull`, `ErrImagePull`, `CreateContainerConfigError`, `CreateContainerError`, `RunContainerError`.
+    pub reason: &'static str,
+    /// What went wrong, for the status and the event.
+    pub message: String,
+}
+
+impl StartError {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A container the runtime started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// libcontainer id.
+    pub id: String,
+    /// The container init's pid (in the host pid namespace).
+    pub pid: i32,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// The image's digest reference, for `imageID`.
+    pub image_id: String,
+    /// The image as the spec named it when this start was made.
+    pub image: String,
+    /// The image's StopSignal, if any.
+    pub stop_signal: Option<String>,
+}
+
+impl Runtime {
+    /// Starts attempt `attempt` of container `c` of `pod`: resolves the image,
+    /// mounts the rootfs, writes the bundle and hands it to a new shim. Runs
+    /// on the blocking pool under the container's lock, which it keeps until
+    /// the shim reported, even if the caller is dropped meanwhile.
+    pub async fn start(
+        self: &Arc<Self>,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        volumes: &[peapod_volumes::Published],
+    ) -> Result<Started, StartError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let guard = self.locks.lock(format!("ctr/{uid}/{}", c.name)).await;
+        let me = self.clone();
+        let (pod, c, volumes) = (pod.clone(), c.clone(), volumes.to_vec());
+        blocking(move || {
+            let _guard = guard;
+            let res = me.start_attempt(&pod, &c, attempt, &volumes);
+            if let Err(e) = &res {
+                if e.reason != "RunContainerError" {
+                    // Nothing ran: the attempt number is not used up.
+                    me.discard_attempt(&uid, &c.name, attempt);
+                }
+            }
+            res
+        })
+        .await
+        .map_err(|e| StartError::new("CreateContainerError", e))?
+    }
+
+    fn start_attempt(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        volumes: &[peapod_volumes::Published],
+    ) -> Result<Started, StartError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let image_name = c.image.clone().unwrap_or_default();
+        let image = self.resolve_image(c)?;
+        let id = container_id(&uid, &c.name, attempt);
+        let dir = self.paths.attempt_dir(&uid, &c.name, attempt);
+        if dir.exists() {
+            // A half-made attempt that never ran (the observer made sure): start it over.
+            self.discard_attempt(&uid, &c.name, attempt);
+        }
+        let rootfs = dir.join("rootfs");
+        for d in [dir.join("upper"), dir.join("work"), rootfs.clone()] {
+            paths::ensure_dir(&d).map_err(|e| StartError::new("CreateContainerError", io_err("create", &d, e)))?;
+        }
+        let lower = image
+            .layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let opts = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
+        let term = dir.join("termination-log");
+        std::fs::write(&term, b"").map_err(|e| StartError::new("CreateContainerError", io_err("write", &term, e)))?;
+        let cgroups_path = format!("{}/{id}", cgroups::pod_path(&uid));
+        let sandbox = self.paths.sandbox_dir(&uid);
+        let etc = self.paths.pod_dir(&uid).join("etc");
+        let spec_paths = spec::SpecPaths {
+            rootfs: &rootfs,
+            sandbox: &sandbox,
+            etc_dir: &etc,
+            termination_log: &term,
+            cgroups_path: &cgroups_path,
+            volumes,
+        };
+        let config = spec::build(pod, c, &image.config, &spec_paths)
+            .map_err(|e| StartError::new("CreateContainerConfigError", e.0))?;
+        let write_json = |path: PathBuf, v: &serde_json::Value| {
+            let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
+            std::fs::write(&path, bytes).map_err(|e| StartError::new("CreateContainerError", io_err("write", &path, e)))
+        };
+        write_json(dir.join("config.json"), &config)?;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let log_path = self.paths.log_file(&ns, &name, &uid, &c.name, attempt);
+        if let Some(parent) = log_path.parent() {
+            paths::ensure_dir(parent)
+                .map_err(|e| StartError::new("CreateContainerError", io_err("create", parent, e)))?;
+        }
+        let image_id = format!("{}@{}", image.reference, image.manifest_digest);
+        let shim = ShimConfig {
+            id: id.clone(),
+            bundle: dir.clone(),
+            state_root: self.paths.container_state_root(),
+            log_path,
+            socket: self.paths.shim_socket(&id),
+            exit_file: dir.join("exit.json"),
+            memory_cgroup: Some(PathBuf::from(if cgroups::is_unified() {
+                format!("/sys/fs/cgroup{cgroups_path}")
+            } else {
+                format!("/sys/fs/cgroup/memory{cgroups_path}")
+            })),
+            stop_signal: image.config.stop_signal.clone(),
+            image: Some(image_name.clone()),
+            image_id: Some(image_id.clone()),
+        };
+        let shim_json = serde_json::to_value(&shim).unwrap_or_default();
+        write_json(dir.join("shim.json"), &shim_json)?;
+        crate::faults::point("runtime.before-spawn", &id);
+        let out = self.spawn_shim(&dir)?;
+        let text = String::from_utf8_lossy(&out);
+        match serde_json::from_str::<StartReport>(text.trim()) {
+            Ok(StartReport::Started { pid, started_at }) => Ok(Started {
+                id,
+                pid,
+                started_at,
+                image_id,
+                image: image_name,
+                stop_signal: image.config.stop_signal.clone(),
+            }),
+            Ok(StartReport::Failed { message }) => {
+                let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                Err(StartError::new(
+                    "RunContainerError",
+                    format!("failed to create containerd task: {message}"),
+                ))
+            }
+            Err(_) => {
+                let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                Err(StartError::new(
+                    "RunContainerError",
+                    format!("shim for {image_name} said {text:?}"),
+                ))
+            }
+        }
+    }
+
+    /// Spawns `peapod shim run` for the bundle in `dir` and returns what it reported.
+    fn spawn_shim(&self, dir: &Path) -> Result<Vec<u8>, StartError> {
+        super::shim::spawn(&self.shim_binary, dir).map_err(|e| StartError::new(e.reason, e.message))
+    }
+
+    fn resolve_image(&self, c: &Container) -> Result<ResolvedImage, StartError> {
+        let name = c.image.clone().unwrap_or_default();
+        match self.images.resolve(&name) {
+            Ok(img) => Ok(img),
+            Err(ImageError::NotFound { .. }) => {
+                if c.image_pull_policy.as_deref() == Some("Never") {
+                    Err(StartError::new(
+                        "ErrImageNeverPull",
+                        format!("Container image \"{name}\" is not present with pull policy of Never"),
+                    ))
+                } else {
+                    Err(StartError::new(
+                        "ErrImagePull",
+                        format!("image \"{name}\" is not in the local store and this node does not pull from registries yet; import it with `peapod image import`"),
+                    ))
+                }
+            }
+            Err(e) => Err(StartError::new("InvalidImageName", e.to_string())),
+        }
+    }
+
+    /// Removes every trace of an attempt that never ran, so its number can be
+    /// used again: whatever a dying shim left in its cgroup, libcontainer's
+    /// state, the rootfs, the directory.
+    pub(crate) fn discard_attempt(&self, uid: &str, container: &str, attempt: u32) {
+        let id = container_id(uid, container, attempt);
+        cgroups::kill_container(uid, &id);
+        let _ = std::fs::remove_dir_all(self.paths.container_state_root().join(&id));
+        let dir = self.paths.attempt_dir(uid, container, attempt);
+        self.release_rootfs(&dir);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_file(self.paths.shim_socket(&id));
+    }
+}
