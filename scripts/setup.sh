@@ -12,7 +12,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 profile=${PEAPOD_PROFILE:-debug}
-if [ "$profile" = release ]; then cargo build --release --workspace; else cargo build --workspace; fi
+# The test build carries the fault-injection points (tests/tests/supervision.rs
+# crashes actors and kills the daemon at chosen moments); release builds never do.
+if [ "$profile" = release ]; then
+  cargo build --release --workspace
+else
+  cargo build --workspace --features peapod/fault-injection
+fi
 # The built-in volume plugins go where the daemon loads plugins from by default,
 # owned by root and writable by nobody else (the daemon refuses anything else).
 install -d -m 0755 /usr/lib/peapod/plugins

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --features peapod/fault-injection -- --test-threads=2

@@ -7,13 +7,17 @@
 //!                point[@substring of its context]=panic|kill|sleep:<ms>[*times]
 //! ```
 //!
-//! Without `*times` a fault fires every time the point is reached. Shims are
-//! started with the daemon's environment, so shim points work the same way.
-//! Without the feature, [`point`] compiles to nothing.
+//! Without `*times` a fault fires every time the point is reached.
+//! `PEAPOD_FAULTS_FILE` names a file holding more of the same; it is read
+//! again whenever it changes, so a test can arm a fault at the moment it
+//! wants (its counts start afresh then). Shims are started with the daemon's
+//! environment, so shim points work the same way. Without the feature,
+//! [`point`] compiles to nothing.
 //!
 //! Points: `node.watch`, `namespace.pass`, `pod.reconcile`, `container.start`,
 //! `container.exit`, `probe.tick` (actor crashes); `runtime.before-spawn`,
-//! `runtime.shim-spawned`, `container.prestop-started`, `pod.terminating`
+//! `runtime.shim-spawned`, `container.prestop-started`,
+//! `container.prestop-done`, `pod.terminating`
 //! (daemon kills at crash windows); `shim.create` (in the shim, before the
 //! container is created).
 
@@ -48,9 +52,37 @@ mod imp {
         left: Option<u32>,
     }
 
-    fn faults() -> &'static Mutex<Vec<Fault>> {
-        static FAULTS: OnceLock<Mutex<Vec<Fault>>> = OnceLock::new();
-        FAULTS.get_or_init(|| Mutex::new(parse(&std::env::var("PEAPOD_FAULTS").unwrap_or_default())))
+    struct Armed {
+        from_env: Vec<Fault>,
+        from_file: Vec<Fault>,
+        file: Option<std::path::PathBuf>,
+        stamp: Option<(std::time::SystemTime, u64)>,
+    }
+
+    impl Armed {
+        /// Rereads the file when it changed.
+        fn refresh(&mut self) {
+            let Some(file) = &self.file else { return };
+            let stamp = std::fs::metadata(file)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            if stamp != self.stamp {
+                self.stamp = stamp;
+                self.from_file = parse(&std::fs::read_to_string(file).unwrap_or_default());
+            }
+        }
+    }
+
+    fn armed() -> &'static Mutex<Armed> {
+        static FAULTS: OnceLock<Mutex<Armed>> = OnceLock::new();
+        FAULTS.get_or_init(|| {
+            Mutex::new(Armed {
+                from_env: parse(&std::env::var("PEAPOD_FAULTS").unwrap_or_default()),
+                from_file: Vec::new(),
+                file: std::env::var_os("PEAPOD_FAULTS_FILE").map(Into::into),
+                stamp: None,
+            })
+        })
     }
 
     fn parse(spec: &str) -> Vec<Fault> {
@@ -83,8 +115,10 @@ mod imp {
 
     pub fn point(name: &str, context: &str) {
         let action = {
-            let mut all = faults().lock().unwrap_or_else(|p| p.into_inner());
-            let Some(f) = all.iter_mut().find(|f| {
+            let mut armed = armed().lock().unwrap_or_else(|p| p.into_inner());
+            armed.refresh();
+            let armed = &mut *armed;
+            let Some(f) = armed.from_env.iter_mut().chain(armed.from_file.iter_mut()).find(|f| {
                 f.point == name && f.left != Some(0) && f.filter.as_deref().is_none_or(|s| context.contains(s))
             }) else {
                 return;

@@ -93,7 +93,7 @@ pub fn to_value<T: serde::Serialize>(obj: &T) -> Value {
 /// pod's `terminationGracePeriodSeconds`, else 30) and `deletionTimestamp`
 /// to the time by which it must be gone (now plus the grace period). A
 /// later request may only shorten both, never extend them. Any non-negative
-/// int64 is accepted; a timestamp past year 9999 is written as its last second.
+/// int64 is accepted; a timestamp past 9999-01-01 is written as that.
 pub fn mark_deleted(obj: &mut Value, grace: Option<i64>) {
     mark_deleted_at(obj, grace, chrono::Utc::now());
 }
@@ -107,8 +107,9 @@ fn mark_deleted_at(obj: &mut Value, grace: Option<i64>, now: chrono::DateTime<ch
         .and_then(Value::as_i64);
     let grace = grace.or(current).or(spec_grace).unwrap_or(30).max(0);
     let grace = current.map_or(grace, |c| c.min(grace));
-    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
-        .and_then(|d| d.and_hms_opt(23, 59, 59))
+    // The latest time every client decodes (Go's and jiff's ranges alike).
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
         .unwrap_or(now);
     // Rounded up to the whole second the timestamp can hold, so the grace
@@ -160,7 +161,10 @@ mod tests {
     fn the_largest_grace_period_does_not_overflow() {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": i64::MAX}});
         mark_deleted_at(&mut pod, None, at("2026-01-01T00:00:00Z"));
-        assert_eq!(pod["metadata"]["deletionTimestamp"], "9999-12-31T23:59:59Z");
+        assert_eq!(pod["metadata"]["deletionTimestamp"], "9999-01-01T00:00:00Z");
+        let t: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(pod["metadata"]["deletionTimestamp"].clone()).expect("decodable");
+        assert!(t.0.as_second() > 0);
         assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], i64::MAX);
     }
 }

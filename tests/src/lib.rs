@@ -46,6 +46,8 @@ pub struct Node {
     pub net: u32,
     /// More `peapod daemon` flags for this node.
     extra_args: Vec<String>,
+    /// Environment of the next daemon start (e.g. `PEAPOD_FAULTS`).
+    env: Vec<(String, String)>,
 }
 
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -75,6 +77,7 @@ impl Node {
             daemon: None,
             net,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
         };
         node.import_image("busybox");
         std::fs::create_dir_all(node.plugin_dir()).unwrap();
@@ -128,6 +131,83 @@ impl Node {
         self.dir.path().join("run")
     }
 
+    /// Sets the environment of later daemon starts (replacing what was set).
+    /// `PEAPOD_FAULTS` arms the test build's fault points (actors/src/faults.rs).
+    pub fn set_env(&mut self, vars: &[(&str, &str)]) {
+        self.env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// Arms fault points in the running daemon (and the shims it starts)
+    /// from now on, replacing what was armed this way before.
+    pub fn arm(&self, faults: &str) {
+        let file = self.dir.path().join("faults");
+        let tmp = self.dir.path().join("faults.tmp");
+        std::fs::write(&tmp, faults).unwrap();
+        std::fs::rename(tmp, file).unwrap();
+    }
+
+    /// Starts the daemon with `PEAPOD_FAULTS=faults` (and nothing else armed).
+    pub fn restart_with_faults(&mut self, faults: &str) {
+        self.kill_daemon();
+        self.set_env(&[("PEAPOD_FAULTS", faults)]);
+        self.start_daemon();
+    }
+
+    /// Waits for the daemon process to end by itself (a fault killed it).
+    pub fn wait_daemon_exit(&mut self, timeout: Duration) {
+        let child = self.daemon.as_mut().expect("daemon running");
+        wait_for("the daemon to die", timeout, || {
+            child.try_wait().ok().flatten().map(|_| ())
+        });
+        self.daemon = None;
+    }
+
+    /// The live actor tree (`peapod tree -o json`).
+    pub fn tree(&self) -> Value {
+        serde_json::from_str(&self.ok(&["tree", "-o", "json"])).expect("tree json")
+    }
+
+    /// Pids of this node's shim processes whose command line contains `filter`.
+    pub fn shims(&self, filter: &str) -> Vec<u32> {
+        let root = self.root().display().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("shim run --config") && cmd.contains(&root) && cmd.contains(filter) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Processes running in a pod's cgroup (any container), by the pids hierarchy.
+    pub fn pod_processes(&self, pod: &Value) -> Vec<u32> {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let dir = PathBuf::from(format!("/sys/fs/cgroup/pids/peapod/pod{uid}"));
+        let mut out = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for line in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(p) = line.trim().parse() {
+                    out.push(p);
+                }
+            }
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
     /// Starts (or restarts) the daemon and waits for its socket.
     pub fn start_daemon(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -143,11 +223,19 @@ impl Node {
             .arg("--cni-conf-dir")
             .arg(self.dir.path().join("cni"))
             .args(["--cni-bridge", &self.bridge()])
-            .args(["--pod-cidr", &format!("10.99.{}.0/24", self.net)])
+            .args(
+                // A test that needs more addresses passes its own --pod-cidr.
+                (!self.extra_args.iter().any(|a| a == "--pod-cidr"))
+                    .then(|| ["--pod-cidr".to_string(), format!("10.99.{}.0/24", self.net)])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
             .args(["--plugin-timeout", "3", "--housekeeping-interval", "1"])
             .args(&self.extra_args)
+            .env("PEAPOD_FAULTS_FILE", self.dir.path().join("faults"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -244,6 +332,30 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The actor under `path` in a tree snapshot: kinds and names, e.g.
+/// `[("PodActor", "default/web"), ("ContainerActor", "c")]` below the node.
+pub fn tree_find<'a>(tree: &'a Value, path: &[(&str, &str)]) -> Option<&'a Value> {
+    let mut here = tree["items"].as_array()?.first()?;
+    for (kind, name) in path {
+        here = here["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["kind"] == *kind && c["name"] == *name)?;
+    }
+    Some(here)
+}
+
+/// Every actor in a tree snapshot whose kind starts with `orphaned:`.
+pub fn tree_orphans(tree: &Value) -> Vec<Value> {
+    tree["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["kind"].as_str().is_some_and(|k| k.starts_with("orphaned:")))
+        .cloned()
+        .collect()
 }
 
 /// A container's status by name.

@@ -89,6 +89,7 @@ impl ContainerActor {
                             ),
                         );
                     }
+                    crate::faults::point("container.prestop-done", &desc);
                 }
                 while Instant::now() < deadline {
                     match rt.kill(&uid, &name, attempt, stop_signal).await {
