@@ -34,8 +34,14 @@ impl NodeConfig {
     }
 }
 
-/// The machine's CPUs (online) and memory (`MemTotal`).
+/// The machine's CPUs (online) and memory (`MemTotal`), read once: actors
+/// ask on every admission and must not read files on their threads.
 pub fn capacity() -> peapod_core::resources::Amounts {
+    static CAPACITY: std::sync::OnceLock<peapod_core::resources::Amounts> = std::sync::OnceLock::new();
+    *CAPACITY.get_or_init(read_capacity)
+}
+
+fn read_capacity() -> peapod_core::resources::Amounts {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()

@@ -69,6 +69,10 @@ pub struct NodeActor {
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
     removing: HashSet<String>,
+    /// Admission refusals, so a rebuilt PodActor refuses too.
+    rejected: HashMap<String, Rejection>,
+    /// Pods whose actor removed them: a late watch event must not start another.
+    removed: HashSet<String>,
 }
 
 #[derive(Message)]
@@ -100,6 +104,8 @@ impl NodeActor {
             namespaces: Children::default(),
             given_up: HashSet::new(),
             removing: HashSet::new(),
+            rejected: HashMap::new(),
+            removed: HashSet::new(),
         }
     }
 
@@ -167,8 +173,12 @@ impl NodeActor {
         }
         match self.pods.get(&uid) {
             Some(addr) => addr.do_send(PodChanged(pod)),
+            None if self.removed.contains(&uid) => {}
             None => {
                 let rejection = self.admit(&pod);
+                if let Some(r) = &rejection {
+                    self.rejected.insert(uid, r.clone());
+                }
                 self.start_pod_actor(pod, rejection, ctx);
             }
         }
@@ -239,11 +249,12 @@ impl NodeActor {
         };
         ctx.spawn(
             async move {
+                // Marked first, durably: a node restarted meanwhile leaves the pod be.
+                mark_given_up(&*store, &pod, &message).await;
                 crate::pod::terminate::stop_all(&rt, &events, &pod, deadline).await;
                 if let Err(e) = rt.teardown(pod.metadata.uid.as_deref().unwrap_or("")).await {
                     tracing::warn!("pod {}: {e}", pod_desc(&pod));
                 }
-                mark_given_up(&*store, &pod, &message).await;
             }
             .into_actor(self)
             .map(move |_, act, ctx| {
@@ -312,6 +323,8 @@ impl NodeActor {
                     act.admitted.retain(|uid, _| live.contains(uid));
                     act.latest.retain(|uid, _| live.contains(uid));
                     act.given_up.retain(|uid| live.contains(uid));
+                    act.rejected.retain(|uid, _| live.contains(uid));
+                    act.removed.retain(|uid| live.contains(uid));
                     act.watch(revision, ctx);
                 }),
         );
@@ -435,6 +448,8 @@ impl Handler<Watched> for NodeActor {
                     self.admitted.remove(&uid);
                     self.latest.remove(&uid);
                     self.given_up.remove(&uid);
+                    self.rejected.remove(&uid);
+                    self.removed.remove(&uid);
                     return;
                 }
                 match serde_json::from_value::<Pod>(ev.object) {
@@ -462,18 +477,52 @@ impl Handler<ChildExited<String>> for NodeActor {
 
     fn handle(&mut self, msg: ChildExited<String>, ctx: &mut Context<Self>) {
         match self.pods.exited(&msg) {
-            Verdict::Stale | Verdict::Done => {}
+            Verdict::Stale => {}
+            Verdict::Done => {
+                // It removed its pod; until the store's Deleted event, events about it change nothing.
+                if self.latest.contains_key(&msg.key) {
+                    self.removed.insert(msg.key.clone());
+                }
+            }
             Verdict::Restart { restarts } => {
-                let Some(pod) = self.latest.get(&msg.key).cloned() else {
+                let Some(cached) = self.latest.get(&msg.key).cloned() else {
                     self.pods.remove(&msg.key);
                     return;
                 };
                 tracing::warn!(
                     "pod {}: PodActor crashed ({}); rebuilding it from the store and the runtime (restart {restarts})",
-                    pod_desc(&pod),
+                    pod_desc(&cached),
                     exit_text(&msg.exit)
                 );
-                self.start_pod_actor(pod, None, ctx);
+                // Rebuilt from the store's current object, not from what this actor last saw.
+                let store = self.spec.store.clone();
+                let uid = msg.key.clone();
+                ctx.spawn(
+                    async move {
+                        let ns = cached.metadata.namespace.clone().unwrap_or_default();
+                        let name = cached.metadata.name.clone().unwrap_or_default();
+                        match store.get(&kinds::pod().resource(), &ns, &name).await {
+                            Ok(v) => serde_json::from_value::<Pod>(v)
+                                .ok()
+                                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str())),
+                            Err(StoreError::NotFound { .. }) => None,
+                            Err(_) => Some(cached),
+                        }
+                    }
+                    .into_actor(self)
+                    .map(move |pod, act, ctx| match pod {
+                        Some(pod) => {
+                            let uid = pod.metadata.uid.clone().unwrap_or_default();
+                            let rejection = act.rejected.get(&uid).cloned();
+                            act.latest.insert(uid, pod.clone());
+                            act.start_pod_actor(pod, rejection, ctx);
+                        }
+                        // Gone meanwhile: nothing to rebuild.
+                        None => {
+                            act.pods.remove(&msg.key);
+                        }
+                    }),
+                );
             }
             Verdict::GiveUp { crashes } => {
                 let last = exit_text(&msg.exit);

@@ -96,6 +96,8 @@ fn raise_nofile_limit() {
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
     raise_nofile_limit();
+    // Read once here, so admissions never read /proc on an actor thread.
+    let _ = peapod_actors::config::capacity();
     let paths = NodePaths::new(args.root_dir, args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;

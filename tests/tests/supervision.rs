@@ -547,3 +547,105 @@ spec:
         "{err}"
     );
 }
+
+#[test]
+fn a_namespace_actor_that_keeps_crashing_escalates_to_the_root_and_the_daemon_exits() {
+    let mut node = Node::start_with_args(&["--actor-max-restarts", "1", "--actor-restart-period", "60"], |_| {});
+    node.apply(&pod_yaml("survivor", "sv", "sleep 3600"));
+    let before = node.wait_pod("survivor", "running", MIN, |p| running(p, "sv"));
+    node.arm("namespace.pass=panic");
+    // Every store change makes the NamespaceActor pass, and crash.
+    for i in 0..20 {
+        if node.daemon_pid().is_some()
+            && node
+                .peapod(&["create", "namespace", &format!("ns{i}")])
+                .status
+                .success()
+        {
+            std::thread::sleep(Duration::from_millis(300));
+        } else {
+            break;
+        }
+    }
+    node.wait_daemon_exit(MIN);
+    let log = node.daemon_log();
+    assert!(log.contains("escalated: NamespaceActor crashed 2 times"), "{log}");
+    assert!(
+        log.contains("giving up: the NodeActor crashed more than 1 times"),
+        "{log}"
+    );
+    // The containers outlived the daemon under their shims; a new daemon adopts them.
+    assert_eq!(node.shims("/containers/sv/").len(), 1);
+    node.arm("");
+    node.start_daemon();
+    let after = node.wait_pod("survivor", "re-adopted", MIN, |p| running(p, "sv"));
+    assert_eq!(
+        container(&after, "sv")["containerID"],
+        container(&before, "sv")["containerID"]
+    );
+    assert_eq!(container(&after, "sv")["restartCount"], 0);
+}
+
+#[test]
+fn a_restarted_readiness_probe_still_reports_the_container_unready() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: flaky-ready}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: rc
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/ready; sleep 10; rm /tmp/ready; sleep 3600"]
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+"#,
+    );
+    node.wait_pod("flaky-ready", "ready", MIN, |p| container(p, "rc")["ready"] == true);
+    node.arm("probe.tick@flaky-ready/rc=panic*1");
+    wait_for("readiness probe restarted", MIN, || {
+        (restarts_at(
+            &node,
+            &[
+                ("PodActor", "default/flaky-ready"),
+                ("ContainerActor", "rc"),
+                ("ProbeActor", "readiness"),
+            ],
+        ) == Some(1))
+        .then_some(())
+    });
+    assert_eq!(
+        container(&node.pod("flaky-ready").unwrap(), "rc")["ready"],
+        true,
+        "no flap"
+    );
+    // /tmp/ready goes at 10 s: the restarted probe reports it.
+    node.wait_pod("flaky-ready", "unready", MIN, |p| container(p, "rc")["ready"] == false);
+}
+
+#[test]
+fn an_image_change_survives_a_container_actor_crash_at_the_exit() {
+    let node = Node::start();
+    node.import_image("localhost/busybox:v2");
+    let pod = |image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: upgrade}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: uc, image: {image}, command: [sleep, '3600']}}\n"
+        )
+    };
+    node.apply(&pod("busybox"));
+    node.wait_pod("upgrade", "running", MIN, |p| container(p, "uc")["ready"] == true);
+    // The old start's exit crashes the ContainerActor; the rebuilt one must still restart it.
+    node.arm("container.exit@upgrade_default=panic*1");
+    node.apply(&pod("localhost/busybox:v2"));
+    let after = node.wait_pod("upgrade", "running the new image", MIN, |p| {
+        let c = container(p, "uc");
+        c["image"] == "localhost/busybox:v2" && c["ready"] == true
+    });
+    assert_eq!(container(&after, "uc")["restartCount"], 1, "{after}");
+    assert_eq!(phase(&after), "Running");
+    assert_eq!(
+        restarts_at(&node, &[("PodActor", "default/upgrade"), ("ContainerActor", "uc")]),
+        Some(1)
+    );
+}

@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use peapod_volumes::Published;
 pub use state::{ContainerSlot, ContainerState, Finished, Role};
 use std::sync::Arc;
+pub use stop::parse_signal;
 use tokio::time::Instant;
 
 /// Whether the PodActor wants the container to run.
@@ -58,6 +59,10 @@ pub struct Orders {
     pub pod_ips: Arc<Vec<String>>,
     /// Run, hold or stop.
     pub run: Run,
+    /// Which orders these are (they only grow): a report echoes the
+    /// generation it was made under, so the PodActor knows the container
+    /// has seen a Stop before it counts it as down for good.
+    pub generation: u64,
 }
 
 /// A container's state changed; sent to the PodActor.
@@ -70,6 +75,8 @@ pub struct ContainerChanged {
     pub slot: ContainerSlot,
     /// Whether the actor has looked at the runtime yet (after a (re)start).
     pub observed: bool,
+    /// The generation of the orders the actor acted under.
+    pub generation: u64,
 }
 
 /// A stop in progress: SIGKILL is due at `deadline`.
@@ -191,6 +198,7 @@ impl ContainerActor {
             index: self.index,
             slot: self.slot.clone(),
             observed: self.observed,
+            generation: self.orders.generation,
         });
     }
 
@@ -219,6 +227,7 @@ impl ContainerActor {
                 .into_actor(self)
                 .map(|found, act, ctx| {
                     act.slot.last = found.previous;
+                    act.definition_changed = found.definition_changed;
                     match found.latest {
                         Some((attempt, Observed::Running(started))) => {
                             tracing::info!(
@@ -320,6 +329,10 @@ impl ContainerActor {
         }
         self.definition_changed = true;
         self.stop_probes();
+        let attempt = self.slot.running_attempt().unwrap_or_default();
+        let (rt, uid, name) = (self.rt.clone(), self.uid(), self.slot.name.clone());
+        // Remembered on disk before the stop begins, so a rebuilt actor restarts it too.
+        ctx.wait(async move { rt.mark_definition_changed(&uid, &name, attempt).await }.into_actor(self));
         let deadline = clock::after(self.grace_period());
         let why = format!("Container {} definition changed, will be restarted", self.slot.name);
         self.stop(deadline, why, ctx);

@@ -60,6 +60,17 @@ impl ContainerActor {
     }
 
     fn spawn_probe(&mut self, attempt: u32, kind: ProbeKind, since: Instant, ctx: &mut Context<Self>) {
+        self.spawn_probe_knowing(attempt, kind, since, None, ctx);
+    }
+
+    fn spawn_probe_knowing(
+        &mut self,
+        attempt: u32,
+        kind: ProbeKind,
+        since: Instant,
+        known: Option<bool>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(container) = self.spec() else {
             return;
         };
@@ -76,6 +87,7 @@ impl ContainerActor {
                 pod_ip: self.orders.pod_ips.first().cloned(),
             },
             container_started: since,
+            known,
         };
         let restarts = self.probes.restarts(&kind);
         let node = self
@@ -153,8 +165,21 @@ impl Handler<ChildExited<ProbeKind>> for ContainerActor {
                     self.slot.name,
                     crash_text(&msg.exit)
                 );
-                if let ContainerState::Running { attempt, since, .. } = self.slot.state {
-                    self.spawn_probe(attempt, msg.key, since, ctx);
+                if let ContainerState::Running {
+                    attempt,
+                    since,
+                    ready,
+                    startup_passed,
+                    ..
+                } = self.slot.state
+                {
+                    // The new probe goes on from what the container shows now.
+                    let known = match msg.key {
+                        ProbeKind::Readiness => Some(ready),
+                        ProbeKind::Liveness => Some(true),
+                        ProbeKind::Startup => startup_passed.then_some(true),
+                    };
+                    self.spawn_probe_knowing(attempt, msg.key, since, known, ctx);
                 }
             }
             Verdict::GiveUp { crashes } => crate::supervisor::escalate(format!(

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 /// How often an undelivered signal is sent again.
 const RESEND: Duration = Duration::from_secs(1);
 
-fn parse_signal(s: &str) -> Option<i32> {
+/// A signal by name (`SIGQUIT`, `quit`) or number, as images give their StopSignal.
+pub fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return Some(n);
     }

@@ -100,6 +100,11 @@ pub struct PodActor {
     containers: Children<usize, ContainerActor>,
     /// What each container was last told, to send orders only when they change.
     sent: Vec<Option<Run>>,
+    /// The generation of the orders last sent to each container, and the
+    /// one each last reported under.
+    sent_generation: Vec<u64>,
+    acked_generation: Vec<u64>,
+    generation: u64,
     /// The pod object changed since the orders were last sent.
     pod_dirty: bool,
     start_time: Option<String>,
@@ -188,6 +193,9 @@ impl PodActor {
             observed: vec![false; n],
             containers: Children::default(),
             sent: vec![None; n],
+            sent_generation: vec![0; n],
+            acked_generation: vec![0; n],
+            generation: 0,
             pod_dirty: false,
             start_time,
             deadline: None,
@@ -245,6 +253,7 @@ impl PodActor {
         let node = self.node.child("ContainerActor", name.clone(), "transient", restarts);
         let orders = self.orders_for(i, self.sent[i].unwrap_or(Run::Hold));
         self.sent[i] = Some(orders.run);
+        self.sent_generation[i] = orders.generation;
         self.observed[i] = false;
         let (rt, events, parent, intensity) = (
             self.rt.clone(),
@@ -261,13 +270,26 @@ impl PodActor {
         });
     }
 
-    fn orders_for(&self, _i: usize, run: Run) -> Orders {
+    fn orders_for(&mut self, _i: usize, run: Run) -> Orders {
+        self.generation += 1;
         Orders {
             pod: self.pod.clone(),
             volumes: self.published.clone(),
             pod_ips: self.pod_ips.clone(),
             run,
+            generation: self.generation,
         }
+    }
+
+    /// Whether container `i` is down and has seen the latest orders: only
+    /// then can a report of "not running" be trusted not to be overtaken by
+    /// a start the container made before it saw a Stop.
+    fn settled_down(&self, i: usize) -> bool {
+        self.observed[i] && !self.slots[i].is_active() && self.acked_generation[i] >= self.sent_generation[i]
+    }
+
+    fn all_settled_down(&self) -> bool {
+        (0..self.slots.len()).all(|i| self.settled_down(i))
     }
 
     /// What container `i` should do now.
@@ -325,8 +347,10 @@ impl PodActor {
                 continue;
             }
             self.sent[i] = Some(run);
-            let orders = self.orders_for(i, run);
-            if let Some(addr) = self.containers.get(&i) {
+            // Only orders really sent await an answer (a refused pod has no containers to tell).
+            if let Some(addr) = self.containers.get(&i).cloned() {
+                let orders = self.orders_for(i, run);
+                self.sent_generation[i] = orders.generation;
                 addr.do_send(orders);
             }
         }
@@ -350,7 +374,7 @@ impl PodActor {
             }
             Lifecycle::Terminating => {
                 self.send_orders();
-                if !self.slots.iter().any(ContainerSlot::is_active) && self.observed.iter().all(|o| *o) {
+                if self.all_settled_down() {
                     self.finish_removal(ctx);
                 }
                 self.write_status(ctx);
@@ -372,7 +396,7 @@ impl PodActor {
         }
         if self.failed.is_some() {
             self.send_orders();
-            if !self.slots.iter().any(ContainerSlot::is_active) {
+            if self.all_settled_down() {
                 self.set_lifecycle(Lifecycle::Finished);
                 self.teardown_sandbox(ctx);
             }
@@ -437,6 +461,7 @@ impl Handler<ContainerChanged> for PodActor {
         *slot = msg.slot;
         let was = self.observed[msg.index];
         self.observed[msg.index] = msg.observed;
+        self.acked_generation[msg.index] = msg.generation;
         if self.lifecycle == Lifecycle::Recovering {
             if self.observed.iter().all(|o| *o) {
                 self.recovered(ctx);
@@ -494,6 +519,8 @@ impl Handler<PodChanged> for PodActor {
             != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
         self.pod = Arc::new(msg.0);
         self.pod_dirty = true;
+        // The stored status is the truth now (another writer, or a late write of ours).
+        self.last_written = None;
         if self.lifecycle == Lifecycle::Terminating {
             // A second delete with a shorter grace period brings the deadline forward.
             let deadline = terminate::deadline(&self.pod);

@@ -30,7 +30,9 @@ pub fn deadline(pod: &Pod) -> Instant {
 impl PodActor {
     pub(super) fn begin_termination(&mut self, ctx: &mut Context<Self>) {
         self.set_lifecycle(Lifecycle::Terminating);
-        self.deadline = Some(deadline(&self.pod));
+        // An eviction or deadline already stopping the pod sooner keeps its deadline.
+        let due = deadline(&self.pod);
+        self.deadline = Some(self.deadline.map_or(due, |d| d.min(due)));
         crate::faults::point("pod.terminating", &super::pod_desc(&self.pod));
         self.write_status(ctx);
     }
@@ -148,8 +150,8 @@ pub async fn stop_all(rt: &Arc<Runtime>, events: &EventRecorder, pod: &Pod, dead
             let signal = started
                 .stop_signal
                 .as_deref()
-                .and_then(|s| s.parse::<nix::sys::signal::Signal>().ok())
-                .map_or(libc::SIGTERM, |s| s as i32);
+                .and_then(crate::container::parse_signal)
+                .unwrap_or(libc::SIGTERM);
             let _ = rt.kill(&uid, &name, attempt, signal).await;
             let exited = tokio::time::timeout_at(deadline, rt.wait(&uid, &name, attempt)).await;
             if exited.is_err() {

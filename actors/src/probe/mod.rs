@@ -193,14 +193,15 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// For `probe` of `kind`.
-    pub fn new(kind: ProbeKind, probe: &Probe) -> Self {
+    /// For `probe` of `kind`, whose result is `known` (a probe restarted
+    /// after a crash continues from what was reported), else kubelet's initial one.
+    pub fn new(kind: ProbeKind, probe: &Probe, known: Option<bool>) -> Self {
         Self {
             success_threshold: probe.success_threshold.unwrap_or(1).max(1) as u32,
             failure_threshold: probe.failure_threshold.unwrap_or(3).max(1) as u32,
             last: None,
             run: 0,
-            reported: kind.initial(),
+            reported: known.or(kind.initial()),
         }
     }
 
@@ -248,6 +249,8 @@ pub struct ProbeSpec {
     pub probe: Probe,
     pub target: Target,
     pub container_started: Instant,
+    /// The result the container's state already reflects (a restarted probe), if any.
+    pub known: Option<bool>,
 }
 
 impl ProbeActor {
@@ -261,7 +264,7 @@ impl ProbeActor {
         node: TreeNode,
     ) -> Self {
         Self {
-            thresholds: Thresholds::new(spec.kind, &spec.probe),
+            thresholds: Thresholds::new(spec.kind, &spec.probe, spec.known),
             kind: spec.kind,
             probe: spec.probe,
             target: spec.target,
@@ -373,7 +376,7 @@ mod tests {
 
     #[test]
     fn liveness_changes_after_failure_threshold_in_a_row() {
-        let mut t = Thresholds::new(ProbeKind::Liveness, &probe(1, 3));
+        let mut t = Thresholds::new(ProbeKind::Liveness, &probe(1, 3), None);
         assert_eq!(t.observe(false), None);
         assert_eq!(t.observe(false), None);
         assert_eq!(t.observe(true), None, "already healthy");
@@ -385,7 +388,7 @@ mod tests {
 
     #[test]
     fn readiness_starts_failed_and_needs_success_threshold() {
-        let mut t = Thresholds::new(ProbeKind::Readiness, &probe(2, 1));
+        let mut t = Thresholds::new(ProbeKind::Readiness, &probe(2, 1), None);
         assert_eq!(t.observe(false), None, "already not ready");
         assert_eq!(t.observe(true), None);
         assert_eq!(t.observe(true), Some(true));
@@ -393,8 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_readiness_probe_reports_against_what_is_known() {
+        // The container was ready when the probe crashed: the next failure run counts.
+        let mut t = Thresholds::new(ProbeKind::Readiness, &probe(1, 2), Some(true));
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), Some(false));
+    }
+
+    #[test]
     fn startup_reports_first_success() {
-        let mut t = Thresholds::new(ProbeKind::Startup, &probe(1, 3));
+        let mut t = Thresholds::new(ProbeKind::Startup, &probe(1, 3), None);
         assert_eq!(t.observe(false), None);
         assert_eq!(t.observe(true), Some(true));
     }

@@ -103,8 +103,8 @@ pub fn apply(uid: &str, cg: &PodCgroup) -> Result<(), String> {
 }
 
 /// Removes the pod cgroup in every hierarchy; children first (each is empty
-/// once its container was deleted).
-pub fn remove(uid: &str) {
+/// once its container was deleted). True when none is left.
+pub fn remove(uid: &str) -> bool {
     let rel = pod_path(uid);
     let mut dirs = vec![PathBuf::from(ROOT).join(rel.trim_start_matches('/'))];
     for e in std::fs::read_dir(ROOT).into_iter().flatten().flatten() {
@@ -118,6 +118,7 @@ pub fn remove(uid: &str) {
         }
         let _ = std::fs::remove_dir(dir);
     }
+    dirs.iter().all(|d| !d.exists())
 }
 
 /// The directories of cgroup `rel` in every hierarchy that has it.

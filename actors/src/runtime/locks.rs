@@ -32,6 +32,30 @@ impl KeyedLocks {
     }
 }
 
+/// A bounded set of recent keys (the oldest are forgotten past 65536).
+#[derive(Default)]
+pub(crate) struct RecentSet {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecentSet {
+    pub(crate) fn insert(&mut self, key: String) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            if self.order.len() > 65_536 {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,8 @@ pub struct Runtime {
     /// Volume plugins and the volumes they publish.
     pub volumes: Arc<peapod_volumes::VolumeManager>,
     locks: locks::KeyedLocks,
+    /// Pods whose removal began: nothing of theirs is started any more.
+    removed: std::sync::Mutex<locks::RecentSet>,
 }
 
 fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
@@ -134,6 +136,7 @@ impl Runtime {
             cni,
             volumes,
             locks: locks::KeyedLocks::default(),
+            removed: Default::default(),
         }))
     }
 
@@ -163,10 +166,9 @@ impl Runtime {
         cmd.args(["shim", "exec", "--state-root"])
             .arg(self.paths.container_state_root())
             .args(["--id", &id, "--timeout-ms", &timeout.as_millis().to_string(), "--"])
-            .args(args)
-            .stdin(std::process::Stdio::null());
-        let out = blocking(move || cmd.output())
-            .await?
+            .args(args);
+        let out = shim::helper::run(cmd)
+            .await
             .map_err(|e| io_err("run exec helper", &self.shim_binary, e))?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -214,6 +216,16 @@ impl Runtime {
         .await
         .ok()
         .flatten()
+    }
+
+    /// Records in start `attempt`'s directory that it is being stopped because
+    /// the container's image changed, so a rebuilt actor still restarts it at once.
+    pub async fn mark_definition_changed(&self, uid: &str, container: &str, attempt: u32) {
+        let marker = self
+            .paths
+            .attempt_dir(uid, container, attempt)
+            .join("definition-changed");
+        let _ = blocking(move || std::fs::write(marker, b"")).await;
     }
 
     /// Marks start `attempt` as being stopped (a file in its directory, so it

@@ -25,6 +25,9 @@ pub struct Observation {
     pub latest: Option<(u32, Observed)>,
     /// The start before it that ended, for `lastState`.
     pub previous: Option<Finished>,
+    /// The latest start was being stopped because the container's image
+    /// changed: it starts again at once, whatever the restart policy.
+    pub definition_changed: bool,
 }
 
 /// Whether a shim holds an attempt's lock.
@@ -79,7 +82,7 @@ fn attempts(dir: &Path) -> Vec<u32> {
 }
 
 /// What one attempt's directory says, once no shim is creating it.
-enum AttemptState {
+pub(super) enum AttemptState {
     Running(super::Started),
     Exited(Finished),
     /// Never ran: no shim was spawned, or it died before the container ran.
@@ -105,7 +108,7 @@ impl Runtime {
     /// record) is ended here: whatever still runs in its cgroup is killed,
     /// so no container is left without a shim, and the end is recorded as
     /// kubelet reports a container nobody can account for.
-    fn attempt_state(&self, uid: &str, container: &str, attempt: u32, shim_answers: bool) -> AttemptState {
+    pub(super) fn attempt_state(&self, uid: &str, container: &str, attempt: u32, shim_answers: bool) -> AttemptState {
         let dir = self.paths.attempt_dir(uid, container, attempt);
         let id = container_id(uid, container, attempt);
         if !dir.join("shim.json").exists() {
@@ -169,6 +172,7 @@ impl Runtime {
     /// the latest start (however long that takes): a start is never mistaken
     /// for a missing one.
     pub async fn observe(self: &Arc<Self>, uid: &str, container: &str) -> Observation {
+        let began = std::time::Instant::now();
         loop {
             let guard = self.locks.lock(format!("ctr/{uid}/{container}")).await;
             // Shims of older builds (no lock file) are asked over their socket.
@@ -203,6 +207,13 @@ impl Runtime {
                         AttemptState::Running(s) => {
                             if out.latest.is_none() {
                                 out.latest = Some((a, Observed::Running(s)));
+                            } else {
+                                // Never two starts at once: an older one still running is ended.
+                                tracing::error!(
+                                    "container {}: start {a} still runs beside a later one; killing it",
+                                    s.id
+                                );
+                                cgroups::kill_container(&uid2, &s.id);
                             }
                         }
                         AttemptState::Exited(f) => {
@@ -215,12 +226,34 @@ impl Runtime {
                         }
                     }
                 }
+                if let Some((a, _)) = &out.latest {
+                    out.definition_changed = me
+                        .paths
+                        .attempt_dir(&uid2, &name2, *a)
+                        .join("definition-changed")
+                        .exists();
+                }
                 Some(out)
             })
             .await;
             match found {
                 Ok(Some(o)) => return o,
-                Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(None) => {
+                    if began.elapsed() > super::shim::stuck::START_LIMIT {
+                        // A shim that hangs creating its container is ended: the attempt never ran.
+                        if let Some(a) = attempts(&self.paths.container_dir(uid, container)).first() {
+                            let dir = self.paths.attempt_dir(uid, container, *a);
+                            let (u, id) = (uid.to_string(), container_id(uid, container, *a));
+                            let _ = blocking(move || {
+                                if super::shim::stuck::kill(&dir) {
+                                    cgroups::kill_container(&u, &id);
+                                }
+                            })
+                            .await;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Err(e) => {
                     tracing::error!("observing container {container} of pod {uid}: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;

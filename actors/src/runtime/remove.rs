@@ -18,6 +18,17 @@ impl Runtime {
     /// port mappings are never leaked.
     pub async fn remove_pod(self: &Arc<Self>, pod: &Pod) -> Result<(), String> {
         let uid = super::pod_uid(pod);
+        // Every start of the pod's containers finishes first, and none begins after.
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut guards = Vec::new();
+        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+            guards.push(self.locks.lock(format!("ctr/{uid}/{}", c.name)).await);
+        }
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.clone());
+        drop(guards);
         let guard = self.locks.lock(format!("pod/{uid}")).await;
         let me = self.clone();
         let pod = pod.clone();
@@ -26,6 +37,11 @@ impl Runtime {
             me.remove_pod_blocking(&pod)
         })
         .await?
+    }
+
+    /// Whether the pod's removal began.
+    pub(crate) fn is_removed(&self, uid: &str) -> bool {
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(uid)
     }
 
     fn remove_pod_blocking(&self, pod: &Pod) -> Result<(), String> {
@@ -45,9 +61,23 @@ impl Runtime {
                 self.release_rootfs(&a.path());
             }
         }
+        kill_exec_helpers(&uid);
         cgroups::kill_pod(&uid);
         self.teardown_sandbox(&uid)?;
-        cgroups::remove(&uid);
+        // A process that joined late (an exec helper) may hold a cgroup for a
+        // moment: kill and try again before giving up for this round.
+        let mut gone = cgroups::remove(&uid);
+        for _ in 0..10 {
+            if gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            cgroups::kill_pod(&uid);
+            gone = cgroups::remove(&uid);
+        }
+        if !gone {
+            return Err(format!("the cgroup {} is still in use", cgroups::pod_path(&uid)));
+        }
         // Whatever is still mounted below the pod (a volume a plugin failed to
         // unpublish) is detached first, so removing the directory never
         // reaches into someone's mounted data.
@@ -78,6 +108,30 @@ impl Runtime {
             }
             let _ = request_blocking(&socket, &ShimRequest::Kill { signal: libc::SIGKILL });
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Kills any `peapod shim exec` helper (and the processes libcontainer
+/// cloned from it, which share its command line) still aimed at one of the
+/// pod's containers, e.g. left by a daemon that was killed: once joined to a
+/// container's cgroup it would recreate it after the pod is gone.
+fn kill_exec_helpers(uid: &str) {
+    let short: String = uid.chars().filter(|c| *c != '-').take(12).collect();
+    let prefix = format!("{short}-");
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_exec = args.windows(2).any(|w| w[0] == "shim" && w[1] == "exec");
+        let ours = args.windows(2).any(|w| w[0] == "--id" && w[1].starts_with(&prefix));
+        if is_exec && ours {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Starting one attempt of a container: image, rootfs, bundle, and a shim
 //! that holds the attempt's lock for as long as it lives.
 
+use super::observe::AttemptState;
 use super::protocol::{ShimConfig, StartReport};
 use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
@@ -63,6 +64,9 @@ impl Runtime {
         let (pod, c, volumes) = (pod.clone(), c.clone(), volumes.to_vec());
         blocking(move || {
             let _guard = guard;
+            if me.is_removed(&uid) {
+                return Err(StartError::new("CreateContainerError", "the pod is being removed"));
+            }
             let res = me.start_attempt(&pod, &c, attempt, &volumes);
             if let Err(e) = &res {
                 if e.reason != "RunContainerError" {
@@ -165,28 +169,37 @@ impl Runtime {
         crate::faults::point("runtime.before-spawn", &id);
         let out = self.spawn_shim(&dir)?;
         let text = String::from_utf8_lossy(&out);
-        match serde_json::from_str::<StartReport>(text.trim()) {
-            Ok(StartReport::Started { pid, started_at }) => Ok(Started {
-                id,
-                pid,
-                started_at,
-                image_id,
-                image: image_name,
-                stop_signal: image.config.stop_signal.clone(),
-            }),
-            Ok(StartReport::Failed { message }) => {
-                let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
-                Err(StartError::new(
-                    "RunContainerError",
-                    format!("failed to create containerd task: {message}"),
-                ))
+        let said = match serde_json::from_str::<StartReport>(text.trim()) {
+            Ok(StartReport::Started { pid, started_at }) => {
+                return Ok(Started {
+                    id,
+                    pid,
+                    started_at,
+                    image_id,
+                    image: image_name,
+                    stop_signal: image.config.stop_signal.clone(),
+                })
             }
-            Err(_) => {
-                let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
-                Err(StartError::new(
-                    "RunContainerError",
-                    format!("shim for {image_name} said {text:?}"),
-                ))
+            Ok(StartReport::Failed { message }) => format!("failed to create containerd task: {message}"),
+            Err(_) => format!("shim for {image_name} said {text:?}"),
+        };
+        // The report is not the whole truth (a shim may have started the
+        // container and died before reporting): the attempt's records decide.
+        let started = std::time::Instant::now();
+        loop {
+            match self.attempt_state(&uid, &c.name, attempt, false) {
+                AttemptState::Running(s) => return Ok(s),
+                AttemptState::Exited(_) => {
+                    let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                    return Err(StartError::new("RunContainerError", said));
+                }
+                AttemptState::NeverRan => return Err(StartError::new("CreateContainerError", said)),
+                AttemptState::Starting => {
+                    if started.elapsed() > super::shim::stuck::START_LIMIT && super::shim::stuck::kill(&dir) {
+                        cgroups::kill_container(&uid, &id);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }
         }
     }

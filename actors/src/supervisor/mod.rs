@@ -295,8 +295,8 @@ where
         self.kids.get(key).map_or(0, |r| r.window.total)
     }
 
-    /// Ends the child actor now (dropping it, without its `stopping`); its
-    /// exit is not reported.
+    /// Ends the child actor now: its task is dropped at its next turn, its
+    /// `stopping`/`stopped` do not run, and its exit is not reported.
     pub fn remove(&mut self, key: &K) -> bool {
         self.kids.remove(key).is_some()
     }

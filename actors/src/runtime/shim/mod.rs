@@ -10,9 +10,11 @@
 //! called once a thread has been spawned in the process.
 
 mod exec;
+pub(crate) mod helper;
 mod run;
 mod sandbox;
 mod spawn;
+pub(crate) mod stuck;
 
 pub use exec::exec;
 pub use run::run;

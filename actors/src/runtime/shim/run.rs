@@ -65,6 +65,10 @@ pub fn run(config: &ShimConfig, lock_fd: Option<i32>) -> i32 {
             }
             // Its own session, so the daemon's terminal or process group signals never reach it.
             let _ = setsid();
+            // Who to kill should creating the container hang (see `stuck::kill`).
+            if let Some(dir) = config.exit_file.parent() {
+                write_atomically(&dir.join("shim.pid"), std::process::id().to_string().as_bytes());
+            }
             babysit(config, File::from(write_end))
         }
     }

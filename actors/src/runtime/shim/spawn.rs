@@ -72,15 +72,30 @@ pub fn spawn(binary: &Path, dir: &Path) -> Result<Vec<u8>, SpawnError> {
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| err("RunContainerError", "run shim", binary, e))?;
     // The shim shares our open file, and the lock with it: closing our
     // descriptor (not unlocking) leaves the lock to the shim alone.
     drop(lock);
     crate::faults::point("runtime.shim-spawned", &dir.display().to_string());
-    let out = child
-        .wait_with_output()
-        .map_err(|e| err("RunContainerError", "wait for shim", binary, e))?;
-    Ok(out.stdout)
+    // The shim reports once the container runs; one that hangs creating it is killed.
+    let deadline = std::time::Instant::now() + super::stuck::START_LIMIT;
+    let mut killed = false;
+    while child
+        .try_wait()
+        .map_err(|e| err("RunContainerError", "wait for shim", binary, e))?
+        .is_none()
+    {
+        if !killed && std::time::Instant::now() > deadline {
+            killed = super::stuck::kill(dir);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read;
+        let _ = stdout.read_to_end(&mut out);
+    }
+    Ok(out)
 }
