@@ -226,7 +226,7 @@ impl Node {
             .args(
                 // A test that needs more addresses passes its own --pod-cidr.
                 (!self.extra_args.iter().any(|a| a == "--pod-cidr"))
-                    .then(|| ["--pod-cidr".to_string(), format!("10.99.{}.0/24", self.net)])
+                    .then(|| ["--pod-cidr".to_string(), self.pod_cidr()])
                     .into_iter()
                     .flatten(),
             )
@@ -246,6 +246,15 @@ impl Node {
         wait_for("daemon socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(())
         });
+    }
+
+    /// The pod CIDR of this node.
+    pub fn pod_cidr(&self) -> String {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--pod-cidr")
+            .and_then(|i| self.extra_args.get(i + 1).cloned())
+            .unwrap_or_else(|| format!("10.99.{}.0/24", self.net))
     }
 
     /// The pod bridge of this node.
@@ -398,9 +407,10 @@ impl Drop for Node {
             conf_dir: self.dir.path().join("cni"),
             bin_dirs: vec!["/usr/lib/cni".into()],
             bridge: self.bridge(),
-            pod_cidr: String::new(),
+            pod_cidr: self.pod_cidr(),
             ipam_dir: PathBuf::new(),
         });
+        cni.remove_masquerade();
         for uid in &uids {
             let file = self.root().join("pods").join(uid).join("network.json");
             if let Some(at) = peapod_actors::runtime::cni::read_attachment(&file) {

@@ -161,3 +161,88 @@ fn network_survives_daemon_kill_and_is_released_after() {
     assert!(bridge_ports(&node).is_empty(), "{:?}", bridge_ports(&node));
     assert!(leases(&node).is_empty(), "{:?}", leases(&node));
 }
+
+/// Pods reach what is outside the node through one masquerade rule for the
+/// pod CIDR (no per-pod iptables chains): a peer in another network sees
+/// the node's address, never the pod's.
+#[test]
+fn traffic_leaving_the_node_is_masqueraded() {
+    let node = Node::start();
+    let ns = format!("ppout{}", node.net);
+    let (host_if, peer_if) = (format!("ppo{}a", node.net), format!("ppo{}b", node.net));
+    let (host_ip, peer_ip) = (
+        format!("192.168.{}.1", 100 + node.net % 100),
+        format!("192.168.{}.2", 100 + node.net % 100),
+    );
+    struct Outside(String, String);
+    impl Drop for Outside {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.1]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _outside = Outside(ns.clone(), host_if.clone());
+    let sh = |cmd: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd}");
+    };
+    sh(&format!("ip netns add {ns}"));
+    sh(&format!("ip link add {host_if} type veth peer name {peer_if}"));
+    sh(&format!("ip link set {peer_if} netns {ns}"));
+    sh(&format!(
+        "ip addr add {host_ip}/24 dev {host_if} && ip link set {host_if} up"
+    ));
+    sh(&format!(
+        "ip netns exec {ns} sh -c 'ip addr add {peer_ip}/24 dev {peer_if} && ip link set {peer_if} up && ip link set lo up && ip route add default via {host_ip}'"
+    ));
+    let rules = String::from_utf8_lossy(
+        &std::process::Command::new("iptables")
+            .args(["-t", "nat", "-S", "POSTROUTING"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        rules.contains(&format!("peapod {} masquerade", node.bridge())),
+        "{rules}"
+    );
+    // The peer prints the source address it sees.
+    let mut listener = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{peer_ip}', 9000)); s.listen(1); c, a = s.accept(); print(a[0], flush=True)"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: egress}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: busybox, command: [sh, -c, 'until echo hi | nc -w 2 {peer_ip} 9000; do sleep 0.5; done']}}\n"
+    ));
+    let p = node.wait_pod("egress", "done", MIN, |p| {
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    });
+    let mut seen = String::new();
+    use std::io::Read;
+    listener.stdout.take().unwrap().read_to_string(&mut seen).unwrap();
+    let _ = listener.wait();
+    let pod_ip = p["status"]["podIP"].as_str().unwrap_or("").to_string();
+    assert_eq!(seen.trim(), host_ip, "masqueraded to the node's address, not {pod_ip}");
+    assert!(
+        !String::from_utf8_lossy(
+            &std::process::Command::new("iptables")
+                .args(["-t", "nat", "-S"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .contains(&format!("{pod_ip}/32")),
+        "no per-pod rule"
+    );
+}

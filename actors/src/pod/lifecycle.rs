@@ -223,16 +223,7 @@ impl PodActor {
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     if let Err(e) = res {
-                        act.event(
-                            EventKind::Warning,
-                            "FailedKillPod",
-                            format!(
-                                "error killing pod: failed to \"KillPodSandbox\" for \"{}\": {e}",
-                                act.uid
-                            ),
-                        );
-                        let delay = act.removal_retry;
-                        act.removal_retry = (delay * 2).min(Duration::from_secs(60));
+                        let delay = act.teardown_failed(&e);
                         ctx.run_later(delay, |act, ctx| {
                             if act.lifecycle == Lifecycle::Finished {
                                 act.teardown_sandbox(ctx);
@@ -241,6 +232,22 @@ impl PodActor {
                     }
                 }),
         );
+    }
+
+    /// A teardown failed (a CNI DEL, a cgroup still in use): a `FailedKillPod`
+    /// event as kubelet words it; returns the back-off before the next try.
+    pub(super) fn teardown_failed(&mut self, e: &str) -> Duration {
+        self.event(
+            EventKind::Warning,
+            "FailedKillPod",
+            format!(
+                "error killing pod: failed to \"KillPodSandbox\" for \"{}\": {e}",
+                self.uid
+            ),
+        );
+        let delay = self.removal_retry;
+        self.removal_retry = (delay * 2).min(Duration::from_secs(30));
+        delay
     }
 
     /// Refuses the pod as kubelet admission does: phase Failed with a reason.

@@ -14,16 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// When the containers of a pod being deleted must be gone:
-/// `metadata.deletionTimestamp`, which the API sets to the time of the
-/// request plus the grace period, as Kubernetes does. A daemon restarted
-/// during termination keeps to it rather than starting the grace period anew.
+/// When the containers of a pod being deleted must be gone, as seen now:
+/// the grace period from now (what kubelet does when it sees the deletion),
+/// but never later than `metadata.deletionTimestamp`, which the API sets to
+/// the time of the request plus the grace period (rounded up to the second).
+/// A daemon restarted during termination so keeps the original deadline
+/// rather than starting the grace period anew.
 pub fn deadline(pod: &Pod) -> Instant {
+    let grace = crate::clock::after(crate::clock::secs(
+        pod.metadata.deletion_grace_period_seconds.unwrap_or(30),
+    ));
     match &pod.metadata.deletion_timestamp {
-        Some(t) => crate::clock::instant_of_time(t),
-        None => crate::clock::after(crate::clock::secs(
-            pod.metadata.deletion_grace_period_seconds.unwrap_or(30),
-        )),
+        Some(t) => crate::clock::instant_of_time(t).min(grace),
+        None => grace,
     }
 }
 
@@ -55,16 +58,7 @@ impl PodActor {
                 .map(|res, act, ctx| match res {
                     Ok(()) => ctx.stop(),
                     Err(e) => {
-                        act.event(
-                            EventKind::Warning,
-                            "FailedKillPod",
-                            format!(
-                                "error killing pod: failed to \"KillPodSandbox\" for \"{}\": {e}",
-                                act.uid
-                            ),
-                        );
-                        let delay = act.removal_retry;
-                        act.removal_retry = (delay * 2).min(Duration::from_secs(30));
+                        let delay = act.teardown_failed(&e);
                         act.set_lifecycle(Lifecycle::Terminating);
                         ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
                     }

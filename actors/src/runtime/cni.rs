@@ -147,7 +147,10 @@ impl Cni {
                     "type": "bridge",
                     "bridge": self.cfg.bridge,
                     "isGateway": true,
-                    "ipMasq": true,
+                    // One node-level MASQUERADE rule for the CIDR (`ensure_masquerade`)
+                    // instead of a chain per pod: per-pod iptables-nft calls
+                    // serialise on the xtables lock and slow every pod start and stop.
+                    "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
@@ -193,6 +196,58 @@ impl Cni {
             std::fs::rename(&tmp, &ours).map_err(|e| err(format!("write {}: {e}", ours.display())))?;
         }
         Ok(())
+    }
+
+    /// Masquerades traffic from the default network's pods to anything outside
+    /// its CIDR with one rule (idempotent), while peapod's own list is in force;
+    /// an operator's configuration does its own.
+    pub fn ensure_masquerade(&self) -> Result<(), CniError> {
+        let ours = self.cfg.conf_dir.join(DEFAULT_CONFLIST);
+        if self.config_files().iter().any(|f| *f != ours) {
+            return Ok(());
+        }
+        let subnet = self.default_list()?["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let rule = masquerade_rule(&subnet, &self.cfg.bridge);
+        let iptables = |op: &str| {
+            Command::new("iptables")
+                .args(["-w", "-t", "nat", op, "POSTROUTING"])
+                .args(&rule)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+        };
+        if iptables("-C").is_ok_and(|o| o.status.success()) {
+            return Ok(());
+        }
+        let out = iptables("-A").map_err(|e| err(format!("run iptables: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "iptables -t nat -A POSTROUTING {}: {}",
+                rule.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the rule `ensure_masquerade` added (a node retiring its default network; the tests' teardown).
+    pub fn remove_masquerade(&self) {
+        let Ok(list) = self.default_list() else { return };
+        let subnet = list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let _ = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-D", "POSTROUTING"])
+            .args(masquerade_rule(&subnet, &self.cfg.bridge))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// The list in force: the first configuration file by name, skipping
@@ -408,6 +463,26 @@ impl Cni {
         let at_least_04 = version.first().copied().unwrap_or(0) >= 1 || version.get(1).copied().unwrap_or(0) >= 4;
         !disabled && at_least_04
     }
+}
+
+/// The node-level masquerade rule of the default network (after `-t nat -A POSTROUTING`).
+pub fn masquerade_rule(subnet: &str, bridge: &str) -> Vec<String> {
+    [
+        "-s",
+        subnet,
+        "!",
+        "-d",
+        subnet,
+        "-m",
+        "comment",
+        "--comment",
+        &format!("peapod {bridge} masquerade"),
+        "-j",
+        "MASQUERADE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Reads a cached attachment.

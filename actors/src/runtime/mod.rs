@@ -128,6 +128,7 @@ impl Runtime {
         let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
         let cni = cni::Cni::new(config.network.clone());
         cni.ensure_default_config().map_err(|e| e.to_string())?;
+        cni.ensure_masquerade().map_err(|e| e.to_string())?;
         Ok(Arc::new(Self {
             paths,
             images,
@@ -258,6 +259,16 @@ fn termination_message(dir: &Path) -> Option<String> {
         .trim_end()
         .to_string();
     (!text.is_empty()).then_some(text)
+}
+
+/// Every mount point, from /proc/self/mountinfo.
+pub fn mount_points() -> std::collections::HashSet<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .collect()
 }
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.

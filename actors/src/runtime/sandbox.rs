@@ -1,7 +1,7 @@
 //! A pod's sandbox: its pinned namespaces, `/dev/shm`, cgroup, `/etc` files
 //! and CNI network. Built and torn down on the blocking pool under the pod's lock.
 
-use super::{blocking, cgroups, cni, io_err, is_mountpoint, paths, Runtime};
+use super::{blocking, cgroups, cni, io_err, paths, Runtime};
 use k8s_openapi::api::core::v1::Pod;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::PathBuf;
@@ -56,7 +56,12 @@ impl Runtime {
                 .unwrap_or_default()
         };
         let namespaces = sandbox_namespaces(pod);
-        let fresh = !namespaces.iter().chain(&["shm"]).all(|f| is_mountpoint(&dir.join(f)));
+        // One read of the mount table for all of them: it grows with every pod.
+        let mounted = super::mount_points();
+        let fresh = !namespaces
+            .iter()
+            .chain(&["shm"])
+            .all(|f| dir.join(f).canonicalize().is_ok_and(|p| mounted.contains(&p)));
         if fresh {
             self.teardown_sandbox(&uid)?;
             let out = std::process::Command::new(&self.shim_binary)

@@ -13,6 +13,51 @@ use tokio::sync::{broadcast, mpsc};
 /// How many past events watches can resume from; older revisions get `Expired`.
 const EVENTS_RETAINED: u64 = 50_000;
 
+/// How many events the live feed holds for watchers between their reads.
+const LIVE_EVENTS: usize = 256;
+
+/// The recorded events in `scope` after revision `after` (Expired when compacted).
+fn history(inner: &Inner, scope: &Scope, after: u64) -> StoreResult<Vec<WatchEvent>> {
+    let conn = inner.lock();
+    let oldest: u64 = conn
+        .query_row("SELECT value FROM meta WHERE key='compacted'", [], |r| r.get(0))
+        .map_err(|e| inner.be(e))?;
+    if after < oldest {
+        return Err(StoreError::Expired {
+            requested: after,
+            oldest,
+        });
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT revision, resource, namespace, type, value FROM events WHERE revision > ?1
+             AND (?2 IS NULL OR resource=?2) AND (?3 IS NULL OR namespace=?3) ORDER BY revision",
+        )
+        .map_err(|e| inner.be(e))?;
+    let rows = stmt
+        .query_map(params![after, scope.resource, scope.namespace], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(|e| inner.be(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (revision, resource, t, value) = row.map_err(|e| inner.be(e))?;
+        let event_type = serde_json::from_value(Value::String(t)).map_err(|e| inner.be(e))?;
+        out.push(WatchEvent {
+            event_type,
+            revision,
+            resource,
+            object: parse(&inner.path, &value)?,
+        });
+    }
+    Ok(out)
+}
+
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -46,7 +91,9 @@ impl SqliteStore {
              INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);",
         )
         .map_err(be)?;
-        let (live, _) = broadcast::channel(4096);
+        // Live events hold whole objects: the feed keeps few, and a watcher
+        // that falls behind catches up from the events table.
+        let (live, _) = broadcast::channel(LIVE_EVENTS);
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -313,53 +360,13 @@ impl Store for SqliteStore {
             let mut live = inner.live.subscribe();
             let scope2 = scope.clone();
             let inner2 = inner.clone();
-            let history = tokio::task::spawn_blocking(move || -> StoreResult<Vec<WatchEvent>> {
-                let inner = inner2;
-                let conn = inner.lock();
-                let oldest: u64 = conn
-                    .query_row("SELECT value FROM meta WHERE key='compacted'", [], |r| r.get(0))
-                    .map_err(|e| inner.be(e))?;
-                if after < oldest {
-                    return Err(StoreError::Expired {
-                        requested: after,
-                        oldest,
-                    });
-                }
-                let mut stmt = conn
-                    .prepare(
-                        "SELECT revision, resource, namespace, type, value FROM events WHERE revision > ?1
-                         AND (?2 IS NULL OR resource=?2) AND (?3 IS NULL OR namespace=?3) ORDER BY revision",
-                    )
-                    .map_err(|e| inner.be(e))?;
-                let rows = stmt
-                    .query_map(params![after, scope2.resource, scope2.namespace], |r| {
-                        Ok((
-                            r.get::<_, u64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    })
-                    .map_err(|e| inner.be(e))?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (revision, resource, t, value) = row.map_err(|e| inner.be(e))?;
-                    let event_type = serde_json::from_value(Value::String(t)).map_err(|e| inner.be(e))?;
-                    out.push(WatchEvent {
-                        event_type,
-                        revision,
-                        resource,
-                        object: parse(&inner.path, &value)?,
-                    });
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| backend(&inner.path, e))??;
+            let recorded = tokio::task::spawn_blocking(move || history(&inner2, &scope2, after))
+                .await
+                .map_err(|e| backend(&inner.path, e))??;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(async move {
                 let mut last = after;
-                for ev in history {
+                for ev in recorded {
                     last = ev.revision;
                     if tx.send(Ok(ev)).await.is_err() {
                         return;
@@ -377,13 +384,29 @@ impl Store for SqliteStore {
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx
-                                .send(Err(StoreError::Expired {
-                                    requested: last,
-                                    oldest: last + 1,
-                                }))
-                                .await;
-                            return;
+                            // The live feed keeps few events (they are large): a
+                            // watcher that fell behind catches up from the
+                            // recorded ones instead, and only a compacted
+                            // revision ends the watch with Expired.
+                            let (i, sc) = (inner.clone(), scope.clone());
+                            let caught_up = tokio::task::spawn_blocking(move || history(&i, &sc, last))
+                                .await
+                                .map_err(|e| backend(&inner.path, e))
+                                .and_then(|r| r);
+                            match caught_up {
+                                Ok(events) => {
+                                    for ev in events {
+                                        last = ev.revision;
+                                        if tx.send(Ok(ev)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            }
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
@@ -483,5 +506,29 @@ mod tests {
         s.create("pods", pod("c")).await.unwrap();
         let e = w.recv().await.unwrap().unwrap();
         assert_eq!((e.event_type, e.revision), (EventType::Added, 5));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_far_behind_the_live_feed_catches_up_without_expiring() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db")).unwrap();
+        let scope = Scope {
+            resource: Some("pods".into()),
+            namespace: None,
+        };
+        let mut w = s.watch(scope, 0).await.unwrap();
+        // Far more writes than the live feed and the watch channel hold, none read yet.
+        let n = (LIVE_EVENTS * 6) as u64;
+        for i in 0..n {
+            s.create("pods", pod(&format!("p{i}"))).await.unwrap();
+        }
+        for want in 1..=n {
+            let ev = w
+                .recv()
+                .await
+                .unwrap()
+                .expect("no Expired: caught up from the events table");
+            assert_eq!(ev.revision, want);
+        }
     }
 }
