@@ -261,16 +261,6 @@ fn termination_message(dir: &Path) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Every mount point, from /proc/self/mountinfo.
-pub fn mount_points() -> std::collections::HashSet<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
-        .collect()
-}
-
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mountpoint(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else { return false };

@@ -28,6 +28,21 @@ fn sandbox_namespaces(pod: &Pod) -> &'static [&'static str] {
     }
 }
 
+/// Whether `path` is a namespace pinned by a bind mount (a file of nsfs).
+fn is_pinned_namespace(path: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// Whether `path` is a tmpfs mounted there (not its parent's file system).
+fn is_own_tmpfs(path: &std::path::Path) -> bool {
+    let tmpfs = nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    let dev = |p: &std::path::Path| nix::sys::stat::stat(p).map(|s| s.st_dev).ok();
+    tmpfs
+        && path
+            .parent()
+            .is_some_and(|parent| dev(path).is_some() && dev(path) != dev(parent))
+}
+
 impl Runtime {
     /// Creates the pod's namespaces, `/etc` files and network, unless they
     /// exist (after a daemon restart); returns the pod's addresses.
@@ -56,12 +71,9 @@ impl Runtime {
                 .unwrap_or_default()
         };
         let namespaces = sandbox_namespaces(pod);
-        // One read of the mount table for all of them: it grows with every pod.
-        let mounted = super::mount_points();
-        let fresh = !namespaces
-            .iter()
-            .chain(&["shm"])
-            .all(|f| dir.join(f).canonicalize().is_ok_and(|p| mounted.contains(&p)));
+        // Told by the file systems themselves, not by reading the mount
+        // table (it grows with every pod and is read for every pod start).
+        let fresh = !(namespaces.iter().all(|f| is_pinned_namespace(&dir.join(f))) && is_own_tmpfs(&dir.join("shm")));
         if fresh {
             self.teardown_sandbox(&uid)?;
             let out = std::process::Command::new(&self.shim_binary)

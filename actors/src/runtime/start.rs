@@ -7,7 +7,7 @@ use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why a container could not be started; `reason` is the Kubernetes waiting reason.
@@ -46,6 +46,19 @@ pub struct Started {
     pub stop_signal: Option<String>,
 }
 
+/// An attempt whose shim was spawned.
+struct Prepared {
+    uid: String,
+    container: String,
+    attempt: u32,
+    id: String,
+    dir: PathBuf,
+    rootfs: PathBuf,
+    image_id: String,
+    image_name: String,
+    stop_signal: Option<String>,
+}
+
 impl Runtime {
     /// Starts attempt `attempt` of container `c` of `pod`: resolves the image,
     /// mounts the rootfs, writes the bundle and hands it to a new shim. Runs
@@ -59,15 +72,18 @@ impl Runtime {
         volumes: &[peapod_volumes::Published],
     ) -> Result<Started, StartError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let guard = self.locks.lock(format!("ctr/{uid}/{}", c.name)).await;
+        let name = c.name.clone();
+        let guard = self.locks.lock(format!("ctr/{uid}/{name}")).await;
         let me = self.clone();
         let (pod, c, volumes) = (pod.clone(), c.clone(), volumes.to_vec());
-        blocking(move || {
-            let _guard = guard;
+        // Files, mounts and the spawn on the blocking pool; the wait for the
+        // shim's report on this event loop (no thread parked meanwhile); the
+        // verdict on the blocking pool again, all under the container's lock.
+        let prepared = blocking(move || {
             if me.is_removed(&uid) {
                 return Err(StartError::new("CreateContainerError", "the pod is being removed"));
             }
-            let res = me.start_attempt(&pod, &c, attempt, &volumes);
+            let res = me.prepare_attempt(&pod, &c, attempt, &volumes);
             if let Err(e) = &res {
                 if e.reason != "RunContainerError" {
                     // Nothing ran: the attempt number is not used up.
@@ -77,16 +93,35 @@ impl Runtime {
             res
         })
         .await
+        .map_err(|e| StartError::new("CreateContainerError", e))??;
+        let (prepared, child) = prepared;
+        let report = super::shim::report(child, &prepared.dir)
+            .await
+            .map_err(|e| StartError::new(e.reason, e.message));
+        let me = self.clone();
+        blocking(move || {
+            let _guard = guard;
+            let uid = prepared.uid.clone();
+            let res = me.judge_start(prepared, report);
+            if let Err(e) = &res {
+                if e.reason != "RunContainerError" {
+                    me.discard_attempt(&uid, &name, attempt);
+                }
+            }
+            res
+        })
+        .await
         .map_err(|e| StartError::new("CreateContainerError", e))?
     }
 
-    fn start_attempt(
+    /// Everything up to the spawned shim: image, rootfs, bundle, `shim.json`.
+    fn prepare_attempt(
         &self,
         pod: &Pod,
         c: &Container,
         attempt: u32,
         volumes: &[peapod_volumes::Published],
-    ) -> Result<Started, StartError> {
+    ) -> Result<(Prepared, std::process::Child), StartError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let image_name = c.image.clone().unwrap_or_default();
         let image = self.resolve_image(c)?;
@@ -167,46 +202,61 @@ impl Runtime {
         let shim_json = serde_json::to_value(&shim).unwrap_or_default();
         write_json(dir.join("shim.json"), &shim_json)?;
         crate::faults::point("runtime.before-spawn", &id);
-        let out = self.spawn_shim(&dir)?;
+        let child = super::shim::spawn(&self.shim_binary, &dir).map_err(|e| StartError::new(e.reason, e.message))?;
+        Ok((
+            Prepared {
+                uid,
+                container: c.name.clone(),
+                attempt,
+                id,
+                dir,
+                rootfs,
+                image_id,
+                image_name,
+                stop_signal: image.config.stop_signal.clone(),
+            },
+            child,
+        ))
+    }
+
+    /// Whether the start worked, from the shim's report and, where that is
+    /// not the whole truth, the attempt's records.
+    fn judge_start(&self, p: Prepared, report: Result<Vec<u8>, StartError>) -> Result<Started, StartError> {
+        let out = report?;
         let text = String::from_utf8_lossy(&out);
         let said = match serde_json::from_str::<StartReport>(text.trim()) {
             Ok(StartReport::Started { pid, started_at }) => {
                 return Ok(Started {
-                    id,
+                    id: p.id,
                     pid,
                     started_at,
-                    image_id,
-                    image: image_name,
-                    stop_signal: image.config.stop_signal.clone(),
+                    image_id: p.image_id,
+                    image: p.image_name,
+                    stop_signal: p.stop_signal,
                 })
             }
             Ok(StartReport::Failed { message }) => format!("failed to create containerd task: {message}"),
-            Err(_) => format!("shim for {image_name} said {text:?}"),
+            Err(_) => format!("shim for {} said {text:?}", p.image_name),
         };
         // The report is not the whole truth (a shim may have started the
         // container and died before reporting): the attempt's records decide.
         let started = std::time::Instant::now();
         loop {
-            match self.attempt_state(&uid, &c.name, attempt, false) {
+            match self.attempt_state(&p.uid, &p.container, p.attempt, false) {
                 AttemptState::Running(s) => return Ok(s),
                 AttemptState::Exited(_) => {
-                    let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                    let _ = umount2(&p.rootfs, MntFlags::MNT_DETACH);
                     return Err(StartError::new("RunContainerError", said));
                 }
                 AttemptState::NeverRan => return Err(StartError::new("CreateContainerError", said)),
                 AttemptState::Starting => {
-                    if started.elapsed() > super::shim::stuck::START_LIMIT && super::shim::stuck::kill(&dir) {
-                        cgroups::kill_container(&uid, &id);
+                    if started.elapsed() > super::shim::stuck::START_LIMIT && super::shim::stuck::kill(&p.dir) {
+                        cgroups::kill_container(&p.uid, &p.id);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             }
         }
-    }
-
-    /// Spawns `peapod shim run` for the bundle in `dir` and returns what it reported.
-    fn spawn_shim(&self, dir: &Path) -> Result<Vec<u8>, StartError> {
-        super::shim::spawn(&self.shim_binary, dir).map_err(|e| StartError::new(e.reason, e.message))
     }
 
     fn resolve_image(&self, c: &Container) -> Result<ResolvedImage, StartError> {

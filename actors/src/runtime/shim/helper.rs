@@ -83,30 +83,29 @@ pub(crate) async fn run(mut cmd: Command) -> std::io::Result<Output> {
     }
     let state = Arc::new(Mutex::new(State::default()));
     let cancel = Cancel(state.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        let child = {
-            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-            if s.cancelled {
-                return Err(std::io::Error::other("cancelled before it started"));
-            }
-            let child = cmd.spawn()?;
-            tracing::debug!(
-                "helper {} started: {:?}",
-                child.id(),
-                cmd.get_args().collect::<Vec<_>>()
-            );
-            s.pidfd = pidfd_open(nix::unistd::Pid::from_raw(child.id() as i32)).ok();
-            s.pid = child.id();
-            child
-        };
-        let pid = child.id();
-        let out = child.wait_with_output();
-        state.lock().unwrap_or_else(|p| p.into_inner()).pidfd.take();
-        tracing::debug!("helper {pid} ended: {:?}", out.as_ref().map(|o| o.status));
-        out
+    // Spawning forks: a moment on the blocking pool. Waiting needs no thread.
+    let spawned = tokio::task::spawn_blocking(move || {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.cancelled {
+            return Err(std::io::Error::other("cancelled before it started"));
+        }
+        let child = cmd.spawn()?;
+        tracing::debug!(
+            "helper {} started: {:?}",
+            child.id(),
+            cmd.get_args().collect::<Vec<_>>()
+        );
+        s.pidfd = pidfd_open(nix::unistd::Pid::from_raw(child.id() as i32)).ok();
+        s.pid = child.id();
+        Ok(child)
     })
     .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))?;
+    let pid = spawned.id();
+    let out = super::child::output(spawned).await;
+    // Reaped: nothing of it is left to kill.
+    cancel.0.lock().unwrap_or_else(|p| p.into_inner()).pidfd.take();
+    tracing::debug!("helper {pid} ended: {:?}", out.as_ref().map(|o| o.status));
     drop(cancel);
     out
 }

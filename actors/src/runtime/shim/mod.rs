@@ -9,6 +9,7 @@
 //! and `shim sandbox` creates a pod's shared namespaces. None of these may be
 //! called once a thread has been spawned in the process.
 
+pub(crate) mod child;
 mod exec;
 pub(crate) mod helper;
 mod run;
@@ -19,7 +20,7 @@ pub(crate) mod stuck;
 pub use exec::exec;
 pub use run::run;
 pub use sandbox::sandbox;
-pub(crate) use spawn::spawn;
+pub(crate) use spawn::{report, spawn};
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{default::DefaultExecutor, Executor, ExecutorError, ExecutorValidationError};

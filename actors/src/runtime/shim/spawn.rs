@@ -6,8 +6,8 @@
 use crate::runtime::protocol::LOCK_FD;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 
 /// A failure to spawn, with the Kubernetes waiting reason it maps to.
 pub struct SpawnError {
@@ -22,9 +22,9 @@ fn err(reason: &'static str, what: &str, path: &Path, e: impl std::fmt::Display)
     }
 }
 
-/// Runs `<binary> shim run --config <dir>/shim.json --lock-fd 3` holding
-/// `<dir>/shim.lock`, and returns what the shim printed (its start report).
-pub fn spawn(binary: &Path, dir: &Path) -> Result<Vec<u8>, SpawnError> {
+/// Starts `<binary> shim run --config <dir>/shim.json --lock-fd 3` holding
+/// `<dir>/shim.lock`; [`report`] then waits for what it says.
+pub fn spawn(binary: &Path, dir: &Path) -> Result<Child, SpawnError> {
     let lock_path = dir.join("shim.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -72,30 +72,31 @@ pub fn spawn(binary: &Path, dir: &Path) -> Result<Vec<u8>, SpawnError> {
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| err("RunContainerError", "run shim", binary, e))?;
     // The shim shares our open file, and the lock with it: closing our
     // descriptor (not unlocking) leaves the lock to the shim alone.
     drop(lock);
     crate::faults::point("runtime.shim-spawned", &dir.display().to_string());
-    // The shim reports once the container runs; one that hangs creating it is killed.
-    let deadline = std::time::Instant::now() + super::stuck::START_LIMIT;
-    let mut killed = false;
-    while child
-        .try_wait()
-        .map_err(|e| err("RunContainerError", "wait for shim", binary, e))?
-        .is_none()
-    {
-        if !killed && std::time::Instant::now() > deadline {
-            killed = super::stuck::kill(dir);
+    Ok(child)
+}
+
+/// What the shim of the attempt in `dir` reported once the container runs
+/// (or failed to). A shim that hangs creating it is killed after
+/// [`super::stuck::START_LIMIT`].
+pub async fn report(child: Child, dir: &Path) -> Result<Vec<u8>, SpawnError> {
+    let binary = PathBuf::from("peapod shim run");
+    let out = super::child::output(child);
+    tokio::pin!(out);
+    let res = match tokio::time::timeout(super::stuck::START_LIMIT, &mut out).await {
+        Ok(res) => res,
+        Err(_) => {
+            let d = dir.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || super::stuck::kill(&d)).await;
+            out.await
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let mut out = Vec::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        use std::io::Read;
-        let _ = stdout.read_to_end(&mut out);
-    }
-    Ok(out)
+    };
+    res.map(|o| o.stdout)
+        .map_err(|e| err("RunContainerError", "wait for shim", &binary, e))
 }
