@@ -100,11 +100,12 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
         }
         assert!(!node.root().join("pods").join(uid).exists());
     }
+    // What stays: the node's two bind mounts of `<root>/pods` and `<run>/pods` onto themselves.
     let root = node.dir.path().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let ours: Vec<&str> = mounts
         .lines()
-        .filter(|l| l.contains(&root) && !l.split(' ').nth(4).unwrap_or("").ends_with("/run/pods"))
+        .filter(|l| l.contains(&root) && !l.split(' ').nth(4).unwrap_or("").ends_with("/pods"))
         .collect();
     assert!(ours.is_empty(), "mounts left: {ours:?}");
     let leases: Vec<_> = std::fs::read_dir(node.root().join("cni/ipam"))

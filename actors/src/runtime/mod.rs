@@ -101,6 +101,7 @@ impl Runtime {
             &paths.root,
             &paths.run,
             &paths.sandboxes(),
+            &paths.pods(),
             &paths.container_state_root(),
             &paths.run.join("shims"),
         ] {
@@ -125,6 +126,14 @@ impl Runtime {
             None::<&str>,
         )
         .map_err(|e| io_err("make private", &sandboxes, e))?;
+        // Its own mount (propagation unchanged), so that each shim can leave
+        // the other pods' rootfs and volume mounts out of its mount table
+        // (see `shim::mounts`).
+        let pods = paths.pods();
+        if !is_mountpoint(&pods) {
+            mount(Some(&pods), &pods, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| io_err("bind mount", &pods, e))?;
+        }
         let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
         let cni = cni::Cni::new(config.network.clone());
         cni.ensure_default_config().map_err(|e| e.to_string())?;

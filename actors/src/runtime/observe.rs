@@ -140,6 +140,7 @@ impl Runtime {
                 stop_signal: None,
                 image: None,
                 image_id: None,
+                mount_scope: Vec::new(),
             });
             return AttemptState::Running(super::Started {
                 id,

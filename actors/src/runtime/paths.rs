@@ -32,9 +32,14 @@ impl NodePaths {
     pub fn api_socket(&self) -> PathBuf {
         self.run.join("peapod.sock")
     }
+    /// The parent of every pod's persistent directory: a bind mount of
+    /// itself, so a shim can drop every other pod's mounts in one call.
+    pub fn pods(&self) -> PathBuf {
+        self.root.join("pods")
+    }
     /// A pod's persistent directory (container rootfs layers, exit records).
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.root.join("pods").join(uid)
+        self.pods().join(uid)
     }
     /// One start ("attempt") of one container of a pod.
     pub fn attempt_dir(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {

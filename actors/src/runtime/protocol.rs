@@ -33,6 +33,21 @@ pub struct ShimConfig {
     /// The image's digest reference (`imageID`), kept for the same reason.
     #[serde(default)]
     pub image_id: Option<String>,
+    /// Mount subtrees to leave out of the container's mount table except
+    /// for this pod's part of them (see `shim::mounts`). Empty for a
+    /// container whose mounts must propagate back to the host.
+    #[serde(default)]
+    pub mount_scope: Vec<KeptMounts>,
+}
+
+/// A mount subtree of which a shim keeps only one part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptMounts {
+    /// A mount point holding every pod's mounts (`<root>/pods`, `<run>/pods`).
+    pub tree: PathBuf,
+    /// This pod's directory under it, kept with every mount below it.
+    pub keep: PathBuf,
 }
 
 /// What the shim records in `started.json` once the container runs: from

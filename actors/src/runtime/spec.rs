@@ -332,7 +332,7 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         caps.retain(|c| !drop.contains(c));
     }
     if privileged {
-        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        caps = privileged_caps(node_bounding_set());
     }
     let cwd = c
         .working_dir
@@ -438,54 +438,98 @@ fn container_resources(c: &Container, privileged: bool) -> Value {
     res
 }
 
-const ALL_CAPS: &[&str] = &[
-    "CAP_AUDIT_CONTROL",
-    "CAP_AUDIT_READ",
-    "CAP_AUDIT_WRITE",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
+/// Every capability this runtime knows, by its number in the kernel.
+const CAPS_BY_NUMBER: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
     "CAP_FOWNER",
     "CAP_FSETID",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
     "CAP_KILL",
-    "CAP_LEASE",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
     "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MKNOD",
-    "CAP_NET_ADMIN",
     "CAP_NET_BIND_SERVICE",
     "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
     "CAP_NET_RAW",
-    "CAP_PERFMON",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
     "CAP_SYS_ADMIN",
     "CAP_SYS_BOOT",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_MODULE",
     "CAP_SYS_NICE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",
     "CAP_SYS_RESOURCE",
     "CAP_SYS_TIME",
     "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
     "CAP_SYSLOG",
     "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
+
+/// The capabilities of a privileged container: all that the node itself may
+/// hold (its bounding set), as containerd gives them. Asking for one outside
+/// that set makes `capset` fail and the container never starts (a node
+/// without CAP_SYS_RESOURCE, as some sandboxes run, did exactly that).
+fn privileged_caps(bounding: u64) -> Vec<String> {
+    CAPS_BY_NUMBER
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| bounding & (1u64 << n) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// This process's capability bounding set (`CapBnd` in /proc/self/status),
+/// read once; every capability when it cannot be read.
+fn node_bounding_set() -> u64 {
+    static SET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX)
+    })
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn privileged_gets_what_the_node_may_hold() {
+        let all = privileged_caps(u64::MAX);
+        assert_eq!(all.len(), 41);
+        assert_eq!(all[0], "CAP_CHOWN");
+        assert_eq!(all[24], "CAP_SYS_RESOURCE");
+        assert_eq!(all[40], "CAP_CHECKPOINT_RESTORE");
+        // This machine's bounding set: everything up to 40 but CAP_SYS_RESOURCE.
+        let some = privileged_caps(0x1fffeffffff);
+        assert_eq!(some.len(), 40);
+        assert!(!some.iter().any(|c| c == "CAP_SYS_RESOURCE"));
+        assert!(some.iter().any(|c| c == "CAP_SYS_ADMIN"));
+    }
 
     fn image() -> ImageConfig {
         ImageConfig {

@@ -2,7 +2,7 @@
 //! that holds the attempt's lock for as long as it lives.
 
 use super::observe::AttemptState;
-use super::protocol::{ShimConfig, StartReport};
+use super::protocol::{KeptMounts, ShimConfig, StartReport};
 use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -198,6 +198,22 @@ impl Runtime {
             stop_signal: image.config.stop_signal.clone(),
             image: Some(image_name.clone()),
             image_id: Some(image_id.clone()),
+            // A shared rootfs (a Bidirectional volume) must reach the host's
+            // mount table, which a shim with its own table would stop.
+            mount_scope: if config["linux"]["rootfsPropagation"] == "shared" {
+                Vec::new()
+            } else {
+                vec![
+                    KeptMounts {
+                        tree: self.paths.pods(),
+                        keep: self.paths.pod_dir(&uid),
+                    },
+                    KeptMounts {
+                        tree: self.paths.sandboxes(),
+                        keep: self.paths.sandbox_dir(&uid),
+                    },
+                ]
+            },
         };
         let shim_json = serde_json::to_value(&shim).unwrap_or_default();
         write_json(dir.join("shim.json"), &shim_json)?;

@@ -12,6 +12,7 @@
 pub(crate) mod child;
 mod exec;
 pub(crate) mod helper;
+mod mounts;
 mod run;
 mod sandbox;
 mod spawn;

@@ -184,6 +184,9 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(config, report, format!("bind {}: {e}", config.socket.display())),
     };
+    if let Err(e) = super::mounts::narrow(&config.mount_scope) {
+        return fail(config, report, e);
+    }
     let mut container = match create(config) {
         Ok(c) => c,
         Err(e) => return fail(config, report, e),
