@@ -107,8 +107,38 @@ fn cap_malloc_arenas() {
     }
 }
 
+/// Modes of the node's state: the root dir may be traversed (0711, as
+/// containerd's), what is below it is the daemon's alone.
+const PRIVATE_DIRS: &[&str] = &["images", "pods", "logs", "plugins", "cni"];
+const PRIVATE_FILES: &[&str] = &["store.db", "store.db-wal", "store.db-shm"];
+
+/// Tightens what an earlier daemon (or an older peapod, which ran with
+/// umask 022) left readable; new files are private through the umask.
+fn restrict_state(paths: &NodePaths) -> Result<()> {
+    let chmod = |p: &std::path::Path, mode: u32| -> Result<()> {
+        match std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.with_context(|| format!("chmod {:o} {}", mode, p.display())),
+        }
+    };
+    chmod(&paths.root, 0o711)?;
+    chmod(&paths.run, 0o711)?;
+    for d in PRIVATE_DIRS {
+        let dir = paths.root.join(d);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        chmod(&dir, 0o700)?;
+    }
+    for f in PRIVATE_FILES {
+        chmod(&paths.root.join(f), 0o600)?;
+    }
+    Ok(())
+}
+
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    // Everything the daemon creates is its own unless it says otherwise, and
+    // sockets are born with their final mode (no window before a chmod).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     cap_malloc_arenas();
     raise_nofile_limit();
     // Read once here, so admissions never read /proc on an actor thread.
@@ -116,6 +146,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     let paths = NodePaths::new(args.root_dir, args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
+    restrict_state(&paths)?;
     let exe = std::env::current_exe().context("locate the peapod binary")?;
     let node_name = args.node_name.unwrap_or_else(|| {
         nix::unistd::gethostname()

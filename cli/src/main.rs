@@ -137,6 +137,9 @@ fn main() {
     let cli = Cli::parse();
     // The shim must stay single-threaded: no runtime, no logging threads before it.
     if let Command::Shim { what } = cli.command {
+        // The daemon runs with umask 077; what libcontainer creates inside a
+        // container (mount points, device nodes) needs the usual 022.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
         // Errors only: libcontainer's init logs into the container's own stderr.
         // fmt writes synchronously from the calling thread: no threads are started.
         tracing_subscriber::fmt()

@@ -4,6 +4,7 @@
 use super::{blocking, cgroups, cni, io_err, paths, Runtime};
 use k8s_openapi::api::core::v1::Pod;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -242,6 +243,8 @@ impl Runtime {
             if std::fs::read_to_string(&p).ok().as_deref() != Some(text) {
                 std::fs::write(&p, text).map_err(|e| io_err("write", &p, e))?;
             }
+            // Bound into every container, whose user may not be root.
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(|e| io_err("chmod", &p, e))?;
         }
         Ok(())
     }

@@ -95,8 +95,21 @@ pub fn volume_mounts(
                 )));
             }
             if !source.exists() {
+                // With the volume root's mode, as kubelet does (the daemon's umask is 077).
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&base).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+                let mut made = Vec::new();
+                let mut at = source.as_path();
+                while !at.exists() {
+                    made.push(at.to_path_buf());
+                    at = at.parent().unwrap_or(&v.host_path);
+                }
                 std::fs::create_dir_all(&source)
                     .map_err(|e| ConfigError(format!("create subPath {}: {e}", source.display())))?;
+                for d in made {
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| ConfigError(format!("chmod subPath {}: {e}", d.display())))?;
+                }
             }
             let real = source
                 .canonicalize()
@@ -293,11 +306,32 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
     let sc = c.security_context.as_ref();
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let (mut uid, mut gid) = resolve_user(image.user.as_deref().unwrap_or(""), paths.rootfs)?;
+    // Validation keeps ids to 0..=2147483647; a stored pod from before that
+    // check must fail here rather than wrap around to another id (4294967296
+    // once ran as root).
+    let id = |field: &str, v: i64| {
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v <= i32::MAX as u32)
+            .ok_or_else(|| ConfigError(format!("securityContext.{field} {v} is not between 0 and 2147483647")))
+    };
     if let Some(u) = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user)) {
-        uid = u as u32;
+        uid = id("runAsUser", u)?;
     }
     if let Some(g) = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group)) {
-        gid = g as u32;
+        gid = id("runAsGroup", g)?;
+    }
+    // As kubelet: the pod's fsGroup and supplementalGroups join every container's groups.
+    let mut extra_gids: Vec<u32> = Vec::new();
+    for g in pod_sc
+        .and_then(|s| s.fs_group)
+        .into_iter()
+        .chain(pod_sc.and_then(|s| s.supplemental_groups.clone()).into_iter().flatten())
+    {
+        let g = id("supplementalGroups", g)?;
+        if g != gid && !extra_gids.contains(&g) {
+            extra_gids.push(g);
+        }
     }
     if sc
         .and_then(|s| s.run_as_non_root)
@@ -365,7 +399,8 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            // 0022 inside, as runc and Docker give, whatever the daemon's own umask.
+            "user": {"uid": uid, "gid": gid, "additionalGids": extra_gids, "umask": 0o022},
             "args": args,
             "env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "cwd": cwd,

@@ -7,6 +7,7 @@ use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -135,6 +136,11 @@ impl Runtime {
         for d in [dir.join("upper"), dir.join("work"), rootfs.clone()] {
             paths::ensure_dir(&d).map_err(|e| StartError::new("CreateContainerError", io_err("create", &d, e)))?;
         }
+        // The upper dir gives the container's `/` its mode: 0755 as containerd
+        // makes it, not the daemon's 0700 (its parents keep host users out).
+        let upper = dir.join("upper");
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| StartError::new("CreateContainerError", io_err("chmod", &upper, e)))?;
         let lower = image
             .layers
             .iter()
@@ -157,6 +163,9 @@ impl Runtime {
         .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
         let term = dir.join("termination-log");
         std::fs::write(&term, b"").map_err(|e| StartError::new("CreateContainerError", io_err("write", &term, e)))?;
+        // Writable by whatever user the container runs as, as kubelet makes it.
+        std::fs::set_permissions(&term, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| StartError::new("CreateContainerError", io_err("chmod", &term, e)))?;
         let cgroups_path = format!("{}/{id}", cgroups::pod_path(&uid));
         let sandbox = self.paths.sandbox_dir(&uid);
         let etc = self.paths.pod_dir(&uid).join("etc");

@@ -4,6 +4,7 @@ pub mod event;
 pub mod namespace;
 pub mod pod;
 pub mod probe;
+pub mod security;
 pub mod volumes;
 
 use crate::field::{FieldError, FieldErrors};

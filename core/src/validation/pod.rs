@@ -68,6 +68,7 @@ pub fn validate(pod: &Pod) -> FieldErrors {
     if spec.containers.is_empty() {
         errs.push(FieldError::required("spec.containers"));
     }
+    super::security::validate_pod(spec, &mut errs);
     let volumes = super::volumes::validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &mut errs);
     let mut seen = HashSet::new();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
@@ -120,6 +121,7 @@ pub fn validate(pod: &Pod) -> FieldErrors {
 fn validate_container(c: &Container, path: &str, seen: &mut HashSet<String>, errs: &mut FieldErrors) {
     let regular_init = path.starts_with("spec.initContainers") && c.restart_policy.as_deref() != Some("Always");
     super::probe::validate(c, path, regular_init, errs);
+    super::security::validate_container(c, path, errs);
     if c.name.is_empty() {
         errs.push(FieldError::required(format!("{path}.name")));
     } else {

@@ -6,7 +6,7 @@
 
 use peapod_plugin_sdk::*;
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The plugin.
@@ -18,12 +18,24 @@ fn fail(msg: String) -> PluginError {
 }
 
 /// Creates a missing directory (and its parents) with mode 0755, as kubelet does.
+/// The mode is set explicitly: the daemon runs with umask 077.
 fn make_dir(path: &str) -> Result<(), PluginError> {
+    let mut made = Vec::new();
+    let mut at = Some(Path::new(path));
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err()) {
+        made.push(p.to_path_buf());
+        at = p.parent();
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(path)
-        .map_err(|e| fail(format!("create {path}: {e}")))
+        .map_err(|e| fail(format!("create {path}: {e}")))?;
+    for d in made {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail(format!("chmod {}: {e}", d.display())))?;
+    }
+    Ok(())
 }
 
 /// Kubernetes' `checkType` for `path` and `kind`.
@@ -56,6 +68,7 @@ pub fn check_type(path: &str, kind: &str) -> Result<(), PluginError> {
                     .truncate(false)
                     .mode(0o644)
                     .open(p)
+                    .and_then(|f| f.set_permissions(fs::Permissions::from_mode(0o644)))
                     .map_err(|e| fail(format!("create {path}: {e}")))?;
             }
             if !is(fs::FileType::is_file) {

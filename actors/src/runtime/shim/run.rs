@@ -180,7 +180,11 @@ fn oom_kills(memory_cgroup: Option<&Path>) -> u64 {
 
 fn babysit(config: &ShimConfig, mut report: File) -> i32 {
     let _ = std::fs::remove_file(&config.socket);
-    let listener = match UnixListener::bind(&config.socket) {
+    // Born 0600: only the daemon (root) may talk to a shim.
+    let old_mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&config.socket);
+    nix::sys::stat::umask(old_mask);
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => return fail(config, report, format!("bind {}: {e}", config.socket.display())),
     };
