@@ -22,7 +22,15 @@ fn mode(p: &std::path::Path) -> u32 {
 /// exec, so a path it execs directly is looked up with them.
 fn as_nobody(args: &[&str]) -> (bool, String) {
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", "\"$0\" \"$@\""])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            "\"$0\" \"$@\"",
+        ])
         .args(args)
         .output()
         .expect("run setpriv");
@@ -70,10 +78,15 @@ spec:
     volumeMounts: [{name: scratch, mountPath: /deep/er/scratch}]
 "#,
     );
-    let p = node.wait_pod("ids", "finished", MIN, |p| container(p, "c")["state"]["terminated"].is_object());
+    let p = node.wait_pod("ids", "finished", MIN, |p| {
+        container(p, "c")["state"]["terminated"].is_object()
+    });
     let logs = node.logs("ids", "c");
     assert!(logs.contains("uid=1000 gid=3000"), "{logs}");
-    assert!(logs.contains("2000") && logs.contains("4000"), "supplementary groups missing: {logs}");
+    assert!(
+        logs.contains("2000") && logs.contains("4000"),
+        "supplementary groups missing: {logs}"
+    );
     for ok in ["root-ok", "hosts-ok", "emptydir-ok", "tmp-ok"] {
         assert!(logs.contains(ok), "{ok} missing: {logs}");
     }
@@ -101,7 +114,9 @@ spec:
     command: ["sh", "-c", "cp /bin/busybox /sb && chmod 4755 /sb && echo planted && exec sleep 3600"]
 "#,
     );
-    let p = node.wait_pod("victim", "running", MIN, |p| container(p, "c")["state"]["running"].is_object());
+    let p = node.wait_pod("victim", "running", MIN, |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
     wait_for("setuid binary planted", MIN, || {
         Some(node.logs("victim", "c")).filter(|l| l.contains("planted"))
     });
@@ -138,7 +153,15 @@ spec:
     }
     // Nor talk to the daemon.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", "\"$0\" \"$@\""])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            "\"$0\" \"$@\"",
+        ])
         .arg(peapod_tests::binary())
         .args(["get", "pods"])
         .env("PEAPOD_SOCKET", &sock)

@@ -369,26 +369,40 @@ fn a_shim_sees_only_its_own_pods_mounts() {
         ));
     }
     let uid = |name: &str| {
-        let p = node.wait_pod(name, "running", MIN, |p| container(p, "c")["state"]["running"].is_object());
+        let p = node.wait_pod(name, "running", MIN, |p| {
+            container(p, "c")["state"]["running"].is_object()
+        });
         p["metadata"]["uid"].as_str().unwrap().to_string()
     };
     let (first, second) = (uid("first"), uid("second"));
     // The host holds both pods' mounts (rootfs, memory emptyDir, pinned namespaces).
     let host = mountinfo_of(std::process::id());
     for u in [&first, &second] {
-        assert!(host.lines().filter(|l| l.contains(u.as_str())).count() >= 4, "host lacks mounts of {u}:\n{host}");
+        assert!(
+            host.lines().filter(|l| l.contains(u.as_str())).count() >= 4,
+            "host lacks mounts of {u}:\n{host}"
+        );
     }
     let shims = node.shims(&second);
     assert_eq!(shims.len(), 1, "one shim for the second pod");
     let table = mountinfo_of(shims[0]);
-    assert!(!table.contains(first.as_str()), "the second pod's shim sees the first pod's mounts:\n{table}");
+    assert!(
+        !table.contains(first.as_str()),
+        "the second pod's shim sees the first pod's mounts:\n{table}"
+    );
     let own: Vec<&str> = table.lines().filter(|l| l.contains(second.as_str())).collect();
     for what in ["/rootfs ", "/volumes/emptydir/m ", "/net ", "/shm "] {
-        assert!(own.iter().any(|l| l.contains(what)), "its own {what} is missing:\n{table}");
+        assert!(
+            own.iter().any(|l| l.contains(what)),
+            "its own {what} is missing:\n{table}"
+        );
     }
     // The container runs from its own mounts: what it wrote is in the host's view of its volume.
     let f = node.root().join(format!("pods/{second}/volumes/emptydir/m/f"));
-    assert_eq!(wait_for("the file the container wrote", MIN, || std::fs::read_to_string(&f).ok()), "hi\n");
+    assert_eq!(
+        wait_for("the file the container wrote", MIN, || std::fs::read_to_string(&f).ok()),
+        "hi\n"
+    );
     node.ok(&["delete", "pod", "first", "second"]);
 }
 
@@ -399,7 +413,11 @@ fn bidirectional_mounts_from_a_privileged_container_reach_the_host() {
     std::fs::create_dir_all(&shared).unwrap();
     let s = shared.display().to_string();
     let sh = |args: &[&str]| {
-        assert!(std::process::Command::new("mount").args(args).status().unwrap().success())
+        assert!(std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
     };
     sh(&["--bind", &s, &s]);
     sh(&["--make-shared", &s]);
@@ -418,9 +436,13 @@ spec:
     volumeMounts: [{{name: host, mountPath: /host, mountPropagation: Bidirectional}}]
 "#
     ));
-    node.wait_pod("bidi", "running", MIN, |p| container(p, "c")["state"]["running"].is_object());
+    node.wait_pod("bidi", "running", MIN, |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
     let made = shared.join("inner/made");
-    let got = wait_for("the container's mount seen on the host", MIN, || std::fs::read_to_string(&made).ok());
+    let got = wait_for("the container's mount seen on the host", MIN, || {
+        std::fs::read_to_string(&made).ok()
+    });
     assert_eq!(got, "from-inside\n");
     node.ok(&["delete", "pod", "bidi"]);
     let inner = shared.join("inner").display().to_string();

@@ -380,8 +380,7 @@ impl Unpacker<'_> {
                         .create(&current)
                         .map_err(io_err("create directory", &current))?;
                     // Whatever the umask of the process unpacking.
-                    fs::set_permissions(&current, Permissions::from_mode(0o755))
-                        .map_err(io_err("chmod", &current))?;
+                    fs::set_permissions(&current, Permissions::from_mode(0o755)).map_err(io_err("chmod", &current))?;
                 }
                 Err(e) => return Err(io_err("stat", &current)(e)),
             }

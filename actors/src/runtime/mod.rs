@@ -131,8 +131,14 @@ impl Runtime {
         // (see `shim::mounts`).
         let pods = paths.pods();
         if !is_mountpoint(&pods) {
-            mount(Some(&pods), &pods, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(|e| io_err("bind mount", &pods, e))?;
+            mount(
+                Some(&pods),
+                &pods,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| io_err("bind mount", &pods, e))?;
         }
         let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
         let cni = cni::Cni::new(config.network.clone());

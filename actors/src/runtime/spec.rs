@@ -97,7 +97,9 @@ pub fn volume_mounts(
             if !source.exists() {
                 // With the volume root's mode, as kubelet does (the daemon's umask is 077).
                 use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&base).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+                let mode = std::fs::metadata(&base)
+                    .map(|m| m.permissions().mode() & 0o7777)
+                    .unwrap_or(0o755);
                 let mut made = Vec::new();
                 let mut at = source.as_path();
                 while !at.exists() {

@@ -106,8 +106,14 @@ mod tests {
             {"name": "c", "image": "busybox", "securityContext": {"privileged": true, "allowPrivilegeEscalation": true}}
         ]}));
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs[0].starts_with("spec.containers[0].securityContext: Invalid value"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.containers[0].securityContext: Invalid value"),
+            "{errs:?}"
+        );
         assert!(errs[0].ends_with("cannot set `allowPrivilegeEscalation` to false and `privileged` to true"));
-        assert!(errs[1].starts_with("spec.containers[1].securityContext: Invalid value"), "{errs:?}");
+        assert!(
+            errs[1].starts_with("spec.containers[1].securityContext: Invalid value"),
+            "{errs:?}"
+        );
     }
 }

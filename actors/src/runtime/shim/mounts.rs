@@ -49,8 +49,7 @@ pub(super) fn narrow(scope: &[KeptMounts]) -> Result<(), String> {
             Err(Errno::EINVAL) => continue,
             Err(e) => return Err(format!("detach {}: {e}", s.tree.display())),
         }
-        move_mount_to(&copy, &s.keep)
-            .map_err(|e| format!("put back the mounts of {}: {e}", s.keep.display()))?;
+        move_mount_to(&copy, &s.keep).map_err(|e| format!("put back the mounts of {}: {e}", s.keep.display()))?;
     }
     Ok(())
 }
