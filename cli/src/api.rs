@@ -574,72 +574,129 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     let file = data.paths.log_file(&ns, &name, object::uid(&pod), &container, attempt);
     let follow = q.get("follow").is_some_and(|f| f == "true") && !previous;
     let tail = q.get("tailLines").and_then(|n| n.parse::<usize>().ok());
-    let text = std::fs::read(&file).unwrap_or_default();
-    let mut start = 0;
-    if let Some(n) = tail {
-        let mut count = 0;
-        for (i, b) in text.iter().enumerate().rev() {
-            if *b == b'\n' && i + 1 < text.len() {
-                count += 1;
-                if count == n {
-                    start = i + 1;
-                    break;
-                }
-            }
-        }
-    }
-    let initial = web::Bytes::copy_from_slice(&text[start..]);
-    if !follow {
-        return HttpResponse::Ok().content_type("text/plain").body(initial);
-    }
-    // Follow: stream what is appended until the container (this attempt) is no longer running.
-    let store = data.store.clone();
-    let uid = object::uid(&pod).to_string();
-    let offset = text.len() as u64;
     // Keep the file open: the pod's logs are unlinked when it is removed, and the
     // last lines (written while it stops) must still reach the follower.
-    let handle = std::fs::File::open(&file).ok().map(|mut f| {
-        use std::io::Seek;
-        let _ = f.seek(std::io::SeekFrom::Start(offset));
-        f
-    });
-    let state = (
-        Some(initial),
-        handle,
-        store,
+    // Without follow the answer is the log as it stood when asked: its lines
+    // are counted, and it is read, up to the length it had then.
+    let opened = tokio::task::spawn_blocking(move || -> Option<(std::sync::Arc<std::fs::File>, u64, u64)> {
+        let f = std::fs::File::open(&file).ok()?;
+        let len = f.metadata().ok()?.len();
+        let offset = match tail {
+            Some(n) => tail_offset(&f, len, n).ok()?,
+            None => 0,
+        };
+        Some((std::sync::Arc::new(f), offset, len))
+    })
+    .await
+    .ok()
+    .flatten();
+    let (file, offset, len) = match opened {
+        Some((f, o, l)) => (Some(f), o, l),
+        None => (None, 0, 0),
+    };
+    let state = LogStream {
+        file,
+        offset,
+        end: (!follow).then_some(len),
+        follow,
+        store: data.store.clone(),
         ns,
         name,
-        uid,
+        uid: object::uid(&pod).to_string(),
         container,
         attempt,
-        0u32,
-        false,
-    );
+        polls: 0,
+        last: false,
+    };
+    // Read a chunk at a time on the blocking pool: the API's one worker never
+    // reads a file itself, and a log of any size costs one chunk of memory.
     let stream = futures_util::stream::unfold(state, |mut s| async move {
-        if let Some(first) = s.0.take() {
-            return Some((Ok::<_, actix_web::Error>(first), s));
-        }
         loop {
-            let mut buf = Vec::new();
-            if let Some(f) = s.1.as_mut() {
-                use std::io::Read;
-                let _ = f.read_to_end(&mut buf);
+            let chunk = match &s.file {
+                Some(f) => {
+                    let (f, at) = (f.clone(), s.offset);
+                    let want = s
+                        .end
+                        .map_or(LOG_CHUNK, |end| (end.saturating_sub(at)).min(LOG_CHUNK as u64) as usize);
+                    tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        let mut buf = vec![0u8; want];
+                        let n = f.read_at(&mut buf, at).unwrap_or(0);
+                        buf.truncate(n);
+                        buf
+                    })
+                    .await
+                    .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
+            if !chunk.is_empty() {
+                s.offset += chunk.len() as u64;
+                return Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), s));
             }
-            if !buf.is_empty() {
-                return Some((Ok(web::Bytes::from(buf)), s));
-            }
-            if s.9 {
+            if !s.follow || s.last {
                 return None;
             }
-            s.8 += 1;
-            if s.8 % 5 == 0 && !still_running(&*s.2, &s.3, &s.4, &s.5, &s.6, s.7).await {
-                s.9 = true; // one more read for what was written before it stopped
+            // Follow: what is appended, until this attempt no longer runs.
+            s.polls += 1;
+            if s.polls % 5 == 0 && !still_running(&*s.store, &s.ns, &s.name, &s.uid, &s.container, s.attempt).await {
+                s.last = true; // one more read for what was written before it stopped
                 continue;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
     HttpResponse::Ok().content_type("text/plain").streaming(stream)
+}
+
+/// How much of a log one read takes.
+const LOG_CHUNK: usize = 64 * 1024;
+
+/// Where a log stream stands.
+struct LogStream {
+    file: Option<std::sync::Arc<std::fs::File>>,
+    offset: u64,
+    /// Where reading stops (the length when asked), unless following.
+    end: Option<u64>,
+    follow: bool,
+    store: std::sync::Arc<dyn Store>,
+    ns: String,
+    name: String,
+    uid: String,
+    container: String,
+    attempt: u32,
+    polls: u32,
+    last: bool,
+}
+
+/// The offset at which the last `n` lines of the first `len` bytes of `f`
+/// begin, found by reading back from there a chunk at a time (a final
+/// newline ends the last line rather than starting another). `n == 0` is
+/// `len`: no lines.
+fn tail_offset(f: &std::fs::File, len: u64, n: usize) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    if n == 0 {
+        return Ok(len);
+    }
+    let mut buf = vec![0u8; LOG_CHUNK];
+    let mut end = len;
+    let mut count = 0;
+    while end > 0 {
+        let start = end.saturating_sub(LOG_CHUNK as u64);
+        let block = &mut buf[..(end - start) as usize];
+        f.read_exact_at(block, start)?;
+        for (i, b) in block.iter().enumerate().rev() {
+            let at = start + i as u64;
+            if *b == b'\n' && at + 1 < len {
+                count += 1;
+                if count == n {
+                    return Ok(at + 1);
+                }
+            }
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, container: &str, attempt: u32) -> bool {
@@ -658,4 +715,48 @@ async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, conta
                 && c["restartCount"].as_u64() == Some(attempt as u64)
                 && !c["state"]["running"].is_null()
         })
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::tail_offset;
+    use std::io::Write;
+
+    fn offset(text: &[u8], n: usize) -> u64 {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(text).unwrap();
+        tail_offset(&f, text.len() as u64, n).unwrap()
+    }
+
+    #[test]
+    fn tail_counts_lines_only_up_to_the_length_when_asked() {
+        // A line appended after the length was taken is not one of the last.
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"a\nb\nlater\n").unwrap();
+        assert_eq!(tail_offset(&f, 4, 1).unwrap(), 2);
+        assert_eq!(tail_offset(&f, 4, 2).unwrap(), 0);
+        assert_eq!(tail_offset(&f, 10, 1).unwrap(), 4);
+    }
+
+    #[test]
+    fn tail_finds_the_last_lines_from_the_end() {
+        assert_eq!(offset(b"a\nb\nc\n", 1), 4);
+        assert_eq!(offset(b"a\nb\nc\n", 2), 2);
+        assert_eq!(offset(b"a\nb\nc\n", 3), 0);
+        assert_eq!(offset(b"a\nb\nc\n", 10), 0);
+        assert_eq!(offset(b"a\nb\nc", 1), 4, "a last line without a newline");
+        assert_eq!(offset(b"a\nb\nc\n", 0), 6, "no lines");
+        assert_eq!(offset(b"", 3), 0);
+    }
+
+    #[test]
+    fn tail_crosses_chunk_boundaries() {
+        // Lines of 1000 bytes, far more than one chunk.
+        let line = [vec![b'x'; 999], vec![b'\n']].concat();
+        let text: Vec<u8> = std::iter::repeat_n(line, 300).flatten().collect();
+        let len = text.len() as u64;
+        assert_eq!(offset(&text, 1), len - 1000);
+        assert_eq!(offset(&text, 150), len - 150_000);
+        assert_eq!(offset(&text, 300), 0);
+    }
 }

@@ -95,6 +95,12 @@ pub enum ImageCommand {
         /// Name for images whose layout names only a tag.
         #[arg(long)]
         tag: Option<String>,
+        /// The largest blob (compressed layer) accepted, as a quantity.
+        #[arg(long, default_value = "32Gi")]
+        max_blob_size: String,
+        /// The most one layer may unpack to, as a quantity (sparse files count in full).
+        #[arg(long, default_value = "64Gi")]
+        max_layer_size: String,
     },
     /// List images.
     Ls,
@@ -647,7 +653,21 @@ pub fn tree(c: &Client, a: TreeArgs) -> Result<()> {
 pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
     let store = peapod_actors::image::ImageStore::open(root.join("images"))?;
     match cmd {
-        ImageCommand::Import { source, tag } => {
+        ImageCommand::Import {
+            source,
+            tag,
+            max_blob_size,
+            max_layer_size,
+        } => {
+            let bytes = |flag: &str, v: &str| -> Result<u64> {
+                let q =
+                    peapod_core::quantity::Quantity::parse(v).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))?;
+                u64::try_from(q.value()).map_err(|_| anyhow::anyhow!("--{flag} {v:?}: must not be negative"))
+            };
+            let store = store.with_limits(peapod_actors::image::ImportLimits {
+                max_blob_bytes: bytes("max-blob-size", &max_blob_size)?,
+                max_layer_bytes: bytes("max-layer-size", &max_layer_size)?,
+            });
             for r in store.import(&source, tag.as_deref())? {
                 println!("imported {r}");
             }

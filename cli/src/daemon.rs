@@ -134,6 +134,15 @@ fn restrict_state(paths: &NodePaths) -> Result<()> {
     Ok(())
 }
 
+/// kubelet's own `oom_score_adj` (-999): the node's agent is the last thing
+/// the OOM killer should pick. Lowering it needs CAP_SYS_RESOURCE, which some
+/// nodes withhold even from root; the daemon then runs with what it has.
+fn protect_from_oom_killer() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-999") {
+        tracing::warn!("setting the daemon's oom_score_adj to -999: {e} (no CAP_SYS_RESOURCE?)");
+    }
+}
+
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
     // Everything the daemon creates is its own unless it says otherwise, and
@@ -141,6 +150,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     cap_malloc_arenas();
     raise_nofile_limit();
+    protect_from_oom_killer();
     // Read once here, so admissions never read /proc on an actor thread.
     let _ = peapod_actors::config::capacity();
     let paths = NodePaths::new(args.root_dir, args.run_dir);
@@ -173,6 +183,9 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
         event_ttl: std::time::Duration::from_secs(args.event_ttl.max(1)),
     };
+    if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
+        tracing::error!("capping the memory of all pods at the allocatable memory: {e}");
+    }
     let (volumes, refused) = VolumeManager::new(VolumeConfig {
         plugin_dirs: args.plugin_dirs,
         host_path_allow: args.host_path_allow,

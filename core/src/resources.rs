@@ -107,6 +107,33 @@ pub fn pod_limits(spec: &PodSpec) -> (Option<i64>, Option<i64>) {
     (limit(0), limit(1))
 }
 
+/// kubelet's `guaranteedOOMScoreAdj` and `besteffortOOMScoreAdj`.
+pub const GUARANTEED_OOM_SCORE_ADJ: i32 = -997;
+pub const BEST_EFFORT_OOM_SCORE_ADJ: i32 = 1000;
+
+/// A container's `oom_score_adj`, as kubelet's `GetContainerOOMScoreAdjust`:
+/// Guaranteed -997, BestEffort 1000, Burstable `1000 - 1000 * request /
+/// capacity` kept within 3..=999 (so it stays above Guaranteed and below
+/// BestEffort). Computed in i128: a request near i64::MAX must not overflow.
+pub fn oom_score_adj(spec: &PodSpec, c: &Container, memory_capacity: i64) -> i32 {
+    match qos_class(spec) {
+        "Guaranteed" => return GUARANTEED_OOM_SCORE_ADJ,
+        "BestEffort" => return BEST_EFFORT_OOM_SCORE_ADJ,
+        _ => {}
+    }
+    let request = i128::from(get(c, false, "memory").map_or(0, |q| q.value()).max(0));
+    let capacity = i128::from(memory_capacity.max(1));
+    let adj = 1000 - (1000 * request) / capacity;
+    let low = i128::from(1000 + GUARANTEED_OOM_SCORE_ADJ);
+    if adj < low {
+        low as i32
+    } else if adj >= i128::from(BEST_EFFORT_OOM_SCORE_ADJ) {
+        BEST_EFFORT_OOM_SCORE_ADJ - 1
+    } else {
+        adj as i32
+    }
+}
+
 /// The pod's QoS class: `Guaranteed`, `Burstable` or `BestEffort`.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec
@@ -180,6 +207,41 @@ mod tests {
         assert_eq!(cpu_quota(i64::MAX, 100_000), MAX_QUOTA_US);
         assert_eq!(cpu_quota(500, 100_000), 50_000);
         assert_eq!(cpu_quota(1, 100_000), 1000);
+    }
+
+    #[test]
+    fn oom_score_adj_per_qos_class() {
+        const GI: i64 = 1 << 30;
+        let score = |s: &serde_json::Value| {
+            let sp = spec(s.clone());
+            let c = sp.containers[0].clone();
+            oom_score_adj(&sp, &c, 8 * GI)
+        };
+        assert_eq!(score(&json!({"containers": [{"name": "a"}]})), 1000);
+        assert_eq!(
+            score(&json!({"containers": [c("a", json!({}), json!({"cpu": "1", "memory": "1Gi"}))]})),
+            -997
+        );
+        // Burstable: 1 GiB of 8 GiB requested -> 1000 - 125.
+        assert_eq!(
+            score(&json!({"containers": [c("a", json!({"memory": "1Gi"}), json!({}))]})),
+            875
+        );
+        // No memory request: 1000 would equal BestEffort, so 999.
+        assert_eq!(
+            score(&json!({"containers": [c("a", json!({"cpu": "100m"}), json!({}))]})),
+            999
+        );
+        // More than the node has: floored at 3, above Guaranteed.
+        assert_eq!(
+            score(&json!({"containers": [c("a", json!({"memory": "16Gi"}), json!({}))]})),
+            3
+        );
+        // A request near i64::MAX does not overflow.
+        assert_eq!(
+            score(&json!({"containers": [c("a", json!({"memory": "9223372036854775807"}), json!({}))]})),
+            3
+        );
     }
 
     #[test]

@@ -170,3 +170,222 @@ spec:
     assert!(!out.status.success(), "a host user listed pods");
     node.ok(&["delete", "pod", "victim"]);
 }
+
+/// Bytes the process has read through read(2) and friends (`rchar`).
+fn bytes_read(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.trim().parse().ok()))
+        .unwrap()
+}
+
+#[test]
+fn container_controlled_output_is_read_in_bounded_amounts() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: chatty}
+spec:
+  terminationGracePeriodSeconds: 0
+  restartPolicy: Never
+  containers:
+  - name: big-log
+    image: busybox
+    command: ["sh", "-c", "head -c 50000000 /dev/zero | tr '\\0' a; echo; echo last-line; exec sleep 3600"]
+  - name: big-message
+    image: busybox
+    command: ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' m > /dev/termination-log; echo the-end >> /dev/termination-log"]
+  - name: loud-probe
+    image: busybox
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {command: ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' p; exit 1"]}
+      periodSeconds: 1
+"#,
+    );
+    // A 1 MB termination message: its last 4 KiB, published with the end.
+    let p = node.wait_pod("chatty", "big-message ended", MIN, |p| {
+        container(p, "big-message")["state"]["terminated"].is_object()
+    });
+    let message = container(&p, "big-message")["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.ends_with("mmmthe-end"),
+        "{}",
+        &message[message.len().saturating_sub(40)..]
+    );
+    assert_eq!(message.len(), 4095, "4 KiB less the trailing newline");
+    // An exec probe's output: at most kubelet's 10 KiB reach the event.
+    let event = wait_for("an Unhealthy event", MIN, || {
+        let v: serde_json::Value = serde_json::from_str(&node.ok(&["get", "events", "-o", "json"])).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "Unhealthy")
+            .cloned()
+    });
+    let text = event["message"].as_str().unwrap();
+    assert!(text.contains("ppp"), "{}", &text[..text.len().min(200)]);
+    assert!(text.len() <= 10 * 1024 + 200, "a {}-byte probe event", text.len());
+
+    // `logs --tail` reads from the end of a 50 MB log, not all of it.
+    let last = wait_for("the big log written", MIN, || {
+        Some(node.ok(&["logs", "chatty", "-c", "big-log", "--tail", "1"])).filter(|l| l.contains("last-line"))
+    });
+    assert_eq!(last, "last-line\n");
+    let pid = node.daemon_pid().unwrap();
+    let before = bytes_read(pid);
+    let out = node.ok(&["logs", "chatty", "-c", "big-log", "--tail", "2"]);
+    // Two lines that are the whole 50 MB: found from the end, then streamed a chunk at a time.
+    assert!(bytes_read(pid) > before);
+    assert!(
+        out.ends_with("\nlast-line\n") && out.len() == 50_000_011,
+        "{} bytes",
+        out.len()
+    );
+    let before = bytes_read(pid);
+    node.ok(&["logs", "chatty", "-c", "big-log", "--tail", "1"]);
+    let read = bytes_read(pid) - before;
+    assert!(
+        read < 4 << 20,
+        "the daemon read {read} bytes of a 50 MB log for --tail 1"
+    );
+    node.ok(&["delete", "pod", "chatty"]);
+}
+
+fn oom_score_adj(pid: u32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn mem_total() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn the_oom_killer_picks_best_effort_first_and_pods_together_are_capped() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: best-effort}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: burstable}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox, command: [sleep, "3600"], resources: {requests: {memory: 1Gi}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox, command: [sleep, "3600"], resources: {limits: {cpu: 100m, memory: 64Mi}}}]
+"#,
+    );
+    let daemon = node.daemon_pid().unwrap();
+    // Lowering a score needs CAP_SYS_RESOURCE; this machine's root lacks it.
+    let can_lower = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|b| b & (1 << 24) != 0);
+    let daemon_score = oom_score_adj(daemon);
+    if can_lower {
+        assert_eq!(daemon_score, -999);
+    }
+    let expect_burstable = (1000 - (1000 * (1i64 << 30)) / mem_total()).clamp(3, 999) as i32;
+    let floor = if can_lower { -1000 } else { daemon_score };
+    for (name, want) in [
+        ("best-effort", 1000),
+        ("burstable", expect_burstable.max(floor)),
+        ("guaranteed", (-997).max(floor)),
+    ] {
+        let p = node.wait_pod(name, "running", MIN, |p| {
+            container(p, "c")["state"]["running"].is_object()
+        });
+        let pids = node.pod_processes(&p);
+        assert!(!pids.is_empty(), "{name} has no processes");
+        for pid in pids {
+            assert_eq!(oom_score_adj(pid), want, "{name}, pid {pid}");
+        }
+    }
+    // All pods together: no more than the node's allocatable memory (here
+    // all of it, nothing reserved), rounded down to a page by the kernel.
+    let limit: i64 = std::fs::read_to_string("/sys/fs/cgroup/memory/peapod/memory.limit_in_bytes")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        limit <= mem_total() && limit > mem_total() - 4096,
+        "{limit} vs {}",
+        mem_total()
+    );
+    node.ok(&["delete", "pod", "best-effort", "burstable", "guaranteed"]);
+}
+
+#[test]
+fn an_image_whose_blob_never_ends_is_refused_by_import() {
+    let node = Node::start();
+    // A copy of the test image with its largest blob (the layer) replaced by
+    // a symlink to /dev/zero: read before its size was checked, it was copied forever.
+    let layout = node.dir.path().join("endless");
+    assert!(Command::new("cp")
+        .args(["-a", peapod_tests::TEST_IMAGE])
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
+    let blobs = layout.join("blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    std::fs::remove_file(&layer).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &layer).unwrap();
+    // A store that does not hold the layer yet (a node's already does).
+    let root = node.dir.path().join("fresh-root");
+    let out = Command::new(peapod_tests::binary())
+        .args(["image", "import", "--root-dir"])
+        .arg(&root)
+        .arg(&layout)
+        .args(["--tag", "endless"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "imported an endless blob");
+    assert!(
+        err.contains("is not a regular file") && err.contains(&layer.display().to_string()),
+        "{err}"
+    );
+    // Nothing was stored.
+    let images = Command::new(peapod_tests::binary())
+        .args(["image", "ls", "--root-dir"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&images.stdout).contains("endless"));
+}

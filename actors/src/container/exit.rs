@@ -22,6 +22,23 @@ impl ContainerActor {
 
     fn on_exit(&mut self, attempt: u32, exit: ExitRecord, ctx: &mut Context<Self>) {
         crate::faults::point("container.exit", &format!("{}/{}", self.desc(), self.slot.name));
+        if !self.is_running(attempt) {
+            return;
+        }
+        // The end is published together with its termination message, as
+        // kubelet does: a client that sees `terminated` also sees the message.
+        // Reading it is file work: off the actor.
+        let rt = self.rt.clone();
+        let uid = self.uid();
+        let name = self.slot.name.clone();
+        ctx.spawn(
+            async move { rt.read_termination_message(&uid, &name, attempt).await }
+                .into_actor(self)
+                .map(move |message, act, ctx| act.exited(attempt, exit, message, ctx)),
+        );
+    }
+
+    fn exited(&mut self, attempt: u32, exit: ExitRecord, message: Option<String>, ctx: &mut Context<Self>) {
         let ContainerState::Running { started, .. } = &self.slot.state else {
             return;
         };
@@ -33,7 +50,7 @@ impl ContainerActor {
             attempt,
             id: started.id.clone(),
             image_id: started.image_id.clone(),
-            message: None,
+            message,
             exit,
         };
         if let Some(s) = self.stopping.take() {
@@ -57,34 +74,10 @@ impl ContainerActor {
         }
         self.slot.exited(finished);
         self.exit_pending = true;
-        // The termination message and the rootfs cleanup are file work: off the actor.
+        // The rootfs cleanup is file work too, and nothing waits for it.
         let rt = self.rt.clone();
         let uid = self.uid();
-        ctx.spawn(
-            async move { rt.finish_attempt(&uid, &name, attempt).await }
-                .into_actor(self)
-                .map(move |message, act, _| {
-                    let mut changed = false;
-                    for f in [
-                        match &mut act.slot.state {
-                            ContainerState::Terminated(f) => Some(f),
-                            _ => None,
-                        },
-                        act.slot.last.as_mut(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
-                        if f.attempt == attempt && f.message != message {
-                            f.message = message.clone();
-                            changed = true;
-                        }
-                    }
-                    if changed {
-                        act.report();
-                    }
-                }),
-        );
+        ctx.spawn(async move { rt.release_attempt(&uid, &name, attempt).await }.into_actor(self));
         self.reconcile(ctx);
     }
 

@@ -231,6 +231,27 @@ pub struct ImageSummary {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    limits: ImportLimits,
+}
+
+/// What an import accepts: an image is data from anywhere, and a layer can
+/// claim or expand to any size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// The largest blob (a compressed layer) copied into the store.
+    pub max_blob_bytes: u64,
+    /// The most one layer may unpack to: its decompressed tar stream, and
+    /// the sizes of its files (a sparse file counts its full size).
+    pub max_layer_bytes: u64,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        Self {
+            max_blob_bytes: 32 << 30,
+            max_layer_bytes: 64 << 30,
+        }
+    }
 }
 
 /// A manifest chosen for import, with everything read and verified.
@@ -263,6 +284,12 @@ impl ImageStore {
     ///
     /// # Errors
     /// [`ImageError::Io`] when the directories cannot be created or locked.
+    /// The same store with other import limits.
+    pub fn with_limits(mut self, limits: ImportLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageError> {
         let root = root.into();
         for dir in [
@@ -274,7 +301,10 @@ impl ImageStore {
         }
         // Absolute paths go into ResolvedImage::layers and to setfattr.
         let root = fs::canonicalize(&root).map_err(io_err("resolve", &root))?;
-        let store = Self { root };
+        let store = Self {
+            root,
+            limits: ImportLimits::default(),
+        };
         let _lock = store.lock(FlockArg::LockExclusive)?;
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
@@ -554,11 +584,22 @@ impl ImageStore {
             return Ok(());
         }
         let source = layout.blob_path(&descriptor.digest)?;
+        if descriptor.size > self.limits.max_blob_bytes {
+            return Err(ImageError::InvalidImage {
+                path: source,
+                reason: format!(
+                    "{} declares {} bytes, more than the {} allowed for a blob (--max-blob-size)",
+                    descriptor.digest, descriptor.size, self.limits.max_blob_bytes
+                ),
+            });
+        }
         let input = open_blob(&source, &descriptor.digest)?;
         let temp = TempFile::create(self.blobs_dir().join(unique_temp_name("blob")))?;
         let mut output = temp.file()?;
         let mut reader = HashingReader::new(input);
-        io::copy(&mut reader, &mut output).map_err(io_err("copy blob", &source))?;
+        // One byte past the declared size shows a mismatch; a source that
+        // never ends is not copied further.
+        io::copy(&mut (&mut reader).take(descriptor.size + 1), &mut output).map_err(io_err("copy blob", &source))?;
         let actual_size = reader.count();
         check_size(descriptor, actual_size, &source)?;
         check_digest(descriptor, reader.digest(), &source)?;
@@ -585,7 +626,14 @@ impl ImageStore {
         let temp = TempDir::create(self.layers_dir().join(unique_temp_name(hex)))?;
         let blob = self.blob_path(&layer.digest)?;
         debug!(layer = %layer.digest, "unpacking layer");
-        unpack::unpack_layer(&blob, compression, &layer.digest, diff_id, temp.path())?;
+        unpack::unpack_layer(
+            &blob,
+            compression,
+            &layer.digest,
+            diff_id,
+            temp.path(),
+            self.limits.max_layer_bytes,
+        )?;
         // Make the contents durable before the rename publishes them.
         let dir = File::open(temp.path()).map_err(io_err("open", temp.path()))?;
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_err("syncfs", temp.path())(e.into()))?;
@@ -989,17 +1037,33 @@ fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     Ok(&digest["sha256:".len()..])
 }
 
+/// Opens a blob of a source layout; it must be a regular file (a FIFO,
+/// a device such as /dev/zero or a directory is refused, and opening does
+/// not wait for a FIFO's writer).
 fn open_blob(path: &Path, digest: &str) -> Result<File, ImageError> {
-    File::open(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            ImageError::MissingBlob {
-                digest: digest.to_string(),
-                path: path.to_path_buf(),
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ImageError::MissingBlob {
+                    digest: digest.to_string(),
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io_err("open blob", path)(e)
             }
-        } else {
-            io_err("open blob", path)(e)
-        }
-    })
+        })?;
+    let kind = file.metadata().map_err(io_err("stat blob", path))?.file_type();
+    if !kind.is_file() {
+        return Err(ImageError::InvalidImage {
+            path: path.to_path_buf(),
+            reason: format!("blob {digest} is not a regular file"),
+        });
+    }
+    Ok(file)
 }
 
 /// Reads a small (JSON) blob and checks its size and digest.

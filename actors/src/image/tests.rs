@@ -111,6 +111,24 @@ impl LayerTar {
         self
     }
 
+    /// A GNU sparse entry of `real_size` bytes whose only data, `data` (one
+    /// 512-byte block), sits at its very end: a block of archive for a file
+    /// of any size.
+    fn sparse(mut self, path: &str, real_size: u64, data: &[u8; 512]) -> Self {
+        let mut h = header(path, EntryType::GNUSparse, 0o644, 512);
+        let octal = |field: &mut [u8; 12], v: u64| {
+            let text = format!("{v:011o}\0");
+            field.copy_from_slice(text.as_bytes());
+        };
+        let gnu = h.as_gnu_mut().unwrap();
+        octal(&mut gnu.realsize, real_size);
+        octal(&mut gnu.sparse[0].offset, real_size - 512);
+        octal(&mut gnu.sparse[0].numbytes, 512);
+        h.set_cksum();
+        self.0.append(&h, &data[..]).unwrap();
+        self
+    }
+
     fn finish(self) -> Vec<u8> {
         self.0.into_inner().unwrap()
     }
@@ -768,4 +786,106 @@ fn open_removes_stale_temporaries() {
         assert!(!path.exists(), "{} survived", path.display());
     }
     assert!(!store.root().join("layers/sha256/.tmp-abc").exists());
+}
+
+fn one_layer_layout(dir: &Path, tar: Vec<u8>, gz: bool) -> TestImage {
+    let image = add_image(dir, &[(tar, gz)]);
+    write_index(dir, vec![image.descriptor(Some("latest"))]);
+    image
+}
+
+#[test]
+fn a_blob_that_is_not_a_regular_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path().join("store")).unwrap();
+    let layout = tmp.path().join("l");
+    let image = one_layer_layout(&layout, LayerTar::new().file("a", 0o644, b"a").finish(), false);
+    let blob = layout.join("blobs/sha256").join(hex_of(&image.layer_digests[0]));
+    // A source that never ends: copied forever before the size check, once.
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+    let e = store.import(&layout, Some("zero")).unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    // A FIFO nobody writes to: refused, not waited on.
+    fs::remove_file(&blob).unwrap();
+    nix::unistd::mkfifo(&blob, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = store.import(&layout, Some("fifo")).unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_blob_is_read_no_further_than_its_size_and_the_blob_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path().join("store")).unwrap();
+    let layout = tmp.path().join("l");
+    let tar = LayerTar::new().file("a", 0o644, b"a").finish();
+    let image = one_layer_layout(&layout, tar.clone(), false);
+    // Over the limit: refused from the descriptor, before any copy.
+    let small = store.clone().with_limits(ImportLimits {
+        max_blob_bytes: 100,
+        ..ImportLimits::default()
+    });
+    let e = small.import(&layout, Some("big")).unwrap_err().to_string();
+    assert!(e.contains("--max-blob-size"), "{e}");
+    // Longer than declared: one byte more is read, not the rest.
+    let blob = layout.join("blobs/sha256").join(hex_of(&image.layer_digests[0]));
+    let mut longer = tar.clone();
+    longer.extend(std::iter::repeat_n(0u8, 10 << 20));
+    fs::write(&blob, &longer).unwrap();
+    match store.import(&layout, Some("long")) {
+        Err(ImageError::SizeMismatch { expected, actual, .. }) => assert_eq!(actual, expected + 1),
+        other => panic!("expected a size mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_layer_that_expands_past_the_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path().join("store")).unwrap();
+    let limited = store.clone().with_limits(ImportLimits {
+        max_layer_bytes: 1 << 20,
+        ..ImportLimits::default()
+    });
+    // 8 MB of zeros gzip to a few KB.
+    let layout = tmp.path().join("bomb");
+    one_layer_layout(
+        &layout,
+        LayerTar::new().file("zeros", 0o644, &vec![0u8; 8 << 20]).finish(),
+        true,
+    );
+    let e = limited.import(&layout, Some("bomb")).unwrap_err().to_string();
+    assert!(e.contains("--max-layer-size"), "{e}");
+    assert!(limited.list().unwrap().is_empty());
+    assert_eq!(entries(&store.root().join("layers/sha256")), Vec::<String>::new());
+    // The same image within the default limits imports.
+    store.import(&layout, Some("bomb")).unwrap();
+}
+
+#[test]
+fn sparse_entries_count_in_full_and_stay_sparse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path().join("store")).unwrap();
+    let mut block = [b'x'; 512];
+    block[511] = b'\n';
+    let layout = tmp.path().join("sparse");
+    let tar = LayerTar::new().sparse("big", 1 << 30, &block).finish();
+    assert!(tar.len() < 8192, "a GiB file in {} bytes of archive", tar.len());
+    let image = one_layer_layout(&layout, tar, false);
+    // A GiB file in a few KB of archive is over a 100 MiB limit.
+    let limited = store.clone().with_limits(ImportLimits {
+        max_layer_bytes: 100 << 20,
+        ..ImportLimits::default()
+    });
+    let e = limited.import(&layout, Some("sparse")).unwrap_err().to_string();
+    assert!(e.contains("--max-layer-size"), "{e}");
+    // Within the limits it unpacks to a GiB file that takes almost no disk.
+    store.import(&layout, Some("sparse")).unwrap();
+    let file = store.layer_dir(&image.layer_digests[0]).unwrap().join("big");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), 1 << 30);
+    assert!(meta.blocks() * 512 < 1 << 20, "{} bytes allocated", meta.blocks() * 512);
+    let bytes = fs::read(&file).unwrap();
+    assert_eq!(&bytes[bytes.len() - 512..], &block[..]);
+    assert!(bytes[..bytes.len() - 512].iter().all(|b| *b == 0));
 }

@@ -105,6 +105,7 @@ pub(crate) fn unpack_layer(
     digest: &str,
     diff_id: &str,
     dest: &Path,
+    max_bytes: u64,
 ) -> Result<(), ImageError> {
     let file = File::open(blob).map_err(io_err("open layer", blob))?;
     let buffered = BufReader::new(file);
@@ -113,7 +114,11 @@ pub(crate) fn unpack_layer(
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(MultiGzDecoder::new(buffered)),
     };
-    let mut hashing = HashingReader::new(decoded);
+    let mut hashing = HashingReader::new(Capped {
+        inner: decoded,
+        left: max_bytes,
+        max: max_bytes,
+    });
 
     // The layer root becomes the merged root's attributes when this is the
     // top layer; do not let the caller's umask decide them.
@@ -123,6 +128,8 @@ pub(crate) fn unpack_layer(
         root: dest,
         blob,
         digest,
+        max_bytes,
+        unpacked: 0,
         is_root: geteuid().is_root(),
         dirs: BTreeMap::new(),
         opaque: BTreeSet::new(),
@@ -166,10 +173,64 @@ struct PaxInfo {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// A decompressed stream that ends in an error past `max` bytes: a small
+/// gzip blob can expand without end.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // Whether the stream really goes on: one more byte says so.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "the layer decompresses to more than {} bytes (--max-layer-size)",
+                    self.max
+                ))),
+            };
+        }
+        let room = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes `from` into `file`, leaving runs of zeros as holes, and sets its
+/// length: a sparse entry stays sparse on disk.
+fn copy_sparse(from: &mut impl Read, file: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            file.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            file.write_all(&buf[..n])?;
+        }
+        len += n as u64;
+    }
+    file.set_len(len)?;
+    Ok(len)
+}
+
 struct Unpacker<'a> {
     root: &'a Path,
     blob: &'a Path,
     digest: &'a str,
+    /// At most this many bytes of files in the layer (`--max-layer-size`).
+    max_bytes: u64,
+    /// Bytes of files so far, sparse files at their full size.
+    unpacked: u64,
     /// chown needs root; unprivileged unpacking (development) keeps the
     /// caller's ownership instead of failing.
     is_root: bool,
@@ -233,6 +294,27 @@ impl Unpacker<'_> {
                 self.dirs.insert(target, meta);
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // A sparse entry's header names its full size, which reading
+                // it produces (as zeros) from a few bytes of archive.
+                let size = if kind == EntryType::GNUSparse {
+                    entry
+                        .header()
+                        .as_gnu()
+                        .and_then(|g| g.real_size().ok())
+                        .unwrap_or(u64::MAX)
+                } else {
+                    entry.size()
+                };
+                self.unpacked = self.unpacked.saturating_add(size);
+                if self.unpacked > self.max_bytes {
+                    return Err(self.entry_error(
+                        &name,
+                        format!(
+                            "the layer's files add up to more than {} bytes (--max-layer-size)",
+                            self.max_bytes
+                        ),
+                    ));
+                }
                 self.clear(&target, false)?;
                 // Private until chmod below, so nothing sees it half-written
                 // with its final (perhaps setuid) mode.
@@ -242,7 +324,7 @@ impl Unpacker<'_> {
                     .mode(0o600)
                     .open(&target)
                     .map_err(io_err("create", &target))?;
-                io::copy(entry, &mut file).map_err(io_err("unpack", &target))?;
+                copy_sparse(entry, &mut file).map_err(io_err("unpack", &target))?;
                 drop(file);
                 self.set_meta(&target, meta, false)?;
                 // After chown, which clears security.capability.

@@ -12,6 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0x0;
+/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE.
+const MAX_FRAME: usize = 16_384;
+/// The most of a reply's DATA read before giving up on it.
+const MAX_REPLY: usize = 16_384;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
@@ -163,6 +167,12 @@ pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> O
             let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
             let (kind, flags) = (head[3], head[4]);
             let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            // We advertise no SETTINGS_MAX_FRAME_SIZE, so the peer may send at most the default.
+            if len > MAX_FRAME {
+                return Err(format!(
+                    "the server sent a {len}-byte frame (at most {MAX_FRAME} allowed)"
+                ));
+            }
             let mut payload = vec![0u8; len];
             s.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
             match kind {
@@ -185,6 +195,11 @@ pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> O
                     body.extend_from_slice(data);
                     if let Some(st) = response_status(&body) {
                         return Ok(st);
+                    }
+                    // A health reply is a few bytes: a server that keeps
+                    // sending is not answering, and is not read until the timeout.
+                    if body.len() > MAX_REPLY {
+                        return Err(format!("the health reply is longer than {MAX_REPLY} bytes"));
                     }
                 }
                 HEADERS if stream == 1 && flags & END_STREAM != 0 => {
@@ -234,6 +249,44 @@ mod tests {
         let mut long = vec![0, 0, 0, 0, 12, 0x08];
         long.extend([0xff; 11]);
         assert_eq!(response_status(&long), None);
+    }
+
+    /// A server that answers every probe with `reply` (raw frames), written
+    /// over and over until the client goes away.
+    async fn flooding_server(reply: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut first = [0u8; 24];
+            let _ = c.read_exact(&mut first).await;
+            while c.write_all(&reply).await.is_ok() {}
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_endless_reply_fails_the_probe_before_its_timeout() {
+        // A message that claims 2 GiB, then DATA frames of zeros forever.
+        let mut reply = frame(DATA, 0, 1, &[0, 0x7f, 0xff, 0xff, 0xff]);
+        reply.extend(frame(DATA, 0, 1, &[0u8; 16_000]));
+        let port = flooding_server(reply).await;
+        // Without the cap this would be "timeout: …" after ten minutes.
+        match probe("127.0.0.1", port, "", Duration::from_secs(600)).await {
+            Outcome::Failure(m) => assert!(m.contains("longer than 16384"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_fails_the_probe() {
+        let mut head = vec![0xff, 0xff, 0xff, DATA, 0];
+        head.extend(1u32.to_be_bytes());
+        let port = flooding_server(head).await;
+        match probe("127.0.0.1", port, "", Duration::from_secs(600)).await {
+            Outcome::Failure(m) => assert!(m.contains("16777215-byte frame"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

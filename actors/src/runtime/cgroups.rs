@@ -52,6 +52,24 @@ fn mkdir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create cgroup {}: {e}", dir.display()))
 }
 
+/// Caps the memory of all pods together (the `/peapod` parent cgroup) at
+/// `bytes`, the node's allocatable memory, as kubelet caps `kubepods`: a
+/// BestEffort pod has no limit of its own but cannot take the memory kept
+/// back for the system and the daemon.
+pub fn limit_all_pods(bytes: i64) -> Result<(), String> {
+    let bytes = bytes.max(0).to_string();
+    if is_unified() {
+        let root = PathBuf::from(ROOT);
+        let _ = write(&root, "cgroup.subtree_control", "+memory");
+        let peapod = root.join("peapod");
+        mkdir(&peapod)?;
+        return write(&peapod, "memory.max", &bytes);
+    }
+    let peapod = PathBuf::from(ROOT).join("memory").join("peapod");
+    mkdir(&peapod)?;
+    write(&peapod, "memory.limit_in_bytes", &bytes)
+}
+
 /// Creates (or updates) the pod cgroup before its containers start.
 pub fn apply(uid: &str, cg: &PodCgroup) -> Result<(), String> {
     let rel = pod_path(uid);

@@ -222,16 +222,22 @@ impl Runtime {
     /// After a start ended: its termination message (at most 4 KiB, as kubelet
     /// reads), and its rootfs unmounted and removed (the exit record and logs stay).
     pub async fn finish_attempt(self: &Arc<Self>, uid: &str, container: &str, attempt: u32) -> Option<String> {
+        let message = self.read_termination_message(uid, container, attempt).await;
+        self.release_attempt(uid, container, attempt).await;
+        message
+    }
+
+    /// The termination message start `attempt` left (at most its last 4 KiB).
+    pub async fn read_termination_message(&self, uid: &str, container: &str, attempt: u32) -> Option<String> {
+        let dir = self.paths.attempt_dir(uid, container, attempt);
+        blocking(move || termination_message(&dir)).await.ok().flatten()
+    }
+
+    /// Unmounts and removes an ended start's rootfs (its exit record and logs stay).
+    pub async fn release_attempt(self: &Arc<Self>, uid: &str, container: &str, attempt: u32) {
         let me = self.clone();
         let dir = self.paths.attempt_dir(uid, container, attempt);
-        blocking(move || {
-            let message = termination_message(&dir);
-            me.release_rootfs(&dir);
-            message
-        })
-        .await
-        .ok()
-        .flatten()
+        let _ = blocking(move || me.release_rootfs(&dir)).await;
     }
 
     /// Records in start `attempt`'s directory that it is being stopped because
@@ -267,14 +273,33 @@ impl Runtime {
     }
 }
 
-/// The termination message in an attempt's directory.
+/// Kubernetes' `MaxContainerTerminationMessageLength`.
+const MAX_TERMINATION_MESSAGE: u64 = 4096;
+
+/// The termination message in an attempt's directory: its last 4 KiB, as
+/// kubelet's `tail.ReadAtMost` reads it. The container controls the file, so
+/// only those bytes are read, however large it grew, and anything but a
+/// regular file (a FIFO would block the read forever) gives no message.
 fn termination_message(dir: &Path) -> Option<String> {
-    let bytes = std::fs::read(dir.join("termination-log")).ok()?;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)])
-        .trim_end()
-        .to_string();
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join("termination-log"))
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    f.seek(SeekFrom::Start(meta.len().saturating_sub(MAX_TERMINATION_MESSAGE)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    f.take(MAX_TERMINATION_MESSAGE).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes).trim_end().to_string();
     (!text.is_empty()).then_some(text)
 }
+
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mountpoint(path: &Path) -> bool {
@@ -298,4 +323,32 @@ fn unescape(s: &str) -> String {
 /// The pod whose uid this is, for messages.
 fn pod_uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod termination_tests {
+    use super::termination_message;
+
+    #[test]
+    fn only_the_last_4_kib_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = vec![b'a'; 1 << 20];
+        big.extend_from_slice(b"the end\n");
+        std::fs::write(dir.path().join("termination-log"), &big).unwrap();
+        let m = termination_message(dir.path()).unwrap();
+        assert!(m.ends_with("the end"), "{}", &m[m.len().saturating_sub(20)..]);
+        assert_eq!(m.len(), 4096 - 1, "4096 bytes less the trailing newline");
+    }
+
+    #[test]
+    fn a_fifo_or_a_symlink_gives_no_message_and_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("termination-log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(termination_message(dir.path()), None);
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(dir.path().join("secret"), "host secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), &fifo).unwrap();
+        assert_eq!(termination_message(dir.path()), None);
+    }
 }

@@ -408,6 +408,7 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64}],
+            "oomScoreAdj": oom_score_adj(pod, c),
         },
         "root": {"path": paths.rootfs.display().to_string(),
                  "readonly": sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false)},
@@ -473,6 +474,25 @@ fn container_resources(c: &Container, privileged: bool) -> Value {
         }
     }
     res
+}
+
+/// kubelet's `oom_score_adj` for the container (see
+/// `peapod_core::resources::oom_score_adj`). Lowering a score below the
+/// daemon's own needs CAP_SYS_RESOURCE; on a node whose bounding set lacks
+/// it, the container gets no lower than the daemon (Guaranteed then gets the
+/// daemon's score instead of -997) rather than failing to start.
+fn oom_score_adj(pod: &Pod, c: &Container) -> i32 {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let want = peapod_core::resources::oom_score_adj(&spec, c, crate::config::capacity().memory_bytes);
+    const CAP_SYS_RESOURCE: u32 = 24;
+    if node_bounding_set() & (1 << CAP_SYS_RESOURCE) != 0 {
+        return want;
+    }
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    want.max(own)
 }
 
 /// Every capability this runtime knows, by its number in the kernel.
