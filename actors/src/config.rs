@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub housekeeping: std::time::Duration,
     /// How long Events are kept after their last occurrence (the API server's `--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// Containers that name no seccomp profile run under RuntimeDefault
+    /// (kubelet's `--seccomp-default`); false leaves them Unconfined.
+    pub seccomp_default: bool,
 }
 
 impl NodeConfig {

@@ -74,6 +74,10 @@ pub struct DaemonArgs {
     /// The window of --actor-max-restarts, in seconds.
     #[arg(long, default_value_t = 60)]
     actor_restart_period: u64,
+    /// Containers that name no seccomp profile run under RuntimeDefault;
+    /// `--seccomp-default=false` leaves them Unconfined, as kubelet does by default.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    seccomp_default: bool,
     /// Threads (actix arbiters) that run pod actors; 0: one per CPU, at least 2.
     #[arg(long, default_value_t = 0)]
     pod_threads: usize,
@@ -109,7 +113,7 @@ fn cap_malloc_arenas() {
 
 /// Modes of the node's state: the root dir may be traversed (0711, as
 /// containerd's), what is below it is the daemon's alone.
-const PRIVATE_DIRS: &[&str] = &["images", "pods", "logs", "plugins", "cni"];
+const PRIVATE_DIRS: &[&str] = &["images", "pods", "logs", "plugins", "cni", "seccomp"];
 const PRIVATE_FILES: &[&str] = &["store.db", "store.db-wal", "store.db-shm"];
 
 /// Tightens what an earlier daemon (or an older peapod, which ran with
@@ -182,6 +186,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         reserved_memory_bytes: quantity("reserved-memory", &args.reserved_memory)?.value(),
         housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
         event_ttl: std::time::Duration::from_secs(args.event_ttl.max(1)),
+        seccomp_default: args.seccomp_default,
     };
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
         tracing::error!("capping the memory of all pods at the allocatable memory: {e}");

@@ -389,3 +389,155 @@ fn an_image_whose_blob_never_ends_is_refused_by_import() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&images.stdout).contains("endless"));
 }
+
+/// `Seccomp:` of the container's shell (0 unconfined, 2 filtered) and what
+/// `unshare -Ur` (a user namespace with every capability in it) said.
+const SECCOMP_PROBE: &str = "grep ^Seccomp: /proc/self/status; unshare -Ur id && echo unshared || echo unshare-refused";
+
+#[test]
+fn seccomp_runtime_default_is_the_default_and_stops_user_namespaces() {
+    let node = Node::start();
+    let profiles = node.root().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let pod = |name: &str, sc: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, '{SECCOMP_PROBE}; mkdir /made && echo mkdir-ok']\n    securityContext: {sc}\n"
+        )
+    };
+    node.apply(
+        &[
+            pod("said-nothing", "{}"),
+            pod("runtime-default", "{seccompProfile: {type: RuntimeDefault}}"),
+            pod("unconfined", "{seccompProfile: {type: Unconfined}}"),
+            pod(
+                "privileged",
+                "{privileged: true, seccompProfile: {type: RuntimeDefault}}",
+            ),
+            pod(
+                "localhost",
+                "{seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}}",
+            ),
+        ]
+        .join("---\n"),
+    );
+    let done = |name: &str| {
+        node.wait_pod(name, "finished", MIN, |p| {
+            container(p, "c")["state"]["terminated"].is_object()
+        });
+        node.logs(name, "c")
+    };
+    for name in ["said-nothing", "runtime-default"] {
+        let out = done(name);
+        assert!(out.contains("Seccomp:\t2"), "{name}: {out}");
+        assert!(
+            out.contains("unshare-refused") && !out.contains("unshared"),
+            "{name}: {out}"
+        );
+        assert!(out.contains("mkdir-ok"), "{name}: {out}");
+    }
+    // Without a filter the same container gets its user namespace: the attack
+    // the default profile stops.
+    for name in ["unconfined", "privileged"] {
+        let out = done(name);
+        assert!(out.contains("Seccomp:\t0"), "{name}: {out}");
+        assert!(out.contains("uid=0(root)") && out.contains("unshared"), "{name}: {out}");
+    }
+    let out = done("localhost");
+    assert!(out.contains("Seccomp:\t2") && out.contains("unshared"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("mkdir-ok"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
+    let node = Node::start_with_args(&["--seccomp-default=false"], |_| {});
+    // kubelet's default, restored by the flag: no profile, no filter.
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, command: [grep, '^Seccomp:', /proc/self/status]}\n",
+    );
+    node.wait_pod("plain", "finished", MIN, |p| {
+        container(p, "c")["state"]["terminated"].is_object()
+    });
+    assert!(node.logs("plain", "c").contains("Seccomp:\t0"));
+
+    // Refused at the API, with the field.
+    let f = node.dir.path().join("escape.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: escape}\nspec:\n  securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../../etc/x.json}}\n  containers: [{name: c, image: busybox}]\n",
+    )
+    .unwrap();
+    let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("spec.securityContext.seccompProfile.localhostProfile") && err.contains("must not contain '..'"),
+        "{err}"
+    );
+
+    // A profile that is missing, then broken, then present: the container
+    // waits with the reason, and starts once the profile can be applied.
+    let profile = node.root().join("seccomp/later.json");
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: waits}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'grep ^Seccomp: /proc/self/status; exec sleep 3600']\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: later.json}}\n",
+    );
+    let waiting = |what: &'static str| {
+        let p = node.wait_pod("waits", what, MIN, |p| {
+            container(p, "c")["state"]["waiting"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(what))
+        });
+        let w = container(&p, "c")["state"]["waiting"].clone();
+        assert_eq!(w["reason"], "CreateContainerError", "{w}");
+        w["message"].as_str().unwrap().to_string()
+    };
+    let m = waiting("No such file");
+    assert!(
+        m.contains(&format!("cannot load seccomp profile \"{}\"", profile.display())),
+        "{m}"
+    );
+    std::fs::write(&profile, "{\n  \"defaultAction\": \"SCMP_ACT_ALLOW\",\n  \"syscalls\": [{\"names\": [\"mkdir\"], \"action\": \"SCMP_ACT_DENY\"}]\n}\n").unwrap();
+    let m = waiting("unknown variant");
+    assert!(m.contains("SCMP_ACT_DENY") && m.contains("line 3"), "{m}");
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_LOG"}"#).unwrap();
+    node.wait_pod("waits", "running", MIN, |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    wait_for("the filter in place", MIN, || {
+        Some(node.logs("waits", "c")).filter(|l| l.contains("Seccomp:\t2"))
+    });
+    assert!(node.daemon_pid().is_some(), "the daemon is still up");
+
+    // A profile libseccomp takes but that leaves the container unable to
+    // run: the start fails with what the kernel said.
+    std::fs::write(
+        node.root().join("seccomp/nothing.json"),
+        r#"{"defaultAction": "SCMP_ACT_ERRNO"}"#,
+    )
+    .unwrap();
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: starved}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [\"true\"]\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: nothing.json}}\n",
+    );
+    let p = node.wait_pod("starved", "failed", MIN, |p| {
+        let s = &container(p, "c")["state"];
+        s["terminated"].is_object()
+            || s["waiting"]["reason"]
+                .as_str()
+                .is_some_and(|r| r != "ContainerCreating")
+    });
+    let state = &container(&p, "c")["state"];
+    let said = format!("{}", state);
+    assert!(
+        said.contains("after loading seccomp profile Localhost") && said.contains("nothing.json"),
+        "{said}"
+    );
+    node.ok(&["delete", "pod", "waits", "plain", "starved"]);
+}

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod protocol;
 mod remove;
 mod sandbox;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 mod start;
@@ -299,7 +300,6 @@ fn termination_message(dir: &Path) -> Option<String> {
     let text = String::from_utf8_lossy(&bytes).trim_end().to_string();
     (!text.is_empty()).then_some(text)
 }
-
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mountpoint(path: &Path) -> bool {

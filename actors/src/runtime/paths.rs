@@ -28,6 +28,11 @@ impl NodePaths {
     pub fn images(&self) -> PathBuf {
         self.root.join("images")
     }
+    /// Localhost seccomp profiles (`localhostProfile` is relative to it), as
+    /// kubelet's `/var/lib/kubelet/seccomp`.
+    pub fn seccomp(&self) -> PathBuf {
+        self.root.join("seccomp")
+    }
     /// The API socket.
     pub fn api_socket(&self) -> PathBuf {
         self.run.join("peapod.sock")

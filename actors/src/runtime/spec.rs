@@ -446,8 +446,7 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
     if let Some(mounts) = spec["mounts"].as_array_mut() {
         mounts.extend(extra);
     }
-    // Only set when asked for: libcontainer without libseccomp warns into the
-    // container's stderr whenever the field is present at all.
+    // Kubernetes' default (allowPrivilegeEscalation unset) leaves it off.
     if no_new_privs {
         spec["process"]["noNewPrivileges"] = json!(true);
     }

@@ -3,7 +3,7 @@
 
 use super::observe::AttemptState;
 use super::protocol::{KeptMounts, ShimConfig, StartReport};
-use super::{blocking, cgroups, container_id, io_err, paths, spec, Runtime};
+use super::{blocking, cgroups, container_id, io_err, paths, seccomp, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -58,6 +58,8 @@ struct Prepared {
     image_id: String,
     image_name: String,
     stop_signal: Option<String>,
+    /// The seccomp profile the container was given, to explain a start it ended.
+    seccomp: Option<String>,
 }
 
 impl Runtime {
@@ -177,8 +179,23 @@ impl Runtime {
             cgroups_path: &cgroups_path,
             volumes,
         };
-        let config = spec::build(pod, c, &image.config, &spec_paths)
+        let mut config = spec::build(pod, c, &image.config, &spec_paths)
             .map_err(|e| StartError::new("CreateContainerConfigError", e.0))?;
+        // A profile that cannot be applied fails the start; it is never skipped.
+        let choice = seccomp::choose(pod, c, self.config.seccomp_default);
+        let caps: Vec<String> = config["process"]["capabilities"]["bounding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        static HOST: std::sync::OnceLock<seccomp::Host> = std::sync::OnceLock::new();
+        let host = HOST.get_or_init(seccomp::Host::current);
+        if let Some(profile) = seccomp::for_container(&choice, &self.paths.seccomp(), &caps, host)
+            .map_err(|e| StartError::new("CreateContainerError", e))?
+        {
+            config["linux"]["seccomp"] = profile;
+        }
         let write_json = |path: PathBuf, v: &serde_json::Value| {
             let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
             std::fs::write(&path, bytes).map_err(|e| StartError::new("CreateContainerError", io_err("write", &path, e)))
@@ -239,6 +256,11 @@ impl Runtime {
                 image_id,
                 image_name,
                 stop_signal: image.config.stop_signal.clone(),
+                seccomp: match &choice {
+                    seccomp::Choice::Unconfined => None,
+                    seccomp::Choice::RuntimeDefault => Some("RuntimeDefault".into()),
+                    seccomp::Choice::Localhost(p) => Some(format!("Localhost {:?}", self.paths.seccomp().join(p))),
+                },
             },
             child,
         ))
@@ -260,7 +282,16 @@ impl Runtime {
                     stop_signal: p.stop_signal,
                 })
             }
-            Ok(StartReport::Failed { message }) => format!("failed to create containerd task: {message}"),
+            // An init that dies once its filter is loaded leaves libcontainer
+            // only a broken channel to report; say what most likely did it.
+            Ok(StartReport::Failed { message }) => match &p.seccomp {
+                Some(profile) if message.contains("BrokenChannel") => format!(
+                    "failed to create containerd task: {message}: the container's init ended before it was \
+                     ready, after loading seccomp profile {profile}; a profile that denies a syscall the \
+                     runtime needs to start a process (write, capset, prctl, execve, ...) ends it this way"
+                ),
+                _ => format!("failed to create containerd task: {message}"),
+            },
             Err(_) => format!("shim for {} said {text:?}", p.image_name),
         };
         // The report is not the whole truth (a shim may have started the

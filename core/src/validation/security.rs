@@ -2,7 +2,7 @@
 //! and `ValidateSecurityContext` do it for the fields peapod honours.
 
 use crate::field::{FieldError, FieldErrors};
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, SeccompProfile};
 
 /// Kubernetes' `maxUserID`/`maxGroupID`: ids are non-negative int32 values.
 const MAX_ID: i64 = i32::MAX as i64;
@@ -16,10 +16,52 @@ fn check_id(path: String, id: Option<i64>, errs: &mut FieldErrors) {
     }
 }
 
-/// `spec.securityContext`: runAsUser, runAsGroup, fsGroup, supplementalGroups.
+/// The seccomp profile types Kubernetes knows.
+pub const SECCOMP_TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
+
+/// `<path>.seccompProfile`, as Kubernetes' `validateSeccompProfileField`.
+fn check_seccomp(path: String, sp: Option<&SeccompProfile>, errs: &mut FieldErrors) {
+    let Some(sp) = sp else { return };
+    match sp.type_.as_str() {
+        "" => {
+            let mut e = FieldError::required(format!("{path}.type"));
+            e.detail = "type is required when seccompProfile is set".into();
+            errs.push(e);
+        }
+        t if !SECCOMP_TYPES.contains(&t) => {
+            errs.push(FieldError::not_supported(format!("{path}.type"), t, SECCOMP_TYPES))
+        }
+        _ => {}
+    }
+    let field = format!("{path}.localhostProfile");
+    match (sp.type_.as_str(), sp.localhost_profile.as_deref()) {
+        ("Localhost", None) => {
+            let mut e = FieldError::required(field);
+            e.detail = "must be set when seccomp type is Localhost".into();
+            errs.push(e);
+        }
+        ("Localhost", Some(lp)) => {
+            if lp.starts_with('/') {
+                errs.push(FieldError::invalid(&field, lp, "must be a relative path"));
+            }
+            if lp.split('/').any(|c| c == "..") {
+                errs.push(FieldError::invalid(&field, lp, "must not contain '..'"));
+            }
+        }
+        (_, Some(lp)) => errs.push(FieldError::invalid(
+            field,
+            lp,
+            "can only be set when seccomp type is Localhost",
+        )),
+        (_, None) => {}
+    }
+}
+
+/// `spec.securityContext`: runAsUser, runAsGroup, fsGroup, supplementalGroups, seccompProfile.
 pub fn validate_pod(spec: &PodSpec, errs: &mut FieldErrors) {
     let Some(sc) = &spec.security_context else { return };
     let p = "spec.securityContext";
+    check_seccomp(format!("{p}.seccompProfile"), sc.seccomp_profile.as_ref(), errs);
     check_id(format!("{p}.runAsUser"), sc.run_as_user, errs);
     check_id(format!("{p}.runAsGroup"), sc.run_as_group, errs);
     check_id(format!("{p}.fsGroup"), sc.fs_group, errs);
@@ -34,6 +76,7 @@ pub fn validate_container(c: &Container, path: &str, errs: &mut FieldErrors) {
     let p = format!("{path}.securityContext");
     check_id(format!("{p}.runAsUser"), sc.run_as_user, errs);
     check_id(format!("{p}.runAsGroup"), sc.run_as_group, errs);
+    check_seccomp(format!("{p}.seccompProfile"), sc.seccomp_profile.as_ref(), errs);
     if sc.allow_privilege_escalation == Some(false) {
         if sc.privileged == Some(true) {
             errs.push(FieldError::invalid(
@@ -96,6 +139,32 @@ mod tests {
             "containers": [{"name": "c", "image": "busybox", "securityContext": {"runAsUser": 2147483647i64}}]
         }));
         assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn seccomp_profiles_are_checked_as_kubernetes_does() {
+        let errs = errors(json!({
+            "securityContext": {"seccompProfile": {"type": "Localhost"}},
+            "containers": [
+                {"name": "a", "image": "busybox", "securityContext": {"seccompProfile": {"type": "Strict"}}},
+                {"name": "b", "image": "busybox", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "/etc/x.json"}}},
+                {"name": "c", "image": "busybox", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p/../../x.json"}}},
+                {"name": "d", "image": "busybox", "securityContext": {"seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "x.json"}}},
+                {"name": "e", "image": "busybox", "securityContext": {"seccompProfile": {"type": ""}}},
+                {"name": "ok", "image": "busybox", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/audit.json"}}}
+            ]
+        }));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+                "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Strict\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+                "spec.containers[1].securityContext.seccompProfile.localhostProfile: Invalid value: \"/etc/x.json\": must be a relative path",
+                "spec.containers[2].securityContext.seccompProfile.localhostProfile: Invalid value: \"p/../../x.json\": must not contain '..'",
+                "spec.containers[3].securityContext.seccompProfile.localhostProfile: Invalid value: \"x.json\": can only be set when seccomp type is Localhost",
+                "spec.containers[4].securityContext.seccompProfile.type: Required value: type is required when seccompProfile is set",
+            ]
+        );
     }
 
     #[test]
