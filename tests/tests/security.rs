@@ -541,3 +541,42 @@ fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
     );
     node.ok(&["delete", "pod", "waits", "plain", "starved"]);
 }
+
+#[test]
+fn device_nodes_a_container_makes_open_nothing() {
+    let node = Node::start();
+    // c 1 3 is /dev/null: a device the device cgroup allows, so only nodev
+    // stands between the container and what it makes. b 8 0 (a host disk)
+    // may be made (runc's rules allow mknod of anything) but not opened.
+    let script = "for d in /dev /made /scratch; do mkdir -p $d; mknod $d/twin c 1 3 && (echo x > $d/twin && echo $d-opened || echo $d-refused); done; \
+                  mknod /disk b 8 0; head -c 1 /disk && echo disk-read || echo disk-unreadable; \
+                  echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 4 /dev/urandom | wc -c && echo devices-work; \
+                  grep -E ' / | /dev ' /proc/self/mountinfo";
+    let pod = |name: &str, privileged: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: scratch, emptyDir: {{}}}}]\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, {}]\n    securityContext: {{privileged: {privileged}}}\n    volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n",
+            serde_json::to_string(script).unwrap()
+        )
+    };
+    node.apply(&[pod("plain", false), pod("privileged", true)].join("---\n"));
+    let out = |name: &str| {
+        node.wait_pod(name, "finished", MIN, |p| {
+            container(p, "c")["state"]["terminated"].is_object()
+        });
+        node.logs(name, "c")
+    };
+    let plain = out("plain");
+    for d in ["/dev", "/made", "/scratch"] {
+        assert!(plain.contains(&format!("{d}-refused")), "{d}: {plain}");
+    }
+    assert!(plain.contains("disk-unreadable"), "{plain}");
+    assert!(
+        plain.contains("devices-work"),
+        "the runtime's own devices broke: {plain}"
+    );
+    // A privileged container may use what it makes.
+    let privileged = out("privileged");
+    for d in ["/dev", "/made", "/scratch"] {
+        assert!(privileged.contains(&format!("{d}-opened")), "{d}: {privileged}");
+    }
+}

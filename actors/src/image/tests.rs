@@ -889,3 +889,40 @@ fn sparse_entries_count_in_full_and_stay_sparse() {
     assert_eq!(&bytes[bytes.len() - 512..], &block[..]);
     assert!(bytes[..bytes.len() - 512].iter().all(|b| *b == 0));
 }
+
+#[test]
+fn device_nodes_in_a_layer_are_not_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path().join("store")).unwrap();
+    let device = |mut t: LayerTar, path: &str, kind: EntryType, major: u32, minor: u32| {
+        let mut h = header(path, kind, 0o666, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        h.set_cksum();
+        t.0.append(&h, std::io::empty()).unwrap();
+        t
+    };
+    // The host's first disk and /dev/mem, world-writable, next to a FIFO and a file.
+    let tar = LayerTar::new().dir("dev", 0o755);
+    let tar = device(tar, "dev/sda", EntryType::Block, 8, 0);
+    let tar = device(tar, "dev/mem", EntryType::Char, 1, 1);
+    let tar = device(tar, "run/pipe", EntryType::Fifo, 0, 0);
+    let tar = tar.file("etc/ok", 0o644, b"ok").finish();
+    let layout = tmp.path().join("devices");
+    let image = one_layer_layout(&layout, tar, false);
+    store.import(&layout, Some("devices")).unwrap();
+    let dir = store.layer_dir(&image.layer_digests[0]).unwrap();
+    assert!(
+        fs::symlink_metadata(dir.join("dev/sda")).is_err(),
+        "a block device was made"
+    );
+    assert!(
+        fs::symlink_metadata(dir.join("dev/mem")).is_err(),
+        "a char device was made"
+    );
+    assert!(fs::symlink_metadata(dir.join("run/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(fs::read(dir.join("etc/ok")).unwrap(), b"ok");
+}

@@ -360,23 +360,17 @@ impl Unpacker<'_> {
                 // link to a symlink stays inside the layer.
                 fs::hard_link(&source, &target).map_err(io_err("hard link", &target))?;
             }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let sflag = match kind {
-                    EntryType::Char => SFlag::S_IFCHR,
-                    EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
-                let header = entry.header();
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            // A layer's device nodes are not made: an image could otherwise
+            // ship the host's disk (`b 8 0`, mode 0666) into every container
+            // and into the node's own image store. The runtime gives each
+            // container the devices it may use.
+            EntryType::Char | EntryType::Block => {
+                warn!(layer = self.digest, entry = %name, "skipping a device node in an image layer");
+            }
+            EntryType::Fifo => {
                 self.clear(&target, false)?;
-                mknod(
-                    &target,
-                    sflag,
-                    Mode::from_bits_truncate(0o600),
-                    makedev(u64::from(major), u64::from(minor)),
-                )
-                .map_err(|e| io_err("mknod", &target)(e.into()))?;
+                mknod(&target, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(|e| io_err("mknod", &target)(e.into()))?;
                 self.set_meta(&target, meta, false)?;
             }
             other => {

@@ -141,6 +141,7 @@ impl Runtime {
                 image: None,
                 image_id: None,
                 mount_scope: Vec::new(),
+                seal_dev: false,
             });
             return AttemptState::Running(super::Started {
                 id,

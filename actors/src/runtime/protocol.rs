@@ -38,6 +38,10 @@ pub struct ShimConfig {
     /// container whose mounts must propagate back to the host.
     #[serde(default)]
     pub mount_scope: Vec<KeptMounts>,
+    /// Make the created container's `/dev` nodev, but for the device nodes
+    /// the runtime put there (see `shim::mounts::seal_dev`). Off for privileged containers.
+    #[serde(default)]
+    pub seal_dev: bool,
 }
 
 /// A mount subtree of which a shim keeps only one part.

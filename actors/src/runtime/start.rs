@@ -155,14 +155,16 @@ impl Runtime {
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        mount(
-            Some("overlay"),
-            &rootfs,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
+        // nodev: a device node the image or the container makes in its
+        // root opens nothing (privileged containers may use theirs).
+        let privileged = c.security_context.as_ref().and_then(|s| s.privileged) == Some(true);
+        let flags = if privileged {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_NODEV
+        };
+        mount(Some("overlay"), &rootfs, Some("overlay"), flags, Some(opts.as_str()))
+            .map_err(|e| StartError::new("CreateContainerError", io_err("mount overlay on", &rootfs, e)))?;
         let term = dir.join("termination-log");
         std::fs::write(&term, b"").map_err(|e| StartError::new("CreateContainerError", io_err("write", &term, e)))?;
         // Writable by whatever user the container runs as, as kubelet makes it.
@@ -226,6 +228,7 @@ impl Runtime {
             image_id: Some(image_id.clone()),
             // A shared rootfs (a Bidirectional volume) must reach the host's
             // mount table, which a shim with its own table would stop.
+            seal_dev: !privileged,
             mount_scope: if config["linux"]["rootfsPropagation"] == "shared" {
                 Vec::new()
             } else {

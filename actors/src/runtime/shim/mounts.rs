@@ -95,3 +95,70 @@ fn move_mount_to(tree: &OwnedFd, target: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes a created (not yet started) container's `/dev` nodev, except for
+/// the device nodes libcontainer made there (null, zero, full, random,
+/// urandom, tty): each of those is first bind-mounted onto itself, and a
+/// bind mount keeps the flags it was made with. A node the container makes
+/// later with CAP_MKNOD, there or anywhere else (the rootfs and volumes are
+/// nodev too), opens nothing, whatever the device cgroup would allow.
+///
+/// Joining the container's mount namespace is done by a child: the shim's
+/// own namespace must stay as it is.
+pub(super) fn seal_dev(init: nix::unistd::Pid) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the shim is single-threaded; the child only makes syscalls and exits.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(read_end);
+            let code = match seal_dev_in(init) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(write_end).write_all(e.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(write_end);
+            let mut said = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut said);
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                other => Err(format!("making the container's /dev nodev: {said} ({other:?})")),
+            }
+        }
+    }
+}
+
+fn seal_dev_in(init: nix::unistd::Pid) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let ns_path = format!("/proc/{init}/ns/mnt");
+    let ns = std::fs::File::open(&ns_path).map_err(|e| format!("open {ns_path}: {e}"))?;
+    // Root and working directory become the namespace's root: the container's `/`.
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns {ns_path}: {e}"))?;
+    let dev = Path::new("/dev");
+    let entries = std::fs::read_dir(dev).map_err(|e| format!("read /dev: {e}"))?;
+    for entry in entries.flatten() {
+        let is_device = entry
+            .file_type()
+            .is_ok_and(|t| t.is_char_device() || t.is_block_device());
+        if is_device {
+            let p = entry.path();
+            mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| format!("bind {}: {e}", p.display()))?;
+        }
+    }
+    mount(
+        None::<&str>,
+        dev,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| format!("remount /dev nodev: {e}"))
+}

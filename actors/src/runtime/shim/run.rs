@@ -144,6 +144,16 @@ fn create(config: &ShimConfig) -> Result<Container, String> {
         .with_detach(true)
         .build()
         .map_err(|e| e.to_string())?;
+    if config.seal_dev {
+        if let Err(e) = container
+            .pid()
+            .ok_or_else(|| "container has no pid after create".to_string())
+            .and_then(super::mounts::seal_dev)
+        {
+            let _ = container.delete(true);
+            return Err(e);
+        }
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(e.to_string());
