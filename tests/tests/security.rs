@@ -580,3 +580,61 @@ fn device_nodes_a_container_makes_open_nothing() {
         assert!(privileged.contains(&format!("{d}-opened")), "{d}: {privileged}");
     }
 }
+
+#[test]
+fn a_volume_path_swapped_for_a_link_is_never_mounted() {
+    let node = Node::start();
+    let outer = node.dir.path().join("shared");
+    std::fs::create_dir_all(outer.join("inner")).unwrap();
+    // `inner` is a hostPath of its own and also a directory of `outer`, which
+    // the container may write: it swaps `inner` and `outer/sub` (a subPath)
+    // for links to the host's `/`, then exits to be started again.
+    let script = "if [ -e /inner/etc/os-release ] || [ -e /sub/etc/os-release ]; then echo ESCAPED; sleep 3600; fi; \
+                  if [ -e /outer/swapped ]; then echo second-start; sleep 3600; fi; \
+                  touch /outer/swapped; rm -rf /outer/inner /outer/sub; ln -s / /outer/inner; ln -s / /outer/sub; exit 1";
+    // Applies the pod (with or without the `inner` hostPath) and returns the
+    // message of its refused second start.
+    let refused = |name: &str, with_inner: bool| {
+        let (volume, mount) = if with_inner {
+            (
+                format!(
+                    "  - {{name: inner, hostPath: {{path: {}/inner, type: Directory}}}}\n",
+                    outer.display()
+                ),
+                "    - {name: inner, mountPath: /inner}\n",
+            )
+        } else {
+            (String::new(), "")
+        };
+        node.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  volumes:\n  - {{name: outer, hostPath: {{path: {o}}}}}\n{volume}  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, {s}]\n    volumeMounts:\n    - {{name: outer, mountPath: /outer}}\n{mount}    - {{name: outer, mountPath: /sub, subPath: sub}}\n",
+            o = outer.display(),
+            s = serde_json::to_string(script).unwrap()
+        ));
+        let p = node.wait_pod(name, "refused at its second start", MIN, |p| {
+            container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        });
+        let logs = node.logs(name, "c");
+        assert!(!logs.contains("ESCAPED"), "{logs}");
+        node.ok(&["delete", "pod", name]);
+        wait_for("the pod gone", MIN, || node.pod(name).is_none().then_some(()));
+        for f in ["swapped", "inner", "sub"] {
+            let _ = std::fs::remove_file(outer.join(f));
+        }
+        container(&p, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let message = refused("swapper", true);
+    assert!(
+        message.contains(&format!("hostPath {}/inner now resolves to /", outer.display())),
+        "{message}"
+    );
+    // Without the `inner` hostPath, the subPath is what is refused.
+    let message = refused("sub-swapper", false);
+    assert!(
+        message.contains("subPath \"sub\" resolves outside the volume"),
+        "{message}"
+    );
+}

@@ -183,6 +183,47 @@ impl VolumeManager {
         })
     }
 
+    /// Checks a published volume on what its path was opened as, at each
+    /// container start: a hostPath must still be what was published (a
+    /// container that can write above it may have swapped it for a link)
+    /// and within the allow-list; a subPath below it is the runtime's to keep
+    /// inside the volume. Any other
+    /// plugin's path must lie in the pod's directory or the plugins' state
+    /// directory, so no plugin hands a container the host's `/`.
+    pub fn check_opened(&self, v: &Published, real: &Path, pod_dir: &Path) -> Result<(), VolumeError> {
+        if v.source.plugin == sources::HOST_PATH {
+            if !under(real, &v.host_path) {
+                return Err(VolumeError {
+                    volume: v.source.name.clone(),
+                    message: format!(
+                        "volume {:?}: hostPath {} now resolves to {}, outside what was published ({}); recreate the pod to use the new path",
+                        v.source.name,
+                        v.source.context.get("path").map(String::as_str).unwrap_or_default(),
+                        real.display(),
+                        v.host_path.display()
+                    ),
+                });
+            }
+            return self.check_allowed(&v.source, real);
+        }
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let (pods, plugins) = (canon(pod_dir), canon(&self.cfg.state_dir));
+        if under(real, &pods) || under(real, &plugins) {
+            return Ok(());
+        }
+        Err(VolumeError {
+            volume: v.source.name.clone(),
+            message: format!(
+                "volume {:?}: plugin {:?} published {}, which is outside the pod's directory ({}) and the plugins' state directory ({})",
+                v.source.name,
+                v.source.plugin,
+                real.display(),
+                pods.display(),
+                plugins.display()
+            ),
+        })
+    }
+
     /// Publishes every volume of `pod` (idempotent: already published ones
     /// are published again, which plugins accept).
     pub async fn publish(&self, pod: &Pod, pod_dir: &Path) -> Result<Vec<Published>, VolumeError> {

@@ -30,6 +30,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 mod start;
+pub mod volpath;
 
 use crate::config::NodeConfig;
 use crate::image::ImageStore;
@@ -268,7 +269,13 @@ impl Runtime {
     /// Unmounts and removes one attempt's rootfs (the exit record and logs stay).
     fn release_rootfs(&self, dir: &Path) {
         let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-        for d in ["upper", "work", "rootfs"] {
+        // Staged volume sources are unmounted first: removing the directory
+        // must never reach into a volume's data.
+        let stage = dir.join("mounts");
+        if stage.exists() {
+            remove::unmount_below(&stage);
+        }
+        for d in ["mounts", "upper", "work", "rootfs"] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
     }

@@ -2,6 +2,7 @@
 //! the pod spec and the image config, with Kubernetes' rules for command,
 //! args, env and working directory.
 
+use super::volpath;
 use crate::image::ImageConfig;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use peapod_volumes::Published;
@@ -46,84 +47,57 @@ pub struct SpecPaths<'a> {
     pub cgroups_path: &'a str,
     /// The pod's published volumes.
     pub volumes: &'a [Published],
+    /// Where this start's volume sources are staged (see `volume_mounts`).
+    pub volume_stage: &'a Path,
+    /// Checks a volume's source on the path it was opened at.
+    pub volume_check: &'a dyn Fn(&Published, &Path) -> Result<(), String>,
 }
 
 /// The bind mounts of a container's `volumeMounts`: `subPath` (or
 /// `subPathExpr`, expanded with the container's environment) is created if
 /// missing and must stay inside its volume; `readOnly` and
 /// `mountPropagation` map to mount options.
+///
+/// Each source is resolved to a descriptor once, checked with `check` on
+/// what was opened, and bind-mounted from that descriptor onto
+/// `<stage>/<n>`; the runtime mounts the staging point, never a path a
+/// container could change in between (see `volpath`).
 pub fn volume_mounts(
     c: &Container,
     volumes: &[Published],
     env: &[(String, String)],
+    stage: &Path,
+    check: &dyn Fn(&Published, &Path) -> Result<(), String>,
 ) -> Result<Vec<Value>, ConfigError> {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (n, m) in c.volume_mounts.iter().flatten().enumerate() {
         let v = volumes
             .iter()
             .find(|p| p.source.name == m.name)
             .ok_or_else(|| ConfigError(format!("volume {:?} is not set up for this pod", m.name)))?;
-        let mut source = v.host_path.clone();
         let sub = match (&m.sub_path, &m.sub_path_expr) {
             (Some(s), _) if !s.is_empty() => Some(s.clone()),
             (_, Some(e)) if !e.is_empty() => Some(expand(e, &vars)),
             _ => None,
         };
-        if let Some(sub) = sub {
-            if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                return Err(ConfigError(format!(
-                    "subPath {sub:?} of volume {:?} must be a relative path without '..'",
-                    m.name
-                )));
-            }
-            source = source.join(&sub);
-            // A symlink inside the volume must not lead out of it: checked on
-            // what exists before anything is created, and on the result.
-            let base = v
-                .host_path
-                .canonicalize()
-                .map_err(|e| ConfigError(format!("{}: {e}", v.host_path.display())))?;
-            let existing = source.ancestors().find(|a| a.exists()).unwrap_or(&v.host_path);
-            let existing = existing
-                .canonicalize()
-                .map_err(|e| ConfigError(format!("{}: {e}", existing.display())))?;
-            if !existing.starts_with(&base) {
-                return Err(ConfigError(format!(
-                    "subPath {sub:?} of volume {:?} resolves outside the volume",
-                    m.name
-                )));
-            }
-            if !source.exists() {
+        let in_volume = |e: String| ConfigError(format!("volume {:?}: {e}", m.name));
+        let root = volpath::open_path(&v.host_path).map_err(in_volume)?;
+        let fd = match &sub {
+            Some(sub) => {
                 // With the volume root's mode, as kubelet does (the daemon's umask is 077).
                 use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&base)
+                let mode = std::fs::metadata(volpath::fd_path(&root).map_err(in_volume)?)
                     .map(|m| m.permissions().mode() & 0o7777)
                     .unwrap_or(0o755);
-                let mut made = Vec::new();
-                let mut at = source.as_path();
-                while !at.exists() {
-                    made.push(at.to_path_buf());
-                    at = at.parent().unwrap_or(&v.host_path);
-                }
-                std::fs::create_dir_all(&source)
-                    .map_err(|e| ConfigError(format!("create subPath {}: {e}", source.display())))?;
-                for d in made {
-                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| ConfigError(format!("chmod subPath {}: {e}", d.display())))?;
-                }
+                volpath::open_sub_path(&root, sub, mode).map_err(in_volume)?
             }
-            let real = source
-                .canonicalize()
-                .map_err(|e| ConfigError(format!("{}: {e}", source.display())))?;
-            if !real.starts_with(&base) {
-                return Err(ConfigError(format!(
-                    "subPath {sub:?} of volume {:?} resolves outside the volume",
-                    m.name
-                )));
-            }
-            source = real;
-        }
+            None => root,
+        };
+        let real = volpath::fd_path(&fd).map_err(in_volume)?;
+        check(v, &real).map_err(ConfigError)?;
+        let target = stage.join(n.to_string());
+        volpath::bind_fd(&fd, &target).map_err(in_volume)?;
         let ro = m.read_only.unwrap_or(false) || v.source.read_only;
         let propagation = match m.mount_propagation.as_deref() {
             Some("HostToContainer") => "rslave",
@@ -133,7 +107,7 @@ pub fn volume_mounts(
         out.push(json!({
             "destination": m.mount_path,
             "type": "bind",
-            "source": source.display().to_string(),
+            "source": target.display().to_string(),
             "options": ["rbind", if ro { "ro" } else { "rw" }, propagation],
         }));
     }
@@ -437,7 +411,7 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) },
         }
     });
-    let mut extra = volume_mounts(c, paths.volumes, &env)?;
+    let mut extra = volume_mounts(c, paths.volumes, &env, paths.volume_stage, paths.volume_check)?;
     // A device node made in a volume opens nothing (the rootfs is mounted
     // nodev by the runtime, /dev by the shim); privileged containers may.
     if !privileged {

@@ -173,7 +173,21 @@ impl Runtime {
         let cgroups_path = format!("{}/{id}", cgroups::pod_path(&uid));
         let sandbox = self.paths.sandbox_dir(&uid);
         let etc = self.paths.pod_dir(&uid).join("etc");
+        let stage = dir.join("mounts");
+        if stage.exists() {
+            // Left by a start of this number that never ran.
+            super::remove::unmount_below(&stage);
+            let _ = std::fs::remove_dir_all(&stage);
+        }
+        std::fs::create_dir_all(&stage)
+            .map_err(|e| StartError::new("CreateContainerError", io_err("create", &stage, e)))?;
+        let pod_dir = self.paths.pod_dir(&uid);
+        let volume_check = |v: &peapod_volumes::Published, real: &std::path::Path| {
+            self.volumes.check_opened(v, real, &pod_dir).map_err(|e| e.message)
+        };
         let spec_paths = spec::SpecPaths {
+            volume_stage: &stage,
+            volume_check: &volume_check,
             rootfs: &rootfs,
             sandbox: &sandbox,
             etc_dir: &etc,
