@@ -112,12 +112,12 @@ async fn exchange_plain(req: &Request<'_>, timeout: Duration) -> Result<String, 
 /// up to 10 redirects on the same host as kubelet's prober does (a redirect
 /// to another host counts as success, as there).
 pub async fn probe(req: &Request<'_>, timeout: Duration) -> Outcome {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let scheme = if req.https { "https" } else { "http" };
     let mut path = req.path.to_string();
     for _ in 0..=10 {
         let url = format!("{scheme}://{}{path}", super::join_host_port(req.host, req.port));
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Outcome::Failure(format!("Get \"{url}\": {TIMED_OUT}"));
         }

@@ -174,7 +174,7 @@ impl Runtime {
     /// the latest start (however long that takes): a start is never mistaken
     /// for a missing one.
     pub async fn observe(self: &Arc<Self>, uid: &str, container: &str) -> Observation {
-        let began = std::time::Instant::now();
+        let began = tokio::time::Instant::now();
         loop {
             let guard = self.locks.lock(format!("ctr/{uid}/{container}")).await;
             // Shims of older builds (no lock file) are asked over their socket.
