@@ -271,11 +271,8 @@ impl Runtime {
         let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         // Staged volume sources are unmounted first: removing the directory
         // must never reach into a volume's data.
-        let stage = dir.join("mounts");
-        if stage.exists() {
-            remove::unmount_below(&stage);
-        }
-        for d in ["mounts", "upper", "work", "rootfs"] {
+        volpath::unstage(&dir.join("mounts"));
+        for d in ["upper", "work", "rootfs"] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
     }

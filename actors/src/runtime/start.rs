@@ -174,11 +174,8 @@ impl Runtime {
         let sandbox = self.paths.sandbox_dir(&uid);
         let etc = self.paths.pod_dir(&uid).join("etc");
         let stage = dir.join("mounts");
-        if stage.exists() {
-            // Left by a start of this number that never ran.
-            super::remove::unmount_below(&stage);
-            let _ = std::fs::remove_dir_all(&stage);
-        }
+        // Left by a start of this number that never ran.
+        super::volpath::unstage(&stage);
         std::fs::create_dir_all(&stage)
             .map_err(|e| StartError::new("CreateContainerError", io_err("create", &stage, e)))?;
         let pod_dir = self.paths.pod_dir(&uid);

@@ -115,6 +115,18 @@ fn beneath_error(sub: &str, at: &Path, e: std::io::Error) -> String {
     }
 }
 
+/// Detaches every staging point in `stage` and removes the directory. Only
+/// this start's own entries are touched, each a mount this module made (a
+/// detached recursive bind takes its submounts with it), so removing what is
+/// left never reaches into a volume.
+pub fn unstage(stage: &Path) {
+    let Ok(entries) = std::fs::read_dir(stage) else { return };
+    for e in entries.flatten() {
+        let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(stage);
+}
+
 /// Where `fd` is now, as the kernel names it.
 pub fn fd_path(fd: &OwnedFd) -> Result<PathBuf, String> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("locate a volume path: {e}"))
