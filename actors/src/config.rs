@@ -24,6 +24,12 @@ pub struct NodeConfig {
     /// Containers that name no seccomp profile run under RuntimeDefault
     /// (kubelet's `--seccomp-default`); false leaves them Unconfined.
     pub seccomp_default: bool,
+    /// A container's log file is rotated before it passes this many bytes
+    /// (kubelet's `--container-log-max-size`); 0: never.
+    pub container_log_max_size: u64,
+    /// Log files kept per container start, the live one included
+    /// (kubelet's `--container-log-max-files`).
+    pub container_log_max_files: u32,
 }
 
 impl NodeConfig {

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use peapod_actors::runtime::logfile::{LogReader, ReadOptions};
 use peapod_actors::runtime::NodePaths;
 use peapod_core::field::FieldErrors;
 use peapod_core::kinds::{self, Kind, KINDS};
@@ -573,32 +574,20 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     };
     let file = data.paths.log_file(&ns, &name, object::uid(&pod), &container, attempt);
     let follow = q.get("follow").is_some_and(|f| f == "true") && !previous;
-    let tail = q.get("tailLines").and_then(|n| n.parse::<usize>().ok());
-    // Keep the file open: the pod's logs are unlinked when it is removed, and the
-    // last lines (written while it stops) must still reach the follower.
-    // Without follow the answer is the log as it stood when asked: its lines
-    // are counted, and it is read, up to the length it had then.
-    let opened = tokio::task::spawn_blocking(move || -> Option<(std::sync::Arc<std::fs::File>, u64, u64)> {
-        let f = std::fs::File::open(&file).ok()?;
-        let len = f.metadata().ok()?.len();
-        let offset = match tail {
-            Some(n) => tail_offset(&f, len, n).ok()?,
-            None => 0,
-        };
-        Some((std::sync::Arc::new(f), offset, len))
-    })
-    .await
-    .ok()
-    .flatten();
-    let (file, offset, len) = match opened {
-        Some((f, o, l)) => (Some(f), o, l),
-        None => (None, 0, 0),
+    let opts = match log_options(q, follow, chrono::Utc::now()) {
+        Ok(o) => o,
+        Err(message) => return status(400, "BadRequest", message, None),
     };
+    // The files are opened here: the pod's logs are unlinked when it is
+    // removed, and the last lines (written while it stops) must still reach
+    // the follower. Without follow the answer is the log as it stood when
+    // asked: its lines are counted, and it is read, up to the length it had then.
+    let reader = tokio::task::spawn_blocking(move || LogReader::open(&file, opts).ok())
+        .await
+        .ok()
+        .flatten();
     let state = LogStream {
-        file,
-        offset,
-        end: (!follow).then_some(len),
-        follow,
+        reader,
         store: data.store.clone(),
         ns,
         name,
@@ -606,41 +595,42 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
         container,
         attempt,
         polls: 0,
-        last: false,
     };
     // Read a chunk at a time on the blocking pool: the API's one worker never
     // reads a file itself, and a log of any size costs one chunk of memory.
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         loop {
-            let chunk = match &s.file {
-                Some(f) => {
-                    let (f, at) = (f.clone(), s.offset);
-                    let want = s
-                        .end
-                        .map_or(LOG_CHUNK, |end| (end.saturating_sub(at)).min(LOG_CHUNK as u64) as usize);
-                    tokio::task::spawn_blocking(move || {
-                        use std::os::unix::fs::FileExt;
-                        let mut buf = vec![0u8; want];
-                        let n = f.read_at(&mut buf, at).unwrap_or(0);
-                        buf.truncate(n);
-                        buf
-                    })
-                    .await
-                    .unwrap_or_default()
+            let reader = s.reader.take()?;
+            let (reader, chunk) = tokio::task::spawn_blocking(move || {
+                let mut reader = reader;
+                let chunk = reader.next_chunk();
+                (reader, chunk)
+            })
+            .await
+            .ok()?;
+            let chunk = match chunk {
+                Ok(Some(c)) => c,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!("reading the log of {}/{} {}: {e}", s.ns, s.name, s.container);
+                    return None;
                 }
-                None => Vec::new(),
             };
+            let following = reader.following();
+            s.reader = Some(reader);
             if !chunk.is_empty() {
-                s.offset += chunk.len() as u64;
                 return Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), s));
             }
-            if !s.follow || s.last {
-                return None;
-            }
-            // Follow: what is appended, until this attempt no longer runs.
+            // Follow: what is appended, until this attempt no longer runs;
+            // then what was written before it stopped.
             s.polls += 1;
-            if s.polls % 5 == 0 && !still_running(&*s.store, &s.ns, &s.name, &s.uid, &s.container, s.attempt).await {
-                s.last = true; // one more read for what was written before it stopped
+            if following
+                && s.polls % 5 == 0
+                && !still_running(&*s.store, &s.ns, &s.name, &s.uid, &s.container, s.attempt).await
+            {
+                if let Some(r) = &mut s.reader {
+                    r.stop_following();
+                }
                 continue;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -649,16 +639,62 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     HttpResponse::Ok().content_type("text/plain").streaming(stream)
 }
 
-/// How much of a log one read takes.
-const LOG_CHUNK: usize = 64 * 1024;
+/// Reads the query of a log request (`PodLogOptions`): `tailLines`,
+/// `sinceSeconds` or `sinceTime`, `timestamps`, `limitBytes`.
+fn log_options(
+    q: &HashMap<String, String>,
+    follow: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ReadOptions, String> {
+    let int = |key: &str| -> Result<Option<i64>, String> {
+        q.get(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{key}: Invalid value: {v:?}: must be an integer"))
+            })
+            .transpose()
+    };
+    let positive = |key: &str| -> Result<Option<i64>, String> {
+        match int(key)? {
+            Some(n) if n < 1 => Err(format!("{key}: Invalid value: {n}: must be greater than 0")),
+            n => Ok(n),
+        }
+    };
+    let tail = match int("tailLines")? {
+        Some(n) if n < 0 => {
+            return Err(format!(
+                "tailLines: Invalid value: {n}: must be greater than or equal to 0"
+            ))
+        }
+        n => n.map(|n| n as usize),
+    };
+    let since = match (positive("sinceSeconds")?, q.get("sinceTime")) {
+        (Some(_), Some(_)) => return Err("at most one of `sinceTime` or `sinceSeconds` may be specified".into()),
+        (Some(secs), None) => Some(
+            chrono::Duration::try_seconds(secs)
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        ),
+        (None, Some(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| format!("sinceTime: Invalid value: {t:?}: not an RFC 3339 time: {e}"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None) => None,
+    };
+    Ok(ReadOptions {
+        tail,
+        since,
+        timestamps: q.get("timestamps").is_some_and(|t| t == "true"),
+        limit_bytes: positive("limitBytes")?.map(|n| n as u64),
+        follow,
+    })
+}
 
 /// Where a log stream stands.
 struct LogStream {
-    file: Option<std::sync::Arc<std::fs::File>>,
-    offset: u64,
-    /// Where reading stops (the length when asked), unless following.
-    end: Option<u64>,
-    follow: bool,
+    /// `None` once done (or when there is no log).
+    reader: Option<LogReader>,
     store: std::sync::Arc<dyn Store>,
     ns: String,
     name: String,
@@ -666,37 +702,6 @@ struct LogStream {
     container: String,
     attempt: u32,
     polls: u32,
-    last: bool,
-}
-
-/// The offset at which the last `n` lines of the first `len` bytes of `f`
-/// begin, found by reading back from there a chunk at a time (a final
-/// newline ends the last line rather than starting another). `n == 0` is
-/// `len`: no lines.
-fn tail_offset(f: &std::fs::File, len: u64, n: usize) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt;
-    if n == 0 {
-        return Ok(len);
-    }
-    let mut buf = vec![0u8; LOG_CHUNK];
-    let mut end = len;
-    let mut count = 0;
-    while end > 0 {
-        let start = end.saturating_sub(LOG_CHUNK as u64);
-        let block = &mut buf[..(end - start) as usize];
-        f.read_exact_at(block, start)?;
-        for (i, b) in block.iter().enumerate().rev() {
-            let at = start + i as u64;
-            if *b == b'\n' && at + 1 < len {
-                count += 1;
-                if count == n {
-                    return Ok(at + 1);
-                }
-            }
-        }
-        end = start;
-    }
-    Ok(0)
 }
 
 async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, container: &str, attempt: u32) -> bool {
@@ -719,44 +724,50 @@ async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, conta
 
 #[cfg(test)]
 mod log_tests {
-    use super::tail_offset;
-    use std::io::Write;
+    use super::log_options;
+    use std::collections::HashMap;
 
-    fn offset(text: &[u8], n: usize) -> u64 {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(text).unwrap();
-        tail_offset(&f, text.len() as u64, n).unwrap()
+    fn opts(pairs: &[(&str, &str)]) -> Result<peapod_actors::runtime::logfile::ReadOptions, String> {
+        let q: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        log_options(&q, false, now)
     }
 
     #[test]
-    fn tail_counts_lines_only_up_to_the_length_when_asked() {
-        // A line appended after the length was taken is not one of the last.
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"a\nb\nlater\n").unwrap();
-        assert_eq!(tail_offset(&f, 4, 1).unwrap(), 2);
-        assert_eq!(tail_offset(&f, 4, 2).unwrap(), 0);
-        assert_eq!(tail_offset(&f, 10, 1).unwrap(), 4);
+    fn log_options_read_what_kubectl_sends() {
+        let o = opts(&[
+            ("tailLines", "20"),
+            ("timestamps", "true"),
+            ("limitBytes", "100"),
+            ("sinceSeconds", "60"),
+        ])
+        .unwrap();
+        assert_eq!(o.tail, Some(20));
+        assert!(o.timestamps);
+        assert_eq!(o.limit_bytes, Some(100));
+        assert_eq!(o.since.unwrap().to_rfc3339(), "2026-12-01T09:59:00+00:00");
+        let o = opts(&[("sinceTime", "2026-12-01T09:00:00.5+01:00")]).unwrap();
+        assert_eq!(o.since.unwrap().to_rfc3339(), "2026-12-01T08:00:00.500+00:00");
+        // A huge sinceSeconds is all of the log, not an overflow.
+        assert!(opts(&[("sinceSeconds", &i64::MAX.to_string())])
+            .unwrap()
+            .since
+            .is_some());
     }
 
     #[test]
-    fn tail_finds_the_last_lines_from_the_end() {
-        assert_eq!(offset(b"a\nb\nc\n", 1), 4);
-        assert_eq!(offset(b"a\nb\nc\n", 2), 2);
-        assert_eq!(offset(b"a\nb\nc\n", 3), 0);
-        assert_eq!(offset(b"a\nb\nc\n", 10), 0);
-        assert_eq!(offset(b"a\nb\nc", 1), 4, "a last line without a newline");
-        assert_eq!(offset(b"a\nb\nc\n", 0), 6, "no lines");
-        assert_eq!(offset(b"", 3), 0);
-    }
-
-    #[test]
-    fn tail_crosses_chunk_boundaries() {
-        // Lines of 1000 bytes, far more than one chunk.
-        let line = [vec![b'x'; 999], vec![b'\n']].concat();
-        let text: Vec<u8> = std::iter::repeat_n(line, 300).flatten().collect();
-        let len = text.len() as u64;
-        assert_eq!(offset(&text, 1), len - 1000);
-        assert_eq!(offset(&text, 150), len - 150_000);
-        assert_eq!(offset(&text, 300), 0);
+    fn bad_log_options_name_the_parameter() {
+        let err = |pairs: &[(&str, &str)]| opts(pairs).unwrap_err();
+        assert!(err(&[("tailLines", "-2")]).starts_with("tailLines: Invalid value: -2"));
+        assert!(err(&[("tailLines", "ten")]).starts_with("tailLines: Invalid value: \"ten\""));
+        assert!(err(&[("sinceSeconds", "0")]).starts_with("sinceSeconds: Invalid value: 0"));
+        assert!(err(&[("limitBytes", "0")]).starts_with("limitBytes: Invalid value: 0"));
+        assert!(err(&[("sinceTime", "yesterday")]).starts_with("sinceTime: Invalid value: \"yesterday\""));
+        assert_eq!(
+            err(&[("sinceTime", "2026-12-01T09:00:00Z"), ("sinceSeconds", "5")]),
+            "at most one of `sinceTime` or `sinceSeconds` may be specified"
+        );
     }
 }

@@ -83,8 +83,61 @@ pub struct LogsArgs {
     follow: bool,
     #[arg(short = 'p', long)]
     previous: bool,
+    /// Lines from the end of the log (across its rotated files); -1: all.
     #[arg(long)]
     tail: Option<i64>,
+    /// Start each line with the time it was written (RFC 3339).
+    #[arg(long)]
+    timestamps: bool,
+    /// Only lines newer than this, as a duration (`30s`, `5m`, `1h30m`).
+    #[arg(long, conflicts_with = "since_time")]
+    since: Option<String>,
+    /// Only lines written at or after this RFC 3339 time.
+    #[arg(long)]
+    since_time: Option<String>,
+    /// Stop after this many bytes.
+    #[arg(long)]
+    limit_bytes: Option<i64>,
+}
+
+/// Seconds in a duration written as Go writes them (`1h30m`, `90s`,
+/// `1.5h`, `250ms`), rounded up as kubectl rounds `--since`.
+fn duration_seconds(text: &str) -> Result<i64> {
+    let bad = || {
+        anyhow::anyhow!("invalid duration {text:?}: use a number and a unit (ns, us, ms, s, m, h), e.g. 30s or 1h30m")
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += value * scale;
+        rest = &rest[unit_len..];
+    }
+    let secs = (nanos / 1e9).ceil();
+    if !(1.0..=i64::MAX as f64).contains(&secs) {
+        anyhow::bail!(
+            "invalid duration {text:?}: must be at least 1ns and at most {} s",
+            i64::MAX
+        );
+    }
+    Ok(secs as i64)
 }
 
 #[derive(Subcommand)]
@@ -545,6 +598,23 @@ pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
     if let Some(t) = a.tail.filter(|t| *t >= 0) {
         q.push(format!("tailLines={t}"));
     }
+    if a.timestamps {
+        q.push("timestamps=true".into());
+    }
+    if let Some(d) = &a.since {
+        q.push(format!(
+            "sinceSeconds={}",
+            duration_seconds(d).with_context(|| "--since")?
+        ));
+    }
+    if let Some(t) = &a.since_time {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| anyhow::anyhow!("--since-time {t:?}: not an RFC 3339 time: {e}"))?;
+        q.push(format!("sinceTime={}", urlencode(t)));
+    }
+    if let Some(n) = a.limit_bytes {
+        q.push(format!("limitBytes={n}"));
+    }
     let path = format!(
         "{}/log?{}",
         kinds::pod().object_path(&ns_of(&a.namespace), &a.pod),
@@ -689,4 +759,22 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_seconds;
+
+    #[test]
+    fn since_takes_go_durations_rounded_up_to_seconds() {
+        assert_eq!(duration_seconds("30s").unwrap(), 30);
+        assert_eq!(duration_seconds("1h30m").unwrap(), 5400);
+        assert_eq!(duration_seconds("1.5h").unwrap(), 5400);
+        assert_eq!(duration_seconds("250ms").unwrap(), 1);
+        assert_eq!(duration_seconds("2m0.5s").unwrap(), 121);
+        for bad in ["", "5", "s", "5 days", "-5s", "0s", "1e400h"] {
+            let e = duration_seconds(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+    }
 }

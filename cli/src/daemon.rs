@@ -78,6 +78,13 @@ pub struct DaemonArgs {
     /// `--seccomp-default=false` leaves them Unconfined, as kubelet does by default.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     seccomp_default: bool,
+    /// A container's log is rotated before it passes this size, as a quantity
+    /// (`10Mi`, kubelet's default); `0` never rotates.
+    #[arg(long, default_value = "10Mi")]
+    container_log_max_size: String,
+    /// Log files kept per container start, the live one included (at least 2).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
     /// Threads (actix arbiters) that run pod actors; 0: one per CPU, at least 2.
     #[arg(long, default_value_t = 0)]
     pod_threads: usize,
@@ -187,6 +194,15 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
         event_ttl: std::time::Duration::from_secs(args.event_ttl.max(1)),
         seccomp_default: args.seccomp_default,
+        container_log_max_size: {
+            let v = &args.container_log_max_size;
+            u64::try_from(quantity("container-log-max-size", v)?.value())
+                .map_err(|_| anyhow::anyhow!("--container-log-max-size {v:?}: must not be negative"))?
+        },
+        container_log_max_files: match args.container_log_max_files {
+            n if n >= 2 => n,
+            n => anyhow::bail!("--container-log-max-files {n}: must be at least 2 (the live file and one rotated)"),
+        },
     };
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
         tracing::error!("capping the memory of all pods at the allocatable memory: {e}");

@@ -320,3 +320,130 @@ spec:
         "watch: {w}"
     );
 }
+
+#[test]
+fn logs_are_timed_records_read_across_rotations() {
+    let node = Node::start_with_args(
+        &["--container-log-max-size=64Ki", "--container-log-max-files=5"],
+        |_| {},
+    );
+    // `lines` writes 3000 numbered lines once it is followed (a file in
+    // its emptyDir says so); `shapes` writes on stdout and stderr, a line far
+    // longer than one record, and ends with a line without a newline.
+    let shapes = "echo one; sleep 2; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; printf unfinished";
+    let lines = "while [ ! -e /go/now ]; do sleep 0.1; done; seq 1 3000 | sed 's/^/line/'; sleep 1";
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: talk}}
+spec:
+  terminationGracePeriodSeconds: 0
+  restartPolicy: Never
+  volumes: [{{name: go, emptyDir: {{}}}}]
+  containers:
+  - name: shapes
+    image: busybox
+    command: ["sh", "-c", {}]
+  - name: lines
+    image: busybox
+    command: ["sh", "-c", {}]
+    volumeMounts: [{{name: go, mountPath: /go}}]
+"#,
+        serde_json::to_string(shapes).unwrap(),
+        serde_json::to_string(lines).unwrap()
+    ));
+    node.wait_pod("talk", "both running", MIN, |p| {
+        container(p, "lines")["state"]["running"].is_object() && container(p, "shapes")["state"]["running"].is_object()
+    });
+    let sock = node.run_dir().join("peapod.sock");
+    let follow = std::process::Command::new(peapod_tests::binary())
+        .args(["logs", "-f", "talk", "-c", "lines"])
+        .env("PEAPOD_SOCKET", &sock)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let uid = node.pod("talk").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(node.root().join(format!("pods/{uid}/volumes/emptydir/go/now")), "").unwrap();
+
+    let long = "x".repeat(40000);
+    node.wait_pod("talk", "shapes ended", MIN, |p| {
+        container(p, "shapes")["state"]["terminated"].is_object()
+    });
+    let all = node.logs("talk", "shapes");
+    assert_eq!(all, format!("one\ntwo\n{long}\nunfinished\n"));
+    // The file holds CRI records: a long line is three, the last a piece.
+    let file = node.root().join(format!("logs/default_talk_{uid}/shapes/0.log"));
+    let raw = std::fs::read_to_string(&file).unwrap();
+    let tags: Vec<(&str, &str)> = raw
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ' ').collect();
+            (f[1], f[2])
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("stdout", "F"),
+            ("stderr", "F"),
+            ("stdout", "P"),
+            ("stdout", "P"),
+            ("stdout", "F"),
+            ("stdout", "F")
+        ],
+        "{}",
+        &raw[..raw.len().min(300)]
+    );
+
+    // --timestamps: each line starts with its time; --since-time from the second.
+    let stamped = node.ok(&["logs", "talk", "-c", "shapes", "--timestamps"]);
+    let times: Vec<&str> = stamped.lines().map(|l| l.split_once(' ').unwrap().0).collect();
+    assert_eq!(times.len(), 4, "{}", &stamped[..200]);
+    let parsed: Vec<_> = times
+        .iter()
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}")))
+        .collect();
+    assert!(
+        parsed[1] - parsed[0] >= chrono::Duration::milliseconds(1900),
+        "{times:?}"
+    );
+    let since_two = node.ok(&["logs", "talk", "-c", "shapes", "--since-time", times[1]]);
+    assert_eq!(since_two, format!("two\n{long}\nunfinished\n"));
+    assert_eq!(node.ok(&["logs", "talk", "-c", "shapes", "--since", "1h"]), all);
+    // --tail counts lines, not records; --limit-bytes cuts the output.
+    assert_eq!(
+        node.ok(&["logs", "talk", "-c", "shapes", "--tail", "2"]),
+        format!("{long}\nunfinished\n")
+    );
+    assert_eq!(
+        node.ok(&["logs", "talk", "-c", "shapes", "--limit-bytes", "6"]),
+        "one\ntw"
+    );
+    let bad = node.peapod(&["logs", "talk", "-c", "shapes", "--since-time", "yesterday"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since-time \"yesterday\""));
+
+    // The follower saw all 3000 lines in order, though the log rotated
+    // under it (3000 records of ~45 bytes are two files of 64 KiB).
+    let out = follow.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want: String = (1..=3000).map(|i| format!("line{i}\n")).collect();
+    assert!(
+        text == want,
+        "followed {} bytes: ...{}",
+        text.len(),
+        &text[text.len().saturating_sub(100)..]
+    );
+    let rotated = node.root().join(format!("logs/default_talk_{uid}/lines/0.log.1"));
+    assert!(rotated.exists(), "the log never rotated");
+    // And read afterwards, the rotated files and the live one are one log.
+    assert_eq!(node.logs("talk", "lines"), want);
+    let tail: String = (2901..=3000).map(|i| format!("line{i}\n")).collect();
+    assert_eq!(node.ok(&["logs", "talk", "-c", "lines", "--tail", "100"]), tail);
+    node.ok(&["delete", "pod", "talk"]);
+}

@@ -635,3 +635,83 @@ fn a_volume_path_swapped_for_a_link_is_never_mounted() {
         "{message}"
     );
 }
+
+/// Bytes in the files directly in `dir`, and their names.
+fn dir_usage(dir: &std::path::Path) -> (u64, Vec<String>) {
+    let mut names = Vec::new();
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        // A file rotated away between the listing and the stat is simply gone.
+        if let Ok(m) = e.metadata() {
+            total += m.len();
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    (total, names)
+}
+
+#[test]
+fn a_container_that_writes_without_end_cannot_fill_the_disk_with_logs() {
+    const MAX: u64 = 256 * 1024;
+    let node = Node::start_with_args(
+        &["--container-log-max-size=256Ki", "--container-log-max-files=3"],
+        |_| {},
+    );
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: flood}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: "yes"
+    image: busybox
+    command: ["/bin/yes"]
+"#,
+    );
+    let p = node.wait_pod("flood", "running", MIN, |p| {
+        container(p, "yes")["state"]["running"].is_object()
+    });
+    let dir = node.root().join(format!(
+        "logs/default_flood_{}/yes",
+        p["metadata"]["uid"].as_str().unwrap()
+    ));
+    // The bound is the live file and two rotated ones, each at most the
+    // size (plus one record of at most 16 KiB and its header).
+    let bound = 3 * MAX + 16 * 1024 + 64;
+    let (mut most, mut rotations_seen) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut last_oldest = None;
+    while std::time::Instant::now() < deadline {
+        let (used, names) = dir_usage(&dir);
+        most = most.max(used);
+        assert!(used <= bound, "{used} bytes of logs in {names:?}, more than {bound}");
+        assert!(names.len() <= 3, "{names:?}");
+        // The oldest file changing is the flood being rotated away.
+        let oldest = std::fs::metadata(dir.join("0.log.2")).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        if oldest.is_some() && oldest != last_oldest {
+            rotations_seen += 1;
+            last_oldest = oldest;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rotations_seen >= 3,
+        "the flood was rotated only {rotations_seen} times in 8 s"
+    );
+    assert!(most > 2 * MAX, "the log never reached two files: {most} bytes");
+    // The container runs on, its latest output readable as ever.
+    let p = node.pod("flood").unwrap();
+    assert!(container(&p, "yes")["state"]["running"].is_object(), "{p}");
+    assert_eq!(container(&p, "yes")["restartCount"], 0);
+    assert_eq!(node.ok(&["logs", "flood", "--tail", "3"]), "y\ny\ny\n");
+    let stamped = node.ok(&["logs", "flood", "--tail", "1", "--timestamps"]);
+    let (time, line) = stamped.split_once(' ').unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{stamped}");
+    assert_eq!(line, "y\n");
+    node.ok(&["delete", "pod", "flood"]);
+}

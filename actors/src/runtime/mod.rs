@@ -21,6 +21,7 @@
 pub mod cgroups;
 pub mod cni;
 mod locks;
+pub mod logfile;
 mod observe;
 pub mod paths;
 pub mod protocol;

@@ -134,6 +134,8 @@ impl Runtime {
                 bundle: dir.clone(),
                 state_root: self.paths.container_state_root(),
                 log_path: Default::default(),
+                log_max_size: 0,
+                log_max_files: 0,
                 socket: self.paths.shim_socket(&id),
                 exit_file: dir.join("exit.json"),
                 memory_cgroup: None,

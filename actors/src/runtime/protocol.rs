@@ -15,8 +15,15 @@ pub struct ShimConfig {
     pub bundle: PathBuf,
     /// libcontainer state root.
     pub state_root: PathBuf,
-    /// The log file of this start: the container's stdout and stderr.
+    /// The log file of this start: the container's stdout and stderr, as
+    /// CRI records (see `runtime::logfile`).
     pub log_path: PathBuf,
+    /// Rotate the log before it passes this many bytes (0: never).
+    #[serde(default)]
+    pub log_max_size: u64,
+    /// Log files kept, the live one included.
+    #[serde(default)]
+    pub log_max_files: u32,
     /// Unix socket the shim serves.
     pub socket: PathBuf,
     /// Where the shim records the exit, before it deletes the container.

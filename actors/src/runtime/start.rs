@@ -3,7 +3,7 @@
 
 use super::observe::AttemptState;
 use super::protocol::{KeptMounts, ShimConfig, StartReport};
-use super::{blocking, cgroups, container_id, io_err, paths, seccomp, spec, Runtime};
+use super::{blocking, cgroups, container_id, io_err, logfile, paths, seccomp, spec, Runtime};
 use crate::image::{ImageError, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -220,6 +220,10 @@ impl Runtime {
         if let Some(parent) = log_path.parent() {
             paths::ensure_dir(parent)
                 .map_err(|e| StartError::new("CreateContainerError", io_err("create", parent, e)))?;
+            // Only this start's log and the previous one's (`logs --previous`) are kept.
+            if let Err(e) = logfile::prune_attempts(parent, attempt) {
+                tracing::warn!("removing old logs in {}: {e}", parent.display());
+            }
         }
         let image_id = format!("{}@{}", image.reference, image.manifest_digest);
         let shim = ShimConfig {
@@ -227,6 +231,8 @@ impl Runtime {
             bundle: dir.clone(),
             state_root: self.paths.container_state_root(),
             log_path,
+            log_max_size: self.config.container_log_max_size,
+            log_max_files: self.config.container_log_max_files,
             socket: self.paths.shim_socket(&id),
             exit_file: dir.join("exit.json"),
             memory_cgroup: Some(PathBuf::from(if cgroups::is_unified() {

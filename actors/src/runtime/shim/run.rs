@@ -1,6 +1,7 @@
 //! `peapod shim run`: create, start and babysit one container.
 
 use super::CleanSignalsExecutor;
+use crate::runtime::logfile::{self, Lines, LogWriter, Stream};
 use crate::runtime::protocol::{now, ExitRecord, ShimConfig, ShimReply, ShimRequest, StartReport, StartedRecord};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -116,7 +117,120 @@ fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
     1
 }
 
-fn create(config: &ShimConfig) -> Result<Container, String> {
+/// The container's stdout and stderr: the read ends of its pipes, and the
+/// log they are written to.
+struct Output {
+    pipes: [Option<OwnedFd>; 2],
+    lines: [Lines; 2],
+    log: LogWriter,
+    /// A write to the log failed; said once on stderr, not per line.
+    failed: bool,
+}
+
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+impl Output {
+    /// Reads once from pipe `i` (which must be readable or hung up) and
+    /// logs the lines; false once it is at its end.
+    fn pump(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        let Some(fd) = &self.pipes[i] else { return false };
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) => {
+                self.pipes[i] = None;
+                let log = &mut self.log;
+                let mut failed = None;
+                self.lines[i].finish(&mut |line, partial| {
+                    if let Err(e) = log.push(&logfile::timestamp(chrono::Utc::now()), STREAMS[i], line, partial) {
+                        failed = Some(e);
+                    }
+                });
+                self.note(failed);
+                false
+            }
+            Ok(n) => {
+                // One time for all the lines of one read, as they came together.
+                let time = logfile::timestamp(chrono::Utc::now());
+                let log = &mut self.log;
+                let mut failed = None;
+                self.lines[i].feed(&buf[..n], &mut |line, partial| {
+                    if let Err(e) = log.push(&time, STREAMS[i], line, partial) {
+                        failed = Some(e);
+                    }
+                });
+                let flushed = self.log.flush().err();
+                self.note(failed.or(flushed));
+                true
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => true,
+            Err(e) => {
+                eprintln!("shim: read container output: {e}");
+                self.pipes[i] = None;
+                false
+            }
+        }
+    }
+
+    fn note(&mut self, err: Option<std::io::Error>) {
+        match err {
+            Some(e) if !self.failed => {
+                eprintln!("shim: write log: {e}");
+                self.failed = true;
+            }
+            Some(_) => {}
+            None => self.failed = false,
+        }
+    }
+
+    /// Reads what the pipes hold until both end, nothing more comes for
+    /// `quiet`, or `limit` passes (a process outside the container may hold
+    /// a pipe open and write for ever).
+    fn drain(&mut self, quiet: Duration, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut buf = vec![0u8; logfile::CHUNK];
+        while self.pipes.iter().any(Option::is_some) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let open: Vec<usize> = (0..2).filter(|i| self.pipes[*i].is_some()).collect();
+            let ready: Vec<usize> = {
+                let mut fds: Vec<PollFd> = open
+                    .iter()
+                    .filter_map(|i| self.pipes[*i].as_ref())
+                    .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                let wait = PollTimeout::try_from(quiet.min(left)).unwrap_or(PollTimeout::ZERO);
+                match poll(&mut fds, wait) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+                open.iter()
+                    .zip(fds.iter())
+                    .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| *i)
+                    .collect()
+            };
+            for i in ready {
+                self.pump(i, &mut buf);
+            }
+        }
+        let _ = self.log.flush();
+    }
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    nix::fcntl::fcntl(
+        r.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| format!("pipe: {e}"))?;
+    Ok((r, w))
+}
+
+fn create(config: &ShimConfig) -> Result<(Container, Output), String> {
     crate::faults::point("shim.create", &config.id);
     // State of an earlier try under this id that never ran (its shim died
     // while creating): the daemon reuses the id only then, and only we hold its lock.
@@ -124,20 +238,20 @@ fn create(config: &ShimConfig) -> Result<Container, String> {
     if stale.exists() {
         let _ = std::fs::remove_dir_all(&stale);
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.log_path)
+    let log = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("open log {}: {e}", config.log_path.display()))?;
-    let log2 = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
+    // Pipes, not the file: the shim writes each line as a record with its
+    // time, and rotates the file, which the container cannot then grow.
+    let (out_r, out_w) = pipe_pair()?;
+    let (err_r, err_w) = pipe_pair()?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .validate_id()
         .and_then(|b| b.with_root_path(&config.state_root))
         .map_err(|e| format!("container {}: {e}", config.id))?
         .with_stdin(null)
-        .with_stdout(log)
-        .with_stderr(log2)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
         .with_executor(CleanSignalsExecutor)
         .as_init(&config.bundle)
         .with_systemd(false)
@@ -158,7 +272,13 @@ fn create(config: &ShimConfig) -> Result<Container, String> {
         let _ = container.delete(true);
         return Err(e.to_string());
     }
-    Ok(container)
+    let output = Output {
+        pipes: [Some(out_r), Some(err_r)],
+        lines: Default::default(),
+        log,
+        failed: false,
+    };
+    Ok((container, output))
 }
 
 pub(super) fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
@@ -201,7 +321,7 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
     if let Err(e) = super::mounts::narrow(&config.mount_scope) {
         return fail(config, report, e);
     }
-    let mut container = match create(config) {
+    let (mut container, mut output) = match create(config) {
         Ok(c) => c,
         Err(e) => return fail(config, report, e),
     };
@@ -236,22 +356,40 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
     drop(report);
 
     let mut waiters: Vec<UnixStream> = Vec::new();
+    let mut buf = vec![0u8; logfile::CHUNK];
     let exit = loop {
-        let mut fds = [
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                eprintln!("shim {}: poll: {e}", config.id);
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+        let open: Vec<usize> = (0..2).filter(|i| output.pipes[*i].is_some()).collect();
+        let (exited, client, ready) = {
+            let mut fds = vec![
+                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            ];
+            fds.extend(
+                open.iter()
+                    .filter_map(|i| output.pipes[*i].as_ref())
+                    .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+            );
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("shim {}: poll: {e}", config.id);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
             }
+            let fired = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<usize> = open
+                .iter()
+                .zip(fds[2..].iter())
+                .filter(|(_, f)| fired(f))
+                .map(|(i, _)| *i)
+                .collect();
+            (fired(&fds[0]), fired(&fds[1]), ready)
+        };
+        for i in ready {
+            output.pump(i, &mut buf);
         }
-        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let client = fds[1].revents().is_some_and(|r| !r.is_empty());
         if exited {
             let status = waitpid(pid, None);
             let oom = oom_kills(config.memory_cgroup.as_deref()) > 0;
@@ -274,10 +412,17 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
             }
         }
     };
+    // What the container wrote before it ended is logged before its end is
+    // told: a client that sees the end then reads the whole log. The pipes
+    // end with it unless a process it left behind (in a shared pid
+    // namespace) still holds them; those go with the container's deletion.
+    output.drain(Duration::from_millis(100), Duration::from_secs(1));
     write_exit(&config.exit_file, &exit);
     if let Err(e) = container.delete(true) {
         eprintln!("shim {}: delete: {e}", config.id);
     }
+    output.drain(Duration::from_secs(2), Duration::from_secs(2));
+    drop(output);
     let reply = serde_json::to_string(&ShimReply::Exited { exit }).unwrap_or_default();
     for mut w in waiters {
         let _ = writeln!(w, "{reply}");
