@@ -13,14 +13,28 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Decodes the JSON form into a typed object; a type mismatch is an `Invalid` error at the root.
+/// Decodes the JSON form into a typed object; a type mismatch is an
+/// `Invalid` error at the field that has the wrong type (`spec.containers[0].name`).
 pub(crate) fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, FieldErrors> {
-    serde_json::from_value(obj.clone()).map_err(|e| {
-        FieldErrors(vec![FieldError::invalid(
-            "<body>",
-            "",
-            format!("cannot decode object: {e}"),
-        )])
+    serde_path_to_error::deserialize(obj.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let (path, value) = if path == "." {
+            ("<body>".to_string(), String::new())
+        } else {
+            let value = value_at(obj, e.path()).map(|v| v.to_string()).unwrap_or_default();
+            (path, value)
+        };
+        FieldErrors(vec![FieldError::invalid(path, value, e.into_inner().to_string())])
+    })
+}
+
+/// The value at a decoding error's path.
+fn value_at<'a>(obj: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(obj, |v, seg| match seg {
+        Segment::Seq { index } => v.get(*index),
+        Segment::Map { key } => v.get(key.as_str()),
+        Segment::Enum { .. } | Segment::Unknown => Some(v),
     })
 }
 

@@ -317,6 +317,19 @@ mod tests {
     }
 
     #[test]
+    fn a_field_of_the_wrong_type_is_named_by_its_path() {
+        // `name: yes` in YAML 1.1 (kubectl's) is the boolean true.
+        let mut p = pod(json!({"containers": [{"name": "a", "image": "busybox"}, {"name": true, "image": "busybox"}]}));
+        let err = admit_create(&mut p).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "spec.containers[1].name: Invalid value: \"true\": invalid type: boolean `true`, expected a string"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn image_update_keeps_stored_pull_policy_and_refuses_other_changes() {
         let mut old = pod(json!({"containers": [{"name": "a", "image": "busybox"}]}));
         admit_create(&mut old).unwrap();
