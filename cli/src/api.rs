@@ -6,8 +6,9 @@ use futures_util::StreamExt;
 use peapod_actors::runtime::logfile::{LogReader, ReadOptions};
 use peapod_actors::runtime::NodePaths;
 use peapod_core::field::FieldErrors;
-use peapod_core::kinds::{self, Kind, KINDS};
+use peapod_core::kinds::{self, Kind, Subresource};
 use peapod_core::object;
+use peapod_core::printers;
 use peapod_core::selector::Selector;
 use peapod_core::store::{Preconditions, Scope, Store, StoreError};
 use serde_json::{json, Value};
@@ -31,9 +32,32 @@ pub async fn tree(state: Data) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"kind": "ActorTree", "items": state.tree.snapshot()}))
 }
 
-/// `GET /apis`: the named API groups (none yet: every kind served is in the core group).
+/// `GET /apis`: the named API groups of the kind table.
 pub async fn api_groups() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+    let groups: Vec<Value> = kinds::groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, versions)| api_group(g, &versions))
+        .collect();
+    HttpResponse::Ok().json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+}
+
+fn api_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
+        "preferredVersion": versions[0]})
+}
+
+/// `GET /apis/{group}`: one named group and its versions.
+pub async fn api_group_versions(req: HttpRequest) -> HttpResponse {
+    let group = req.match_info().get("group").unwrap_or("");
+    match kinds::groups().into_iter().find(|(g, _)| !g.is_empty() && *g == group) {
+        Some((g, versions)) => HttpResponse::Ok().json(api_group(g, &versions)),
+        None => not_found(&req),
+    }
 }
 
 /// `GET /peapod/v1/plugins`: the volume plugins this daemon loaded.
@@ -120,72 +144,119 @@ struct Target {
 fn route(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     let k = |plural: &str| kinds::by_resource(group, version, plural);
     let s = |x: &&str| x.to_string();
-    match segs {
-        ["namespaces", ns, plural, rest @ ..] if k(plural).is_some_and(|k| k.namespaced) => Some(Target {
-            kind: k(plural)?,
-            namespace: Some(ns.to_string()),
-            name: rest.first().map(s),
-            sub: rest.get(1).map(s),
-        }),
+    let (kind, namespace, rest) = match segs {
+        ["namespaces", ns, plural, rest @ ..] if k(plural).is_some_and(|k| k.namespaced) => {
+            (k(plural)?, Some(ns.to_string()), rest)
+        }
         [plural, rest @ ..] => {
             let kind = k(plural)?;
+            // A namespaced kind across all namespaces is a collection only.
             if kind.namespaced && !rest.is_empty() {
                 return None;
             }
-            Some(Target {
-                kind,
-                namespace: None,
-                name: rest.first().map(s),
-                sub: rest.get(1).map(s),
-            })
+            (kind, None, rest)
         }
-        _ => None,
+        _ => return None,
+    };
+    if rest.len() > 2 {
+        return None;
     }
+    Some(Target {
+        kind,
+        namespace,
+        name: rest.first().map(s),
+        sub: rest.get(1).map(s),
+    })
 }
 
-/// `GET /api`.
+/// `GET /api`: the core group's versions.
 pub async fn api_versions() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
+    let versions = kinds::groups()
+        .into_iter()
+        .find(|(g, _)| g.is_empty())
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    HttpResponse::Ok().json(json!({"kind": "APIVersions", "versions": versions, "serverAddressByClientCIDRs": []}))
 }
 
-/// `GET /api/v1`: the resource list, from the kind table.
-pub async fn resource_list() -> HttpResponse {
-    let resources: Vec<Value> = KINDS
-        .iter()
-        .filter(|k| k.group.is_empty())
-        .map(|k| {
-            json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-            "shortNames": k.short_names, "verbs": ["create", "delete", "get", "list", "update", "watch"]})
-        })
-        .collect();
-    HttpResponse::Ok().json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
+/// `GET /api/{version}` and `GET /apis/{group}/{version}`: the resources
+/// of one group version, with their subresources, from the kind table.
+pub async fn resource_list(req: HttpRequest) -> HttpResponse {
+    let group = req.match_info().get("group").unwrap_or("");
+    let version = req.match_info().get("version").unwrap_or("");
+    let served = kinds::in_group_version(group, version);
+    if served.is_empty() {
+        return not_found(&req);
+    }
+    let mut resources = Vec::new();
+    for k in served {
+        let mut r = json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+            "kind": k.kind, "verbs": kinds::VERBS, "shortNames": k.short_names});
+        if !k.categories.is_empty() {
+            r["categories"] = json!(k.categories);
+        }
+        resources.push(r);
+        for sub in k.subresources {
+            let (kind, verbs) = sub.discovery(k);
+            resources.push(
+                json!({"name": format!("{}/{}", k.plural, sub.name()), "singularName": "",
+                "namespaced": k.namespaced, "kind": kind, "verbs": verbs}),
+            );
+        }
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    HttpResponse::Ok().json(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+        "resources": resources}),
+    )
 }
 
-/// Every `/api/v1/...` request.
-pub async fn core_v1(
+fn not_found(req: &HttpRequest) -> HttpResponse {
+    status(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({})", req.path()),
+        None,
+    )
+}
+
+/// Every request under `/api/{version}/` and `/apis/{group}/{version}/`.
+pub async fn resource(
     req: HttpRequest,
     body: web::Bytes,
     data: Data,
     q: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
+    let group = req.match_info().get("group").unwrap_or("").to_string();
+    let version = req.match_info().get("version").unwrap_or("").to_string();
     let path = req.match_info().get("tail").unwrap_or("").trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let Some(t) = route("", "v1", &segs) else {
-        return status(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({})", req.path()),
-            None,
-        );
+    let Some(t) = route(&group, &version, &segs) else {
+        return not_found(&req);
+    };
+    let table = match wants_table(&req, &q) {
+        Ok(t) => t,
+        Err(message) => return status(400, "BadRequest", message, None),
     };
     let method = req.method().as_str().to_string();
-    match (method.as_str(), &t.name, t.sub.as_deref()) {
-        ("GET", None, _) => list(&data, &t, &q).await,
+    let sub = match t.sub.as_deref() {
+        None => None,
+        Some(name) => match t.kind.subresources.iter().find(|s| s.name() == name) {
+            Some(s) => Some(*s),
+            None => return not_found(&req),
+        },
+    };
+    match (method.as_str(), &t.name, sub) {
+        ("GET", None, _) => list(&data, &t, &q, table).await,
         ("POST", None, _) => create(&data, &t, &body).await,
-        ("GET", Some(_), None) => get(&data, &t).await,
-        ("GET", Some(_), Some("log")) if t.kind.kind == "Pod" => logs(&data, &t, &q).await,
+        ("GET", Some(_), None | Some(Subresource::Status)) => get(&data, &t, table).await,
+        ("GET", Some(_), Some(Subresource::Log)) => logs(&data, &t, &q).await,
         ("PUT", Some(_), None) => update(&data, &t, &body, false).await,
-        ("PUT", Some(_), Some("status")) => update(&data, &t, &body, true).await,
+        ("PUT", Some(_), Some(Subresource::Status)) => update(&data, &t, &body, true).await,
         ("DELETE", Some(_), None) => delete(&data, &t, &q, &body).await,
         _ => status(
             405,
@@ -194,6 +265,25 @@ pub async fn core_v1(
             None,
         ),
     }
+}
+
+/// Whether the client asked for a `Table` (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`,
+/// kubectl's `get`), and what its rows carry.
+fn wants_table(req: &HttpRequest, q: &HashMap<String, String>) -> Result<Option<printers::Include>, String> {
+    let accept = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The first acceptable type wins; a Table is one of them only with `as=Table`.
+    let table = accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.split(';').any(|p| p.trim().eq_ignore_ascii_case("as=Table")));
+    if !table {
+        return Ok(None);
+    }
+    printers::Include::parse(q.get("includeObject").map(String::as_str)).map(Some)
 }
 
 #[allow(clippy::result_large_err)] // the Err is the response itself
@@ -248,13 +338,18 @@ fn parse_body(kind: &Kind, body: &[u8]) -> Result<Value, HttpResponse> {
     Ok(v)
 }
 
-async fn list(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpResponse {
+async fn list(
+    data: &ApiState,
+    t: &Target,
+    q: &HashMap<String, String>,
+    table: Option<printers::Include>,
+) -> HttpResponse {
     let selector = match Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")) {
         Ok(s) => s,
         Err(e) => return status(400, "BadRequest", format!("unable to parse requirement: {e}"), None),
     };
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch(data, t, q, selector).await;
+        return watch(data, t, q, selector, table).await;
     }
     match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
         Ok((items, rev)) => {
@@ -262,6 +357,14 @@ async fn list(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
                 .into_iter()
                 .filter(|i| selector.matches(&object::labels(i)))
                 .collect();
+            if let Some(include) = table {
+                return HttpResponse::Ok().json(printers::table(
+                    t.kind.printer,
+                    &items,
+                    include,
+                    Some(&rev.to_string()),
+                ));
+            }
             HttpResponse::Ok().json(
                 json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
                 "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
@@ -271,7 +374,13 @@ async fn list(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     }
 }
 
-async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selector: Selector) -> HttpResponse {
+async fn watch(
+    data: &ApiState,
+    t: &Target,
+    q: &HashMap<String, String>,
+    selector: Selector,
+    table: Option<printers::Include>,
+) -> HttpResponse {
     let from = match q.get("resourceVersion").filter(|s| !s.is_empty()) {
         Some(rv) => match rv.parse::<u64>() {
             Ok(n) => n,
@@ -287,6 +396,7 @@ async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selecto
         namespace: t.namespace.clone(),
     };
     let name = t.name.clone();
+    let printer = t.kind.printer;
     let rx = match data.store.watch(scope, from).await {
         Ok(rx) => rx,
         Err(e) => return store_error(t.kind, e),
@@ -304,7 +414,12 @@ async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selecto
                     if !selector.matches(&object::labels(&ev.object)) || name.as_deref().is_some_and(|n| n != object::name(&ev.object)) {
                         return None;
                     }
-                    json!({"type": ev.event_type, "object": ev.object})
+                    let object = match table {
+                        // One row per event, as kubectl's `get -w` reads them.
+                        Some(include) => printers::table(printer, &[ev.object], include, None),
+                        None => ev.object,
+                    };
+                    json!({"type": ev.event_type, "object": object})
                 }
                 Err(e) => json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}}),
             };
@@ -314,14 +429,20 @@ async fn watch(data: &ApiState, t: &Target, q: &HashMap<String, String>, selecto
     HttpResponse::Ok().content_type("application/json").streaming(stream)
 }
 
-async fn get(data: &ApiState, t: &Target) -> HttpResponse {
+async fn get(data: &ApiState, t: &Target, table: Option<printers::Include>) -> HttpResponse {
     let name = t.name.as_deref().unwrap_or("");
     match data
         .store
         .get(&t.kind.resource(), t.namespace.as_deref().unwrap_or(""), name)
         .await
     {
-        Ok(v) => HttpResponse::Ok().json(v),
+        Ok(v) => match table {
+            Some(include) => {
+                let rv = object::resource_version(&v).to_string();
+                HttpResponse::Ok().json(printers::table(t.kind.printer, &[v], include, Some(&rv)))
+            }
+            None => HttpResponse::Ok().json(v),
+        },
         Err(e) => store_error(t.kind, e),
     }
 }
@@ -469,20 +590,10 @@ async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: 
             Ok(v) => v,
             Err(e) => return store_error(t.kind, e),
         };
-        if t.kind.kind == "Namespace"
-            && ["default", "kube-system", "kube-public", "kube-node-lease"].contains(&name.as_str())
-        {
-            return status(
-                403,
-                "Forbidden",
-                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-                None,
-            );
-        }
         let mut marked = cur.clone();
         object::mark_deleted(&mut marked, grace);
-        if t.kind.kind == "Namespace" {
-            marked["status"]["phase"] = json!("Terminating");
+        if let Err(message) = (t.kind.admit_delete)(&cur, &mut marked) {
+            return status(403, "Forbidden", message, None);
         }
         if marked == cur {
             return HttpResponse::Ok().json(cur);
@@ -720,6 +831,38 @@ async fn still_running(store: &dyn Store, ns: &str, name: &str, uid: &str, conta
                 && c["restartCount"].as_u64() == Some(attempt as u64)
                 && !c["state"]["running"].is_null()
         })
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::route;
+
+    #[test]
+    fn paths_route_to_kinds_objects_and_subresources() {
+        let t = route("", "v1", &["namespaces", "default", "pods", "web", "log"]).unwrap();
+        assert_eq!(
+            (t.kind.kind, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+            ("Pod", Some("default"), Some("web"), Some("log"))
+        );
+        let t = route("", "v1", &["pods"]).unwrap();
+        assert_eq!(
+            (t.kind.kind, t.namespace.as_deref(), t.name.as_deref()),
+            ("Pod", None, None)
+        );
+        // A cluster-scoped kind; "namespaces/x/status" is the namespace's status.
+        let t = route("", "v1", &["namespaces", "team", "status"]).unwrap();
+        assert_eq!(
+            (t.kind.kind, t.name.as_deref(), t.sub.as_deref()),
+            ("Namespace", Some("team"), Some("status"))
+        );
+        assert!(
+            route("", "v1", &["pods", "web"]).is_none(),
+            "a namespaced object needs its namespace"
+        );
+        assert!(route("", "v1", &["namespaces", "default", "pods", "web", "log", "more"]).is_none());
+        assert!(route("", "v2", &["pods"]).is_none());
+        assert!(route("apps", "v1", &["deployments"]).is_none());
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 /// Talks to one daemon.
 pub struct Client {
     socket: PathBuf,
+    accept: &'static str,
 }
+
+/// What kubectl's `get` asks for: objects as the server prints them.
+pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
 /// A response: status code and body reader (chunked bodies are decoded).
 struct Response {
@@ -22,7 +26,23 @@ struct Response {
 impl Client {
     /// A client for the daemon at `socket`.
     pub fn new(socket: PathBuf) -> Self {
-        Self { socket }
+        Self {
+            socket,
+            accept: "application/json",
+        }
+    }
+
+    /// The same daemon, asked for objects as they are.
+    pub fn tables_off(&self) -> Client {
+        Client::new(self.socket.clone())
+    }
+
+    /// The same daemon, asked for `Table`s where a list or object is returned.
+    pub fn tables(&self) -> Client {
+        Client {
+            socket: self.socket.clone(),
+            accept: ACCEPT_TABLE,
+        }
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response> {
@@ -35,7 +55,8 @@ impl Client {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: peapod\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: peapod\r\nAccept: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.accept,
             body.len()
         )?;
         let mut reader = BufReader::new(stream);

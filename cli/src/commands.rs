@@ -276,85 +276,94 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs, header: bool) -> Result<()> {
-    let with_ns = a.all_namespaces && kind.namespaced;
+fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs) -> Result<()> {
+    let whole = || {
+        if items.len() == 1 && !a.names.is_empty() {
+            items[0].clone()
+        } else {
+            json!({"apiVersion": "v1", "kind": "List", "items": items})
+        }
+    };
     match a.output.as_deref() {
-        Some("json") => {
-            let v = if items.len() == 1 && !a.names.is_empty() { items[0].clone() } else { json!({"apiVersion": "v1", "kind": "List", "items": items}) };
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Some("yaml") => {
-            let v = if items.len() == 1 && !a.names.is_empty() { items[0].clone() } else { json!({"apiVersion": "v1", "kind": "List", "items": items}) };
-            print!("{}", serde_saphyr::to_string(&v).map_err(|e| anyhow!("yaml: {e}"))?);
-        }
-        Some("name") => items.iter().for_each(|i| println!("{}/{}", kind.singular, i["metadata"]["name"].as_str().unwrap_or(""))),
-        Some("wide") | None => {
-            let wide = a.output.as_deref() == Some("wide");
-            let mut rows = Vec::new();
-            if header {
-                let mut h: Vec<String> = vec![];
-                if with_ns {
-                    h.push("NAMESPACE".into());
-                }
-                match kind.kind {
-                    "Pod" => {
-                        h.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"].map(String::from));
-                        if wide {
-                            h.extend(["IP", "NODE"].map(String::from));
-                        }
-                    }
-                    "Namespace" => h.extend(["NAME", "STATUS", "AGE"].map(String::from)),
-                    "Event" => h.extend(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"].map(String::from)),
-                    _ => h.extend(["NAME", "AGE"].map(String::from)),
-                }
-                if a.show_labels {
-                    h.push("LABELS".into());
-                }
-                rows.push(h);
-            }
-            for i in items {
-                let mut row = match kind.kind {
-                    "Pod" => output::pod_row(i, wide, with_ns, false),
-                    _ => {
-                        let mut r = vec![];
-                        if with_ns {
-                            r.push(i["metadata"]["namespace"].as_str().unwrap_or("").to_string());
-                        }
-                        match kind.kind {
-                            "Namespace" => r.extend([
-                                i["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                                i["status"]["phase"].as_str().unwrap_or("").to_string(),
-                                output::age(i["metadata"]["creationTimestamp"].as_str().unwrap_or("")),
-                            ]),
-                            "Event" => r.extend([
-                                output::age(i["lastTimestamp"].as_str().unwrap_or("")),
-                                i["type"].as_str().unwrap_or("").to_string(),
-                                i["reason"].as_str().unwrap_or("").to_string(),
-                                format!("{}/{}", i["involvedObject"]["kind"].as_str().unwrap_or("").to_lowercase(), i["involvedObject"]["name"].as_str().unwrap_or("")),
-                                i["message"].as_str().unwrap_or("").to_string(),
-                            ]),
-                            _ => r.extend([i["metadata"]["name"].as_str().unwrap_or("").to_string(), output::age(i["metadata"]["creationTimestamp"].as_str().unwrap_or(""))]),
-                        }
-                        r
-                    }
-                };
-                if a.show_labels {
-                    row.push(output::label_string(i));
-                }
-                rows.push(row);
-            }
-            if rows.len() == usize::from(header) && header {
-                if !a.watch {
-                    eprintln!("No resources found{}.", if kind.namespaced && !a.all_namespaces { format!(" in {} namespace", ns_of(&a.namespace)) } else { String::new() });
-                }
-                return Ok(());
-            }
-            output::table(&rows);
-        }
-        Some(o) => bail!("unable to match a printer suitable for the output format \"{o}\", allowed formats are: json,name,wide,yaml"),
+        Some("json") => println!("{}", serde_json::to_string_pretty(&whole())?),
+        Some("yaml") => print!(
+            "{}",
+            serde_saphyr::to_string(&whole()).map_err(|e| anyhow!("yaml: {e}"))?
+        ),
+        Some("name") => items
+            .iter()
+            .for_each(|i| println!("{}/{}", kind.singular, i["metadata"]["name"].as_str().unwrap_or(""))),
+        _ => unreachable!("tables are printed by print_table"),
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// Whether `-o` asks for a table (the server's columns), and whether wide.
+fn table_output(a: &GetArgs) -> Result<Option<bool>> {
+    match a.output.as_deref() {
+        None => Ok(Some(false)),
+        Some("wide") => Ok(Some(true)),
+        Some("json" | "yaml" | "name") => Ok(None),
+        Some(o) => bail!(
+            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: json,name,wide,yaml"
+        ),
+    }
+}
+
+/// Prints the rows of a server `Table` as kubectl does: the columns of
+/// priority 0 (all with `-o wide`), NAMESPACE first with `-A`, LABELS last
+/// with `--show-labels`; the header only when asked.
+fn print_table(table: &Value, a: &GetArgs, kind: &Kind, wide: bool, header: bool) -> usize {
+    let with_ns = a.all_namespaces && kind.namespaced;
+    let columns: Vec<(usize, String)> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, c)| wide || c["priority"].as_u64().unwrap_or(0) == 0)
+        .map(|(i, c)| (i, c["name"].as_str().unwrap_or("").to_uppercase()))
+        .collect();
+    let rows: Vec<&Value> = table["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| a.names.is_empty() || a.names.iter().any(|n| r["object"]["metadata"]["name"] == n.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    if header {
+        let mut h: Vec<String> = Vec::new();
+        if with_ns {
+            h.push("NAMESPACE".into());
+        }
+        h.extend(columns.iter().map(|(_, n)| n.clone()));
+        if a.show_labels {
+            h.push("LABELS".into());
+        }
+        out.push(h);
+    }
+    for r in &rows {
+        let mut line = Vec::new();
+        if with_ns {
+            line.push(r["object"]["metadata"]["namespace"].as_str().unwrap_or("").to_string());
+        }
+        for (i, _) in &columns {
+            line.push(match &r["cells"][*i] {
+                Value::String(s) => s.clone(),
+                Value::Null => "<none>".into(),
+                v => v.to_string(),
+            });
+        }
+        if a.show_labels {
+            line.push(output::label_string(&r["object"]));
+        }
+        out.push(line);
+    }
+    if !rows.is_empty() || !header {
+        output::table(&out);
+    }
+    let _ = std::io::stdout().flush();
+    rows.len()
 }
 
 pub fn get(c: &Client, a: GetArgs) -> Result<()> {
@@ -365,17 +374,45 @@ pub fn get(c: &Client, a: GetArgs) -> Result<()> {
     } else {
         kind.collection_path(&ns)
     };
-    let list = c.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
-    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-    if !a.names.is_empty() {
-        for n in &a.names {
-            if !items.iter().any(|i| i["metadata"]["name"] == n.as_str()) {
-                bail!("Error from server (NotFound): {} \"{n}\" not found", kind.plural);
+    let table = table_output(&a)?;
+    let client = if table.is_some() { c.tables() } else { c.tables_off() };
+    let list = client.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
+    let present = |name: &str| match table {
+        Some(_) => list["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["object"]["metadata"]["name"] == name),
+        None => list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["metadata"]["name"] == name),
+    };
+    for n in &a.names {
+        if !present(n) {
+            bail!("Error from server (NotFound): {} \"{n}\" not found", kind.plural);
+        }
+    }
+    match table {
+        Some(wide) => {
+            if print_table(&list, &a, kind, wide, true) == 0 && !a.watch {
+                eprintln!(
+                    "No resources found{}.",
+                    if kind.namespaced && !a.all_namespaces {
+                        format!(" in {ns} namespace")
+                    } else {
+                        String::new()
+                    }
+                );
             }
         }
-        items.retain(|i| a.names.iter().any(|n| i["metadata"]["name"] == n.as_str()));
+        None => {
+            let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+            items.retain(|i| a.names.is_empty() || a.names.iter().any(|n| i["metadata"]["name"] == n.as_str()));
+            print_objects(kind, &items, &a)?;
+        }
     }
-    print_objects(kind, &items, &a, true)?;
     if !a.watch {
         return Ok(());
     }
@@ -383,14 +420,20 @@ pub fn get(c: &Client, a: GetArgs) -> Result<()> {
     let sep = if a.selector.is_some() { "&" } else { "?" };
     let path = format!("{collection}{}{sep}watch=true&resourceVersion={rv}", query(&a.selector));
     let mut buf = Vec::new();
-    c.stream("GET", &path, None, |chunk| {
+    client.stream("GET", &path, None, |chunk| {
         buf.extend_from_slice(chunk);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             if let Ok(ev) = serde_json::from_slice::<Value>(&line) {
-                let obj = ev["object"].clone();
-                if a.names.is_empty() || a.names.iter().any(|n| obj["metadata"]["name"] == n.as_str()) {
-                    let _ = print_objects(kind, &[obj], &a, false);
+                let obj = &ev["object"];
+                match table {
+                    Some(wide) => {
+                        print_table(obj, &a, kind, wide, false);
+                    }
+                    None if a.names.is_empty() || a.names.iter().any(|n| obj["metadata"]["name"] == n.as_str()) => {
+                        let _ = print_objects(kind, std::slice::from_ref(obj), &a);
+                    }
+                    None => {}
                 }
             }
         }
@@ -422,56 +465,7 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
         }
         println!("Labels:       {}", output::label_string(&o));
         println!("Created:      {}", m["creationTimestamp"].as_str().unwrap_or(""));
-        if kind.kind == "Pod" {
-            println!("Status:       {}", output::pod_status(&o));
-            if let Some(r) = o["status"]["reason"].as_str() {
-                println!("Reason:       {r}");
-                println!("Message:      {}", o["status"]["message"].as_str().unwrap_or(""));
-            }
-            println!(
-                "Start Time:   {}",
-                o["status"]["startTime"].as_str().unwrap_or("<none>")
-            );
-            println!("IP:           {}", o["status"]["podIP"].as_str().unwrap_or("<none>"));
-            println!("QoS Class:    {}", o["status"]["qosClass"].as_str().unwrap_or("<none>"));
-            for (title, specs, statuses) in [
-                ("Init Containers:", "initContainers", "initContainerStatuses"),
-                ("Containers:", "containers", "containerStatuses"),
-            ] {
-                let Some(list) = o["spec"][specs].as_array().filter(|l| !l.is_empty()) else {
-                    continue;
-                };
-                println!("{title}");
-                for spec in list {
-                    let name = spec["name"].as_str().unwrap_or("");
-                    let st = o["status"][statuses]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|s| s["name"] == name)
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    println!("  {name}:");
-                    println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
-                    println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
-                    println!("    Image ID:       {}", st["imageID"].as_str().unwrap_or(""));
-                    print_state("    State:          ", &st["state"]);
-                    print_state("    Last State:     ", &st["lastState"]);
-                    println!("    Ready:          {}", st["ready"].as_bool().unwrap_or(false));
-                    println!("    Restart Count:  {}", st["restartCount"].as_u64().unwrap_or(0));
-                }
-            }
-            println!("Conditions:");
-            for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<27} {}",
-                    cnd["type"].as_str().unwrap_or(""),
-                    cnd["status"].as_str().unwrap_or("")
-                );
-            }
-        } else if let Some(p) = o["status"]["phase"].as_str() {
-            println!("Status:       {p}");
-        }
+        describer(kind)(&o);
         let uid = m["uid"].as_str().unwrap_or("");
         let mut evs: Vec<&Value> = events
             .iter()
@@ -507,6 +501,75 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// What `describe` prints of an object beyond its metadata and events,
+/// per kind (as kubectl's describer map), keyed by group and kind.
+static DESCRIBERS: &[Describer] = &[("", "Pod", describe_pod)];
+
+/// API group, kind, and what is printed.
+type Describer = (&'static str, &'static str, fn(&Value));
+
+fn describer(kind: &Kind) -> fn(&Value) {
+    DESCRIBERS
+        .iter()
+        .find(|(g, k, _)| *g == kind.group && *k == kind.kind)
+        .map_or(describe_phase, |(_, _, f)| *f)
+}
+
+fn describe_phase(o: &Value) {
+    if let Some(p) = o["status"]["phase"].as_str() {
+        println!("Status:       {p}");
+    }
+}
+
+fn describe_pod(o: &Value) {
+    println!("Status:       {}", output::pod_status(o));
+    if let Some(r) = o["status"]["reason"].as_str() {
+        println!("Reason:       {r}");
+        println!("Message:      {}", o["status"]["message"].as_str().unwrap_or(""));
+    }
+    println!(
+        "Start Time:   {}",
+        o["status"]["startTime"].as_str().unwrap_or("<none>")
+    );
+    println!("IP:           {}", o["status"]["podIP"].as_str().unwrap_or("<none>"));
+    println!("QoS Class:    {}", o["status"]["qosClass"].as_str().unwrap_or("<none>"));
+    for (title, specs, statuses) in [
+        ("Init Containers:", "initContainers", "initContainerStatuses"),
+        ("Containers:", "containers", "containerStatuses"),
+    ] {
+        let Some(list) = o["spec"][specs].as_array().filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        println!("{title}");
+        for spec in list {
+            let name = spec["name"].as_str().unwrap_or("");
+            let st = o["status"][statuses]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == name)
+                .cloned()
+                .unwrap_or(Value::Null);
+            println!("  {name}:");
+            println!("    Container ID:   {}", st["containerID"].as_str().unwrap_or(""));
+            println!("    Image:          {}", spec["image"].as_str().unwrap_or(""));
+            println!("    Image ID:       {}", st["imageID"].as_str().unwrap_or(""));
+            print_state("    State:          ", &st["state"]);
+            print_state("    Last State:     ", &st["lastState"]);
+            println!("    Ready:          {}", st["ready"].as_bool().unwrap_or(false));
+            println!("    Restart Count:  {}", st["restartCount"].as_u64().unwrap_or(0));
+        }
+    }
+    println!("Conditions:");
+    for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<27} {}",
+            cnd["type"].as_str().unwrap_or(""),
+            cnd["status"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn print_state(label: &str, s: &Value) {

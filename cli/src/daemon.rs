@@ -271,8 +271,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 .app_data(actix_web::web::PayloadConfig::new(8 << 20))
                 .route("/api", actix_web::web::get().to(api::api_versions))
                 .route("/apis", actix_web::web::get().to(api::api_groups))
-                .route("/api/v1", actix_web::web::get().to(api::resource_list))
-                .route("/api/v1/{tail:.*}", actix_web::web::route().to(api::core_v1))
+                .route("/api/{version}", actix_web::web::get().to(api::resource_list))
+                .route("/api/{version}/{tail:.*}", actix_web::web::route().to(api::resource))
+                .route("/apis/{group}", actix_web::web::get().to(api::api_group_versions))
+                .route("/apis/{group}/{version}", actix_web::web::get().to(api::resource_list))
+                .route(
+                    "/apis/{group}/{version}/{tail:.*}",
+                    actix_web::web::route().to(api::resource),
+                )
                 .route("/peapod/v1/plugins", actix_web::web::get().to(api::plugins))
                 .route("/peapod/v1/tree", actix_web::web::get().to(api::tree))
         })

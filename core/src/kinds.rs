@@ -3,13 +3,60 @@
 //! validation (and, for kinds that run something, an actor).
 
 use crate::field::FieldErrors;
+use crate::printers::{self, Printer};
 use crate::validation;
+use k8s_openapi::api::core::v1 as core_v1;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Admission of a new object: fill defaults, then validate.
 pub type AdmitCreate = fn(&mut Value) -> Result<(), FieldErrors>;
 /// Admission of an update from `old` to `new`: fill defaults in `new`, then validate the change.
 pub type AdmitUpdate = fn(&Value, &mut Value) -> Result<(), FieldErrors>;
+/// Admission of a deletion: may refuse it (the message of a 403) or change
+/// the object as it is marked deleted (`marked` holds its deletionTimestamp).
+pub type AdmitDelete = fn(&Value, &mut Value) -> Result<(), String>;
+/// Decodes a manifest document as the kind's Kubernetes type, so that a
+/// field of the wrong type is reported with its YAML line.
+pub type TypedCheck = fn(&str) -> Result<(), String>;
+
+/// The parts of an object served under its own URL (`pods/x/log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// `status`: read, and replaced alone by the actors that own it.
+    Status,
+    /// `log`: a pod's container log (`PodLogOptions`).
+    Log,
+}
+
+impl Subresource {
+    /// The name in URLs and discovery.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Log => "log",
+        }
+    }
+
+    /// What discovery lists: the subresource's kind and verbs.
+    pub fn discovery(self, kind: &Kind) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Subresource::Status => (kind.kind, &["get", "update"]),
+            Subresource::Log => ("Pod", &["get"]),
+        }
+    }
+}
+
+/// The verbs every kind serves.
+pub const VERBS: &[&str] = &["create", "delete", "get", "list", "update", "watch"];
+
+fn typed<T: DeserializeOwned>(doc: &str) -> Result<(), String> {
+    serde_saphyr::from_str::<T>(doc).map(drop).map_err(|e| e.to_string())
+}
+
+fn delete_anything(_: &Value, _: &mut Value) -> Result<(), String> {
+    Ok(())
+}
 
 /// Everything peapod knows about one kind.
 #[derive(Debug)]
@@ -36,6 +83,16 @@ pub struct Kind {
     pub admit_create: AdmitCreate,
     /// Defaulting and validation of an update.
     pub admit_update: AdmitUpdate,
+    /// What happens to an object as it is deleted, or why it may not be.
+    pub admit_delete: AdmitDelete,
+    /// The manifest check against the kind's Kubernetes type.
+    pub typed_check: TypedCheck,
+    /// Served subresources.
+    pub subresources: &'static [Subresource],
+    /// Discovery categories (`all`: shown by `get all`).
+    pub categories: &'static [&'static str],
+    /// Table columns.
+    pub printer: &'static Printer,
 }
 
 impl Kind {
@@ -113,6 +170,11 @@ pub static KINDS: &[Kind] = &[
         has_status: true,
         admit_create: validation::namespace::admit_create,
         admit_update: validation::namespace::admit_update,
+        admit_delete: validation::namespace::admit_delete,
+        typed_check: typed::<core_v1::Namespace>,
+        subresources: &[Subresource::Status],
+        categories: &[],
+        printer: &printers::NAMESPACE,
     },
     Kind {
         group: "",
@@ -126,6 +188,11 @@ pub static KINDS: &[Kind] = &[
         has_status: true,
         admit_create: validation::pod::admit_create,
         admit_update: validation::pod::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::Pod>,
+        subresources: &[Subresource::Status, Subresource::Log],
+        categories: &["all"],
+        printer: &printers::POD,
     },
     Kind {
         group: "",
@@ -139,6 +206,11 @@ pub static KINDS: &[Kind] = &[
         has_status: false,
         admit_create: validation::event::admit_create,
         admit_update: validation::event::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::Event>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::EVENT,
     },
 ];
 
@@ -157,6 +229,27 @@ pub fn by_type(api_version: &str, kind: &str) -> Option<&'static Kind> {
 /// The kind a user named on the command line (`pods`, `po`, `pod`, `Pod`).
 pub fn by_name(word: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.matches_name(word))
+}
+
+/// The API groups served, each with its versions, in table order (the core group is `""`).
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for k in KINDS {
+        match out.iter_mut().find(|(g, _)| *g == k.group) {
+            Some((_, versions)) if !versions.contains(&k.version) => versions.push(k.version),
+            Some(_) => {}
+            None => out.push((k.group, vec![k.version])),
+        }
+    }
+    out
+}
+
+/// The kinds served at one group and version.
+pub fn in_group_version(group: &str, version: &str) -> Vec<&'static Kind> {
+    KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect()
 }
 
 /// The kind stored under a store resource key.
@@ -195,5 +288,40 @@ mod tests {
         assert_eq!(namespace().object_path("", "x"), "/api/v1/namespaces/x");
         assert_eq!(by_type("v1", "Pod").map(|k| k.plural), Some("pods"));
         assert!(by_type("apps/v1", "Pod").is_none());
+    }
+
+    #[test]
+    fn discovery_comes_from_the_table() {
+        let core = groups().into_iter().find(|(g, _)| g.is_empty()).unwrap();
+        assert_eq!(core.1, ["v1"]);
+        let served: Vec<&str> = in_group_version("", "v1").iter().map(|k| k.plural).collect();
+        assert_eq!(
+            served,
+            KINDS
+                .iter()
+                .filter(|k| k.group.is_empty())
+                .map(|k| k.plural)
+                .collect::<Vec<_>>()
+        );
+        assert!(in_group_version("apps", "v1").is_empty());
+        assert_eq!(pod().subresources, [Subresource::Status, Subresource::Log]);
+        // Each kind's typed check decodes its own Kubernetes type.
+        assert!((pod().typed_check)("apiVersion: v1\nkind: Pod\nspec:\n  containers: 3\n").is_err());
+        assert!((namespace().typed_check)("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").is_ok());
+    }
+
+    #[test]
+    fn the_nodes_namespaces_may_not_be_deleted() {
+        let mut marked = serde_json::json!({"metadata": {"name": "default"}});
+        let cur = marked.clone();
+        let err = (namespace().admit_delete)(&cur, &mut marked).unwrap_err();
+        assert_eq!(
+            err,
+            "namespaces \"default\" is forbidden: this namespace may not be deleted"
+        );
+        let cur = serde_json::json!({"metadata": {"name": "team"}});
+        let mut marked = cur.clone();
+        (namespace().admit_delete)(&cur, &mut marked).unwrap();
+        assert_eq!(marked["status"]["phase"], "Terminating");
     }
 }

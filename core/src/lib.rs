@@ -11,6 +11,7 @@ pub mod kinds;
 pub mod manifest;
 pub mod names;
 pub mod object;
+pub mod printers;
 pub mod quantity;
 pub mod resources;
 pub mod selector;

@@ -132,17 +132,7 @@ fn document(value: Value, line: usize) -> Result<Document, String> {
 
 /// Decodes the document into its Kubernetes type, so a wrong type reports the YAML line.
 fn check_typed(kind: &Kind, doc: &str) -> Result<(), (Option<usize>, String)> {
-    use k8s_openapi::api::core::v1 as core;
-    let res = match kind.kind {
-        "Pod" => serde_saphyr::from_str::<core::Pod>(doc).map(drop),
-        "Namespace" => serde_saphyr::from_str::<core::Namespace>(doc).map(drop),
-        "Event" => serde_saphyr::from_str::<core::Event>(doc).map(drop),
-        _ => Ok(()),
-    };
-    res.map_err(|e| {
-        let msg = e.to_string();
-        (line_in(&msg), first_line(&msg))
-    })
+    (kind.typed_check)(doc).map_err(|msg| (line_in(&msg), first_line(&msg)))
 }
 
 #[cfg(test)]

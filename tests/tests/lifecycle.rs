@@ -92,6 +92,72 @@ fn api_discovery_lists_versions_and_groups() {
     );
     let apis = get("/apis");
     assert!(apis.contains("\"APIGroupList\""), "{apis}");
+    // The core group's resources, with subresources and categories, from the kind table.
+    let body = |resp: &str| -> serde_json::Value {
+        serde_json::from_str(resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)).unwrap_or_default()
+    };
+    let v1 = body(&get("/api/v1"));
+    let resources: Vec<&str> = v1["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for r in [
+        "pods",
+        "pods/log",
+        "pods/status",
+        "namespaces",
+        "namespaces/status",
+        "events",
+    ] {
+        assert!(resources.contains(&r), "{r} missing from {resources:?}");
+    }
+    let pods = v1["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .unwrap();
+    assert_eq!(pods["categories"], serde_json::json!(["all"]));
+    assert_eq!(pods["shortNames"], serde_json::json!(["po"]));
+    assert!(
+        get("/apis/apps/v1").starts_with("HTTP/1.0 404"),
+        "no kind is served there yet"
+    );
+    assert!(get("/api/v1/namespaces/default/pods/x/exec").starts_with("HTTP/1.0 404"));
+    // A Table, as kubectl's `get` asks for one.
+    let table = |path: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        body(&out)
+    };
+    let t = table("/api/v1/namespaces");
+    assert_eq!(t["kind"], "Table");
+    let names: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "Status", "Age"]);
+    let default = t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["object"]["metadata"]["name"] == "default")
+        .expect("a row for default");
+    assert_eq!(default["cells"][1], "Active");
+    assert_eq!(default["object"]["kind"], "PartialObjectMetadata");
+    let one = table("/api/v1/namespaces/default?includeObject=None");
+    assert_eq!(one["rows"][0]["cells"][0], "default");
+    assert!(one["rows"][0]["object"].is_null());
 }
 
 #[test]

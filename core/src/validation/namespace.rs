@@ -35,3 +35,18 @@ pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
     encode(&n, new);
     Ok(())
 }
+
+/// The namespaces the node keeps; deleting one is forbidden, as the API server forbids it.
+pub const IMMORTAL: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Refuses to delete the namespaces the node keeps; a deleted one is `Terminating`.
+pub fn admit_delete(current: &Value, marked: &mut Value) -> Result<(), String> {
+    let name = current["metadata"]["name"].as_str().unwrap_or("");
+    if IMMORTAL.contains(&name) {
+        return Err(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        ));
+    }
+    marked["status"]["phase"] = serde_json::json!("Terminating");
+    Ok(())
+}

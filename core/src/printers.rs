@@ -1,0 +1,401 @@
+//! How objects are shown in tables: each kind's columns and how a row is
+//! made from an object, served as a `meta.k8s.io/v1` `Table` (what kubectl
+//! asks for with `Accept: application/json;as=Table`) and printed by the CLI.
+
+use serde_json::{json, Value};
+
+/// One column of a kind's table.
+#[derive(Debug)]
+pub struct Column {
+    /// The header (kubectl prints it upper-cased).
+    pub name: &'static str,
+    /// OpenAPI type: `string`, `integer`, `date`.
+    pub kind: &'static str,
+    /// 0: always shown; 1: with `-o wide` only.
+    pub priority: u8,
+    pub description: &'static str,
+}
+
+/// A kind's table: columns, and the cells of one object's row.
+#[derive(Debug)]
+pub struct Printer {
+    pub columns: &'static [Column],
+    pub row: fn(&Value) -> Vec<Value>,
+}
+
+const fn col(name: &'static str, kind: &'static str, priority: u8, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        priority,
+        description,
+    }
+}
+
+const NAME: Column = col("Name", "string", 0, "Name must be unique within a namespace.");
+const AGE: Column = col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+
+/// Name and age: what a kind without its own columns shows.
+pub static DEFAULT: Printer = Printer {
+    columns: &[NAME, AGE],
+    row: |o| {
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's pod columns.
+pub static POD: Printer = Printer {
+    columns: &[
+        NAME,
+        col(
+            "Ready",
+            "string",
+            0,
+            "The aggregate readiness state of this pod for accepting traffic.",
+        ),
+        col(
+            "Status",
+            "string",
+            0,
+            "The aggregate status of the containers in this pod.",
+        ),
+        col(
+            "Restarts",
+            "string",
+            0,
+            "The number of times the containers in this pod have been restarted.",
+        ),
+        AGE,
+        col("IP", "string", 1, "IP address allocated to the pod."),
+        col("Node", "string", 1, "Name of the Node this pod is bound to."),
+    ],
+    row: |p| {
+        let sum = pod_summary(p);
+        vec![
+            json!(str_at(p, "/metadata/name")),
+            json!(format!("{}/{}", sum.ready, sum.total)),
+            json!(sum.status),
+            json!(sum.restarts.to_string()),
+            json!(age_of(p, "/metadata/creationTimestamp")),
+            json!(or_none(str_at(p, "/status/podIP"))),
+            json!(or_none(str_at(p, "/spec/nodeName"))),
+        ]
+    },
+};
+
+/// kubectl's namespace columns.
+pub static NAMESPACE: Printer = Printer {
+    columns: &[NAME, col("Status", "string", 0, "The status of the namespace."), AGE],
+    row: |n| {
+        vec![
+            json!(str_at(n, "/metadata/name")),
+            json!(str_at(n, "/status/phase")),
+            json!(age_of(n, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's event columns.
+pub static EVENT: Printer = Printer {
+    columns: &[
+        col("Last Seen", "string", 0, "Time when the event was last seen."),
+        col("Type", "string", 0, "Type of this event (Normal, Warning)."),
+        col("Reason", "string", 0, "Why the action was taken."),
+        col("Object", "string", 0, "The object that this event is about."),
+        col(
+            "Message",
+            "string",
+            0,
+            "A human-readable description of the status of this operation.",
+        ),
+    ],
+    row: |e| {
+        vec![
+            json!(age_of(e, "/lastTimestamp")),
+            json!(str_at(e, "/type")),
+            json!(str_at(e, "/reason")),
+            json!(format!(
+                "{}/{}",
+                str_at(e, "/involvedObject/kind").to_lowercase(),
+                str_at(e, "/involvedObject/name")
+            )),
+            json!(str_at(e, "/message")),
+        ]
+    },
+};
+
+fn str_at<'a>(o: &'a Value, pointer: &str) -> &'a str {
+    o.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "<none>"
+    } else {
+        s
+    }
+}
+
+fn age_of(o: &Value, pointer: &str) -> String {
+    age(str_at(o, pointer))
+}
+
+/// What a Table row carries besides its cells (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    None,
+    /// `PartialObjectMetadata`: the object's metadata (the default).
+    Metadata,
+    Object,
+}
+
+impl Include {
+    /// From the `includeObject` query parameter.
+    pub fn parse(v: Option<&str>) -> Result<Include, String> {
+        match v {
+            None | Some("") | Some("Metadata") => Ok(Include::Metadata),
+            Some("None") => Ok(Include::None),
+            Some("Object") => Ok(Include::Object),
+            Some(o) => Err(format!(
+                "includeObject: Unsupported value: \"{o}\": supported values: \"None\", \"Metadata\", \"Object\""
+            )),
+        }
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `items` as `printer` shows them.
+pub fn table(printer: &Printer, items: &[Value], include: Include, resource_version: Option<&str>) -> Value {
+    let columns: Vec<Value> = printer
+        .columns
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "type": c.kind, "format": if c.name == "Name" { "name" } else { "" },
+                "description": c.description, "priority": c.priority})
+        })
+        .collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let object = match include {
+                Include::None => Value::Null,
+                Include::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"].clone()}),
+                Include::Object => o.clone(),
+            };
+            json!({"cells": (printer.row)(o), "object": object})
+        })
+        .collect();
+    let mut meta = json!({});
+    if let Some(rv) = resource_version {
+        meta["resourceVersion"] = json!(rv);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
+/// Human age like kubectl (`5s`, `3m`, `2h`, `4d`).
+pub fn age(ts: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// READY, STATUS and RESTARTS of a pod, as kubectl's `printPod` computes them.
+pub struct PodSummary {
+    pub ready: usize,
+    pub total: usize,
+    pub status: String,
+    pub restarts: u64,
+}
+
+/// kubectl's `printPod`: init progress (`Init:1/2`, `Init:CrashLoopBackOff`),
+/// then the first app container's waiting or terminated reason.
+pub fn pod_summary(p: &Value) -> PodSummary {
+    let spec_inits = p["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
+    let sidecar = |name: &str| {
+        spec_inits
+            .iter()
+            .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+    };
+    let mut total = p["spec"]["containers"].as_array().map_or(0, Vec::len);
+    total += spec_inits.iter().filter(|c| c["restartPolicy"] == "Always").count();
+    let mut ready = 0;
+    let mut restarts = 0;
+    let mut reason = p["status"]["reason"]
+        .as_str()
+        .or(p["status"]["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_string();
+    let mut initializing = false;
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, c) in inits.iter().enumerate() {
+        restarts += c["restartCount"].as_u64().unwrap_or(0);
+        let name = c["name"].as_str().unwrap_or("");
+        let term = &c["state"]["terminated"];
+        let waiting = c["state"]["waiting"]["reason"].as_str().unwrap_or("");
+        if sidecar(name) && c["started"] == true {
+            if c["ready"] == true {
+                ready += 1;
+            }
+            continue;
+        }
+        if term.is_object() && term["exitCode"] == 0 {
+            continue;
+        }
+        if term.is_object() {
+            reason = match term["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None if term["signal"].as_i64().unwrap_or(0) != 0 => format!("Init:Signal:{}", term["signal"]),
+                None => format!("Init:ExitCode:{}", term["exitCode"]),
+            };
+        } else if !waiting.is_empty() && waiting != "PodInitializing" {
+            reason = format!("Init:{waiting}");
+        } else {
+            reason = format!("Init:{i}/{}", spec_inits.len());
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        restarts = 0;
+        let mut has_running = false;
+        let cs = p["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+        for c in cs.iter().rev() {
+            restarts += c["restartCount"].as_u64().unwrap_or(0);
+            let term = &c["state"]["terminated"];
+            if let Some(r) = c["state"]["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if let Some(r) = term["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if term.is_object() {
+                reason = if term["signal"].as_i64().unwrap_or(0) != 0 {
+                    format!("Signal:{}", term["signal"])
+                } else {
+                    format!("ExitCode:{}", term["exitCode"])
+                };
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            let pod_ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if pod_ready { "Running" } else { "NotReady" }.into();
+        }
+    }
+    let terminal = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !p["metadata"]["deletionTimestamp"].is_null() && !terminal {
+        reason = "Terminating".into();
+    }
+    PodSummary {
+        ready,
+        total,
+        status: reason,
+        restarts,
+    }
+}
+
+/// The STATUS column kubectl shows for a pod.
+pub fn pod_status(p: &Value) -> String {
+    pod_summary(p).status
+}
+
+/// `k=v,k2=v2` or `<none>`.
+pub fn label_string(o: &Value) -> String {
+    let l: Vec<String> = o["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    if l.is_empty() {
+        "<none>".into()
+    } else {
+        l.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_table_has_kubectls_columns_and_cells() {
+        let pod = json!({"metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2020-01-01T00:00:00Z",
+                "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.88.0.5", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let t = table(&POD, std::slice::from_ref(&pod), Include::Metadata, Some("7"));
+        let cols: Vec<(&str, u64)> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["priority"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            cols,
+            [
+                ("Name", 0),
+                ("Ready", 0),
+                ("Status", 0),
+                ("Restarts", 0),
+                ("Age", 0),
+                ("IP", 1),
+                ("Node", 1)
+            ]
+        );
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[0], "web");
+        assert_eq!(cells[1], "1/2");
+        assert_eq!(cells[2], "CrashLoopBackOff");
+        assert_eq!(cells[3], "3");
+        assert!(cells[4].as_str().unwrap().ends_with('d'), "{}", cells[4]);
+        assert_eq!(cells[5], "10.88.0.5");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["rows"][0]["object"]["metadata"]["labels"]["app"], "web");
+        assert_eq!(t["metadata"]["resourceVersion"], "7");
+        let bare = table(&POD, &[pod], Include::None, None);
+        assert!(bare["rows"][0]["object"].is_null());
+        assert_eq!(bare["rows"][0]["cells"].as_array().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn include_object_takes_kubernetes_values_only() {
+        assert_eq!(Include::parse(None), Ok(Include::Metadata));
+        assert_eq!(Include::parse(Some("Object")), Ok(Include::Object));
+        assert_eq!(Include::parse(Some("None")), Ok(Include::None));
+        assert!(Include::parse(Some("all"))
+            .unwrap_err()
+            .starts_with("includeObject: Unsupported value: \"all\""));
+    }
+}
