@@ -2,11 +2,13 @@
 //! controller does: once a namespace is marked for deletion, every object in
 //! it is deleted (pods gracefully), and the namespace goes when it is empty.
 
+use crate::informer::{self, Informed};
 use crate::supervisor::TreeNode;
 use actix::prelude::*;
+use peapod_core::deletion;
 use peapod_core::kinds::{self, KINDS};
 use peapod_core::object;
-use peapod_core::store::{Preconditions, Scope, Store, StoreError};
+use peapod_core::store::{Preconditions, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,69 +82,50 @@ async fn drain(store: &dyn Store, name: &str) -> Result<(), StoreError> {
                     }
                 }
             } else {
-                match store
-                    .delete(&kind.resource(), name, &item_name, Preconditions::default())
-                    .await
-                {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => left -= 1,
+                match deletion::remove(store, &kind.resource(), name, &item_name, Preconditions::default()).await {
+                    Ok(Some(_)) | Err(StoreError::NotFound { .. }) => left -= 1,
+                    // Held by finalizers: the namespace waits for it.
+                    Ok(None) | Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
         }
     }
     if left == 0 {
-        match store
-            .delete(&kinds::namespace().resource(), "", name, Preconditions::default())
-            .await
+        match deletion::remove(
+            store,
+            &kinds::namespace().resource(),
+            "",
+            name,
+            Preconditions::default(),
+        )
+        .await
         {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Changed;
-
 impl Actor for NamespaceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Watching");
-        // Watch everything: a namespace marked for deletion and pods leaving it both matter.
-        let store = self.store.clone();
-        let me = ctx.address();
-        ctx.spawn(
-            async move {
-                loop {
-                    let Ok(rev) = store.revision().await else { return };
-                    let scope = Scope {
-                        resource: None,
-                        namespace: None,
-                    };
-                    if let Ok(mut rx) = store.watch(scope, rev).await {
-                        me.do_send(Changed);
-                        while let Some(Ok(ev)) = rx.recv().await {
-                            if ev.resource == kinds::namespace().resource() || ev.resource == kinds::pod().resource() {
-                                me.do_send(Changed);
-                            }
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            .into_actor(self),
-        );
+        // A namespace marked for deletion and pods leaving it both matter.
+        for kind in [kinds::namespace(), kinds::pod()] {
+            let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
+            ctx.spawn(informer.into_actor(self));
+        }
         // Level-triggered safety net.
         ctx.run_interval(Duration::from_secs(10), |act, ctx| act.pass(ctx));
     }
 }
 
-impl Handler<Changed> for NamespaceActor {
+impl Handler<Informed> for NamespaceActor {
     type Result = ();
-    fn handle(&mut self, _: Changed, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Informed, ctx: &mut Context<Self>) {
         self.pass(ctx);
     }
 }

@@ -1,8 +1,9 @@
 //! `NodeActor`: the node supervisor, root of the actor tree (see
 //! [`crate::supervisor`]). It watches the store for pods and keeps exactly
 //! one supervised `PodActor` per pod (by uid), and supervises the
-//! `NamespaceActor`. It reacts to watch events only; a lost watch is healed
-//! by relisting (level-triggered).
+//! `NamespaceActor`. It sees pods through an [`crate::informer`]: a full
+//! list reconciles the actor set, watch events adjust it, and a lost watch
+//! is healed by relisting (level-triggered).
 //!
 //! A crashed PodActor is rebuilt from the latest pod object and the runtime.
 //! One that crashes more often than the restart intensity allows is given
@@ -20,7 +21,12 @@
 //! actors stay on one thread so their messages never cross threads.
 
 use crate::events::{EventKind, EventRecorder};
+use crate::gc::GarbageCollector;
+use crate::informer::{self, Informed};
 use crate::namespaces::NamespaceActor;
+
+/// The garbage collector's key among the node's children.
+const GC_KEY: &str = "garbage-collector";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -31,7 +37,7 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::resources::Amounts;
-use peapod_core::store::{EventType, Scope, Store, StoreError, WatchEvent};
+use peapod_core::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -66,6 +72,7 @@ pub struct NodeActor {
     /// Requests of the pods admitted and not yet finished, by uid.
     admitted: HashMap<String, Amounts>,
     namespaces: Children<&'static str, NamespaceActor>,
+    gc: Children<&'static str, GarbageCollector>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
     removing: HashSet<String>,
@@ -74,14 +81,6 @@ pub struct NodeActor {
     /// Pods whose actor removed them: a late watch event must not start another.
     removed: HashSet<String>,
 }
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Resync;
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Watched(Result<WatchEvent, StoreError>);
 
 fn given_up(pod: &Pod) -> bool {
     pod.status
@@ -102,6 +101,7 @@ impl NodeActor {
             latest: HashMap::new(),
             admitted: HashMap::new(),
             namespaces: Children::default(),
+            gc: Children::default(),
             given_up: HashSet::new(),
             removing: HashSet::new(),
             rejected: HashMap::new(),
@@ -155,6 +155,19 @@ impl NodeActor {
             .start(ctx.address(), "namespaces", spec, None, move |_| {
                 NamespaceActor::new(store, node)
             });
+    }
+
+    fn start_gc(&mut self, ctx: &mut Context<Self>) {
+        let restarts = self.gc.restarts(&GC_KEY);
+        let node = self.node.child("GarbageCollector", GC_KEY, "permanent", restarts);
+        let store = self.spec.store.clone();
+        let spec = ChildSpec {
+            restart: Restart::Permanent,
+            intensity: self.spec.intensity,
+        };
+        self.gc.start(ctx.address(), GC_KEY, spec, None, move |_| {
+            GarbageCollector::new(store, node)
+        });
     }
 
     fn upsert(&mut self, pod: Pod, ctx: &mut Context<Self>) {
@@ -278,7 +291,10 @@ impl NodeActor {
             async move {
                 let deadline = crate::pod::terminate::deadline(&pod);
                 crate::pod::terminate::stop_all(&rt, &events, &pod, deadline).await;
-                crate::pod::terminate::remove(&rt, &*store, &events, &pod).await
+                // Held by finalizers, it is tried again at its next update.
+                crate::pod::terminate::remove(&rt, &*store, &events, &pod)
+                    .await
+                    .map(drop)
             }
             .into_actor(self)
             .map(move |res, act, ctx| {
@@ -295,65 +311,23 @@ impl NodeActor {
         );
     }
 
-    /// Lists every pod, reconciles the actor set, then watches from the list's revision.
-    fn resync(&mut self, ctx: &mut Context<Self>) {
-        let store = self.spec.store.clone();
-        ctx.wait(
-            async move { store.list(&kinds::pod().resource(), None).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    let (items, revision) = match res {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!("listing pods: {e}; retrying");
-                            ctx.run_later(Duration::from_secs(1), |act, ctx| act.resync(ctx));
-                            return;
-                        }
-                    };
-                    let mut live = HashSet::new();
-                    for v in items {
-                        match serde_json::from_value::<Pod>(v) {
-                            Ok(pod) => {
-                                live.insert(pod.metadata.uid.clone().unwrap_or_default());
-                                act.upsert(pod, ctx);
-                            }
-                            Err(e) => tracing::error!("undecodable pod in store: {e}"),
-                        }
-                    }
-                    act.admitted.retain(|uid, _| live.contains(uid));
-                    act.latest.retain(|uid, _| live.contains(uid));
-                    act.given_up.retain(|uid| live.contains(uid));
-                    act.rejected.retain(|uid, _| live.contains(uid));
-                    act.removed.retain(|uid| live.contains(uid));
-                    act.watch(revision, ctx);
-                }),
-        );
-    }
-
-    fn watch(&mut self, revision: u64, ctx: &mut Context<Self>) {
-        let store = self.spec.store.clone();
-        let scope = Scope {
-            resource: Some(kinds::pod().resource()),
-            namespace: None,
-        };
-        let me = ctx.address();
-        ctx.spawn(
-            async move {
-                match store.watch(scope, revision).await {
-                    Ok(mut rx) => {
-                        while let Some(ev) = rx.recv().await {
-                            let end = ev.is_err();
-                            if me.send(Watched(ev)).await.is_err() || end {
-                                return;
-                            }
-                        }
-                        me.do_send(Resync);
-                    }
-                    Err(e) => me.do_send(Watched(Err(e))),
+    /// A full list of pods (first, or after a relist): reconciles the actor set.
+    fn synced(&mut self, items: Vec<serde_json::Value>, ctx: &mut Context<Self>) {
+        let mut live = HashSet::new();
+        for v in items {
+            match serde_json::from_value::<Pod>(v) {
+                Ok(pod) => {
+                    live.insert(pod.metadata.uid.clone().unwrap_or_default());
+                    self.upsert(pod, ctx);
                 }
+                Err(e) => tracing::error!("undecodable pod in store: {e}"),
             }
-            .into_actor(self),
-        );
+        }
+        self.admitted.retain(|uid, _| live.contains(uid));
+        self.latest.retain(|uid, _| live.contains(uid));
+        self.given_up.retain(|uid| live.contains(uid));
+        self.rejected.retain(|uid, _| live.contains(uid));
+        self.removed.retain(|uid| live.contains(uid));
     }
 }
 
@@ -418,7 +392,14 @@ impl Actor for NodeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Running");
         self.start_namespaces(ctx);
-        self.resync(ctx);
+        self.start_gc(ctx);
+        let pods = informer::run(
+            self.spec.store.clone(),
+            kinds::pod().resource(),
+            None,
+            ctx.address().recipient(),
+        );
+        ctx.spawn(pods.into_actor(self));
         let ttl = self.spec.rt.config.event_ttl;
         let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(every, move |act, ctx| {
@@ -428,38 +409,28 @@ impl Actor for NodeActor {
     }
 }
 
-impl Handler<Resync> for NodeActor {
-    type Result = ();
-    fn handle(&mut self, _: Resync, ctx: &mut Context<Self>) {
-        self.resync(ctx);
-    }
-}
-
-impl Handler<Watched> for NodeActor {
+impl Handler<Informed> for NodeActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Watched, ctx: &mut Context<Self>) {
-        match msg.0 {
-            Ok(ev) => {
-                crate::faults::point("node.watch", object::name(&ev.object));
-                if ev.event_type == EventType::Deleted {
-                    // The pod actor removed it: nothing more to run.
-                    let uid = object::uid(&ev.object).to_string();
-                    self.admitted.remove(&uid);
-                    self.latest.remove(&uid);
-                    self.given_up.remove(&uid);
-                    self.rejected.remove(&uid);
-                    self.removed.remove(&uid);
-                    return;
-                }
-                match serde_json::from_value::<Pod>(ev.object) {
+    fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        match msg {
+            Informed::Synced { objects, .. } => self.synced(objects, ctx),
+            Informed::Applied { object, .. } => {
+                crate::faults::point("node.watch", object::name(&object));
+                match serde_json::from_value::<Pod>(object) {
                     Ok(pod) => self.upsert(pod, ctx),
                     Err(e) => tracing::error!("undecodable pod in watch: {e}"),
                 }
             }
-            Err(e) => {
-                tracing::warn!("pod watch ended: {e}; relisting");
-                ctx.run_later(Duration::from_millis(200), |act, ctx| act.resync(ctx));
+            Informed::Deleted { object, .. } => {
+                crate::faults::point("node.watch", object::name(&object));
+                // The pod actor removed it: nothing more to run.
+                let uid = object::uid(&object).to_string();
+                self.admitted.remove(&uid);
+                self.latest.remove(&uid);
+                self.given_up.remove(&uid);
+                self.rejected.remove(&uid);
+                self.removed.remove(&uid);
             }
         }
     }
@@ -536,6 +507,24 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited<&'static str>, ctx: &mut Context<Self>) {
+        if msg.key == GC_KEY {
+            match self.gc.exited(&msg) {
+                Verdict::Stale | Verdict::Done => {}
+                Verdict::Restart { restarts } => {
+                    tracing::warn!(
+                        "GarbageCollector ended ({}); restarting it (restart {restarts})",
+                        exit_text(&msg.exit)
+                    );
+                    self.start_gc(ctx);
+                }
+                Verdict::GiveUp { crashes } => crate::supervisor::escalate(format!(
+                    "GarbageCollector crashed {crashes} times within {:?} (last: {})",
+                    self.spec.intensity.period,
+                    exit_text(&msg.exit)
+                )),
+            }
+            return;
+        }
         match self.namespaces.exited(&msg) {
             Verdict::Stale | Verdict::Done => {}
             Verdict::Restart { restarts } => {

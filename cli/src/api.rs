@@ -5,12 +5,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use peapod_actors::runtime::logfile::{LogReader, ReadOptions};
 use peapod_actors::runtime::NodePaths;
+use peapod_core::deletion;
 use peapod_core::field::FieldErrors;
 use peapod_core::kinds::{self, Kind, Subresource};
 use peapod_core::object;
 use peapod_core::printers;
 use peapod_core::selector::Selector;
-use peapod_core::store::{Preconditions, Scope, Store, StoreError};
+use peapod_core::store::{Scope, Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -481,6 +482,7 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
     object::set_meta(&mut obj, "uid", object::new_uid());
     object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
     if let Some(m) = object::metadata_mut(&mut obj) {
+        m.insert("generation".into(), json!(1));
         m.remove("resourceVersion");
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
@@ -548,6 +550,40 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
         if let Err(errs) = (t.kind.admit_update)(&old, &mut new) {
             return invalid(t.kind, &name, errs);
         }
+        if object::deletion_timestamp(&old).is_some() {
+            let had = deletion::finalizers(&old);
+            let added: Vec<String> = deletion::finalizers(&new)
+                .into_iter()
+                .filter(|f| !had.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let errs = FieldErrors(vec![peapod_core::field::FieldError::forbidden(
+                    "metadata.finalizers",
+                    format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                )]);
+                return invalid(t.kind, &name, errs);
+            }
+        }
+        // metadata.generation counts changes of the desired state only.
+        let desired = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("metadata");
+                m.remove("status");
+            }
+            v
+        };
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        let generation = if desired(&new) == desired(&old) {
+            generation
+        } else {
+            generation.saturating_add(1)
+        };
+        if let Some(m) = object::metadata_mut(&mut new) {
+            m.insert("generation".into(), json!(generation));
+        }
         new
     };
     if object::resource_version(&next) == 0 {
@@ -564,7 +600,8 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
     if strip(&next) == strip(&old) {
         return HttpResponse::Ok().json(old);
     }
-    match data.store.update(&t.kind.resource(), next).await {
+    // Removing the last finalizer of an object whose deletion is over removes it.
+    match deletion::update_or_remove(&*data.store, t.kind, next).await {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => store_error(t.kind, e),
     }
@@ -578,27 +615,39 @@ async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: 
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse::<i64>().ok())
         .or(opts["gracePeriodSeconds"].as_i64());
+    let policy = q
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or(opts["propagationPolicy"].as_str());
+    let propagation = match deletion::Propagation::parse(policy, opts["orphanDependents"].as_bool()) {
+        Ok(p) => p,
+        Err(message) => return status(400, "BadRequest", message, None),
+    };
     let resource = t.kind.resource();
-    if !t.kind.graceful_deletion {
-        return match data.store.delete(&resource, &ns, &name, Preconditions::default()).await {
-            Ok(v) => HttpResponse::Ok().json(v),
-            Err(e) => store_error(t.kind, e),
-        };
-    }
     for _ in 0..5 {
         let cur = match data.store.get(&resource, &ns, &name).await {
             Ok(v) => v,
             Err(e) => return store_error(t.kind, e),
         };
         let mut marked = cur.clone();
-        object::mark_deleted(&mut marked, grace);
+        if t.kind.graceful_deletion {
+            object::mark_deleted(&mut marked, grace);
+        } else {
+            // Nothing runs for it: its grace period is over at once.
+            deletion::end_grace(&mut marked);
+        }
+        // A propagation policy asked for on an object already being deleted
+        // applies too (kubectl delete --cascade=orphan after a background delete).
+        if let Some(f) = propagation.finalizer() {
+            deletion::add_finalizer(&mut marked, f);
+        }
         if let Err(message) = (t.kind.admit_delete)(&cur, &mut marked) {
             return status(403, "Forbidden", message, None);
         }
         if marked == cur {
             return HttpResponse::Ok().json(cur);
         }
-        match data.store.update(&resource, marked).await {
+        match deletion::update_or_remove(&*data.store, t.kind, marked).await {
             Ok(v) => return HttpResponse::Ok().json(v),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return store_error(t.kind, e),

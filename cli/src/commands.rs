@@ -67,6 +67,10 @@ pub struct DeleteArgs {
     namespace: Option<String>,
     #[arg(long)]
     grace_period: Option<i64>,
+    /// What becomes of the objects' dependents: `background` (deleted after
+    /// the owner), `foreground` (deleted before it) or `orphan` (kept).
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan", "true", "false"])]
+    cascade: String,
     /// Return at once instead of waiting for the objects to be gone.
     #[arg(long = "wait", default_value_t = true, action = clap::ArgAction::Set)]
     wait: bool,
@@ -616,10 +620,16 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
             targets.push((kind, ns_of(&a.namespace), n.clone()));
         }
     }
-    let q = a
-        .grace_period
-        .map(|g| format!("?gracePeriodSeconds={g}"))
-        .unwrap_or_default();
+    // kubectl's old boolean form: true is background, false is orphan.
+    let policy = match a.cascade.as_str() {
+        "foreground" => "Foreground",
+        "orphan" | "false" => "Orphan",
+        _ => "Background",
+    };
+    let mut q = format!("?propagationPolicy={policy}");
+    if let Some(g) = a.grace_period {
+        q.push_str(&format!("&gracePeriodSeconds={g}"));
+    }
     let mut failed = false;
     for (kind, ns, name) in &targets {
         match c.call("DELETE", &format!("{}{q}", kind.object_path(ns, name)), None) {

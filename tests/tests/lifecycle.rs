@@ -194,3 +194,111 @@ spec:
         .sum::<i64>();
     assert_eq!(killings, 1, "one stop, not two: {described}");
 }
+
+fn owned_pod(name: &str, owner: &serde_json::Value) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  ownerReferences:
+  - {{apiVersion: v1, kind: Pod, name: {}, uid: {}, controller: true, blockOwnerDeletion: true}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{{name: c, image: busybox, command: [sleep, "3600"]}}]
+"#,
+        owner["metadata"]["name"].as_str().unwrap(),
+        owner["metadata"]["uid"].as_str().unwrap()
+    )
+}
+
+fn plain_pod(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{{name: c, image: busybox, command: [sleep, \"3600\"]}}]\n"
+    )
+}
+
+#[test]
+fn dependents_are_collected_orphaned_or_deleted_first_as_the_cascade_says() {
+    let node = Node::start();
+    for n in ["bg", "orphaner", "fg"] {
+        node.apply(&plain_pod(n));
+    }
+    let owners: Vec<serde_json::Value> = ["bg", "orphaner", "fg"].iter().map(|n| node.pod(n).unwrap()).collect();
+    node.apply(&owned_pod("bg-dep", &owners[0]));
+    node.apply(&owned_pod("orphaner-dep", &owners[1]));
+    node.apply(&owned_pod("fg-dep", &owners[2]));
+    for n in ["bg-dep", "orphaner-dep", "fg-dep"] {
+        node.wait_pod(n, "running", MIN, |p| container(p, "c")["state"]["running"].is_object());
+    }
+    assert_eq!(node.pod("bg-dep").unwrap()["metadata"]["generation"], 1);
+
+    // Background (the default): the owner goes, then the collector deletes its dependent.
+    node.ok(&["delete", "pod", "bg"]);
+    wait_for("bg-dep collected", MIN, || node.pod("bg-dep").is_none().then_some(()));
+
+    // Orphan: the dependent stays, running, without its reference.
+    node.ok(&["delete", "pod", "orphaner", "--cascade=orphan"]);
+    let dep = wait_for("orphaner-dep released", MIN, || {
+        node.pod("orphaner-dep")
+            .filter(|p| p["metadata"]["ownerReferences"].is_null())
+    });
+    assert!(dep["metadata"]["deletionTimestamp"].is_null());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(container(&node.pod("orphaner-dep").unwrap(), "c")["state"]["running"].is_object());
+
+    // Foreground: the owner waits, marked, until its blocking dependent is gone.
+    node.ok(&["delete", "pod", "fg", "--cascade=foreground", "--wait=false"]);
+    let fg = node.pod("fg").expect("the owner stays while its dependent exists");
+    assert_eq!(fg["metadata"]["finalizers"], serde_json::json!(["foregroundDeletion"]));
+    wait_for("fg and fg-dep gone", MIN, || {
+        let (owner, dep) = (node.pod("fg"), node.pod("fg-dep"));
+        assert!(owner.is_some() || dep.is_none(), "the owner went before its dependent");
+        (owner.is_none() && dep.is_none()).then_some(())
+    });
+    node.ok(&["delete", "pod", "orphaner-dep"]);
+}
+
+#[test]
+fn finalizers_hold_a_deleted_object_and_generation_counts_spec_changes() {
+    let node = Node::start();
+    let held = "apiVersion: v1\nkind: Pod\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: busybox, command: [sleep, \"3600\"]}]\n";
+    node.apply(held);
+    node.wait_pod("held", "running", MIN, |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    assert_eq!(node.pod("held").unwrap()["metadata"]["generation"], 1);
+    node.apply(held);
+    assert_eq!(
+        node.pod("held").unwrap()["metadata"]["generation"],
+        1,
+        "an unchanged apply"
+    );
+    node.apply(&held.replace("image: busybox", "image: docker.io/library/busybox:latest"));
+    assert_eq!(node.pod("held").unwrap()["metadata"]["generation"], 2, "a new image");
+
+    node.ok(&["delete", "pod", "held", "--wait=false"]);
+    // The containers stop, but the finalizer keeps the object, its deletion over.
+    let p = node.wait_pod("held", "terminated and held", MIN, |p| {
+        p["metadata"]["deletionGracePeriodSeconds"] == 0 && !p["metadata"]["deletionTimestamp"].is_null()
+    });
+    assert_eq!(p["metadata"]["finalizers"], serde_json::json!(["example.com/hold"]));
+    // No new finalizer may be added now.
+    let mut more = p.clone();
+    more["metadata"]["finalizers"] = serde_json::json!(["example.com/hold", "example.com/more"]);
+    let f = node.dir.path().join("more.json");
+    std::fs::write(&f, more.to_string()).unwrap();
+    let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Removing the last finalizer removes the object.
+    let mut release = p.clone();
+    release["metadata"].as_object_mut().unwrap().remove("finalizers");
+    std::fs::write(&f, release.to_string()).unwrap();
+    node.peapod(&["apply", "-f", f.to_str().unwrap()]);
+    wait_for("held removed", MIN, || node.pod("held").is_none().then_some(()));
+}

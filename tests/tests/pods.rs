@@ -22,10 +22,11 @@ spec:
   containers:
   - name: server
     image: busybox
-    command: ["sh", "-c", "hostname; echo hello-from-server | nc -l -p 8080; sleep 3600"]
+    command: ["sh", "-c", "hostname; while true; do echo hello-from-server | nc -l -p 8080; done"]
   - name: client
     image: busybox
-    command: ["sh", "-c", "hostname; until nc 127.0.0.1 8080 </dev/null; do sleep 0.2; done; sleep 3600"]
+    # busybox nc may quit at its stdin's end before the reply arrives: ask until it does.
+    command: ["sh", "-c", "hostname; until nc 127.0.0.1 8080 </dev/null | grep hello-from-server; do sleep 0.2; done; sleep 3600"]
 "#,
     );
     node.wait_pod("two", "both containers running", MIN, |p| {

@@ -118,9 +118,15 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
         .collect();
     assert!(leases.is_empty(), "leases left: {leases:?}");
     let tree = node.tree();
+    let kinds: Vec<&str> = tree["items"][0]["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["kind"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(
-        tree["items"][0]["children"].as_array().map(Vec::len),
-        Some(1),
-        "only the NamespaceActor: {tree}"
+        kinds,
+        ["NamespaceActor", "GarbageCollector"],
+        "only the node's controllers, no pod actor: {tree}"
     );
 }

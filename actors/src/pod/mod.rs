@@ -109,6 +109,8 @@ pub struct PodActor {
     pod_dirty: bool,
     start_time: Option<String>,
     deadline: Option<Instant>,
+    /// Everything of the pod is gone but the object, which finalizers hold.
+    held: bool,
     writing_status: bool,
     status_dirty: bool,
     last_written: Option<PodStatus>,
@@ -199,6 +201,7 @@ impl PodActor {
             pod_dirty: false,
             start_time,
             deadline: None,
+            held: false,
             writing_status: false,
             status_dirty: false,
             last_written: None,
@@ -519,6 +522,10 @@ impl Handler<PodChanged> for PodActor {
             != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
         self.pod = Arc::new(msg.0);
         self.pod_dirty = true;
+        if self.held {
+            self.retry_held(ctx);
+            return;
+        }
         // The stored status is the truth now (another writer, or a late write of ours).
         self.last_written = None;
         if self.lifecycle == Lifecycle::Terminating {

@@ -56,7 +56,10 @@ impl PodActor {
             async move { remove(&rt, &*store, &events, &pod).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(()) => ctx.stop(),
+                    Ok(true) => ctx.stop(),
+                    // Finalizers hold the object: nothing of the pod is left
+                    // here, and the next change of the object tries again.
+                    Ok(false) => act.held = true,
                     Err(e) => {
                         let delay = act.teardown_failed(&e);
                         act.set_lifecycle(Lifecycle::Terminating);
@@ -65,11 +68,32 @@ impl PodActor {
                 }),
         );
     }
+
+    /// The object changed while finalizers held it: remove it if none is left.
+    pub(super) fn retry_held(&mut self, ctx: &mut Context<Self>) {
+        self.held = false;
+        let store = self.store.clone();
+        let pod = self.pod.clone();
+        ctx.spawn(
+            async move { remove_object(&*store, &pod).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(true) => ctx.stop(),
+                    Ok(false) => act.held = true,
+                    Err(e) => {
+                        tracing::warn!("{e}; trying again");
+                        act.held = true;
+                        ctx.run_later(std::time::Duration::from_secs(5), |act, ctx| act.retry_held(ctx));
+                    }
+                }),
+        );
+    }
 }
 
 /// Unpublishes the pod's volumes, removes everything the node holds for it
 /// and then the object (only that object: a same-named successor stays).
-pub async fn remove(rt: &Arc<Runtime>, store: &dyn Store, events: &EventRecorder, pod: &Pod) -> Result<(), String> {
+/// False when finalizers still hold the object (see [`remove_object`]).
+pub async fn remove(rt: &Arc<Runtime>, store: &dyn Store, events: &EventRecorder, pod: &Pod) -> Result<bool, String> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_dir = rt.paths.pod_dir(&uid);
     for attempt in 0..3 {
@@ -84,18 +108,28 @@ pub async fn remove(rt: &Arc<Runtime>, store: &dyn Store, events: &EventRecorder
         }
     }
     rt.remove_pod(pod).await?;
+    let removed = remove_object(store, pod).await?;
+    if removed {
+        events.forget(&uid);
+    }
+    Ok(removed)
+}
+
+/// Removes the pod object, unless finalizers hold it: then it is marked
+/// (its grace period over) and false is returned; whoever removes the last
+/// finalizer updates it, and the node calls this again.
+pub async fn remove_object(store: &dyn Store, pod: &Pod) -> Result<bool, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let pre = Preconditions {
-        uid: Some(uid.clone()),
+        uid: pod.metadata.uid.clone(),
         resource_version: None,
     };
-    match store.delete(&kinds::pod().resource(), &ns, &name, pre).await {
-        Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
-        Err(e) => return Err(format!("removing pod {ns}/{name} from the store: {e}")),
+    match peapod_core::deletion::remove(store, &kinds::pod().resource(), &ns, &name, pre).await {
+        Ok(Some(_)) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => Ok(true),
+        Ok(None) => Ok(false),
+        Err(e) => Err(format!("removing pod {ns}/{name} from the store: {e}")),
     }
-    events.forget(&uid);
-    Ok(())
 }
 
 /// Stops every running container of a pod the normal way, without its
