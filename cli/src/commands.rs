@@ -319,6 +319,12 @@ fn table_output(a: &GetArgs) -> Result<Option<bool>> {
 /// priority 0 (all with `-o wide`), NAMESPACE first with `-A`, LABELS last
 /// with `--show-labels`; the header only when asked.
 fn print_table(table: &Value, a: &GetArgs, kind: &Kind, wide: bool, header: bool) -> usize {
+    print_table_of(table, a, kind, wide, header, None)
+}
+
+/// [`print_table`], with names written `<prefix>/<name>` (as kubectl does
+/// when it prints several kinds).
+fn print_table_of(table: &Value, a: &GetArgs, kind: &Kind, wide: bool, header: bool, prefix: Option<&str>) -> usize {
     let with_ns = a.all_namespaces && kind.namespaced;
     let columns: Vec<(usize, String)> = table["columnDefinitions"]
         .as_array()
@@ -351,11 +357,15 @@ fn print_table(table: &Value, a: &GetArgs, kind: &Kind, wide: bool, header: bool
         if with_ns {
             line.push(r["object"]["metadata"]["namespace"].as_str().unwrap_or("").to_string());
         }
-        for (i, _) in &columns {
-            line.push(match &r["cells"][*i] {
+        for (i, name) in &columns {
+            let cell = match &r["cells"][*i] {
                 Value::String(s) => s.clone(),
                 Value::Null => "<none>".into(),
                 v => v.to_string(),
+            };
+            line.push(match prefix {
+                Some(p) if name == "NAME" => format!("{p}/{cell}"),
+                _ => cell,
             });
         }
         if a.show_labels {
@@ -370,8 +380,106 @@ fn print_table(table: &Value, a: &GetArgs, kind: &Kind, wide: bool, header: bool
     rows.len()
 }
 
+/// The kinds a `get` names: `pods`, `pods,ns`, or a category (`all`).
+fn kinds_named(words: &str) -> Result<Vec<&'static Kind>> {
+    let mut out: Vec<&'static Kind> = Vec::new();
+    for w in words.split(',').filter(|w| !w.is_empty()) {
+        let found: Vec<&'static Kind> = match kinds::by_name(w) {
+            Some(k) => vec![k],
+            None => {
+                let in_category: Vec<&'static Kind> =
+                    kinds::KINDS.iter().filter(|k| k.categories.contains(&w)).collect();
+                if in_category.is_empty() {
+                    return Err(anyhow!("the server doesn't have a resource type \"{w}\""));
+                }
+                in_category
+            }
+        };
+        for k in found {
+            if !out.iter().any(|o| std::ptr::eq(*o, k)) {
+                out.push(k);
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("you must specify the type of resource to get");
+    }
+    Ok(out)
+}
+
 pub fn get(c: &Client, a: GetArgs) -> Result<()> {
-    let kind = kind_named(&a.resource)?;
+    let kinds = kinds_named(&a.resource)?;
+    // One kind named by itself prints as kubectl prints one kind; a list or
+    // a category prints names as `kind/name`.
+    if let (Some(kind), false) = (kinds::by_name(&a.resource), a.resource.contains(',')) {
+        return get_kind(c, a, kind);
+    }
+    if !a.names.is_empty() {
+        bail!(
+            "error: names can be given for one resource type only, not \"{}\"",
+            a.resource
+        );
+    }
+    if a.watch {
+        bail!("error: watch is only supported on individual resources and resource collections, but {} resources were found", kinds.len());
+    }
+    let ns = ns_of(&a.namespace);
+    let collection = |kind: &Kind| {
+        let path = if a.all_namespaces && kind.namespaced {
+            format!("{}/{}", kind.api_prefix(), kind.plural)
+        } else {
+            kind.collection_path(&ns)
+        };
+        format!("{path}{}", query(&a.selector))
+    };
+    match table_output(&a)? {
+        Some(wide) => {
+            let mut printed = 0;
+            for kind in &kinds {
+                let table = c.tables().call("GET", &collection(kind), None)?;
+                if table["rows"].as_array().is_none_or(Vec::is_empty) {
+                    continue;
+                }
+                if printed > 0 {
+                    println!();
+                }
+                printed += print_table_of(&table, &a, kind, wide, true, Some(kind.singular));
+            }
+            if printed == 0 {
+                eprintln!(
+                    "No resources found{}.",
+                    if a.all_namespaces {
+                        String::new()
+                    } else {
+                        format!(" in {ns} namespace")
+                    }
+                );
+            }
+        }
+        None => {
+            let mut items = Vec::new();
+            for kind in &kinds {
+                let list = c.call("GET", &collection(kind), None)?;
+                for mut i in list["items"].as_array().cloned().unwrap_or_default() {
+                    i["apiVersion"] = json!(kind.api_version());
+                    i["kind"] = json!(kind.kind);
+                    items.push((*kind, i));
+                }
+            }
+            if a.output.as_deref() == Some("name") {
+                items
+                    .iter()
+                    .for_each(|(k, i)| println!("{}/{}", k.singular, i["metadata"]["name"].as_str().unwrap_or("")));
+            } else {
+                let objects: Vec<Value> = items.into_iter().map(|(_, i)| i).collect();
+                print_objects(kinds[0], &objects, &a)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
     let ns = ns_of(&a.namespace);
     let collection = if a.all_namespaces && kind.namespaced {
         format!("{}/{}", kind.api_prefix(), kind.plural)
@@ -836,7 +944,20 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::duration_seconds;
+    use super::{duration_seconds, kinds_named};
+
+    #[test]
+    fn get_takes_lists_of_kinds_and_categories() {
+        let plurals = |w: &str| kinds_named(w).unwrap().iter().map(|k| k.plural).collect::<Vec<_>>();
+        assert_eq!(plurals("po,ns"), ["pods", "namespaces"]);
+        assert_eq!(plurals("all"), ["pods"], "the kinds in category all");
+        assert_eq!(plurals("pods,all"), ["pods"], "each kind once");
+        assert!(kinds_named("pods,widgets")
+            .unwrap_err()
+            .to_string()
+            .contains("\"widgets\""));
+        assert!(kinds_named(",").is_err());
+    }
 
     #[test]
     fn since_takes_go_durations_rounded_up_to_seconds() {

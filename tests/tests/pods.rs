@@ -46,6 +46,20 @@ spec:
         "{table}"
     );
     assert!(!node.ok(&["get", "pods", "-l", "app!=pair"]).contains("two"));
+    // Several kinds at once, and the `all` category, as kubectl prints them.
+    let all = node.ok(&["get", "all"]);
+    assert!(all.contains("pod/two") && all.contains("2/2"), "{all}");
+    let names = node.ok(&["get", "pods,namespaces", "-o", "name"]);
+    assert!(
+        names.contains("pod/two\n") && names.contains("namespace/default\n"),
+        "{names}"
+    );
+    let tables = node.ok(&["get", "po,ns"]);
+    assert!(
+        tables.contains("pod/two") && tables.contains("namespace/kube-system"),
+        "{tables}"
+    );
+    assert!(!node.peapod(&["get", "pods,ns", "two"]).status.success());
     node.ok(&["delete", "pod", "two", "--grace-period", "1"]);
     assert!(node.pod("two").is_none());
 }
