@@ -18,5 +18,6 @@ pub mod namespaces;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod registration;
 pub mod runtime;
 pub mod supervisor;

@@ -393,6 +393,23 @@ impl Actor for NodeActor {
         self.node.set_state("Running");
         self.start_namespaces(ctx);
         self.start_gc(ctx);
+        // The node's own Node object and heartbeat Lease.
+        let (store, config) = (self.spec.store.clone(), self.spec.rt.config.clone());
+        ctx.spawn(
+            async move {
+                let Ok(facts) = tokio::task::spawn_blocking(move || crate::registration::gather(&config)).await else {
+                    return;
+                };
+                let mut every = tokio::time::interval(crate::registration::HEARTBEAT);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = crate::registration::post(&*store, &facts).await {
+                        tracing::warn!("posting the node's status: {e}");
+                    }
+                }
+            }
+            .into_actor(self),
+        );
         let pods = informer::run(
             self.spec.store.clone(),
             kinds::pod().resource(),

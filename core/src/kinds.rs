@@ -212,6 +212,42 @@ pub static KINDS: &[Kind] = &[
         categories: &[],
         printer: &printers::EVENT,
     },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        namespaced: false,
+        short_names: &["no"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::node::admit_create,
+        admit_update: validation::node::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::Node>,
+        subresources: &[Subresource::Status],
+        categories: &[],
+        printer: &printers::NODE,
+    },
+    Kind {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        namespaced: true,
+        short_names: &[],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::node::admit_lease_create,
+        admit_update: validation::node::admit_lease_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::coordination::v1::Lease>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::LEASE,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -265,6 +301,16 @@ pub fn pod() -> &'static Kind {
 /// The Namespace kind.
 pub fn namespace() -> &'static Kind {
     by_store_key("namespaces").expect("namespaces are in the kind table")
+}
+
+/// The Node kind.
+pub fn node() -> &'static Kind {
+    by_store_key("nodes").expect("nodes are in the kind table")
+}
+
+/// The Lease kind (coordination.k8s.io), the node's heartbeat.
+pub fn lease() -> &'static Kind {
+    by_store_key("coordination.k8s.io/leases").expect("leases are in the kind table")
 }
 
 /// The Event kind.

@@ -132,6 +132,80 @@ pub static EVENT: Printer = Printer {
     },
 };
 
+/// kubectl's node columns.
+pub static NODE: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Status", "string", 0, "The status of the node"),
+        col("Roles", "string", 0, "The roles of the node"),
+        AGE,
+        col("Version", "string", 0, "Kubelet Version reported by the node."),
+        col("Internal-IP", "string", 1, "List of internal IPs."),
+        col(
+            "OS-Image",
+            "string",
+            1,
+            "OS Image reported by the node from /etc/os-release.",
+        ),
+        col("Kernel-Version", "string", 1, "Kernel Version reported by the node."),
+        col(
+            "Container-Runtime",
+            "string",
+            1,
+            "Container Runtime Version reported by the node.",
+        ),
+    ],
+    row: |n| {
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .map_or("Unknown", |c| if c["status"] == "True" { "Ready" } else { "NotReady" });
+        let mut roles: Vec<&str> = n["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+            .collect();
+        roles.sort();
+        let internal = n["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == "InternalIP")
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>");
+        vec![
+            json!(str_at(n, "/metadata/name")),
+            json!(ready),
+            json!(if roles.is_empty() {
+                "<none>".to_string()
+            } else {
+                roles.join(",")
+            }),
+            json!(age_of(n, "/metadata/creationTimestamp")),
+            json!(str_at(n, "/status/nodeInfo/kubeletVersion")),
+            json!(internal),
+            json!(or_none(str_at(n, "/status/nodeInfo/osImage"))),
+            json!(or_none(str_at(n, "/status/nodeInfo/kernelVersion"))),
+            json!(or_none(str_at(n, "/status/nodeInfo/containerRuntimeVersion"))),
+        ]
+    },
+};
+
+/// kubectl's lease columns.
+pub static LEASE: Printer = Printer {
+    columns: &[NAME, col("Holder", "string", 0, "The holder of the lease."), AGE],
+    row: |l| {
+        vec![
+            json!(str_at(l, "/metadata/name")),
+            json!(str_at(l, "/spec/holderIdentity")),
+            json!(age_of(l, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
 fn str_at<'a>(o: &'a Value, pointer: &str) -> &'a str {
     o.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
@@ -387,6 +461,23 @@ mod tests {
         let bare = table(&POD, &[pod], Include::None, None);
         assert!(bare["rows"][0]["object"].is_null());
         assert_eq!(bare["rows"][0]["cells"].as_array().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn a_node_row_says_ready_and_its_roles() {
+        let node = json!({"metadata": {"name": "n1", "creationTimestamp": "2020-01-01T00:00:00Z",
+                "labels": {"node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/edge": ""}},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.5"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0"}}});
+        let cells = (NODE.row)(&node);
+        assert_eq!(cells[1], "NotReady");
+        assert_eq!(cells[2], "edge,worker");
+        assert_eq!(cells[4], "v1.33.0");
+        assert_eq!(cells[5], "10.0.0.5");
+        assert_eq!(cells.len(), NODE.columns.len());
+        let bare = (NODE.row)(&json!({"metadata": {"name": "n2"}}));
+        assert_eq!((bare[1].as_str(), bare[2].as_str()), (Some("Unknown"), Some("<none>")));
     }
 
     #[test]

@@ -158,6 +158,37 @@ fn api_discovery_lists_versions_and_groups() {
     let one = table("/api/v1/namespaces/default?includeObject=None");
     assert_eq!(one["rows"][0]["cells"][0], "default");
     assert!(one["rows"][0]["object"].is_null());
+
+    // The node registers itself, and its Lease (the first named group) is renewed.
+    let groups = body(&get("/apis"));
+    assert_eq!(groups["groups"][0]["name"], "coordination.k8s.io", "{groups}");
+    let coordination = body(&get("/apis/coordination.k8s.io/v1"));
+    assert_eq!(coordination["resources"][0]["name"], "leases");
+    let nodes = wait_for("the node registered", MIN, || {
+        Some(node.ok(&["get", "nodes", "-o", "wide"])).filter(|t| t.contains("Ready"))
+    });
+    assert!(nodes.contains("peapod://"), "{nodes}");
+    let obj: serde_json::Value = serde_json::from_str(&node.ok(&["get", "nodes", "-o", "json"])).unwrap();
+    let n = &obj["items"][0];
+    assert!(
+        n["status"]["capacity"]["cpu"].is_string() && n["status"]["allocatable"]["memory"].is_string(),
+        "{n}"
+    );
+    assert_eq!(n["metadata"]["labels"]["kubernetes.io/os"], "linux");
+    let lease = |node: &Node| -> serde_json::Value {
+        serde_json::from_str(&node.ok(&["get", "leases", "-n", "kube-node-lease", "-o", "json"])).unwrap()
+    };
+    let first = lease(&node)["items"][0]["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        lease(&node)["items"][0]["spec"]["holderIdentity"],
+        n["metadata"]["name"]
+    );
+    wait_for("the lease renewed", Duration::from_secs(30), || {
+        (lease(&node)["items"][0]["spec"]["renewTime"].as_str() != Some(first.as_str())).then_some(())
+    });
 }
 
 #[test]

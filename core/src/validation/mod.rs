@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod namespace;
+pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod security;
