@@ -742,10 +742,18 @@ async fn logs(data: &ApiState, t: &Target, q: &HashMap<String, String>) -> HttpR
     // removed, and the last lines (written while it stops) must still reach
     // the follower. Without follow the answer is the log as it stood when
     // asked: its lines are counted, and it is read, up to the length it had then.
-    let reader = tokio::task::spawn_blocking(move || LogReader::open(&file, opts).ok())
-        .await
-        .ok()
-        .flatten();
+    let reader = tokio::task::spawn_blocking(move || match LogReader::open(&file, opts) {
+        Ok(r) => Some(r),
+        // No log yet (or any more): an empty answer, as before the container wrote.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!("opening the log {}: {e}", file.display());
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten();
     let state = LogStream {
         reader,
         store: data.store.clone(),

@@ -32,11 +32,6 @@ impl Client {
         }
     }
 
-    /// The same daemon, asked for objects as they are.
-    pub fn tables_off(&self) -> Client {
-        Client::new(self.socket.clone())
-    }
-
     /// The same daemon, asked for `Table`s where a list or object is returned.
     pub fn tables(&self) -> Client {
         Client {

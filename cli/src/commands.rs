@@ -424,14 +424,7 @@ pub fn get(c: &Client, a: GetArgs) -> Result<()> {
         bail!("error: watch is only supported on individual resources and resource collections, but {} resources were found", kinds.len());
     }
     let ns = ns_of(&a.namespace);
-    let collection = |kind: &Kind| {
-        let path = if a.all_namespaces && kind.namespaced {
-            format!("{}/{}", kind.api_prefix(), kind.plural)
-        } else {
-            kind.collection_path(&ns)
-        };
-        format!("{path}{}", query(&a.selector))
-    };
+    let collection = |kind: &Kind| format!("{}{}", get_collection(kind, &a), query(&a.selector));
     match table_output(&a)? {
         Some(wide) => {
             let mut printed = 0;
@@ -479,15 +472,27 @@ pub fn get(c: &Client, a: GetArgs) -> Result<()> {
     Ok(())
 }
 
-fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
-    let ns = ns_of(&a.namespace);
-    let collection = if a.all_namespaces && kind.namespaced {
+/// The collection a `get` lists: one namespace's, or every namespace's with `-A`.
+fn get_collection(kind: &Kind, a: &GetArgs) -> String {
+    if a.all_namespaces && kind.namespaced {
         format!("{}/{}", kind.api_prefix(), kind.plural)
     } else {
-        kind.collection_path(&ns)
-    };
+        kind.collection_path(&ns_of(&a.namespace))
+    }
+}
+
+fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
+    let ns = ns_of(&a.namespace);
+    let collection = get_collection(kind, &a);
     let table = table_output(&a)?;
-    let client = if table.is_some() { c.tables() } else { c.tables_off() };
+    let tables;
+    let client = match table {
+        Some(_) => {
+            tables = c.tables();
+            &tables
+        }
+        None => c,
+    };
     let list = client.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
     let present = |name: &str| match table {
         Some(_) => list["rows"]

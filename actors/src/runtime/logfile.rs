@@ -186,15 +186,16 @@ impl LogWriter {
     }
 
     /// Starts a new file: the live one becomes `.1`, each older one moves
-    /// up by one, and the one past the count is gone. If that cannot be
-    /// done, the live file is emptied instead: the bound holds either way.
+    /// up by one, and the one past the count is gone. With one file kept,
+    /// or if renaming fails, the live file is emptied instead: the bound
+    /// holds either way.
     fn rotate(&mut self) -> io::Result<()> {
+        self.size = 0;
+        if self.max_files == 1 {
+            return self.file.set_len(0);
+        }
         let renamed = (|| -> io::Result<File> {
-            let keep = self.max_files - 1;
-            if keep == 0 {
-                return Err(io::Error::other("no rotated files are kept"));
-            }
-            for n in (1..keep).rev() {
+            for n in (1..self.max_files - 1).rev() {
                 match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -203,13 +204,11 @@ impl LogWriter {
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
             open_append(&self.path)
         })();
-        self.size = 0;
         match renamed {
             Ok(file) => {
                 self.file = file;
                 Ok(())
             }
-            Err(e) if self.max_files == 1 => self.file.set_len(0).or(Err(e)).map(|_| ()),
             Err(e) => {
                 self.file.set_len(0)?;
                 Err(io::Error::new(e.kind(), format!("rotate {}: {e}", self.path.display())))
@@ -299,6 +298,8 @@ pub struct LogReader {
     remaining: Option<u64>,
     /// Looks for the file that follows the live one once it is read out.
     following: bool,
+    /// One chunk, reused by every read.
+    buf: Vec<u8>,
 }
 
 /// The log's files as they are now, oldest first: `.N` … `.1`, then the
@@ -406,6 +407,7 @@ impl LogReader {
             files,
             carry: Vec::new(),
             line_start: true,
+            buf: vec![0u8; CHUNK],
         })
     }
 
@@ -423,7 +425,13 @@ impl LogReader {
     /// The next piece of output: `Some` with what there is (empty when
     /// following and nothing new was written), `None` when the log is done.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = std::mem::take(&mut self.buf);
+        let out = self.read_next(&mut buf);
+        self.buf = buf;
+        out
+    }
+
+    fn read_next(&mut self, buf: &mut [u8]) -> io::Result<Option<Vec<u8>>> {
         loop {
             if self.remaining == Some(0) {
                 return Ok(None);
