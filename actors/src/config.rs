@@ -30,6 +30,8 @@ pub struct NodeConfig {
     /// Log files kept per container start, the live one included
     /// (kubelet's `--container-log-max-files`).
     pub container_log_max_files: u32,
+    /// The most pods the node takes (kubelet's `--max-pods`): its `pods` capacity.
+    pub max_pods: i64,
 }
 
 impl NodeConfig {

@@ -17,6 +17,8 @@ type EventKey = (String, String, String);
 pub struct EventRecorder {
     store: Arc<dyn Store>,
     host: String,
+    /// `source.component`: `kubelet`, `default-scheduler`, `replicaset-controller` …
+    component: &'static str,
     seen: Arc<Mutex<HashMap<EventKey, String>>>,
 }
 
@@ -35,8 +37,34 @@ impl EventRecorder {
         Self {
             store,
             host,
+            component: "kubelet",
             seen: Arc::default(),
         }
+    }
+
+    /// The same recorder, reporting as `component` (its events' `source.component`).
+    pub fn with_component(mut self, component: &'static str) -> Self {
+        self.component = component;
+        self.seen = Arc::default();
+        self
+    }
+
+    /// An event about any object (a ReplicaSet, a Deployment …), from its stored form.
+    pub fn object_event(&self, obj: &serde_json::Value, kind: EventKind, reason: &str, message: String) {
+        let ns = object::namespace(obj).to_string();
+        let name = object::name(obj).to_string();
+        let uid = object::uid(obj).to_string();
+        let involved = ObjectReference {
+            api_version: obj["apiVersion"].as_str().map(str::to_string),
+            kind: obj["kind"].as_str().map(str::to_string),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()).filter(|n| !n.is_empty()),
+            uid: Some(uid.clone()),
+            resource_version: obj["metadata"]["resourceVersion"].as_str().map(str::to_string),
+            field_path: None,
+        };
+        let ns = if ns.is_empty() { "default".to_string() } else { ns };
+        self.record(involved, ns, name, uid, kind, reason, message);
     }
 
     /// Records an event about `pod` (optionally one of its containers, as `fieldPath`).
@@ -93,6 +121,7 @@ impl EventRecorder {
         let previous = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
         let store = self.store.clone();
         let host = self.host.clone();
+        let component = self.component;
         let seen = self.seen.clone();
         let reason = reason.to_string();
         let kind_text = match kind {
@@ -130,10 +159,10 @@ impl EventRecorder {
                 first_timestamp: Some(Time(now)),
                 last_timestamp: Some(Time(now)),
                 source: Some(EventSource {
-                    component: Some("kubelet".into()),
+                    component: Some(component.into()),
                     host: Some(host.clone()),
                 }),
-                reporting_component: Some("kubelet".into()),
+                reporting_component: Some(component.into()),
                 reporting_instance: Some(host),
                 ..Default::default()
             };

@@ -22,6 +22,7 @@ use peapod_core::deletion::{self, Propagation, FOREGROUND, ORPHAN};
 use peapod_core::kinds::{self, Kind, KINDS};
 use peapod_core::object;
 use peapod_core::store::{Store, StoreError, StoreResult};
+use peapod_core::writes;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -189,33 +190,14 @@ async fn delete(store: &dyn Store, kind: &'static Kind, obj: &Value, propagation
     .await
 }
 
-/// Applies `change` to the stored object (the one with `obj`'s uid), retrying
-/// on conflicts; `change` returns whether it changed anything. An object
-/// that is gone (or replaced) is left be.
+/// [`writes::modify`], for a pass that only needs to know it failed.
 async fn modify(
     store: &dyn Store,
     kind: &'static Kind,
     obj: &Value,
-    change: impl Fn(&mut Value) -> bool,
+    change: impl FnMut(&mut Value) -> bool,
 ) -> StoreResult<()> {
-    let resource = kind.resource();
-    for _ in 0..5 {
-        let cur = match store.get(&resource, object::namespace(obj), object::name(obj)).await {
-            Ok(c) if object::uid(&c) == object::uid(obj) => c,
-            Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut next = cur.clone();
-        if !change(&mut next) {
-            return Ok(());
-        }
-        match deletion::update_or_remove(store, kind, next).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    writes::modify(store, kind, obj, change).await.map(drop)
 }
 
 impl Actor for GarbageCollector {

@@ -20,13 +20,17 @@
 //! status building and JSON work then use every core, and a pod's own
 //! actors stay on one thread so their messages never cross threads.
 
+use crate::controllers::Controller;
 use crate::events::{EventKind, EventRecorder};
 use crate::gc::GarbageCollector;
 use crate::informer::{self, Informed};
 use crate::namespaces::NamespaceActor;
+use crate::scheduler::Scheduler;
 
-/// The garbage collector's key among the node's children.
+/// The keys of the node's permanent children (controllers use their own names).
+const NAMESPACES_KEY: &str = "namespaces";
 const GC_KEY: &str = "garbage-collector";
+const SCHEDULER_KEY: &str = "scheduler";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -73,6 +77,8 @@ pub struct NodeActor {
     admitted: HashMap<String, Amounts>,
     namespaces: Children<&'static str, NamespaceActor>,
     gc: Children<&'static str, GarbageCollector>,
+    scheduler: Children<&'static str, Scheduler>,
+    controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
     removing: HashSet<String>,
@@ -102,6 +108,8 @@ impl NodeActor {
             admitted: HashMap::new(),
             namespaces: Children::default(),
             gc: Children::default(),
+            scheduler: Children::default(),
+            controllers: Children::default(),
             given_up: HashSet::new(),
             removing: HashSet::new(),
             rejected: HashMap::new(),
@@ -143,34 +151,61 @@ impl NodeActor {
         });
     }
 
-    fn start_namespaces(&mut self, ctx: &mut Context<Self>) {
-        let restarts = self.namespaces.restarts(&"namespaces");
-        let node = self.node.child("NamespaceActor", "namespaces", "permanent", restarts);
-        let store = self.spec.store.clone();
+    /// Starts (or restarts) the permanent child `key`: the NamespaceActor,
+    /// the garbage collector, the scheduler or a controller.
+    fn start_permanent(&mut self, key: &'static str, ctx: &mut Context<Self>) {
         let spec = ChildSpec {
             restart: Restart::Permanent,
             intensity: self.spec.intensity,
         };
-        self.namespaces
-            .start(ctx.address(), "namespaces", spec, None, move |_| {
-                NamespaceActor::new(store, node)
-            });
+        let (store, me) = (self.spec.store.clone(), ctx.address());
+        match key {
+            NAMESPACES_KEY => {
+                let node = self
+                    .node
+                    .child("NamespaceActor", key, "permanent", self.namespaces.restarts(&key));
+                self.namespaces
+                    .start(me, key, spec, None, move |_| NamespaceActor::new(store, node));
+            }
+            GC_KEY => {
+                let node = self
+                    .node
+                    .child("GarbageCollector", key, "permanent", self.gc.restarts(&key));
+                self.gc
+                    .start(me, key, spec, None, move |_| GarbageCollector::new(store, node));
+            }
+            SCHEDULER_KEY => {
+                let node = self
+                    .node
+                    .child("Scheduler", key, "permanent", self.scheduler.restarts(&key));
+                let events = self.events.clone();
+                self.scheduler
+                    .start(me, key, spec, None, move |_| Scheduler::new(store, events, node));
+            }
+            _ => {
+                let Some(reconciler) = crate::controllers::all().into_iter().find(|r| r.name() == key) else {
+                    return;
+                };
+                let node = self
+                    .node
+                    .child("Controller", key, "permanent", self.controllers.restarts(&key));
+                let events = self.events.clone();
+                self.controllers.start(me, key, spec, None, move |_| {
+                    Controller::new(reconciler, store, events, node)
+                });
+            }
+        }
     }
 
-    fn start_gc(&mut self, ctx: &mut Context<Self>) {
-        let restarts = self.gc.restarts(&GC_KEY);
-        let node = self.node.child("GarbageCollector", GC_KEY, "permanent", restarts);
-        let store = self.spec.store.clone();
-        let spec = ChildSpec {
-            restart: Restart::Permanent,
-            intensity: self.spec.intensity,
-        };
-        self.gc.start(ctx.address(), GC_KEY, spec, None, move |_| {
-            GarbageCollector::new(store, node)
-        });
+    /// Whether the pod is bound to this node (the scheduler binds the others, or another node runs them).
+    fn ours(&self, pod: &Pod) -> bool {
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(self.spec.node_name.as_str())
     }
 
     fn upsert(&mut self, pod: Pod, ctx: &mut Context<Self>) {
+        if !self.ours(&pod) {
+            return;
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
@@ -316,6 +351,7 @@ impl NodeActor {
         let mut live = HashSet::new();
         for v in items {
             match serde_json::from_value::<Pod>(v) {
+                Ok(pod) if !self.ours(&pod) => {}
                 Ok(pod) => {
                     live.insert(pod.metadata.uid.clone().unwrap_or_default());
                     self.upsert(pod, ctx);
@@ -391,8 +427,12 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Running");
-        self.start_namespaces(ctx);
-        self.start_gc(ctx);
+        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY] {
+            self.start_permanent(key, ctx);
+        }
+        for c in crate::controllers::all() {
+            self.start_permanent(c.name(), ctx);
+        }
         // The node's own Node object and heartbeat Lease.
         let (store, config) = (self.spec.store.clone(), self.spec.rt.config.clone());
         ctx.spawn(
@@ -524,35 +564,23 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited<&'static str>, ctx: &mut Context<Self>) {
-        if msg.key == GC_KEY {
-            match self.gc.exited(&msg) {
-                Verdict::Stale | Verdict::Done => {}
-                Verdict::Restart { restarts } => {
-                    tracing::warn!(
-                        "GarbageCollector ended ({}); restarting it (restart {restarts})",
-                        exit_text(&msg.exit)
-                    );
-                    self.start_gc(ctx);
-                }
-                Verdict::GiveUp { crashes } => crate::supervisor::escalate(format!(
-                    "GarbageCollector crashed {crashes} times within {:?} (last: {})",
-                    self.spec.intensity.period,
-                    exit_text(&msg.exit)
-                )),
-            }
-            return;
-        }
-        match self.namespaces.exited(&msg) {
+        let (verdict, actor) = match msg.key {
+            NAMESPACES_KEY => (self.namespaces.exited(&msg), "NamespaceActor"),
+            GC_KEY => (self.gc.exited(&msg), "GarbageCollector"),
+            SCHEDULER_KEY => (self.scheduler.exited(&msg), "Scheduler"),
+            key => (self.controllers.exited(&msg), key),
+        };
+        match verdict {
             Verdict::Stale | Verdict::Done => {}
             Verdict::Restart { restarts } => {
                 tracing::warn!(
-                    "NamespaceActor ended ({}); restarting it (restart {restarts})",
+                    "{actor} ended ({}); restarting it (restart {restarts})",
                     exit_text(&msg.exit)
                 );
-                self.start_namespaces(ctx);
+                self.start_permanent(msg.key, ctx);
             }
             Verdict::GiveUp { crashes } => crate::supervisor::escalate(format!(
-                "NamespaceActor crashed {crashes} times within {:?} (last: {})",
+                "{actor} crashed {crashes} times within {:?} (last: {})",
                 self.spec.intensity.period,
                 exit_text(&msg.exit)
             )),

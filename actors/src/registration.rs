@@ -59,6 +59,7 @@ pub fn gather(config: &NodeConfig) -> NodeFacts {
         "aarch64" => "arm64",
         a => a,
     };
+    let pods = config.max_pods.to_string();
     let quantity = |cpu_millis: i64, memory: i64| {
         let cpu = if cpu_millis % 1000 == 0 {
             (cpu_millis / 1000).to_string()
@@ -66,7 +67,7 @@ pub fn gather(config: &NodeConfig) -> NodeFacts {
             format!("{cpu_millis}m")
         };
         json!({"cpu": cpu,
-            "memory": format!("{}Ki", memory / 1024), "pods": "110"})
+            "memory": format!("{}Ki", memory / 1024), "pods": pods})
     };
     NodeFacts {
         name: config.node_name.clone(),

@@ -10,8 +10,10 @@ use peapod_core::field::FieldErrors;
 use peapod_core::kinds::{self, Kind, Subresource};
 use peapod_core::object;
 use peapod_core::printers;
+use peapod_core::scale;
 use peapod_core::selector::Selector;
 use peapod_core::store::{Scope, Store, StoreError};
+use peapod_core::writes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -199,10 +201,13 @@ pub async fn resource_list(req: HttpRequest) -> HttpResponse {
         resources.push(r);
         for sub in k.subresources {
             let (kind, verbs) = sub.discovery(k);
-            resources.push(
-                json!({"name": format!("{}/{}", k.plural, sub.name()), "singularName": "",
-                "namespaced": k.namespaced, "kind": kind, "verbs": verbs}),
-            );
+            let mut r = json!({"name": format!("{}/{}", k.plural, sub.name()), "singularName": "",
+                "namespaced": k.namespaced, "kind": kind, "verbs": verbs});
+            if let Some((g, v)) = sub.group_version() {
+                r["group"] = json!(g);
+                r["version"] = json!(v);
+            }
+            resources.push(r);
         }
     }
     let group_version = if group.is_empty() {
@@ -259,6 +264,9 @@ pub async fn resource(
         ("PUT", Some(_), None) => update(&data, &t, &body, false).await,
         ("PUT", Some(_), Some(Subresource::Status)) => update(&data, &t, &body, true).await,
         ("DELETE", Some(_), None) => delete(&data, &t, &q, &body).await,
+        ("GET", Some(_), Some(Subresource::Scale)) => get_scale(&data, &t).await,
+        ("PUT", Some(_), Some(Subresource::Scale)) => set_scale(&data, &t, &body, false).await,
+        ("PATCH", Some(_), Some(Subresource::Scale)) => set_scale(&data, &t, &body, true).await,
         _ => status(
             405,
             "MethodNotAllowed",
@@ -456,15 +464,6 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
     if let Err(r) = ensure_namespace(data, t).await {
         return r;
     }
-    if object::name(&obj).is_empty() {
-        if let Some(prefix) = obj
-            .pointer("/metadata/generateName")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        {
-            object::set_meta(&mut obj, "name", format!("{prefix}{}", object::random_suffix(5)));
-        }
-    }
     let ns = t.namespace.clone().unwrap_or_default();
     let body_ns = object::namespace(&obj).to_string();
     if t.kind.namespaced {
@@ -473,19 +472,9 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
         }
         object::set_meta(&mut obj, "namespace", ns);
     }
-    obj["apiVersion"] = json!(t.kind.api_version());
-    obj["kind"] = json!(t.kind.kind);
-    let name = object::name(&obj).to_string();
-    if let Err(errs) = (t.kind.admit_create)(&mut obj) {
+    if let Err(errs) = writes::admit_new(t.kind, &mut obj) {
+        let name = object::name(&obj).to_string();
         return invalid(t.kind, &name, errs);
-    }
-    object::set_meta(&mut obj, "uid", object::new_uid());
-    object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
-    if let Some(m) = object::metadata_mut(&mut obj) {
-        m.insert("generation".into(), json!(1));
-        m.remove("resourceVersion");
-        m.remove("deletionTimestamp");
-        m.remove("deletionGracePeriodSeconds");
     }
     match data.store.create(&t.kind.resource(), obj).await {
         Ok(v) => HttpResponse::Created().json(v),
@@ -494,14 +483,26 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
 }
 
 async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> HttpResponse {
-    let name = t.name.clone().unwrap_or_default();
-    let ns = t.namespace.clone().unwrap_or_default();
-    let mut new = match parse_body(t.kind, body) {
+    let new = match parse_body(t.kind, body) {
         Ok(v) => v,
         Err(r) => return r,
     };
+    match update_object(data, t, new, status_only).await {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+/// Replaces the object at `t` with `new` (or only its status), through admission.
+async fn update_object(
+    data: &ApiState,
+    t: &Target,
+    mut new: Value,
+    status_only: bool,
+) -> Result<HttpResponse, HttpResponse> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
     if object::name(&new) != name {
-        return status(
+        return Err(status(
             400,
             "BadRequest",
             format!(
@@ -509,11 +510,11 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
                 object::name(&new)
             ),
             None,
-        );
+        ));
     }
     let old = match data.store.get(&t.kind.resource(), &ns, &name).await {
         Ok(v) => v,
-        Err(e) => return store_error(t.kind, e),
+        Err(e) => return Err(store_error(t.kind, e)),
     };
     new["apiVersion"] = json!(t.kind.api_version());
     new["kind"] = json!(t.kind.kind);
@@ -548,7 +549,7 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
             }
         }
         if let Err(errs) = (t.kind.admit_update)(&old, &mut new) {
-            return invalid(t.kind, &name, errs);
+            return Err(invalid(t.kind, &name, errs));
         }
         if object::deletion_timestamp(&old).is_some() {
             let had = deletion::finalizers(&old);
@@ -563,7 +564,7 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
                         "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
                     ),
                 )]);
-                return invalid(t.kind, &name, errs);
+                return Err(invalid(t.kind, &name, errs));
             }
         }
         // metadata.generation counts changes of the desired state only.
@@ -598,13 +599,72 @@ async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> 
         v
     };
     if strip(&next) == strip(&old) {
-        return HttpResponse::Ok().json(old);
+        return Ok(HttpResponse::Ok().json(old));
     }
     // Removing the last finalizer of an object whose deletion is over removes it.
     match deletion::update_or_remove(&*data.store, t.kind, next).await {
-        Ok(v) => HttpResponse::Ok().json(v),
+        Ok(v) => Ok(HttpResponse::Ok().json(v)),
+        Err(e) => Err(store_error(t.kind, e)),
+    }
+}
+
+async fn get_scale(data: &ApiState, t: &Target) -> HttpResponse {
+    let (ns, name) = (
+        t.namespace.clone().unwrap_or_default(),
+        t.name.clone().unwrap_or_default(),
+    );
+    match data.store.get(&t.kind.resource(), &ns, &name).await {
+        Ok(v) => HttpResponse::Ok().json(scale::of(&v)),
         Err(e) => store_error(t.kind, e),
     }
+}
+
+/// `PUT` (a whole `Scale`) or `PATCH` (a merge patch of one) on `scale`.
+async fn set_scale(data: &ApiState, t: &Target, body: &[u8], patch: bool) -> HttpResponse {
+    let (ns, name) = (
+        t.namespace.clone().unwrap_or_default(),
+        t.name.clone().unwrap_or_default(),
+    );
+    let sent = match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return status(400, "BadRequest", "the body must be a JSON object".into(), None),
+        Err(e) => {
+            return status(
+                400,
+                "BadRequest",
+                format!("the body of the request was in an unknown format: {e}"),
+                None,
+            )
+        }
+    };
+    for _ in 0..5 {
+        let cur = match data.store.get(&t.kind.resource(), &ns, &name).await {
+            Ok(v) => v,
+            Err(e) => return store_error(t.kind, e),
+        };
+        let wanted = if patch {
+            let mut s = scale::of(&cur);
+            scale::merge_patch(&mut s, &sent);
+            // A patch applies to the version it was merged into.
+            if sent.pointer("/metadata/resourceVersion").is_none() {
+                s["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            }
+            s
+        } else {
+            sent.clone()
+        };
+        let next = match scale::apply(&cur, &wanted) {
+            Ok(v) => v,
+            Err(errs) => return invalid(t.kind, &name, errs),
+        };
+        match update_object(data, t, next, false).await {
+            Ok(_) => break,
+            // A patch is merged again into the latest version.
+            Err(r) if patch && r.status() == actix_web::http::StatusCode::CONFLICT => continue,
+            Err(r) => return r,
+        }
+    }
+    get_scale(data, t).await
 }
 
 async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: &[u8]) -> HttpResponse {
@@ -918,7 +978,7 @@ mod route_tests {
         );
         assert!(route("", "v1", &["namespaces", "default", "pods", "web", "log", "more"]).is_none());
         assert!(route("", "v2", &["pods"]).is_none());
-        assert!(route("apps", "v1", &["deployments"]).is_none());
+        assert!(route("apps", "v1", &["widgets"]).is_none());
     }
 }
 

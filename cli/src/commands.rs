@@ -77,6 +77,31 @@ pub struct DeleteArgs {
 }
 
 #[derive(Args)]
+pub struct ScaleArgs {
+    /// `TYPE NAME…` or `TYPE/NAME…`.
+    what: Vec<String>,
+    /// The new number of replicas.
+    #[arg(long)]
+    replicas: i64,
+    /// Scale only if the current number of replicas is this (a precondition).
+    #[arg(long)]
+    current_replicas: Option<i64>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LabelArgs {
+    /// `TYPE NAME… KEY=VALUE… KEY-…` (or `TYPE/NAME`).
+    what: Vec<String>,
+    /// Replace a label that already has a value.
+    #[arg(long)]
+    overwrite: bool,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
 pub struct LogsArgs {
     pod: String,
     #[arg(short = 'c', long)]
@@ -106,7 +131,7 @@ pub struct LogsArgs {
 
 /// Seconds in a duration written as Go writes them (`1h30m`, `90s`,
 /// `1.5h`, `250ms`), rounded up as kubectl rounds `--since`.
-fn duration_seconds(text: &str) -> Result<i64> {
+pub(crate) fn duration_seconds(text: &str) -> Result<i64> {
     let bad = || {
         anyhow::anyhow!("invalid duration {text:?}: use a number and a unit (ns, us, ms, s, m, h), e.g. 30s or 1h30m")
     };
@@ -622,7 +647,108 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
 
 /// What `describe` prints of an object beyond its metadata and events,
 /// per kind (as kubectl's describer map), keyed by group and kind.
-static DESCRIBERS: &[Describer] = &[("", "Pod", describe_pod)];
+static DESCRIBERS: &[Describer] = &[
+    ("", "Pod", describe_pod),
+    ("apps", "ReplicaSet", describe_replicas),
+    ("", "ReplicationController", describe_replicas),
+    ("apps", "Deployment", describe_deployment),
+];
+
+/// A Deployment's counts, strategy, template and conditions, as kubectl shows them.
+fn describe_deployment(o: &Value) {
+    let selector = peapod_core::validation::workloads::workload_selector(o)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let st = &o["status"];
+    println!("Selector:               {selector}");
+    println!(
+        "Replicas:               {} desired | {} updated | {} total | {} available | {} unavailable",
+        n(&o["spec"]["replicas"]),
+        n(&st["updatedReplicas"]),
+        n(&st["replicas"]),
+        n(&st["availableReplicas"]),
+        n(&st["unavailableReplicas"])
+    );
+    let strategy = &o["spec"]["strategy"];
+    println!("StrategyType:           {}", strategy["type"].as_str().unwrap_or(""));
+    println!("MinReadySeconds:        {}", n(&o["spec"]["minReadySeconds"]));
+    if strategy["type"] == "RollingUpdate" {
+        let show = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        println!(
+            "RollingUpdateStrategy:  {} max unavailable, {} max surge",
+            show(&strategy["rollingUpdate"]["maxUnavailable"]),
+            show(&strategy["rollingUpdate"]["maxSurge"])
+        );
+    }
+    if o["spec"]["paused"] == true {
+        println!("Paused:                 true");
+    }
+    describe_template(&o["spec"]["template"]);
+    println!("Conditions:");
+    println!("  Type           Status  Reason");
+    println!("  ----           ------  ------");
+    for cnd in st["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<14} {:<7} {}",
+            cnd["type"].as_str().unwrap_or(""),
+            cnd["status"].as_str().unwrap_or(""),
+            cnd["reason"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// A ReplicaSet's or ReplicationController's selector, counts and template.
+fn describe_replicas(o: &Value) {
+    let selector = peapod_core::validation::workloads::workload_selector(o)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    println!("Selector:     {selector}");
+    println!(
+        "Replicas:     {} current / {} desired",
+        o["status"]["replicas"].as_i64().unwrap_or(0),
+        o["spec"]["replicas"].as_i64().unwrap_or(0)
+    );
+    println!(
+        "Pods Status:  {} Ready / {} Available",
+        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+        o["status"]["availableReplicas"].as_i64().unwrap_or(0)
+    );
+    describe_template(&o["spec"]["template"]);
+    println!("Conditions:");
+    for cnd in o["status"]["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<27} {}  {}",
+            cnd["type"].as_str().unwrap_or(""),
+            cnd["status"].as_str().unwrap_or(""),
+            cnd["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// A pod template as kubectl's describers print it.
+pub(crate) fn describe_template(t: &Value) {
+    println!("Pod Template:");
+    let labels = t["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_else(|| "<none>".into());
+    println!("  Labels:  {labels}");
+    println!("  Containers:");
+    for c in t["spec"]["containers"].as_array().into_iter().flatten() {
+        println!("   {}:", c["name"].as_str().unwrap_or(""));
+        println!("    Image:      {}", c["image"].as_str().unwrap_or(""));
+        if let Some(cmd) = c["command"].as_array() {
+            let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+            println!("    Command:    {}", words.join(" "));
+        }
+    }
+}
 
 /// API group, kind, and what is printed.
 type Describer = (&'static str, &'static str, fn(&Value));
@@ -766,6 +892,96 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
     }
     if failed {
         bail!("some objects could not be deleted");
+    }
+    Ok(())
+}
+
+/// Objects named on the command line, with their kinds.
+type Named = Vec<(&'static Kind, String)>;
+
+/// Objects named as kubectl takes them: `TYPE NAME…` or `TYPE/NAME…`;
+/// returns them and the words after the names that are not names (`k=v`).
+fn named_objects(words: &[String]) -> Result<(Named, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = Vec::new();
+    let mut kind: Option<&'static Kind> = None;
+    for w in words {
+        if w.contains('=') || (w.ends_with('-') && !w.contains('/')) {
+            rest.push(w.clone());
+        } else if let Some((k, n)) = w.split_once('/') {
+            out.push((kind_named(k)?, n.to_string()));
+        } else if let Some(k) = kind {
+            out.push((k, w.clone()));
+        } else {
+            kind = Some(kind_named(w)?);
+        }
+    }
+    if out.is_empty() {
+        bail!("error: resource(s) were provided, but no name was specified");
+    }
+    Ok((out, rest))
+}
+
+/// How kubectl names an object in what it prints (`replicaset.apps/web`).
+fn kind_slash_name(kind: &Kind, name: &str) -> String {
+    if kind.group.is_empty() {
+        format!("{}/{name}", kind.singular)
+    } else {
+        format!("{}.{}/{name}", kind.singular, kind.group)
+    }
+}
+
+pub fn scale(c: &Client, a: ScaleArgs) -> Result<()> {
+    let (targets, _) = named_objects(&a.what)?;
+    let ns = ns_of(&a.namespace);
+    for (kind, name) in targets {
+        if !kind.subresources.contains(&kinds::Subresource::Scale) {
+            bail!("error: no objects passed to scale: {} cannot be scaled", kind.plural);
+        }
+        let path = format!("{}/scale", kind.object_path(&ns, &name));
+        let mut scale = c.call("GET", &path, None)?;
+        if let Some(want) = a.current_replicas {
+            let cur = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+            if cur != want {
+                bail!("error: Expected replicas to be {want}, was {cur}");
+            }
+        }
+        scale["spec"]["replicas"] = json!(a.replicas);
+        c.call("PUT", &path, Some(&scale))?;
+        println!("{} scaled", kind_slash_name(kind, &name));
+    }
+    Ok(())
+}
+
+pub fn label(c: &Client, a: LabelArgs) -> Result<()> {
+    let (targets, changes) = named_objects(&a.what)?;
+    if changes.is_empty() {
+        bail!("error: at least one label update is required");
+    }
+    let ns = ns_of(&a.namespace);
+    for (kind, name) in targets {
+        let path = kind.object_path(&ns, &name);
+        let mut obj = c.call("GET", &path, None)?;
+        if !obj["metadata"]["labels"].is_object() {
+            obj["metadata"]["labels"] = json!({});
+        }
+        let labels = &mut obj["metadata"]["labels"];
+        for ch in &changes {
+            if let Some((k, v)) = ch.split_once('=') {
+                let cur = labels[k].as_str();
+                if cur.is_some_and(|cur| cur != v) && !a.overwrite {
+                    bail!(
+                        "error: '{k}' already has a value ({}), and --overwrite is false",
+                        cur.unwrap_or("")
+                    );
+                }
+                labels[k] = json!(v);
+            } else if let (Some(k), Some(m)) = (ch.strip_suffix('-'), labels.as_object_mut()) {
+                m.remove(k);
+            }
+        }
+        c.call("PUT", &path, Some(&obj))?;
+        println!("{} labeled", kind_slash_name(kind, &name));
     }
     Ok(())
 }
@@ -955,8 +1171,9 @@ mod tests {
     fn get_takes_lists_of_kinds_and_categories() {
         let plurals = |w: &str| kinds_named(w).unwrap().iter().map(|k| k.plural).collect::<Vec<_>>();
         assert_eq!(plurals("po,ns"), ["pods", "namespaces"]);
-        assert_eq!(plurals("all"), ["pods"], "the kinds in category all");
-        assert_eq!(plurals("pods,all"), ["pods"], "each kind once");
+        let all = ["pods", "replicasets", "replicationcontrollers"];
+        assert_eq!(plurals("all"), all, "the kinds in category all");
+        assert_eq!(plurals("pods,all"), all, "each kind once");
         assert!(kinds_named("pods,widgets")
             .unwrap_err()
             .to_string()

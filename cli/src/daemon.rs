@@ -85,6 +85,9 @@ pub struct DaemonArgs {
     /// Log files kept per container start, the live one included (at least 2).
     #[arg(long, default_value_t = 5)]
     container_log_max_files: u32,
+    /// The most pods the scheduler binds to this node (its `pods` capacity), as kubelet's --max-pods.
+    #[arg(long, default_value_t = 110)]
+    max_pods: i64,
     /// Threads (actix arbiters) that run pod actors; 0: one per CPU, at least 2.
     #[arg(long, default_value_t = 0)]
     pod_threads: usize,
@@ -202,6 +205,10 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         container_log_max_files: match args.container_log_max_files {
             n if n >= 2 => n,
             n => anyhow::bail!("--container-log-max-files {n}: must be at least 2 (the live file and one rotated)"),
+        },
+        max_pods: match args.max_pods {
+            n if n >= 1 => n,
+            n => anyhow::bail!("--max-pods {n}: must be at least 1"),
         },
     };
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {

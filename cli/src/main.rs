@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod daemon;
 mod output;
+mod rollout;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,20 @@ enum Command {
     Delete(commands::DeleteArgs),
     /// Print a container's logs.
     Logs(commands::LogsArgs),
+    /// Set the number of replicas of a ReplicaSet, ReplicationController …
+    Scale(commands::ScaleArgs),
+    /// Add, change or remove labels of objects (`k=v`, `k-`).
+    Label(commands::LabelArgs),
+    /// Manage the rollout of a Deployment.
+    Rollout {
+        #[command(subcommand)]
+        what: rollout::RolloutCommand,
+    },
+    /// Change fields of objects (`set image`).
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
     /// List the volume plugins the daemon loaded.
     Plugins(commands::PluginsArgs),
     /// Show the daemon's live supervision tree: each actor, what it
@@ -63,6 +78,12 @@ enum Command {
         #[arg(long, global = true, default_value = "/var/lib/peapod")]
         root_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Set the images of containers of a pod or a pod template (`c=busybox:1.36`, `*=…`).
+    Image(rollout::SetImageArgs),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +187,12 @@ fn main() {
         Command::Describe(a) => commands::describe(&client(), a),
         Command::Delete(a) => commands::delete(&client(), a),
         Command::Logs(a) => commands::logs(&client(), a),
+        Command::Scale(a) => commands::scale(&client(), a),
+        Command::Label(a) => commands::label(&client(), a),
+        Command::Rollout { what } => rollout::rollout(&client(), what),
+        Command::Set {
+            what: SetCommand::Image(a),
+        } => rollout::set_image(&client(), a),
         Command::Plugins(a) => commands::plugins(&client(), a),
         Command::Tree(a) => commands::tree(&client(), a),
         Command::Image { what, root_dir } => commands::image(what, &root_dir),

@@ -27,6 +27,8 @@ pub enum Subresource {
     Status,
     /// `log`: a pod's container log (`PodLogOptions`).
     Log,
+    /// `scale`: `spec.replicas` read and set through an autoscaling/v1 `Scale`.
+    Scale,
 }
 
 impl Subresource {
@@ -35,6 +37,15 @@ impl Subresource {
         match self {
             Subresource::Status => "status",
             Subresource::Log => "log",
+            Subresource::Scale => "scale",
+        }
+    }
+
+    /// The group and version of the subresource's kind, when not the parent's.
+    pub fn group_version(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Subresource::Scale => Some(("autoscaling", "v1")),
+            Subresource::Status | Subresource::Log => None,
         }
     }
 
@@ -43,6 +54,7 @@ impl Subresource {
         match self {
             Subresource::Status => (kind.kind, &["get", "update"]),
             Subresource::Log => ("Pod", &["get"]),
+            Subresource::Scale => ("Scale", &["get", "patch", "update"]),
         }
     }
 }
@@ -248,6 +260,42 @@ pub static KINDS: &[Kind] = &[
         categories: &[],
         printer: &printers::LEASE,
     },
+    Kind {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        namespaced: true,
+        short_names: &["rs"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::workloads::admit_replicaset,
+        admit_update: validation::workloads::update_replicaset,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::apps::v1::ReplicaSet>,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        categories: &["all"],
+        printer: &printers::REPLICASET,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "ReplicationController",
+        plural: "replicationcontrollers",
+        singular: "replicationcontroller",
+        namespaced: true,
+        short_names: &["rc"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::workloads::admit_replicationcontroller,
+        admit_update: validation::workloads::update_replicationcontroller,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::ReplicationController>,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        categories: &["all"],
+        printer: &printers::REPLICASET,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -313,6 +361,16 @@ pub fn lease() -> &'static Kind {
     by_store_key("coordination.k8s.io/leases").expect("leases are in the kind table")
 }
 
+/// The ReplicaSet kind (apps/v1).
+pub fn replicaset() -> &'static Kind {
+    by_store_key("apps/replicasets").expect("replicasets are in the kind table")
+}
+
+/// The ReplicationController kind (v1).
+pub fn replicationcontroller() -> &'static Kind {
+    by_store_key("replicationcontrollers").expect("replicationcontrollers are in the kind table")
+}
+
 /// The Event kind.
 pub fn event() -> &'static Kind {
     by_store_key("events").expect("events are in the kind table")
@@ -330,6 +388,8 @@ mod tests {
         }
         assert_eq!(by_name("ns").map(|k| k.kind), Some("Namespace"));
         assert!(by_name("deployments").is_none());
+        assert_eq!(by_name("rs").map(|k| k.resource()), Some("apps/replicasets".into()));
+        assert_eq!(by_name("rc").map(|k| k.api_version()), Some("v1".into()));
         assert_eq!(pod().collection_path("default"), "/api/v1/namespaces/default/pods");
         assert_eq!(namespace().object_path("", "x"), "/api/v1/namespaces/x");
         assert_eq!(by_type("v1", "Pod").map(|k| k.plural), Some("pods"));
@@ -349,7 +409,7 @@ mod tests {
                 .map(|k| k.plural)
                 .collect::<Vec<_>>()
         );
-        assert!(in_group_version("apps", "v1").is_empty());
+        assert!(in_group_version("batch", "v1").is_empty());
         assert_eq!(pod().subresources, [Subresource::Status, Subresource::Log]);
         // Each kind's typed check decodes its own Kubernetes type.
         assert!((pod().typed_check)("apiVersion: v1\nkind: Pod\nspec:\n  containers: 3\n").is_err());

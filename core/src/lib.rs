@@ -15,8 +15,11 @@ pub mod object;
 pub mod printers;
 pub mod quantity;
 pub mod resources;
+pub mod scale;
+pub mod scheduling;
 pub mod selector;
 pub mod store;
 pub mod validation;
+pub mod writes;
 
 pub use k8s_openapi;

@@ -206,6 +206,70 @@ pub static LEASE: Printer = Printer {
     },
 };
 
+/// Containers, images and selector: the wide columns of the workload kinds.
+const CONTAINERS: Column = col("Containers", "string", 1, "Names of each container in the template.");
+const IMAGES: Column = col(
+    "Images",
+    "string",
+    1,
+    "Images referenced by each container in the template.",
+);
+const SELECTOR: Column = col("Selector", "string", 1, "Label selector for pods.");
+
+fn int_at(o: &Value, pointer: &str) -> i64 {
+    o.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The template's container names and images, comma-separated.
+fn template_containers(o: &Value) -> (String, String) {
+    let cs = o.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+    let names: Vec<&str> = cs
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    let images: Vec<&str> = cs
+        .into_iter()
+        .flatten()
+        .map(|c| c["image"].as_str().unwrap_or(""))
+        .collect();
+    (names.join(","), images.join(","))
+}
+
+/// A workload's selector as kubectl prints it (`app=web,tier in (fe)`).
+fn selector_text(o: &Value) -> String {
+    crate::validation::workloads::workload_selector(o)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+/// kubectl's ReplicaSet and ReplicationController columns.
+pub static REPLICASET: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Desired", "integer", 0, "Number of desired pods."),
+        col("Current", "integer", 0, "Number of actual replicas."),
+        col("Ready", "integer", 0, "The number of ready replicas."),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
+    row: |o| {
+        let (containers, images) = template_containers(o);
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(int_at(o, "/spec/replicas")),
+            json!(int_at(o, "/status/replicas")),
+            json!(int_at(o, "/status/readyReplicas")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(containers),
+            json!(images),
+            json!(or_none(&selector_text(o))),
+        ]
+    },
+};
+
 fn str_at<'a>(o: &'a Value, pointer: &str) -> &'a str {
     o.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }

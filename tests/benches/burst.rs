@@ -52,7 +52,7 @@ fn all_pods(node: &Node) -> Vec<Value> {
 }
 
 fn burst(n: usize) {
-    let node = Node::start_with_args(&["--pod-cidr", "10.94.0.0/20"], |_| {});
+    let node = Node::start_with_args(&["--pod-cidr", "10.94.0.0/20", "--max-pods", "5000"], |_| {});
     std::thread::sleep(Duration::from_secs(2));
     let pid = node.daemon_pid().unwrap_or(0);
     let idle = rss_mib(pid);

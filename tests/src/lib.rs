@@ -318,6 +318,24 @@ impl Node {
             .then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
     }
 
+    /// An object of any kind (`rs`, `node` …), if it exists.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let out = self.peapod(&["get", kind, name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("object json"))
+    }
+
+    /// The objects of a kind in the default namespace, optionally by label selector.
+    pub fn list(&self, kind: &str, selector: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["get", kind, "-o", "json"];
+        if let Some(s) = selector {
+            args.extend(["-l", s]);
+        }
+        let list: Value = serde_json::from_str(&self.ok(&args)).expect("list json");
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Waits until `f(pod)` holds.
     pub fn wait_pod(&self, name: &str, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
         wait_for(what, timeout, || self.pod(name).filter(|p| f(p)))

@@ -121,8 +121,27 @@ fn api_discovery_lists_versions_and_groups() {
         .unwrap();
     assert_eq!(pods["categories"], serde_json::json!(["all"]));
     assert_eq!(pods["shortNames"], serde_json::json!(["po"]));
+    let apps = body(&get("/apis/apps/v1"));
+    assert_eq!(apps["groupVersion"], "apps/v1");
+    let scale = apps["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "replicasets/scale")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&scale["group"], &scale["version"], &scale["kind"]),
+        (
+            &serde_json::json!("autoscaling"),
+            &serde_json::json!("v1"),
+            &serde_json::json!("Scale")
+        ),
+        "{apps}"
+    );
+    assert!(apis.contains("\"apps\""), "{apis}");
     assert!(
-        get("/apis/apps/v1").starts_with("HTTP/1.0 404"),
+        get("/apis/batch/v1").starts_with("HTTP/1.0 404"),
         "no kind is served there yet"
     );
     assert!(get("/api/v1/namespaces/default/pods/x/exec").starts_with("HTTP/1.0 404"));

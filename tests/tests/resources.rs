@@ -126,40 +126,27 @@ spec:
 #[test]
 fn admission_refuses_what_does_not_fit() {
     let node = Node::start();
+    let node_name = peapod_tests::wait_for("the node registered", MIN, || {
+        node.list("nodes", None)
+            .first()
+            .and_then(|n| n["metadata"]["name"].as_str().map(str::to_string))
+    });
+    // The greedy pods are bound to the node by their manifests, so the
+    // scheduler never sees them: the node's own admission (kubelet's) refuses them.
+    let pod = |name: &str, node: &str, requests: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{node}  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '3600']\n    resources: {{requests: {requests}}}\n---\n"
+        )
+    };
+    let bound = format!("  nodeName: {node_name}\n");
     node.apply(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {name: greedy-cpu}
-spec:
-  containers:
-  - name: app
-    image: busybox
-    command: ["sleep", "3600"]
-    resources:
-      requests: {cpu: "1000"}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: greedy-memory}
-spec:
-  containers:
-  - name: app
-    image: busybox
-    command: ["sleep", "3600"]
-    resources:
-      requests: {memory: 64Ti}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: modest}
-spec:
-  containers:
-  - name: app
-    image: busybox
-    command: ["sleep", "3600"]
-    resources:
-      requests: {cpu: 100m, memory: 16Mi}
-"#,
+        &[
+            pod("greedy-cpu", &bound, "{cpu: '1000'}"),
+            pod("greedy-memory", &bound, "{memory: 64Ti}"),
+            pod("modest", "", "{cpu: 100m, memory: 16Mi}"),
+            pod("unplaceable", "", "{cpu: '1000'}"),
+        ]
+        .concat(),
     );
     for (name, reason, what) in [
         ("greedy-cpu", "OutOfcpu", "cpu"),
@@ -179,6 +166,23 @@ spec:
     node.wait_pod("modest", "admitted and running", MIN, |p| {
         container(p, "app")["ready"] == true
     });
+    // Without a node, the scheduler finds none that fits, and says why.
+    let p = node.wait_pod("unplaceable", "unschedulable", MIN, |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+    });
+    assert!(p["spec"]["nodeName"].is_null());
+    let message = p["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    );
     let table = node.ok(&["get", "pods"]);
     assert!(
         table
@@ -192,6 +196,7 @@ spec:
         "greedy-cpu",
         "greedy-memory",
         "modest",
+        "unplaceable",
         "--grace-period",
         "1",
     ]);

@@ -19,7 +19,7 @@ fn pods(node: &Node) -> Vec<Value> {
 #[test]
 fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
     // A /22: room for 500 pod addresses.
-    let node = Node::start_with_args(&["--pod-cidr", "10.98.0.0/22"], |_| {});
+    let node = Node::start_with_args(&["--pod-cidr", "10.98.0.0/22", "--max-pods", "600"], |_| {});
     let names: Vec<String> = (0..PODS).map(|i| format!("p{i:03}")).collect();
     let files: Vec<std::path::PathBuf> = names
         .chunks(PODS.div_ceil(CLIENTS))
@@ -126,7 +126,13 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
         .collect();
     assert_eq!(
         kinds,
-        ["NamespaceActor", "GarbageCollector"],
+        [
+            "NamespaceActor",
+            "GarbageCollector",
+            "Scheduler",
+            "Controller",
+            "Controller"
+        ],
         "only the node's controllers, no pod actor: {tree}"
     );
 }

@@ -308,18 +308,31 @@ pub struct LogReader {
 /// file twice or one missing, so the names are checked again afterwards and
 /// the opening retried until nothing moved.
 fn open_chain(path: &Path) -> io::Result<Vec<(File, u64)>> {
-    let mut last = Err(io::Error::from(io::ErrorKind::NotFound));
+    // Of the chains seen while files moved, the one holding the most bytes:
+    // a chain caught mid-rotation may have lost its rotated files and hold
+    // only the new, empty live one.
+    let mut best: Option<(u64, Vec<(File, u64)>)> = None;
     for _ in 0..50 {
         match try_open_chain(path) {
             Ok((chain, true)) => return Ok(chain),
-            Ok((chain, false)) => last = Ok(chain),
+            Ok((chain, false)) => {
+                let bytes = chain
+                    .iter()
+                    .map(|(f, _)| f.metadata().map_or(0, |m| m.len()))
+                    .sum::<u64>();
+                if best.as_ref().is_none_or(|(b, _)| bytes >= *b) {
+                    best = Some((bytes, chain));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    // Rotating without pause: the last chain seen, each file once.
-    let mut chain = last?;
+    // Rotating without pause: that chain, each file once.
+    let mut chain = best
+        .map(|(_, c)| c)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let mut seen = std::collections::HashSet::new();
     chain.retain(|(_, ino)| seen.insert(*ino));
     Ok(chain)

@@ -7,6 +7,7 @@ pub mod pod;
 pub mod probe;
 pub mod security;
 pub mod volumes;
+pub mod workloads;
 
 use crate::field::{FieldError, FieldErrors};
 use crate::names;

@@ -271,6 +271,10 @@ pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
     // a patch from `kubectl apply` would: changing an image must not re-default
     // imagePullPolicy into a forbidden change.
     if let (Some(os), Some(ns)) = (o.spec.as_ref(), n.spec.as_mut()) {
+        // The node a pod was bound to stays, as kubectl apply's patch keeps it.
+        if ns.node_name.is_none() {
+            ns.node_name = os.node_name.clone();
+        }
         let old_containers: Vec<&k8s_openapi::api::core::v1::Container> = os
             .containers
             .iter()
@@ -415,5 +419,14 @@ mod tests {
             err.contains("spec: Forbidden: pod updates may not change fields"),
             "{err}"
         );
+        // A manifest applied again without the node it was bound to keeps it; another node is refused.
+        old["spec"]["nodeName"] = json!("n1");
+        let mut new = old.clone();
+        new["spec"].as_object_mut().unwrap().remove("nodeName");
+        admit_update(&old, &mut new).unwrap();
+        assert_eq!(new["spec"]["nodeName"], "n1");
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!("n2");
+        assert!(admit_update(&old, &mut new).is_err());
     }
 }

@@ -1,0 +1,358 @@
+//! `Scheduler`: binds pods that name no node (`spec.nodeName`) to a node
+//! that fits them, as kube-scheduler does with its default filters
+//! ([`peapod_core::scheduling`]), as a supervised child of the node. It sees
+//! nodes and pods through informers, so it binds to any node registered in
+//! the store, this one or (on a shared store) another.
+//!
+//! - A pod that fits is bound (`spec.nodeName`, condition `PodScheduled=True`)
+//!   to the feasible node with the least requested share of CPU and memory.
+//! - A pod no node fits stays `Pending` with `PodScheduled=False`, reason
+//!   `Unschedulable`, and a `FailedScheduling` Warning event worded as
+//!   kube-scheduler words it; it is tried again when pods or nodes change,
+//!   and every 30 s.
+//! - A pod deleted before it was bound has nothing to stop: it is removed
+//!   at once, as the API server does for unscheduled pods.
+//!
+//! Passes are level-triggered and coalesced, as the garbage collector's.
+
+use crate::events::{EventKind, EventRecorder};
+use crate::informer::{self, Informed};
+use crate::supervisor::TreeNode;
+use actix::prelude::*;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use peapod_core::kinds;
+use peapod_core::object;
+use peapod_core::resources::pod_requests;
+use peapod_core::scheduling;
+use peapod_core::store::{Preconditions, Store, StoreResult};
+use peapod_core::{deletion, writes};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The scheduler's name, which pods choose with `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+/// How often unschedulable pods are tried again without any change.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// The scheduler.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    node: TreeNode,
+    events: EventRecorder,
+    nodes: HashMap<String, Value>,
+    /// Every pod, by uid.
+    pods: HashMap<String, Value>,
+    /// The last unschedulable message reported per pod uid (an event per new message).
+    reported: HashMap<String, String>,
+    running: bool,
+    again: bool,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`, registered in the tree as `node`.
+    pub fn new(store: Arc<dyn Store>, events: EventRecorder, node: TreeNode) -> Self {
+        Self {
+            store,
+            node,
+            events: events.with_component(SCHEDULER_NAME),
+            nodes: HashMap::new(),
+            pods: HashMap::new(),
+            reported: HashMap::new(),
+            running: false,
+            again: false,
+        }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            self.again = true;
+            return;
+        }
+        let pending: Vec<Value> = self.pods.values().filter(|p| unbound(p)).cloned().collect();
+        if pending.is_empty() {
+            return;
+        }
+        self.running = true;
+        let nodes: Vec<Value> = self.nodes.values().cloned().collect();
+        let pods: Vec<Value> = self.pods.values().cloned().collect();
+        let (store, events) = (self.store.clone(), self.events.clone());
+        let reported = self.reported.clone();
+        ctx.spawn(
+            async move { schedule(&*store, &events, nodes, pods, pending, reported).await }
+                .into_actor(self)
+                .map(|(written, reported), act, ctx| {
+                    for p in written {
+                        newer(&mut act.pods, p);
+                    }
+                    act.reported = reported;
+                    act.running = false;
+                    if std::mem::take(&mut act.again) {
+                        act.pass(ctx);
+                    }
+                }),
+        );
+    }
+}
+
+/// Keeps `p` unless a newer version of it is known.
+fn newer(pods: &mut HashMap<String, Value>, p: Value) {
+    let uid = object::uid(&p).to_string();
+    if pods
+        .get(&uid)
+        .is_none_or(|old| object::resource_version(old) < object::resource_version(&p))
+    {
+        pods.insert(uid, p);
+    }
+}
+
+fn unbound(p: &Value) -> bool {
+    p["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
+        && p["spec"]["schedulerName"].as_str().is_none_or(|s| s == SCHEDULER_NAME)
+}
+
+fn spec_of(p: &Value) -> PodSpec {
+    serde_json::from_value(p["spec"].clone()).unwrap_or_default()
+}
+
+/// Whether a bound pod still holds its node's resources.
+fn holds_node(p: &Value) -> bool {
+    !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+/// The share of the node's CPU and memory requested, in thousandths (lower is better).
+fn load(node: &Node, bound: &[&PodSpec], pod: &PodSpec) -> i64 {
+    let alloc = |name: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(name))
+            .and_then(|q| peapod_core::quantity::Quantity::parse(&q.0).ok())
+    };
+    let cpu = alloc("cpu").map_or(1, |q| q.milli_value().max(1));
+    let mem = alloc("memory").map_or(1, |q| q.value().max(1));
+    let used = bound
+        .iter()
+        .copied()
+        .chain(std::iter::once(pod))
+        .map(pod_requests)
+        .fold((0i64, 0i64), |(c, m), a| {
+            (c.saturating_add(a.cpu_millis), m.saturating_add(a.memory_bytes))
+        });
+    (used.0.saturating_mul(1000) / cpu).saturating_add(used.1.saturating_mul(1000) / mem)
+}
+
+/// One pass: every pending pod in creation order is bound or reported.
+/// Returns the pods as written and the messages reported.
+async fn schedule(
+    store: &dyn Store,
+    events: &EventRecorder,
+    nodes: Vec<Value>,
+    pods: Vec<Value>,
+    mut pending: Vec<Value>,
+    mut reported: HashMap<String, String>,
+) -> (Vec<Value>, HashMap<String, String>) {
+    let nodes: Vec<Node> = nodes
+        .into_iter()
+        .filter_map(|n| serde_json::from_value(n).ok())
+        .collect();
+    // What each node holds, growing as this pass binds.
+    let mut on_node: HashMap<String, Vec<PodSpec>> = HashMap::new();
+    for p in &pods {
+        if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            if holds_node(p) {
+                on_node.entry(n.to_string()).or_default().push(spec_of(p));
+            }
+        }
+    }
+    pending.sort_by(|a, b| {
+        let ts = |p: &Value| p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
+        ts(a).cmp(&ts(b)).then_with(|| object::name(a).cmp(object::name(b)))
+    });
+    let mut written = Vec::new();
+    let live: std::collections::HashSet<String> = pods.iter().map(|p| object::uid(p).to_string()).collect();
+    reported.retain(|uid, _| live.contains(uid));
+    for pod in pending {
+        if object::deletion_timestamp(&pod).is_some() {
+            if let Err(e) = remove_unbound(store, &pod).await {
+                tracing::warn!(
+                    "removing unscheduled pod {}/{}: {e}",
+                    object::namespace(&pod),
+                    object::name(&pod)
+                );
+            }
+            continue;
+        }
+        if !holds_node(&pod) {
+            continue;
+        }
+        let spec = spec_of(&pod);
+        let empty = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut best: Option<(i64, &str)> = None;
+        for node in &nodes {
+            let name = node.metadata.name.as_deref().unwrap_or("");
+            let bound: Vec<&PodSpec> = on_node.get(name).unwrap_or(&empty).iter().collect();
+            let unfit = scheduling::filter(&spec, node, &bound);
+            if unfit.is_empty() {
+                let score = load(node, &bound, &spec);
+                if best.is_none_or(|(s, n)| (score, name) < (s, n)) {
+                    best = Some((score, name));
+                }
+            } else {
+                verdicts.push(unfit);
+            }
+        }
+        let result = match best {
+            Some((_, name)) => {
+                let name = name.to_string();
+                let r = bind(store, &pod, &name).await;
+                if let Ok(Some(_)) = &r {
+                    on_node.entry(name).or_default().push(spec);
+                    reported.remove(object::uid(&pod));
+                }
+                r
+            }
+            None => {
+                let message = scheduling::failure_message(&verdicts);
+                let uid = object::uid(&pod).to_string();
+                if reported.get(&uid) != Some(&message) {
+                    if let Ok(typed) = serde_json::from_value::<Pod>(pod.clone()) {
+                        events.pod_event(&typed, None, EventKind::Warning, "FailedScheduling", message.clone());
+                    }
+                    reported.insert(uid, message.clone());
+                }
+                unschedulable(store, &pod, &message).await
+            }
+        };
+        match result {
+            Ok(Some(p)) => written.push(p),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("scheduling pod {}/{}: {e}", object::namespace(&pod), object::name(&pod)),
+        }
+    }
+    (written, reported)
+}
+
+/// Sets or replaces the `PodScheduled` condition; false if it was already so.
+fn set_scheduled(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) -> bool {
+    let mut conditions: Vec<Value> = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let old = conditions.iter().position(|c| c["type"] == "PodScheduled");
+    if let Some(i) = old {
+        let c = &conditions[i];
+        if c["status"] == status && c["reason"].as_str() == reason && c["message"].as_str() == message {
+            return false;
+        }
+    }
+    let mut c = json!({"type": "PodScheduled", "status": status, "lastProbeTime": null,
+        "lastTransitionTime": object::now_rfc3339()});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    match old {
+        Some(i) => {
+            if conditions[i]["status"] == status {
+                c["lastTransitionTime"] = conditions[i]["lastTransitionTime"].clone();
+            }
+            conditions[i] = c;
+        }
+        None => conditions.push(c),
+    }
+    pod["status"]["conditions"] = Value::Array(conditions);
+    true
+}
+
+/// Binds the pod to `node`, if it is still unbound.
+async fn bind(store: &dyn Store, pod: &Value, node: &str) -> StoreResult<Option<Value>> {
+    writes::modify(store, kinds::pod(), pod, |p| {
+        if !unbound(p) || object::deletion_timestamp(p).is_some() {
+            return false;
+        }
+        p["spec"]["nodeName"] = json!(node);
+        set_scheduled(p, "True", None, None);
+        true
+    })
+    .await
+}
+
+/// Records why the pod waits.
+async fn unschedulable(store: &dyn Store, pod: &Value, message: &str) -> StoreResult<Option<Value>> {
+    writes::modify(store, kinds::pod(), pod, |p| {
+        unbound(p) && set_scheduled(p, "False", Some("Unschedulable"), Some(message))
+    })
+    .await
+}
+
+/// A pod deleted before it was bound: nothing runs it, so it goes now
+/// (or when its finalizers are removed).
+async fn remove_unbound(store: &dyn Store, pod: &Value) -> StoreResult<()> {
+    let pre = Preconditions {
+        uid: Some(object::uid(pod).to_string()),
+        resource_version: None,
+    };
+    deletion::remove(
+        store,
+        &kinds::pod().resource(),
+        object::namespace(pod),
+        object::name(pod),
+        pre,
+    )
+    .await
+    .map(drop)
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.node.set_state("Scheduling");
+        for kind in [kinds::pod(), kinds::node()] {
+            let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
+            ctx.spawn(informer.into_actor(self));
+        }
+        ctx.run_interval(RETRY, |act, ctx| act.pass(ctx));
+    }
+}
+
+impl Handler<Informed> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        let pods = msg.resource() == kinds::pod().resource();
+        let map = if pods { &mut self.pods } else { &mut self.nodes };
+        let key = |o: &Value| {
+            if pods {
+                object::uid(o).to_string()
+            } else {
+                object::name(o).to_string()
+            }
+        };
+        match msg {
+            Informed::Synced { objects, .. } => {
+                map.clear();
+                for o in objects {
+                    map.insert(key(&o), o);
+                }
+            }
+            Informed::Applied { object, .. } => {
+                if pods {
+                    newer(map, object);
+                } else {
+                    map.insert(key(&object), object);
+                }
+            }
+            Informed::Deleted { object, .. } => {
+                // A pod leaving frees room: pending pods may fit now.
+                map.remove(&key(&object));
+                if pods {
+                    self.reported.remove(object::uid(&object));
+                }
+            }
+        }
+        self.pass(ctx);
+    }
+}

@@ -1,0 +1,366 @@
+//! `rollout status|history|undo|pause|resume|restart` and `set image`, as
+//! kubectl does them: read the Deployment and its ReplicaSets, write the
+//! Deployment; the controller does the rest.
+
+use crate::client::Client;
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand};
+use peapod_core::kinds::{self, Kind};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+const HASH_LABEL: &str = "pod-template-hash";
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Wait for a rollout to finish (or report it has).
+    Status {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Keep watching until it finishes (false: report once).
+        #[arg(short = 'w', long = "watch", default_value_t = true, action = clap::ArgAction::Set)]
+        watch: bool,
+        /// Give up after this long (`30s`, `5m`); 0 waits forever.
+        #[arg(long, default_value = "0s")]
+        timeout: String,
+    },
+    /// The revisions of a rollout, with their change-cause.
+    History {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Show the pod template of this revision.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Roll back to the previous revision (or `--to-revision`).
+    Undo {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
+    },
+    /// Stop rolling out template changes.
+    Pause {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Roll out template changes again.
+    Resume {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Replace every pod (a new revision with a `restartedAt` annotation).
+    Restart {
+        what: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct SetImageArgs {
+    /// `TYPE/NAME CONTAINER=IMAGE…` (or `TYPE NAME CONTAINER=IMAGE…`).
+    what: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+fn ns_of(n: &Option<String>) -> String {
+    n.clone().unwrap_or_else(|| "default".into())
+}
+
+/// `TYPE/NAME` or `TYPE NAME`, and the words after.
+fn target(words: &[String]) -> Result<(&'static Kind, String, Vec<String>)> {
+    let first = words
+        .first()
+        .ok_or_else(|| anyhow!("error: required resource not specified"))?;
+    let kind_of = |w: &str| kinds::by_name(w).ok_or_else(|| anyhow!("the server doesn't have a resource type \"{w}\""));
+    if let Some((k, n)) = first.split_once('/') {
+        return Ok((kind_of(k)?, n.to_string(), words[1..].to_vec()));
+    }
+    let name = words
+        .get(1)
+        .ok_or_else(|| anyhow!("error: a resource name is required"))?;
+    Ok((kind_of(first)?, name.clone(), words[2..].to_vec()))
+}
+
+fn display(kind: &Kind, name: &str) -> String {
+    if kind.group.is_empty() {
+        format!("{}/{name}", kind.singular)
+    } else {
+        format!("{}.{}/{name}", kind.singular, kind.group)
+    }
+}
+
+fn deployment_target(words: &[String]) -> Result<(&'static Kind, String)> {
+    let (kind, name, _) = target(words)?;
+    if kind.kind != "Deployment" {
+        bail!("error: no rollout support for {}: only deployments", kind.plural);
+    }
+    Ok((kind, name))
+}
+
+/// kubectl's deployment status viewer: the message, and whether the rollout is done.
+pub fn rollout_state(d: &Value) -> Result<(String, bool)> {
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let st = &d["status"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    if n(&d["metadata"]["generation"]) > n(&st["observedGeneration"]) {
+        return Ok(("Waiting for deployment spec update to be observed...".into(), false));
+    }
+    let timed_out = st["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+    if timed_out {
+        bail!("error: deployment \"{name}\" exceeded its progress deadline");
+    }
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let (updated, replicas, available) = (
+        n(&st["updatedReplicas"]),
+        n(&st["replicas"]),
+        n(&st["availableReplicas"]),
+    );
+    Ok(if updated < want {
+        (
+            format!("Waiting for deployment \"{name}\" rollout to finish: {updated} out of {want} new replicas have been updated..."),
+            false,
+        )
+    } else if replicas > updated {
+        (
+            format!(
+                "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
+                replicas - updated
+            ),
+            false,
+        )
+    } else if available < updated {
+        (
+            format!("Waiting for deployment \"{name}\" rollout to finish: {available} of {updated} updated replicas are available..."),
+            false,
+        )
+    } else {
+        (format!("deployment \"{name}\" successfully rolled out"), true)
+    })
+}
+
+/// The ReplicaSets the Deployment controls.
+fn replicasets_of(c: &Client, d: &Value, ns: &str) -> Result<Vec<Value>> {
+    let uid = d["metadata"]["uid"].as_str().unwrap_or("");
+    let list = c.call("GET", &kinds::replicaset().collection_path(ns), None)?;
+    let mut out: Vec<Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rs| {
+            rs["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["controller"] == true && r["uid"] == uid)
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(revision);
+    Ok(out)
+}
+
+fn revision(o: &Value) -> i64 {
+    o["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+fn template_without_hash(rs: &Value) -> Value {
+    let mut t = rs["spec"]["template"].clone();
+    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+        labels.remove(HASH_LABEL);
+    }
+    t
+}
+
+pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
+    match cmd {
+        RolloutCommand::Status {
+            what,
+            namespace,
+            watch,
+            timeout,
+        } => {
+            let (kind, name) = deployment_target(&what)?;
+            let ns = ns_of(&namespace);
+            let limit = crate::commands::duration_seconds(&timeout)?;
+            let start = Instant::now();
+            let mut last = String::new();
+            loop {
+                let d = c.call("GET", &kind.object_path(&ns, &name), None)?;
+                let (message, done) = rollout_state(&d)?;
+                if message != last {
+                    println!("{message}");
+                    last = message;
+                }
+                if done || !watch {
+                    return Ok(());
+                }
+                if limit > 0 && start.elapsed() >= Duration::from_secs(limit as u64) {
+                    bail!("error: timed out waiting for the condition");
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        RolloutCommand::History {
+            what,
+            namespace,
+            revision: wanted,
+        } => {
+            let (kind, name) = deployment_target(&what)?;
+            let ns = ns_of(&namespace);
+            let d = c.call("GET", &kind.object_path(&ns, &name), None)?;
+            let rss = replicasets_of(c, &d, &ns)?;
+            if let Some(r) = wanted {
+                let rs = rss
+                    .iter()
+                    .find(|rs| revision(rs) == r)
+                    .ok_or_else(|| anyhow!("error: unable to find the specified revision"))?;
+                println!("{} with revision #{r}", display(kind, &name));
+                crate::commands::describe_template(&template_without_hash(rs));
+                return Ok(());
+            }
+            println!("{}", display(kind, &name));
+            let mut rows = vec![vec!["REVISION".to_string(), "CHANGE-CAUSE".to_string()]];
+            for rs in rss.iter().filter(|rs| revision(rs) > 0) {
+                let cause = rs["metadata"]["annotations"][CHANGE_CAUSE].as_str().unwrap_or("<none>");
+                rows.push(vec![revision(rs).to_string(), cause.to_string()]);
+            }
+            crate::output::table(&rows);
+            Ok(())
+        }
+        RolloutCommand::Undo {
+            what,
+            namespace,
+            to_revision,
+        } => {
+            let (kind, name) = deployment_target(&what)?;
+            let ns = ns_of(&namespace);
+            let path = kind.object_path(&ns, &name);
+            let mut d = c.call("GET", &path, None)?;
+            let rss = replicasets_of(c, &d, &ns)?;
+            let current = rss.iter().map(revision).max().unwrap_or(0);
+            let target = if to_revision == 0 {
+                rss.iter()
+                    .filter(|rs| revision(rs) < current)
+                    .max_by_key(|rs| revision(rs))
+            } else {
+                rss.iter().find(|rs| revision(rs) == to_revision)
+            };
+            let Some(target) = target else {
+                if to_revision == 0 {
+                    bail!("error: no rollout history found for deployment \"{name}\"");
+                }
+                bail!("error: unable to find specified revision {to_revision} in history");
+            };
+            let rev = revision(target);
+            let template = template_without_hash(target);
+            if template == d["spec"]["template"] {
+                println!(
+                    "{} skipped rollback (current template already matches revision {rev})",
+                    display(kind, &name)
+                );
+                return Ok(());
+            }
+            d["spec"]["template"] = template;
+            // The revision's change-cause comes back with it.
+            match target["metadata"]["annotations"][CHANGE_CAUSE].as_str() {
+                Some(cause) => d["metadata"]["annotations"][CHANGE_CAUSE] = json!(cause),
+                None => {
+                    if let Some(a) = d["metadata"]["annotations"].as_object_mut() {
+                        a.remove(CHANGE_CAUSE);
+                    }
+                }
+            }
+            c.call("PUT", &path, Some(&d))?;
+            println!("{} rolled back", display(kind, &name));
+            Ok(())
+        }
+        RolloutCommand::Pause { what, namespace } => set_paused(c, &what, &namespace, true),
+        RolloutCommand::Resume { what, namespace } => set_paused(c, &what, &namespace, false),
+        RolloutCommand::Restart { what, namespace } => {
+            let (kind, name) = deployment_target(&what)?;
+            let path = kind.object_path(&ns_of(&namespace), &name);
+            let mut d = c.call("GET", &path, None)?;
+            if d["spec"]["paused"] == true {
+                bail!("error: deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)");
+            }
+            d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            c.call("PUT", &path, Some(&d))?;
+            println!("{} restarted", display(kind, &name));
+            Ok(())
+        }
+    }
+}
+
+fn set_paused(c: &Client, what: &[String], namespace: &Option<String>, paused: bool) -> Result<()> {
+    let (kind, name) = deployment_target(what)?;
+    let path = kind.object_path(&ns_of(namespace), &name);
+    let mut d = c.call("GET", &path, None)?;
+    let word = if paused { "paused" } else { "resumed" };
+    if d["spec"]["paused"].as_bool().unwrap_or(false) == paused {
+        bail!(
+            "error: {} is not {}",
+            display(kind, &name),
+            if paused { "resumed" } else { "paused" }
+        );
+    }
+    d["spec"]["paused"] = json!(paused);
+    c.call("PUT", &path, Some(&d))?;
+    println!("{} {word}", display(kind, &name));
+    Ok(())
+}
+
+/// `set image`: new images for named containers of a pod or a pod template.
+pub fn set_image(c: &Client, a: SetImageArgs) -> Result<()> {
+    let (kind, name, pairs) = target(&a.what)?;
+    if pairs.is_empty() {
+        bail!("error: at least one image update is required");
+    }
+    let path = kind.object_path(&ns_of(&a.namespace), &name);
+    let mut obj = c.call("GET", &path, None)?;
+    let spec = if kind.kind == "Pod" {
+        "/spec"
+    } else {
+        "/spec/template/spec"
+    };
+    for pair in &pairs {
+        let (container, image) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("error: {pair} is not CONTAINER=IMAGE"))?;
+        let mut found = false;
+        for list in ["containers", "initContainers"] {
+            let Some(cs) = obj.pointer_mut(&format!("{spec}/{list}")).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for c in cs.iter_mut() {
+                if container == "*" || c["name"] == container {
+                    c["image"] = json!(image);
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            bail!("error: unable to find container named \"{container}\"");
+        }
+    }
+    c.call("PUT", &path, Some(&obj))?;
+    println!("{} image updated", display(kind, &name));
+    Ok(())
+}
