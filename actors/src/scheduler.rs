@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::resources::pod_requests;
-use peapod_core::scheduling;
+use peapod_core::scheduling::{self, Usage};
 use peapod_core::store::{Preconditions, Store, StoreResult};
 use peapod_core::{deletion, writes};
 use serde_json::{json, Value};
@@ -122,7 +122,7 @@ fn holds_node(p: &Value) -> bool {
 }
 
 /// The share of the node's CPU and memory requested, in thousandths (lower is better).
-fn load(node: &Node, bound: &[&PodSpec], pod: &PodSpec) -> i64 {
+fn load(node: &Node, used: &Usage, pod: &PodSpec) -> i64 {
     let alloc = |name: &str| {
         node.status
             .as_ref()
@@ -132,14 +132,11 @@ fn load(node: &Node, bound: &[&PodSpec], pod: &PodSpec) -> i64 {
     };
     let cpu = alloc("cpu").map_or(1, |q| q.milli_value().max(1));
     let mem = alloc("memory").map_or(1, |q| q.value().max(1));
-    let used = bound
-        .iter()
-        .copied()
-        .chain(std::iter::once(pod))
-        .map(pod_requests)
-        .fold((0i64, 0i64), |(c, m), a| {
-            (c.saturating_add(a.cpu_millis), m.saturating_add(a.memory_bytes))
-        });
+    let r = pod_requests(pod);
+    let used = (
+        used.cpu_millis.saturating_add(r.cpu_millis),
+        used.memory_bytes.saturating_add(r.memory_bytes),
+    );
     (used.0.saturating_mul(1000) / cpu).saturating_add(used.1.saturating_mul(1000) / mem)
 }
 
@@ -158,11 +155,11 @@ async fn schedule(
         .filter_map(|n| serde_json::from_value(n).ok())
         .collect();
     // What each node holds, growing as this pass binds.
-    let mut on_node: HashMap<String, Vec<PodSpec>> = HashMap::new();
+    let mut on_node: HashMap<String, Usage> = HashMap::new();
     for p in &pods {
         if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             if holds_node(p) {
-                on_node.entry(n.to_string()).or_default().push(spec_of(p));
+                on_node.entry(n.to_string()).or_default().add(&spec_of(p));
             }
         }
     }
@@ -188,15 +185,15 @@ async fn schedule(
             continue;
         }
         let spec = spec_of(&pod);
-        let empty = Vec::new();
+        let empty = Usage::default();
         let mut verdicts = Vec::new();
         let mut best: Option<(i64, &str)> = None;
         for node in &nodes {
             let name = node.metadata.name.as_deref().unwrap_or("");
-            let bound: Vec<&PodSpec> = on_node.get(name).unwrap_or(&empty).iter().collect();
-            let unfit = scheduling::filter(&spec, node, &bound);
+            let used = on_node.get(name).unwrap_or(&empty);
+            let unfit = scheduling::filter(&spec, node, used);
             if unfit.is_empty() {
-                let score = load(node, &bound, &spec);
+                let score = load(node, used, &spec);
                 if best.is_none_or(|(s, n)| (score, name) < (s, n)) {
                     best = Some((score, name));
                 }
@@ -209,7 +206,7 @@ async fn schedule(
                 let name = name.to_string();
                 let r = bind(store, &pod, &name).await;
                 if let Ok(Some(_)) = &r {
-                    on_node.entry(name).or_default().push(spec);
+                    on_node.entry(name).or_default().add(&spec);
                     reported.remove(object::uid(&pod));
                 }
                 r

@@ -117,6 +117,29 @@ impl Client {
         Ok(v)
     }
 
+    /// Reads the object at `path`, changes it with `change` and writes it
+    /// back, again from a fresh read when it changed meanwhile (409), as
+    /// kubectl's patches never conflict with a controller's status writes.
+    pub fn modify(&self, path: &str, mut change: impl FnMut(&mut Value) -> Result<()>) -> Result<Value> {
+        for _ in 0..10 {
+            let mut obj = self.call("GET", path, None)?;
+            change(&mut obj)?;
+            let (code, v) = self.request("PUT", path, Some(&obj))?;
+            if code == 409 {
+                continue;
+            }
+            if code >= 400 {
+                bail!(
+                    "Error from server ({}): {}",
+                    v["reason"].as_str().unwrap_or("Unknown"),
+                    v["message"].as_str().unwrap_or(&v.to_string())
+                );
+            }
+            return Ok(v);
+        }
+        bail!("Error from server (Conflict): {path} kept changing; try again")
+    }
+
     /// Sends a request and hands the body to `on_data` as it arrives, until it returns false.
     /// Returns the status code; an error status's body is turned into an error.
     pub fn stream(

@@ -939,15 +939,16 @@ pub fn scale(c: &Client, a: ScaleArgs) -> Result<()> {
             bail!("error: no objects passed to scale: {} cannot be scaled", kind.plural);
         }
         let path = format!("{}/scale", kind.object_path(&ns, &name));
-        let mut scale = c.call("GET", &path, None)?;
-        if let Some(want) = a.current_replicas {
-            let cur = scale["spec"]["replicas"].as_i64().unwrap_or(0);
-            if cur != want {
-                bail!("error: Expected replicas to be {want}, was {cur}");
+        c.modify(&path, |scale| {
+            if let Some(want) = a.current_replicas {
+                let cur = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+                if cur != want {
+                    bail!("error: Expected replicas to be {want}, was {cur}");
+                }
             }
-        }
-        scale["spec"]["replicas"] = json!(a.replicas);
-        c.call("PUT", &path, Some(&scale))?;
+            scale["spec"]["replicas"] = json!(a.replicas);
+            Ok(())
+        })?;
         println!("{} scaled", kind_slash_name(kind, &name));
     }
     Ok(())
@@ -961,26 +962,27 @@ pub fn label(c: &Client, a: LabelArgs) -> Result<()> {
     let ns = ns_of(&a.namespace);
     for (kind, name) in targets {
         let path = kind.object_path(&ns, &name);
-        let mut obj = c.call("GET", &path, None)?;
-        if !obj["metadata"]["labels"].is_object() {
-            obj["metadata"]["labels"] = json!({});
-        }
-        let labels = &mut obj["metadata"]["labels"];
-        for ch in &changes {
-            if let Some((k, v)) = ch.split_once('=') {
-                let cur = labels[k].as_str();
-                if cur.is_some_and(|cur| cur != v) && !a.overwrite {
-                    bail!(
-                        "error: '{k}' already has a value ({}), and --overwrite is false",
-                        cur.unwrap_or("")
-                    );
-                }
-                labels[k] = json!(v);
-            } else if let (Some(k), Some(m)) = (ch.strip_suffix('-'), labels.as_object_mut()) {
-                m.remove(k);
+        c.modify(&path, |obj| {
+            if !obj["metadata"]["labels"].is_object() {
+                obj["metadata"]["labels"] = json!({});
             }
-        }
-        c.call("PUT", &path, Some(&obj))?;
+            let labels = &mut obj["metadata"]["labels"];
+            for ch in &changes {
+                if let Some((k, v)) = ch.split_once('=') {
+                    let cur = labels[k].as_str();
+                    if cur.is_some_and(|cur| cur != v) && !a.overwrite {
+                        bail!(
+                            "error: '{k}' already has a value ({}), and --overwrite is false",
+                            cur.unwrap_or("")
+                        );
+                    }
+                    labels[k] = json!(v);
+                } else if let (Some(k), Some(m)) = (ch.strip_suffix('-'), labels.as_object_mut()) {
+                    m.remove(k);
+                }
+            }
+            Ok(())
+        })?;
         println!("{} labeled", kind_slash_name(kind, &name));
     }
     Ok(())
@@ -1171,7 +1173,7 @@ mod tests {
     fn get_takes_lists_of_kinds_and_categories() {
         let plurals = |w: &str| kinds_named(w).unwrap().iter().map(|k| k.plural).collect::<Vec<_>>();
         assert_eq!(plurals("po,ns"), ["pods", "namespaces"]);
-        let all = ["pods", "replicasets", "replicationcontrollers"];
+        let all = ["pods", "replicasets", "replicationcontrollers", "deployments"];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");
         assert!(kinds_named("pods,widgets")

@@ -23,9 +23,9 @@ pub enum RolloutCommand {
         /// Keep watching until it finishes (false: report once).
         #[arg(short = 'w', long = "watch", default_value_t = true, action = clap::ArgAction::Set)]
         watch: bool,
-        /// Give up after this long (`30s`, `5m`); 0 waits forever.
-        #[arg(long, default_value = "0s")]
-        timeout: String,
+        /// Give up after this long (`30s`, `5m`); without it, wait for as long as it takes.
+        #[arg(long)]
+        timeout: Option<String>,
     },
     /// The revisions of a rollout, with their change-cause.
     History {
@@ -198,7 +198,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
         } => {
             let (kind, name) = deployment_target(&what)?;
             let ns = ns_of(&namespace);
-            let limit = crate::commands::duration_seconds(&timeout)?;
+            let limit = timeout.as_deref().map(crate::commands::duration_seconds).transpose()?;
             let start = Instant::now();
             let mut last = String::new();
             loop {
@@ -211,7 +211,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
                 if done || !watch {
                     return Ok(());
                 }
-                if limit > 0 && start.elapsed() >= Duration::from_secs(limit as u64) {
+                if limit.is_some_and(|l| start.elapsed() >= Duration::from_secs(l.max(0) as u64)) {
                     bail!("error: timed out waiting for the condition");
                 }
                 std::thread::sleep(Duration::from_millis(300));
@@ -252,7 +252,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             let (kind, name) = deployment_target(&what)?;
             let ns = ns_of(&namespace);
             let path = kind.object_path(&ns, &name);
-            let mut d = c.call("GET", &path, None)?;
+            let d = c.call("GET", &path, None)?;
             let rss = replicasets_of(c, &d, &ns)?;
             let current = rss.iter().map(revision).max().unwrap_or(0);
             let target = if to_revision == 0 {
@@ -277,17 +277,20 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            d["spec"]["template"] = template;
-            // The revision's change-cause comes back with it.
-            match target["metadata"]["annotations"][CHANGE_CAUSE].as_str() {
-                Some(cause) => d["metadata"]["annotations"][CHANGE_CAUSE] = json!(cause),
-                None => {
-                    if let Some(a) = d["metadata"]["annotations"].as_object_mut() {
-                        a.remove(CHANGE_CAUSE);
+            let cause = target["metadata"]["annotations"][CHANGE_CAUSE].as_str();
+            c.modify(&path, |d| {
+                d["spec"]["template"] = template.clone();
+                // The revision's change-cause comes back with it.
+                match cause {
+                    Some(cause) => d["metadata"]["annotations"][CHANGE_CAUSE] = json!(cause),
+                    None => {
+                        if let Some(a) = d["metadata"]["annotations"].as_object_mut() {
+                            a.remove(CHANGE_CAUSE);
+                        }
                     }
                 }
-            }
-            c.call("PUT", &path, Some(&d))?;
+                Ok(())
+            })?;
             println!("{} rolled back", display(kind, &name));
             Ok(())
         }
@@ -296,13 +299,16 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
         RolloutCommand::Restart { what, namespace } => {
             let (kind, name) = deployment_target(&what)?;
             let path = kind.object_path(&ns_of(&namespace), &name);
-            let mut d = c.call("GET", &path, None)?;
-            if d["spec"]["paused"] == true {
-                bail!("error: deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)");
-            }
-            d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            c.call("PUT", &path, Some(&d))?;
+            c.modify(&path, |d| {
+                if d["spec"]["paused"] == true {
+                    bail!(
+                        "error: deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)"
+                    );
+                }
+                d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+                    json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                Ok(())
+            })?;
             println!("{} restarted", display(kind, &name));
             Ok(())
         }
@@ -312,17 +318,18 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
 fn set_paused(c: &Client, what: &[String], namespace: &Option<String>, paused: bool) -> Result<()> {
     let (kind, name) = deployment_target(what)?;
     let path = kind.object_path(&ns_of(namespace), &name);
-    let mut d = c.call("GET", &path, None)?;
     let word = if paused { "paused" } else { "resumed" };
-    if d["spec"]["paused"].as_bool().unwrap_or(false) == paused {
-        bail!(
-            "error: {} is not {}",
-            display(kind, &name),
-            if paused { "resumed" } else { "paused" }
-        );
-    }
-    d["spec"]["paused"] = json!(paused);
-    c.call("PUT", &path, Some(&d))?;
+    c.modify(&path, |d| {
+        if d["spec"]["paused"].as_bool().unwrap_or(false) == paused {
+            bail!(
+                "error: {} is not {}",
+                display(kind, &name),
+                if paused { "resumed" } else { "paused" }
+            );
+        }
+        d["spec"]["paused"] = json!(paused);
+        Ok(())
+    })?;
     println!("{} {word}", display(kind, &name));
     Ok(())
 }
@@ -334,33 +341,34 @@ pub fn set_image(c: &Client, a: SetImageArgs) -> Result<()> {
         bail!("error: at least one image update is required");
     }
     let path = kind.object_path(&ns_of(&a.namespace), &name);
-    let mut obj = c.call("GET", &path, None)?;
     let spec = if kind.kind == "Pod" {
         "/spec"
     } else {
         "/spec/template/spec"
     };
-    for pair in &pairs {
-        let (container, image) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("error: {pair} is not CONTAINER=IMAGE"))?;
-        let mut found = false;
-        for list in ["containers", "initContainers"] {
-            let Some(cs) = obj.pointer_mut(&format!("{spec}/{list}")).and_then(Value::as_array_mut) else {
-                continue;
-            };
-            for c in cs.iter_mut() {
-                if container == "*" || c["name"] == container {
-                    c["image"] = json!(image);
-                    found = true;
+    c.modify(&path, |obj| {
+        for pair in &pairs {
+            let (container, image) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("error: {pair} is not CONTAINER=IMAGE"))?;
+            let mut found = false;
+            for list in ["containers", "initContainers"] {
+                let Some(cs) = obj.pointer_mut(&format!("{spec}/{list}")).and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                for c in cs.iter_mut() {
+                    if container == "*" || c["name"] == container {
+                        c["image"] = json!(image);
+                        found = true;
+                    }
                 }
             }
+            if !found {
+                bail!("error: unable to find container named \"{container}\"");
+            }
         }
-        if !found {
-            bail!("error: unable to find container named \"{container}\"");
-        }
-    }
-    c.call("PUT", &path, Some(&obj))?;
+        Ok(())
+    })?;
     println!("{} image updated", display(kind, &name));
     Ok(())
 }

@@ -296,6 +296,24 @@ pub static KINDS: &[Kind] = &[
         categories: &["all"],
         printer: &printers::REPLICASET,
     },
+    Kind {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        singular: "deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::deployment::admit_create,
+        admit_update: validation::deployment::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::apps::v1::Deployment>,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        categories: &["all"],
+        printer: &printers::DEPLOYMENT,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -371,6 +389,11 @@ pub fn replicationcontroller() -> &'static Kind {
     by_store_key("replicationcontrollers").expect("replicationcontrollers are in the kind table")
 }
 
+/// The Deployment kind (apps/v1).
+pub fn deployment() -> &'static Kind {
+    by_store_key("apps/deployments").expect("deployments are in the kind table")
+}
+
 /// The Event kind.
 pub fn event() -> &'static Kind {
     by_store_key("events").expect("events are in the kind table")
@@ -387,7 +410,8 @@ mod tests {
             assert_eq!(k.map(|k| k.kind), Some("Pod"), "{w}");
         }
         assert_eq!(by_name("ns").map(|k| k.kind), Some("Namespace"));
-        assert!(by_name("deployments").is_none());
+        assert_eq!(by_name("deploy").map(|k| k.kind), Some("Deployment"));
+        assert!(by_name("statefulsets").is_none());
         assert_eq!(by_name("rs").map(|k| k.resource()), Some("apps/replicasets".into()));
         assert_eq!(by_name("rc").map(|k| k.api_version()), Some("v1".into()));
         assert_eq!(pod().collection_path("default"), "/api/v1/namespaces/default/pods");

@@ -243,6 +243,56 @@ fn selector_text(o: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A workload's row: name, its own `counts`, age, then the template's
+/// containers, images and the selector (the wide columns).
+fn workload_row(o: &Value, counts: Vec<Value>) -> Vec<Value> {
+    let (containers, images) = template_containers(o);
+    let mut row = vec![json!(str_at(o, "/metadata/name"))];
+    row.extend(counts);
+    row.extend([
+        json!(age_of(o, "/metadata/creationTimestamp")),
+        json!(containers),
+        json!(images),
+        json!(or_none(&selector_text(o))),
+    ]);
+    row
+}
+
+/// kubectl's Deployment columns.
+pub static DEPLOYMENT: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Ready", "string", 0, "Number of the pod with ready state"),
+        col(
+            "Up-to-date",
+            "string",
+            0,
+            "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        ),
+        col(
+            "Available",
+            "string",
+            0,
+            "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        ),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
+    row: |o| {
+        let ready = format!("{}/{}", int_at(o, "/status/readyReplicas"), int_at(o, "/spec/replicas"));
+        workload_row(
+            o,
+            vec![
+                json!(ready),
+                json!(int_at(o, "/status/updatedReplicas")),
+                json!(int_at(o, "/status/availableReplicas")),
+            ],
+        )
+    },
+};
+
 /// kubectl's ReplicaSet and ReplicationController columns.
 pub static REPLICASET: Printer = Printer {
     columns: &[
@@ -256,17 +306,14 @@ pub static REPLICASET: Printer = Printer {
         SELECTOR,
     ],
     row: |o| {
-        let (containers, images) = template_containers(o);
-        vec![
-            json!(str_at(o, "/metadata/name")),
-            json!(int_at(o, "/spec/replicas")),
-            json!(int_at(o, "/status/replicas")),
-            json!(int_at(o, "/status/readyReplicas")),
-            json!(age_of(o, "/metadata/creationTimestamp")),
-            json!(containers),
-            json!(images),
-            json!(or_none(&selector_text(o))),
-        ]
+        workload_row(
+            o,
+            vec![
+                json!(int_at(o, "/spec/replicas")),
+                json!(int_at(o, "/status/replicas")),
+                json!(int_at(o, "/status/readyReplicas")),
+            ],
+        )
     },
 };
 

@@ -154,6 +154,36 @@ fn host_ports(spec: &PodSpec) -> Vec<(String, String, i32)> {
         .collect()
 }
 
+/// What the pods bound to a node hold of it, summed as pods are bound.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub pods: i64,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+    /// `(protocol, hostIP, hostPort)` taken.
+    pub ports: HashSet<(String, String, i32)>,
+}
+
+impl Usage {
+    /// Counts one more pod bound to the node.
+    pub fn add(&mut self, spec: &PodSpec) {
+        let r = pod_requests(spec);
+        self.pods = self.pods.saturating_add(1);
+        self.cpu_millis = self.cpu_millis.saturating_add(r.cpu_millis);
+        self.memory_bytes = self.memory_bytes.saturating_add(r.memory_bytes);
+        self.ports.extend(host_ports(spec));
+    }
+
+    /// The usage of these pods.
+    pub fn of(specs: &[&PodSpec]) -> Usage {
+        let mut u = Usage::default();
+        for s in specs {
+            u.add(s);
+        }
+        u
+    }
+}
+
 fn ports_conflict(want: &[(String, String, i32)], used: &HashSet<(String, String, i32)>) -> bool {
     want.iter().any(|(proto, ip, port)| {
         used.iter()
@@ -167,9 +197,9 @@ fn allocatable(node: &Node, name: &str) -> Option<Quantity> {
 }
 
 /// Runs the filters in kube-scheduler's order; the first that fails gives
-/// the reasons (empty: the pod fits). `bound` are the specs of the pods
-/// already on the node that still count (not Succeeded or Failed).
-pub fn filter(pod: &PodSpec, node: &Node, bound: &[&PodSpec]) -> Vec<Unfit> {
+/// the reasons (empty: the pod fits). `used` is what the pods already on
+/// the node that still count (not Succeeded or Failed) hold.
+pub fn filter(pod: &PodSpec, node: &Node, used: &Usage) -> Vec<Unfit> {
     let tolerations = pod.tolerations.as_deref().unwrap_or_default();
     let name = node.metadata.name.as_deref().unwrap_or("");
     let node_spec = node.spec.clone().unwrap_or_default();
@@ -192,19 +222,16 @@ pub fn filter(pod: &PodSpec, node: &Node, bound: &[&PodSpec]) -> Vec<Unfit> {
     if !node_matches(pod, node) {
         return vec![Unfit::Affinity];
     }
-    let used: HashSet<_> = bound.iter().flat_map(|s| host_ports(s)).collect();
-    if ports_conflict(&host_ports(pod), &used) {
+    if ports_conflict(&host_ports(pod), &used.ports) {
         return vec![Unfit::Ports];
     }
     let mut out = Vec::new();
     let max_pods = allocatable(node, "pods").map_or(i64::MAX, |q| q.value());
-    if i64::try_from(bound.len()).unwrap_or(i64::MAX).saturating_add(1) > max_pods {
+    if used.pods.saturating_add(1) > max_pods {
         out.push(Unfit::TooManyPods);
     }
     let want = pod_requests(pod);
-    let have = bound.iter().map(|s| pod_requests(s)).fold((0i64, 0i64), |(c, m), a| {
-        (c.saturating_add(a.cpu_millis), m.saturating_add(a.memory_bytes))
-    });
+    let have = (used.cpu_millis, used.memory_bytes);
     let cpu = allocatable(node, "cpu").map_or(0, |q| q.milli_value());
     let memory = allocatable(node, "memory").map_or(0, |q| q.value());
     if want.cpu_millis > 0 && want.cpu_millis > cpu.saturating_sub(have.0) {
@@ -271,9 +298,9 @@ mod tests {
     #[test]
     fn selectors_and_affinity_choose_nodes() {
         let n = node(json!({}));
-        assert!(filter(&pod(json!({"nodeSelector": {"disk": "ssd"}})), &n, &[]).is_empty());
+        assert!(filter(&pod(json!({"nodeSelector": {"disk": "ssd"}})), &n, &Usage::default()).is_empty());
         assert_eq!(
-            filter(&pod(json!({"nodeSelector": {"disk": "hdd"}})), &n, &[]),
+            filter(&pod(json!({"nodeSelector": {"disk": "hdd"}})), &n, &Usage::default()),
             [Unfit::Affinity]
         );
         let aff = |op: &str, values: serde_json::Value| {
@@ -282,18 +309,27 @@ mod tests {
                 {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": values}]}]}}}}),
             )
         };
-        assert!(filter(&aff("In", json!(["1", "3"])), &n, &[]).is_empty());
-        assert_eq!(filter(&aff("NotIn", json!(["3"])), &n, &[]), [Unfit::Affinity]);
-        assert!(filter(&aff("Gt", json!(["2"])), &n, &[]).is_empty());
-        assert_eq!(filter(&aff("Lt", json!(["2"])), &n, &[]), [Unfit::Affinity]);
-        assert!(filter(&aff("Exists", json!(null)), &n, &[]).is_empty());
+        assert!(filter(&aff("In", json!(["1", "3"])), &n, &Usage::default()).is_empty());
+        assert_eq!(
+            filter(&aff("NotIn", json!(["3"])), &n, &Usage::default()),
+            [Unfit::Affinity]
+        );
+        assert!(filter(&aff("Gt", json!(["2"])), &n, &Usage::default()).is_empty());
+        assert_eq!(
+            filter(&aff("Lt", json!(["2"])), &n, &Usage::default()),
+            [Unfit::Affinity]
+        );
+        assert!(filter(&aff("Exists", json!(null)), &n, &Usage::default()).is_empty());
         // Terms are ORed; an empty term matches nothing.
         let terms = pod(
             json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
             {"nodeSelectorTerms": [{}, {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}),
         );
-        assert!(filter(&terms, &n, &[]).is_empty());
-        assert_eq!(filter(&pod(json!({"nodeName": "n2"})), &n, &[]), [Unfit::NodeName]);
+        assert!(filter(&terms, &n, &Usage::default()).is_empty());
+        assert_eq!(
+            filter(&pod(json!({"nodeName": "n2"})), &n, &Usage::default()),
+            [Unfit::NodeName]
+        );
     }
 
     #[test]
@@ -302,7 +338,7 @@ mod tests {
             {"key": "soft", "effect": "PreferNoSchedule"},
             {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}));
         assert_eq!(
-            filter(&pod(json!({})), &n, &[]),
+            filter(&pod(json!({})), &n, &Usage::default()),
             [Unfit::Taint("dedicated".into(), "db".into())]
         );
         for tol in [
@@ -310,19 +346,25 @@ mod tests {
             json!({"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}),
             json!({"operator": "Exists"}),
         ] {
-            assert!(filter(&pod(json!({"tolerations": [tol]})), &n, &[]).is_empty(), "{tol}");
+            assert!(
+                filter(&pod(json!({"tolerations": [tol]})), &n, &Usage::default()).is_empty(),
+                "{tol}"
+            );
         }
         for tol in [
             json!({"key": "dedicated", "value": "web"}),
             json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}),
         ] {
             assert!(
-                !filter(&pod(json!({"tolerations": [tol]})), &n, &[]).is_empty(),
+                !filter(&pod(json!({"tolerations": [tol]})), &n, &Usage::default()).is_empty(),
                 "{tol}"
             );
         }
         let cordoned = node(json!({"spec": {"unschedulable": true}}));
-        assert_eq!(filter(&pod(json!({})), &cordoned, &[]), [Unfit::Unschedulable]);
+        assert_eq!(
+            filter(&pod(json!({})), &cordoned, &Usage::default()),
+            [Unfit::Unschedulable]
+        );
     }
 
     #[test]
@@ -331,18 +373,21 @@ mod tests {
         let big = pod(json!({"containers": [{"name": "a", "image": "b",
             "resources": {"requests": {"cpu": "1500m", "memory": "800Mi"}},
             "ports": [{"containerPort": 80, "hostPort": 8080}]}]}));
-        assert!(filter(&big, &n, &[]).is_empty());
+        assert!(filter(&big, &n, &Usage::default()).is_empty());
         // A second one finds its port taken first (NodePorts runs before NodeResourcesFit).
-        assert_eq!(filter(&big, &n, &[&big]), [Unfit::Ports]);
+        assert_eq!(filter(&big, &n, &Usage::of(&[&big])), [Unfit::Ports]);
         let no_port = pod(json!({"containers": [{"name": "a", "image": "b",
             "resources": {"requests": {"cpu": "1500m", "memory": "800Mi"}}}]}));
         assert_eq!(
-            filter(&no_port, &n, &[&big]),
+            filter(&no_port, &n, &Usage::of(&[&big])),
             [Unfit::Insufficient("cpu"), Unfit::Insufficient("memory")]
         );
         let tiny = pod(json!({}));
-        assert!(filter(&tiny, &n, &[&tiny, &tiny]).is_empty());
-        assert_eq!(filter(&tiny, &n, &[&tiny, &tiny, &tiny]), [Unfit::TooManyPods]);
+        assert!(filter(&tiny, &n, &Usage::of(&[&tiny, &tiny])).is_empty());
+        assert_eq!(
+            filter(&tiny, &n, &Usage::of(&[&tiny, &tiny, &tiny])),
+            [Unfit::TooManyPods]
+        );
     }
 
     #[test]

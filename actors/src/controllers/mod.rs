@@ -12,6 +12,7 @@
 //! nothing is created twice. A failed pass is tried again with a back-off;
 //! a pass may ask to be run again later (minReadySeconds).
 
+pub mod deployment;
 pub mod replicaset;
 
 use crate::events::EventRecorder;
@@ -21,7 +22,10 @@ use actix::prelude::*;
 use peapod_core::deletion;
 use peapod_core::kinds::Kind;
 use peapod_core::object;
-use peapod_core::store::Store;
+use peapod_core::selector::Selector;
+use peapod_core::store::{Store, StoreError};
+use peapod_core::writes;
+use replicaset::{controller_of, controller_ref};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -210,10 +214,61 @@ impl Handler<Informed> for Controller {
     }
 }
 
+/// Adopts the orphans of `kind` the owner's selector takes and releases the
+/// owned ones it no longer takes, as Kubernetes' ControllerRefManager;
+/// returns the owned ones (as written).
+pub async fn claim(
+    store: &dyn Store,
+    kind: &'static Kind,
+    owner: &Value,
+    selector: &Selector,
+    objects: Vec<Value>,
+) -> Result<Vec<Value>, StoreError> {
+    let uid = object::uid(owner);
+    let deleting = object::deletion_timestamp(owner).is_some();
+    let mut owned = Vec::new();
+    for obj in objects {
+        let matches = selector.matches(&object::labels(&obj));
+        match controller_of(&obj) {
+            Some(c) if c.uid == uid => {
+                // An owner being deleted keeps what it has: the garbage collector decides.
+                if matches || deleting {
+                    owned.push(obj);
+                } else {
+                    writes::modify(store, kind, &obj, |o| {
+                        !selector.matches(&object::labels(o)) && deletion::remove_owner_ref(o, uid)
+                    })
+                    .await?;
+                }
+            }
+            Some(_) => {}
+            None if matches && !deleting && object::deletion_timestamp(&obj).is_none() => {
+                let adopted = writes::modify(store, kind, &obj, |o| {
+                    if controller_of(o).is_some()
+                        || object::deletion_timestamp(o).is_some()
+                        || !selector.matches(&object::labels(o))
+                    {
+                        return false;
+                    }
+                    let mut refs = o["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+                    refs.push(controller_ref(owner));
+                    o["metadata"]["ownerReferences"] = Value::Array(refs);
+                    true
+                })
+                .await?;
+                owned.extend(adopted);
+            }
+            None => {}
+        }
+    }
+    Ok(owned)
+}
+
 /// Every controller the node runs.
 pub fn all() -> Vec<Box<dyn Reconciler>> {
     vec![
         Box::new(replicaset::ReplicaSets::for_replicasets()),
         Box::new(replicaset::ReplicaSets::for_replication_controllers()),
+        Box::new(deployment::Deployments),
     ]
 }

@@ -18,7 +18,6 @@ use crate::events::EventKind;
 use peapod_core::deletion::{self, OwnerRef};
 use peapod_core::kinds::{self, Kind};
 use peapod_core::object;
-use peapod_core::selector::Selector;
 use peapod_core::store::{Store, StoreError};
 use peapod_core::validation::workloads::workload_selector;
 use peapod_core::writes;
@@ -119,7 +118,7 @@ pub fn controller_ref(owner: &Value) -> Value {
         "uid": object::uid(owner), "controller": true, "blockOwnerDeletion": true})
 }
 
-fn controller_of(p: &Value) -> Option<OwnerRef> {
+pub fn controller_of(p: &Value) -> Option<OwnerRef> {
     deletion::owner_refs(p).into_iter().find(|r| r.controller)
 }
 
@@ -190,7 +189,7 @@ async fn sync(cx: &SyncContext, kind: &'static Kind, ns: &str, name: &str) -> Re
         _ => return Ok(None),
     };
     let (pods, _) = store.list(&kinds::pod().resource(), Some(ns)).await?;
-    let owned = claim(store, &owner, &selector, pods).await?;
+    let owned = super::claim(store, kinds::pod(), &owner, &selector, pods).await?;
     let mut active: Vec<Value> = owned.into_iter().filter(is_active).collect();
     let mut failure = None;
     if object::deletion_timestamp(&owner).is_none() {
@@ -208,54 +207,6 @@ async fn sync(cx: &SyncContext, kind: &'static Kind, ns: &str, name: &str) -> Re
         }
     }
     update_status(store, kind, &owner, &active, failure).await
-}
-
-/// Adopts the orphans the selector takes, releases the owned pods it no
-/// longer takes; returns the owned pods (as written).
-async fn claim(
-    store: &dyn Store,
-    owner: &Value,
-    selector: &Selector,
-    pods: Vec<Value>,
-) -> Result<Vec<Value>, StoreError> {
-    let uid = object::uid(owner);
-    let deleting = object::deletion_timestamp(owner).is_some();
-    let mut owned = Vec::new();
-    for pod in pods {
-        let matches = selector.matches(&object::labels(&pod));
-        match controller_of(&pod) {
-            Some(c) if c.uid == uid => {
-                // An owner being deleted keeps what it has: the garbage collector decides.
-                if matches || deleting {
-                    owned.push(pod);
-                } else {
-                    writes::modify(store, kinds::pod(), &pod, |p| {
-                        !selector.matches(&object::labels(p)) && deletion::remove_owner_ref(p, uid)
-                    })
-                    .await?;
-                }
-            }
-            Some(_) => {}
-            None if matches && !deleting && object::deletion_timestamp(&pod).is_none() => {
-                let adopted = writes::modify(store, kinds::pod(), &pod, |p| {
-                    if controller_of(p).is_some()
-                        || object::deletion_timestamp(p).is_some()
-                        || !selector.matches(&object::labels(p))
-                    {
-                        return false;
-                    }
-                    let mut refs = p["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
-                    refs.push(controller_ref(owner));
-                    p["metadata"]["ownerReferences"] = Value::Array(refs);
-                    true
-                })
-                .await?;
-                owned.extend(adopted);
-            }
-            None => {}
-        }
-    }
-    Ok(owned)
 }
 
 /// Creates up to `n` pods in slow-start batches; stops at the first failure.

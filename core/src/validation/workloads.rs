@@ -167,22 +167,30 @@ fn meta(obj: &Value, errs: &mut FieldErrors) {
     }
 }
 
+/// What every workload with a `metav1.LabelSelector` and a pod template
+/// checks: metadata, replicas and minReadySeconds, the selector and the
+/// template (restartPolicy Always).
+pub(crate) fn admit_pod_workload(obj: &mut Value, errs: &mut FieldErrors) {
+    meta(obj, errs);
+    admit_counts(obj, errs);
+    if obj["spec"]["selector"].is_null() {
+        errs.push(FieldError::required("spec.selector"));
+    } else {
+        check_selector(obj, label_selector(&obj["spec"]["selector"]), errs);
+    }
+    admit_template(obj, &["Always"], errs);
+}
+
 /// Defaults and validates a new ReplicaSet.
 pub fn admit_replicaset(obj: &mut Value) -> Result<(), FieldErrors> {
     decode::<k8s_openapi::api::apps::v1::ReplicaSet>(obj)?;
     let mut errs = FieldErrors::default();
-    meta(obj, &mut errs);
     if !obj["spec"].is_object() {
+        meta(obj, &mut errs);
         errs.push(FieldError::required("spec"));
         return errs.into_result();
     }
-    admit_counts(obj, &mut errs);
-    if obj["spec"]["selector"].is_null() {
-        errs.push(FieldError::required("spec.selector"));
-    } else {
-        check_selector(obj, label_selector(&obj["spec"]["selector"]), &mut errs);
-    }
-    admit_template(obj, &["Always"], &mut errs);
+    admit_pod_workload(obj, &mut errs);
     obj["status"] = json!({"replicas": 0});
     errs.into_result()
 }
@@ -194,7 +202,7 @@ pub fn update_replicaset(old: &Value, new: &mut Value) -> Result<(), FieldErrors
     immutable_selector(old, new)
 }
 
-fn immutable_selector(old: &Value, new: &Value) -> Result<(), FieldErrors> {
+pub(crate) fn immutable_selector(old: &Value, new: &Value) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
     if let (Ok(o), Ok(n)) = (decode_meta(old), decode_meta(new)) {
         validate_meta_update(&o, &n, &mut errs);
