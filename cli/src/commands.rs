@@ -652,7 +652,33 @@ static DESCRIBERS: &[Describer] = &[
     ("apps", "ReplicaSet", describe_replicas),
     ("", "ReplicationController", describe_replicas),
     ("apps", "Deployment", describe_deployment),
+    ("apps", "DaemonSet", describe_daemonset),
 ];
+
+/// A DaemonSet's counts, strategy and template, as kubectl shows them.
+fn describe_daemonset(o: &Value) {
+    let selector = peapod_core::validation::workloads::workload_selector(o)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let n = |f: &str| o["status"][f].as_i64().unwrap_or(0);
+    println!("Selector:       {selector}");
+    println!("Desired Number of Nodes Scheduled: {}", n("desiredNumberScheduled"));
+    println!("Current Number of Nodes Scheduled: {}", n("currentNumberScheduled"));
+    println!(
+        "Number of Nodes Scheduled with Up-to-date Pods: {}",
+        n("updatedNumberScheduled")
+    );
+    println!(
+        "Number of Nodes Scheduled with Available Pods: {}",
+        n("numberAvailable")
+    );
+    println!("Number of Nodes Misscheduled: {}", n("numberMisscheduled"));
+    println!(
+        "Update Strategy: {}",
+        o["spec"]["updateStrategy"]["type"].as_str().unwrap_or("")
+    );
+    describe_template(&o["spec"]["template"]);
+}
 
 /// A Deployment's counts, strategy, template and conditions, as kubectl shows them.
 fn describe_deployment(o: &Value) {
@@ -1173,7 +1199,13 @@ mod tests {
     fn get_takes_lists_of_kinds_and_categories() {
         let plurals = |w: &str| kinds_named(w).unwrap().iter().map(|k| k.plural).collect::<Vec<_>>();
         assert_eq!(plurals("po,ns"), ["pods", "namespaces"]);
-        let all = ["pods", "replicasets", "replicationcontrollers", "deployments"];
+        let all = [
+            "pods",
+            "replicasets",
+            "replicationcontrollers",
+            "deployments",
+            "daemonsets",
+        ];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");
         assert!(kinds_named("pods,widgets")

@@ -314,6 +314,24 @@ pub static KINDS: &[Kind] = &[
         categories: &["all"],
         printer: &printers::DEPLOYMENT,
     },
+    Kind {
+        group: "apps",
+        version: "v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        singular: "daemonset",
+        namespaced: true,
+        short_names: &["ds"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::daemonset::admit_create,
+        admit_update: validation::daemonset::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::apps::v1::DaemonSet>,
+        subresources: &[Subresource::Status],
+        categories: &["all"],
+        printer: &printers::DAEMONSET,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -392,6 +410,11 @@ pub fn replicationcontroller() -> &'static Kind {
 /// The Deployment kind (apps/v1).
 pub fn deployment() -> &'static Kind {
     by_store_key("apps/deployments").expect("deployments are in the kind table")
+}
+
+/// The DaemonSet kind (apps/v1).
+pub fn daemonset() -> &'static Kind {
+    by_store_key("apps/daemonsets").expect("daemonsets are in the kind table")
 }
 
 /// The Event kind.

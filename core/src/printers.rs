@@ -258,6 +258,43 @@ fn workload_row(o: &Value, counts: Vec<Value>) -> Vec<Value> {
     row
 }
 
+/// kubectl's DaemonSet columns.
+pub static DAEMONSET: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Desired", "integer", 0, "The desired number of daemon pods."),
+        col("Current", "integer", 0, "The current number of daemon pods."),
+        col("Ready", "integer", 0, "The number of daemon pods ready."),
+        col("Up-to-date", "integer", 0, "The number of daemon pods up to date."),
+        col("Available", "integer", 0, "The number of daemon pods available."),
+        col("Node Selector", "string", 0, "The node selector of the daemon pods."),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
+    row: |o| {
+        let mut selector: Vec<String> = o["spec"]["template"]["spec"]["nodeSelector"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        selector.sort();
+        workload_row(
+            o,
+            vec![
+                json!(int_at(o, "/status/desiredNumberScheduled")),
+                json!(int_at(o, "/status/currentNumberScheduled")),
+                json!(int_at(o, "/status/numberReady")),
+                json!(int_at(o, "/status/updatedNumberScheduled")),
+                json!(int_at(o, "/status/numberAvailable")),
+                json!(or_none(&selector.join(","))),
+            ],
+        )
+    },
+};
+
 /// kubectl's Deployment columns.
 pub static DEPLOYMENT: Printer = Printer {
     columns: &[

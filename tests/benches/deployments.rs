@@ -20,7 +20,9 @@ fn deployment(replicas: usize) -> String {
 }
 
 fn status(node: &Node) -> Value {
-    node.get("deploy", "bench").map(|d| d["status"].clone()).unwrap_or_default()
+    node.get("deploy", "bench")
+        .map(|d| d["status"].clone())
+        .unwrap_or_default()
 }
 
 fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
@@ -46,7 +48,10 @@ fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -62,9 +67,13 @@ fn main() {
         let node = Node::start_with_args(&["--pod-cidr", "10.93.0.0/20", "--max-pods", "5000"], |_| {});
         let pid = node.daemon_pid().unwrap_or(0);
         node.apply(&deployment(0));
-        wait("the deployment observed", limit, || status(&node)["observedGeneration"] == 1);
+        wait("the deployment observed", limit, || {
+            status(&node)["observedGeneration"] == 1
+        });
         node.ok(&["scale", "deploy/bench", &format!("--replicas={n}")]);
-        let up = wait("all ready", limit, || status(&node)["readyReplicas"].as_u64() == Some(n as u64));
+        let up = wait("all ready", limit, || {
+            status(&node)["readyReplicas"].as_u64() == Some(n as u64)
+        });
         println!("deployment 0 -> {n} pods: all Ready after {:.1} s", up.as_secs_f64());
         if i == 0 {
             let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");

@@ -65,12 +65,6 @@ impl Reconciler for Deployments {
         vec![kinds::replicaset()]
     }
 
-    fn selects(&self, owner: &Value, dependent: &Value) -> bool {
-        object::deletion_timestamp(owner).is_none()
-            && label_selector(&owner["spec"]["selector"])
-                .is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(dependent)))
-    }
-
     fn sync(&self, cx: SyncContext, namespace: String, name: String) -> Pin<Box<dyn Future<Output = SyncResult>>> {
         Box::pin(async move { sync(&cx, &namespace, &name).await.map_err(|e| e.to_string()) })
     }

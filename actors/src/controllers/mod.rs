@@ -12,6 +12,7 @@
 //! nothing is created twice. A failed pass is tried again with a back-off;
 //! a pass may ask to be run again later (minReadySeconds).
 
+pub mod daemonset;
 pub mod deployment;
 pub mod replicaset;
 
@@ -24,6 +25,7 @@ use peapod_core::kinds::Kind;
 use peapod_core::object;
 use peapod_core::selector::Selector;
 use peapod_core::store::{Store, StoreError};
+use peapod_core::validation::workloads::workload_selector;
 use peapod_core::writes;
 use replicaset::{controller_of, controller_ref};
 use serde_json::Value;
@@ -54,8 +56,17 @@ pub trait Reconciler: Send + 'static {
     fn owner(&self) -> &'static Kind;
     /// The kinds it writes, whose changes concern their owner.
     fn dependents(&self) -> Vec<&'static Kind>;
-    /// Whether `owner` would adopt `dependent` (which has no controller).
-    fn selects(&self, owner: &Value, dependent: &Value) -> bool;
+    /// Kinds whose every change concerns every owner (nodes, for DaemonSets).
+    fn triggers(&self) -> Vec<&'static Kind> {
+        Vec::new()
+    }
+    /// Whether `owner` would adopt `dependent` (which has no controller):
+    /// by default, when the owner is not being deleted and its selector
+    /// (`spec.selector`) is not empty and takes the dependent's labels.
+    fn selects(&self, owner: &Value, dependent: &Value) -> bool {
+        object::deletion_timestamp(owner).is_none()
+            && workload_selector(owner).is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(dependent)))
+    }
     /// Brings the owner `namespace/name` to what it asks for.
     fn sync(&self, cx: SyncContext, namespace: String, name: String) -> Pin<Box<dyn Future<Output = SyncResult>>>;
 }
@@ -169,6 +180,7 @@ impl Actor for Controller {
         let owner = self.reconciler.owner();
         let mut kinds = vec![owner];
         kinds.extend(self.reconciler.dependents());
+        kinds.extend(self.reconciler.triggers());
         for kind in kinds {
             let informer = informer::run(self.cx.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
@@ -181,6 +193,18 @@ impl Handler<Informed> for Controller {
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
         let is_owner = msg.resource() == self.reconciler.owner().resource();
+        if self
+            .reconciler
+            .triggers()
+            .iter()
+            .any(|k| k.resource() == msg.resource())
+        {
+            let keys: Vec<Key> = self.owners.keys().cloned().collect();
+            for k in keys {
+                self.enqueue(k, ctx);
+            }
+            return;
+        }
         match msg {
             Informed::Synced { objects, .. } if is_owner => {
                 self.owners = objects.into_iter().map(|o| (key_of(&o), o)).collect();
@@ -270,5 +294,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(replicaset::ReplicaSets::for_replicasets()),
         Box::new(replicaset::ReplicaSets::for_replication_controllers()),
         Box::new(deployment::Deployments),
+        Box::new(daemonset::DaemonSets),
     ]
 }

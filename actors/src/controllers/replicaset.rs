@@ -68,11 +68,6 @@ impl Reconciler for ReplicaSets {
         vec![kinds::pod()]
     }
 
-    fn selects(&self, owner: &Value, dependent: &Value) -> bool {
-        object::deletion_timestamp(owner).is_none()
-            && workload_selector(owner).is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(dependent)))
-    }
-
     fn sync(&self, cx: SyncContext, namespace: String, name: String) -> Pin<Box<dyn Future<Output = SyncResult>>> {
         let kind = (self.kind)();
         Box::pin(async move { sync(&cx, kind, &namespace, &name).await.map_err(|e| e.to_string()) })
@@ -159,7 +154,7 @@ pub fn deletion_order(pods: &mut [Value]) {
 }
 
 /// A new pod of `owner`'s template.
-fn pod_from_template(owner: &Value) -> Value {
+pub fn pod_from_template(owner: &Value) -> Value {
     let t = &owner["spec"]["template"];
     let mut meta = json!({"generateName": format!("{}-", object::name(owner)),
         "namespace": object::namespace(owner), "ownerReferences": [controller_ref(owner)]});
@@ -239,7 +234,7 @@ async fn create_pods(cx: &SyncContext, owner: &Value, n: usize) -> (Vec<Value>, 
     (made, None)
 }
 
-async fn delete_pod(cx: &SyncContext, owner: &Value, pod: &Value) -> Result<(), StoreError> {
+pub async fn delete_pod(cx: &SyncContext, owner: &Value, pod: &Value) -> Result<(), StoreError> {
     let done = writes::modify(&*cx.store, kinds::pod(), pod, |p| {
         if object::deletion_timestamp(p).is_some() {
             return false;

@@ -43,11 +43,11 @@ pub fn fenceposts(deployment: &Value) -> (i64, i64) {
 }
 
 /// A value as Kubernetes quotes it in errors (`"25%"`, not `"\"25%\""`).
-fn shown(v: &Value) -> String {
+pub(crate) fn shown(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
-fn check_int_or_percent(v: &Value, path: &str, errs: &mut FieldErrors) -> Option<bool> {
+pub(crate) fn check_int_or_percent(v: &Value, path: &str, errs: &mut FieldErrors) -> Option<bool> {
     match v {
         Value::Number(n) => match n.as_i64() {
             Some(i) if i < 0 => {
