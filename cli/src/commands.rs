@@ -653,7 +653,49 @@ static DESCRIBERS: &[Describer] = &[
     ("", "ReplicationController", describe_replicas),
     ("apps", "Deployment", describe_deployment),
     ("apps", "DaemonSet", describe_daemonset),
+    ("batch", "Job", describe_job),
 ];
+
+/// A Job's counts, times, template and conditions, as kubectl shows them.
+fn describe_job(o: &Value) {
+    let spec = &o["spec"];
+    let st = &o["status"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    println!("Parallelism:     {}", n(&spec["parallelism"]));
+    match spec["completions"].as_i64() {
+        Some(c) => println!("Completions:     {c}"),
+        None => println!("Completions:     <unset>"),
+    }
+    println!("Completion Mode: {}", spec["completionMode"].as_str().unwrap_or(""));
+    println!("Suspend:         {}", spec["suspend"] == true);
+    println!("Backoff Limit:   {}", n(&spec["backoffLimit"]));
+    if let Some(t) = st["startTime"].as_str() {
+        println!("Start Time:      {t}");
+    }
+    if let Some(t) = st["completionTime"].as_str() {
+        println!("Completed At:    {t}");
+    }
+    println!(
+        "Pods Statuses:   {} Active ({} Ready) / {} Succeeded / {} Failed",
+        n(&st["active"]),
+        n(&st["ready"]),
+        n(&st["succeeded"]),
+        n(&st["failed"])
+    );
+    if let Some(ix) = st["completedIndexes"].as_str() {
+        println!("Completed Indexes: {}", if ix.is_empty() { "<none>" } else { ix });
+    }
+    describe_template(&spec["template"]);
+    println!("Conditions:");
+    for cnd in st["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<19} {:<6} {}",
+            cnd["type"].as_str().unwrap_or(""),
+            cnd["status"].as_str().unwrap_or(""),
+            cnd["reason"].as_str().unwrap_or("")
+        );
+    }
+}
 
 /// A DaemonSet's counts, strategy and template, as kubectl shows them.
 fn describe_daemonset(o: &Value) {
@@ -1205,6 +1247,7 @@ mod tests {
             "replicationcontrollers",
             "deployments",
             "daemonsets",
+            "jobs",
         ];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");

@@ -332,6 +332,24 @@ pub static KINDS: &[Kind] = &[
         categories: &["all"],
         printer: &printers::DAEMONSET,
     },
+    Kind {
+        group: "batch",
+        version: "v1",
+        kind: "Job",
+        plural: "jobs",
+        singular: "job",
+        namespaced: true,
+        short_names: &[],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::job::admit_create,
+        admit_update: validation::job::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::batch::v1::Job>,
+        subresources: &[Subresource::Status],
+        categories: &["all"],
+        printer: &printers::JOB,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -417,6 +435,11 @@ pub fn daemonset() -> &'static Kind {
     by_store_key("apps/daemonsets").expect("daemonsets are in the kind table")
 }
 
+/// The Job kind (batch/v1).
+pub fn job() -> &'static Kind {
+    by_store_key("batch/jobs").expect("jobs are in the kind table")
+}
+
 /// The Event kind.
 pub fn event() -> &'static Kind {
     by_store_key("events").expect("events are in the kind table")
@@ -456,7 +479,7 @@ mod tests {
                 .map(|k| k.plural)
                 .collect::<Vec<_>>()
         );
-        assert!(in_group_version("batch", "v1").is_empty());
+        assert!(in_group_version("policy", "v1").is_empty());
         assert_eq!(pod().subresources, [Subresource::Status, Subresource::Log]);
         // Each kind's typed check decodes its own Kubernetes type.
         assert!((pod().typed_check)("apiVersion: v1\nkind: Pod\nspec:\n  containers: 3\n").is_err());

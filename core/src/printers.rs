@@ -295,6 +295,71 @@ pub static DAEMONSET: Printer = Printer {
     },
 };
 
+/// kubectl's Job columns.
+pub static JOB: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Status", "string", 0, "Status of the job."),
+        col("Completions", "string", 0, "The completion status of the job."),
+        col("Duration", "string", 0, "Time required to complete the job."),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
+    row: |o| {
+        let has = |t: &str| {
+            o["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        let state = if has("Complete") {
+            "Complete"
+        } else if has("Failed") {
+            "Failed"
+        } else if has("Suspended") {
+            "Suspended"
+        } else if has("FailureTarget") {
+            "FailureTarget"
+        } else if has("SuccessCriteriaMet") {
+            "SuccessCriteriaMet"
+        } else {
+            "Running"
+        };
+        let succeeded = int_at(o, "/status/succeeded");
+        let completions = match o["spec"]["completions"].as_i64() {
+            Some(c) => format!("{succeeded}/{c}"),
+            None => match int_at(o, "/spec/parallelism") {
+                p if p > 1 => format!("{succeeded}/1 of {p}"),
+                _ => format!("{succeeded}/1"),
+            },
+        };
+        let time = |p: &str| {
+            o.pointer(p)
+                .and_then(Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        let duration = match (time("/status/startTime"), time("/status/completionTime")) {
+            (Some(s), Some(e)) => short_duration((e - s).num_seconds()),
+            (Some(s), None) => short_duration((chrono::Utc::now() - s.to_utc()).num_seconds()),
+            _ => String::new(),
+        };
+        workload_row(o, vec![json!(state), json!(completions), json!(duration)])
+    },
+};
+
+/// A duration as kubectl prints one (`5s`, `3m2s`, `2h5m`).
+fn short_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// kubectl's Deployment columns.
 pub static DEPLOYMENT: Printer = Printer {
     columns: &[

@@ -40,9 +40,10 @@ pub fn admit_new(kind: &'static Kind, obj: &mut Value) -> Result<(), FieldErrors
     }
     obj["apiVersion"] = json!(kind.api_version());
     obj["kind"] = json!(kind.kind);
-    (kind.admit_create)(obj)?;
+    // The uid first: a Job's admission builds its selector from it.
     object::set_meta(obj, "uid", object::new_uid());
     object::set_meta(obj, "creationTimestamp", object::now_rfc3339());
+    (kind.admit_create)(obj)?;
     if let Some(m) = object::metadata_mut(obj) {
         m.insert("generation".into(), json!(1));
         m.remove("resourceVersion");

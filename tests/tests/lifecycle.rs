@@ -141,7 +141,7 @@ fn api_discovery_lists_versions_and_groups() {
     );
     assert!(apis.contains("\"apps\""), "{apis}");
     assert!(
-        get("/apis/batch/v1").starts_with("HTTP/1.0 404"),
+        get("/apis/policy/v1").starts_with("HTTP/1.0 404"),
         "no kind is served there yet"
     );
     assert!(get("/api/v1/namespaces/default/pods/x/exec").starts_with("HTTP/1.0 404"));

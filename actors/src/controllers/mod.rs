@@ -14,6 +14,7 @@
 
 pub mod daemonset;
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 
 use crate::events::EventRecorder;
@@ -295,5 +296,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(replicaset::ReplicaSets::for_replication_controllers()),
         Box::new(deployment::Deployments),
         Box::new(daemonset::DaemonSets),
+        Box::new(job::Jobs),
     ]
 }

@@ -201,13 +201,16 @@ fn field_ref(pod: &Pod, path: &str) -> Option<String> {
         "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone().unwrap_or_default(),
         "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
         "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
+        // A label or annotation the pod lacks is empty, as in Kubernetes.
         p => {
-            let key = p.strip_prefix("metadata.labels['")?.strip_suffix("']");
-            if let Some(k) = key {
-                return m.labels.as_ref()?.get(k).cloned();
+            if let Some(k) = p.strip_prefix("metadata.labels['").and_then(|r| r.strip_suffix("']")) {
+                return Some(m.labels.as_ref().and_then(|l| l.get(k).cloned()).unwrap_or_default());
             }
             let k = p.strip_prefix("metadata.annotations['")?.strip_suffix("']")?;
-            m.annotations.as_ref()?.get(k).cloned()?
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get(k).cloned())
+                .unwrap_or_default()
         }
     })
 }
@@ -616,16 +619,29 @@ mod tests {
 
     #[test]
     fn env_overrides_image_and_expands() {
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns",
+            "labels": {"app": "web"}, "annotations": {"batch.kubernetes.io/job-completion-index": "2"}}}))
+        .unwrap();
+        let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
         let c = container(json!({"name": "c", "env": [
             {"name": "A", "value": "pod"},
             {"name": "B", "value": "$(A)-x"},
-            {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]}));
+            field("N", "metadata.namespace"),
+            field("L", "metadata.labels['app']"),
+            field("I", "metadata.annotations['batch.kubernetes.io/job-completion-index']"),
+            field("MISSING", "metadata.annotations['none']")]}));
         let env = environment(&pod, &c, &image()).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("A"), Some("pod"));
         assert_eq!(get("B"), Some("pod-x"));
         assert_eq!(get("N"), Some("ns"));
+        assert_eq!(get("L"), Some("web"));
+        assert_eq!(
+            get("I"),
+            Some("2"),
+            "annotations are read (a labels-only lookup once stopped there)"
+        );
+        assert_eq!(get("MISSING"), Some(""));
         assert_eq!(get("PATH"), Some("/bin"));
         assert_eq!(get("HOSTNAME"), Some("p"));
     }

@@ -3,6 +3,7 @@
 pub mod daemonset;
 pub mod deployment;
 pub mod event;
+pub mod job;
 pub mod namespace;
 pub mod node;
 pub mod pod;
