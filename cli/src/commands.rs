@@ -1248,6 +1248,7 @@ mod tests {
             "deployments",
             "daemonsets",
             "jobs",
+            "cronjobs",
         ];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");

@@ -350,6 +350,24 @@ pub static KINDS: &[Kind] = &[
         categories: &["all"],
         printer: &printers::JOB,
     },
+    Kind {
+        group: "batch",
+        version: "v1",
+        kind: "CronJob",
+        plural: "cronjobs",
+        singular: "cronjob",
+        namespaced: true,
+        short_names: &["cj"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::cronjob::admit_create,
+        admit_update: validation::cronjob::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::batch::v1::CronJob>,
+        subresources: &[Subresource::Status],
+        categories: &["all"],
+        printer: &printers::CRONJOB,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -438,6 +456,11 @@ pub fn daemonset() -> &'static Kind {
 /// The Job kind (batch/v1).
 pub fn job() -> &'static Kind {
     by_store_key("batch/jobs").expect("jobs are in the kind table")
+}
+
+/// The CronJob kind (batch/v1).
+pub fn cronjob() -> &'static Kind {
+    by_store_key("batch/cronjobs").expect("cronjobs are in the kind table")
 }
 
 /// The Event kind.

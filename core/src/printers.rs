@@ -350,6 +350,54 @@ pub static JOB: Printer = Printer {
     },
 };
 
+/// kubectl's CronJob columns.
+pub static CRONJOB: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Schedule", "string", 0, "The schedule in Cron format."),
+        col("Timezone", "string", 0, "The time zone of the schedule."),
+        col("Suspend", "boolean", 0, "Whether new Jobs are started."),
+        col("Active", "integer", 0, "The number of running Jobs."),
+        col("Last Schedule", "date", 0, "When a Job was last started."),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
+    row: |o| {
+        let t = &o["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"];
+        let names: Vec<&str> = t
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap_or(""))
+            .collect();
+        let images: Vec<&str> = t
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["image"].as_str().unwrap_or(""))
+            .collect();
+        let last = str_at(o, "/status/lastScheduleTime");
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/spec/schedule")),
+            json!(or_none(str_at(o, "/spec/timeZone"))),
+            json!(if o["spec"]["suspend"] == true { "True" } else { "False" }),
+            json!(o["status"]["active"].as_array().map_or(0, Vec::len)),
+            json!(if last.is_empty() {
+                "<none>".to_string()
+            } else {
+                age(last)
+            }),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(names.join(",")),
+            json!(images.join(",")),
+            json!("<none>"),
+        ]
+    },
+};
+
 /// A duration as kubectl prints one (`5s`, `3m2s`, `2h5m`).
 fn short_duration(secs: i64) -> String {
     let s = secs.max(0);

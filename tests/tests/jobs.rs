@@ -175,3 +175,64 @@ fn failing_jobs_stop_at_their_backoff_limit_or_failure_policy() {
     let events = node.ok(&["get", "events"]);
     assert!(events.contains("BackoffLimitExceeded"), "{events}");
 }
+
+#[test]
+fn a_cronjob_starts_jobs_on_its_schedule_and_forbid_keeps_one_at_a_time() {
+    let node = Node::start();
+    node.apply(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  timeZone: Europe/Berlin
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 1
+          containers:
+          - {name: main, image: busybox, command: [sleep, "100"]}
+"#,
+    );
+    let owned = |node: &Node| -> Vec<Value> {
+        node.list("jobs", None)
+            .into_iter()
+            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "tick")
+            .collect()
+    };
+    // The first start is at the next minute.
+    let job = wait_for("the first job", 2 * MIN, || owned(&node).first().cloned());
+    let scheduled: chrono::DateTime<chrono::Utc> = job["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(scheduled.timestamp() % 60, 0, "on a minute: {scheduled}");
+    assert_eq!(job["metadata"]["name"], format!("tick-{}", scheduled.timestamp() / 60));
+    let cj = wait_for("status", MIN, || {
+        node.get("cronjob", "tick")
+            .filter(|c| c["status"]["active"].as_array().is_some_and(|a| a.len() == 1))
+    });
+    assert!(cj["status"]["lastScheduleTime"].is_string());
+    let table = node.ok(&["get", "cj"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        &row[..9],
+        ["tick", "*", "*", "*", "*", "*", "Europe/Berlin", "False", "1"],
+        "{table}"
+    );
+    // The next start finds the first Job running: Forbid starts no second one.
+    wait_for("the next start skipped", 2 * MIN, || {
+        node.ok(&["get", "events"]).contains("JobAlreadyActive").then_some(())
+    });
+    assert_eq!(owned(&node).len(), 1);
+    // Deleting the CronJob deletes its Job and the Job's pod.
+    node.ok(&["delete", "cronjob", "tick"]);
+    wait_for("its job and pod gone", MIN, || {
+        (owned(&node).is_empty() && pods_of(&node, job["metadata"]["name"].as_str().unwrap()).is_empty()).then_some(())
+    });
+}

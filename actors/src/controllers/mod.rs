@@ -12,6 +12,7 @@
 //! nothing is created twice. A failed pass is tried again with a back-off;
 //! a pass may ask to be run again later (minReadySeconds).
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod job;
@@ -297,5 +298,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(deployment::Deployments),
         Box::new(daemonset::DaemonSets),
         Box::new(job::Jobs),
+        Box::new(cronjob::CronJobs),
     ]
 }

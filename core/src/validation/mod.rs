@@ -1,5 +1,6 @@
 //! Defaulting and validation per kind, with Kubernetes' field paths and wording.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod event;
