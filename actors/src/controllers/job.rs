@@ -334,17 +334,11 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
         }
         newly = true;
         if phase(p) == "Succeeded" {
-            match index_of(p) {
-                Some(i) if indexed => {
-                    if completions.is_some_and(|c| i < c) && completed.insert(i) {
-                        uncounted_ok.push(uid);
-                    } else {
-                        // A second success of one index counts once.
-                        uncounted_ok.push(uid);
-                    }
-                }
-                _ => uncounted_ok.push(uid),
+            // Every success counts in `succeeded`; an index completes once.
+            if let Some(i) = index_of(p).filter(|i| indexed && completions.is_some_and(|c| *i < c)) {
+                completed.insert(i);
             }
+            uncounted_ok.push(uid);
             continue;
         }
         match failure_policy(&job, p) {
