@@ -102,6 +102,21 @@ pub struct LabelArgs {
 }
 
 #[derive(Args)]
+pub struct NodeArgs {
+    /// The node's name.
+    node: String,
+}
+
+#[derive(Args)]
+pub struct TaintArgs {
+    /// `nodes NAME KEY[=VALUE]:EFFECT…`; a trailing `-` removes (`KEY-`, `KEY:EFFECT-`).
+    what: Vec<String>,
+    /// Replace a taint with the same key and effect.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args)]
 pub struct LogsArgs {
     pod: String,
     #[arg(short = 'c', long)]
@@ -1056,6 +1071,115 @@ pub fn label(c: &Client, a: LabelArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cordon` (true) or `uncordon` (false): the node's `spec.unschedulable`.
+pub fn cordon(c: &Client, a: NodeArgs, on: bool) -> Result<()> {
+    let path = kinds::node().object_path("", &a.node);
+    let word = if on { "cordoned" } else { "uncordoned" };
+    let cur = c.call("GET", &path, None)?;
+    if cur["spec"]["unschedulable"].as_bool().unwrap_or(false) == on {
+        println!("node/{} already {word}", a.node);
+        return Ok(());
+    }
+    c.modify(&path, |n| {
+        if on {
+            n["spec"]["unschedulable"] = json!(true);
+        } else if let Some(s) = n["spec"].as_object_mut() {
+            s.remove("unschedulable");
+        }
+        Ok(())
+    })?;
+    println!("node/{} {word}", a.node);
+    Ok(())
+}
+
+/// One `taint` argument: key, value, effect (None: any), and whether it removes.
+fn parse_taint(arg: &str) -> Result<(String, String, Option<String>, bool)> {
+    let (spec, remove) = match arg.strip_suffix('-') {
+        Some(s) => (s, true),
+        None => (arg, false),
+    };
+    let (kv, effect) = match spec.rsplit_once(':') {
+        Some((kv, e)) => (kv, Some(e.to_string())),
+        None => (spec, None),
+    };
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if let Some(e) = &effect {
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e.as_str()) {
+            bail!("error: invalid taint effect: {e}, unsupported taint effect");
+        }
+    }
+    if effect.is_none() && !remove {
+        bail!("error: invalid taint spec: {arg}: an effect is required (NoSchedule, PreferNoSchedule, NoExecute)");
+    }
+    if key.is_empty() || !names_ok(key) {
+        bail!("error: invalid taint spec: {arg}: invalid key {key:?}");
+    }
+    Ok((key.to_string(), value.to_string(), effect, remove))
+}
+
+fn names_ok(key: &str) -> bool {
+    peapod_core::names::is_qualified_name(key).is_empty()
+}
+
+pub fn taint(c: &Client, a: TaintArgs) -> Result<()> {
+    let (kind, rest) = a
+        .what
+        .split_first()
+        .ok_or_else(|| anyhow!("error: at least one taint update is required"))?;
+    if kind_named(kind)?.kind != "Node" {
+        bail!("error: taints apply to nodes only");
+    }
+    let (name, changes) = rest
+        .split_first()
+        .ok_or_else(|| anyhow!("error: a node name is required"))?;
+    if changes.is_empty() {
+        bail!("error: at least one taint update is required");
+    }
+    let taints: Vec<(String, String, Option<String>, bool)> =
+        changes.iter().map(|t| parse_taint(t)).collect::<Result<_>>()?;
+    let path = kinds::node().object_path("", name);
+    let mut removed_any = false;
+    c.modify(&path, |n| {
+        let mut list: Vec<Value> = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        for (key, value, effect, remove) in &taints {
+            let same = |t: &Value| t["key"] == key.as_str() && effect.as_deref().is_none_or(|e| t["effect"] == e);
+            if *remove {
+                let before = list.len();
+                list.retain(|t| !same(t));
+                if list.len() == before {
+                    bail!("error: taint {key:?} not found");
+                }
+                removed_any = true;
+            } else {
+                if list.iter().any(&same) && !a.overwrite {
+                    bail!("error: node {name} already has {key} taint(s) with same effect(s) and --overwrite is false");
+                }
+                list.retain(|t| !same(t));
+                let mut t = json!({"key": key, "effect": effect});
+                if !value.is_empty() {
+                    t["value"] = json!(value);
+                }
+                list.push(t);
+            }
+        }
+        if list.is_empty() {
+            if let Some(s) = n["spec"].as_object_mut() {
+                s.remove("taints");
+            }
+        } else {
+            n["spec"]["taints"] = Value::Array(list);
+        }
+        Ok(())
+    })?;
+    let word = if removed_any && taints.iter().all(|t| t.3) {
+        "untainted"
+    } else {
+        "tainted"
+    };
+    println!("node/{name} {word}");
+    Ok(())
+}
+
 pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
     let mut q = vec![];
     if let Some(cn) = &a.container {
@@ -1235,7 +1359,26 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{duration_seconds, kinds_named};
+    use super::{duration_seconds, kinds_named, parse_taint};
+
+    #[test]
+    fn taints_parse_as_kubectl_writes_them() {
+        let t = |s: &str| parse_taint(s).map_err(|e| e.to_string());
+        assert_eq!(
+            t("a=b:NoSchedule").unwrap(),
+            ("a".into(), "b".into(), Some("NoSchedule".into()), false)
+        );
+        assert_eq!(
+            t("a:NoExecute-").unwrap(),
+            ("a".into(), "".into(), Some("NoExecute".into()), true)
+        );
+        assert_eq!(t("a-").unwrap(), ("a".into(), "".into(), None, true));
+        assert!(t("a=b:Sometimes")
+            .unwrap_err()
+            .contains("invalid taint effect: Sometimes"));
+        assert!(t("a=b").unwrap_err().contains("an effect is required"));
+        assert!(t("bad key=b:NoSchedule").unwrap_err().contains("invalid key"));
+    }
 
     #[test]
     fn get_takes_lists_of_kinds_and_categories() {

@@ -55,6 +55,12 @@ enum Command {
     Scale(commands::ScaleArgs),
     /// Add, change or remove labels of objects (`k=v`, `k-`).
     Label(commands::LabelArgs),
+    /// Mark a node unschedulable (its daemon pods still run there).
+    Cordon(commands::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(commands::NodeArgs),
+    /// Add or remove node taints (`key=value:NoSchedule`, `key-`).
+    Taint(commands::TaintArgs),
     /// Manage the rollout of a Deployment.
     Rollout {
         #[command(subcommand)]
@@ -190,6 +196,9 @@ fn main() {
         Command::Scale(a) => commands::scale(&client(), a),
         Command::Label(a) => commands::label(&client(), a),
         Command::Rollout { what } => rollout::rollout(&client(), what),
+        Command::Cordon(a) => commands::cordon(&client(), a, true),
+        Command::Uncordon(a) => commands::cordon(&client(), a, false),
+        Command::Taint(a) => commands::taint(&client(), a),
         Command::Set {
             what: SetCommand::Image(a),
         } => rollout::set_image(&client(), a),

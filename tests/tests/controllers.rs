@@ -264,11 +264,13 @@ fn unfit_pods_wait_with_failed_scheduling_until_the_node_fits() {
     assert!(wide.contains("NODE") && wide.contains(&node_name), "{wide}");
 
     // A taint keeps out pods that do not tolerate it.
-    let mut n = node.get("node", &node_name).unwrap();
-    n["spec"]["taints"] = serde_json::json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
-    let f = node.root().join("node.json");
-    std::fs::write(&f, n.to_string()).unwrap();
-    node.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let out = node.ok(&["taint", "nodes", &node_name, "dedicated=db:NoSchedule"]);
+    assert_eq!(out.trim(), format!("node/{node_name} tainted"));
+    let dup = node.peapod(&["taint", "nodes", &node_name, "dedicated=web:NoSchedule"]);
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("already has dedicated taint(s) with same effect(s)"),
+        "{dup:?}"
+    );
     node.apply(&sleeper("intolerant", "{}", ""));
     node.apply(&sleeper(
         "tolerant",
@@ -287,4 +289,7 @@ fn unfit_pods_wait_with_failed_scheduling_until_the_node_fits() {
     // A pod deleted before it was bound is removed at once: nothing runs it.
     node.ok(&["delete", "pod", "intolerant"]);
     assert!(node.pod("intolerant").is_none());
+    let out = node.ok(&["taint", "nodes", &node_name, "dedicated-"]);
+    assert_eq!(out.trim(), format!("node/{node_name} untainted"));
+    assert!(node.get("node", &node_name).unwrap()["spec"]["taints"].is_null());
 }

@@ -42,15 +42,6 @@ fn status(node: &Node) -> Value {
     node.get("ds", "agent").map(|d| d["status"].clone()).unwrap_or_default()
 }
 
-/// Sets the node's `spec.unschedulable` (cordon) through apply.
-fn cordon(node: &Node, name: &str, on: bool) {
-    let mut n = node.get("node", name).unwrap();
-    n["spec"]["unschedulable"] = serde_json::json!(on);
-    let f = node.root().join("node.json");
-    std::fs::write(&f, n.to_string()).unwrap();
-    node.ok(&["apply", "-f", f.to_str().unwrap()]);
-}
-
 #[test]
 fn a_daemonset_runs_one_pod_on_each_eligible_node() {
     let node = Node::start();
@@ -91,7 +82,11 @@ fn a_daemonset_runs_one_pod_on_each_eligible_node() {
     assert_eq!(&row[..7], ["agent", "1", "1", "1", "1", "1", "role=edge"], "{table}");
 
     // Cordoned, the node takes no new plain pod, but its daemon pod comes back.
-    cordon(&node, &node_name, true);
+    assert_eq!(
+        node.ok(&["cordon", &node_name]).trim(),
+        format!("node/{node_name} cordoned")
+    );
+    assert_eq!(node.get("node", &node_name).unwrap()["spec"]["unschedulable"], true);
     node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n");
     let message = wait_for("FailedScheduling", MIN, || {
         node.pod("plain").and_then(|p| {
@@ -120,7 +115,10 @@ fn a_daemonset_runs_one_pod_on_each_eligible_node() {
         tolerations.contains("node.kubernetes.io/unschedulable"),
         "{tolerations}"
     );
-    cordon(&node, &node_name, false);
+    assert_eq!(
+        node.ok(&["uncordon", &node_name]).trim(),
+        format!("node/{node_name} uncordoned")
+    );
     node.wait_pod("plain", "scheduled once uncordoned", MIN, |p| {
         p["status"]["phase"] == "Running"
     });
