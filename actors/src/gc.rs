@@ -173,21 +173,9 @@ async fn owner_absent(store: &dyn Store, r: &deletion::OwnerRef, dep_namespace: 
     }
 }
 
-/// Deletes an object as the API does for `propagation`.
+/// [`writes::delete`], for a pass that only needs to know it failed.
 async fn delete(store: &dyn Store, kind: &'static Kind, obj: &Value, propagation: Propagation) -> StoreResult<()> {
-    modify(store, kind, obj, |o| {
-        let before = o.clone();
-        if kind.graceful_deletion {
-            object::mark_deleted(o, None);
-        } else {
-            deletion::end_grace(o);
-        }
-        if let Some(f) = propagation.finalizer() {
-            deletion::add_finalizer(o, f);
-        }
-        *o != before
-    })
-    .await
+    writes::delete(store, kind, obj, propagation).await.map(drop)
 }
 
 /// [`writes::modify`], for a pass that only needs to know it failed.

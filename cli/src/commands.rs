@@ -205,7 +205,7 @@ pub enum ImageCommand {
     Rm { reference: String },
 }
 
-fn ns_of(n: &Option<String>) -> String {
+pub(crate) fn ns_of(n: &Option<String>) -> String {
     n.clone().unwrap_or_else(|| "default".into())
 }
 
@@ -1006,7 +1006,7 @@ fn named_objects(words: &[String]) -> Result<(Named, Vec<String>)> {
 }
 
 /// How kubectl names an object in what it prints (`replicaset.apps/web`).
-fn kind_slash_name(kind: &Kind, name: &str) -> String {
+pub(crate) fn kind_slash_name(kind: &Kind, name: &str) -> String {
     if kind.group.is_empty() {
         format!("{}/{name}", kind.singular)
     } else {

@@ -9,9 +9,8 @@ use peapod_core::kinds::{self, Kind};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const REVISION: &str = "deployment.kubernetes.io/revision";
-const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
-const HASH_LABEL: &str = "pod-template-hash";
+use crate::commands::{kind_slash_name as display, ns_of};
+use peapod_actors::controllers::deployment::{revision, template_without_hash, CHANGE_CAUSE};
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
@@ -72,10 +71,6 @@ pub struct SetImageArgs {
     namespace: Option<String>,
 }
 
-fn ns_of(n: &Option<String>) -> String {
-    n.clone().unwrap_or_else(|| "default".into())
-}
-
 /// `TYPE/NAME` or `TYPE NAME`, and the words after.
 fn target(words: &[String]) -> Result<(&'static Kind, String, Vec<String>)> {
     let first = words
@@ -89,14 +84,6 @@ fn target(words: &[String]) -> Result<(&'static Kind, String, Vec<String>)> {
         .get(1)
         .ok_or_else(|| anyhow!("error: a resource name is required"))?;
     Ok((kind_of(first)?, name.clone(), words[2..].to_vec()))
-}
-
-fn display(kind: &Kind, name: &str) -> String {
-    if kind.group.is_empty() {
-        format!("{}/{name}", kind.singular)
-    } else {
-        format!("{}.{}/{name}", kind.singular, kind.group)
-    }
 }
 
 fn deployment_target(words: &[String]) -> Result<(&'static Kind, String)> {
@@ -171,21 +158,6 @@ fn replicasets_of(c: &Client, d: &Value, ns: &str) -> Result<Vec<Value>> {
         .collect();
     out.sort_by_key(revision);
     Ok(out)
-}
-
-fn revision(o: &Value) -> i64 {
-    o["metadata"]["annotations"][REVISION]
-        .as_str()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn template_without_hash(rs: &Value) -> Value {
-    let mut t = rs["spec"]["template"].clone();
-    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
-        labels.remove(HASH_LABEL);
-    }
-    t
 }
 
 pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {

@@ -112,6 +112,31 @@ pub async fn modify(
     })
 }
 
+/// Deletes an object as the API does for `propagation`: a kind with
+/// graceful deletion is marked (its actor ends it), any other has its grace
+/// period over at once, and the propagation's finalizer is added. Returns
+/// the object as written, or `None` when it is gone or was deleted so already.
+pub async fn delete(
+    store: &dyn Store,
+    kind: &'static Kind,
+    obj: &Value,
+    propagation: deletion::Propagation,
+) -> StoreResult<Option<Value>> {
+    modify(store, kind, obj, |o| {
+        let before = o.clone();
+        if kind.graceful_deletion {
+            object::mark_deleted(o, None);
+        } else {
+            deletion::end_grace(o);
+        }
+        if let Some(f) = propagation.finalizer() {
+            deletion::add_finalizer(o, f);
+        }
+        *o != before
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

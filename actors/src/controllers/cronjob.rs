@@ -17,7 +17,7 @@
 
 use super::{Reconciler, SyncContext, SyncResult};
 use crate::events::EventKind;
-use peapod_core::deletion;
+use peapod_core::deletion::{self, Propagation};
 use peapod_core::kinds::{self, Kind};
 use peapod_core::object;
 use peapod_core::store::StoreError;
@@ -83,15 +83,9 @@ fn reference(job: &Value) -> Value {
 
 /// Deletes a Job as `kubectl delete` would, its pods after it (background).
 async fn delete_job(cx: &SyncContext, job: &Value) -> Result<(), StoreError> {
-    writes::modify(&*cx.store, kinds::job(), job, |o| {
-        if object::deletion_timestamp(o).is_some() {
-            return false;
-        }
-        deletion::end_grace(o);
-        true
-    })
-    .await
-    .map(drop)
+    writes::delete(&*cx.store, kinds::job(), job, Propagation::Background)
+        .await
+        .map(drop)
 }
 
 async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>, StoreError> {

@@ -20,7 +20,7 @@
 use super::replicaset::controller_ref;
 use super::{claim, Reconciler, SyncContext, SyncResult};
 use crate::events::EventKind;
-use peapod_core::deletion;
+use peapod_core::deletion::{self, Propagation};
 use peapod_core::kinds::{self, Kind};
 use peapod_core::object;
 use peapod_core::store::StoreError;
@@ -93,7 +93,7 @@ pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
 }
 
 /// A ReplicaSet's template without the hash label, to compare with the Deployment's.
-fn template_without_hash(rs: &Value) -> Value {
+pub fn template_without_hash(rs: &Value) -> Value {
     let mut t = rs["spec"]["template"].clone();
     if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
         labels.remove(HASH_LABEL);
@@ -408,14 +408,7 @@ async fn cleanup(cx: &SyncContext, d: &Value, olds: &[Value]) -> Result<(), Stor
     idle.sort_by_key(|rs| revision(rs));
     let surplus = idle.len() - limit;
     for rs in idle.into_iter().take(surplus) {
-        writes::modify(&*cx.store, kinds::replicaset(), rs, |o| {
-            if object::deletion_timestamp(o).is_some() {
-                return false;
-            }
-            deletion::end_grace(o);
-            true
-        })
-        .await?;
+        writes::delete(&*cx.store, kinds::replicaset(), rs, Propagation::Background).await?;
     }
     Ok(())
 }

@@ -637,14 +637,7 @@ async fn ttl(cx: &SyncContext, job: &Value) -> Result<Option<Duration>, StoreErr
     if due > now {
         return Ok((due - now).to_std().ok().map(|w| w + Duration::from_millis(100)));
     }
-    writes::modify(&*cx.store, kinds::job(), job, |o| {
-        if object::deletion_timestamp(o).is_some() {
-            return false;
-        }
-        deletion::end_grace(o);
-        true
-    })
-    .await?;
+    writes::delete(&*cx.store, kinds::job(), job, deletion::Propagation::Background).await?;
     Ok(None)
 }
 

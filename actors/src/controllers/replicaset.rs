@@ -235,14 +235,10 @@ async fn create_pods(cx: &SyncContext, owner: &Value, n: usize) -> (Vec<Value>, 
 }
 
 pub async fn delete_pod(cx: &SyncContext, owner: &Value, pod: &Value) -> Result<(), StoreError> {
-    let done = writes::modify(&*cx.store, kinds::pod(), pod, |p| {
-        if object::deletion_timestamp(p).is_some() {
-            return false;
-        }
-        object::mark_deleted(p, None);
-        true
-    })
-    .await?;
+    if object::deletion_timestamp(pod).is_some() {
+        return Ok(());
+    }
+    let done = writes::delete(&*cx.store, kinds::pod(), pod, deletion::Propagation::Background).await?;
     if done.is_some() {
         cx.events.object_event(
             owner,
