@@ -13,6 +13,10 @@
 //! - A pod deleted before it was bound has nothing to stop: it is removed
 //!   at once, as the API server does for unscheduled pods.
 //!
+//! - A pod whose claims do not exist, are being deleted or are not bound
+//!   to a volume is not placed (kube-scheduler's VolumeBinding PreFilter),
+//!   with that reason; it is tried again when claims change.
+//!
 //! Passes are level-triggered and coalesced, as the garbage collector's.
 
 use crate::events::{EventKind, EventRecorder};
@@ -44,6 +48,8 @@ pub struct Scheduler {
     nodes: HashMap<String, Value>,
     /// Every pod, by uid.
     pods: HashMap<String, Value>,
+    /// Every claim, by `namespace/name`.
+    claims: HashMap<String, Value>,
     /// The last unschedulable message reported per pod uid (an event per new message).
     reported: HashMap<String, String>,
     running: bool,
@@ -59,6 +65,7 @@ impl Scheduler {
             events: events.with_component(SCHEDULER_NAME),
             nodes: HashMap::new(),
             pods: HashMap::new(),
+            claims: HashMap::new(),
             reported: HashMap::new(),
             running: false,
             again: false,
@@ -79,8 +86,9 @@ impl Scheduler {
         let pods: Vec<Value> = self.pods.values().cloned().collect();
         let (store, events) = (self.store.clone(), self.events.clone());
         let reported = self.reported.clone();
+        let claims = self.claims.clone();
         ctx.spawn(
-            async move { schedule(&*store, &events, nodes, pods, pending, reported).await }
+            async move { schedule(&*store, &events, (nodes, claims), pods, pending, reported).await }
                 .into_actor(self)
                 .map(|(written, reported), act, ctx| {
                     for p in written {
@@ -145,7 +153,7 @@ fn load(node: &Node, used: &Usage, pod: &PodSpec) -> i64 {
 async fn schedule(
     store: &dyn Store,
     events: &EventRecorder,
-    nodes: Vec<Value>,
+    (nodes, claims): (Vec<Value>, HashMap<String, Value>),
     pods: Vec<Value>,
     mut pending: Vec<Value>,
     mut reported: HashMap<String, String>,
@@ -188,7 +196,9 @@ async fn schedule(
         let empty = Usage::default();
         let mut verdicts = Vec::new();
         let mut best: Option<(i64, &str)> = None;
-        for node in &nodes {
+        let ns = object::namespace(&pod);
+        let held = scheduling::claims_unready(&spec, |c| claims.get(&format!("{ns}/{c}")));
+        for node in nodes.iter().filter(|_| held.is_none()) {
             let name = node.metadata.name.as_deref().unwrap_or("");
             let used = on_node.get(name).unwrap_or(&empty);
             let unfit = scheduling::filter(&spec, node, used);
@@ -212,7 +222,10 @@ async fn schedule(
                 r
             }
             None => {
-                let message = scheduling::failure_message(&verdicts);
+                let message = match &held {
+                    Some(reason) => scheduling::prefilter_message(nodes.len(), reason),
+                    None => scheduling::failure_message(&verdicts),
+                };
                 let uid = object::uid(&pod).to_string();
                 if reported.get(&uid) != Some(&message) {
                     if let Ok(typed) = serde_json::from_value::<Pod>(pod.clone()) {
@@ -307,7 +320,7 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Scheduling");
-        for kind in [kinds::pod(), kinds::node()] {
+        for kind in [kinds::pod(), kinds::node(), kinds::claim()] {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }
@@ -320,10 +333,19 @@ impl Handler<Informed> for Scheduler {
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
         let pods = msg.resource() == kinds::pod().resource();
-        let map = if pods { &mut self.pods } else { &mut self.nodes };
+        let claims = msg.resource() == kinds::claim().resource();
+        let map = if pods {
+            &mut self.pods
+        } else if claims {
+            &mut self.claims
+        } else {
+            &mut self.nodes
+        };
         let key = |o: &Value| {
             if pods {
                 object::uid(o).to_string()
+            } else if claims {
+                format!("{}/{}", object::namespace(o), object::name(o))
             } else {
                 object::name(o).to_string()
             }

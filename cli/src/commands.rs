@@ -669,7 +669,85 @@ static DESCRIBERS: &[Describer] = &[
     ("apps", "Deployment", describe_deployment),
     ("apps", "DaemonSet", describe_daemonset),
     ("batch", "Job", describe_job),
+    ("apps", "StatefulSet", describe_statefulset),
+    ("", "PersistentVolumeClaim", describe_claim),
 ];
+
+/// A StatefulSet's counts, strategy, template and claim templates, as kubectl shows them.
+fn describe_statefulset(o: &Value) {
+    let selector = peapod_core::validation::workloads::workload_selector(o)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let (spec, st) = (&o["spec"], &o["status"]);
+    println!("Selector:           {selector}");
+    println!(
+        "Replicas:           {} desired | {} total",
+        n(&spec["replicas"]),
+        n(&st["replicas"])
+    );
+    println!(
+        "Update Strategy:    {}",
+        spec["updateStrategy"]["type"].as_str().unwrap_or("")
+    );
+    let ru = &spec["updateStrategy"]["rollingUpdate"];
+    if !ru["partition"].is_null() {
+        println!("  Partition:        {}", n(&ru["partition"]));
+    }
+    if !ru["maxUnavailable"].is_null() {
+        println!(
+            "  Max Unavailable:  {}",
+            ru["maxUnavailable"]
+                .as_str()
+                .map_or_else(|| ru["maxUnavailable"].to_string(), str::to_string)
+        );
+    }
+    println!(
+        "Pods Status:        {} Ready / {} Current / {} Updated",
+        n(&st["readyReplicas"]),
+        n(&st["currentReplicas"]),
+        n(&st["updatedReplicas"])
+    );
+    describe_template(&spec["template"]);
+    let claims = spec["volumeClaimTemplates"].as_array().cloned().unwrap_or_default();
+    if claims.is_empty() {
+        println!("Volume Claims:  <none>");
+    } else {
+        println!("Volume Claims:");
+    }
+    for c in &claims {
+        println!("  Name:          {}", c["metadata"]["name"].as_str().unwrap_or(""));
+        println!(
+            "  StorageClass:  {}",
+            c["spec"]["storageClassName"].as_str().unwrap_or("")
+        );
+        println!(
+            "  Capacity:      {}",
+            c["spec"]["resources"]["requests"]["storage"].as_str().unwrap_or("")
+        );
+        let modes: Vec<&str> = c["spec"]["accessModes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("  Access Modes:  [{}]", modes.join(" "));
+    }
+}
+
+/// A claim's class, phase, volume and size, as kubectl shows them.
+fn describe_claim(o: &Value) {
+    let (spec, st) = (&o["spec"], &o["status"]);
+    println!("StorageClass:  {}", spec["storageClassName"].as_str().unwrap_or(""));
+    println!("Status:        {}", st["phase"].as_str().unwrap_or(""));
+    println!("Volume:        {}", spec["volumeName"].as_str().unwrap_or(""));
+    println!("Capacity:      {}", st["capacity"]["storage"].as_str().unwrap_or(""));
+    println!(
+        "Access Modes:  {}",
+        peapod_core::printers::access_modes(&st["accessModes"])
+    );
+    println!("VolumeMode:    {}", spec["volumeMode"].as_str().unwrap_or(""));
+}
 
 /// A Job's counts, times, template and conditions, as kubectl shows them.
 fn describe_job(o: &Value) {
@@ -953,9 +1031,18 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
         q.push_str(&format!("&gracePeriodSeconds={g}"));
     }
     let mut failed = false;
+    // The uid of each object deleted: a controller may make a new one of the same name at once.
+    let mut deleted = Vec::new();
     for (kind, ns, name) in &targets {
         match c.call("DELETE", &format!("{}{q}", kind.object_path(ns, name)), None) {
-            Ok(_) => println!("{} \"{name}\" deleted", kind.singular),
+            Ok(v) => {
+                println!("{} \"{name}\" deleted", kind.singular);
+                let uid = v["metadata"]["uid"]
+                    .as_str()
+                    .or(v["details"]["uid"].as_str())
+                    .unwrap_or("");
+                deleted.push((*kind, ns.clone(), name.clone(), uid.to_string()));
+            }
             Err(e) => {
                 eprintln!("{e:#}");
                 failed = true;
@@ -963,10 +1050,10 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
         }
     }
     if a.wait {
-        for (kind, ns, name) in &targets {
+        for (kind, ns, name, uid) in &deleted {
             loop {
-                let (code, _) = c.request("GET", &kind.object_path(ns, name), None)?;
-                if code == 404 {
+                let (code, body) = c.request("GET", &kind.object_path(ns, name), None)?;
+                if code == 404 || (!uid.is_empty() && body["metadata"]["uid"] != uid.as_str()) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
@@ -1392,6 +1479,7 @@ mod tests {
             "daemonsets",
             "jobs",
             "cronjobs",
+            "statefulsets",
         ];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");

@@ -1,6 +1,7 @@
 //! `rollout status|history|undo|pause|resume|restart` and `set image`, as
-//! kubectl does them: read the Deployment and its ReplicaSets, write the
-//! Deployment; the controller does the rest.
+//! kubectl does them: read the Deployment and its ReplicaSets (or the
+//! StatefulSet and its ControllerRevisions), write the owner; the
+//! controller does the rest.
 
 use crate::client::Client;
 use anyhow::{anyhow, bail, Result};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::commands::{kind_slash_name as display, ns_of};
 use peapod_actors::controllers::deployment::{revision, template_without_hash, CHANGE_CAUSE};
+use peapod_actors::controllers::statefulset::revision_template;
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
@@ -89,9 +91,144 @@ fn target(words: &[String]) -> Result<(&'static Kind, String, Vec<String>)> {
 fn deployment_target(words: &[String]) -> Result<(&'static Kind, String)> {
     let (kind, name, _) = target(words)?;
     if kind.kind != "Deployment" {
-        bail!("error: no rollout support for {}: only deployments", kind.plural);
+        bail!(
+            "error: {}.{} \"{name}\" pausing is not supported",
+            kind.plural,
+            kind.group
+        );
     }
     Ok((kind, name))
+}
+
+/// A kind `rollout` works on: Deployments, StatefulSets, DaemonSets (history and undo: not DaemonSets).
+fn rollout_target(words: &[String], history: bool) -> Result<(&'static Kind, String)> {
+    let (kind, name, _) = target(words)?;
+    let ok = match kind.kind {
+        "Deployment" | "StatefulSet" => true,
+        "DaemonSet" => !history,
+        _ => false,
+    };
+    if !ok {
+        bail!(
+            "error: no rollout support for {}: only deployments, statefulsets and daemonsets",
+            kind.plural
+        );
+    }
+    Ok((kind, name))
+}
+
+/// kubectl's StatefulSet and DaemonSet status viewers.
+pub fn set_rollout_state(o: &Value) -> Result<(String, bool)> {
+    let name = o["metadata"]["name"].as_str().unwrap_or("");
+    let st = &o["status"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    if o["spec"]["updateStrategy"]["type"] != "RollingUpdate" {
+        bail!("error: rollout status is only available for RollingUpdate strategy type");
+    }
+    if o["kind"] == "DaemonSet" {
+        if n(&o["metadata"]["generation"]) > n(&st["observedGeneration"]) {
+            return Ok(("Waiting for daemon set spec update to be observed...".into(), false));
+        }
+        let (updated, desired, available) = (
+            n(&st["updatedNumberScheduled"]),
+            n(&st["desiredNumberScheduled"]),
+            n(&st["numberAvailable"]),
+        );
+        return Ok(if updated < desired {
+            (format!("Waiting for daemon set \"{name}\" rollout to finish: {updated} out of {desired} new pods have been updated..."), false)
+        } else if available < desired {
+            (format!("Waiting for daemon set \"{name}\" rollout to finish: {available} of {desired} updated pods are available..."), false)
+        } else {
+            (format!("daemon set \"{name}\" successfully rolled out"), true)
+        });
+    }
+    if n(&st["observedGeneration"]) == 0 || n(&o["metadata"]["generation"]) > n(&st["observedGeneration"]) {
+        return Ok(("Waiting for statefulset spec update to be observed...".into(), false));
+    }
+    let want = n(&o["spec"]["replicas"]);
+    if n(&st["readyReplicas"]) < want {
+        return Ok((
+            format!("Waiting for {} pods to be ready...", want - n(&st["readyReplicas"])),
+            false,
+        ));
+    }
+    let ru = &o["spec"]["updateStrategy"]["rollingUpdate"];
+    if !ru.is_null() {
+        let target = want - n(&ru["partition"]);
+        if n(&st["updatedReplicas"]) < target {
+            return Ok((
+                format!(
+                    "Waiting for partitioned roll out to finish: {} out of {target} new pods have been updated...",
+                    n(&st["updatedReplicas"])
+                ),
+                false,
+            ));
+        }
+        return Ok((
+            format!(
+                "partitioned roll out complete: {} new pods have been updated...",
+                n(&st["updatedReplicas"])
+            ),
+            true,
+        ));
+    }
+    let (cur, upd) = (
+        st["currentRevision"].as_str().unwrap_or(""),
+        st["updateRevision"].as_str().unwrap_or(""),
+    );
+    if cur != upd {
+        return Ok((
+            format!(
+                "waiting for statefulset rolling update to complete {} pods at revision {upd}...",
+                n(&st["updatedReplicas"])
+            ),
+            false,
+        ));
+    }
+    Ok((
+        format!(
+            "statefulset rolling update complete {} pods at revision {cur}...",
+            n(&st["currentReplicas"])
+        ),
+        true,
+    ))
+}
+
+/// A StatefulSet's ControllerRevisions, oldest first.
+fn revisions_of(c: &Client, owner: &Value, ns: &str) -> Result<Vec<Value>> {
+    let uid = owner["metadata"]["uid"].as_str().unwrap_or("");
+    let list = c.call("GET", &kinds::controllerrevision().collection_path(ns), None)?;
+    let mut out: Vec<Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["controller"] == true && o["uid"] == uid)
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|r| r["revision"].as_i64().unwrap_or(0));
+    Ok(out)
+}
+
+/// The history of a rollout as (revision, its template, its change-cause), oldest first.
+fn history(c: &Client, kind: &Kind, owner: &Value, ns: &str) -> Result<Vec<(i64, Value, Option<String>)>> {
+    let cause = |o: &Value| o["metadata"]["annotations"][CHANGE_CAUSE].as_str().map(str::to_string);
+    if kind.kind == "StatefulSet" {
+        return Ok(revisions_of(c, owner, ns)?
+            .iter()
+            .map(|r| (r["revision"].as_i64().unwrap_or(0), revision_template(r), cause(r)))
+            .collect());
+    }
+    Ok(replicasets_of(c, owner, ns)?
+        .iter()
+        .filter(|rs| revision(rs) > 0)
+        .map(|rs| (revision(rs), template_without_hash(rs), cause(rs)))
+        .collect())
 }
 
 /// kubectl's deployment status viewer: the message, and whether the rollout is done.
@@ -168,14 +305,18 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             watch,
             timeout,
         } => {
-            let (kind, name) = deployment_target(&what)?;
+            let (kind, name) = rollout_target(&what, false)?;
             let ns = ns_of(&namespace);
             let limit = timeout.as_deref().map(crate::commands::duration_seconds).transpose()?;
             let start = Instant::now();
             let mut last = String::new();
             loop {
                 let d = c.call("GET", &kind.object_path(&ns, &name), None)?;
-                let (message, done) = rollout_state(&d)?;
+                let (message, done) = if kind.kind == "Deployment" {
+                    rollout_state(&d)?
+                } else {
+                    set_rollout_state(&d)?
+                };
                 if message != last {
                     println!("{message}");
                     last = message;
@@ -194,24 +335,23 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             namespace,
             revision: wanted,
         } => {
-            let (kind, name) = deployment_target(&what)?;
+            let (kind, name) = rollout_target(&what, true)?;
             let ns = ns_of(&namespace);
             let d = c.call("GET", &kind.object_path(&ns, &name), None)?;
-            let rss = replicasets_of(c, &d, &ns)?;
+            let revs = history(c, kind, &d, &ns)?;
             if let Some(r) = wanted {
-                let rs = rss
+                let (_, template, _) = revs
                     .iter()
-                    .find(|rs| revision(rs) == r)
+                    .find(|(n, _, _)| *n == r)
                     .ok_or_else(|| anyhow!("error: unable to find the specified revision"))?;
                 println!("{} with revision #{r}", display(kind, &name));
-                crate::commands::describe_template(&template_without_hash(rs));
+                crate::commands::describe_template(template);
                 return Ok(());
             }
             println!("{}", display(kind, &name));
             let mut rows = vec![vec!["REVISION".to_string(), "CHANGE-CAUSE".to_string()]];
-            for rs in rss.iter().filter(|rs| revision(rs) > 0) {
-                let cause = rs["metadata"]["annotations"][CHANGE_CAUSE].as_str().unwrap_or("<none>");
-                rows.push(vec![revision(rs).to_string(), cause.to_string()]);
+            for (n, _, cause) in &revs {
+                rows.push(vec![n.to_string(), cause.clone().unwrap_or_else(|| "<none>".into())]);
             }
             crate::output::table(&rows);
             Ok(())
@@ -221,39 +361,35 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             namespace,
             to_revision,
         } => {
-            let (kind, name) = deployment_target(&what)?;
+            let (kind, name) = rollout_target(&what, true)?;
             let ns = ns_of(&namespace);
             let path = kind.object_path(&ns, &name);
             let d = c.call("GET", &path, None)?;
-            let rss = replicasets_of(c, &d, &ns)?;
-            let current = rss.iter().map(revision).max().unwrap_or(0);
+            let revs = history(c, kind, &d, &ns)?;
+            let current = revs.iter().map(|(n, _, _)| *n).max().unwrap_or(0);
             let target = if to_revision == 0 {
-                rss.iter()
-                    .filter(|rs| revision(rs) < current)
-                    .max_by_key(|rs| revision(rs))
+                revs.iter().filter(|(n, _, _)| *n < current).max_by_key(|(n, _, _)| *n)
             } else {
-                rss.iter().find(|rs| revision(rs) == to_revision)
+                revs.iter().find(|(n, _, _)| *n == to_revision)
             };
-            let Some(target) = target else {
+            let Some((rev, template, cause)) = target else {
                 if to_revision == 0 {
-                    bail!("error: no rollout history found for deployment \"{name}\"");
+                    bail!("error: no rollout history found for {} \"{name}\"", kind.singular);
                 }
                 bail!("error: unable to find specified revision {to_revision} in history");
             };
-            let rev = revision(target);
-            let template = template_without_hash(target);
-            if template == d["spec"]["template"] {
+            if *template == d["spec"]["template"] {
                 println!(
                     "{} skipped rollback (current template already matches revision {rev})",
                     display(kind, &name)
                 );
                 return Ok(());
             }
-            let cause = target["metadata"]["annotations"][CHANGE_CAUSE].as_str();
             c.modify(&path, |d| {
                 d["spec"]["template"] = template.clone();
-                // The revision's change-cause comes back with it.
+                // A Deployment's revision brings its change-cause back with it.
                 match cause {
+                    _ if kind.kind != "Deployment" => {}
                     Some(cause) => d["metadata"]["annotations"][CHANGE_CAUSE] = json!(cause),
                     None => {
                         if let Some(a) = d["metadata"]["annotations"].as_object_mut() {
@@ -269,10 +405,10 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
         RolloutCommand::Pause { what, namespace } => set_paused(c, &what, &namespace, true),
         RolloutCommand::Resume { what, namespace } => set_paused(c, &what, &namespace, false),
         RolloutCommand::Restart { what, namespace } => {
-            let (kind, name) = deployment_target(&what)?;
+            let (kind, name) = rollout_target(&what, false)?;
             let path = kind.object_path(&ns_of(&namespace), &name);
             c.modify(&path, |d| {
-                if d["spec"]["paused"] == true {
+                if d["spec"]["paused"] == true && kind.kind == "Deployment" {
                     bail!(
                         "error: deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)"
                     );

@@ -43,6 +43,13 @@ impl FieldError {
             detail: String::new(),
         }
     }
+    /// A `Required value` error with a detail (`at least 1 access mode is required`).
+    pub fn required_detail(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            ..Self::required(path)
+        }
+    }
     /// An `Invalid value` error at `path` for `value`, with the reason.
     pub fn invalid(path: impl Into<String>, value: impl fmt::Display, detail: impl Into<String>) -> Self {
         Self {

@@ -368,6 +368,60 @@ pub static KINDS: &[Kind] = &[
         categories: &["all"],
         printer: &printers::CRONJOB,
     },
+    Kind {
+        group: "apps",
+        version: "v1",
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        singular: "statefulset",
+        namespaced: true,
+        short_names: &["sts"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::statefulset::admit_create,
+        admit_update: validation::statefulset::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::apps::v1::StatefulSet>,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        categories: &["all"],
+        printer: &printers::STATEFULSET,
+    },
+    Kind {
+        group: "apps",
+        version: "v1",
+        kind: "ControllerRevision",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        namespaced: true,
+        short_names: &[],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::statefulset::admit_revision,
+        admit_update: validation::statefulset::update_revision,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::apps::v1::ControllerRevision>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::CONTROLLERREVISION,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        namespaced: true,
+        short_names: &["pvc"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::storage::admit_create,
+        admit_update: validation::storage::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::PersistentVolumeClaim>,
+        subresources: &[Subresource::Status],
+        categories: &[],
+        printer: &printers::CLAIM,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -463,6 +517,21 @@ pub fn cronjob() -> &'static Kind {
     by_store_key("batch/cronjobs").expect("cronjobs are in the kind table")
 }
 
+/// The StatefulSet kind (apps/v1).
+pub fn statefulset() -> &'static Kind {
+    by_store_key("apps/statefulsets").expect("statefulsets are in the kind table")
+}
+
+/// The ControllerRevision kind (apps/v1): a StatefulSet's or DaemonSet's template history.
+pub fn controllerrevision() -> &'static Kind {
+    by_store_key("apps/controllerrevisions").expect("controllerrevisions are in the kind table")
+}
+
+/// The PersistentVolumeClaim kind (v1).
+pub fn claim() -> &'static Kind {
+    by_store_key("persistentvolumeclaims").expect("persistentvolumeclaims are in the kind table")
+}
+
 /// The Event kind.
 pub fn event() -> &'static Kind {
     by_store_key("events").expect("events are in the kind table")
@@ -480,7 +549,9 @@ mod tests {
         }
         assert_eq!(by_name("ns").map(|k| k.kind), Some("Namespace"));
         assert_eq!(by_name("deploy").map(|k| k.kind), Some("Deployment"));
-        assert!(by_name("statefulsets").is_none());
+        assert_eq!(by_name("sts").map(|k| k.resource()), Some("apps/statefulsets".into()));
+        assert_eq!(by_name("pvc").map(|k| k.api_version()), Some("v1".into()));
+        assert!(by_name("persistentvolumes").is_none());
         assert_eq!(by_name("rs").map(|k| k.resource()), Some("apps/replicasets".into()));
         assert_eq!(by_name("rc").map(|k| k.api_version()), Some("v1".into()));
         assert_eq!(pod().collection_path("default"), "/api/v1/namespaces/default/pods");

@@ -467,6 +467,129 @@ pub static REPLICASET: Printer = Printer {
     },
 };
 
+/// kubectl's StatefulSet columns.
+pub static STATEFULSET: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Ready", "string", 0, "Number of the pod with ready state"),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+    ],
+    row: |o| {
+        let ready = format!("{}/{}", int_at(o, "/status/readyReplicas"), int_at(o, "/spec/replicas"));
+        let mut row = workload_row(o, vec![json!(ready)]);
+        row.pop();
+        row
+    },
+};
+
+/// kubectl's ControllerRevision columns: the controller as `statefulset.apps/web`.
+pub static CONTROLLERREVISION: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Controller", "string", 0, "Controller of the object"),
+        col("Revision", "integer", 0, "Revision of the ControllerRevision"),
+        AGE,
+    ],
+    row: |o| {
+        let controller = o["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["controller"] == true)
+            .map(|r| {
+                let group = r["apiVersion"].as_str().unwrap_or("").rsplit_once('/').map(|(g, _)| g);
+                let kind = r["kind"].as_str().unwrap_or("").to_ascii_lowercase();
+                let name = r["name"].as_str().unwrap_or("");
+                match group {
+                    Some(g) => format!("{kind}.{g}/{name}"),
+                    None => format!("{kind}/{name}"),
+                }
+            })
+            .unwrap_or_else(|| "<none>".into());
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(controller),
+            json!(int_at(o, "/revision")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+pub fn access_modes(modes: &Value) -> String {
+    modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m.as_str().unwrap_or("") {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// kubectl's PersistentVolumeClaim columns.
+pub static CLAIM: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Status", "string", 0, "Phase of the claim."),
+        col("Volume", "string", 0, "The volume bound to the claim."),
+        col(
+            "Capacity",
+            "string",
+            0,
+            "The actual resources of the underlying volume.",
+        ),
+        col("Access Modes", "string", 0, "The access modes the volume has."),
+        col(
+            "StorageClass",
+            "string",
+            0,
+            "The name of the StorageClass the claim asks for.",
+        ),
+        col(
+            "VolumeAttributesClass",
+            "string",
+            0,
+            "The name of the VolumeAttributesClass the claim asks for.",
+        ),
+        AGE,
+        col(
+            "VolumeMode",
+            "string",
+            1,
+            "Whether the volume is a filesystem or a block device.",
+        ),
+    ],
+    row: |o| {
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/status/phase")),
+            json!(str_at(o, "/spec/volumeName")),
+            json!(str_at(o, "/status/capacity/storage")),
+            json!(access_modes(&o["status"]["accessModes"])),
+            json!(str_at(o, "/spec/storageClassName")),
+            json!(or_unset(str_at(o, "/spec/volumeAttributesClassName"))),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(str_at(o, "/spec/volumeMode")),
+        ]
+    },
+};
+
+fn or_unset(s: &str) -> &str {
+    if s.is_empty() {
+        "<unset>"
+    } else {
+        s
+    }
+}
+
 fn str_at<'a>(o: &'a Value, pointer: &str) -> &'a str {
     o.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }

@@ -271,6 +271,37 @@ pub fn failure_message(per_node: &[Vec<Unfit>]) -> String {
     format!("0/{n} nodes are available: {filters}. preemption: 0/{n} nodes are available: {preemption}.")
 }
 
+/// What kube-scheduler's VolumeBinding PreFilter says of a pod's claims, if
+/// they keep it from every node: a claim that does not exist, is being
+/// deleted or is not bound to a volume yet. `claim` looks a claim up by
+/// name in the pod's namespace.
+pub fn claims_unready<'a>(pod: &PodSpec, claim: impl Fn(&str) -> Option<&'a serde_json::Value>) -> Option<String> {
+    let mut unbound = false;
+    for v in pod.volumes.iter().flatten() {
+        let Some(source) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let name = &source.claim_name;
+        match claim(name) {
+            None => return Some(format!("persistentvolumeclaim \"{name}\" not found")),
+            Some(c) if !c["metadata"]["deletionTimestamp"].is_null() => {
+                return Some(format!("persistentvolumeclaim \"{name}\" is being deleted"))
+            }
+            Some(c) if c["spec"]["volumeName"].as_str().is_none_or(str::is_empty) => unbound = true,
+            Some(_) => {}
+        }
+    }
+    unbound.then(|| "pod has unbound immediate PersistentVolumeClaims".to_string())
+}
+
+/// The `FailedScheduling` message when a PreFilter turned the pod away
+/// before any node was looked at (`n` nodes in all).
+pub fn prefilter_message(n: usize, reason: &str) -> String {
+    format!(
+        "0/{n} nodes are available: {reason}. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +432,32 @@ mod tests {
             "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, 1 node(s) had untolerated taint {a: }. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
         );
         assert_eq!(failure_message(&[]), "no nodes available to schedule pods");
+    }
+
+    #[test]
+    fn claims_must_exist_and_be_bound() {
+        let spec = pod(json!({"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "data"}}]}));
+        let bound = json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv-1"}});
+        let pending = json!({"metadata": {"name": "data"}, "spec": {}});
+        let going = json!({"metadata": {"name": "data", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
+        assert_eq!(claims_unready(&spec, |_| Some(&bound)), None);
+        assert_eq!(
+            claims_unready(&spec, |_| Some(&pending)).as_deref(),
+            Some("pod has unbound immediate PersistentVolumeClaims")
+        );
+        assert_eq!(
+            claims_unready(&spec, |_| None).as_deref(),
+            Some("persistentvolumeclaim \"data\" not found")
+        );
+        assert_eq!(
+            claims_unready(&spec, |_| Some(&going)).as_deref(),
+            Some("persistentvolumeclaim \"data\" is being deleted")
+        );
+        assert_eq!(claims_unready(&pod(json!({})), |_| None), None);
+        assert_eq!(
+            prefilter_message(1, "pod has unbound immediate PersistentVolumeClaims"),
+            "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+             preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        );
     }
 }

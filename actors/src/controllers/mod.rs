@@ -17,6 +17,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod job;
 pub mod replicaset;
+pub mod statefulset;
 
 use crate::events::EventRecorder;
 use crate::informer::{self, Informed};
@@ -299,5 +300,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(daemonset::DaemonSets),
         Box::new(job::Jobs),
         Box::new(cronjob::CronJobs),
+        Box::new(statefulset::StatefulSets),
     ]
 }

@@ -10,6 +10,8 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod security;
+pub mod statefulset;
+pub mod storage;
 pub mod volumes;
 pub mod workloads;
 
