@@ -319,3 +319,50 @@ fn a_rollout_interrupted_by_kill_9_completes_with_the_right_counts() {
         (Some(10), Some(10), Some(10))
     );
 }
+
+/// The ReplicaSets of `app=web` as (version, spec replicas), old first.
+fn sizes(node: &Node) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = replicasets(node)
+        .iter()
+        .map(|rs| {
+            (
+                rs["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                rs["spec"]["replicas"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn scaling_in_the_middle_of_a_rollout_shares_the_change_proportionally() {
+    let node = Node::start();
+    let five = |version: &str| deployment(version, &rolling("2", "1")).replace("replicas: 3", "replicas: 5");
+    node.apply(&five("1"));
+    rollout_done(&node);
+    // Version 2 never gets ready: the rollout stops with 4 old and 3 new
+    // (5 + 2 surge in all, at least 5 - 1 available).
+    node.apply(&five("2").replace(r#"exec: {command: ["true"]}"#, r#"exec: {command: ["false"]}"#));
+    let stuck = [("1".to_string(), 4), ("2".to_string(), 3)];
+    wait_for("the rollout stuck at 4 old and 3 new", MIN, || {
+        (sizes(&node) == stuck).then_some(())
+    });
+    // Scaled to 10 (12 allowed with the surge), the 5 more go 3 to the old
+    // ReplicaSet (4 * 12/7 = 6.9, so 7) and 2 to the new (3 * 12/7 = 5.1, so 5),
+    // as Kubernetes shares them; not all to the new one.
+    node.ok(&["scale", "deploy", "web", "--replicas=10"]);
+    let scaled = [("1".to_string(), 7), ("2".to_string(), 5)];
+    wait_for("the change shared proportionally", MIN, || {
+        (sizes(&node) == scaled).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sizes(&node), scaled, "and it stays so");
+    node.ok(&["delete", "deploy", "web"]);
+    wait_for("the pods gone", MIN, || {
+        node.list("pods", Some("app=web")).is_empty().then_some(())
+    });
+}

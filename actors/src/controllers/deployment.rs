@@ -11,6 +11,9 @@
 //!   down whose pods still run) count at their larger value, so neither
 //!   bound is crossed in between. Recreate: the old ReplicaSets go to 0,
 //!   and the new one grows once no old pod is left.
+//! - A change of replicas in the middle of a rollout is shared among the
+//!   ReplicaSets in proportion to their sizes (Kubernetes' proportional
+//!   scaling, from their `max-replicas` annotations), before the rollout goes on.
 //! - `paused` stops rollouts (scaling still applies); `revisionHistoryLimit`
 //!   old ReplicaSets with no pods are kept.
 //! - Status: replicas, updated, ready, available, unavailable, the
@@ -175,21 +178,10 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
     }
     let mut again = None;
     if !deleting {
-        if paused {
-            // Scaling only, as Kubernetes' `FindActiveOrLatest`: the one
-            // ReplicaSet with pods (or the newest) follows the replicas.
-            let mut every: Vec<&mut Value> = olds.iter_mut().chain(new.as_mut()).collect();
-            let active: Vec<usize> = (0..every.len()).filter(|i| spec_replicas(every[*i]) > 0).collect();
-            let target = match active.as_slice() {
-                [one] => Some(*one),
-                [] => (0..every.len()).max_by_key(|i| revision(every[*i])),
-                _ => None,
-            };
-            if let Some(i) = target {
-                if spec_replicas(every[i]) != want {
-                    *every[i] = scale(cx, &d, every[i], want).await?;
-                }
-            }
+        if paused || scaling_event(&olds, new.as_ref(), want) {
+            // A paused Deployment only scales; so does any pass where the
+            // replicas changed, before the rollout goes on.
+            resize(cx, &d, new.as_mut(), &mut olds, want).await?;
         } else if let Some(rs) = new.as_mut() {
             if d["spec"]["strategy"]["type"] == "Recreate" {
                 again = recreate(cx, &d, rs, &mut olds, want).await?;
@@ -269,6 +261,135 @@ async fn promote(cx: &SyncContext, d: &Value, rs: &Value, rev: i64) -> Result<Va
     Ok(out.unwrap_or_else(|| rs.clone()))
 }
 
+fn desired_annotation(rs: &Value) -> Option<i64> {
+    rs["metadata"]["annotations"][DESIRED].as_str()?.parse().ok()
+}
+
+/// Whether the Deployment's replicas changed since its active ReplicaSets
+/// were last sized (their `desired-replicas` annotation), as Kubernetes'
+/// `isScalingEvent`.
+fn scaling_event(olds: &[Value], new: Option<&Value>, want: i64) -> bool {
+    olds.iter()
+        .chain(new)
+        .filter(|rs| spec_replicas(rs) > 0)
+        .any(|rs| desired_annotation(rs).is_some_and(|n| n != want))
+}
+
+/// How Kubernetes shares a change of the Deployment's size among its active
+/// ReplicaSets (`sizes`: each one's replicas and its `max-replicas`
+/// annotation, in the order the change goes: larger first, then newer first
+/// when growing and older first when shrinking). `allowed` is replicas plus
+/// maxSurge (0 when scaling to zero), `fallback` the Deployment's status
+/// replicas for a ReplicaSet without the annotation. Returns the new sizes;
+/// what rounding leaves over goes to the first.
+pub fn proportions(sizes: &[(i64, Option<i64>)], allowed: i64, fallback: i64) -> Vec<i64> {
+    let total: i64 = sizes.iter().map(|(n, _)| n).sum();
+    let to_add = allowed - total;
+    let mut added = 0;
+    let mut out: Vec<i64> = sizes
+        .iter()
+        .map(|&(n, max_before)| {
+            if n == 0 || to_add == 0 || to_add == added {
+                return n;
+            }
+            let fraction = if allowed == 0 {
+                -n
+            } else {
+                let before = max_before.filter(|m| *m > 0).unwrap_or(fallback).max(1);
+                // Rounded half away from zero, as Go's math.Round.
+                (n.saturating_mul(allowed) as f64 / before as f64).round() as i64 - n
+            };
+            let room = to_add - added;
+            let p = if to_add > 0 {
+                fraction.min(room)
+            } else {
+                fraction.max(room)
+            };
+            added += p;
+            n + p
+        })
+        .collect();
+    if let Some(first) = out.first_mut() {
+        if to_add != 0 {
+            *first = (*first + to_add - added).max(0);
+        }
+    }
+    out
+}
+
+/// Kubernetes' `scale`: the one active ReplicaSet (or the newest) takes the
+/// replicas; a saturated new one leaves the old ones none; otherwise, in a
+/// rolling update, the change is shared in proportion to their sizes.
+async fn resize(
+    cx: &SyncContext,
+    d: &Value,
+    new: Option<&mut Value>,
+    olds: &mut [Value],
+    want: i64,
+) -> Result<(), StoreError> {
+    let has_new = new.is_some();
+    let mut every: Vec<&mut Value> = olds.iter_mut().chain(new).collect();
+    let new_index = has_new.then(|| every.len() - 1);
+    let active: Vec<usize> = (0..every.len()).filter(|i| spec_replicas(every[*i]) > 0).collect();
+    let only = match active.as_slice() {
+        [one] => Some(*one),
+        [] => new_index.or_else(|| (0..every.len()).max_by_key(|i| revision(every[*i]))),
+        _ => None,
+    };
+    if let Some(i) = only {
+        if spec_replicas(every[i]) != want || desired_annotation(every[i]) != Some(want) {
+            *every[i] = scale(cx, d, every[i], want).await?;
+        }
+        return Ok(());
+    }
+    if let Some(n) = new_index {
+        let rs = &every[n];
+        let saturated = spec_replicas(rs) == want
+            && desired_annotation(rs) == Some(want)
+            && rs["status"]["availableReplicas"].as_i64().unwrap_or(0) == want;
+        if saturated {
+            for i in active.into_iter().filter(|i| *i != n) {
+                *every[i] = scale(cx, d, every[i], 0).await?;
+            }
+            return Ok(());
+        }
+    }
+    if d["spec"]["strategy"]["type"] != "RollingUpdate" {
+        return Ok(());
+    }
+    let allowed = if want > 0 { want + fenceposts(d).0 } else { 0 };
+    let total: i64 = active.iter().map(|i| spec_replicas(every[*i])).sum();
+    let growing = allowed > total;
+    let created = |rs: &Value| rs["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
+    let mut order = active;
+    order.sort_by(|a, b| {
+        let (a, b) = (&*every[*a], &*every[*b]);
+        let by_age = if growing {
+            created(b).cmp(&created(a))
+        } else {
+            created(a).cmp(&created(b))
+        };
+        spec_replicas(b).cmp(&spec_replicas(a)).then(by_age)
+    });
+    let sizes: Vec<(i64, Option<i64>)> = order
+        .iter()
+        .map(|i| {
+            let rs = &*every[*i];
+            let max = rs["metadata"]["annotations"][MAX_REPLICAS]
+                .as_str()
+                .and_then(|m| m.parse().ok());
+            (spec_replicas(rs), max)
+        })
+        .collect();
+    let fallback = d["status"]["replicas"].as_i64().unwrap_or(0);
+    for (i, to) in order.into_iter().zip(proportions(&sizes, allowed, fallback)) {
+        if spec_replicas(every[i]) != to || desired_annotation(every[i]) != Some(want) {
+            *every[i] = scale(cx, d, every[i], to).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Sets a ReplicaSet's replicas, with the event Kubernetes records.
 async fn scale(cx: &SyncContext, d: &Value, rs: &Value, to: i64) -> Result<Value, StoreError> {
     let from = spec_replicas(rs);
@@ -284,6 +405,9 @@ async fn scale(cx: &SyncContext, d: &Value, rs: &Value, to: i64) -> Result<Value
     let Some(out) = out else {
         return Ok(rs.clone());
     };
+    if to == from {
+        return Ok(out);
+    }
     let way = if to > from { "up" } else { "down" };
     cx.events.object_event(
         d,
@@ -600,6 +724,21 @@ async fn update_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_of_size_is_shared_in_proportion() {
+        // Kubernetes' documented example: 10 replicas, maxSurge 3, a stuck
+        // rollout at 8 old and 5 new, scaled to 15: 3 more old, 2 more new.
+        assert_eq!(proportions(&[(8, Some(13)), (5, Some(13))], 18, 13), [11, 7]);
+        // Down to 5 (+3 surge): 8 gone, larger first.
+        assert_eq!(proportions(&[(8, Some(13)), (5, Some(13))], 8, 13), [5, 3]);
+        // To zero: everything goes.
+        assert_eq!(proportions(&[(8, Some(13)), (5, Some(13))], 0, 13), [0, 0]);
+        // Without the annotation, the Deployment's replicas are the base;
+        // what rounding leaves over goes to the first.
+        assert_eq!(proportions(&[(2, None), (1, None), (1, None)], 6, 4), [3, 2, 1]);
+        assert_eq!(proportions(&[(4, Some(7)), (3, Some(7))], 12, 7), [7, 5]);
+    }
 
     #[test]
     fn template_hashes_are_stable_and_tell_templates_apart() {
