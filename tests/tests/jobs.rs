@@ -236,3 +236,57 @@ spec:
         (owned(&node).is_empty() && pods_of(&node, job["metadata"]["name"].as_str().unwrap()).is_empty()).then_some(())
     });
 }
+
+fn cronjob(name: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: {name}}}
+spec:
+  schedule: "* * * * *"
+{extra}  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - {{name: main, image: busybox, command: ["true"]}}
+"#
+    )
+}
+
+#[test]
+fn a_start_missed_while_the_daemon_was_down_runs_after_the_restart_within_its_deadline() {
+    let mut node = Node::start();
+    // Far enough from the next minute that both are stored before it.
+    let now = chrono::Utc::now();
+    if now.timestamp() % 60 > 40 {
+        std::thread::sleep(Duration::from_secs((61 - now.timestamp() % 60) as u64));
+    }
+    node.apply(&cronjob("late", ""));
+    node.apply(&cronjob("strict", "  startingDeadlineSeconds: 10\n"));
+    node.kill_daemon();
+    // Down over the next start, and for longer than `strict` may be late.
+    let start = (chrono::Utc::now().timestamp() / 60 + 1) * 60;
+    let back = start + 16 - chrono::Utc::now().timestamp();
+    std::thread::sleep(Duration::from_secs(back.max(0) as u64));
+    node.start_daemon();
+    // `late` has no deadline: the missed start runs now, under its own name.
+    let name = format!("late-{}", start / 60);
+    let job = wait_for("the missed start's job", MIN, || node.get("job", &name));
+    let scheduled: chrono::DateTime<chrono::Utc> = job["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(scheduled.timestamp(), start);
+    // `strict` missed it by more than 10 s: no job for that start, and an event says so.
+    wait_for("MissSchedule", MIN, || {
+        node.ok(&["get", "events"])
+            .contains("Missed scheduled time to start a job")
+            .then_some(())
+    });
+    assert!(node.get("job", &format!("strict-{}", start / 60)).is_none());
+    node.ok(&["delete", "cronjob", "late", "strict"]);
+}
