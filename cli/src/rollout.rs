@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::commands::{kind_slash_name as display, ns_of};
 use peapod_actors::controllers::deployment::{revision, template_without_hash, CHANGE_CAUSE};
-use peapod_actors::controllers::statefulset::revision_template;
+use peapod_actors::controllers::history::revision_template;
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
@@ -100,14 +100,10 @@ fn deployment_target(words: &[String]) -> Result<(&'static Kind, String)> {
     Ok((kind, name))
 }
 
-/// A kind `rollout` works on: Deployments, StatefulSets, DaemonSets (history and undo: not DaemonSets).
-fn rollout_target(words: &[String], history: bool) -> Result<(&'static Kind, String)> {
+/// A kind `rollout` works on: Deployments, StatefulSets, DaemonSets.
+fn rollout_target(words: &[String]) -> Result<(&'static Kind, String)> {
     let (kind, name, _) = target(words)?;
-    let ok = match kind.kind {
-        "Deployment" | "StatefulSet" => true,
-        "DaemonSet" => !history,
-        _ => false,
-    };
+    let ok = matches!(kind.kind, "Deployment" | "StatefulSet" | "DaemonSet");
     if !ok {
         bail!(
             "error: no rollout support for {}: only deployments, statefulsets and daemonsets",
@@ -194,7 +190,7 @@ pub fn set_rollout_state(o: &Value) -> Result<(String, bool)> {
     ))
 }
 
-/// A StatefulSet's ControllerRevisions, oldest first.
+/// A StatefulSet's or DaemonSet's ControllerRevisions, oldest first.
 fn revisions_of(c: &Client, owner: &Value, ns: &str) -> Result<Vec<Value>> {
     let uid = owner["metadata"]["uid"].as_str().unwrap_or("");
     let list = c.call("GET", &kinds::controllerrevision().collection_path(ns), None)?;
@@ -218,7 +214,7 @@ fn revisions_of(c: &Client, owner: &Value, ns: &str) -> Result<Vec<Value>> {
 /// The history of a rollout as (revision, its template, its change-cause), oldest first.
 fn history(c: &Client, kind: &Kind, owner: &Value, ns: &str) -> Result<Vec<(i64, Value, Option<String>)>> {
     let cause = |o: &Value| o["metadata"]["annotations"][CHANGE_CAUSE].as_str().map(str::to_string);
-    if kind.kind == "StatefulSet" {
+    if kind.kind != "Deployment" {
         return Ok(revisions_of(c, owner, ns)?
             .iter()
             .map(|r| (r["revision"].as_i64().unwrap_or(0), revision_template(r), cause(r)))
@@ -305,7 +301,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             watch,
             timeout,
         } => {
-            let (kind, name) = rollout_target(&what, false)?;
+            let (kind, name) = rollout_target(&what)?;
             let ns = ns_of(&namespace);
             let limit = timeout.as_deref().map(crate::commands::duration_seconds).transpose()?;
             let start = Instant::now();
@@ -335,7 +331,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             namespace,
             revision: wanted,
         } => {
-            let (kind, name) = rollout_target(&what, true)?;
+            let (kind, name) = rollout_target(&what)?;
             let ns = ns_of(&namespace);
             let d = c.call("GET", &kind.object_path(&ns, &name), None)?;
             let revs = history(c, kind, &d, &ns)?;
@@ -361,7 +357,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
             namespace,
             to_revision,
         } => {
-            let (kind, name) = rollout_target(&what, true)?;
+            let (kind, name) = rollout_target(&what)?;
             let ns = ns_of(&namespace);
             let path = kind.object_path(&ns, &name);
             let d = c.call("GET", &path, None)?;
@@ -405,7 +401,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
         RolloutCommand::Pause { what, namespace } => set_paused(c, &what, &namespace, true),
         RolloutCommand::Resume { what, namespace } => set_paused(c, &what, &namespace, false),
         RolloutCommand::Restart { what, namespace } => {
-            let (kind, name) = rollout_target(&what, false)?;
+            let (kind, name) = rollout_target(&what)?;
             let path = kind.object_path(&ns_of(&namespace), &name);
             c.modify(&path, |d| {
                 if d["spec"]["paused"] == true && kind.kind == "Deployment" {

@@ -137,6 +137,35 @@ fn a_daemonset_runs_one_pod_on_each_eligible_node() {
     wait_for("updated status", MIN, || {
         (status(&node)["updatedNumberScheduled"] == 1).then_some(())
     });
+    // The history is in ControllerRevisions: undo brings version 1 back as revision 3.
+    let revisions = |node: &Node| -> Vec<String> {
+        let out = node.ok(&["rollout", "history", "ds/agent"]);
+        out.lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(revisions(&node), ["1", "2"]);
+    let table = node.ok(&["get", "controllerrevisions"]);
+    assert!(table.contains("daemonset.apps/agent"), "{table}");
+    assert_eq!(
+        node.ok(&["rollout", "undo", "ds/agent"]).trim(),
+        "daemonset.apps/agent rolled back"
+    );
+    let third = wait_for("version 1 again", MIN, || {
+        let pods = daemon_pods(&node);
+        (pods.len() == 1
+            && pods[0]["spec"]["containers"][0]["env"][0]["value"] == "1"
+            && pods[0]["status"]["phase"] == "Running")
+            .then(|| pods[0].clone())
+    });
+    assert_eq!(
+        third["metadata"]["labels"]["controller-revision-hash"], old_hash,
+        "the old revision, renumbered"
+    );
+    assert_eq!(revisions(&node), ["2", "3"]);
+    let out = node.ok(&["rollout", "status", "ds/agent", "--timeout", "1m"]);
+    assert!(out.contains("daemon set \"agent\" successfully rolled out"), "{out}");
 
     // The label goes: so does the pod.
     node.ok(&["label", "node", &node_name, "role-"]);

@@ -3,13 +3,15 @@
 //! node affinity, and taints it tolerates, with the tolerations every daemon
 //! pod gets), none on the others. Each pod asks for its node through node
 //! affinity (`matchFields metadata.name`), and the scheduler binds it, as in
-//! Kubernetes. The template's hash is the pods' `controller-revision-hash`
+//! Kubernetes. The template's history is kept in ControllerRevisions
+//! (`history`); its revision's hash is the pods' `controller-revision-hash`
 //! label. RollingUpdate replaces old pods within maxUnavailable (or, with
 //! maxSurge, starts the new pod first and removes the old one once the new is
 //! available); OnDelete replaces a pod only once it is deleted. Failed
 //! daemon pods are deleted and made again.
 
 use super::deployment::template_hash;
+use super::history;
 use super::replicaset::{available, delete_pod, is_active, pod_from_template, ready_since};
 use super::{claim, Reconciler, SyncContext, SyncResult};
 use crate::events::EventKind;
@@ -43,7 +45,7 @@ impl Reconciler for DaemonSets {
     }
 
     fn dependents(&self) -> Vec<&'static Kind> {
-        vec![kinds::pod()]
+        vec![kinds::pod(), kinds::controllerrevision()]
     }
 
     fn triggers(&self) -> Vec<&'static Kind> {
@@ -167,10 +169,19 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
     let owned = claim(store, kinds::pod(), &ds, &selector, pods).await?;
     let spec = daemon_spec(&ds);
     let typed: PodSpec = serde_json::from_value(spec.clone()).unwrap_or_default();
-    let hash = template_hash(&ds["spec"]["template"], None);
     let min_ready = ds["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
     let now = chrono::Utc::now();
     let deleting = object::deletion_timestamp(&ds).is_some();
+    // The template's ControllerRevision; its hash labels the pods.
+    let (revs, _) = store.list(&kinds::controllerrevision().resource(), Some(ns)).await?;
+    let owned_revs = claim(store, kinds::controllerrevision(), &ds, &selector, revs).await?;
+    let (hash, revs) = if deleting {
+        let collisions = ds["status"]["collisionCount"].as_i64().filter(|c| *c > 0);
+        (template_hash(&history::revision_data(&ds), collisions), owned_revs)
+    } else {
+        let (update, revs) = history::update_revision(cx, kinds::daemonset(), &ds, owned_revs).await?;
+        (history::revision_hash(&update).to_string(), revs)
+    };
     // Each node's daemon pods (not being deleted), oldest first.
     let mut by_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for p in owned.into_iter().filter(|p| object::deletion_timestamp(p).is_none()) {
@@ -310,15 +321,38 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
             }
         }
     }
+    if let Some(c) = ds["status"]["collisionCount"].as_i64() {
+        status["collisionCount"] = json!(c);
+    }
     if ds["status"] != status {
         writes::modify(store, kinds::daemonset(), &ds, |o| {
-            if o["status"] == status {
+            let mut s = status.clone();
+            // A collision counted by this pass's revision write is kept.
+            if let Some(c) = o["status"]["collisionCount"].as_i64() {
+                s["collisionCount"] = json!(c);
+            }
+            if o["status"] == s {
                 return false;
             }
-            o["status"] = status.clone();
+            o["status"] = s;
             true
         })
         .await?;
+    }
+    if !deleting {
+        // Revisions in use: the current one and those of live pods.
+        let in_use: Vec<&str> = by_node
+            .values()
+            .flatten()
+            .filter_map(|p| p["metadata"]["labels"][HASH_LABEL].as_str())
+            .chain([hash.as_str()])
+            .collect();
+        let live: Vec<&str> = revs
+            .iter()
+            .filter(|r| in_use.contains(&history::revision_hash(r)))
+            .map(object::name)
+            .collect();
+        history::truncate(cx, &ds, &live, revs.clone()).await?;
     }
     Ok(again)
 }

@@ -15,6 +15,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod history;
 pub mod job;
 pub mod replicaset;
 pub mod statefulset;

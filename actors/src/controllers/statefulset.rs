@@ -17,6 +17,7 @@
 //!   highest ordinal down to `partition`, at most `maxUnavailable` (1) at a
 //!   time; OnDelete gives a pod the new template only once it is deleted.
 
+use super::history::{self, revision_template};
 use super::replicaset::{available, controller_ref, ready_since};
 use super::{claim, Reconciler, SyncContext, SyncResult};
 use crate::events::EventKind;
@@ -39,8 +40,6 @@ pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// The label with the name of the ControllerRevision a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
-/// The label with a ControllerRevision's hash.
-pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
 
 /// The StatefulSet controller.
 pub struct StatefulSets;
@@ -75,26 +74,6 @@ pub fn ordinal_of(set: &str, pod: &str) -> Option<i64> {
 /// The name of the claim of `template` for the pod `<set>-<ordinal>`.
 pub fn claim_name(template: &str, set: &str, ordinal: i64) -> String {
     format!("{template}-{set}-{ordinal}")
-}
-
-/// What a ControllerRevision stores: the template, as a patch that replaces it.
-pub fn revision_data(set: &Value) -> Value {
-    let mut template = set["spec"]["template"].clone();
-    template["$patch"] = json!("replace");
-    json!({"spec": {"template": template}})
-}
-
-/// The template a ControllerRevision stores.
-pub fn revision_template(rev: &Value) -> Value {
-    let mut t = rev["data"]["spec"]["template"].clone();
-    if let Some(m) = t.as_object_mut() {
-        m.remove("$patch");
-    }
-    t
-}
-
-fn revision_number(rev: &Value) -> i64 {
-    rev["revision"].as_i64().unwrap_or(0)
 }
 
 fn pod_revision(p: &Value) -> &str {
@@ -334,84 +313,6 @@ impl Pass<'_> {
     }
 }
 
-/// The set's revisions: finds or makes the one of its current template
-/// (a rollback to an older template renumbers that one as the newest).
-/// Returns (current, update, all owned revisions).
-async fn revisions(cx: &SyncContext, set: &Value, owned: Vec<Value>) -> Result<(Value, Value, Vec<Value>), StoreError> {
-    let store = &*cx.store;
-    let data = revision_data(set);
-    let mut revs = owned;
-    revs.sort_by_key(revision_number);
-    let next = revs.last().map_or(0, revision_number) + 1;
-    let update = match revs.iter().rposition(|r| r["data"] == data) {
-        Some(i) if i + 1 == revs.len() => revs[i].clone(),
-        Some(i) => {
-            let written = writes::modify(store, kinds::controllerrevision(), &revs[i], |r| {
-                r["revision"] = json!(next);
-                true
-            })
-            .await?
-            .unwrap_or_else(|| revs[i].clone());
-            revs[i] = written.clone();
-            written
-        }
-        None => {
-            let mut collisions = set["status"]["collisionCount"].as_i64().unwrap_or(0);
-            loop {
-                let hash = super::deployment::template_hash(&data, (collisions > 0).then_some(collisions));
-                let mut labels = set["spec"]["template"]["metadata"]["labels"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                labels.insert(HASH_LABEL.into(), json!(hash));
-                let mut rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
-                    "metadata": {"name": format!("{}-{hash}", object::name(set)), "namespace": object::namespace(set),
-                        "labels": labels, "ownerReferences": [controller_ref(set)]},
-                    "data": data, "revision": next});
-                // The set's annotations (a change-cause) go with the revision, as in Kubernetes.
-                if set["metadata"]["annotations"].is_object() {
-                    rev["metadata"]["annotations"] = set["metadata"]["annotations"].clone();
-                }
-                match writes::create(store, kinds::controllerrevision(), rev).await {
-                    Ok(r) => {
-                        revs.push(r.clone());
-                        if collisions != set["status"]["collisionCount"].as_i64().unwrap_or(0) {
-                            writes::modify(store, kinds::statefulset(), set, |s| {
-                                s["status"]["collisionCount"] = json!(collisions);
-                                true
-                            })
-                            .await?;
-                        }
-                        break r;
-                    }
-                    Err(writes::CreateError::Store(StoreError::AlreadyExists { .. })) => {
-                        // Someone else's revision (or one this pass does not own) has the name.
-                        let name = format!("{}-{hash}", object::name(set));
-                        let existing = store
-                            .get(&kinds::controllerrevision().resource(), object::namespace(set), &name)
-                            .await?;
-                        if existing["data"] == data && super::replicaset::controller_of(&existing).is_none() {
-                            return Err(StoreError::Invalid(format!(
-                                "controllerrevision {name} exists without an owner; it will be adopted"
-                            )));
-                        }
-                        collisions += 1;
-                    }
-                    Err(writes::CreateError::Store(e)) => return Err(e),
-                    Err(e) => return Err(StoreError::Invalid(e.to_string())),
-                }
-            }
-        }
-    };
-    let current_name = set["status"]["currentRevision"].as_str().unwrap_or("");
-    let current = revs
-        .iter()
-        .find(|r| object::name(r) == current_name)
-        .cloned()
-        .unwrap_or_else(|| update.clone());
-    Ok((current, update, revs))
-}
-
 async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>, StoreError> {
     let store = &*cx.store;
     let set = match store.get(&kinds::statefulset().resource(), ns, name).await {
@@ -446,7 +347,14 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
             owned_revs,
         )
     } else {
-        revisions(cx, &set, owned_revs).await?
+        let (update, revs) = history::update_revision(cx, kinds::statefulset(), &set, owned_revs).await?;
+        let current_name = set["status"]["currentRevision"].as_str().unwrap_or("");
+        let current = revs
+            .iter()
+            .find(|r| object::name(r) == current_name)
+            .cloned()
+            .unwrap_or_else(|| update.clone());
+        (current, update, revs)
     };
     let current_name = object::name(&current).to_string();
     let update_name = object::name(&update).to_string();
@@ -537,7 +445,16 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
     };
     let final_set = written.unwrap_or(set);
     if !deleting {
-        truncate_history(cx, &final_set, &mine, revs).await?;
+        let st = &final_set["status"];
+        let live: Vec<&str> = mine
+            .iter()
+            .map(pod_revision)
+            .chain([
+                st["currentRevision"].as_str().unwrap_or(""),
+                st["updateRevision"].as_str().unwrap_or(""),
+            ])
+            .collect();
+        history::truncate(cx, &final_set, &live, revs).await?;
     }
     Ok(again)
 }
@@ -685,31 +602,6 @@ async fn reconcile(
     Ok(again)
 }
 
-/// Deletes the oldest revisions no pod uses beyond `revisionHistoryLimit`.
-async fn truncate_history(
-    cx: &SyncContext,
-    set: &Value,
-    pods: &[Value],
-    mut revs: Vec<Value>,
-) -> Result<(), StoreError> {
-    let limit = set["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10).max(0) as usize;
-    let live: Vec<&str> = pods
-        .iter()
-        .map(pod_revision)
-        .chain([
-            set["status"]["currentRevision"].as_str().unwrap_or(""),
-            set["status"]["updateRevision"].as_str().unwrap_or(""),
-        ])
-        .collect();
-    revs.retain(|r| !live.contains(&object::name(r)));
-    revs.sort_by_key(revision_number);
-    let surplus = revs.len().saturating_sub(limit);
-    for r in revs.into_iter().take(surplus) {
-        writes::delete(&*cx.store, kinds::controllerrevision(), &r, Propagation::Background).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,8 +631,7 @@ mod tests {
     #[test]
     fn pods_carry_their_identity_and_claims() {
         let s = set();
-        let data = revision_data(&s);
-        assert_eq!(data["spec"]["template"]["$patch"], "replace");
+        let data = history::revision_data(&s);
         let p = pod_for(&s, &revision_template(&json!({"data": data})), "web-abc", 2);
         assert_eq!(p["metadata"]["name"], "web-2");
         assert_eq!(p["metadata"]["labels"][POD_NAME_LABEL], "web-2");
