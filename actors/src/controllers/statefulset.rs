@@ -663,4 +663,168 @@ mod tests {
         assert!(own_claim(&mut c, &s, false));
         assert!(deletion::owner_refs(&c).is_empty());
     }
+
+    mod passes {
+        use super::super::*;
+        use crate::events::EventRecorder;
+        use peapod_core::store::{Preconditions, SqliteStore, Store};
+        use std::sync::Arc;
+
+        struct Fixture {
+            _dir: tempfile::TempDir,
+            cx: SyncContext,
+        }
+
+        async fn fixture(spec: Value) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+            let mut set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "c", "image": "busybox", "env": [{"name": "V", "value": "1"}]}]}}}});
+            for (k, v) in spec.as_object().unwrap() {
+                set["spec"][k] = v.clone();
+            }
+            writes::create(&*store, kinds::statefulset(), set).await.unwrap();
+            let events = EventRecorder::new(store.clone(), "test".into());
+            Fixture {
+                _dir: dir,
+                cx: SyncContext { store, events },
+            }
+        }
+
+        impl Fixture {
+            async fn sync(&self) -> Option<Duration> {
+                sync(&self.cx, "default", "web").await.unwrap()
+            }
+
+            async fn pods(&self) -> BTreeMap<String, Value> {
+                let (pods, _) = self.cx.store.list("pods", Some("default")).await.unwrap();
+                pods.into_iter().map(|p| (object::name(&p).to_string(), p)).collect()
+            }
+
+            async fn set(&self) -> Value {
+                self.cx.store.get("apps/statefulsets", "default", "web").await.unwrap()
+            }
+
+            /// Every pod Running, Ready since `since`, or in `phase`.
+            async fn all(&self, phase: &str, since: &str) {
+                for p in self.pods().await.values() {
+                    writes::modify(&*self.cx.store, kinds::pod(), p, |o| {
+                        o["status"]["phase"] = json!(phase);
+                        o["status"]["conditions"] = json!([{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" },
+                            "lastTransitionTime": since}]);
+                        true
+                    })
+                    .await
+                    .unwrap();
+                }
+            }
+
+            async fn change_template(&self) {
+                let set = self.set().await;
+                writes::modify(&*self.cx.store, kinds::statefulset(), &set, |o| {
+                    o["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = json!("2");
+                    true
+                })
+                .await
+                .unwrap();
+            }
+
+            async fn remove(&self, name: &str) {
+                self.cx
+                    .store
+                    .delete("pods", "default", name, Preconditions::default())
+                    .await
+                    .unwrap();
+            }
+        }
+
+        fn deleting(p: &Value) -> bool {
+            !p["metadata"]["deletionTimestamp"].is_null()
+        }
+
+        const LONG_AGO: &str = "2026-01-01T00:00:00Z";
+
+        #[tokio::test]
+        async fn ordered_ready_waits_for_min_ready_seconds() {
+            let f = fixture(json!({"minReadySeconds": 30})).await;
+            f.sync().await;
+            assert_eq!(f.pods().await.keys().collect::<Vec<_>>(), ["web-0"]);
+            f.all("Running", &object::now_rfc3339()).await;
+            let again = f.sync().await.expect("a pass when web-0 becomes available");
+            assert!(
+                again > Duration::from_secs(25) && again <= Duration::from_secs(31),
+                "{again:?}"
+            );
+            assert_eq!(f.pods().await.len(), 1, "web-1 waits for web-0 to be available");
+            f.all("Running", LONG_AGO).await;
+            f.sync().await;
+            assert_eq!(f.pods().await.keys().collect::<Vec<_>>(), ["web-0", "web-1"]);
+        }
+
+        #[tokio::test]
+        async fn rolling_update_takes_max_unavailable_from_the_top() {
+            let f = fixture(json!({"podManagementPolicy": "Parallel",
+                "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}))
+            .await;
+            f.sync().await;
+            assert_eq!(f.pods().await.len(), 3, "Parallel: all at once");
+            f.all("Running", LONG_AGO).await;
+            f.sync().await;
+            let set = f.set().await;
+            assert_eq!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
+            f.change_template().await;
+            f.sync().await;
+            let pods = f.pods().await;
+            let gone: Vec<&str> = pods.values().filter(|p| deleting(p)).map(object::name).collect();
+            assert_eq!(gone, ["web-1", "web-2"], "the two highest, at once");
+            let set = f.set().await;
+            assert_ne!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
+            f.remove("web-1").await;
+            f.remove("web-2").await;
+            f.sync().await;
+            let pods = f.pods().await;
+            let update = set["status"]["updateRevision"].as_str().unwrap();
+            assert_eq!(pod_revision(&pods["web-2"]), update);
+            assert_eq!(pod_revision(&pods["web-1"]), update);
+            assert!(!deleting(&pods["web-0"]), "two are already unavailable");
+        }
+
+        #[tokio::test]
+        async fn on_delete_waits_for_the_pod_to_be_deleted() {
+            let f = fixture(json!({"replicas": 2, "updateStrategy": {"type": "OnDelete"}})).await;
+            for _ in 0..2 {
+                f.sync().await;
+                f.all("Running", LONG_AGO).await;
+            }
+            f.sync().await;
+            let first = f.set().await["status"]["currentRevision"].as_str().unwrap().to_string();
+            f.change_template().await;
+            f.sync().await;
+            assert!(
+                f.pods().await.values().all(|p| !deleting(p)),
+                "nothing replaced by itself"
+            );
+            let set = f.set().await;
+            let update = set["status"]["updateRevision"].as_str().unwrap().to_string();
+            assert_ne!(update, first);
+            assert_eq!(set["status"]["currentRevision"], first.as_str());
+            f.remove("web-1").await;
+            f.sync().await;
+            let pods = f.pods().await;
+            assert_eq!(pod_revision(&pods["web-1"]), update, "a deleted pod comes back new");
+            assert_eq!(pod_revision(&pods["web-0"]), first);
+        }
+
+        #[tokio::test]
+        async fn a_failed_pod_is_replaced() {
+            let f = fixture(json!({"replicas": 1})).await;
+            f.sync().await;
+            f.all("Failed", LONG_AGO).await;
+            f.sync().await;
+            assert!(deleting(&f.pods().await["web-0"]));
+        }
+    }
 }
