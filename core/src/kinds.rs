@@ -414,13 +414,49 @@ pub static KINDS: &[Kind] = &[
         short_names: &["pvc"],
         graceful_deletion: false,
         has_status: true,
-        admit_create: validation::storage::admit_create,
-        admit_update: validation::storage::admit_update,
+        admit_create: validation::storage::admit_claim,
+        admit_update: validation::storage::update_claim,
         admit_delete: delete_anything,
         typed_check: typed::<core_v1::PersistentVolumeClaim>,
         subresources: &[Subresource::Status],
         categories: &[],
         printer: &printers::CLAIM,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolume",
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        namespaced: false,
+        short_names: &["pv"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::storage::admit_volume,
+        admit_update: validation::storage::update_volume,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::PersistentVolume>,
+        subresources: &[Subresource::Status],
+        categories: &[],
+        printer: &printers::VOLUME,
+    },
+    Kind {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "StorageClass",
+        plural: "storageclasses",
+        singular: "storageclass",
+        namespaced: false,
+        short_names: &["sc"],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::storage::admit_class,
+        admit_update: validation::storage::update_class,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::storage::v1::StorageClass>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::STORAGECLASS,
     },
 ];
 
@@ -532,6 +568,16 @@ pub fn claim() -> &'static Kind {
     by_store_key("persistentvolumeclaims").expect("persistentvolumeclaims are in the kind table")
 }
 
+/// The PersistentVolume kind (v1, cluster-scoped).
+pub fn volume() -> &'static Kind {
+    by_store_key("persistentvolumes").expect("persistentvolumes are in the kind table")
+}
+
+/// The StorageClass kind (storage.k8s.io/v1, cluster-scoped).
+pub fn storageclass() -> &'static Kind {
+    by_store_key("storage.k8s.io/storageclasses").expect("storageclasses are in the kind table")
+}
+
 /// The Event kind.
 pub fn event() -> &'static Kind {
     by_store_key("events").expect("events are in the kind table")
@@ -551,7 +597,11 @@ mod tests {
         assert_eq!(by_name("deploy").map(|k| k.kind), Some("Deployment"));
         assert_eq!(by_name("sts").map(|k| k.resource()), Some("apps/statefulsets".into()));
         assert_eq!(by_name("pvc").map(|k| k.api_version()), Some("v1".into()));
-        assert!(by_name("persistentvolumes").is_none());
+        assert_eq!(by_name("pv").map(|k| k.namespaced), Some(false));
+        assert_eq!(
+            by_name("sc").map(|k| k.resource()),
+            Some("storage.k8s.io/storageclasses".into())
+        );
         assert_eq!(by_name("rs").map(|k| k.resource()), Some("apps/replicasets".into()));
         assert_eq!(by_name("rc").map(|k| k.api_version()), Some("v1".into()));
         assert_eq!(pod().collection_path("default"), "/api/v1/namespaces/default/pods");

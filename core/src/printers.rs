@@ -534,6 +534,19 @@ pub fn access_modes(modes: &Value) -> String {
         .join(",")
 }
 
+const VOLUME_MODE: Column = col(
+    "VolumeMode",
+    "string",
+    1,
+    "Whether the volume is a filesystem or a block device.",
+);
+const VOLUME_ATTRIBUTES_CLASS: Column = col(
+    "VolumeAttributesClass",
+    "string",
+    0,
+    "The VolumeAttributesClass of the volume or claim.",
+);
+
 /// kubectl's PersistentVolumeClaim columns.
 pub static CLAIM: Printer = Printer {
     columns: &[
@@ -553,19 +566,9 @@ pub static CLAIM: Printer = Printer {
             0,
             "The name of the StorageClass the claim asks for.",
         ),
-        col(
-            "VolumeAttributesClass",
-            "string",
-            0,
-            "The name of the VolumeAttributesClass the claim asks for.",
-        ),
+        VOLUME_ATTRIBUTES_CLASS,
         AGE,
-        col(
-            "VolumeMode",
-            "string",
-            1,
-            "Whether the volume is a filesystem or a block device.",
-        ),
+        VOLUME_MODE,
     ],
     row: |o| {
         vec![
@@ -578,6 +581,78 @@ pub static CLAIM: Printer = Printer {
             json!(or_unset(str_at(o, "/spec/volumeAttributesClassName"))),
             json!(age_of(o, "/metadata/creationTimestamp")),
             json!(str_at(o, "/spec/volumeMode")),
+        ]
+    },
+};
+
+/// kubectl's PersistentVolume columns.
+pub static VOLUME: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Capacity", "string", 0, "The capacity of the volume."),
+        col("Access Modes", "string", 0, "The access modes of the volume."),
+        col(
+            "Reclaim Policy",
+            "string",
+            0,
+            "What happens to the volume when its claim goes.",
+        ),
+        col("Status", "string", 0, "Phase of the volume."),
+        col("Claim", "string", 0, "The claim bound to the volume."),
+        col("StorageClass", "string", 0, "The class of the volume."),
+        VOLUME_ATTRIBUTES_CLASS,
+        col("Reason", "string", 0, "Why the volume is in its phase."),
+        AGE,
+        VOLUME_MODE,
+    ],
+    row: |o| {
+        let claim = match (str_at(o, "/spec/claimRef/namespace"), str_at(o, "/spec/claimRef/name")) {
+            (_, "") => String::new(),
+            (ns, name) => format!("{ns}/{name}"),
+        };
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/spec/capacity/storage")),
+            json!(access_modes(&o["spec"]["accessModes"])),
+            json!(str_at(o, "/spec/persistentVolumeReclaimPolicy")),
+            json!(str_at(o, "/status/phase")),
+            json!(claim),
+            json!(str_at(o, "/spec/storageClassName")),
+            json!(or_unset(str_at(o, "/spec/volumeAttributesClassName"))),
+            json!(str_at(o, "/status/reason")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(str_at(o, "/spec/volumeMode")),
+        ]
+    },
+};
+
+/// kubectl's StorageClass columns; the default class is marked `(default)`.
+pub static STORAGECLASS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Provisioner", "string", 0, "What makes the volumes of the class."),
+        col(
+            "ReclaimPolicy",
+            "string",
+            0,
+            "What happens to a volume when its claim goes.",
+        ),
+        col("VolumeBindingMode", "string", 0, "When claims are bound."),
+        col("AllowVolumeExpansion", "string", 0, "Whether claims may grow."),
+        AGE,
+    ],
+    row: |o| {
+        let mut name = str_at(o, "/metadata/name").to_string();
+        if str_at(o, "/metadata/annotations/storageclass.kubernetes.io~1is-default-class") == "true" {
+            name.push_str(" (default)");
+        }
+        vec![
+            json!(name),
+            json!(str_at(o, "/provisioner")),
+            json!(str_at(o, "/reclaimPolicy")),
+            json!(str_at(o, "/volumeBindingMode")),
+            json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false).to_string()),
+            json!(age_of(o, "/metadata/creationTimestamp")),
         ]
     },
 };

@@ -1,8 +1,10 @@
 //! peapod's host side of storage: the loader of volume plugins (shared
 //! libraries speaking `peapod-plugin-sdk`'s ABI) and the manager that
 //! publishes a pod's volumes through them. In-tree and out-of-tree plugins
-//! go through the same path; this crate knows no plugin by its code.
+//! go through the same path; this crate knows no plugin by its code. It
+//! also holds Kubernetes' rules for binding claims to volumes (`binding`).
 
+pub mod binding;
 pub mod loader;
 pub mod manager;
 pub mod sources;

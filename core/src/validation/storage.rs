@@ -1,6 +1,8 @@
-//! PersistentVolumeClaim (v1) defaulting and validation, with Kubernetes'
-//! wording: access modes, the storage request, volumeMode, the class name
-//! and selector. The claim spec check is shared with StatefulSet
+//! PersistentVolumeClaim and PersistentVolume (v1) and StorageClass
+//! (storage.k8s.io/v1) defaulting and validation, with Kubernetes' wording:
+//! access modes, sizes, volumeMode, class names, one volume source per PV
+//! (a `local` one with the node affinity it needs), reclaim policies and
+//! binding modes. The claim spec check is shared with StatefulSet
 //! `volumeClaimTemplates`.
 
 use super::workloads::label_selector;
@@ -14,36 +16,62 @@ use serde_json::{json, Value};
 /// The access modes a claim may ask for.
 pub const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
 
-/// Defaults and validates a claim's `spec` (at `path`, `spec` or
-/// `spec.volumeClaimTemplates[0].spec`).
-pub fn admit_claim_spec(spec: &mut Value, path: &str, errs: &mut FieldErrors) {
-    let modes: Vec<String> = spec["accessModes"]
+/// The access modes of a claim or volume: at least one (`detail` says so
+/// when given), each supported, ReadWriteOncePod alone.
+fn check_access_modes(v: &Value, path: &str, detail: &str, errs: &mut FieldErrors) {
+    let modes: Vec<&str> = v
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| m.as_str().unwrap_or_default().to_string())
+        .map(|m| m.as_str().unwrap_or_default())
         .collect();
     if modes.is_empty() {
-        errs.push(FieldError::required_detail(
-            format!("{path}.accessModes"),
-            "at least 1 access mode is required",
-        ));
+        errs.push(FieldError::required_detail(path, detail));
     }
     for m in &modes {
-        if !ACCESS_MODES.contains(&m.as_str()) {
-            errs.push(FieldError::not_supported(
-                format!("{path}.accessModes"),
-                m,
-                ACCESS_MODES,
-            ));
+        if !ACCESS_MODES.contains(m) {
+            errs.push(FieldError::not_supported(path, m, ACCESS_MODES));
         }
     }
-    if modes.iter().any(|m| m == "ReadWriteOncePod") && modes.len() > 1 {
+    if modes.contains(&"ReadWriteOncePod") && modes.len() > 1 {
         errs.push(FieldError::forbidden(
-            format!("{path}.accessModes"),
+            path,
             "may not use ReadWriteOncePod with other access modes",
         ));
     }
+}
+
+/// An update's common part: the new object admitted, the old status kept,
+/// name and uid unchanged; returns the errors found so far.
+fn admit_update_of(
+    old: &Value,
+    new: &mut Value,
+    admit: fn(&mut Value) -> Result<(), FieldErrors>,
+) -> Result<FieldErrors, FieldErrors> {
+    let status = old["status"].clone();
+    admit(new)?;
+    if !status.is_null() {
+        new["status"] = status;
+    }
+    let mut errs = FieldErrors::default();
+    if let (Ok(o), Ok(n)) = (
+        decode::<ObjectMeta>(&old["metadata"]),
+        decode::<ObjectMeta>(&new["metadata"]),
+    ) {
+        validate_meta_update(&o, &n, &mut errs);
+    }
+    Ok(errs)
+}
+
+/// Defaults and validates a claim's `spec` (at `path`, `spec` or
+/// `spec.volumeClaimTemplates[0].spec`).
+pub fn admit_claim_spec(spec: &mut Value, path: &str, errs: &mut FieldErrors) {
+    check_access_modes(
+        &spec["accessModes"],
+        &format!("{path}.accessModes"),
+        "at least 1 access mode is required",
+        errs,
+    );
     match spec["resources"]["requests"]["storage"].as_str() {
         None => errs.push(FieldError::required(format!("{path}.resources[storage]"))),
         Some(s) => match Quantity::parse(s) {
@@ -84,7 +112,7 @@ pub fn admit_claim_spec(spec: &mut Value, path: &str, errs: &mut FieldErrors) {
 }
 
 /// Defaults and validates a new claim; it starts `Pending`.
-pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
+pub fn admit_claim(obj: &mut Value) -> Result<(), FieldErrors> {
     decode::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(obj)?;
     let mut errs = FieldErrors::default();
     match decode::<ObjectMeta>(&obj["metadata"]) {
@@ -102,17 +130,8 @@ pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
 
 /// Validates an update: the spec is immutable but for the binder setting
 /// `volumeName` once, and a bound claim's storage request growing.
-pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
-    let status = old["status"].clone();
-    admit_create(new)?;
-    new["status"] = status;
-    let mut errs = FieldErrors::default();
-    if let (Ok(o), Ok(n)) = (
-        decode::<ObjectMeta>(&old["metadata"]),
-        decode::<ObjectMeta>(&new["metadata"]),
-    ) {
-        validate_meta_update(&o, &n, &mut errs);
-    }
+pub fn update_claim(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
+    let mut errs = admit_update_of(old, new, admit_claim)?;
     let bound = old["status"]["phase"] == "Bound";
     let mut was = old["spec"].clone();
     let mut now = new["spec"].clone();
@@ -150,6 +169,211 @@ pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
     errs.into_result()
 }
 
+fn meta(obj: &Value, namespaced: bool, errs: &mut FieldErrors) {
+    match decode::<ObjectMeta>(&obj["metadata"]) {
+        Ok(m) => validate_object_meta(&m, NameRule::Dns1123Subdomain, namespaced, errs),
+        Err(e) => errs.0.extend(e.0),
+    }
+}
+
+/// The volume sources a PersistentVolume may have (one of them).
+pub const VOLUME_SOURCES: &[&str] = &["hostPath", "local", "nfs", "rbd", "csi"];
+
+/// Defaults and validates a new PersistentVolume; it starts `Pending` (the binder makes it Available).
+pub fn admit_volume(obj: &mut Value) -> Result<(), FieldErrors> {
+    decode::<k8s_openapi::api::core::v1::PersistentVolume>(obj)?;
+    let mut errs = FieldErrors::default();
+    meta(obj, false, &mut errs);
+    if !obj["spec"].is_object() {
+        errs.push(FieldError::required("spec"));
+        return errs.into_result();
+    }
+    let spec = &mut obj["spec"];
+    check_access_modes(&spec["accessModes"], "spec.accessModes", "", &mut errs);
+    match spec["capacity"]["storage"].as_str() {
+        None if spec["capacity"].is_null() => errs.push(FieldError::required("spec.capacity")),
+        None => errs.push(FieldError::required("spec.capacity[storage]")),
+        Some(q) => match Quantity::parse(q) {
+            Err(e) => errs.push(FieldError::invalid("spec.capacity[storage]", q, e.to_string())),
+            Ok(n) if n.is_negative() || n.is_zero() => errs.push(FieldError::invalid(
+                "spec.capacity[storage]",
+                q,
+                "must be greater than zero",
+            )),
+            Ok(_) => {}
+        },
+    }
+    let sources: Vec<&str> = VOLUME_SOURCES.iter().copied().filter(|s| !spec[*s].is_null()).collect();
+    match sources.as_slice() {
+        [] => errs.push(FieldError::required_detail("spec", "must specify a volume type")),
+        [_] => {}
+        [_, second, ..] => errs.push(FieldError::forbidden(
+            format!("spec.{second}"),
+            "may not specify more than 1 volume type",
+        )),
+    }
+    for (source, field) in [("hostPath", "path"), ("local", "path")] {
+        if spec[source].is_null() {
+            continue;
+        }
+        match spec[source][field].as_str() {
+            None | Some("") => errs.push(FieldError::required(format!("spec.{source}.{field}"))),
+            Some(p) if !p.starts_with('/') => errs.push(FieldError::invalid(
+                format!("spec.{source}.{field}"),
+                p,
+                "must be an absolute path",
+            )),
+            Some(p) if p.split('/').any(|c| c == "..") => errs.push(FieldError::invalid(
+                format!("spec.{source}.{field}"),
+                p,
+                "must not contain '..'",
+            )),
+            Some(_) => {}
+        }
+    }
+    if !spec["local"].is_null() && spec["nodeAffinity"]["required"].is_null() {
+        errs.push(FieldError::required_detail(
+            "spec.nodeAffinity",
+            "Local volume requires node affinity",
+        ));
+    }
+    for (source, fields) in [
+        ("nfs", &["server", "path"][..]),
+        ("rbd", &["monitors", "image"][..]),
+        ("csi", &["driver", "volumeHandle"][..]),
+    ] {
+        if spec[source].is_null() {
+            continue;
+        }
+        for f in fields {
+            let v = &spec[source][*f];
+            if v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty) {
+                errs.push(FieldError::required(format!("spec.{source}.{f}")));
+            }
+        }
+    }
+    if spec["persistentVolumeReclaimPolicy"].is_null() {
+        spec["persistentVolumeReclaimPolicy"] = json!("Retain");
+    }
+    let policy = spec["persistentVolumeReclaimPolicy"].as_str().unwrap_or_default();
+    if !["Delete", "Recycle", "Retain"].contains(&policy) {
+        errs.push(FieldError::not_supported(
+            "spec.persistentVolumeReclaimPolicy",
+            policy,
+            &["Delete", "Recycle", "Retain"],
+        ));
+    }
+    if spec["volumeMode"].is_null() {
+        spec["volumeMode"] = json!("Filesystem");
+    }
+    let mode = spec["volumeMode"].as_str().unwrap_or_default();
+    if !["Block", "Filesystem"].contains(&mode) {
+        errs.push(FieldError::not_supported(
+            "spec.volumeMode",
+            mode,
+            &["Block", "Filesystem"],
+        ));
+    }
+    if let Some(class) = spec["storageClassName"].as_str().filter(|c| !c.is_empty()) {
+        for p in names::is_dns1123_subdomain(class) {
+            errs.push(FieldError::invalid("spec.storageClassName", class, p));
+        }
+    }
+    obj["status"] = json!({"phase": "Pending"});
+    errs.into_result()
+}
+
+/// Validates a PersistentVolume update: its source never changes.
+pub fn update_volume(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
+    let mut errs = admit_update_of(old, new, admit_volume)?;
+    for source in VOLUME_SOURCES {
+        if old["spec"][*source] != new["spec"][*source] {
+            errs.push(FieldError::forbidden(
+                "spec.persistentvolumesource",
+                "spec.persistentvolumesource is immutable after creation",
+            ));
+            break;
+        }
+    }
+    if old["spec"]["volumeMode"] != new["spec"]["volumeMode"] {
+        errs.push(FieldError::invalid(
+            "spec.volumeMode",
+            shown(&new["spec"]["volumeMode"]),
+            "field is immutable",
+        ));
+    }
+    errs.into_result()
+}
+
+fn shown(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// The annotation that makes a StorageClass the default one.
+pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// Defaults and validates a new StorageClass.
+pub fn admit_class(obj: &mut Value) -> Result<(), FieldErrors> {
+    decode::<k8s_openapi::api::storage::v1::StorageClass>(obj)?;
+    let mut errs = FieldErrors::default();
+    meta(obj, false, &mut errs);
+    match obj["provisioner"].as_str() {
+        None | Some("") => errs.push(FieldError::required("provisioner")),
+        Some(p) => {
+            for problem in names::is_qualified_name(&p.to_ascii_lowercase()) {
+                errs.push(FieldError::invalid("provisioner", p, problem));
+            }
+        }
+    }
+    if obj["reclaimPolicy"].is_null() {
+        obj["reclaimPolicy"] = json!("Delete");
+    }
+    let policy = obj["reclaimPolicy"].as_str().unwrap_or_default();
+    if !["Delete", "Retain"].contains(&policy) {
+        errs.push(FieldError::not_supported(
+            "reclaimPolicy",
+            policy,
+            &["Delete", "Retain"],
+        ));
+    }
+    if obj["volumeBindingMode"].is_null() {
+        obj["volumeBindingMode"] = json!("Immediate");
+    }
+    let mode = obj["volumeBindingMode"].as_str().unwrap_or_default();
+    if !["Immediate", "WaitForFirstConsumer"].contains(&mode) {
+        errs.push(FieldError::not_supported(
+            "volumeBindingMode",
+            mode,
+            &["Immediate", "WaitForFirstConsumer"],
+        ));
+    }
+    errs.into_result()
+}
+
+/// Validates a StorageClass update: what provisions volumes never changes.
+pub fn update_class(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
+    let mut errs = admit_update_of(old, new, admit_class)?;
+    for (field, what) in [
+        ("parameters", "parameters"),
+        ("provisioner", "provisioner"),
+        ("reclaimPolicy", "reclaimPolicy"),
+        ("volumeBindingMode", "volumeBindingMode"),
+    ] {
+        if old[field] != new[field] {
+            errs.push(FieldError::forbidden(
+                field,
+                format!("updates to {what} are forbidden."),
+            ));
+        }
+    }
+    errs.into_result()
+}
+
+/// A claim's or volume's class (`spec.storageClassName`, "" if none).
+pub fn class_of(obj: &Value) -> &str {
+    obj["spec"]["storageClassName"].as_str().unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,11 +386,11 @@ mod tests {
     #[test]
     fn a_claim_needs_modes_and_a_size() {
         let mut c = claim(json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}));
-        admit_create(&mut c).unwrap();
+        admit_claim(&mut c).unwrap();
         assert_eq!(c["spec"]["volumeMode"], "Filesystem");
         assert_eq!(c["status"]["phase"], "Pending");
         let mut c = claim(json!({"resources": {"requests": {"storage": "0"}}}));
-        let err = admit_create(&mut c).unwrap_err().to_string();
+        let err = admit_claim(&mut c).unwrap_err().to_string();
         assert!(
             err.contains("spec.accessModes: Required value: at least 1 access mode is required"),
             "{err}"
@@ -176,7 +400,7 @@ mod tests {
             "{err}"
         );
         let mut c = claim(json!({"accessModes": ["ReadWriteOncePod", "ReadOnlyMany"], "volumeMode": "Raw"}));
-        let err = admit_create(&mut c).unwrap_err().to_string();
+        let err = admit_claim(&mut c).unwrap_err().to_string();
         assert!(
             err.contains("may not use ReadWriteOncePod with other access modes"),
             "{err}"
@@ -188,24 +412,103 @@ mod tests {
     #[test]
     fn the_spec_is_immutable_but_for_binding_and_growth() {
         let mut old = claim(json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}));
-        admit_create(&mut old).unwrap();
+        admit_claim(&mut old).unwrap();
         let mut bind = old.clone();
         bind["spec"]["volumeName"] = json!("pv-1");
-        admit_update(&old, &mut bind).unwrap();
+        update_claim(&old, &mut bind).unwrap();
         let mut grow = old.clone();
         grow["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
-        let err = admit_update(&old, &mut grow).unwrap_err().to_string();
+        let err = update_claim(&old, &mut grow).unwrap_err().to_string();
         assert!(
             err.contains("spec: Forbidden: spec is immutable after creation"),
             "{err}"
         );
         old["status"]["phase"] = json!("Bound");
-        admit_update(&old, &mut grow).unwrap();
+        update_claim(&old, &mut grow).unwrap();
         let mut shrink = old.clone();
         shrink["spec"]["resources"]["requests"]["storage"] = json!("512Mi");
-        assert!(admit_update(&old, &mut shrink)
+        assert!(update_claim(&old, &mut shrink)
             .unwrap_err()
             .to_string()
             .contains("field can not be less than status.capacity"));
+    }
+
+    fn volume(spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_volume_needs_one_source_a_size_and_modes() {
+        let mut v = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/srv/pv1"}}));
+        admit_volume(&mut v).unwrap();
+        assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(v["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(v["status"]["phase"], "Pending");
+        let mut v = volume(json!({"accessModes": ["ReadWriteOnce"]}));
+        let err = admit_volume(&mut v).unwrap_err().to_string();
+        assert!(err.contains("spec.capacity: Required value"), "{err}");
+        assert!(
+            err.contains("spec: Required value: must specify a volume type"),
+            "{err}"
+        );
+        let mut v = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/a"}, "nfs": {"server": "x", "path": "/e"}}));
+        let err = admit_volume(&mut v).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.nfs: Forbidden: may not specify more than 1 volume type"),
+            "{err}"
+        );
+        let mut v = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "relative"}}));
+        let err = admit_volume(&mut v).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.local.path: Invalid value: \"relative\": must be an absolute path"),
+            "{err}"
+        );
+        assert!(
+            err.contains("spec.nodeAffinity: Required value: Local volume requires node affinity"),
+            "{err}"
+        );
+        let mut v = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "vendor.example.com"}}));
+        let err = admit_volume(&mut v).unwrap_err().to_string();
+        assert!(err.contains("spec.csi.volumeHandle: Required value"), "{err}");
+    }
+
+    #[test]
+    fn a_volume_source_is_immutable() {
+        let mut old = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/srv/a"}}));
+        admit_volume(&mut old).unwrap();
+        let mut new = old.clone();
+        new["spec"]["claimRef"] = json!({"name": "c", "namespace": "default"});
+        update_volume(&old, &mut new).unwrap();
+        let mut new = old.clone();
+        new["spec"]["hostPath"]["path"] = json!("/srv/b");
+        assert!(update_volume(&old, &mut new)
+            .unwrap_err()
+            .to_string()
+            .contains("spec.persistentvolumesource is immutable after creation"));
+    }
+
+    #[test]
+    fn classes_default_and_keep_their_provisioner() {
+        let mut c = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local"}, "provisioner": "peapod.io/local"});
+        admit_class(&mut c).unwrap();
+        assert_eq!(c["reclaimPolicy"], "Delete");
+        assert_eq!(c["volumeBindingMode"], "Immediate");
+        let mut changed = c.clone();
+        changed["provisioner"] = json!("other.io/x");
+        assert!(update_class(&c, &mut changed)
+            .unwrap_err()
+            .to_string()
+            .contains("provisioner: Forbidden: updates to provisioner are forbidden."));
+        let mut bad = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "x"}, "volumeBindingMode": "Later"});
+        let err = admit_class(&mut bad).unwrap_err().to_string();
+        assert!(err.contains("provisioner: Required value"), "{err}");
+        assert!(err.contains("volumeBindingMode: Unsupported value: \"Later\""), "{err}");
     }
 }
