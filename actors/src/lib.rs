@@ -5,6 +5,7 @@
 //! processes through [`runtime`].
 
 pub mod backoff;
+pub mod binder;
 pub mod clock;
 pub mod config;
 pub mod container;

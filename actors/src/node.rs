@@ -20,6 +20,7 @@
 //! status building and JSON work then use every core, and a pod's own
 //! actors stay on one thread so their messages never cross threads.
 
+use crate::binder::Binder;
 use crate::controllers::Controller;
 use crate::events::{EventKind, EventRecorder};
 use crate::gc::GarbageCollector;
@@ -31,6 +32,7 @@ use crate::scheduler::Scheduler;
 const NAMESPACES_KEY: &str = "namespaces";
 const GC_KEY: &str = "garbage-collector";
 const SCHEDULER_KEY: &str = "scheduler";
+const BINDER_KEY: &str = "binder";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -78,6 +80,7 @@ pub struct NodeActor {
     namespaces: Children<&'static str, NamespaceActor>,
     gc: Children<&'static str, GarbageCollector>,
     scheduler: Children<&'static str, Scheduler>,
+    binder: Children<&'static str, Binder>,
     controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
@@ -109,6 +112,7 @@ impl NodeActor {
             namespaces: Children::default(),
             gc: Children::default(),
             scheduler: Children::default(),
+            binder: Children::default(),
             controllers: Children::default(),
             given_up: HashSet::new(),
             removing: HashSet::new(),
@@ -181,6 +185,12 @@ impl NodeActor {
                 let events = self.events.clone();
                 self.scheduler
                     .start(me, key, spec, None, move |_| Scheduler::new(store, events, node));
+            }
+            BINDER_KEY => {
+                let node = self.node.child("Binder", key, "permanent", self.binder.restarts(&key));
+                let events = self.events.clone();
+                self.binder
+                    .start(me, key, spec, None, move |_| Binder::new(store, events, node));
             }
             _ => {
                 let Some(reconciler) = crate::controllers::all().into_iter().find(|r| r.name() == key) else {
@@ -427,7 +437,7 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Running");
-        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY] {
+        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY, BINDER_KEY] {
             self.start_permanent(key, ctx);
         }
         for c in crate::controllers::all() {
@@ -568,6 +578,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
             NAMESPACES_KEY => (self.namespaces.exited(&msg), "NamespaceActor"),
             GC_KEY => (self.gc.exited(&msg), "GarbageCollector"),
             SCHEDULER_KEY => (self.scheduler.exited(&msg), "Scheduler"),
+            BINDER_KEY => (self.binder.exited(&msg), "Binder"),
             key => (self.controllers.exited(&msg), key),
         };
         match verdict {

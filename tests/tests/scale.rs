@@ -130,6 +130,7 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
             "NamespaceActor",
             "GarbageCollector",
             "Scheduler",
+            "Binder",
             "Controller",
             "Controller",
             "Controller",
