@@ -392,7 +392,14 @@ impl LogReader {
         let last = chain.len().saturating_sub(1);
         let mut files = VecDeque::new();
         for (i, (file, ino)) in chain.into_iter().enumerate() {
-            let len = file.metadata()?.len();
+            let mut len = file.metadata()?.len();
+            if i == last && !opts.follow {
+                // A record being written as the log is read is not a line yet:
+                // read up to the last whole one (else `--tail 1` could be that
+                // unfinished record alone, and print nothing). Plain logs of
+                // older peapods keep a last line without a newline.
+                len = complete_len(&file, len)?;
+            }
             files.push_back(Segment {
                 file,
                 ino,
@@ -627,6 +634,38 @@ pub fn tail_start(files: &[&File], lens: &[u64], n: usize) -> io::Result<(usize,
         }
     }
     Ok(next)
+}
+
+/// The length of the first `len` bytes of a log file without a record
+/// still being written at its end: up to and including its last newline when
+/// the line before it is a record; `len` for a plain log or a whole last line.
+fn complete_len(file: &File, len: u64) -> io::Result<u64> {
+    let mut cut = None;
+    let mut previous = None;
+    line_starts_rev(file, len, |start| {
+        match cut {
+            None => cut = Some(start),
+            Some(end) => {
+                previous = Some((start, end));
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    let Some(cut) = cut.filter(|c| *c < len) else {
+        return Ok(len);
+    };
+    let mut last = [0u8; 1];
+    if len > 0 && file.read_at(&mut last, len - 1)? == 1 && last[0] == b'\n' {
+        return Ok(len);
+    }
+    let Some((start, end)) = previous else {
+        return Ok(len);
+    };
+    let mut line = vec![0u8; (end - start).min(CHUNK as u64) as usize];
+    file.read_exact_at(&mut line, start)?;
+    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+    Ok(if parse(line).is_some() { cut } else { len })
 }
 
 /// Whether a line that begins with `head` is a `P` record.
@@ -919,6 +958,28 @@ mod tests {
         w.flush().unwrap();
         assert!(std::fs::metadata(&path).unwrap().len() <= 200);
         assert!(!rotated(&path, 1).exists());
+    }
+
+    #[test]
+    fn a_record_still_being_written_is_not_read_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(
+            &path,
+            "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:01Z stdout F tw",
+        )
+        .unwrap();
+        let opts = ReadOptions {
+            tail: Some(1),
+            timestamps: true,
+            ..Default::default()
+        };
+        let mut r = LogReader::open(&path, opts).unwrap();
+        let mut out = Vec::new();
+        while let Some(chunk) = r.next_chunk().unwrap() {
+            out.extend(chunk);
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "2026-01-01T00:00:00Z one\n");
     }
 
     #[test]
