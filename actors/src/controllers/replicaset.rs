@@ -155,7 +155,12 @@ pub fn deletion_order(pods: &mut [Value]) {
 
 /// A new pod of `owner`'s template.
 pub fn pod_from_template(owner: &Value) -> Value {
-    let t = &owner["spec"]["template"];
+    pod_from(owner, &owner["spec"]["template"])
+}
+
+/// A new pod of `template` (the owner's, or a revision's) that `owner`
+/// controls, named `<owner>-<5 chars>` unless the caller names it.
+pub fn pod_from(owner: &Value, t: &Value) -> Value {
     let mut meta = json!({"generateName": format!("{}-", object::name(owner)),
         "namespace": object::namespace(owner), "ownerReferences": [controller_ref(owner)]});
     for f in ["labels", "annotations", "finalizers"] {

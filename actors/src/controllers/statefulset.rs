@@ -18,7 +18,7 @@
 //!   time; OnDelete gives a pod the new template only once it is deleted.
 
 use super::history::{self, revision_template};
-use super::replicaset::{available, controller_ref, ready_since};
+use super::replicaset::{available, controller_ref, pod_from, ready_since};
 use super::{claim, Reconciler, SyncContext, SyncResult};
 use crate::events::EventKind;
 use peapod_core::deletion::{self, Propagation};
@@ -102,12 +102,12 @@ fn healthy(p: &Value, min_ready: i64, now: chrono::DateTime<chrono::Utc>) -> boo
 pub fn pod_for(set: &Value, template: &Value, revision: &str, ordinal: i64) -> Value {
     let set_name = object::name(set);
     let name = format!("{set_name}-{ordinal}");
-    let mut meta = json!({"name": name, "namespace": object::namespace(set), "ownerReferences": [controller_ref(set)]});
-    for f in ["labels", "annotations", "finalizers"] {
-        if !template["metadata"][f].is_null() {
-            meta[f] = template["metadata"][f].clone();
-        }
+    let mut pod = pod_from(set, template);
+    let meta = &mut pod["metadata"];
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("generateName");
     }
+    meta["name"] = json!(name);
     meta["labels"][POD_NAME_LABEL] = json!(name);
     meta["labels"][POD_INDEX_LABEL] = json!(ordinal.to_string());
     meta["labels"][REVISION_LABEL] = json!(revision);
@@ -126,7 +126,8 @@ pub fn pod_for(set: &Value, template: &Value, revision: &str, ordinal: i64) -> V
     if !volumes.is_empty() {
         spec["volumes"] = Value::Array(volumes);
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    pod["spec"] = spec;
+    pod
 }
 
 /// The claims the pod `ordinal` of `set` uses, as they would be made.
@@ -157,8 +158,11 @@ pub fn claims_for(set: &Value, ordinal: i64) -> Vec<Value> {
 
 /// A plain (not controller) owner reference, as claims get under a retention policy.
 fn plain_ref(owner: &Value) -> Value {
-    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": object::name(owner),
-        "uid": object::uid(owner), "blockOwnerDeletion": true})
+    let mut r = controller_ref(owner);
+    if let Some(m) = r.as_object_mut() {
+        m.remove("controller");
+    }
+    r
 }
 
 /// Sets or removes `owner`'s reference on a claim; whether it changed.
@@ -249,14 +253,17 @@ impl Pass<'_> {
                 continue;
             };
             let set = &self.set;
-            writes::modify(&*self.cx.store, kinds::claim(), existing, |o| {
+            let change = |o: &mut Value| {
                 let mut changed = own_claim(o, set, by_set);
                 if let Some(pod) = condemned {
                     changed |= own_claim(o, pod, by_pod);
                 }
                 changed
-            })
-            .await?;
+            };
+            // Most passes change nothing: no store read for those.
+            if change(&mut existing.clone()) {
+                writes::modify(&*self.cx.store, kinds::claim(), existing, change).await?;
+            }
         }
         Ok(())
     }
