@@ -22,7 +22,7 @@ fi
 # The built-in volume plugins go where the daemon loads plugins from by default,
 # owned by root and writable by nobody else (the daemon refuses anything else).
 install -d -m 0755 /usr/lib/peapod/plugins
-for p in emptydir hostpath; do
+for p in emptydir hostpath local; do
   install -m 0755 -o root -g root "target/$profile/libpeapod_$p.so" "/usr/lib/peapod/plugins/libpeapod_$p.so"
 done
 bash scripts/build-test-image.sh /var/lib/peapod/test-image/busybox

@@ -89,6 +89,8 @@ pub struct NodeActor {
     rejected: HashMap<String, Rejection>,
     /// Pods whose actor removed them: a late watch event must not start another.
     removed: HashSet<String>,
+    /// Staged volumes were checked against the pods of the first full list.
+    swept_staging: bool,
 }
 
 fn given_up(pod: &Pod) -> bool {
@@ -118,6 +120,7 @@ impl NodeActor {
             removing: HashSet::new(),
             rejected: HashMap::new(),
             removed: HashSet::new(),
+            swept_staging: false,
         }
     }
 
@@ -188,9 +191,14 @@ impl NodeActor {
             }
             BINDER_KEY => {
                 let node = self.node.child("Binder", key, "permanent", self.binder.restarts(&key));
-                let events = self.events.clone();
+                let cx = crate::binder::BinderContext {
+                    store,
+                    events: self.events.clone(),
+                    volumes: self.spec.rt.volumes.clone(),
+                    node_name: self.spec.node_name.clone(),
+                };
                 self.binder
-                    .start(me, key, spec, None, move |_| Binder::new(store, events, node));
+                    .start(me, key, spec, None, move |_| Binder::new(cx.clone(), node));
             }
             _ => {
                 let Some(reconciler) = crate::controllers::all().into_iter().find(|r| r.name() == key) else {
@@ -374,6 +382,18 @@ impl NodeActor {
         self.given_up.retain(|uid| live.contains(uid));
         self.rejected.retain(|uid, _| live.contains(uid));
         self.removed.retain(|uid| live.contains(uid));
+        if !std::mem::replace(&mut self.swept_staging, true) {
+            // Volumes staged for pods that went while the daemon was down.
+            let rt = self.spec.rt.clone();
+            ctx.spawn(
+                async move {
+                    for e in rt.volumes.sweep_staged(&live).await {
+                        tracing::warn!("unstaging a volume no pod uses: {e}");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
     }
 }
 

@@ -29,9 +29,10 @@ use peapod_core::object;
 use peapod_core::resources::pod_requests;
 use peapod_core::scheduling::{self, Usage};
 use peapod_core::store::{Preconditions, Store, StoreResult};
+use peapod_core::validation::storage::{class_of, SELECTED_NODE};
 use peapod_core::{deletion, writes};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct Scheduler {
     pods: HashMap<String, Value>,
     /// Every claim, by `namespace/name`.
     claims: HashMap<String, Value>,
+    /// The StorageClasses that bind at first use, by name.
+    delayed_classes: HashMap<String, Value>,
     /// The last unschedulable message reported per pod uid (an event per new message).
     reported: HashMap<String, String>,
     running: bool,
@@ -66,6 +69,7 @@ impl Scheduler {
             nodes: HashMap::new(),
             pods: HashMap::new(),
             claims: HashMap::new(),
+            delayed_classes: HashMap::new(),
             reported: HashMap::new(),
             running: false,
             again: false,
@@ -87,8 +91,9 @@ impl Scheduler {
         let (store, events) = (self.store.clone(), self.events.clone());
         let reported = self.reported.clone();
         let claims = self.claims.clone();
+        let delayed: HashSet<String> = self.delayed_classes.keys().cloned().collect();
         ctx.spawn(
-            async move { schedule(&*store, &events, (nodes, claims), pods, pending, reported).await }
+            async move { schedule(&*store, &events, (nodes, claims, delayed), pods, pending, reported).await }
                 .into_actor(self)
                 .map(|(written, reported), act, ctx| {
                     for p in written {
@@ -153,7 +158,7 @@ fn load(node: &Node, used: &Usage, pod: &PodSpec) -> i64 {
 async fn schedule(
     store: &dyn Store,
     events: &EventRecorder,
-    (nodes, claims): (Vec<Value>, HashMap<String, Value>),
+    (nodes, claims, delayed): (Vec<Value>, HashMap<String, Value>, HashSet<String>),
     pods: Vec<Value>,
     mut pending: Vec<Value>,
     mut reported: HashMap<String, String>,
@@ -197,7 +202,9 @@ async fn schedule(
         let mut verdicts = Vec::new();
         let mut best: Option<(i64, &str)> = None;
         let ns = object::namespace(&pod);
-        let held = scheduling::claims_unready(&spec, |c| claims.get(&format!("{ns}/{c}")));
+        let lookup = |c: &str| claims.get(&format!("{ns}/{c}"));
+        let is_delayed = |c: &Value| delayed.contains(class_of(c));
+        let held = scheduling::claims_unready(&spec, lookup, is_delayed);
         for node in nodes.iter().filter(|_| held.is_none()) {
             let name = node.metadata.name.as_deref().unwrap_or("");
             let used = on_node.get(name).unwrap_or(&empty);
@@ -212,6 +219,16 @@ async fn schedule(
             }
         }
         let result = match best {
+            Some((_, name)) if !scheduling::claims_waiting(&spec, lookup, is_delayed).is_empty() => {
+                // Claims that bind at first use learn the node, and the pod
+                // is bound once they are (the next pass, after the binder).
+                for c in scheduling::claims_waiting(&spec, lookup, is_delayed) {
+                    if let Err(e) = select_node(store, c, name).await {
+                        tracing::warn!("naming node {name} on claim {ns}/{}: {e}", object::name(c));
+                    }
+                }
+                Ok(None)
+            }
             Some((_, name)) => {
                 let name = name.to_string();
                 let r = bind(store, &pod, &name).await;
@@ -289,6 +306,18 @@ async fn bind(store: &dyn Store, pod: &Value, node: &str) -> StoreResult<Option<
     .await
 }
 
+/// Names the node chosen for a pod on a claim that waits for it.
+async fn select_node(store: &dyn Store, claim: &Value, node: &str) -> StoreResult<Option<Value>> {
+    writes::modify(store, kinds::claim(), claim, |c| {
+        if c["metadata"]["annotations"][SELECTED_NODE] == node {
+            return false;
+        }
+        c["metadata"]["annotations"][SELECTED_NODE] = json!(node);
+        true
+    })
+    .await
+}
+
 /// Records why the pod waits.
 async fn unschedulable(store: &dyn Store, pod: &Value, message: &str) -> StoreResult<Option<Value>> {
     writes::modify(store, kinds::pod(), pod, |p| {
@@ -320,7 +349,7 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Scheduling");
-        for kind in [kinds::pod(), kinds::node(), kinds::claim()] {
+        for kind in [kinds::pod(), kinds::node(), kinds::claim(), kinds::storageclass()] {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }
@@ -332,6 +361,25 @@ impl Handler<Informed> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        if msg.resource() == kinds::storageclass().resource() {
+            let delayed = |c: &Value| c["volumeBindingMode"] == "WaitForFirstConsumer";
+            match msg {
+                Informed::Synced { objects, .. } => {
+                    self.delayed_classes = objects
+                        .into_iter()
+                        .filter(delayed)
+                        .map(|c| (object::name(&c).to_string(), c))
+                        .collect();
+                }
+                Informed::Applied { object, .. } if delayed(&object) => {
+                    self.delayed_classes.insert(object::name(&object).to_string(), object);
+                }
+                Informed::Applied { object, .. } | Informed::Deleted { object, .. } => {
+                    self.delayed_classes.remove(object::name(&object));
+                }
+            }
+            return self.pass(ctx);
+        }
         let pods = msg.resource() == kinds::pod().resource();
         let claims = msg.resource() == kinds::claim().resource();
         let map = if pods {

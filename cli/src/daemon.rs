@@ -54,6 +54,10 @@ pub struct DaemonArgs {
     /// Directory of volume plugins (`*.so`); repeat for several, loaded in order.
     #[arg(long = "plugin-dir", default_value = "/usr/lib/peapod/plugins")]
     plugin_dirs: Vec<PathBuf>,
+    /// Operator configuration of volume plugins: `<dir>/<plugin>.yaml` (or
+    /// `.yml`, `.json`), passed to the plugin at `init`.
+    #[arg(long, default_value = "/etc/peapod/plugins")]
+    plugin_config_dir: PathBuf,
     /// Host path prefix hostPath volumes may use; repeat for several. Unset: every path is allowed.
     #[arg(long = "host-path-allow")]
     host_path_allow: Vec<PathBuf>,
@@ -220,6 +224,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         call_timeout: std::time::Duration::from_secs(args.plugin_timeout.max(1)),
         node_name: node_name.clone(),
         state_dir: paths.root.join("plugins"),
+        config_dir: args.plugin_config_dir,
     });
     for r in &refused {
         tracing::error!("{r}");
@@ -247,6 +252,9 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         for e in volumes.init_plugins().await {
             tracing::error!("{e}");
             events.node_event(EventKind::Warning, "FailedInitPlugin", e.to_string());
+        }
+        if let Err(e) = peapod_actors::binder::ensure_default_class(&*store, &volumes).await {
+            tracing::error!("creating the default StorageClass: {e}");
         }
         let tree = Tree::default();
         let threads = match args.pod_threads {

@@ -105,6 +105,19 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestErr
     Ok(out)
 }
 
+/// Reads one YAML (or JSON) document that is not an object of a kind (an
+/// operator's configuration file); an empty file is `null`.
+pub fn parse_config(source_name: &str, text: &str) -> Result<Value, ManifestError> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+        let msg = e.to_string();
+        ManifestError {
+            source_name: source_name.to_string(),
+            line: line_in(&msg),
+            message: first_line(&msg),
+        }
+    })
+}
+
 fn first_line(msg: &str) -> String {
     msg.lines().next().unwrap_or(msg).trim().to_string()
 }

@@ -573,7 +573,7 @@ pub static CLAIM: Printer = Printer {
     row: |o| {
         vec![
             json!(str_at(o, "/metadata/name")),
-            json!(str_at(o, "/status/phase")),
+            json!(storage_phase(o)),
             json!(str_at(o, "/spec/volumeName")),
             json!(str_at(o, "/status/capacity/storage")),
             json!(access_modes(&o["status"]["accessModes"])),
@@ -584,6 +584,15 @@ pub static CLAIM: Printer = Printer {
         ]
     },
 };
+
+/// A claim's or volume's phase as kubectl shows it: `Terminating` once deleted.
+fn storage_phase(o: &Value) -> &str {
+    if o["metadata"]["deletionTimestamp"].is_null() {
+        str_at(o, "/status/phase")
+    } else {
+        "Terminating"
+    }
+}
 
 /// kubectl's PersistentVolume columns.
 pub static VOLUME: Printer = Printer {
@@ -615,7 +624,7 @@ pub static VOLUME: Printer = Printer {
             json!(str_at(o, "/spec/capacity/storage")),
             json!(access_modes(&o["spec"]["accessModes"])),
             json!(str_at(o, "/spec/persistentVolumeReclaimPolicy")),
-            json!(str_at(o, "/status/phase")),
+            json!(storage_phase(o)),
             json!(claim),
             json!(str_at(o, "/spec/storageClassName")),
             json!(or_unset(str_at(o, "/spec/volumeAttributesClassName"))),

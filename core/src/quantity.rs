@@ -131,6 +131,19 @@ impl Quantity {
     }
 }
 
+/// A byte count as Kubernetes writes it in canonical binary form: the
+/// largest binary suffix that divides it exactly (`1073741824` -> `1Gi`,
+/// `1536` -> `1536`, as `1.5Ki` is not canonical).
+pub fn format_bytes(n: i64) -> String {
+    for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        let unit = 1i64 << shift;
+        if n != 0 && n % unit == 0 {
+            return format!("{}{suffix}", n / unit);
+        }
+    }
+    n.to_string()
+}
+
 impl FromStr for Quantity {
     type Err = QuantityError;
 
@@ -287,6 +300,15 @@ fn scaled(nanos: i128, unit: i128) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_format_with_the_largest_exact_suffix() {
+        assert_eq!(super::format_bytes(1 << 30), "1Gi");
+        assert_eq!(super::format_bytes(3 << 20), "3Mi");
+        assert_eq!(super::format_bytes(1536), "1536");
+        assert_eq!(super::format_bytes(0), "0");
+        assert_eq!(super::format_bytes(2048), "2Ki");
+    }
+
     use super::*;
 
     #[test]

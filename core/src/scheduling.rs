@@ -273,9 +273,14 @@ pub fn failure_message(per_node: &[Vec<Unfit>]) -> String {
 
 /// What kube-scheduler's VolumeBinding PreFilter says of a pod's claims, if
 /// they keep it from every node: a claim that does not exist, is being
-/// deleted or is not bound to a volume yet. `claim` looks a claim up by
-/// name in the pod's namespace.
-pub fn claims_unready<'a>(pod: &PodSpec, claim: impl Fn(&str) -> Option<&'a serde_json::Value>) -> Option<String> {
+/// deleted or is not bound to a volume yet, unless its binding waits for its
+/// first consumer (`delayed`: its class is `WaitForFirstConsumer`). `claim`
+/// looks a claim up by name in the pod's namespace.
+pub fn claims_unready<'a>(
+    pod: &PodSpec,
+    claim: impl Fn(&str) -> Option<&'a serde_json::Value>,
+    delayed: impl Fn(&serde_json::Value) -> bool,
+) -> Option<String> {
     let mut unbound = false;
     for v in pod.volumes.iter().flatten() {
         let Some(source) = &v.persistent_volume_claim else {
@@ -287,11 +292,28 @@ pub fn claims_unready<'a>(pod: &PodSpec, claim: impl Fn(&str) -> Option<&'a serd
             Some(c) if !c["metadata"]["deletionTimestamp"].is_null() => {
                 return Some(format!("persistentvolumeclaim \"{name}\" is being deleted"))
             }
-            Some(c) if c["spec"]["volumeName"].as_str().is_none_or(str::is_empty) => unbound = true,
+            Some(c) if c["spec"]["volumeName"].as_str().is_none_or(str::is_empty) && !delayed(c) => unbound = true,
             Some(_) => {}
         }
     }
     unbound.then(|| "pod has unbound immediate PersistentVolumeClaims".to_string())
+}
+
+/// The pod's claims that wait for it to be scheduled (unbound, `delayed`):
+/// the scheduler names the chosen node on them and binds the pod once they
+/// are bound.
+pub fn claims_waiting<'a>(
+    pod: &PodSpec,
+    claim: impl Fn(&str) -> Option<&'a serde_json::Value>,
+    delayed: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<&'a serde_json::Value> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .filter_map(|s| claim(&s.claim_name))
+        .filter(|c| c["spec"]["volumeName"].as_str().is_none_or(str::is_empty) && delayed(c))
+        .collect()
 }
 
 /// The `FailedScheduling` message when a PreFilter turned the pod away
@@ -440,20 +462,25 @@ mod tests {
         let bound = json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv-1"}});
         let pending = json!({"metadata": {"name": "data"}, "spec": {}});
         let going = json!({"metadata": {"name": "data", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
-        assert_eq!(claims_unready(&spec, |_| Some(&bound)), None);
+        assert_eq!(claims_unready(&spec, |_| Some(&bound), |_| false), None);
         assert_eq!(
-            claims_unready(&spec, |_| Some(&pending)).as_deref(),
+            claims_unready(&spec, |_| Some(&pending), |_| false).as_deref(),
             Some("pod has unbound immediate PersistentVolumeClaims")
         );
         assert_eq!(
-            claims_unready(&spec, |_| None).as_deref(),
+            claims_unready(&spec, |_| None, |_| false).as_deref(),
             Some("persistentvolumeclaim \"data\" not found")
         );
         assert_eq!(
-            claims_unready(&spec, |_| Some(&going)).as_deref(),
+            claims_unready(&spec, |_| Some(&going), |_| true).as_deref(),
             Some("persistentvolumeclaim \"data\" is being deleted")
         );
-        assert_eq!(claims_unready(&pod(json!({})), |_| None), None);
+        assert_eq!(claims_unready(&pod(json!({})), |_| None, |_| false), None);
+        // A claim that waits for its first consumer does not hold the pod back.
+        assert_eq!(claims_unready(&spec, |_| Some(&pending), |_| true), None);
+        assert_eq!(claims_waiting(&spec, |_| Some(&pending), |_| true).len(), 1);
+        assert!(claims_waiting(&spec, |_| Some(&bound), |_| true).is_empty());
+        assert!(claims_waiting(&spec, |_| Some(&pending), |_| false).is_empty());
         assert_eq!(
             prefilter_message(1, "pod has unbound immediate PersistentVolumeClaims"),
             "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. \

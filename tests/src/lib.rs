@@ -36,6 +36,8 @@ pub fn binary() -> PathBuf {
 
 /// The built-in volume plugins, as `cargo build --workspace` leaves them.
 pub const BUILTIN_PLUGINS: &[&str] = &["libpeapod_emptydir.so", "libpeapod_hostpath.so"];
+/// The local provisioner: a node with it gets the default StorageClass.
+pub const LOCAL_PLUGIN: &str = "libpeapod_local.so";
 
 /// One isolated node.
 pub struct Node {
@@ -114,6 +116,18 @@ impl Node {
     /// This node's volume plugin directory.
     pub fn plugin_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
+    }
+
+    /// Starts a node with the local provisioner too (so a default class).
+    pub fn start_with_local_storage() -> Node {
+        Self::start_with(|n| {
+            std::fs::copy(artifact(LOCAL_PLUGIN), n.plugin_dir().join(LOCAL_PLUGIN)).expect("copy plugin");
+        })
+    }
+
+    /// Where the daemon reads its plugins' configuration files.
+    pub fn plugin_config_dir(&self) -> PathBuf {
+        self.dir.path().join("plugin-config")
     }
 
     /// The daemon's log so far.
@@ -232,6 +246,8 @@ impl Node {
             )
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
+            .arg("--plugin-config-dir")
+            .arg(self.plugin_config_dir())
             .args(["--plugin-timeout", "3", "--housekeeping-interval", "1"])
             .args(&self.extra_args)
             .env("PEAPOD_FAULTS_FILE", self.dir.path().join("faults"))
@@ -448,6 +464,14 @@ impl Drop for Node {
         ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        // Loop devices over this node's volume images (normally released with their last mount).
+        for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.starts_with(&root) {
+                let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            }
         }
         for uid in &uids {
             for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {

@@ -382,3 +382,61 @@ fn claims_are_made_per_ordinal_kept_across_pods_and_retained_as_the_policy_says(
     assert_eq!(claim_uid(&node, "data-db-0").as_deref(), Some(uid0.as_str()));
     node.ok(&["delete", "pvc", "data-db-0"]);
 }
+
+const STORED: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: kv}
+spec:
+  serviceName: kv
+  replicas: 2
+  selector:
+    matchLabels: {app: kv}
+  template:
+    metadata:
+      labels: {app: kv}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: ["sh", "-c", "cat /data/id 2>/dev/null || (hostname > /data/id; echo fresh); sleep 3600"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 8Mi}}
+"#;
+
+#[test]
+fn claim_templates_are_provisioned_bound_and_keep_each_ordinals_data() {
+    let node = Node::start_with_local_storage();
+    node.apply(STORED);
+    for pod in ["kv-0", "kv-1"] {
+        node.wait_pod(pod, "Running on its own volume", MIN, |p| {
+            p["status"]["phase"] == "Running"
+        });
+        let claim = node.get("pvc", &format!("data-{pod}")).unwrap();
+        assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+        assert_eq!(claim["spec"]["storageClassName"], "local");
+        wait_for("the pod wrote its id", MIN, || {
+            node.logs(pod, "c").contains("fresh").then_some(())
+        });
+    }
+    // A replaced pod gets its own data back, not its sibling's.
+    let old = node.pod("kv-1").unwrap()["metadata"]["uid"].clone();
+    node.ok(&["delete", "pod", "kv-1"]);
+    wait_for("kv-1 back, reading its id", MIN, || {
+        let p = node.pod("kv-1")?;
+        (p["metadata"]["uid"] != old && node.logs("kv-1", "c").trim() == "kv-1").then_some(())
+    });
+    node.ok(&["delete", "sts", "kv"]);
+    wait_for("the pods gone", MIN, || {
+        node.list("pods", Some("app=kv")).is_empty().then_some(())
+    });
+    // whenDeleted defaults to Retain: the claims stay; deleting them frees their volumes.
+    node.ok(&["delete", "pvc", "data-kv-0", "data-kv-1"]);
+    wait_for("the volumes deleted", MIN, || {
+        node.list("pv", None).is_empty().then_some(())
+    });
+}

@@ -110,3 +110,285 @@ fn claims_bind_to_the_smallest_fitting_volume_and_release_it() {
     }
     node.ok(&["delete", "pv", "tiny", "small", "big", "reserved"]);
 }
+
+fn pod_with_claim(name: &str, claim: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", {script:?}]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {claim}}}
+"#
+    )
+}
+
+fn running(node: &Node, pod: &str) -> Value {
+    node.wait_pod(pod, &format!("{pod} Running"), MIN, |p| {
+        p["status"]["phase"] == "Running"
+    })
+}
+
+fn succeeded(node: &Node, pod: &str) -> Value {
+    node.wait_pod(pod, &format!("{pod} done"), MIN, |p| {
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    })
+}
+
+fn gone(node: &Node, kind: &str, name: &str) {
+    wait_for(&format!("{kind} {name} gone"), MIN, || {
+        node.get(kind, name).is_none().then_some(())
+    });
+}
+
+/// Volume mount points (staged or published) under `dir`, from this
+/// process's mount table.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let root = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&root) && (m.contains("/volumes/") || m.contains("/plugins/")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices backed by files under `dir`.
+fn loops_under(dir: &std::path::Path) -> Vec<String> {
+    let root = dir.display().to_string();
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| b.starts_with(&root)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_pod_reads_and_writes_a_host_path_volume_through_its_claim_which_is_protected_while_used() {
+    let node = Node::start();
+    let srv = node.dir.path().join("srv");
+    std::fs::create_dir_all(srv.join("pv-a")).unwrap();
+    std::fs::write(srv.join("pv-a/hello"), "from the host\n").unwrap();
+    let pv = format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: pv-a}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: {}, type: Directory}}\n",
+        srv.join("pv-a").display()
+    );
+    node.apply(&pv);
+    node.apply(&claim("data", "1Gi", ""));
+    assert_eq!(bound(&node, "data")["spec"]["volumeName"], "pv-a");
+    let c = node.get("pvc", "data").unwrap();
+    assert_eq!(c["metadata"]["finalizers"][0], "kubernetes.io/pvc-protection");
+    assert_eq!(
+        node.get("pv", "pv-a").unwrap()["metadata"]["finalizers"][0],
+        "kubernetes.io/pv-protection"
+    );
+    node.apply(&pod_with_claim(
+        "user",
+        "data",
+        "cat /data/hello; echo from the pod > /data/written; sleep 3600",
+    ));
+    running(&node, "user");
+    wait_for("the pod read the volume", MIN, || {
+        node.logs("user", "c").contains("from the host").then_some(())
+    });
+    wait_for("the pod wrote the volume", MIN, || {
+        std::fs::read_to_string(srv.join("pv-a/written"))
+            .ok()
+            .filter(|t| t == "from the pod\n")
+    });
+
+    // The claim is in use: deleting it leaves it Terminating until the pod goes.
+    node.ok(&["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let c = node.get("pvc", "data").expect("the claim is kept while used");
+    assert!(c["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(phase(&c), "Bound");
+    let table = node.ok(&["get", "pvc", "data"]);
+    assert!(table.contains("Terminating"), "{table}");
+    node.ok(&["delete", "pod", "user"]);
+    gone(&node, "pvc", "data");
+    // Retain: the volume is Released and its data stays.
+    wait_for("pv-a Released", MIN, || {
+        node.get("pv", "pv-a").filter(|v| phase(v) == "Released")
+    });
+    assert_eq!(
+        std::fs::read_to_string(srv.join("pv-a/written")).unwrap(),
+        "from the pod\n"
+    );
+
+    // A pod naming a claim that does not exist waits, saying so.
+    node.apply(&pod_with_claim("orphan", "nothing", "true"));
+    node.wait_pod("orphan", "held by its missing claim", MIN, |p| {
+        p["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("persistentvolumeclaim \"nothing\" not found"))
+        })
+    });
+    node.ok(&["delete", "pod", "orphan"]);
+    // A volume no claim is bound to goes at once.
+    node.ok(&["delete", "pv", "pv-a"]);
+    gone(&node, "pv", "pv-a");
+    assert!(
+        mounts_under(node.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(node.dir.path())
+    );
+}
+
+#[test]
+fn the_local_provisioner_enforces_the_size_and_reclaims_by_policy() {
+    let node = Node::start_with_local_storage();
+    // A fresh node's default class.
+    let table = node.ok(&["get", "sc"]);
+    assert!(table.contains("local (default)"), "{table}");
+    assert!(
+        table.contains("local.peapod.io") && table.contains("WaitForFirstConsumer"),
+        "{table}"
+    );
+
+    // No class named: the default one; it binds at first use, so it waits.
+    node.apply(&claim("scratch", "8Mi", ""));
+    wait_for("the default class assigned", MIN, || {
+        node.get("pvc", "scratch")
+            .filter(|c| c["spec"]["storageClassName"] == "local")
+    });
+    event_for(&node, "waiting for first consumer to be created before binding");
+    assert_eq!(phase(&node.get("pvc", "scratch").unwrap()), "Pending");
+
+    // The first pod makes it provisioned, bound and mounted; writing past
+    // the size fails inside the pod.
+    node.apply(&pod_with_claim(
+        "filler",
+        "scratch",
+        "dd if=/dev/zero of=/data/a bs=1M count=4 && echo FIRST-OK; \
+         dd if=/dev/zero of=/data/b bs=1M count=16 2>&1; df -k /data | tail -1",
+    ));
+    let c = bound(&node, "scratch");
+    let pv_name = c["spec"]["volumeName"].as_str().unwrap().to_string();
+    assert_eq!(pv_name, format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap()));
+    let pv = node.get("pv", &pv_name).unwrap();
+    assert_eq!(pv["spec"]["csi"]["driver"], "local.peapod.io");
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete");
+    assert_eq!(pv["spec"]["capacity"]["storage"], "8Mi");
+    assert_eq!(
+        pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+        "local.peapod.io"
+    );
+    assert!(pv["spec"]["nodeAffinity"]["required"].is_object());
+    assert!(c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].is_string());
+    let p = succeeded(&node, "filler");
+    let logs = node.logs("filler", "c");
+    assert!(logs.contains("FIRST-OK"), "{logs}");
+    assert!(logs.contains("No space left on device"), "{logs}");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{logs}");
+    let events = node.ok(&["get", "events"]);
+    assert!(
+        events.contains(&format!("Successfully provisioned volume {pv_name}")),
+        "{events}"
+    );
+
+    // Delete: the claim goes, the volume and its image with it.
+    let image_dir = node.root().join("plugins/local.peapod.io/volumes").join(&pv_name);
+    assert!(image_dir.join("disk.img").exists());
+    node.ok(&["delete", "pod", "filler"]);
+    node.ok(&["delete", "pvc", "scratch"]);
+    gone(&node, "pv", &pv_name);
+    assert!(!image_dir.exists(), "the image is deleted with its volume");
+
+    // Retain (a class of the operator's, binding at once): the data stays.
+    node.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: keep}\nprovisioner: local.peapod.io\nreclaimPolicy: Retain\n",
+    );
+    node.apply(&claim("kept", "4Mi", "  storageClassName: keep\n"));
+    let c = bound(&node, "kept");
+    let kept_pv = c["spec"]["volumeName"].as_str().unwrap().to_string();
+    node.ok(&["delete", "pvc", "kept"]);
+    let v = wait_for("kept Released", MIN, || {
+        node.get("pv", &kept_pv).filter(|v| phase(v) == "Released")
+    });
+    assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    assert!(node
+        .root()
+        .join("plugins/local.peapod.io/volumes")
+        .join(&kept_pv)
+        .join("disk.img")
+        .exists());
+    node.ok(&["delete", "pv", &kept_pv]);
+    gone(&node, "pv", &kept_pv);
+    assert!(
+        mounts_under(node.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(node.dir.path())
+    );
+    assert!(
+        loops_under(node.dir.path()).is_empty(),
+        "{:?}",
+        loops_under(node.dir.path())
+    );
+}
+
+#[test]
+fn a_volume_is_staged_once_for_all_its_pods_and_survives_a_daemon_kill() {
+    let mut node = Node::start_with_local_storage();
+    node.apply(&claim("shared", "8Mi", ""));
+    node.apply(&pod_with_claim("first", "shared", "echo kept > /data/note; sleep 3600"));
+    let c = bound(&node, "shared");
+    let pv_name = c["spec"]["volumeName"].as_str().unwrap().to_string();
+    running(&node, "first");
+    node.apply(&pod_with_claim("second", "shared", "cat /data/note; sleep 3600"));
+    running(&node, "second");
+    wait_for("the second pod sees the first's file", MIN, || {
+        node.logs("second", "c").contains("kept").then_some(())
+    });
+    let staged = node.root().join("plugins/.staging/local.peapod.io").join(&pv_name);
+    let record = || -> Value { serde_json::from_slice(&std::fs::read(staged.join("staged.json")).unwrap()).unwrap() };
+    assert_eq!(record()["users"].as_array().unwrap().len(), 2, "{}", record());
+    let staging_mounts = || mounts_under(&staged).iter().filter(|m| m.ends_with("/mount")).count();
+    assert_eq!(staging_mounts(), 1, "staged once");
+    assert_eq!(loops_under(node.dir.path()).len(), 1);
+
+    // kill -9 while staged and in use: nothing staged twice, the pods keep their data.
+    let before = node.pod("first").unwrap()["status"]["containerStatuses"][0]["containerID"].clone();
+    node.kill_daemon();
+    node.start_daemon();
+    node.apply(&pod_with_claim("third", "shared", "cat /data/note; sleep 3600"));
+    running(&node, "third");
+    wait_for("the third pod sees the data", MIN, || {
+        node.logs("third", "c").contains("kept").then_some(())
+    });
+    assert_eq!(
+        node.pod("first").unwrap()["status"]["containerStatuses"][0]["containerID"],
+        before,
+        "the running container was adopted"
+    );
+    assert_eq!(staging_mounts(), 1, "not staged again after the restart");
+    assert_eq!(loops_under(node.dir.path()).len(), 1);
+    assert_eq!(record()["users"].as_array().unwrap().len(), 3, "{}", record());
+
+    // The last pod to go unstages it.
+    node.ok(&["delete", "pod", "first", "second"]);
+    gone(&node, "pod", "second");
+    assert_eq!(staging_mounts(), 1, "still used by the third pod");
+    node.ok(&["delete", "pod", "third"]);
+    gone(&node, "pod", "third");
+    wait_for("unstaged", MIN, || (!staged.exists()).then_some(()));
+    assert!(
+        loops_under(node.dir.path()).is_empty(),
+        "{:?}",
+        loops_under(node.dir.path())
+    );
+    node.ok(&["delete", "pvc", "shared"]);
+    gone(&node, "pv", &pv_name);
+}

@@ -5,6 +5,7 @@
 //! also holds Kubernetes' rules for binding claims to volumes (`binding`).
 
 pub mod binding;
+pub mod claims;
 pub mod loader;
 pub mod manager;
 pub mod sources;

@@ -2,14 +2,17 @@
 //! pod's directory before its containers start, unpublished when it goes.
 
 use crate::loader::{CallError, LoadRefusal, Operation, Plugin, Registry};
-use crate::sources::{self, VolumeSource};
+use crate::sources::{self, Claims, VolumeSource};
 use k8s_openapi::api::core::v1::Pod;
 use peapod_plugin_sdk::{
-    InitRequest, InitResponse, PodRef, PublishRequest, PublishResponse, UnpublishRequest, UnpublishResponse,
-    VolumeStats, VolumeStatsRequest,
+    DeleteRequest, DeleteResponse, InitRequest, InitResponse, PodRef, ProvisionRequest, ProvisionResponse,
+    PublishRequest, PublishResponse, StageRequest, StageResponse, UnpublishRequest, UnpublishResponse, UnstageRequest,
+    UnstageResponse, VolumeStats, VolumeStatsRequest, CAP_STAGE,
 };
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What an operator configures about storage.
@@ -25,6 +28,18 @@ pub struct VolumeConfig {
     pub node_name: String,
     /// Where each plugin gets a state directory (`<dir>/<plugin>`).
     pub state_dir: PathBuf,
+    /// Operator configuration per plugin: `<dir>/<plugin>.yaml` (or `.yml`,
+    /// `.json`), passed as `config` at `init`.
+    pub config_dir: PathBuf,
+}
+
+/// A plugin that could not be initialised: its configuration file is
+/// unreadable, or its `init` failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("volume plugin {plugin:?}: {message}")]
+pub struct InitError {
+    pub plugin: String,
+    pub message: String,
 }
 
 /// A volume that could not be set up; `message` is for the pod's event.
@@ -56,7 +71,24 @@ pub struct Published {
 pub struct VolumeManager {
     registry: Registry,
     cfg: VolumeConfig,
+    /// One lock per staged volume: its record is read and written under it.
+    staging_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A volume staged on this node, as recorded beside its staging path so a
+/// restarted daemon knows it is staged and who uses it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedRecord {
+    pub plugin: String,
+    pub volume_id: String,
+    pub staging_path: String,
+    /// The uids of the pods it is published into.
+    pub users: BTreeSet<String>,
+}
+
+/// The record of what was published for a pod, in its directory.
+const PUBLISHED_RECORD: &str = "published.json";
 
 fn pod_ref(pod: &Pod) -> PodRef {
     PodRef {
@@ -76,7 +108,14 @@ impl VolumeManager {
     /// Loads the plugins; returns what was refused too.
     pub fn new(cfg: VolumeConfig) -> (Self, Vec<LoadRefusal>) {
         let (registry, refused) = Registry::load(&cfg.plugin_dirs);
-        (Self { registry, cfg }, refused)
+        (
+            Self {
+                registry,
+                cfg,
+                staging_locks: Mutex::default(),
+            },
+            refused,
+        )
     }
 
     /// The loaded plugins.
@@ -84,23 +123,53 @@ impl VolumeManager {
         &self.registry
     }
 
-    /// Calls every plugin's `init`; returns the failures (those plugins stay
-    /// loaded: a pod using one sees the failure of its own calls).
-    pub async fn init_plugins(&self) -> Vec<CallError> {
+    /// The operator's configuration of `plugin`, if it has a file.
+    pub fn plugin_config(&self, plugin: &str) -> Result<serde_json::Value, String> {
+        for ext in ["yaml", "yml", "json"] {
+            let path = self.cfg.config_dir.join(format!("{plugin}.{ext}"));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    return peapod_core::manifest::parse_config(&path.display().to_string(), &text)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(serde_json::Value::Null)
+    }
+
+    /// Calls every plugin's `init` with its configuration; returns the
+    /// failures (those plugins stay loaded: a pod using one sees the failure
+    /// of its own calls).
+    pub async fn init_plugins(&self) -> Vec<InitError> {
         let mut failed = Vec::new();
         for p in self.registry.all() {
             let state = self.cfg.state_dir.join(&p.name);
             let _ = std::fs::create_dir_all(&state);
+            let config = match self.plugin_config(&p.name) {
+                Ok(c) => c,
+                Err(message) => {
+                    failed.push(InitError {
+                        plugin: p.name.clone(),
+                        message: format!("configuration not loaded, plugin not initialised: {message}"),
+                    });
+                    continue;
+                }
+            };
             let req = InitRequest {
                 node_id: self.cfg.node_name.clone(),
                 state_dir: state.display().to_string(),
-                config: serde_json::Value::Null,
+                config,
             };
             if let Err(e) = p
                 .call::<_, InitResponse>(Operation::Init, &req, self.cfg.call_timeout)
                 .await
             {
-                failed.push(e);
+                failed.push(InitError {
+                    plugin: p.name.clone(),
+                    message: format!("init failed: {}", e.message),
+                });
             }
         }
         failed
@@ -129,13 +198,13 @@ impl VolumeManager {
         pod_dir.join("volumes").join(&src.plugin).join(&src.name)
     }
 
-    /// The pod's volumes, resolved.
-    pub fn sources(pod: &Pod) -> Result<Vec<VolumeSource>, VolumeError> {
+    /// The pod's volumes, resolved; claims through `claims`.
+    pub fn sources(pod: &Pod, claims: &Claims) -> Result<Vec<VolumeSource>, VolumeError> {
         pod.spec
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
             .map(|v| {
-                sources::resolve(pod, v).map_err(|message| VolumeError {
+                sources::resolve(pod, v, claims).map_err(|message| VolumeError {
                     volume: v.name.clone(),
                     message,
                 })
@@ -224,11 +293,183 @@ impl VolumeManager {
         })
     }
 
-    /// Publishes every volume of `pod` (idempotent: already published ones
-    /// are published again, which plugins accept).
-    pub async fn publish(&self, pod: &Pod, pod_dir: &Path) -> Result<Vec<Published>, VolumeError> {
+    /// Where a volume from a PersistentVolume is staged on this node, when
+    /// its plugin stages: `<state>/.staging/<plugin>/<volume>`.
+    fn staging_dir(&self, src: &VolumeSource) -> Option<PathBuf> {
+        let p = src.persistent.as_ref()?;
+        let plugin = self.registry.get(&src.plugin)?;
+        (plugin.capabilities & CAP_STAGE != 0)
+            .then(|| self.cfg.state_dir.join(".staging").join(&src.plugin).join(&p.volume))
+    }
+
+    fn staging_lock(&self, dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.staging_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// The record of a staged volume, if it is staged.
+    pub fn staged_record(dir: &Path) -> Option<StagedRecord> {
+        let bytes = std::fs::read(dir.join("staged.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Stages the volume once per node and records `uid` as a user; a
+    /// volume staged before (by this daemon or the one before a restart) is
+    /// not staged again.
+    async fn stage(&self, src: &VolumeSource, dir: &Path, uid: &str) -> Result<PathBuf, VolumeError> {
+        let fail = |message: String| VolumeError {
+            volume: src.name.clone(),
+            message,
+        };
+        let lock = self.staging_lock(dir);
+        let _held = lock.lock().await;
+        let staging = dir.join("mount");
+        let mut record = match Self::staged_record(dir) {
+            Some(r) => r,
+            None => {
+                let plugin = self.plugin(src)?;
+                let p = src
+                    .persistent
+                    .clone()
+                    .unwrap_or_else(|| unreachable!("staged volumes are persistent"));
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| fail(format!("volume {:?}: create {}: {e}", src.name, staging.display())))?;
+                let read_only = p.access_modes.iter().all(|m| m == "ReadOnlyMany") && !p.access_modes.is_empty();
+                let req = StageRequest {
+                    volume_id: src.volume_id.clone(),
+                    staging_path: staging.display().to_string(),
+                    access_modes: p.access_modes.clone(),
+                    fs_type: p.fs_type.clone(),
+                    read_only,
+                    volume_context: src.context.clone(),
+                    mount_options: p.mount_options.clone(),
+                };
+                plugin
+                    .call_for::<_, StageResponse>(
+                        Some(&format!("stage/{}", dir.display())),
+                        Operation::Stage,
+                        &req,
+                        self.cfg.call_timeout,
+                    )
+                    .await
+                    .map_err(|e| fail(format!("MountVolume.MountDevice failed for volume {:?}: {e}", p.volume)))?;
+                StagedRecord {
+                    plugin: src.plugin.clone(),
+                    volume_id: src.volume_id.clone(),
+                    staging_path: staging.display().to_string(),
+                    users: BTreeSet::new(),
+                }
+            }
+        };
+        if record.users.insert(uid.to_string()) || !dir.join("staged.json").exists() {
+            Self::write_json(&dir.join("staged.json"), &record).map_err(|e| {
+                fail(format!(
+                    "volume {:?}: record staging in {}: {e}",
+                    src.name,
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(staging)
+    }
+
+    /// Drops `uid` from the users of a staged volume and unstages it when
+    /// it was the last.
+    async fn release(&self, plugin_name: &str, dir: &Path, uid: &str) -> Result<(), String> {
+        let lock = self.staging_lock(dir);
+        let _held = lock.lock().await;
+        let Some(mut record) = Self::staged_record(dir) else {
+            return Ok(());
+        };
+        if record.users.remove(uid) {
+            Self::write_json(&dir.join("staged.json"), &record).map_err(|e| e.to_string())?;
+        }
+        if !record.users.is_empty() {
+            return Ok(());
+        }
+        let plugin = self
+            .registry
+            .get(plugin_name)
+            .ok_or_else(|| format!("volume plugin {plugin_name:?} is not loaded on this node"))?;
+        let req = UnstageRequest {
+            volume_id: record.volume_id.clone(),
+            staging_path: record.staging_path.clone(),
+        };
+        plugin
+            .call_for::<_, UnstageResponse>(
+                Some(&format!("stage/{}", dir.display())),
+                Operation::Unstage,
+                &req,
+                self.cfg.call_timeout,
+            )
+            .await
+            .map_err(|e| format!("UnmountDevice failed for volume {:?}: {e}", record.volume_id))?;
+        let _ = std::fs::remove_dir(dir.join("mount"));
+        let _ = std::fs::remove_file(dir.join("staged.json"));
+        let _ = std::fs::remove_dir(dir);
+        Ok(())
+    }
+
+    /// Every volume staged on this node: (its directory, its record).
+    pub fn staged(&self) -> Vec<(PathBuf, StagedRecord)> {
+        let root = self.cfg.state_dir.join(".staging");
         let mut out = Vec::new();
-        for src in Self::sources(pod)? {
+        for plugin in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for vol in std::fs::read_dir(plugin.path()).into_iter().flatten().flatten() {
+                if let Some(r) = Self::staged_record(&vol.path()) {
+                    out.push((vol.path(), r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Unstages what no live pod uses any more (pods removed while the
+    /// daemon was down, an unstage that failed before); `live` are the uids
+    /// of the pods this node still runs or tears down.
+    pub async fn sweep_staged(&self, live: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (dir, record) in self.staged() {
+            let gone: Vec<String> = record.users.iter().filter(|u| !live.contains(*u)).cloned().collect();
+            let result = if gone.is_empty() && !record.users.is_empty() {
+                Ok(())
+            } else if gone.is_empty() {
+                self.release(&record.plugin, &dir, "").await
+            } else {
+                let mut r = Ok(());
+                for uid in gone {
+                    r = r.and(self.release(&record.plugin, &dir, &uid).await);
+                }
+                r
+            };
+            if let Err(e) = result {
+                failed.push(e);
+            }
+        }
+        failed
+    }
+
+    /// Publishes every volume of `pod` (idempotent: already published ones
+    /// are published again, which plugins accept). A volume from a
+    /// PersistentVolume is staged first, once per node, by plugins that stage.
+    pub async fn publish(&self, pod: &Pod, pod_dir: &Path, claims: &Claims) -> Result<Vec<Published>, VolumeError> {
+        let mut out = Vec::new();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let sources = Self::sources(pod, claims)?;
+        // Recorded before any call, so a teardown after a crash finds every
+        // volume that may be staged or published.
+        self.record_published(pod_dir, &sources)?;
+        for src in sources {
             self.check_host_path(&src)?;
             let plugin = self.plugin(&src)?;
             let target = Self::target_dir(pod_dir, &src);
@@ -236,13 +477,22 @@ impl VolumeManager {
                 volume: src.name.clone(),
                 message: format!("volume {:?}: create {}: {e}", src.name, target.display()),
             })?;
+            let staging_path = match self.staging_dir(&src) {
+                Some(dir) => self.stage(&src, &dir, &uid).await?.display().to_string(),
+                None => String::new(),
+            };
             let req = PublishRequest {
                 volume_id: src.volume_id.clone(),
                 target_path: target.display().to_string(),
-                staging_path: String::new(),
+                staging_path,
                 read_only: src.read_only,
                 volume_context: src.context.clone(),
                 pod: pod_ref(pod),
+                mount_options: src
+                    .persistent
+                    .as_ref()
+                    .map(|p| p.mount_options.clone())
+                    .unwrap_or_default(),
             };
             let resp: PublishResponse = plugin
                 .call_for(
@@ -276,11 +526,53 @@ impl VolumeManager {
         Ok(out)
     }
 
-    /// Unpublishes every volume of `pod` and removes the (empty) target
-    /// directories; every volume is tried, the first error is returned.
+    /// Adds `sources` to the pod's record of published volumes.
+    fn record_published(&self, pod_dir: &Path, sources: &[VolumeSource]) -> Result<(), VolumeError> {
+        let mut all = Self::recorded(pod_dir);
+        for s in sources {
+            if !all.contains(s) {
+                all.retain(|x| x.name != s.name || x.persistent.is_none());
+                all.push(s.clone());
+            }
+        }
+        let dir = pod_dir.join("volumes");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| Self::write_json(&dir.join(PUBLISHED_RECORD), &all))
+            .map_err(|e| VolumeError {
+                volume: String::new(),
+                message: format!("record published volumes in {}: {e}", dir.display()),
+            })
+    }
+
+    fn recorded(pod_dir: &Path) -> Vec<VolumeSource> {
+        std::fs::read(pod_dir.join("volumes").join(PUBLISHED_RECORD))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// What to tear down for `pod`: what was recorded as published, and the
+    /// volumes its spec names that need no lookup.
+    fn teardown_sources(pod: &Pod, pod_dir: &Path) -> Vec<VolumeSource> {
+        let mut all = Self::recorded(pod_dir);
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if all.iter().any(|s| s.name == v.name) {
+                continue;
+            }
+            if let Ok(s) = sources::resolve(pod, v, &Claims::new()) {
+                all.push(s);
+            }
+        }
+        all
+    }
+
+    /// Unpublishes every volume of `pod`, unstages the ones no other pod
+    /// uses, and removes the (empty) target directories; every volume is
+    /// tried, the first error is returned.
     pub async fn unpublish(&self, pod: &Pod, pod_dir: &Path) -> Result<(), VolumeError> {
         let mut first = None;
-        for src in Self::sources(pod).unwrap_or_default() {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for src in Self::teardown_sources(pod, pod_dir) {
             let target = Self::target_dir(pod_dir, &src);
             let Ok(plugin) = self.plugin(&src) else { continue };
             let req = UnpublishRequest {
@@ -301,6 +593,14 @@ impl VolumeManager {
                 // Never recursive: a target may be a mount of someone's data.
                 Ok(_) => {
                     let _ = std::fs::remove_dir(&target);
+                    if let Some(dir) = self.staging_dir(&src) {
+                        if let Err(message) = self.release(&src.plugin, &dir, &uid).await {
+                            first.get_or_insert(VolumeError {
+                                volume: src.name.clone(),
+                                message,
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     first.get_or_insert(VolumeError {
@@ -311,6 +611,44 @@ impl VolumeManager {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// The loaded plugin named `name` if it provisions volumes.
+    pub fn provisioner(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.registry
+            .get(name)
+            .filter(|p| p.capabilities & peapod_plugin_sdk::CAP_PROVISION != 0)
+    }
+
+    /// Creates a volume through `plugin` (which must provision).
+    pub async fn provision(&self, plugin: &str, req: &ProvisionRequest) -> Result<ProvisionResponse, String> {
+        let p = self
+            .provisioner(plugin)
+            .ok_or_else(|| format!("volume plugin {plugin:?} is not loaded on this node or does not provision"))?;
+        p.call_for(
+            Some(&format!("provision/{}", req.name)),
+            Operation::Provision,
+            req,
+            self.cfg.call_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Deletes a provisioned volume through `plugin`.
+    pub async fn delete_volume(&self, plugin: &str, req: &DeleteRequest) -> Result<(), String> {
+        let p = self
+            .provisioner(plugin)
+            .ok_or_else(|| format!("volume plugin {plugin:?} is not loaded on this node or does not delete volumes"))?;
+        p.call_for::<_, DeleteResponse>(
+            Some(&format!("delete/{}", req.volume_id)),
+            Operation::Delete,
+            req,
+            self.cfg.call_timeout,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
     }
 
     /// Usage of a published volume.
@@ -351,6 +689,7 @@ mod tests {
             call_timeout: Duration::from_secs(1),
             node_name: "n".into(),
             state_dir: "/tmp".into(),
+            config_dir: "/nonexistent".into(),
         });
         let src = |path: &str| VolumeSource {
             name: "h".into(),
@@ -358,6 +697,7 @@ mod tests {
             volume_id: path.into(),
             context: [("path".to_string(), path.to_string())].into(),
             read_only: false,
+            persistent: None,
         };
         assert!(m.check_host_path(&src("/srv/a")).is_ok());
         let e = m.check_host_path(&src("/etc")).unwrap_err().message;

@@ -82,33 +82,37 @@ impl PodActor {
         }
         let rt = self.rt.clone();
         let pod = self.pod.clone();
+        let store = self.store.clone();
         let pod_dir = self.rt.paths.pod_dir(&self.uid);
         ctx.spawn(
-            async move { rt.volumes.publish(&pod, &pod_dir).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    if act.lifecycle != Lifecycle::Mounting {
-                        return;
+            async move {
+                let claims = peapod_volumes::claims::lookup(&*store, &pod).await;
+                rt.volumes.publish(&pod, &pod_dir, &claims).await
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                if act.lifecycle != Lifecycle::Mounting {
+                    return;
+                }
+                match res {
+                    Ok(published) => {
+                        act.mount_error = None;
+                        act.published = Arc::new(published);
+                        act.pod_dirty = true;
+                        act.set_lifecycle(Lifecycle::Active);
+                        act.schedule_housekeeping(ctx);
+                        act.reconcile(ctx);
                     }
-                    match res {
-                        Ok(published) => {
-                            act.mount_error = None;
-                            act.published = Arc::new(published);
-                            act.pod_dirty = true;
-                            act.set_lifecycle(Lifecycle::Active);
-                            act.schedule_housekeeping(ctx);
-                            act.reconcile(ctx);
-                        }
-                        Err(e) => {
-                            act.event(EventKind::Warning, "FailedMount", e.message.clone());
-                            act.mount_error = Some(e.message.clone());
-                            act.write_status(ctx);
-                            let delay = act.mount_retry;
-                            act.mount_retry = (delay * 2).min(Duration::from_secs(60));
-                            ctx.run_later(delay, |act, ctx| act.mount_volumes(ctx));
-                        }
+                    Err(e) => {
+                        act.event(EventKind::Warning, "FailedMount", e.message.clone());
+                        act.mount_error = Some(e.message.clone());
+                        act.write_status(ctx);
+                        let delay = act.mount_retry;
+                        act.mount_retry = (delay * 2).min(Duration::from_secs(60));
+                        ctx.run_later(delay, |act, ctx| act.mount_volumes(ctx));
                     }
-                }),
+                }
+            }),
         );
     }
 

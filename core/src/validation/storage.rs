@@ -111,8 +111,35 @@ pub fn admit_claim_spec(spec: &mut Value, path: &str, errs: &mut FieldErrors) {
     }
 }
 
-/// Defaults and validates a new claim; it starts `Pending`.
+/// Set by the scheduler on a claim that waits for its first consumer: the node chosen.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// The finalizer that keeps a claim while a pod uses it.
+pub const CLAIM_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// The finalizer that keeps a volume while a claim is bound to it.
+pub const VOLUME_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// Adds `finalizer` unless present, as Kubernetes' StorageObjectInUseProtection
+/// admission does on create.
+fn protect(obj: &mut Value, finalizer: &str) {
+    let list = &mut obj["metadata"]["finalizers"];
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(a) = list.as_array_mut() {
+        if !a.iter().any(|f| f == finalizer) {
+            a.push(json!(finalizer));
+        }
+    }
+}
+
+/// Defaults and validates a new claim; it starts `Pending`, protected.
 pub fn admit_claim(obj: &mut Value) -> Result<(), FieldErrors> {
+    check_claim(obj)?;
+    protect(obj, CLAIM_PROTECTION);
+    Ok(())
+}
+
+fn check_claim(obj: &mut Value) -> Result<(), FieldErrors> {
     decode::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(obj)?;
     let mut errs = FieldErrors::default();
     match decode::<ObjectMeta>(&obj["metadata"]) {
@@ -131,12 +158,16 @@ pub fn admit_claim(obj: &mut Value) -> Result<(), FieldErrors> {
 /// Validates an update: the spec is immutable but for the binder setting
 /// `volumeName` once, and a bound claim's storage request growing.
 pub fn update_claim(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
-    let mut errs = admit_update_of(old, new, admit_claim)?;
+    let mut errs = admit_update_of(old, new, check_claim)?;
     let bound = old["status"]["phase"] == "Bound";
     let mut was = old["spec"].clone();
     let mut now = new["spec"].clone();
     if was["volumeName"].as_str().is_none_or(str::is_empty) {
         was["volumeName"] = now["volumeName"].clone();
+    }
+    // A claim without a class may get one (the default class, assigned retroactively).
+    if was["storageClassName"].is_null() && !bound {
+        was["storageClassName"] = now["storageClassName"].clone();
     }
     if bound {
         was["resources"]["requests"]["storage"] = now["resources"]["requests"]["storage"].clone();
@@ -179,8 +210,15 @@ fn meta(obj: &Value, namespaced: bool, errs: &mut FieldErrors) {
 /// The volume sources a PersistentVolume may have (one of them).
 pub const VOLUME_SOURCES: &[&str] = &["hostPath", "local", "nfs", "rbd", "csi"];
 
-/// Defaults and validates a new PersistentVolume; it starts `Pending` (the binder makes it Available).
+/// Defaults and validates a new PersistentVolume; it starts `Pending` (the
+/// binder makes it Available), protected.
 pub fn admit_volume(obj: &mut Value) -> Result<(), FieldErrors> {
+    check_volume(obj)?;
+    protect(obj, VOLUME_PROTECTION);
+    Ok(())
+}
+
+fn check_volume(obj: &mut Value) -> Result<(), FieldErrors> {
     decode::<k8s_openapi::api::core::v1::PersistentVolume>(obj)?;
     let mut errs = FieldErrors::default();
     meta(obj, false, &mut errs);
@@ -285,7 +323,7 @@ pub fn admit_volume(obj: &mut Value) -> Result<(), FieldErrors> {
 
 /// Validates a PersistentVolume update: its source never changes.
 pub fn update_volume(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
-    let mut errs = admit_update_of(old, new, admit_volume)?;
+    let mut errs = admit_update_of(old, new, check_volume)?;
     for source in VOLUME_SOURCES {
         if old["spec"][*source] != new["spec"][*source] {
             errs.push(FieldError::forbidden(
@@ -407,6 +445,29 @@ mod tests {
         );
         assert!(err.contains("spec.resources[storage]: Required value"), "{err}");
         assert!(err.contains("spec.volumeMode: Unsupported value: \"Raw\""), "{err}");
+    }
+
+    #[test]
+    fn claims_and_volumes_are_protected_on_create_only() {
+        let mut c = claim(json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}));
+        admit_claim(&mut c).unwrap();
+        assert_eq!(c["metadata"]["finalizers"], json!([CLAIM_PROTECTION]));
+        // An update that drops the finalizer keeps it dropped (the binder removes it).
+        let mut next = c.clone();
+        next["metadata"]["finalizers"] = json!([]);
+        update_claim(&c, &mut next).unwrap();
+        assert_eq!(next["metadata"]["finalizers"], json!([]));
+        // A class may be given to a claim without one, not changed.
+        let mut classed = c.clone();
+        classed["spec"]["storageClassName"] = json!("local");
+        update_claim(&c, &mut classed).unwrap();
+        let mut changed = classed.clone();
+        changed["spec"]["storageClassName"] = json!("other");
+        assert!(update_claim(&classed, &mut changed).is_err());
+        let mut v = volume(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/srv/a"}}));
+        admit_volume(&mut v).unwrap();
+        assert_eq!(v["metadata"]["finalizers"], json!([VOLUME_PROTECTION]));
     }
 
     #[test]

@@ -105,8 +105,11 @@ pub struct ProvisionRequest {
 pub struct ProvisionResponse {
     pub volume_id: String,
     pub capacity_bytes: i64,
-    /// Passed back on stage/publish.
+    /// Passed back on stage/publish/delete.
     pub volume_context: Attributes,
+    /// The volume exists only on the node that provisioned it (a local
+    /// disk): its PersistentVolume gets node affinity to that node.
+    pub local_to_node: bool,
 }
 
 /// `delete`: remove a provisioned volume.
@@ -114,6 +117,8 @@ pub struct ProvisionResponse {
 #[serde(rename_all = "camelCase", default)]
 pub struct DeleteRequest {
     pub volume_id: String,
+    /// What `provision` returned as `volumeContext` (the PV's `volumeAttributes`).
+    pub volume_context: Attributes,
 }
 
 /// Reply to `delete`.
@@ -132,6 +137,8 @@ pub struct StageRequest {
     pub fs_type: String,
     pub read_only: bool,
     pub volume_context: Attributes,
+    /// The PersistentVolume's `mountOptions`.
+    pub mount_options: Vec<String>,
 }
 
 /// Reply to `stage`.
@@ -166,6 +173,8 @@ pub struct PublishRequest {
     /// `medium` and `sizeLimit` for emptyDir), or what provision returned.
     pub volume_context: Attributes,
     pub pod: PodRef,
+    /// The PersistentVolume's `mountOptions` (for plugins that do not stage).
+    pub mount_options: Vec<String>,
 }
 
 /// Reply to `publish`.

@@ -15,11 +15,23 @@
 //! - A claim with no match stays `Pending` with an event saying why, in the
 //!   controller's words; a class that binds at first use waits
 //!   (`WaitForFirstConsumer`).
-//! - A volume whose claim is gone is `Released` (its data kept; reclaiming
-//!   `Delete` volumes through their plugin is not done yet); a bound claim
-//!   whose volume is gone is `Lost`.
+//! - A volume whose claim is gone is `Released`; a bound claim whose volume
+//!   is gone is `Lost`. A released volume is reclaimed by its policy:
+//!   `Retain` keeps it (and its data), `Delete` deletes it through the plugin
+//!   that provisioned it, then the object ([`reclaim`]).
+//! - A claim without a class gets the default class; a claim of a class
+//!   whose provisioner is a loaded plugin gets a volume provisioned for it
+//!   ([`provision`]).
+//! - Claims and volumes carry the protection finalizers from admission; a
+//!   deleted claim goes once no running pod uses it, a deleted volume once
+//!   it is not bound ([`reclaim`]).
 //!
 //! Passes are level-triggered and coalesced, as the scheduler's.
+
+mod provision;
+mod reclaim;
+
+pub use provision::{ensure_default_class, DEFAULT_PROVISIONER};
 
 use crate::events::{EventKind, EventRecorder};
 use crate::informer::{self, Informed};
@@ -28,9 +40,9 @@ use actix::prelude::*;
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::store::{Store, StoreError};
-use peapod_core::validation::storage::class_of;
+use peapod_core::validation::storage::{class_of, SELECTED_NODE};
 use peapod_core::writes;
-use peapod_volumes::binding;
+use peapod_volumes::{binding, VolumeManager};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,24 +57,34 @@ pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// How often everything is looked at again without any change.
 const RESYNC: Duration = Duration::from_secs(15);
 
+/// What a pass works with.
+#[derive(Clone)]
+pub struct BinderContext {
+    pub store: Arc<dyn Store>,
+    pub events: EventRecorder,
+    /// The node's plugins, for provisioning and deleting volumes.
+    pub volumes: Arc<VolumeManager>,
+    /// This node's name: volumes local to a node are provisioned by that node.
+    pub node_name: String,
+}
+
 /// The binder.
 pub struct Binder {
-    store: Arc<dyn Store>,
+    cx: BinderContext,
     node: TreeNode,
-    events: EventRecorder,
     running: bool,
     again: bool,
-    /// The last message reported per claim uid (an event per new message).
+    /// The last message reported per object uid (an event per new message).
     reported: HashMap<String, String>,
 }
 
 impl Binder {
-    /// A binder over `store`, registered in the tree as `node`.
-    pub fn new(store: Arc<dyn Store>, events: EventRecorder, node: TreeNode) -> Self {
+    /// A binder over `cx.store`, registered in the tree as `node`.
+    pub fn new(mut cx: BinderContext, node: TreeNode) -> Self {
+        cx.events = cx.events.with_component(COMPONENT);
         Self {
-            store,
+            cx,
             node,
-            events: events.with_component(COMPONENT),
             running: false,
             again: false,
             reported: HashMap::new(),
@@ -75,12 +97,12 @@ impl Binder {
             return;
         }
         self.running = true;
-        let (store, events) = (self.store.clone(), self.events.clone());
+        let cx = self.cx.clone();
         let reported = std::mem::take(&mut self.reported);
         ctx.spawn(
             async move {
                 let mut reported = reported;
-                if let Err(e) = bind_all(&*store, &events, &mut reported).await {
+                if let Err(e) = bind_all(&cx, &mut reported).await {
                     tracing::warn!("binding claims: {e}");
                 }
                 reported
@@ -101,11 +123,16 @@ fn key(o: &Value) -> String {
     format!("{}/{}", object::namespace(o), object::name(o))
 }
 
-fn phase(o: &Value) -> &str {
+pub(super) fn phase(o: &Value) -> &str {
     o["status"]["phase"].as_str().unwrap_or("")
 }
 
-async fn set_phase(store: &dyn Store, kind: &'static kinds::Kind, o: &Value, to: &str) -> Result<(), StoreError> {
+pub(super) async fn set_phase(
+    store: &dyn Store,
+    kind: &'static kinds::Kind,
+    o: &Value,
+    to: &str,
+) -> Result<(), StoreError> {
     writes::modify(store, kind, o, |x| {
         if x["status"]["phase"] == to {
             return false;
@@ -118,14 +145,12 @@ async fn set_phase(store: &dyn Store, kind: &'static kinds::Kind, o: &Value, to:
 }
 
 /// One pass over every volume and claim.
-async fn bind_all(
-    store: &dyn Store,
-    events: &EventRecorder,
-    reported: &mut HashMap<String, String>,
-) -> Result<(), StoreError> {
+async fn bind_all(cx: &BinderContext, reported: &mut HashMap<String, String>) -> Result<(), StoreError> {
+    let (store, events) = (&*cx.store, &cx.events);
     let (volumes, _) = store.list(&kinds::volume().resource(), None).await?;
     let (claims, _) = store.list(&kinds::claim().resource(), None).await?;
     let (classes, _) = store.list(&kinds::storageclass().resource(), None).await?;
+    reclaim::protect_claims(cx, &claims).await?;
     let claims_by_key: HashMap<String, &Value> = claims.iter().map(|c| (key(c), c)).collect();
     let mut volumes_now: Vec<Value> = Vec::new();
     // Volumes: Available, Bound or Released by what their claimRef names.
@@ -154,7 +179,12 @@ async fn bind_all(
                 _ => "Released",
             }
         };
-        let want = if want.is_empty() { "Available" } else { want };
+        let want = match want {
+            "" => "Available",
+            // A volume whose reclaim failed stays Failed until it succeeds.
+            "Released" if phase(v) == "Failed" => "Failed",
+            w => w,
+        };
         if phase(v) != want && object::deletion_timestamp(v).is_none() {
             set_phase(store, kinds::volume(), v, want).await?;
             if want == "Released" {
@@ -171,11 +201,19 @@ async fn bind_all(
         }
         let mut now = v.clone();
         now["status"]["phase"] = json!(want);
+        if matches!(want, "Released" | "Failed") && object::deletion_timestamp(v).is_none() {
+            reclaim::reclaim(cx, &now, reported).await?;
+        }
         volumes_now.push(now);
     }
+    reclaim::protect_volumes(cx, &volumes_now).await?;
+    let default_class = provision::default_class(&classes);
     // Claims.
     for c in &claims {
         if object::deletion_timestamp(c).is_some() {
+            continue;
+        }
+        if provision::assign_default(store, c, default_class).await? {
             continue;
         }
         let uid = object::uid(c).to_string();
@@ -198,7 +236,9 @@ async fn bind_all(
         }
         let class = class_of(c);
         let class_obj = classes.iter().find(|s| object::name(s) == class);
-        let delay = class_obj.is_some_and(|s| s["volumeBindingMode"] == "WaitForFirstConsumer");
+        // Binding at first use waits until the scheduler picked a node.
+        let delay = class_obj.is_some_and(|s| s["volumeBindingMode"] == "WaitForFirstConsumer")
+            && c["metadata"]["annotations"][SELECTED_NODE].is_null();
         let chosen = if named.is_empty() {
             binding::best_match(c, &volumes_now, delay).cloned()
         } else {
@@ -249,6 +289,11 @@ async fn bind_all(
                         "ProvisioningFailed",
                         format!("storageclass.storage.k8s.io \"{class}\" not found"),
                     )
+                } else if provision::wanted(cx, c, class_obj, delay) {
+                    if let Err(message) = provision::provision(cx, c, class_obj.unwrap_or(&Value::Null)).await {
+                        report(events, reported, c, EventKind::Warning, "ProvisioningFailed", message);
+                    }
+                    continue;
                 } else if delay {
                     (
                         EventKind::Normal,
@@ -276,7 +321,7 @@ async fn bind_all(
     Ok(())
 }
 
-fn report(
+pub(super) fn report(
     events: &EventRecorder,
     reported: &mut HashMap<String, String>,
     claim: &Value,
@@ -292,7 +337,7 @@ fn report(
 }
 
 /// The `claimRef` a volume bound to `claim` carries.
-fn claim_ref(claim: &Value) -> Value {
+pub(super) fn claim_ref(claim: &Value) -> Value {
     json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": object::namespace(claim),
         "name": object::name(claim), "uid": object::uid(claim),
         "resourceVersion": claim["metadata"]["resourceVersion"]})
@@ -357,8 +402,9 @@ impl Actor for Binder {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Binding");
-        for kind in [kinds::volume(), kinds::claim(), kinds::storageclass()] {
-            let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
+        // Pods too: a deleted claim goes when the last pod using it does.
+        for kind in [kinds::volume(), kinds::claim(), kinds::storageclass(), kinds::pod()] {
+            let informer = informer::run(self.cx.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }
         ctx.run_interval(RESYNC, |act, ctx| act.pass(ctx));
@@ -368,7 +414,20 @@ impl Actor for Binder {
 impl Handler<Informed> for Binder {
     type Result = ();
 
-    fn handle(&mut self, _msg: Informed, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        if msg.resource() == kinds::pod().resource() {
+            // Only the end of a pod that uses claims can let a claim go.
+            let ended = match &msg {
+                Informed::Deleted { object, .. } => reclaim::uses_claims(object),
+                Informed::Applied { object, .. } => {
+                    reclaim::uses_claims(object) && matches!(phase(object), "Succeeded" | "Failed")
+                }
+                Informed::Synced { .. } => false,
+            };
+            if !ended {
+                return;
+            }
+        }
         self.pass(ctx);
     }
 }

@@ -1,0 +1,137 @@
+//! Mount helpers the built-in plugins that mount (local, NFS, RBD) share:
+//! whether a path is a mount point (by the mount table, so a bind mount of
+//! the same filesystem counts), publishing a staged volume into a pod by a
+//! bind mount (read-only when asked), unmounting, running a mount tool with
+//! its output in the error, and usage from `statvfs`.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use peapod_plugin_sdk::{PluginError, VolumeStats};
+use std::path::Path;
+use std::process::Command;
+
+/// Undoes the mount table's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount points in `mountinfo` text, in order.
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape))
+        .collect()
+}
+
+/// Whether `p` is a mount point now.
+pub fn is_mounted(p: &Path) -> bool {
+    let Ok(real) = p.canonicalize() else { return false };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_points(&info).iter().any(|m| Path::new(m) == real)
+}
+
+/// Runs `cmd`; the error carries its exit status and output.
+pub fn run(cmd: &mut Command) -> Result<String, PluginError> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| PluginError::internal(format!("run {shown}: {e}")))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    Err(PluginError::internal(format!(
+        "{shown} failed ({}): {text}",
+        out.status
+    )))
+}
+
+/// Bind-mounts the staged `source` at `target` (read-only when asked);
+/// nothing to do when `target` is mounted already.
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), PluginError> {
+    if is_mounted(target) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).map_err(|e| PluginError::internal(format!("create {}: {e}", target.display())))?;
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| PluginError::internal(format!("bind {} at {}: {e}", source.display(), target.display())))?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+            return Err(PluginError::internal(format!(
+                "make {} read-only: {e}",
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts `target` if it is mounted; a busy mount is an error, never
+/// detached lazily (the data must be written back before it goes).
+pub fn unmount(target: &Path) -> Result<(), PluginError> {
+    if !is_mounted(target) {
+        return Ok(());
+    }
+    umount2(target, MntFlags::empty()).map_err(|e| PluginError::internal(format!("unmount {}: {e}", target.display())))
+}
+
+/// Capacity and usage of the filesystem at `p`.
+pub fn stats(p: &Path) -> Result<VolumeStats, PluginError> {
+    let fs =
+        nix::sys::statvfs::statvfs(p).map_err(|e| PluginError::not_found(format!("statvfs {}: {e}", p.display())))?;
+    let frag = fs.fragment_size() as i64;
+    let blocks = fs.blocks() as i64;
+    Ok(VolumeStats {
+        capacity_bytes: blocks * frag,
+        used_bytes: (blocks - fs.blocks_free() as i64) * frag,
+        available_bytes: fs.blocks_available() as i64 * frag,
+        inodes: fs.files() as i64,
+        inodes_used: fs.files() as i64 - fs.files_free() as i64,
+        inodes_free: fs.files_free() as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        let info = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 0:5 / /proc rw - proc proc rw\n";
+        assert_eq!(mount_points(info), vec!["/mnt/a b".to_string(), "/proc".to_string()]);
+    }
+
+    #[test]
+    fn a_plain_directory_is_not_mounted() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!is_mounted(d.path()));
+        assert!(is_mounted(Path::new("/proc")));
+    }
+
+    #[test]
+    fn a_failing_tool_says_what_it_printed() {
+        let e = run(Command::new("sh").args(["-c", "echo nope >&2; exit 3"])).unwrap_err();
+        assert!(
+            e.message.contains("nope") && e.message.contains("exit status: 3"),
+            "{}",
+            e.message
+        );
+    }
+}
