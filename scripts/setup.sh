@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -22,7 +22,9 @@ fi
 # The built-in volume plugins go where the daemon loads plugins from by default,
 # owned by root and writable by nobody else (the daemon refuses anything else).
 install -d -m 0755 /usr/lib/peapod/plugins
-for p in emptydir hostpath local; do
+for p in emptydir hostpath local nfs; do
   install -m 0755 -o root -g root "target/$profile/libpeapod_$p.so" "/usr/lib/peapod/plugins/libpeapod_$p.so"
 done
+# The NFS plugin's userspace client (for kernels without NFS).
+install -m 0755 -o root -g root "target/$profile/peapod-nfs-fuse" /usr/lib/peapod/peapod-nfs-fuse
 bash scripts/build-test-image.sh /var/lib/peapod/test-image/busybox

@@ -38,6 +38,55 @@ pub fn binary() -> PathBuf {
 pub const BUILTIN_PLUGINS: &[&str] = &["libpeapod_emptydir.so", "libpeapod_hostpath.so"];
 /// The local provisioner: a node with it gets the default StorageClass.
 pub const LOCAL_PLUGIN: &str = "libpeapod_local.so";
+/// The NFS plugin and its userspace client.
+pub const NFS_PLUGIN: &str = "libpeapod_nfs.so";
+pub const NFS_HELPER: &str = "peapod-nfs-fuse";
+
+/// A test NFS server (nfs-ganesha + rpcbind on 127.0.0.1, `scripts/nfs-test-server.sh`),
+/// exporting [`NfsServer::export_dir`] as `/export`; stopped when dropped.
+pub struct NfsServer {
+    pub dir: tempfile::TempDir,
+}
+
+impl NfsServer {
+    pub fn start() -> NfsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-nfs-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nfs-test-server.sh");
+        let server = NfsServer { dir };
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .arg(server.dir.path())
+            .output()
+            .expect("run nfs-test-server.sh");
+        assert!(
+            out.status.success(),
+            "NFS test server: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server
+    }
+
+    /// The directory exported as `/export`.
+    pub fn export_dir(&self) -> PathBuf {
+        self.dir.path().join("export")
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nfs-test-server.sh");
+        let _ = Command::new("bash")
+            .arg(&script)
+            .arg("down")
+            .arg(self.dir.path())
+            .status();
+    }
+}
 
 /// One isolated node.
 pub struct Node {
@@ -122,6 +171,16 @@ impl Node {
     pub fn start_with_local_storage() -> Node {
         Self::start_with(|n| {
             std::fs::copy(artifact(LOCAL_PLUGIN), n.plugin_dir().join(LOCAL_PLUGIN)).expect("copy plugin");
+        })
+    }
+
+    /// Starts a node with the NFS plugin, its client the userspace one.
+    pub fn start_with_nfs() -> Node {
+        Self::start_with(|n| {
+            std::fs::copy(artifact(NFS_PLUGIN), n.plugin_dir().join(NFS_PLUGIN)).expect("copy plugin");
+            std::fs::create_dir_all(n.plugin_config_dir()).unwrap();
+            let config = format!("client: fuse\nfuseHelper: {}\n", artifact(NFS_HELPER).display());
+            std::fs::write(n.plugin_config_dir().join("nfs.yaml"), config).unwrap();
         })
     }
 
@@ -358,6 +417,28 @@ impl Node {
     }
 }
 
+/// A pod running `script` in busybox with claim `claim` at `/data`
+/// (restartPolicy Never, grace period 1 s).
+pub fn pod_with_claim(name: &str, claim: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", {script:?}]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {claim}}}
+"#
+    )
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -465,6 +546,10 @@ impl Drop for Node {
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
+        // FUSE helpers of this node's volumes (normally gone with their unmount).
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("peapod-nfs-fuse mount .*--mountpoint {root}")])
+            .status();
         // Loop devices over this node's volume images (normally released with their last mount).
         for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
             let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! End-to-end: PersistentVolumes, claims and classes, bound by the node's
 //! binder as Kubernetes' PersistentVolume controller binds them.
 
-use peapod_tests::{wait_for, Node};
+use peapod_tests::{pod_with_claim, wait_for, Node};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -109,26 +109,6 @@ fn claims_bind_to_the_smallest_fitting_volume_and_release_it() {
         node.ok(&["delete", "pvc", c]);
     }
     node.ok(&["delete", "pv", "tiny", "small", "big", "reserved"]);
-}
-
-fn pod_with_claim(name: &str, claim: &str, script: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: busybox
-    command: ["sh", "-c", {script:?}]
-    volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes:
-  - name: data
-    persistentVolumeClaim: {{claimName: {claim}}}
-"#
-    )
 }
 
 fn running(node: &Node, pod: &str) -> Value {

@@ -239,20 +239,11 @@ impl VolumePlugin for Local {
     }
 
     fn publish(&self, req: PublishRequest) -> Result<PublishResponse, PluginError> {
-        let staging = Path::new(&req.staging_path);
-        if req.staging_path.is_empty() || !mounts::is_mounted(staging) {
-            return Err(PluginError::precondition(format!(
-                "volume {:?} is not staged at {:?}",
-                req.volume_id, req.staging_path
-            )));
-        }
-        mounts::bind(staging, Path::new(&req.target_path), req.read_only)?;
-        Ok(PublishResponse::default())
+        mounts::publish_staged(&req)
     }
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
-        mounts::unmount(Path::new(&req.target_path))?;
-        Ok(UnpublishResponse::default())
+        mounts::unpublish_staged(&req)
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {

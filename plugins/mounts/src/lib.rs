@@ -5,7 +5,9 @@
 //! its output in the error, and usage from `statvfs`.
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use peapod_plugin_sdk::{PluginError, VolumeStats};
+use peapod_plugin_sdk::{
+    PluginError, PublishRequest, PublishResponse, UnpublishRequest, UnpublishResponse, VolumeStats,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -89,6 +91,25 @@ pub fn unmount(target: &Path) -> Result<(), PluginError> {
         return Ok(());
     }
     umount2(target, MntFlags::empty()).map_err(|e| PluginError::internal(format!("unmount {}: {e}", target.display())))
+}
+
+/// `publish` for a plugin that stages: bind the staged volume into the pod.
+pub fn publish_staged(req: &PublishRequest) -> Result<PublishResponse, PluginError> {
+    let staging = Path::new(&req.staging_path);
+    if req.staging_path.is_empty() || !is_mounted(staging) {
+        return Err(PluginError::precondition(format!(
+            "volume {:?} is not staged at {:?}",
+            req.volume_id, req.staging_path
+        )));
+    }
+    bind(staging, Path::new(&req.target_path), req.read_only)?;
+    Ok(PublishResponse::default())
+}
+
+/// `unpublish` for a plugin that staged: unmount the pod's bind mount.
+pub fn unpublish_staged(req: &UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
+    unmount(Path::new(&req.target_path))?;
+    Ok(UnpublishResponse::default())
 }
 
 /// Capacity and usage of the filesystem at `p`.
