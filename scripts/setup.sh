@@ -4,12 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
-if [ ${#need[@]} -gt 0 ]; then
+# Storage: the local plugin's mkfs, the NFS client library (and the test NFS
+# server), Ceph for the RBD plugin (and the test cluster). Without recommends:
+# Ceph's pull in a mgr and python modules nothing here uses.
+storage=()
+for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse; do
+  dpkg -s "$p" >/dev/null 2>&1 || storage+=("$p")
+done
+if [ ${#need[@]} -gt 0 ] || [ ${#storage[@]} -gt 0 ]; then
   apt-get update -qq
+fi
+if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+if [ ${#storage[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${storage[@]}"
 fi
 profile=${PEAPOD_PROFILE:-debug}
 # The test build carries the fault-injection points (tests/tests/supervision.rs
@@ -22,7 +34,7 @@ fi
 # The built-in volume plugins go where the daemon loads plugins from by default,
 # owned by root and writable by nobody else (the daemon refuses anything else).
 install -d -m 0755 /usr/lib/peapod/plugins
-for p in emptydir hostpath local nfs; do
+for p in emptydir hostpath local nfs rbd; do
   install -m 0755 -o root -g root "target/$profile/libpeapod_$p.so" "/usr/lib/peapod/plugins/libpeapod_$p.so"
 done
 # The NFS plugin's userspace client (for kernels without NFS).

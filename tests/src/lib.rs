@@ -38,6 +38,8 @@ pub fn binary() -> PathBuf {
 pub const BUILTIN_PLUGINS: &[&str] = &["libpeapod_emptydir.so", "libpeapod_hostpath.so"];
 /// The local provisioner: a node with it gets the default StorageClass.
 pub const LOCAL_PLUGIN: &str = "libpeapod_local.so";
+/// The RBD plugin.
+pub const RBD_PLUGIN: &str = "libpeapod_rbd.so";
 /// The NFS plugin and its userspace client.
 pub const NFS_PLUGIN: &str = "libpeapod_nfs.so";
 pub const NFS_HELPER: &str = "peapod-nfs-fuse";
@@ -74,6 +76,77 @@ impl NfsServer {
     /// The directory exported as `/export`.
     pub fn export_dir(&self) -> PathBuf {
         self.dir.path().join("export")
+    }
+}
+
+/// A single-node Ceph cluster for the tests (one mon, one memstore OSD,
+/// pool `rbd`; `scripts/ceph-test-cluster.sh`); stopped when dropped.
+pub struct CephCluster {
+    pub dir: tempfile::TempDir,
+}
+
+impl CephCluster {
+    pub fn start() -> CephCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-ceph-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let cluster = CephCluster { dir };
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg("up")
+            .arg(cluster.dir.path())
+            .output()
+            .expect("run ceph-test-cluster.sh");
+        assert!(
+            out.status.success(),
+            "Ceph test cluster: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-test-cluster.sh")
+    }
+
+    /// The admin keyring.
+    pub fn keyring(&self) -> PathBuf {
+        self.dir.path().join("ceph.client.admin.keyring")
+    }
+
+    /// Runs `rbd` against the cluster; stdout.
+    pub fn rbd(&self, args: &[&str]) -> String {
+        self.tool("rbd", args)
+    }
+
+    /// Runs a Ceph tool (`rbd`, `rados`) against the cluster; stdout.
+    pub fn tool(&self, tool: &str, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(tool)
+            .arg("-c")
+            .arg(self.dir.path().join("ceph.conf"))
+            .args(args)
+            .output()
+            .expect("run a ceph tool");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for CephCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .arg("down")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -181,6 +254,19 @@ impl Node {
             std::fs::create_dir_all(n.plugin_config_dir()).unwrap();
             let config = format!("client: fuse\nfuseHelper: {}\n", artifact(NFS_HELPER).display());
             std::fs::write(n.plugin_config_dir().join("nfs.yaml"), config).unwrap();
+        })
+    }
+
+    /// Starts a node with the RBD plugin configured for `ceph`, mapping through rbd-fuse.
+    pub fn start_with_rbd(ceph: &CephCluster) -> Node {
+        Self::start_with(|n| {
+            std::fs::copy(artifact(RBD_PLUGIN), n.plugin_dir().join(RBD_PLUGIN)).expect("copy plugin");
+            std::fs::create_dir_all(n.plugin_config_dir()).unwrap();
+            let config = format!(
+                "monitors: 127.0.0.1:6789\nkeyring: {}\nmapper: fuse\n",
+                ceph.keyring().display()
+            );
+            std::fs::write(n.plugin_config_dir().join("rbd.yaml"), config).unwrap();
         })
     }
 
@@ -536,6 +622,15 @@ impl Drop for Node {
             .args(["link", "del", &self.bridge()])
             .stderr(Stdio::null())
             .status();
+        // Loop devices over this node's volume images (normally released with their last mount),
+        // while their backing files still have their paths: detached once their mounts go.
+        for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.starts_with(&root) {
+                let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            }
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
             .lines()
@@ -550,14 +645,10 @@ impl Drop for Node {
         let _ = Command::new("pkill")
             .args(["-9", "-f", &format!("peapod-nfs-fuse mount .*--mountpoint {root}")])
             .status();
-        // Loop devices over this node's volume images (normally released with their last mount).
-        for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
-            if backing.starts_with(&root) {
-                let dev = format!("/dev/{}", e.file_name().to_string_lossy());
-                let _ = Command::new("losetup").args(["-d", &dev]).status();
-            }
-        }
+        // rbd-fuse helpers of this node's RBD volumes, once their loop devices are gone.
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("rbd-fuse .*{root}")])
+            .status();
         for uid in &uids {
             for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
                 let dir = e.path().join("peapod").join(format!("pod{uid}"));

@@ -49,6 +49,59 @@ pub fn run(cmd: &mut Command) -> Result<String, PluginError> {
     let out = cmd
         .output()
         .map_err(|e| PluginError::internal(format!("run {shown}: {e}")))?;
+    finished(&shown, out)
+}
+
+/// Runs `cmd`, killing it after `limit` (a tool talking to a server that
+/// does not answer must not hang the plugin call).
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Result<String, PluginError> {
+    use std::io::Read;
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| PluginError::internal(format!("run {shown}: {e}")))?;
+    // Drained on threads of their own so a chatty tool never blocks on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_t = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err_t = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(PluginError::new(
+                    peapod_plugin_sdk::STATUS_DEADLINE_EXCEEDED,
+                    format!("{shown} did not finish within {}s", limit.as_secs()),
+                ));
+            }
+            Err(e) => return Err(PluginError::internal(format!("wait for {shown}: {e}"))),
+        }
+    };
+    let out = std::process::Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    };
+    finished(&shown, out)
+}
+
+fn finished(shown: &str, out: std::process::Output) -> Result<String, PluginError> {
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -144,6 +197,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(!is_mounted(d.path()));
         assert!(is_mounted(Path::new("/proc")));
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_stopped() {
+        let e = run_within(Command::new("sleep").arg("10"), std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(e.message.contains("did not finish within"), "{}", e.message);
+        let out = run_within(Command::new("echo").arg("hi"), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(out, "hi\n");
     }
 
     #[test]
