@@ -237,6 +237,70 @@ fn target_ns(doc: &manifest::Document, flag: &Option<String>) -> Result<String> 
     }
 }
 
+/// Where apply keeps the manifest it last applied, as kubectl does.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// RFC 7386 merge patch taking `from` to `to` (`null` removes a field).
+fn merge_diff(from: &Value, to: &Value) -> Value {
+    match (from, to) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in b {
+                match a.get(k) {
+                    Some(old) if old == v => {}
+                    Some(old) if old.is_object() && v.is_object() => {
+                        patch.insert(k.clone(), merge_diff(old, v));
+                    }
+                    _ => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in a.keys().filter(|k| !b.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => to.clone(),
+    }
+}
+
+/// Applies an RFC 7386 merge patch to `target`.
+fn merge_apply(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(t) = target else { return };
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_apply(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// kubectl's client-side apply for a live object: what changed between the
+/// manifest applied last (its annotation) and this one is merged into the
+/// live object, so fields others set (a claim's `volumeName`, a scaled
+/// `replicas` the manifest never named) are kept and fields dropped from the
+/// manifest are removed. Lists are replaced whole (a JSON merge patch, not
+/// Kubernetes' strategic merge).
+fn three_way(live: &Value, applied: &Value) -> Value {
+    let last: Value = live["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| json!({}));
+    let mut out = live.clone();
+    merge_apply(&mut out, &merge_diff(&last, applied));
+    out["metadata"]["annotations"][LAST_APPLIED] = json!(serde_json::to_string(applied).unwrap_or_default());
+    out
+}
+
 pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
     let docs = read_manifests(&a.files)?;
     let mut failed = false;
@@ -245,8 +309,11 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
         let name = d.object["metadata"]["name"].as_str().unwrap_or("").to_string();
         let label = format!("{}/{}", d.kind.singular, name);
         let (code, existing) = c.request("GET", &d.kind.object_path(&ns, &name), None)?;
+        let mut manifest = d.object.clone();
+        manifest["metadata"]["annotations"][LAST_APPLIED] = json!(serde_json::to_string(&d.object)?);
+        let manifest = manifest;
         let res = if code == 404 || name.is_empty() {
-            c.call("POST", &d.kind.collection_path(&ns), Some(&d.object))
+            c.call("POST", &d.kind.collection_path(&ns), Some(&manifest))
                 .map(|_| "created")
         } else if code >= 400 {
             Err(anyhow!(
@@ -254,7 +321,7 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
                 existing["message"].as_str().unwrap_or("")
             ))
         } else {
-            let mut obj = d.object.clone();
+            let mut obj = three_way(&existing, &d.object);
             obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
             c.call("PUT", &d.kind.object_path(&ns, &name), Some(&obj)).map(|after| {
                 if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] {
@@ -1501,5 +1568,39 @@ mod tests {
             let e = duration_seconds(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+
+    #[test]
+    fn apply_keeps_what_others_set_and_drops_what_the_manifest_dropped() {
+        let first = json!({"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}},
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let mut live = first.clone();
+        live["metadata"]["annotations"] = json!({LAST_APPLIED: serde_json::to_string(&first).unwrap(), "bound": "yes"});
+        live["spec"]["volumeName"] = json!("pv-1");
+        live["status"] = json!({"phase": "Bound"});
+        let second = json!({"metadata": {"name": "c", "labels": {"a": "1"}},
+            "spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+        let out = three_way(&live, &second);
+        assert_eq!(out["spec"]["volumeName"], "pv-1", "set by the binder, kept");
+        assert_eq!(out["spec"]["resources"]["requests"]["storage"], "2Gi");
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"a": "1"}),
+            "b was dropped from the manifest"
+        );
+        assert_eq!(out["metadata"]["annotations"]["bound"], "yes");
+        assert_eq!(out["status"]["phase"], "Bound");
+        let last: Value = serde_json::from_str(out["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap()).unwrap();
+        assert_eq!(last, second);
+        // An object never applied: the manifest is merged in, nothing removed.
+        let mut created = live.clone();
+        created["metadata"]["annotations"] = json!({});
+        let out = three_way(&created, &second);
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
     }
 }

@@ -73,7 +73,7 @@ fn rbd_images_keep_their_data_are_exclusive_when_read_write_once_and_are_provisi
 
     // Provisioning: an image per claim, deleted with it.
     node.apply(
-        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: ceph}\nprovisioner: rbd\nparameters: {pool: rbd}\n",
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: ceph}\nprovisioner: rbd\nallowVolumeExpansion: true\nparameters: {pool: rbd}\n",
     );
     node.apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: dyn}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: ceph\n  resources: {requests: {storage: 32Mi}}\n");
     let c = bound(&node, "dyn");
@@ -88,7 +88,32 @@ fn rbd_images_keep_their_data_are_exclusive_when_read_write_once_and_are_provisi
     wait_for("the provisioned volume mounted", MIN, || {
         node.logs("user", "c").contains("DONE").then_some(())
     });
+    // Expansion while mounted: the image grows at once, its filesystem
+    // online where the kernel lets it, else when next staged.
+    node.apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: dyn}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: ceph\n  resources: {requests: {storage: 64Mi}}\n");
+    wait_for("the volume grown", MIN, || {
+        let events = node.ok(&["get", "events"]);
+        assert!(!events.contains("VolumeResizeFailed"), "{events}");
+        node.get("pv", &pv)
+            .filter(|v| v["spec"]["capacity"]["storage"] == "64Mi")
+    });
     node.ok(&["delete", "pod", "user"]);
+    wait_for("unstaged", MIN, || (helpers(&node) == 0).then_some(()));
+    let info = ceph.rbd(&["info", "--format", "json", &format!("rbd/{pv}")]);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["size"], 64 << 20, "{info}");
+    node.apply(&pod_with_claim(
+        "sizer",
+        "dyn",
+        "df -k /data | tail -1 | awk '{print \"KB=\" $2}'; sleep 3600",
+    ));
+    let kb = wait_for("the grown filesystem seen in a pod", MIN, || {
+        let logs = node.logs("sizer", "c");
+        logs.split("KB=").nth(1).and_then(|t| t.trim().parse::<u64>().ok())
+    });
+    assert!(kb > 50 * 1024, "the filesystem is {kb} KiB");
+    assert_eq!(node.get("pvc", "dyn").unwrap()["status"]["capacity"]["storage"], "64Mi");
+    node.ok(&["delete", "pod", "sizer"]);
     node.ok(&["delete", "pvc", "dyn"]);
     wait_for("the volume deleted", MIN, || {
         node.get("pv", &pv).is_none().then_some(())

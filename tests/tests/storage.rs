@@ -372,3 +372,83 @@ fn a_volume_is_staged_once_for_all_its_pods_and_survives_a_daemon_kill() {
     node.ok(&["delete", "pvc", "shared"]);
     gone(&node, "pv", &pv_name);
 }
+
+#[test]
+fn a_claim_grows_its_volume_and_filesystem_while_in_use() {
+    let node = Node::start_with_local_storage();
+    node.apply(&claim("grow", "8Mi", ""));
+    node.apply(&pod_with_claim(
+        "first",
+        "grow",
+        "dd if=/dev/zero of=/data/a bs=1M count=6 2>/dev/null && echo A-OK; sleep 3600",
+    ));
+    wait_for("the first write", MIN, || {
+        node.logs("first", "c").contains("A-OK").then_some(())
+    });
+    let pv = bound(&node, "grow")["spec"]["volumeName"].as_str().unwrap().to_string();
+
+    // 8Mi -> 24Mi while the first pod has it mounted: the image grows at
+    // once; its ext4 grows online where the kernel lets it (not here: no
+    // CAP_SYS_RESOURCE), else the claim waits FileSystemResizePending and the
+    // next staging grows it unmounted.
+    node.apply(&claim("grow", "24Mi", ""));
+    wait_for("the volume grown", MIN, || {
+        node.get("pv", &pv)
+            .filter(|v| v["spec"]["capacity"]["storage"] == "24Mi")
+    });
+    let c = wait_for("the claim grown or waiting for its filesystem", MIN, || {
+        node.get("pvc", "grow").filter(|c| {
+            c["status"]["capacity"]["storage"] == "24Mi"
+                || c["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|x| x["type"] == "FileSystemResizePending"))
+        })
+    });
+    if c["status"]["capacity"]["storage"] != "24Mi" {
+        event_for(&node, "Require file system resize of volume on node");
+        node.ok(&["delete", "pod", "first"]);
+        gone(&node, "pod", "first");
+    }
+    node.apply(&pod_with_claim(
+        "second",
+        "grow",
+        "dd if=/dev/zero of=/data/b bs=1M count=12 2>&1 && echo B-OK; sleep 3600",
+    ));
+    wait_for("a write that fits only the grown volume", MIN, || {
+        let logs = node.logs("second", "c");
+        assert!(!logs.contains("No space left"), "{logs}");
+        logs.contains("B-OK").then_some(())
+    });
+    let c = node.get("pvc", "grow").unwrap();
+    assert_eq!(c["status"]["capacity"]["storage"], "24Mi", "{c}");
+    assert!(
+        !c["status"]["conditions"]
+            .to_string()
+            .contains("FileSystemResizePending"),
+        "{c}"
+    );
+
+    // A class that does not allow expansion says so.
+    node.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fixed}\nprovisioner: local.peapod.io\n",
+    );
+    node.apply(&claim("stuck", "4Mi", "  storageClassName: fixed\n"));
+    bound(&node, "stuck");
+    node.apply(&claim("stuck", "8Mi", "  storageClassName: fixed\n"));
+    event_for(&node, "the storageclass that provisions the pvc must support resize");
+    assert_eq!(
+        node.get("pvc", "stuck").unwrap()["status"]["capacity"]["storage"],
+        "4Mi"
+    );
+    let _ = node.peapod(&["delete", "pod", "first"]);
+    node.ok(&["delete", "pod", "second"]);
+    node.ok(&["delete", "pvc", "grow", "stuck"]);
+    wait_for("the volumes deleted", MIN, || {
+        node.list("pv", None).is_empty().then_some(())
+    });
+    assert!(
+        loops_under(node.dir.path()).is_empty(),
+        "{:?}",
+        loops_under(node.dir.path())
+    );
+}

@@ -65,6 +65,51 @@ pub async fn lookup(store: &dyn Store, pod: &Pod) -> Claims {
     out
 }
 
+/// The condition of a claim whose volume grew but whose filesystem waits
+/// for the volume to be staged again.
+pub const RESIZE_PENDING: &str = "FileSystemResizePending";
+
+/// Whether `claim` waits for its filesystem to grow.
+pub fn resize_pending(claim: &Value) -> bool {
+    claim["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == RESIZE_PENDING && c["status"] == "True"))
+}
+
+/// After a publish: a claim waiting for its filesystem to grow whose volume
+/// was staged just now (which grows it) has its capacity and no condition.
+pub async fn finish_resizes(store: &dyn Store, pod: &Pod, published: &[crate::Published], claims: &Claims) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    for p in published.iter().filter(|p| p.staged_now) {
+        let Some(persistent) = &p.source.persistent else {
+            continue;
+        };
+        let name = persistent.claim.rsplit('/').next().unwrap_or_default();
+        let Some(Ok(pv)) = claims.get(name) else { continue };
+        let size = pv["spec"]["capacity"]["storage"].clone();
+        let Ok(claim) = store.get(&kinds::claim().resource(), &ns, name).await else {
+            continue;
+        };
+        if !resize_pending(&claim) {
+            continue;
+        }
+        let written = peapod_core::writes::modify(store, kinds::claim(), &claim, |c| {
+            if !resize_pending(c) {
+                return false;
+            }
+            c["status"]["capacity"]["storage"] = size.clone();
+            if let Some(cs) = c["status"]["conditions"].as_array_mut() {
+                cs.retain(|x| x["type"] != RESIZE_PENDING);
+            }
+            true
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!("claim {ns}/{name}: recording its grown filesystem: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

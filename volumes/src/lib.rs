@@ -11,4 +11,4 @@ pub mod manager;
 pub mod sources;
 
 pub use loader::{CallError, LoadRefusal, Operation, Plugin, Registry};
-pub use manager::{Published, VolumeConfig, VolumeError, VolumeManager};
+pub use manager::{Expanded, Published, VolumeConfig, VolumeError, VolumeManager};

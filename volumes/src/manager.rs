@@ -5,9 +5,9 @@ use crate::loader::{CallError, LoadRefusal, Operation, Plugin, Registry};
 use crate::sources::{self, Claims, VolumeSource};
 use k8s_openapi::api::core::v1::Pod;
 use peapod_plugin_sdk::{
-    DeleteRequest, DeleteResponse, InitRequest, InitResponse, PodRef, ProvisionRequest, ProvisionResponse,
-    PublishRequest, PublishResponse, StageRequest, StageResponse, UnpublishRequest, UnpublishResponse, UnstageRequest,
-    UnstageResponse, VolumeStats, VolumeStatsRequest, CAP_STAGE,
+    DeleteRequest, DeleteResponse, ExpandRequest, ExpandResponse, InitRequest, InitResponse, PodRef, ProvisionRequest,
+    ProvisionResponse, PublishRequest, PublishResponse, StageRequest, StageResponse, UnpublishRequest,
+    UnpublishResponse, UnstageRequest, UnstageResponse, VolumeStats, VolumeStatsRequest, CAP_STAGE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -65,6 +65,18 @@ pub struct Published {
     pub key: String,
     /// What containers mount: the target directory, or the plugin's `hostPath`.
     pub host_path: PathBuf,
+    /// Staged by this publish (not before): a filesystem grown while it was
+    /// not staged has just been grown to its volume's size.
+    pub staged_now: bool,
+}
+
+/// What an expansion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// The volume's size now.
+    pub capacity: i64,
+    /// Why its filesystem is not grown yet (it grows when next staged), if it is not.
+    pub filesystem_pending: Option<String>,
 }
 
 /// The node's volumes.
@@ -326,7 +338,7 @@ impl VolumeManager {
     /// Stages the volume once per node and records `uid` as a user; a
     /// volume staged before (by this daemon or the one before a restart) is
     /// not staged again.
-    async fn stage(&self, src: &VolumeSource, dir: &Path, uid: &str) -> Result<PathBuf, VolumeError> {
+    async fn stage(&self, src: &VolumeSource, dir: &Path, uid: &str) -> Result<(PathBuf, bool), VolumeError> {
         let fail = |message: String| VolumeError {
             volume: src.name.clone(),
             message,
@@ -334,9 +346,11 @@ impl VolumeManager {
         let lock = self.staging_lock(dir);
         let _held = lock.lock().await;
         let staging = dir.join("mount");
+        let mut fresh = false;
         let mut record = match Self::staged_record(dir) {
             Some(r) => r,
             None => {
+                fresh = true;
                 let plugin = self.plugin(src)?;
                 let p = src
                     .persistent
@@ -380,7 +394,7 @@ impl VolumeManager {
                 ))
             })?;
         }
-        Ok(staging)
+        Ok((staging, fresh))
     }
 
     /// Drops `uid` from the users of a staged volume and unstages it when
@@ -477,9 +491,12 @@ impl VolumeManager {
                 volume: src.name.clone(),
                 message: format!("volume {:?}: create {}: {e}", src.name, target.display()),
             })?;
-            let staging_path = match self.staging_dir(&src) {
-                Some(dir) => self.stage(&src, &dir, &uid).await?.display().to_string(),
-                None => String::new(),
+            let (staging_path, staged_now) = match self.staging_dir(&src) {
+                Some(dir) => {
+                    let (path, fresh) = self.stage(&src, &dir, &uid).await?;
+                    (path.display().to_string(), fresh)
+                }
+                None => (String::new(), false),
             };
             let req = PublishRequest {
                 volume_id: src.volume_id.clone(),
@@ -521,6 +538,7 @@ impl VolumeManager {
                 source: src,
                 host_path,
                 key,
+                staged_now,
             });
         }
         Ok(out)
@@ -649,6 +667,48 @@ impl VolumeManager {
         .await
         .map(drop)
         .map_err(|e| e.to_string())
+    }
+
+    /// The loaded plugin named `name` if it expands volumes.
+    pub fn expander(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.registry
+            .get(name)
+            .filter(|p| p.capabilities & peapod_plugin_sdk::CAP_EXPAND != 0)
+    }
+
+    /// Grows a volume through `plugin`: the volume itself, then (when it is
+    /// staged on this node) the filesystem on its staging path. A
+    /// filesystem that cannot grow while mounted (the kernel refuses, or the
+    /// plugin cannot) is left for the next staging, which grows it.
+    pub async fn expand(&self, plugin: &str, volume: &str, mut req: ExpandRequest) -> Result<Expanded, String> {
+        let p = self
+            .expander(plugin)
+            .ok_or_else(|| format!("volume plugin {plugin:?} is not loaded on this node or does not expand volumes"))?;
+        let key = format!("expand/{plugin}/{volume}");
+        req.volume_path = String::new();
+        let grown: ExpandResponse = p
+            .call_for(Some(&key), Operation::Expand, &req, self.cfg.call_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let capacity = grown.capacity_bytes.max(req.capacity_bytes);
+        let dir = self.cfg.state_dir.join(".staging").join(plugin).join(volume);
+        let lock = self.staging_lock(&dir);
+        let _held = lock.lock().await;
+        let mut filesystem_pending = None;
+        if let Some(record) = Self::staged_record(&dir) {
+            req.volume_path = record.staging_path;
+            req.capacity_bytes = capacity;
+            if let Err(e) = p
+                .call_for::<_, ExpandResponse>(Some(&key), Operation::Expand, &req, self.cfg.call_timeout)
+                .await
+            {
+                filesystem_pending = Some(e.message);
+            }
+        }
+        Ok(Expanded {
+            capacity,
+            filesystem_pending,
+        })
     }
 
     /// Usage of a published volume.

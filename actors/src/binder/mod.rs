@@ -22,6 +22,7 @@
 //! - A claim without a class gets the default class; a claim of a class
 //!   whose provisioner is a loaded plugin gets a volume provisioned for it
 //!   ([`provision`]).
+//! - A bound claim that asks for more grows its volume ([`resize`]).
 //! - Claims and volumes carry the protection finalizers from admission; a
 //!   deleted claim goes once no running pod uses it, a deleted volume once
 //!   it is not bound ([`reclaim`]).
@@ -30,6 +31,7 @@
 
 mod provision;
 mod reclaim;
+mod resize;
 
 pub use provision::{ensure_default_class, DEFAULT_PROVISIONER};
 
@@ -220,6 +222,10 @@ async fn bind_all(cx: &BinderContext, reported: &mut HashMap<String, String>) ->
         let named = c["spec"]["volumeName"].as_str().unwrap_or("").to_string();
         if phase(c) == "Bound" {
             let volume = volumes_now.iter().find(|v| object::name(v) == named);
+            if let Some(v) = volume.filter(|v| binding::is_bound_to(v, c) && resize::wants_more(c)) {
+                let class = classes.iter().find(|s| object::name(s) == class_of(c));
+                resize::resize(cx, c, v, class, reported).await?;
+            }
             if volume.is_none_or(|v| !binding::is_bound_to(v, c)) {
                 set_phase(store, kinds::claim(), c, "Lost").await?;
                 events.object_event(

@@ -221,7 +221,7 @@ pub async fn provision(cx: &BinderContext, claim: &Value, class: &Value) -> Resu
 pub const DEFAULT_PROVISIONER: &str = "local.peapod.io";
 
 /// Gives a node with the local plugin and no StorageClass at all the
-/// default class `local` (WaitForFirstConsumer, Delete), as a cluster
+/// default class `local` (WaitForFirstConsumer, Delete, expandable), as a cluster
 /// installer adds one; a node that has classes is left alone.
 pub async fn ensure_default_class(store: &dyn Store, volumes: &peapod_volumes::VolumeManager) -> Result<(), String> {
     if volumes.provisioner(DEFAULT_PROVISIONER).is_none() {
@@ -237,7 +237,7 @@ pub async fn ensure_default_class(store: &dyn Store, volumes: &peapod_volumes::V
     let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": "local", "annotations": {DEFAULT_CLASS: "true"}},
         "provisioner": DEFAULT_PROVISIONER, "reclaimPolicy": "Delete",
-        "volumeBindingMode": "WaitForFirstConsumer"});
+        "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true});
     match writes::create(store, kinds::storageclass(), class).await {
         Ok(_) | Err(writes::CreateError::Store(StoreError::AlreadyExists { .. })) => Ok(()),
         Err(e) => Err(e.to_string()),

@@ -87,7 +87,11 @@ impl PodActor {
         ctx.spawn(
             async move {
                 let claims = peapod_volumes::claims::lookup(&*store, &pod).await;
-                rt.volumes.publish(&pod, &pod_dir, &claims).await
+                let published = rt.volumes.publish(&pod, &pod_dir, &claims).await;
+                if let Ok(p) = &published {
+                    peapod_volumes::claims::finish_resizes(&*store, &pod, p, &claims).await;
+                }
+                published
             }
             .into_actor(self)
             .map(|res, act, ctx| {

@@ -115,22 +115,9 @@ impl Local {
     }
 }
 
-/// Whether `image` is the backing file of a loop device (a mount of it is
-/// alive somewhere, perhaps in a namespace this process cannot see).
-fn attached(image: &Path) -> bool {
-    let Ok(real) = image.canonicalize() else { return false };
-    std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .any(|b| Path::new(b.trim()) == real)
-}
-
 impl VolumePlugin for Local {
     fn capabilities(&self) -> u64 {
-        CAP_PROVISION | CAP_STAGE | CAP_STATS
+        CAP_PROVISION | CAP_STAGE | CAP_STATS | CAP_EXPAND
     }
 
     fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
@@ -192,7 +179,9 @@ impl VolumePlugin for Local {
 
     fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, PluginError> {
         let dir = self.dir(&req.volume_id, &req.volume_context)?;
-        if attached(&dir.join(IMAGE)) {
+        // Attached to a loop device: a mount of it is alive somewhere,
+        // perhaps in a namespace this process cannot see.
+        if mounts::loop_device_of(&dir.join(IMAGE)).is_some() {
             return Err(PluginError::precondition(format!(
                 "volume {:?} is still mounted on this node",
                 req.volume_id
@@ -227,6 +216,10 @@ impl VolumePlugin for Local {
         if !req.fs_type.is_empty() {
             cmd.args(["-t", &req.fs_type]);
         }
+        // An image grown while it was in use: its filesystem grows now, unmounted.
+        if !req.read_only {
+            mounts::grow_unmounted(&dir.join(IMAGE))?;
+        }
         cmd.args(["-o", &opts.join(",")]).arg(dir.join(IMAGE)).arg(staging);
         mounts::run(&mut cmd)?;
         Ok(StageResponse::default())
@@ -244,6 +237,34 @@ impl VolumePlugin for Local {
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
         mounts::unpublish_staged(&req)
+    }
+
+    fn expand(&self, req: ExpandRequest) -> Result<ExpandResponse, PluginError> {
+        let dir = self.dir(&req.volume_id, &req.volume_context)?;
+        let image = dir.join(IMAGE);
+        let size = image_size(req.capacity_bytes)?;
+        let have = std::fs::metadata(&image)
+            .map_err(|e| PluginError::not_found(format!("volume {:?}: {}: {e}", req.volume_id, image.display())))?
+            .len() as i64;
+        if req.volume_path.is_empty() {
+            if size > have {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&image)
+                    .and_then(|f| f.set_len(size as u64))
+                    .map_err(|e| PluginError::internal(format!("grow {} to {size}: {e}", image.display())))?;
+            }
+            return Ok(ExpandResponse {
+                capacity_bytes: size.max(have),
+            });
+        }
+        // Staged: the loop device learns the new size, then the filesystem grows.
+        let dev = mounts::loop_device_of(&image).ok_or_else(|| {
+            PluginError::precondition(format!("volume {:?} is not attached on this node", req.volume_id))
+        })?;
+        mounts::run(Command::new("losetup").args(["-c", &dev]))?;
+        mounts::grow_filesystem(&dev, Path::new(&req.volume_path))?;
+        Ok(ExpandResponse { capacity_bytes: have })
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {

@@ -165,6 +165,82 @@ pub fn unpublish_staged(req: &UnpublishRequest) -> Result<UnpublishResponse, Plu
     Ok(UnpublishResponse::default())
 }
 
+/// The loop device `file` is attached to (`/dev/loopN`), if any.
+pub fn loop_device_of(file: &Path) -> Option<String> {
+    let real = file.canonicalize().ok()?;
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| Path::new(b.trim()) == real)
+        })
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+}
+
+/// Grows the filesystem on `device`, mounted at `mountpoint`, to the
+/// device's size (online: ext2/3/4 with resize2fs, xfs with xfs_growfs);
+/// a filesystem already as large is left alone.
+pub fn grow_filesystem(device: &str, mountpoint: &Path) -> Result<(), PluginError> {
+    let fs = run(Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", device]))?;
+    match fs.trim() {
+        "ext2" | "ext3" | "ext4" => run(Command::new("resize2fs").arg(device)).map(drop),
+        "xfs" => run(Command::new("xfs_growfs").arg(mountpoint)).map(drop),
+        other => Err(PluginError::new(
+            peapod_plugin_sdk::STATUS_UNIMPLEMENTED,
+            format!("growing a {other:?} filesystem is not supported"),
+        )),
+    }
+}
+
+/// The bytes an ext2/3/4 filesystem spans, from `dumpe2fs -h` output.
+pub fn ext_size(dumpe2fs: &str) -> Option<u64> {
+    let field = |name: &str| {
+        dumpe2fs
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("Block count:")? * field("Block size:")?)
+}
+
+/// Grows the ext2/3/4 filesystem on an unmounted device or image file to
+/// its size (e2fsck first, as resize2fs requires offline); other
+/// filesystems, and one already as large, are left alone. Growing offline
+/// needs no CAP_SYS_RESOURCE, which online growth does.
+pub fn grow_unmounted(target: &Path) -> Result<(), PluginError> {
+    let Ok(info) = run(Command::new("dumpe2fs").arg("-h").arg(target)) else {
+        return Ok(());
+    };
+    let Some(fs) = ext_size(&info) else { return Ok(()) };
+    let meta = std::fs::metadata(target).map_err(|e| PluginError::internal(format!("{}: {e}", target.display())))?;
+    let size = if meta.is_file() {
+        meta.len()
+    } else {
+        run(Command::new("blockdev").arg("--getsize64").arg(target))?
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    if size <= fs {
+        return Ok(());
+    }
+    // 0: clean, 1: errors fixed; anything else stops here.
+    let check = Command::new("e2fsck")
+        .args(["-f", "-p"])
+        .arg(target)
+        .output()
+        .map_err(|e| PluginError::internal(format!("run e2fsck: {e}")))?;
+    if !matches!(check.status.code(), Some(0 | 1)) {
+        return Err(PluginError::internal(format!(
+            "e2fsck -f -p {} before growing it: {}",
+            target.display(),
+            String::from_utf8_lossy(&check.stdout).trim()
+        )));
+    }
+    run(Command::new("resize2fs").arg(target)).map(drop)
+}
+
 /// Capacity and usage of the filesystem at `p`.
 pub fn stats(p: &Path) -> Result<VolumeStats, PluginError> {
     let fs =
@@ -197,6 +273,34 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(!is_mounted(d.path()));
         assert!(is_mounted(Path::new("/proc")));
+    }
+
+    #[test]
+    fn ext_sizes_come_from_the_superblock() {
+        let text =
+            "Filesystem features:      has_journal\nBlock count:              8192\nBlock size:               1024\n";
+        assert_eq!(ext_size(text), Some(8 << 20));
+        assert_eq!(ext_size("nothing"), None);
+    }
+
+    #[test]
+    fn an_image_grown_while_unmounted_gets_its_filesystem_grown() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).unwrap();
+        grow_unmounted(&img).unwrap();
+        let before = ext_size(&run(Command::new("dumpe2fs").arg("-h").arg(&img)).unwrap()).unwrap();
+        assert_eq!(before, 4 << 20, "already its size: left alone");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(12 << 20)
+            .unwrap();
+        grow_unmounted(&img).unwrap();
+        let after = ext_size(&run(Command::new("dumpe2fs").arg("-h").arg(&img)).unwrap()).unwrap();
+        assert_eq!(after, 12 << 20);
     }
 
     #[test]

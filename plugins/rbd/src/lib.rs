@@ -444,7 +444,7 @@ fn exclusive(modes: &[String]) -> bool {
 
 impl VolumePlugin for Rbd {
     fn capabilities(&self) -> u64 {
-        CAP_PROVISION | CAP_STAGE | CAP_STATS
+        CAP_PROVISION | CAP_STAGE | CAP_STATS | CAP_EXPAND
     }
 
     fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
@@ -558,8 +558,14 @@ impl VolumePlugin for Rbd {
         let mounted = write
             .map_err(io(format!("record {}", record.display())))
             .and_then(|_| std::fs::create_dir_all(staging).map_err(io(format!("create {}", staging.display()))))
+            // An image grown while it was in use: its filesystem grows now, unmounted.
+            .and_then(|_| match req.read_only {
+                true => Ok(()),
+                false => mounts::grow_unmounted(Path::new(&staged.device)),
+            })
             .and_then(|_| Self::mount_fs(&staged.device, fs_type, staging, req.read_only, &req.mount_options));
         if let Err(e) = mounted {
+            let _ = mounts::unmount(staging);
             let _ = self.detach(&staged);
             let _ = std::fs::remove_file(&record);
             undo_lock(self);
@@ -593,6 +599,36 @@ impl VolumePlugin for Rbd {
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
         mounts::unpublish_staged(&req)
+    }
+
+    fn expand(&self, req: ExpandRequest) -> Result<ExpandResponse, PluginError> {
+        let s = self.setup()?;
+        let mib = ((req.capacity_bytes.max(1) as u64).div_ceil(1 << 20)).max(4);
+        if req.volume_path.is_empty() {
+            let img = image_of(&req.volume_context, &s.cfg)?;
+            // rbd refuses to shrink without --allow-shrink: a smaller request fails.
+            self.rbd(
+                &s,
+                &img,
+                &["resize", "--no-progress", "--size", &mib.to_string(), &img.spec()],
+            )?;
+            return Ok(ExpandResponse {
+                capacity_bytes: (mib << 20) as i64,
+            });
+        }
+        let staging = Path::new(&req.volume_path);
+        let st: Staged = std::fs::read(Self::record(&s, staging))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| PluginError::precondition(format!("{} is not staged by this plugin", staging.display())))?;
+        if st.mapper == "fuse" {
+            // rbd-fuse shows the new size; the loop device learns it.
+            mounts::run(Command::new("losetup").args(["-c", &st.device]))?;
+        }
+        mounts::grow_filesystem(&st.device, staging)?;
+        Ok(ExpandResponse {
+            capacity_bytes: (mib << 20) as i64,
+        })
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {

@@ -229,7 +229,11 @@ pub struct VolumeStats {
 pub struct ExpandRequest {
     pub volume_id: String,
     pub capacity_bytes: i64,
+    /// Empty: grow the volume itself (its image, its RBD image). Set: the
+    /// volume is staged there on this node; grow the filesystem on it too.
     pub volume_path: String,
+    /// The volume's context, as on stage and publish.
+    pub volume_context: Attributes,
 }
 
 /// Reply to `expand`.
