@@ -240,34 +240,48 @@ impl Node {
         self.dir.path().join("plugins")
     }
 
+    /// Before the daemon starts (in a `start_with` closure): adds the built
+    /// plugin `lib`, with `config` as its configuration file `<name>.yaml`.
+    pub fn add_plugin(&self, lib: &str, config: Option<(&str, String)>) {
+        std::fs::copy(artifact(lib), self.plugin_dir().join(lib)).expect("copy plugin");
+        if let Some((name, text)) = config {
+            std::fs::create_dir_all(self.plugin_config_dir()).unwrap();
+            std::fs::write(self.plugin_config_dir().join(format!("{name}.yaml")), text).unwrap();
+        }
+    }
+
+    /// The NFS plugin's configuration: its userspace client.
+    pub fn nfs_config() -> (&'static str, String) {
+        (
+            "nfs",
+            format!("client: fuse\nfuseHelper: {}\n", artifact(NFS_HELPER).display()),
+        )
+    }
+
+    /// The RBD plugin's configuration for `ceph`, mapping through rbd-fuse.
+    pub fn rbd_config(ceph: &CephCluster) -> (&'static str, String) {
+        (
+            "rbd",
+            format!(
+                "monitors: 127.0.0.1:6789\nkeyring: {}\nmapper: fuse\n",
+                ceph.keyring().display()
+            ),
+        )
+    }
+
     /// Starts a node with the local provisioner too (so a default class).
     pub fn start_with_local_storage() -> Node {
-        Self::start_with(|n| {
-            std::fs::copy(artifact(LOCAL_PLUGIN), n.plugin_dir().join(LOCAL_PLUGIN)).expect("copy plugin");
-        })
+        Self::start_with(|n| n.add_plugin(LOCAL_PLUGIN, None))
     }
 
     /// Starts a node with the NFS plugin, its client the userspace one.
     pub fn start_with_nfs() -> Node {
-        Self::start_with(|n| {
-            std::fs::copy(artifact(NFS_PLUGIN), n.plugin_dir().join(NFS_PLUGIN)).expect("copy plugin");
-            std::fs::create_dir_all(n.plugin_config_dir()).unwrap();
-            let config = format!("client: fuse\nfuseHelper: {}\n", artifact(NFS_HELPER).display());
-            std::fs::write(n.plugin_config_dir().join("nfs.yaml"), config).unwrap();
-        })
+        Self::start_with(|n| n.add_plugin(NFS_PLUGIN, Some(Self::nfs_config())))
     }
 
     /// Starts a node with the RBD plugin configured for `ceph`, mapping through rbd-fuse.
     pub fn start_with_rbd(ceph: &CephCluster) -> Node {
-        Self::start_with(|n| {
-            std::fs::copy(artifact(RBD_PLUGIN), n.plugin_dir().join(RBD_PLUGIN)).expect("copy plugin");
-            std::fs::create_dir_all(n.plugin_config_dir()).unwrap();
-            let config = format!(
-                "monitors: 127.0.0.1:6789\nkeyring: {}\nmapper: fuse\n",
-                ceph.keyring().display()
-            );
-            std::fs::write(n.plugin_config_dir().join("rbd.yaml"), config).unwrap();
-        })
+        Self::start_with(|n| n.add_plugin(RBD_PLUGIN, Some(Self::rbd_config(ceph))))
     }
 
     /// Where the daemon reads its plugins' configuration files.
