@@ -690,6 +690,30 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
         println!("Labels:       {}", output::label_string(&o));
         println!("Created:      {}", m["creationTimestamp"].as_str().unwrap_or(""));
         describer(kind)(&o);
+        if kind.kind == "PersistentVolumeClaim" {
+            // kubectl's "Used By": the pods naming the claim.
+            let pods = c.call("GET", &kinds::pod().collection_path(&ns), None).ok();
+            let claim = m["name"].as_str().unwrap_or("");
+            let users: Vec<String> = pods
+                .iter()
+                .flat_map(|p| p["items"].as_array())
+                .flatten()
+                .filter(|p| {
+                    p["spec"]["volumes"]
+                        .as_array()
+                        .is_some_and(|vs| vs.iter().any(|v| v["persistentVolumeClaim"]["claimName"] == claim))
+                })
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+                .collect();
+            println!(
+                "Used By:       {}",
+                if users.is_empty() {
+                    "<none>".into()
+                } else {
+                    users.join(", ")
+                }
+            );
+        }
         let uid = m["uid"].as_str().unwrap_or("");
         let mut evs: Vec<&Value> = events
             .iter()
@@ -738,6 +762,8 @@ static DESCRIBERS: &[Describer] = &[
     ("batch", "Job", describe_job),
     ("apps", "StatefulSet", describe_statefulset),
     ("", "PersistentVolumeClaim", describe_claim),
+    ("", "PersistentVolume", describe_volume),
+    ("storage.k8s.io", "StorageClass", describe_class),
 ];
 
 /// A StatefulSet's counts, strategy, template and claim templates, as kubectl shows them.
@@ -814,6 +840,161 @@ fn describe_claim(o: &Value) {
         peapod_core::printers::access_modes(&st["accessModes"])
     );
     println!("VolumeMode:    {}", spec["volumeMode"].as_str().unwrap_or(""));
+    println!("Finalizers:    [{}]", strings(&o["metadata"]["finalizers"]).join(" "));
+    let conditions = st["conditions"].as_array().cloned().unwrap_or_default();
+    if !conditions.is_empty() {
+        println!("Conditions:");
+        for c in conditions {
+            println!(
+                "  {:<24} {:<6} {}",
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+        .collect()
+}
+
+/// A PersistentVolume as kubectl shows it: binding, policy, size, node
+/// affinity and its source's fields.
+fn describe_volume(o: &Value) {
+    let (spec, st) = (&o["spec"], &o["status"]);
+    println!("Finalizers:      [{}]", strings(&o["metadata"]["finalizers"]).join(" "));
+    println!("StorageClass:    {}", spec["storageClassName"].as_str().unwrap_or(""));
+    let phase = if o["metadata"]["deletionTimestamp"].is_null() {
+        st["phase"].as_str().unwrap_or("")
+    } else {
+        "Terminating"
+    };
+    println!("Status:          {phase}");
+    let claim = match (
+        spec["claimRef"]["namespace"].as_str(),
+        spec["claimRef"]["name"].as_str(),
+    ) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        _ => String::new(),
+    };
+    println!("Claim:           {claim}");
+    println!(
+        "Reclaim Policy:  {}",
+        spec["persistentVolumeReclaimPolicy"].as_str().unwrap_or("")
+    );
+    println!(
+        "Access Modes:    {}",
+        peapod_core::printers::access_modes(&spec["accessModes"])
+    );
+    println!(
+        "VolumeMode:      {}",
+        spec["volumeMode"].as_str().unwrap_or("Filesystem")
+    );
+    println!(
+        "Capacity:        {}",
+        spec["capacity"]["storage"].as_str().unwrap_or("")
+    );
+    let terms = spec["nodeAffinity"]["required"]["nodeSelectorTerms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if terms.is_empty() {
+        println!("Node Affinity:   <none>");
+    } else {
+        println!("Node Affinity:");
+        println!("  Required Terms:");
+        for t in terms {
+            for e in t["matchExpressions"].as_array().into_iter().flatten() {
+                println!(
+                    "    Term 0:        {} {} [{}]",
+                    e["key"].as_str().unwrap_or(""),
+                    e["operator"].as_str().unwrap_or("").to_lowercase(),
+                    strings(&e["values"]).join(", ")
+                );
+            }
+        }
+    }
+    println!("Message:         {}", st["message"].as_str().unwrap_or(""));
+    println!("Source:");
+    for kind in peapod_core::validation::storage::VOLUME_SOURCES {
+        let Some(fields) = spec[*kind].as_object() else {
+            continue;
+        };
+        let title = match *kind {
+            "hostPath" => "HostPath (bare host directory volume)",
+            "local" => "LocalVolume (a persistent volume backed by local storage on a node)",
+            "nfs" => "NFS (an NFS mount that lasts the lifetime of a pod)",
+            "rbd" => "RBD (a Rados Block Device mount on the host that shares a pod's lifetime)",
+            _ => "CSI (a Container Storage Interface (CSI) volume source)",
+        };
+        println!("    Type:          {title}");
+        for (k, v) in fields {
+            let shown = match v {
+                Value::String(t) => t.clone(),
+                Value::Array(_) => strings(v).join(","),
+                other => other.to_string(),
+            };
+            println!("    {:<14} {shown}", format!("{}:", capitalised(k)));
+        }
+    }
+}
+
+fn capitalised(k: &str) -> String {
+    let mut c = k.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// A StorageClass as kubectl shows it.
+fn describe_class(o: &Value) {
+    let default = o["metadata"]["annotations"][peapod_core::validation::storage::DEFAULT_CLASS] == "true";
+    println!("IsDefaultClass:        {}", if default { "Yes" } else { "No" });
+    println!("Provisioner:           {}", o["provisioner"].as_str().unwrap_or(""));
+    let params: Vec<String> = o["parameters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    println!(
+        "Parameters:            {}",
+        if params.is_empty() {
+            "<none>".into()
+        } else {
+            params.join(",")
+        }
+    );
+    println!(
+        "AllowVolumeExpansion:  {}",
+        if o["allowVolumeExpansion"] == true {
+            "True"
+        } else {
+            "<unset>"
+        }
+    );
+    let opts = strings(&o["mountOptions"]);
+    println!(
+        "MountOptions:          {}",
+        if opts.is_empty() {
+            "<none>".into()
+        } else {
+            opts.join(",")
+        }
+    );
+    println!(
+        "ReclaimPolicy:         {}",
+        o["reclaimPolicy"].as_str().unwrap_or("Delete")
+    );
+    println!(
+        "VolumeBindingMode:     {}",
+        o["volumeBindingMode"].as_str().unwrap_or("Immediate")
+    );
 }
 
 /// A Job's counts, times, template and conditions, as kubectl shows them.

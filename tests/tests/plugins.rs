@@ -158,5 +158,41 @@ spec:
     let pid = node.daemon_pid().unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(container(&node.pod("vendor").unwrap(), "c")["ready"], true);
+
+    // A third-party plugin backs a PersistentVolume through its csi source.
+    node.apply(
+        r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {name: vendor-pv}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  csi: {driver: misbehave, volumeHandle: vol-1, volumeAttributes: {mode: ok}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: vendor-claim}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: claimed}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: v, persistentVolumeClaim: {claimName: vendor-claim}}]
+  containers:
+  - {name: c, image: busybox, command: ["sh", "-c", "cat /v/from-rust-plugin; exec sleep 3600"], volumeMounts: [{name: v, mountPath: /v}]}
+"#,
+    );
+    let claimed = node.wait_pod("claimed", "running on the vendor's volume", MIN, |p| {
+        container(p, "c")["ready"] == true
+    });
+    let uid = claimed["metadata"]["uid"].as_str().unwrap().to_string();
+    wait_for("the vendor plugin published the claim's volume", MIN, || {
+        node.logs("claimed", "c").contains(&uid).then_some(())
+    });
     node.ok(&["delete", "pod", "vendor", "boom", "stuck"]);
 }

@@ -188,6 +188,16 @@ fn a_pod_reads_and_writes_a_host_path_volume_through_its_claim_which_is_protecte
             .filter(|t| t == "from the pod\n")
     });
 
+    let d = node.ok(&["describe", "pvc", "data"]);
+    assert!(d.contains("Used By:       user"), "{d}");
+    assert!(d.contains("Finalizers:    [kubernetes.io/pvc-protection]"), "{d}");
+    let d = node.ok(&["describe", "pv", "pv-a"]);
+    assert!(d.contains("Claim:           default/data"), "{d}");
+    assert!(
+        d.contains("Type:          HostPath (bare host directory volume)"),
+        "{d}"
+    );
+
     // The claim is in use: deleting it leaves it Terminating until the pod goes.
     node.ok(&["delete", "pvc", "data", "--wait=false"]);
     std::thread::sleep(Duration::from_secs(3));
@@ -237,6 +247,10 @@ fn the_local_provisioner_enforces_the_size_and_reclaims_by_policy() {
         table.contains("local.peapod.io") && table.contains("WaitForFirstConsumer"),
         "{table}"
     );
+
+    let d = node.ok(&["describe", "sc", "local"]);
+    assert!(d.contains("IsDefaultClass:        Yes"), "{d}");
+    assert!(d.contains("AllowVolumeExpansion:  True"), "{d}");
 
     // No class named: the default one; it binds at first use, so it waits.
     node.apply(&claim("scratch", "8Mi", ""));
