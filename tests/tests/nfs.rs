@@ -30,7 +30,7 @@ fn helpers(node: &Node) -> usize {
 #[test]
 fn nfs_volumes_are_shared_between_pods_and_provisioned_per_claim() {
     let server = NfsServer::start();
-    let node = Node::start_with_nfs();
+    let mut node = Node::start_with_nfs();
     std::fs::write(server.export_dir().join("seed"), "on the server\n").unwrap();
 
     // A static ReadWriteMany volume: one pod writes, the other reads.
@@ -61,6 +61,20 @@ fn nfs_volumes_are_shared_between_pods_and_provisioned_per_claim() {
         "the data is on the server"
     );
     assert_eq!(helpers(&node), 1, "one client for both pods on this node");
+    // kill -9 of the daemon: the client and the pods keep going; the restarted
+    // daemon adopts the staging instead of mounting the export again.
+    node.kill_daemon();
+    node.start_daemon();
+    node.apply(&pod(
+        "late",
+        "shared",
+        "md5sum -c /data/sum && echo LATE-OK; sleep 3600",
+    ));
+    wait_for("a pod after the restart reads the data", MIN, || {
+        node.logs("late", "c").contains("LATE-OK").then_some(())
+    });
+    assert_eq!(helpers(&node), 1, "still one client after the restart");
+    node.ok(&["delete", "pod", "late"]);
     node.ok(&["delete", "pod", "writer", "reader"]);
     wait_for("the client ends with the last pod", MIN, || {
         (helpers(&node) == 0).then_some(())

@@ -32,7 +32,7 @@ fn helpers(node: &Node) -> usize {
 #[test]
 fn rbd_images_keep_their_data_are_exclusive_when_read_write_once_and_are_provisioned() {
     let ceph = CephCluster::start();
-    let node = Node::start_with_rbd(&ceph);
+    let mut node = Node::start_with_rbd(&ceph);
     ceph.rbd(&["create", "--size", "64", "rbd/shared"]);
     // Two volumes over one image: only one may be staged ReadWriteOnce.
     node.apply(&static_volume("first", "shared"));
@@ -54,6 +54,17 @@ fn rbd_images_keep_their_data_are_exclusive_when_read_write_once_and_are_provisi
             .then_some(())
     });
     assert_eq!(node.pod("reader").unwrap()["status"]["phase"], "Pending");
+    // kill -9 of the daemon while the image is staged and written: after the
+    // restart it is still staged once, locked once, and the writer runs on.
+    let before = node.pod("writer").unwrap()["status"]["containerStatuses"][0]["containerID"].clone();
+    node.kill_daemon();
+    node.start_daemon();
+    wait_for("the restarted daemon reports the writer", MIN, || {
+        let p = node.pod("writer")?;
+        (p["status"]["containerStatuses"][0]["containerID"] == before && p["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    assert_eq!(helpers(&node), 1, "not mapped again after the restart");
     let lock = ["-p", "rbd", "lock", "info", "peapod.lock.shared", "peapod"];
     let holders = ceph.tool("rados", &lock);
     assert!(holders.contains("peapod:"), "{holders}");
