@@ -3,7 +3,7 @@
 //! loaded and used by pods; broken plugins (wrong ABI, duplicate name,
 //! writable by others, panicking, hanging) never take the daemon down.
 
-use peapod_tests::{artifact, container, wait_for, Node};
+use peapod_tests::{artifact, container, wait_for, Node, LOCAL_PLUGIN, NFS_PLUGIN};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -195,4 +195,35 @@ spec:
         node.logs("claimed", "c").contains(&uid).then_some(())
     });
     node.ok(&["delete", "pod", "vendor", "boom", "stuck"]);
+}
+
+#[test]
+fn a_plugin_configuration_that_is_wrong_is_named_and_the_daemon_runs_on() {
+    let node = Node::start_with(|n| {
+        n.add_plugin(LOCAL_PLUGIN, Some(("local.peapod.io", "basePath: [unclosed\n".into())));
+        n.add_plugin(NFS_PLUGIN, Some(("nfs", "clinet: fuse\n".into())));
+    });
+    let events = wait_for("both plugins reported", MIN, || {
+        let e = node.ok(&["get", "events", "-o", "json"]);
+        (e.matches("FailedInitPlugin").count() >= 2).then_some(e)
+    });
+    assert!(
+        events.contains("local.peapod.io.yaml:1:")
+            && events.contains("configuration not loaded, plugin not initialised"),
+        "{events}"
+    );
+    assert!(
+        events.contains("init failed: configuration: unknown field `clinet`"),
+        "{events}"
+    );
+    // The daemon runs on, and a claim for the unconfigured provisioner says why it waits.
+    node.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\nprovisioner: local.peapod.io\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: c}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: now\n  resources: {requests: {storage: 4Mi}}\n",
+    );
+    wait_for("the claim's provisioning failure", MIN, || {
+        node.ok(&["get", "events"])
+            .contains("the plugin is not initialised")
+            .then_some(())
+    });
+    assert_eq!(node.get("pvc", "c").unwrap()["status"]["phase"], "Pending");
 }

@@ -466,3 +466,33 @@ fn a_claim_grows_its_volume_and_filesystem_while_in_use() {
         loops_under(node.dir.path())
     );
 }
+
+#[test]
+fn a_local_volume_is_used_through_its_claim() {
+    let node = Node::start();
+    let disk = node.dir.path().join("disk1");
+    std::fs::create_dir_all(&disk).unwrap();
+    std::fs::write(disk.join("label"), "disk one\n").unwrap();
+    node.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: local-a}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: local-disks\n  local: {{path: {}}}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{{key: kubernetes.io/os, operator: In, values: [linux]}}]\n",
+        disk.display()
+    ));
+    node.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local-disks}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n",
+    );
+    node.apply(&claim("disk", "5Gi", "  storageClassName: local-disks\n"));
+    event_for(&node, "waiting for first consumer to be created before binding");
+    node.apply(&pod_with_claim("reader", "disk", "cat /data/label; sleep 3600"));
+    assert_eq!(bound(&node, "disk")["spec"]["volumeName"], "local-a");
+    wait_for("the pod read the local volume", MIN, || {
+        node.logs("reader", "c").contains("disk one").then_some(())
+    });
+    let d = node.ok(&["describe", "pv", "local-a"]);
+    assert!(d.contains("kubernetes.io/os in [linux]"), "{d}");
+    node.ok(&["delete", "pod", "reader"]);
+    node.ok(&["delete", "pvc", "disk"]);
+    wait_for("local-a Released", MIN, || {
+        node.get("pv", "local-a").filter(|v| phase(v) == "Released")
+    });
+    assert!(disk.join("label").exists(), "Retain keeps the data");
+}
