@@ -53,6 +53,8 @@ pub struct Scheduler {
     claims: HashMap<String, Value>,
     /// The StorageClasses that bind at first use, by name.
     delayed_classes: HashMap<String, Value>,
+    /// Every PersistentVolume, by name (their node affinity).
+    volumes: HashMap<String, Value>,
     /// The last unschedulable message reported per pod uid (an event per new message).
     reported: HashMap<String, String>,
     running: bool,
@@ -70,6 +72,7 @@ impl Scheduler {
             pods: HashMap::new(),
             claims: HashMap::new(),
             delayed_classes: HashMap::new(),
+            volumes: HashMap::new(),
             reported: HashMap::new(),
             running: false,
             again: false,
@@ -92,19 +95,28 @@ impl Scheduler {
         let reported = self.reported.clone();
         let claims = self.claims.clone();
         let delayed: HashSet<String> = self.delayed_classes.keys().cloned().collect();
+        let volumes = self.volumes.clone();
         ctx.spawn(
-            async move { schedule(&*store, &events, (nodes, claims, delayed), pods, pending, reported).await }
-                .into_actor(self)
-                .map(|(written, reported), act, ctx| {
-                    for p in written {
-                        newer(&mut act.pods, p);
-                    }
-                    act.reported = reported;
-                    act.running = false;
-                    if std::mem::take(&mut act.again) {
-                        act.pass(ctx);
-                    }
-                }),
+            async move {
+                let world = World {
+                    nodes,
+                    claims,
+                    delayed,
+                    volumes,
+                };
+                schedule(&*store, &events, world, pods, pending, reported).await
+            }
+            .into_actor(self)
+            .map(|(written, reported), act, ctx| {
+                for p in written {
+                    newer(&mut act.pods, p);
+                }
+                act.reported = reported;
+                act.running = false;
+                if std::mem::take(&mut act.again) {
+                    act.pass(ctx);
+                }
+            }),
         );
     }
 }
@@ -153,12 +165,28 @@ fn load(node: &Node, used: &Usage, pod: &PodSpec) -> i64 {
     (used.0.saturating_mul(1000) / cpu).saturating_add(used.1.saturating_mul(1000) / mem)
 }
 
+/// What a pass schedules against.
+struct World {
+    nodes: Vec<Value>,
+    /// Claims by `namespace/name`.
+    claims: HashMap<String, Value>,
+    /// The classes that bind at first use.
+    delayed: HashSet<String>,
+    /// PersistentVolumes by name.
+    volumes: HashMap<String, Value>,
+}
+
 /// One pass: every pending pod in creation order is bound or reported.
 /// Returns the pods as written and the messages reported.
 async fn schedule(
     store: &dyn Store,
     events: &EventRecorder,
-    (nodes, claims, delayed): (Vec<Value>, HashMap<String, Value>, HashSet<String>),
+    World {
+        nodes,
+        claims,
+        delayed,
+        volumes,
+    }: World,
     pods: Vec<Value>,
     mut pending: Vec<Value>,
     mut reported: HashMap<String, String>,
@@ -205,10 +233,23 @@ async fn schedule(
         let lookup = |c: &str| claims.get(&format!("{ns}/{c}"));
         let is_delayed = |c: &Value| delayed.contains(class_of(c));
         let held = scheduling::claims_unready(&spec, lookup, is_delayed);
+        // The volumes of the pod's bound claims: their node affinity counts.
+        let bound: Vec<&Value> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .filter_map(|c| lookup(&c.claim_name))
+            .filter_map(|c| c["spec"]["volumeName"].as_str())
+            .filter_map(|v| volumes.get(v))
+            .collect();
         for node in nodes.iter().filter(|_| held.is_none()) {
             let name = node.metadata.name.as_deref().unwrap_or("");
             let used = on_node.get(name).unwrap_or(&empty);
-            let unfit = scheduling::filter(&spec, node, used);
+            let mut unfit = scheduling::filter(&spec, node, used);
+            if unfit.is_empty() && !scheduling::volumes_fit(node, &bound) {
+                unfit.push(scheduling::Unfit::VolumeNodeAffinity);
+            }
             if unfit.is_empty() {
                 let score = load(node, used, &spec);
                 if best.is_none_or(|(s, n)| (score, name) < (s, n)) {
@@ -349,7 +390,13 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Scheduling");
-        for kind in [kinds::pod(), kinds::node(), kinds::claim(), kinds::storageclass()] {
+        for kind in [
+            kinds::pod(),
+            kinds::node(),
+            kinds::claim(),
+            kinds::storageclass(),
+            kinds::volume(),
+        ] {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }
@@ -361,6 +408,20 @@ impl Handler<Informed> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        if msg.resource() == kinds::volume().resource() {
+            match msg {
+                Informed::Synced { objects, .. } => {
+                    self.volumes = objects.into_iter().map(|v| (object::name(&v).to_string(), v)).collect();
+                }
+                Informed::Applied { object, .. } => {
+                    self.volumes.insert(object::name(&object).to_string(), object);
+                }
+                Informed::Deleted { object, .. } => {
+                    self.volumes.remove(object::name(&object));
+                }
+            }
+            return self.pass(ctx);
+        }
         if msg.resource() == kinds::storageclass().resource() {
             let delayed = |c: &Value| c["volumeBindingMode"] == "WaitForFirstConsumer";
             match msg {

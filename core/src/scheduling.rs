@@ -26,6 +26,8 @@ pub enum Unfit {
     Insufficient(&'static str),
     /// The node's `pods` allocatable is used up.
     TooManyPods,
+    /// A bound PersistentVolume's node affinity excludes the node.
+    VolumeNodeAffinity,
 }
 
 impl Unfit {
@@ -39,6 +41,7 @@ impl Unfit {
             Unfit::Ports => "node(s) didn't have free ports for the requested pod ports".into(),
             Unfit::Insufficient(r) => format!("Insufficient {r}"),
             Unfit::TooManyPods => "Too many pods".into(),
+            Unfit::VolumeNodeAffinity => "node(s) had volume node affinity conflict".into(),
         }
     }
 
@@ -271,6 +274,22 @@ pub fn failure_message(per_node: &[Vec<Unfit>]) -> String {
     format!("0/{n} nodes are available: {filters}. preemption: 0/{n} nodes are available: {preemption}.")
 }
 
+/// Whether every volume in `volumes` (the PersistentVolumes of the pod's
+/// bound claims) may be used on `node`: its `nodeAffinity.required` terms,
+/// if any, must match the node (VolumeBinding's Filter).
+pub fn volumes_fit(node: &Node, volumes: &[&serde_json::Value]) -> bool {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    volumes.iter().all(|v| {
+        let terms = &v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"];
+        let Some(terms) = terms.as_array() else { return true };
+        terms
+            .iter()
+            .filter_map(|t| serde_json::from_value::<NodeSelectorTerm>(t.clone()).ok())
+            .any(|t| term_matches(&t, &labels, name))
+    })
+}
+
 /// What kube-scheduler's VolumeBinding PreFilter says of a pod's claims, if
 /// they keep it from every node: a claim that does not exist, is being
 /// deleted or is not bound to a volume yet, unless its binding waits for its
@@ -454,6 +473,23 @@ mod tests {
             "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, 1 node(s) had untolerated taint {a: }. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
         );
         assert_eq!(failure_message(&[]), "no nodes available to schedule pods");
+    }
+
+    #[test]
+    fn a_bound_volume_keeps_its_pod_on_the_nodes_it_may_be_used_on() {
+        let n = node(json!({}));
+        let pv = |values: serde_json::Value| {
+            json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "disk", "operator": "In", "values": values}]}]}}}})
+        };
+        assert!(volumes_fit(&n, &[&pv(json!(["ssd"]))]));
+        assert!(!volumes_fit(&n, &[&pv(json!(["hdd"]))]));
+        assert!(volumes_fit(&n, &[&json!({"spec": {}})]), "no affinity: anywhere");
+        assert!(!volumes_fit(&n, &[&json!({"spec": {}}), &pv(json!(["hdd"]))]));
+        assert_eq!(
+            Unfit::VolumeNodeAffinity.reason(),
+            "node(s) had volume node affinity conflict"
+        );
     }
 
     #[test]

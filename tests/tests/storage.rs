@@ -489,6 +489,26 @@ fn a_local_volume_is_used_through_its_claim() {
     });
     let d = node.ok(&["describe", "pv", "local-a"]);
     assert!(d.contains("kubernetes.io/os in [linux]"), "{d}");
+
+    // A local volume of another node: its pod is not scheduled here.
+    node.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: far-away}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  local: {{path: {}}}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [another-node]}}]\n",
+        disk.display()
+    ));
+    node.apply(&claim(
+        "far",
+        "1Gi",
+        "  storageClassName: \"\"\n  volumeName: far-away\n",
+    ));
+    bound(&node, "far");
+    node.apply(&pod_with_claim("stranded", "far", "sleep 3600"));
+    event_for(
+        &node,
+        "0/1 nodes are available: 1 node(s) had volume node affinity conflict",
+    );
+    assert_eq!(node.pod("stranded").unwrap()["spec"]["nodeName"], Value::Null);
+    node.ok(&["delete", "pod", "stranded"]);
+    node.ok(&["delete", "pvc", "far"]);
     node.ok(&["delete", "pod", "reader"]);
     node.ok(&["delete", "pvc", "disk"]);
     wait_for("local-a Released", MIN, || {
