@@ -544,8 +544,14 @@ impl VolumeManager {
         Ok(out)
     }
 
-    /// Adds `sources` to the pod's record of published volumes.
+    /// Adds `sources` to the pod's record of published volumes when one
+    /// comes from a claim.
     fn record_published(&self, pod_dir: &Path, sources: &[VolumeSource]) -> Result<(), VolumeError> {
+        // Only a claim's volume needs the record (the others resolve from the
+        // pod's spec at teardown): most pods start without this write.
+        if !sources.iter().any(|s| s.persistent.is_some()) {
+            return Ok(());
+        }
         let mut all = Self::recorded(pod_dir);
         for s in sources {
             if !all.contains(s) {

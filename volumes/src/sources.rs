@@ -72,6 +72,11 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A source field as text ("" when absent).
+fn field(source: &serde_json::Map<String, Value>, key: &str) -> String {
+    text(source.get(key).unwrap_or(&Value::Null))
+}
+
 /// The plugin call for PersistentVolume `pv` used as pod volume `name`.
 pub fn from_volume(name: &str, claim: &str, pv: &Value, read_only: bool) -> Result<VolumeSource, String> {
     let spec = &pv["spec"];
@@ -81,31 +86,31 @@ pub fn from_volume(name: &str, claim: &str, pv: &Value, read_only: bool) -> Resu
     let mut fs_type = String::new();
     let mut source_read_only = false;
     let (plugin, volume_id) = if let Some(h) = spec["hostPath"].as_object() {
-        context.insert("path".into(), text(&h.get("path").cloned().unwrap_or_default()));
-        context.insert("type".into(), text(&h.get("type").cloned().unwrap_or_default()));
+        context.insert("path".into(), field(h, "path"));
+        context.insert("type".into(), field(h, "type"));
         (HOST_PATH.to_string(), context["path"].clone())
     } else if let Some(l) = spec["local"].as_object() {
         // A local volume is a path that must exist (kubelet's local plugin).
-        context.insert("path".into(), text(&l.get("path").cloned().unwrap_or_default()));
+        context.insert("path".into(), field(l, "path"));
         context.insert("type".into(), String::new());
-        fs_type = text(&l.get("fsType").cloned().unwrap_or_default());
+        fs_type = field(l, "fsType");
         (HOST_PATH.to_string(), context["path"].clone())
     } else if let Some(n) = spec["nfs"].as_object() {
         for f in ["server", "path"] {
-            context.insert(f.into(), text(&n.get(f).cloned().unwrap_or_default()));
+            context.insert(f.into(), field(n, f));
         }
         source_read_only = n.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
         (NFS.to_string(), format!("{}:{}", context["server"], context["path"]))
     } else if let Some(r) = spec["rbd"].as_object() {
         context.insert(
             "monitors".into(),
-            strings(&r.get("monitors").cloned().unwrap_or_default()).join(","),
+            strings(r.get("monitors").unwrap_or(&Value::Null)).join(","),
         );
         for (f, default) in [("pool", "rbd"), ("image", ""), ("user", "admin"), ("keyring", "")] {
-            let v = text(&r.get(f).cloned().unwrap_or_default());
+            let v = field(r, f);
             context.insert(f.into(), if v.is_empty() { default.into() } else { v });
         }
-        fs_type = text(&r.get("fsType").cloned().unwrap_or_default());
+        fs_type = field(r, "fsType");
         source_read_only = r.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
         (RBD.to_string(), format!("{}/{}", context["pool"], context["image"]))
     } else if let Some(c) = spec["csi"].as_object() {
@@ -117,12 +122,9 @@ pub fn from_volume(name: &str, claim: &str, pv: &Value, read_only: bool) -> Resu
         {
             context.insert(k.clone(), text(v));
         }
-        fs_type = text(&c.get("fsType").cloned().unwrap_or_default());
+        fs_type = field(c, "fsType");
         source_read_only = c.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
-        (
-            text(&c.get("driver").cloned().unwrap_or_default()),
-            text(&c.get("volumeHandle").cloned().unwrap_or_default()),
-        )
+        (field(c, "driver"), field(c, "volumeHandle"))
     } else {
         return Err(format!(
             "volume {name:?}: PersistentVolume {pv_name:?} has no source this node supports (hostPath, local, nfs, rbd, csi)"

@@ -12,7 +12,7 @@
 //! `basePath` (default: the plugin's state directory + `/volumes`).
 #![forbid(unsafe_code)]
 
-use peapod_plugin_mounts as mounts;
+use peapod_plugin_sdk::host;
 use peapod_plugin_sdk::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,11 +121,7 @@ impl VolumePlugin for Local {
     }
 
     fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
-        let cfg: Config = if req.config.is_null() {
-            Config::default()
-        } else {
-            serde_json::from_value(req.config).map_err(|e| PluginError::invalid(format!("configuration: {e}")))?
-        };
+        let cfg: Config = host::config(req.config)?;
         let base = cfg
             .base_path
             .unwrap_or_else(|| Path::new(&req.state_dir).join("volumes"));
@@ -171,7 +167,7 @@ impl VolumePlugin for Local {
         file.set_len(size as u64)
             .map_err(|e| PluginError::internal(format!("size {} to {size}: {e}", image.display())))?;
         drop(file);
-        mounts::run(&mut mkfs(&fs_type, &image)?)?;
+        host::run(&mut mkfs(&fs_type, &image)?)?;
         std::fs::write(dir.join(READY), size.to_string())
             .map_err(|e| PluginError::internal(format!("mark {} ready: {e}", dir.display())))?;
         Ok(reply(size))
@@ -181,7 +177,7 @@ impl VolumePlugin for Local {
         let dir = self.dir(&req.volume_id, &req.volume_context)?;
         // Attached to a loop device: a mount of it is alive somewhere,
         // perhaps in a namespace this process cannot see.
-        if mounts::loop_device_of(&dir.join(IMAGE)).is_some() {
+        if host::loop_device_of(&dir.join(IMAGE)).is_some() {
             return Err(PluginError::precondition(format!(
                 "volume {:?} is still mounted on this node",
                 req.volume_id
@@ -197,7 +193,7 @@ impl VolumePlugin for Local {
     fn stage(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
         let dir = self.dir(&req.volume_id, &req.volume_context)?;
         let staging = Path::new(&req.staging_path);
-        if mounts::is_mounted(staging) {
+        if host::is_mounted(staging) {
             return Ok(StageResponse::default());
         }
         if !dir.join(READY).exists() {
@@ -218,25 +214,25 @@ impl VolumePlugin for Local {
         }
         // An image grown while it was in use: its filesystem grows now, unmounted.
         if !req.read_only {
-            mounts::grow_unmounted(&dir.join(IMAGE))?;
+            host::grow_unmounted(&dir.join(IMAGE))?;
         }
         cmd.args(["-o", &opts.join(",")]).arg(dir.join(IMAGE)).arg(staging);
-        mounts::run(&mut cmd)?;
+        host::run(&mut cmd)?;
         Ok(StageResponse::default())
     }
 
     fn unstage(&self, req: UnstageRequest) -> Result<UnstageResponse, PluginError> {
         // The loop device goes with the last mount (mount -o loop sets autoclear).
-        mounts::unmount(Path::new(&req.staging_path))?;
+        host::unmount(Path::new(&req.staging_path))?;
         Ok(UnstageResponse::default())
     }
 
     fn publish(&self, req: PublishRequest) -> Result<PublishResponse, PluginError> {
-        mounts::publish_staged(&req)
+        host::publish_staged(&req)
     }
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
-        mounts::unpublish_staged(&req)
+        host::unpublish_staged(&req)
     }
 
     fn expand(&self, req: ExpandRequest) -> Result<ExpandResponse, PluginError> {
@@ -259,16 +255,16 @@ impl VolumePlugin for Local {
             });
         }
         // Staged: the loop device learns the new size, then the filesystem grows.
-        let dev = mounts::loop_device_of(&image).ok_or_else(|| {
+        let dev = host::loop_device_of(&image).ok_or_else(|| {
             PluginError::precondition(format!("volume {:?} is not attached on this node", req.volume_id))
         })?;
-        mounts::run(Command::new("losetup").args(["-c", &dev]))?;
-        mounts::grow_filesystem(&dev, Path::new(&req.volume_path))?;
+        host::run(Command::new("losetup").args(["-c", &dev]))?;
+        host::grow_filesystem(&dev, Path::new(&req.volume_path))?;
         Ok(ExpandResponse { capacity_bytes: have })
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {
-        mounts::stats(Path::new(&req.volume_path))
+        host::stats(Path::new(&req.volume_path))
     }
 }
 

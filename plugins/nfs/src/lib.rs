@@ -20,7 +20,7 @@
 //! `archive` (renamed to `archived-<name>`).
 #![forbid(unsafe_code)]
 
-use peapod_plugin_mounts as mounts;
+use peapod_plugin_sdk::host;
 use peapod_plugin_sdk::*;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -96,11 +96,6 @@ pub fn export_of(context: &Attributes) -> Result<(String, String), PluginError> 
     Ok((server, path))
 }
 
-/// A file name for `path` (a pid or log file per mount point).
-fn flat(path: &Path) -> String {
-    path.display().to_string().trim_matches('/').replace('/', "_")
-}
-
 impl Nfs {
     fn setup(&self) -> Result<Setup, PluginError> {
         self.setup
@@ -113,14 +108,14 @@ impl Nfs {
     fn helper(&self, s: &Setup, args: &[&str]) -> Result<(), PluginError> {
         let mut cmd = Command::new(&s.helper);
         cmd.args(args).args(["--timeout-ms", &s.timeout_ms.to_string()]);
-        mounts::run(&mut cmd).map(drop)
+        host::run(&mut cmd).map(drop)
     }
 
     /// Mounts through the FUSE helper and waits until the mount is there.
     fn fuse_mount(&self, s: &Setup, server: &str, export: &str, at: &Path, ro: bool) -> Result<(), PluginError> {
         let dir = s.state.join("mounts");
         std::fs::create_dir_all(&dir).map_err(|e| PluginError::internal(format!("create {}: {e}", dir.display())))?;
-        let log_path = dir.join(format!("{}.log", flat(at)));
+        let log_path = dir.join(format!("{}.log", host::flat(at)));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| PluginError::internal(format!("create {}: {e}", log_path.display())))?;
         let err = log
@@ -144,7 +139,7 @@ impl Nfs {
         let pid = child.id();
         let deadline = Instant::now() + MOUNT_WAIT;
         loop {
-            if mounts::is_mounted(at) {
+            if host::is_mounted(at) {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -165,7 +160,7 @@ impl Nfs {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::fs::write(dir.join(format!("{}.pid", flat(at))), pid.to_string())
+        std::fs::write(dir.join(format!("{}.pid", host::flat(at))), pid.to_string())
             .map_err(|e| PluginError::internal(format!("record helper pid: {e}")))?;
         // Reaped when it ends (at unstage), so it never lingers as a zombie.
         std::thread::spawn(move || child.wait());
@@ -174,22 +169,14 @@ impl Nfs {
 
     /// Waits for the helper of a mount point that was just unmounted to end.
     fn helper_gone(&self, s: &Setup, at: &Path) {
-        let pid_file = s.state.join("mounts").join(format!("{}.pid", flat(at)));
+        let pid_file = s.state.join("mounts").join(format!("{}.pid", host::flat(at)));
         let Some(pid) = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         else {
             return;
         };
-        let ours = || {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("peapod-nfs-fuse"))
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while ours() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if ours() {
+        if !host::wait_gone(pid, "peapod-nfs-fuse", Duration::from_secs(5)) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
         let _ = std::fs::remove_file(&pid_file);
@@ -210,11 +197,7 @@ impl VolumePlugin for Nfs {
     }
 
     fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
-        let cfg: Config = if req.config.is_null() {
-            Config::default()
-        } else {
-            serde_json::from_value(req.config).map_err(|e| PluginError::invalid(format!("configuration: {e}")))?
-        };
+        let cfg: Config = host::config(req.config)?;
         let kernel = match cfg.client {
             Client::Kernel => true,
             Client::Fuse => false,
@@ -326,7 +309,7 @@ impl VolumePlugin for Nfs {
         let s = self.setup()?;
         let (server, export) = export_of(&req.volume_context)?;
         let at = Path::new(&req.staging_path);
-        if mounts::is_mounted(at) {
+        if host::is_mounted(at) {
             return Ok(StageResponse::default());
         }
         std::fs::create_dir_all(at).map_err(|e| PluginError::internal(format!("create {}: {e}", at.display())))?;
@@ -340,7 +323,7 @@ impl VolumePlugin for Nfs {
             cmd.args(["-t", "nfs", "-o", &opts.join(",")])
                 .arg(format!("{server}:{export}"))
                 .arg(at);
-            mounts::run(&mut cmd)?;
+            host::run(&mut cmd)?;
             return Ok(StageResponse::default());
         }
         self.fuse_mount(&s, &server, &export, at, req.read_only)?;
@@ -350,7 +333,7 @@ impl VolumePlugin for Nfs {
     fn unstage(&self, req: UnstageRequest) -> Result<UnstageResponse, PluginError> {
         let s = self.setup()?;
         let at = Path::new(&req.staging_path);
-        mounts::unmount(at)?;
+        host::unmount(at)?;
         if !s.kernel {
             self.helper_gone(&s, at);
         }
@@ -358,15 +341,15 @@ impl VolumePlugin for Nfs {
     }
 
     fn publish(&self, req: PublishRequest) -> Result<PublishResponse, PluginError> {
-        mounts::publish_staged(&req)
+        host::publish_staged(&req)
     }
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
-        mounts::unpublish_staged(&req)
+        host::unpublish_staged(&req)
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {
-        mounts::stats(Path::new(&req.volume_path))
+        host::stats(Path::new(&req.volume_path))
     }
 }
 

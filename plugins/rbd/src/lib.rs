@@ -17,7 +17,7 @@
 //! `krbd`, `nbd`, `fuse`), `timeoutSeconds` for each Ceph tool (default 60).
 #![forbid(unsafe_code)]
 
-use peapod_plugin_mounts as mounts;
+use peapod_plugin_sdk::host;
 use peapod_plugin_sdk::*;
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
@@ -129,11 +129,6 @@ pub fn image_of(context: &Attributes, cfg: &Config) -> Result<Image, PluginError
     })
 }
 
-/// A file name for `path`.
-fn flat(path: &Path) -> String {
-    path.display().to_string().trim_matches('/').replace('/', "_")
-}
-
 fn io(what: String) -> impl FnOnce(std::io::Error) -> PluginError {
     move |e| PluginError::internal(format!("{what}: {e}"))
 }
@@ -177,7 +172,7 @@ impl Rbd {
         let conf = self.conf(s, img)?;
         let mut cmd = Command::new("rbd");
         cmd.arg("-c").arg(&conf).args(["--id", &img.user]).args(args);
-        mounts::run_within(&mut cmd, s.timeout)
+        host::run_within(&mut cmd, s.timeout)
     }
 
     fn rados(&self, s: &Setup, img: &Image, args: &[&str]) -> Result<String, PluginError> {
@@ -187,7 +182,7 @@ impl Rbd {
             .arg(&conf)
             .args(["--id", &img.user, "-p", &img.pool])
             .args(args);
-        mounts::run_within(&mut cmd, s.timeout)
+        host::run_within(&mut cmd, s.timeout)
     }
 
     /// The RADOS object whose lock says who stages `img` ReadWriteOnce. Not
@@ -272,7 +267,7 @@ impl Rbd {
     }
 
     fn record(s: &Setup, staging: &Path) -> PathBuf {
-        s.state.join("staged").join(format!("{}.json", flat(staging)))
+        s.state.join("staged").join(format!("{}.json", host::flat(staging)))
     }
 
     /// Makes the image a block device; returns what to undo.
@@ -294,11 +289,11 @@ impl Rbd {
     /// rbd-fuse shows the image as a file; a loop device (direct I/O, so
     /// nothing is cached twice) makes it a block device.
     fn attach_fuse(&self, s: &Setup, img: &Image, staging: &Path) -> Result<Staged, PluginError> {
-        let dir = s.state.join("fuse").join(flat(staging));
+        let dir = s.state.join("fuse").join(host::flat(staging));
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        if mounts::is_mounted(&dir) {
+        if host::is_mounted(&dir) {
             // A half-done stage before: start over.
-            mounts::unmount(&dir)?;
+            host::unmount(&dir)?;
         }
         let conf = self.conf(s, img)?;
         let log = PathBuf::from(format!("{}.log", dir.display()));
@@ -319,7 +314,7 @@ impl Rbd {
         let pid = child.id();
         let file = dir.join(&img.name);
         let deadline = Instant::now() + s.timeout;
-        while !(mounts::is_mounted(&dir) && file.exists()) {
+        while !(host::is_mounted(&dir) && file.exists()) {
             if let Ok(Some(status)) = child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(PluginError::internal(format!(
@@ -329,7 +324,7 @@ impl Rbd {
                 )));
             }
             if Instant::now() > deadline {
-                let _ = mounts::unmount(&dir);
+                let _ = host::unmount(&dir);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(PluginError::new(
@@ -348,7 +343,7 @@ impl Rbd {
             lock_id: None,
             image: img.clone(),
         };
-        match mounts::run(
+        match host::run(
             Command::new("losetup")
                 .args(["--find", "--show", "--direct-io=on"])
                 .arg(&file),
@@ -367,7 +362,7 @@ impl Rbd {
         match st.mapper.as_str() {
             "krbd" | "nbd" => {
                 let s = self.setup()?;
-                mounts::run_within(
+                host::run_within(
                     Command::new("rbd").args(["device", "unmap", "-t", &st.mapper, &st.device]),
                     s.timeout,
                 )?;
@@ -377,41 +372,24 @@ impl Rbd {
                 if !st.device.is_empty() && Path::new(&st.device).exists() {
                     let backing = format!("/sys/block/{}/loop/backing_file", st.device.trim_start_matches("/dev/"));
                     if Path::new(&backing).exists() {
-                        mounts::run(Command::new("losetup").args(["-d", &st.device]))?;
+                        host::run(Command::new("losetup").args(["-d", &st.device]))?;
                     }
                 }
                 if let Some(dir) = &st.fuse_dir {
-                    mounts::unmount(Path::new(dir))?;
+                    host::unmount(Path::new(dir))?;
                     let _ = std::fs::remove_dir(dir);
                     let _ = std::fs::remove_file(format!("{dir}.log"));
                 }
                 if let Some(pid) = st.fuse_pid {
-                    let alive = || {
-                        std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("rbd-fuse"))
-                    };
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while alive() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+                    host::wait_gone(pid as i32, "rbd-fuse", Duration::from_secs(10));
                 }
             }
         }
         Ok(())
     }
 
-    /// The filesystem on `device`, if any (blkid's TYPE).
-    fn fs_on(device: &str) -> Option<String> {
-        let out = Command::new("blkid")
-            .args(["-p", "-o", "value", "-s", "TYPE", device])
-            .output()
-            .ok()?;
-        let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (out.status.success() && !t.is_empty()).then_some(t)
-    }
-
     fn mount_fs(device: &str, fs_type: &str, staging: &Path, ro: bool, options: &[String]) -> Result<(), PluginError> {
-        if Self::fs_on(device).is_none() {
+        if host::filesystem_on(device).is_none() {
             if ro {
                 return Err(PluginError::precondition(format!(
                     "{device} has no filesystem and the volume is read-only"
@@ -422,7 +400,7 @@ impl Rbd {
                 "xfs" => mkfs.arg("-q"),
                 _ => mkfs.args(["-q", "-F", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"]),
             };
-            mounts::run(mkfs.arg(device))?;
+            host::run(mkfs.arg(device))?;
         }
         let mut opts: Vec<String> = Vec::new();
         if ro {
@@ -434,7 +412,7 @@ impl Rbd {
         if !opts.is_empty() {
             cmd.args(["-o", &opts.join(",")]);
         }
-        mounts::run(cmd.arg(device).arg(staging)).map(drop)
+        host::run(cmd.arg(device).arg(staging)).map(drop)
     }
 }
 
@@ -448,11 +426,7 @@ impl VolumePlugin for Rbd {
     }
 
     fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
-        let cfg: Config = if req.config.is_null() {
-            Config::default()
-        } else {
-            serde_json::from_value(req.config).map_err(|e| PluginError::invalid(format!("configuration: {e}")))?
-        };
+        let cfg: Config = host::config(req.config)?;
         let mapper = match cfg.mapper {
             Mapper::Auto if Path::new("/sys/bus/rbd").exists() => Mapper::Krbd,
             Mapper::Auto if Path::new("/sys/block/nbd0").exists() && Path::new("/usr/bin/rbd-nbd").exists() => {
@@ -515,7 +489,7 @@ impl VolumePlugin for Rbd {
         let s = self.setup()?;
         let img = image_of(&req.volume_context, &s.cfg)?;
         let staging = Path::new(&req.staging_path);
-        if mounts::is_mounted(staging) {
+        if host::is_mounted(staging) {
             return Ok(StageResponse::default());
         }
         let fs_type = match req.fs_type.as_str() {
@@ -535,7 +509,7 @@ impl VolumePlugin for Rbd {
         {
             self.detach(&old)?;
         }
-        let lock_id = exclusive(&req.access_modes).then(|| format!("peapod:{}:{}", s.node, flat(staging)));
+        let lock_id = exclusive(&req.access_modes).then(|| format!("peapod:{}:{}", s.node, host::flat(staging)));
         if let Some(id) = &lock_id {
             self.lock(&s, &img, id)?;
         }
@@ -561,11 +535,11 @@ impl VolumePlugin for Rbd {
             // An image grown while it was in use: its filesystem grows now, unmounted.
             .and_then(|_| match req.read_only {
                 true => Ok(()),
-                false => mounts::grow_unmounted(Path::new(&staged.device)),
+                false => host::grow_unmounted(Path::new(&staged.device)),
             })
             .and_then(|_| Self::mount_fs(&staged.device, fs_type, staging, req.read_only, &req.mount_options));
         if let Err(e) = mounted {
-            let _ = mounts::unmount(staging);
+            let _ = host::unmount(staging);
             let _ = self.detach(&staged);
             let _ = std::fs::remove_file(&record);
             undo_lock(self);
@@ -577,7 +551,7 @@ impl VolumePlugin for Rbd {
     fn unstage(&self, req: UnstageRequest) -> Result<UnstageResponse, PluginError> {
         let s = self.setup()?;
         let staging = Path::new(&req.staging_path);
-        mounts::unmount(staging)?;
+        host::unmount(staging)?;
         let record = Self::record(&s, staging);
         let Some(st) = std::fs::read(&record)
             .ok()
@@ -594,11 +568,11 @@ impl VolumePlugin for Rbd {
     }
 
     fn publish(&self, req: PublishRequest) -> Result<PublishResponse, PluginError> {
-        mounts::publish_staged(&req)
+        host::publish_staged(&req)
     }
 
     fn unpublish(&self, req: UnpublishRequest) -> Result<UnpublishResponse, PluginError> {
-        mounts::unpublish_staged(&req)
+        host::unpublish_staged(&req)
     }
 
     fn expand(&self, req: ExpandRequest) -> Result<ExpandResponse, PluginError> {
@@ -623,16 +597,16 @@ impl VolumePlugin for Rbd {
             .ok_or_else(|| PluginError::precondition(format!("{} is not staged by this plugin", staging.display())))?;
         if st.mapper == "fuse" {
             // rbd-fuse shows the new size; the loop device learns it.
-            mounts::run(Command::new("losetup").args(["-c", &st.device]))?;
+            host::run(Command::new("losetup").args(["-c", &st.device]))?;
         }
-        mounts::grow_filesystem(&st.device, staging)?;
+        host::grow_filesystem(&st.device, staging)?;
         Ok(ExpandResponse {
             capacity_bytes: (mib << 20) as i64,
         })
     }
 
     fn get_volume_stats(&self, req: VolumeStatsRequest) -> Result<VolumeStats, PluginError> {
-        mounts::stats(Path::new(&req.volume_path))
+        host::stats(Path::new(&req.volume_path))
     }
 }
 

@@ -48,6 +48,8 @@
 //! ```
 
 mod export;
+#[cfg(feature = "host")]
+pub mod host;
 mod types;
 
 pub use types::*;

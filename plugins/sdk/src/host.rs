@@ -1,15 +1,54 @@
-//! Mount helpers the built-in plugins that mount (local, NFS, RBD) share:
-//! whether a path is a mount point (by the mount table, so a bind mount of
-//! the same filesystem counts), publishing a staged volume into a pod by a
-//! bind mount (read-only when asked), unmounting, running a mount tool with
-//! its output in the error, and usage from `statvfs`.
+//! Helpers for plugins that work on the host (cargo feature `host`; the
+//! built-in local, NFS and RBD plugins use them): their configuration from
+//! `init`, whether a path is a mount point (by the mount table, so a bind
+//! mount of the same filesystem counts), publishing a staged volume into a
+//! pod by a bind mount (read-only when asked), unmounting, running a tool
+//! (with a deadline) with its output in the error, growing filesystems,
+//! waiting for a helper process to end, and usage from `statvfs`.
 
+use crate::{PluginError, PublishRequest, PublishResponse, UnpublishRequest, UnpublishResponse, VolumeStats};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use peapod_plugin_sdk::{
-    PluginError, PublishRequest, PublishResponse, UnpublishRequest, UnpublishResponse, VolumeStats,
-};
 use std::path::Path;
 use std::process::Command;
+
+/// The plugin's configuration from `init` (`null`: the defaults); the error
+/// names what is wrong.
+pub fn config<T: serde::de::DeserializeOwned + Default>(value: serde_json::Value) -> Result<T, PluginError> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value).map_err(|e| PluginError::invalid(format!("configuration: {e}")))
+}
+
+/// A file name standing for `path` (a pid, log or record file per mount point).
+pub fn flat(path: &Path) -> String {
+    path.display().to_string().trim_matches('/').replace('/', "_")
+}
+
+/// Waits up to `limit` for process `pid`, whose command line contains
+/// `marker` (so a reused pid is not mistaken for it), to end; true if it did.
+pub fn wait_gone(pid: i32, marker: &str, limit: std::time::Duration) -> bool {
+    let alive =
+        || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker));
+    let deadline = std::time::Instant::now() + limit;
+    while alive() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+/// The filesystem type on `device` (blkid's TYPE), if it has one.
+pub fn filesystem_on(device: &str) -> Option<String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE", device])
+        .output()
+        .ok()?;
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !t.is_empty()).then_some(t)
+}
 
 /// Undoes the mount table's octal escapes (`\040` for a space).
 fn unescape(s: &str) -> String {
@@ -86,7 +125,7 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Result<Strin
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(PluginError::new(
-                    peapod_plugin_sdk::STATUS_DEADLINE_EXCEEDED,
+                    crate::STATUS_DEADLINE_EXCEEDED,
                     format!("{shown} did not finish within {}s", limit.as_secs()),
                 ));
             }
@@ -182,12 +221,12 @@ pub fn loop_device_of(file: &Path) -> Option<String> {
 /// device's size (online: ext2/3/4 with resize2fs, xfs with xfs_growfs);
 /// a filesystem already as large is left alone.
 pub fn grow_filesystem(device: &str, mountpoint: &Path) -> Result<(), PluginError> {
-    let fs = run(Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", device]))?;
-    match fs.trim() {
+    let fs = filesystem_on(device).unwrap_or_default();
+    match fs.as_str() {
         "ext2" | "ext3" | "ext4" => run(Command::new("resize2fs").arg(device)).map(drop),
         "xfs" => run(Command::new("xfs_growfs").arg(mountpoint)).map(drop),
         other => Err(PluginError::new(
-            peapod_plugin_sdk::STATUS_UNIMPLEMENTED,
+            crate::STATUS_UNIMPLEMENTED,
             format!("growing a {other:?} filesystem is not supported"),
         )),
     }
@@ -301,6 +340,34 @@ mod tests {
         grow_unmounted(&img).unwrap();
         let after = ext_size(&run(Command::new("dumpe2fs").arg("-h").arg(&img)).unwrap()).unwrap();
         assert_eq!(after, 12 << 20);
+    }
+
+    #[test]
+    fn configuration_defaults_when_absent_and_names_what_is_wrong() {
+        #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            #[serde(default)]
+            a: u32,
+        }
+        assert_eq!(config::<C>(serde_json::Value::Null).unwrap(), C::default());
+        assert_eq!(config::<C>(serde_json::json!({"a": 2})).unwrap(), C { a: 2 });
+        let e = config::<C>(serde_json::json!({"b": 1})).unwrap_err();
+        assert!(e.message.contains("configuration: unknown field `b`"), "{}", e.message);
+        assert_eq!(flat(Path::new("/a/b/")), "a_b");
+    }
+
+    #[test]
+    fn a_process_that_ends_is_seen_gone() {
+        let mut c = Command::new("sleep").arg("0.2").spawn().unwrap();
+        let pid = c.id() as i32;
+        std::thread::spawn(move || c.wait());
+        assert!(wait_gone(pid, "sleep", std::time::Duration::from_secs(5)));
+        assert!(!wait_gone(
+            std::process::id() as i32,
+            "",
+            std::time::Duration::from_millis(100)
+        ));
     }
 
     #[test]
