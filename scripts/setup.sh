@@ -3,15 +3,17 @@
 # Idempotent; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# crun and runc: the side-by-side benchmark starts containers through them beside the shim.
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata crun runc; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Storage: the local plugin's mkfs, the NFS client library (and the test NFS
-# server), Ceph for the RBD plugin (and the test cluster). Without recommends:
-# Ceph's pull in a mgr and python modules nothing here uses.
+# server), Ceph for the RBD plugin (and the test cluster); Prometheus and
+# promtool for the metrics tests. Without recommends: Ceph's pull in a mgr and
+# python modules nothing here uses, Prometheus' a node exporter.
 storage=()
-for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse; do
+for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus; do
   dpkg -s "$p" >/dev/null 2>&1 || storage+=("$p")
 done
 if [ ${#need[@]} -gt 0 ] || [ ${#storage[@]} -gt 0 ]; then

@@ -6,11 +6,50 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use peapod_core::kinds;
 use peapod_core::object;
 use peapod_core::store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// (pod uid, reason, message): repeats of one event share one object.
 type EventKey = (String, String, String);
+
+/// How many recent events a recorder remembers to count repeats, as
+/// client-go's event correlator (`maxLruCacheEntries`): a repeat of an
+/// older one starts a new object, and memory stays bounded however many
+/// objects a node has seen come and go.
+const REMEMBERED: usize = 4096;
+
+/// The events a recorder wrote, by key, oldest first out.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<EventKey, String>,
+    order: VecDeque<EventKey>,
+}
+
+impl Seen {
+    fn get(&self, key: &EventKey) -> Option<String> {
+        self.names.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: EventKey, name: String) {
+        if self.names.insert(key.clone(), name).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.names.remove(&old);
+            }
+        }
+    }
+
+    fn forget(&mut self, uid: &str) {
+        self.names.retain(|(u, _, _), _| u != uid);
+        self.order.retain(|(u, _, _)| u != uid);
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+}
 
 /// Writes Events to the store; cheap to clone.
 #[derive(Clone)]
@@ -19,7 +58,7 @@ pub struct EventRecorder {
     host: String,
     /// `source.component`: `kubelet`, `default-scheduler`, `replicaset-controller` …
     component: &'static str,
-    seen: Arc<Mutex<HashMap<EventKey, String>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 /// Normal or Warning, as Kubernetes' event `type`.
@@ -118,7 +157,7 @@ impl EventRecorder {
         message: String,
     ) {
         let key = (uid, reason.to_string(), message.clone());
-        let previous = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let previous = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
         let store = self.store.clone();
         let host = self.host.clone();
         let component = self.component;
@@ -177,9 +216,60 @@ impl EventRecorder {
 
     /// Forgets a pod's events (it is gone; its event objects age out on their own).
     pub fn forget(&self, uid: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(u, _, _), _| u != uid);
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).forget(uid);
+    }
+
+    /// How many events the recorder remembers (bounded by [`REMEMBERED`]).
+    pub fn remembered(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peapod_core::store::SqliteStore;
+
+    fn key(i: usize) -> EventKey {
+        (format!("uid{i}"), "Scheduled".into(), format!("assigned pod {i}"))
+    }
+
+    #[test]
+    fn the_repeat_cache_keeps_the_latest_and_stays_bounded() {
+        let mut seen = Seen::default();
+        for i in 0..REMEMBERED + 100 {
+            seen.insert(key(i), format!("ev{i}"));
+        }
+        assert_eq!(seen.len(), REMEMBERED);
+        assert_eq!(seen.get(&key(0)), None, "the oldest went first");
+        assert_eq!(seen.get(&key(REMEMBERED + 99)), Some(format!("ev{}", REMEMBERED + 99)));
+        seen.forget(&format!("uid{}", REMEMBERED + 99));
+        assert_eq!(seen.len(), REMEMBERED - 1);
+        assert_eq!(seen.order.len(), REMEMBERED - 1);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_event_is_counted_on_one_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+        let rec = EventRecorder::new(store.clone(), "n1".into()).with_component("default-scheduler");
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u1"}});
+        rec.object_event(&obj, EventKind::Warning, "FailedScheduling", "no nodes".into());
+        for _ in 0..100 {
+            if rec.remembered() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        rec.object_event(&obj, EventKind::Warning, "FailedScheduling", "no nodes".into());
+        let resource = kinds::event().resource();
+        for _ in 0..100 {
+            let (events, _) = store.list(&resource, Some("default")).await.unwrap();
+            if events.len() == 1 && events[0]["count"] == 2 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the repeat was not counted on the first event");
     }
 }

@@ -16,6 +16,7 @@ pub mod gc;
 pub mod hooks;
 pub mod image;
 pub mod informer;
+pub mod metered_store;
 pub mod namespaces;
 pub mod node;
 pub mod pod;

@@ -382,6 +382,8 @@ impl NodeActor {
         self.given_up.retain(|uid| live.contains(uid));
         self.rejected.retain(|uid, _| live.contains(uid));
         self.removed.retain(|uid| live.contains(uid));
+        // The tree is up once the node has listed its pods and started their actors.
+        peapod_metrics::health::set(peapod_metrics::health::Component::Tree, true);
         if !std::mem::replace(&mut self.swept_staging, true) {
             // Volumes staged for pods that went while the daemon was down.
             let rt = self.spec.rt.clone();
@@ -543,6 +545,8 @@ impl Handler<ChildExited<String>> for NodeActor {
                 }
             }
             Verdict::Restart { restarts } => {
+                // The pod's worker starts again for the same uid.
+                peapod_metrics::metrics().restarted_pods.with_label_values(&[""]).inc();
                 let Some(cached) = self.latest.get(&msg.key).cloned() else {
                     self.pods.remove(&msg.key);
                     return;
@@ -642,11 +646,22 @@ pub async fn run(spec: NodeSpec) -> String {
         let exit = rx.recv().await.unwrap_or(Exit::Normal);
         drop(link);
         let text = exit_text(&exit);
+        peapod_metrics::health::set(peapod_metrics::health::Component::Tree, false);
         if !window.allow(tokio::time::Instant::now()) {
+            peapod_metrics::metrics()
+                .supervisor_escalations
+                .with_label_values(&["NodeActor"])
+                .inc();
             return format!(
                 "the NodeActor crashed more than {} times within {:?} (last: {text})",
                 spec.intensity.max_restarts, spec.intensity.period
             );
+        }
+        if exit.is_crash() {
+            peapod_metrics::metrics()
+                .actor_restarts
+                .with_label_values(&["NodeActor"])
+                .inc();
         }
         tracing::error!("NodeActor ended ({text}); restarting the node's actor tree");
     }

@@ -1,14 +1,17 @@
 //! `peapod daemon`: opens the store, starts the node's actor tree and serves the API.
 
 use crate::api::{self, ApiState};
+use crate::metrics_server;
 use anyhow::{Context, Result};
 use peapod_actors::config::{detect_node_ip, NodeConfig};
 use peapod_actors::events::{EventKind, EventRecorder};
+use peapod_actors::metered_store::MeteredStore;
 use peapod_actors::node::{ensure_default_namespaces, NodeSpec};
 use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
 use peapod_actors::supervisor::{Intensity, Tree};
 use peapod_core::store::{SqliteStore, Store};
+use peapod_metrics::health::{self, Component};
 use peapod_volumes::{VolumeConfig, VolumeManager};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -95,6 +98,14 @@ pub struct DaemonArgs {
     /// Threads (actix arbiters) that run pod actors; 0: one per CPU, at least 2.
     #[arg(long, default_value_t = 0)]
     pod_threads: usize,
+    /// Where Prometheus scrapes `/metrics` (and `/metrics/cadvisor`,
+    /// `/metrics/probes`, `/healthz`, `/readyz`); port 0 picks a free one.
+    /// The bound address is written to `<run-dir>/metrics-address`.
+    #[arg(long, default_value = "127.0.0.1:10255")]
+    metrics_address: String,
+    /// Serve no metrics listener.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// Raises the soft limit of open files to the hard limit, as Go programs
@@ -241,9 +252,21 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     }
     let volumes = Arc::new(volumes);
     let rt = Runtime::new(paths.clone(), exe, config, volumes.clone()).map_err(anyhow::Error::msg)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(paths.store_db())?);
     let socket = paths.api_socket();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    peapod_metrics::metrics().start_time.set(started.as_secs_f64());
     actix_rt::System::new().block_on(async move {
+        // Up first, so /readyz tells how far the start has come.
+        let store_slot = metrics_server::StoreSlot::default();
+        if !args.no_metrics {
+            let server = metrics_server::start(&args.metrics_address, &paths.run, store_slot.clone())?;
+            actix_rt::spawn(server);
+        }
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(SqliteStore::open(paths.store_db())?));
+        let _ = store_slot.set(store.clone());
+        health::set(Component::Store, true);
         ensure_default_namespaces(&*store).await?;
         let events = EventRecorder::new(store.clone(), node_name.clone());
         for r in &refused {
@@ -253,6 +276,8 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             tracing::error!("{e}");
             events.node_event(EventKind::Warning, "FailedInitPlugin", e.to_string());
         }
+        // Loaded and initialised; a plugin that failed is reported, not waited for.
+        health::set(Component::Plugins, true);
         if let Err(e) = peapod_actors::binder::ensure_default_class(&*store, &volumes).await {
             tracing::error!("creating the default StorageClass: {e}");
         }

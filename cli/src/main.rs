@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod commands;
 mod daemon;
+mod metrics_server;
 mod output;
 mod rollout;
 

@@ -11,45 +11,10 @@
 //! uncompressed random layer) is built once under
 //! `/var/lib/peapod/bench-image/big` and reused.
 
+use peapod_tests::bench::{self, pct, pod_yaml, rss_mib};
 use peapod_tests::{binary, container, Node};
-use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CLIENTS: usize = 8;
-/// How often the bench lists every pod while it waits. Each list of 500 pods
-/// is a few MB of JSON built by the daemon on the same two cores, so polling
-/// faster slows down what it measures; the figures are up to this late.
-const POLL: Duration = Duration::from_secs(1);
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn pod_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600']}}\n"
-    )
-}
-
-fn all_pods(node: &Node) -> Vec<Value> {
-    let v: Value = serde_json::from_str(&node.ok(&["get", "pods", "-o", "json"])).unwrap();
-    v["items"].as_array().cloned().unwrap_or_default()
-}
 
 fn burst(n: usize) {
     let node = Node::start_with_args(&["--pod-cidr", "10.94.0.0/20", "--max-pods", "5000"], |_| {});
@@ -57,67 +22,9 @@ fn burst(n: usize) {
     let pid = node.daemon_pid().unwrap_or(0);
     let idle = rss_mib(pid);
     let names: Vec<String> = (0..n).map(|i| format!("b{i:04}")).collect();
-    let chunk = n.div_ceil(CLIENTS);
-    let sock = node.run_dir().join("peapod.sock");
-    let files: Vec<_> = names
-        .chunks(chunk)
-        .enumerate()
-        .map(|(i, c)| {
-            let f = node.dir.path().join(format!("burst{i}.yaml"));
-            std::fs::write(&f, c.iter().map(|n| pod_yaml(n)).collect::<Vec<_>>().join("---\n")).unwrap();
-            f
-        })
-        .collect();
-    let t = Instant::now();
-    let clients: Vec<_> = files
-        .iter()
-        .map(|f| {
-            Command::new(binary())
-                .args(["apply", "-f"])
-                .arg(f)
-                .env("PEAPOD_SOCKET", &sock)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut c in clients {
-        c.wait().unwrap();
-    }
-    loop {
-        let pods = all_pods(&node);
-        if pods.len() == n && pods.iter().all(|p| container(p, "c")["state"]["running"].is_object()) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(900), "not all running");
-        std::thread::sleep(POLL);
-    }
-    let up = t.elapsed();
+    let up = bench::create_all(&node, &names);
     let running = rss_mib(pid);
-    let t = Instant::now();
-    let clients: Vec<_> = names
-        .chunks(chunk)
-        .map(|c| {
-            Command::new(binary())
-                .args(["delete", "pod", "--grace-period", "0"])
-                .args(c)
-                .env("PEAPOD_SOCKET", &sock)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut c in clients {
-        c.wait().unwrap();
-    }
-    loop {
-        if all_pods(&node).is_empty() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(900), "not all deleted");
-        std::thread::sleep(POLL);
-    }
-    let gone = t.elapsed();
+    let gone = bench::delete_all(&node, &names);
     println!(
         "{n:>4} pods at once: all Running after {up:.2?}, all deleted after {gone:.2?}; daemon RSS {idle:.1} MiB idle, {running:.1} MiB with {n} running, {:.1} MiB after",
         rss_mib(pid)

@@ -4,25 +4,9 @@
 //! running, apply-to-Ready of pods with a readiness probe and a CNI IP, and
 //! the time of CNI ADD and DEL per pod (from the daemon's log).
 
+use peapod_tests::bench::{pct, rss_mib};
 use peapod_tests::{container, Node};
 use std::time::{Duration, Instant};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Millisecond figures after `marker` ... `in N ms` in the daemon's log.
 fn logged_ms(node: &Node, marker: &str) -> Vec<Duration> {
@@ -99,8 +83,8 @@ fn main() {
         }
         if n == 50 {
             println!(
-                "daemon RSS with 50 pods running: {} KiB",
-                rss_kib(node.daemon_pid().unwrap_or(0))
+                "daemon RSS with 50 pods running: {:.1} MiB",
+                rss_mib(node.daemon_pid().unwrap_or(0))
             );
         }
         let mut gone = vec![];

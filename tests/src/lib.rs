@@ -2,6 +2,8 @@
 //! driven through the real CLI, and torn down (processes, mounts, cgroups)
 //! even when the test fails.
 
+pub mod bench;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -77,6 +79,95 @@ impl NfsServer {
     pub fn export_dir(&self) -> PathBuf {
         self.dir.path().join("export")
     }
+}
+
+/// A Prometheus server (Debian's `prometheus`) on 127.0.0.1 scraping
+/// `targets` every second, its data in a temporary directory; killed (by
+/// its PID) when dropped.
+pub struct PrometheusServer {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    pub fn start(targets: &[String]) -> PrometheusServer {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-prom-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: peapod\n  static_configs: [{{targets: [{}]}}]\n",
+            list.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus (scripts/setup.sh installs it)");
+        let server = PrometheusServer {
+            child,
+            address,
+            _dir: dir,
+        };
+        wait_for("prometheus ready", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(&server.address)
+                .is_ok()
+                .then(|| http_get(&server.address, "/-/ready"))
+                .filter(|(code, _)| *code == 200)
+        });
+        server
+    }
+
+    /// An instant query: each result's labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let (code, body) = http_get(&self.address, &format!("/api/v1/query?query={}", url_encode(promql)));
+        assert_eq!(code, 200, "query {promql}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("query {promql}: {e}: {body}"));
+        v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let value = r["value"][1].as_str().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a query string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A single-node Ceph cluster for the tests (one mon, one memstore OSD,
@@ -408,6 +499,16 @@ impl Node {
             .arg("--plugin-config-dir")
             .arg(self.plugin_config_dir())
             .args(["--plugin-timeout", "3", "--housekeeping-interval", "1"])
+            .args(
+                // Every node its own metrics port, so nodes run side by side.
+                (!self
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--metrics-address" || a == "--no-metrics"))
+                .then_some(["--metrics-address", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+            )
             .args(&self.extra_args)
             .env("PEAPOD_FAULTS_FILE", self.dir.path().join("faults"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -418,9 +519,33 @@ impl Node {
             .expect("start daemon");
         self.daemon = Some(child);
         let sock = self.run_dir().join("peapod.sock");
+        let _ = std::fs::remove_file(self.run_dir().join("metrics-address"));
         wait_for("daemon socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(())
         });
+    }
+
+    /// The `IP:port` the daemon serves metrics on.
+    pub fn metrics_address(&self) -> String {
+        let file = self.run_dir().join("metrics-address");
+        wait_for("metrics address", Duration::from_secs(20), || {
+            std::fs::read_to_string(&file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+    }
+
+    /// `GET path` on the metrics listener: the status code and the body.
+    pub fn metrics_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.metrics_address(), path)
+    }
+
+    /// One scrape of `/metrics`, parsed.
+    pub fn scrape(&self) -> Scrape {
+        let (code, body) = self.metrics_get("/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        Scrape::parse(&body)
     }
 
     /// The pod CIDR of this node.
@@ -672,5 +797,97 @@ impl Drop for Node {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+    }
+}
+
+/// A plain HTTP/1.0 `GET` of `path` at `addr`: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// One sample of a scrape: its name, labels and value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A scrape in the text exposition format, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub samples: Vec<Sample>,
+    /// `# TYPE` lines: family name to type.
+    pub types: std::collections::BTreeMap<String, String>,
+    pub text: String,
+}
+
+impl Scrape {
+    /// Parses the text format (as much of it as peapod writes).
+    pub fn parse(text: &str) -> Self {
+        let mut s = Scrape {
+            text: text.to_string(),
+            ..Scrape::default()
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                if let (Some(n), Some(t)) = (it.next(), it.next()) {
+                    s.types.insert(n.to_string(), t.to_string());
+                }
+                continue;
+            }
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut map = std::collections::BTreeMap::new();
+            // Label values peapod writes hold no `",` sequences.
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                if let Some((k, v)) = pair.split_once("=\"") {
+                    map.insert(
+                        k.trim_start_matches(',').to_string(),
+                        v.trim_end_matches('"').to_string(),
+                    );
+                }
+            }
+            s.samples.push(Sample {
+                name: name.to_string(),
+                labels: map,
+                value: value.parse().unwrap_or(f64::NAN),
+            });
+        }
+        s
+    }
+
+    /// Samples named `name` whose labels include every `(key, value)` of `labels`.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The sum of the samples [`Scrape::find`] returns (0 when none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).iter().map(|s| s.value).sum()
     }
 }

@@ -63,6 +63,21 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// kubelet's `operation_name` of `storage_operation_duration_seconds`
+    /// for a storage operation (none for `init` and stats).
+    pub fn storage_operation(self) -> Option<&'static str> {
+        match self {
+            Operation::Init | Operation::GetVolumeStats => None,
+            Operation::Provision => Some("volume_provision"),
+            Operation::Delete => Some("volume_delete"),
+            Operation::Stage => Some("mount_device"),
+            Operation::Unstage => Some("unmount_device"),
+            Operation::Publish => Some("volume_mount"),
+            Operation::Unpublish => Some("volume_unmount"),
+            Operation::Expand => Some("expand_volume"),
+        }
+    }
+
     /// The operation's name in messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -193,6 +208,42 @@ impl Plugin {
     /// flight (even past its deadline) another one is refused, as kubelet's
     /// pending-operations tracker does, so a hung call never gains company.
     pub async fn call_for<Req: Serialize, Resp: DeserializeOwned>(
+        self: &Arc<Self>,
+        volume: Option<&str>,
+        op: Operation,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let timer = peapod_metrics::Timer::start();
+        let res = self.call_once(volume, op, req, timeout).await;
+        self.record(op, timer.seconds(), res.as_ref().err());
+        res
+    }
+
+    /// Counts and times a call: `peapod_plugin_*` for every call, and
+    /// kubelet's `storage_operation_duration_seconds` for storage operations.
+    fn record(&self, op: Operation, seconds: f64, failure: Option<&CallError>) {
+        let m = peapod_metrics::metrics();
+        let result = match failure {
+            None => "ok",
+            Some(e) if e.code == STATUS_DEADLINE_EXCEEDED => "timeout",
+            Some(_) => "error",
+        };
+        m.plugin_calls
+            .with_label_values(&[self.name.as_str(), op.name(), result])
+            .inc();
+        m.plugin_call_duration
+            .with_label_values(&[self.name.as_str(), op.name()])
+            .observe(seconds);
+        if let Some(name) = op.storage_operation() {
+            let status = if failure.is_none() { "success" } else { "fail-unknown" };
+            m.storage_operation_duration
+                .with_label_values(&[self.name.as_str(), name, status, "false"])
+                .observe(seconds);
+        }
+    }
+
+    async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         self: &Arc<Self>,
         volume: Option<&str>,
         op: Operation,

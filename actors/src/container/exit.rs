@@ -66,6 +66,7 @@ impl ContainerActor {
             finished.exit.reason
         );
         if finished.exit.reason == "OOMKilled" {
+            peapod_metrics::inventory::container_oom(&self.uid(), &name);
             self.event(
                 EventKind::Warning,
                 "OOMKilling",

@@ -106,6 +106,8 @@ pub struct ContainerActor {
     definition_changed: bool,
     stopping: Option<Stopping>,
     retry: Option<SpawnHandle>,
+    /// This incarnation's token in the metrics inventory.
+    metrics_owner: u64,
 }
 
 impl ContainerActor {
@@ -137,6 +139,7 @@ impl ContainerActor {
             definition_changed: false,
             stopping: None,
             retry: None,
+            metrics_owner: peapod_metrics::inventory::owner(),
         }
     }
 
@@ -194,11 +197,51 @@ impl ContainerActor {
     /// Tells the PodActor (and the tree view) where the container is.
     fn report(&mut self) {
         self.node.set_state(self.state_label());
+        self.report_metrics();
         self.parent.do_send(ContainerChanged {
             index: self.index,
             slot: self.slot.clone(),
             observed: self.observed,
             generation: self.orders.generation,
+        });
+    }
+
+    /// Keeps the container's entry in the metrics inventory: what the
+    /// scrape reads its cgroup, state and restarts from. A container that
+    /// never started has none (the runtime holds nothing of it).
+    fn report_metrics(&self) {
+        use peapod_metrics::inventory::{self, ContainerState as Metric};
+        let uid = self.uid();
+        let (state, started, attempt) = match &self.slot.state {
+            ContainerState::Starting { attempt } => (Metric::Created, None, Some(*attempt)),
+            ContainerState::Running { attempt, started, .. } => (Metric::Running, Some(started), Some(*attempt)),
+            ContainerState::Terminated(f) => (Metric::Exited, None, Some(f.attempt)),
+            ContainerState::Waiting { .. } => (Metric::Exited, None, self.slot.latest_attempt),
+        };
+        let Some(attempt) = attempt else {
+            inventory::remove_container(&uid, &self.slot.name, self.metrics_owner);
+            return;
+        };
+        let id = crate::runtime::container_id(&uid, &self.slot.name, attempt);
+        let pod = &self.orders.pod;
+        let spec_image = self.spec().and_then(|c| c.image).unwrap_or_default();
+        let upper = self.rt.paths.attempt_dir(&uid, &self.slot.name, attempt).join("upper");
+        let owner = self.metrics_owner;
+        let restarts = self.slot.restart_count();
+        inventory::update_container(&uid, &self.slot.name, |c| {
+            c.owner = owner;
+            c.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            c.pod = pod.metadata.name.clone().unwrap_or_default();
+            c.image = started.map_or(spec_image, |s| s.image.clone());
+            c.cgroup = format!("{}/{id}", crate::runtime::cgroups::pod_path(&uid));
+            c.pid = started.map_or(0, |s| s.pid);
+            c.started_at = started
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.started_at).ok())
+                .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
+            c.id = id;
+            c.state = state;
+            c.restarts = restarts;
+            c.upper_dir = Some(upper);
         });
     }
 
@@ -361,5 +404,12 @@ impl Handler<Orders> for ContainerActor {
             }
         }
         self.reconcile(ctx);
+    }
+}
+
+impl Drop for ContainerActor {
+    /// The container's series leave with its actor (a rebuilt actor reports again).
+    fn drop(&mut self) {
+        peapod_metrics::inventory::remove_container(&self.uid(), &self.slot.name, self.metrics_owner);
     }
 }

@@ -17,6 +17,11 @@ impl ContainerActor {
             return;
         };
         let attempt = self.slot.begin_start();
+        // Counted as kubelet counts them: every start it sets out to make.
+        peapod_metrics::metrics()
+            .started_containers
+            .with_label_values(&[self.container_type()])
+            .inc();
         let rt = self.rt.clone();
         let pod = self.orders.pod.clone();
         let volumes = self.orders.volumes.clone();
@@ -27,8 +32,22 @@ impl ContainerActor {
         );
     }
 
+    /// kubelet's `container_type` label.
+    fn container_type(&self) -> &'static str {
+        match self.slot.role {
+            super::Role::App => "container",
+            super::Role::Init | super::Role::Sidecar => "init_container",
+        }
+    }
+
     fn on_started(&mut self, attempt: u32, res: Result<Started, StartError>, ctx: &mut Context<Self>) {
         crate::faults::point("container.start", &format!("{}/{}", self.desc(), self.slot.name));
+        if let Err(e) = &res {
+            peapod_metrics::metrics()
+                .started_containers_errors
+                .with_label_values(&[self.container_type(), e.reason])
+                .inc();
+        }
         let name = self.slot.name.clone();
         let image = self.spec().and_then(|c| c.image).unwrap_or_default();
         match res {

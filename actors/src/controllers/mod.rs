@@ -120,7 +120,19 @@ impl Controller {
             self.running.insert(key.clone());
             crate::faults::point("controller.sync", &key.1);
             let pass = self.reconciler.sync(self.cx.clone(), key.0.clone(), key.1.clone());
-            ctx.spawn(pass.into_actor(self).map(move |res, act, ctx| {
+            let name = self.reconciler.name();
+            let timed = async move {
+                let timer = peapod_metrics::Timer::start();
+                let res = pass.await;
+                let m = peapod_metrics::metrics();
+                m.controller_reconcile_duration
+                    .with_label_values(&[name])
+                    .observe(timer.seconds());
+                let result = if res.is_ok() { "ok" } else { "error" };
+                m.controller_reconciles.with_label_values(&[name, result]).inc();
+                res
+            };
+            ctx.spawn(timed.into_actor(self).map(move |res, act, ctx| {
                 act.running.remove(&key);
                 match res {
                     Ok(again) => {

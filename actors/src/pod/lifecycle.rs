@@ -87,6 +87,11 @@ impl PodActor {
         ctx.spawn(
             async move {
                 let claims = peapod_volumes::claims::lookup(&*store, &pod).await;
+                if let Ok(wanted) = peapod_volumes::VolumeManager::sources(&pod, &claims) {
+                    let plugins: Vec<String> = wanted.into_iter().map(|s| s.plugin).collect();
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    peapod_metrics::inventory::update_pod(&uid, |p| p.volumes_desired = plugins);
+                }
                 let published = rt.volumes.publish(&pod, &pod_dir, &claims).await;
                 if let Ok(p) = &published {
                     peapod_volumes::claims::finish_resizes(&*store, &pod, p, &claims).await;
@@ -101,10 +106,13 @@ impl PodActor {
                 match res {
                     Ok(published) => {
                         act.mount_error = None;
+                        let plugins: Vec<String> = published.iter().map(|p| p.source.plugin.clone()).collect();
+                        peapod_metrics::inventory::update_pod(&act.uid, |p| p.volumes_actual = plugins);
                         act.published = Arc::new(published);
                         act.pod_dirty = true;
                         act.set_lifecycle(Lifecycle::Active);
                         act.schedule_housekeeping(ctx);
+                        act.schedule_claim_stats(ctx);
                         act.reconcile(ctx);
                     }
                     Err(e) => {
@@ -118,6 +126,54 @@ impl PodActor {
                 }
             }),
         );
+    }
+
+    /// Reads the usage of the claims the pod mounts through their plugins'
+    /// stats call, now and every housekeeping period, for the
+    /// `kubelet_volume_stats_*` series (as kubelet's volume stats
+    /// aggregator does; the scrape reads what was collected here).
+    fn schedule_claim_stats(&mut self, ctx: &mut Context<Self>) {
+        let claims: Vec<(String, Published)> = self
+            .published
+            .iter()
+            .filter_map(|p| {
+                let claim = &p.source.persistent.as_ref()?.claim;
+                let name = claim.rsplit('/').next().unwrap_or(claim).to_string();
+                Some((name, p.clone()))
+            })
+            .collect();
+        if claims.is_empty() {
+            return;
+        }
+        let collect = move |act: &mut Self, ctx: &mut Context<Self>| {
+            if act.lifecycle != Lifecycle::Active {
+                return;
+            }
+            let (rt, uid, claims) = (act.rt.clone(), act.uid.clone(), claims.clone());
+            ctx.spawn(
+                async move {
+                    for (claim, p) in claims {
+                        let Ok(s) = rt.volumes.stats(&p).await else {
+                            continue;
+                        };
+                        let usage = peapod_metrics::inventory::VolumeUsage {
+                            capacity: s.capacity_bytes,
+                            available: s.available_bytes,
+                            used: s.used_bytes,
+                            inodes: s.inodes,
+                            inodes_free: s.inodes_free,
+                            inodes_used: s.inodes_used,
+                        };
+                        peapod_metrics::inventory::update_pod(&uid, |e| {
+                            e.claims.insert(claim, usage);
+                        });
+                    }
+                }
+                .into_actor(act),
+            );
+        };
+        collect(self, ctx);
+        ctx.run_interval(self.rt.config.housekeeping, collect);
     }
 
     /// Periodically compares disk emptyDir usage with `sizeLimit` and evicts
@@ -168,6 +224,10 @@ impl PodActor {
                 .into_actor(act)
                 .map(|over, act, ctx| {
                     if let Some(message) = over {
+                        peapod_metrics::metrics()
+                            .evictions
+                            .with_label_values(&["emptydirfs.limit"])
+                            .inc();
                         act.fail_pod("Evicted", message, Duration::ZERO, ctx);
                     }
                 }),

@@ -131,6 +131,13 @@ pub struct PodActor {
     /// Ended by the node (evicted, or past activeDeadlineSeconds): phase
     /// Failed with this reason once its containers are down; nothing restarts.
     failed: Option<Rejection>,
+    /// This incarnation's token in the metrics inventory.
+    metrics_owner: u64,
+    /// What the next pass is, for `kubelet_pod_worker_duration_seconds`:
+    /// `create` (the first), `update` (the object changed) or `sync`.
+    worker_op: &'static str,
+    /// The pod's start (first Running) was measured, or it was running before this actor.
+    start_measured: bool,
 }
 
 impl PodActor {
@@ -214,6 +221,9 @@ impl PodActor {
             mount_error: None,
             removal_retry: Duration::from_secs(1),
             failed: None,
+            metrics_owner: peapod_metrics::inventory::owner(),
+            worker_op: "create",
+            start_measured: false,
         }
     }
 
@@ -236,6 +246,8 @@ impl PodActor {
     fn set_lifecycle(&mut self, l: Lifecycle) {
         self.lifecycle = l;
         self.node.set_state(l.label());
+        let running = matches!(l, Lifecycle::Mounting | Lifecycle::Active);
+        peapod_metrics::inventory::update_pod(&self.uid, |p| p.sandbox_running = running);
     }
 
     fn grace_period(&self) -> Duration {
@@ -359,8 +371,18 @@ impl PodActor {
         }
     }
 
-    /// The level-triggered heart: compares what should run with what does and acts.
+    /// The level-triggered heart: compares what should run with what does
+    /// and acts. Each pass is timed as kubelet times a pod worker's sync.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let timer = peapod_metrics::Timer::start();
+        self.reconcile_pass(ctx);
+        peapod_metrics::metrics()
+            .pod_worker_duration
+            .with_label_values(&[std::mem::replace(&mut self.worker_op, "sync")])
+            .observe(timer.seconds());
+    }
+
+    fn reconcile_pass(&mut self, ctx: &mut Context<Self>) {
         crate::faults::point("pod.reconcile", &pod_desc(&self.pod));
         if self.pod.metadata.deletion_timestamp.is_some()
             && !matches!(
@@ -439,6 +461,15 @@ impl Actor for PodActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state(self.lifecycle.label());
+        let (owner, pod) = (self.metrics_owner, self.pod.clone());
+        peapod_metrics::inventory::update_pod(&self.uid, |p| {
+            p.owner = owner;
+            p.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            p.name = pod.metadata.name.clone().unwrap_or_default();
+            p.host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            p.cgroup = crate::runtime::cgroups::pod_path(&p.uid);
+            p.sandbox_running = false;
+        });
         if let Some(r) = self.rejection.clone() {
             // Nothing of it ever runs: no containers to look after.
             self.observed.fill(true);
@@ -522,6 +553,9 @@ impl Handler<PodChanged> for PodActor {
             != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
         self.pod = Arc::new(msg.0);
         self.pod_dirty = true;
+        if self.worker_op == "sync" {
+            self.worker_op = "update";
+        }
         if self.held {
             self.retry_held(ctx);
             return;
@@ -539,5 +573,12 @@ impl Handler<PodChanged> for PodActor {
             self.check_active_deadline(ctx);
         }
         self.reconcile(ctx);
+    }
+}
+
+impl Drop for PodActor {
+    /// The pod's series leave with its actor (a rebuilt actor reports again).
+    fn drop(&mut self) {
+        peapod_metrics::inventory::remove_pod(&self.uid, self.metrics_owner);
     }
 }

@@ -330,6 +330,7 @@ impl PodActor {
             st.message = Some(e.message.clone());
         }
         keep_transition_times(&mut st, self.pod.status.as_ref());
+        self.measure_start(&st);
         if self.lifecycle == Lifecycle::Finished
             && matches!(self.stored_phase().as_deref(), Some("Failed"))
             && self.pod.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
@@ -337,6 +338,28 @@ impl PodActor {
             return; // a rejected pod keeps its rejection
         }
         self.write_status_value(st, ctx);
+    }
+
+    /// The first Running status of a pod this actor saw pending: observed as
+    /// kubelet's pod start latency, from the pod's creation (image pulls and
+    /// init containers are not subtracted: images are local, and an init
+    /// container's run is part of what the user waits for).
+    fn measure_start(&mut self, st: &PodStatus) {
+        if self.start_measured || st.phase.as_deref() != Some("Running") {
+            return;
+        }
+        self.start_measured = true;
+        if !matches!(self.stored_phase().as_deref(), None | Some("Pending")) {
+            return;
+        }
+        let Some(created) = self.pod.metadata.creation_timestamp.as_ref() else {
+            return;
+        };
+        let millis = chrono::Utc::now().timestamp_millis() - created.0.as_millisecond();
+        let seconds = millis.max(0) as f64 / 1000.0;
+        let m = peapod_metrics::metrics();
+        m.pod_start_duration.observe(seconds);
+        m.pod_start_sli_duration.observe(seconds);
     }
 
     fn write_status_value(&mut self, st: PodStatus, ctx: &mut Context<Self>) {

@@ -299,15 +299,40 @@ impl ProbeActor {
         let guard = crate::clock::secs(probe.timeout_seconds.unwrap_or(1).max(1).into()) + Duration::from_secs(5);
         ctx.spawn(
             async move {
-                tokio::time::timeout(guard, run_once(&rt, &probe, &target))
+                let timer = peapod_metrics::Timer::start();
+                let outcome = tokio::time::timeout(guard, run_once(&rt, &probe, &target))
                     .await
-                    .unwrap_or_else(|_| Outcome::Failure("probe timed out".into()))
+                    .unwrap_or_else(|_| Outcome::Failure("probe timed out".into()));
+                (outcome, timer.seconds())
             }
             .into_actor(self)
-            .map(|outcome, act, ctx| {
+            .map(|(outcome, seconds), act, ctx| {
                 act.in_flight = false;
+                act.record(&outcome, seconds);
                 act.on_result(outcome, ctx);
             }),
+        );
+    }
+
+    /// `prober_probe_total` and `prober_probe_duration_seconds`, as kubelet
+    /// records them: a failure is counted without a duration.
+    fn record(&self, outcome: &Outcome, seconds: f64) {
+        if self.on_hold {
+            return;
+        }
+        let (result, seconds) = match outcome {
+            Outcome::Success => ("successful", Some(seconds)),
+            Outcome::Failure(_) => ("failed", None),
+        };
+        let meta = &self.pod.metadata;
+        peapod_metrics::metrics().observe_probe(
+            self.kind.label(),
+            result,
+            &self.target.container.name,
+            meta.name.as_deref().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default(),
+            seconds,
         );
     }
 

@@ -87,6 +87,12 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
 }
 
 /// Runs `f` on the blocking pool; a panic there comes back as an error text.
+/// Records one runtime operation as kubelet's instrumented runtime service
+/// does: counted and timed by `operation_type`, failures counted apart.
+fn record<T, E>(operation: &str, timer: peapod_metrics::Timer, res: &Result<T, E>) {
+    peapod_metrics::metrics().runtime_operation(operation, timer.seconds(), res.is_err());
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())
 }
@@ -162,13 +168,16 @@ impl Runtime {
     /// Sends `signal` to the container's init through its shim.
     pub async fn kill(&self, uid: &str, container: &str, attempt: u32, signal: i32) -> Result<(), String> {
         let id = container_id(uid, container, attempt);
-        match self
+        let timer = peapod_metrics::Timer::start();
+        let res = match self
             .request(&id, &ShimRequest::Kill { signal }, Some(Duration::from_secs(5)))
-            .await?
+            .await
         {
-            ShimReply::Error { message } => Err(message),
-            _ => Ok(()),
-        }
+            Ok(ShimReply::Error { message }) | Err(message) => Err(message),
+            Ok(_) => Ok(()),
+        };
+        record("stop_container", timer, &res);
+        res
     }
 
     /// Runs `args` in the running container and returns its exit code and output.
@@ -186,9 +195,12 @@ impl Runtime {
             .arg(self.paths.container_state_root())
             .args(["--id", &id, "--timeout-ms", &timeout.as_millis().to_string(), "--"])
             .args(args);
+        let timer = peapod_metrics::Timer::start();
         let out = shim::helper::run(cmd)
             .await
-            .map_err(|e| io_err("run exec helper", &self.shim_binary, e))?;
+            .map_err(|e| io_err("run exec helper", &self.shim_binary, e));
+        record("exec_sync", timer, &out);
+        let out = out?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         Ok((out.status.code().unwrap_or(126), text))
@@ -240,7 +252,9 @@ impl Runtime {
     pub async fn release_attempt(self: &Arc<Self>, uid: &str, container: &str, attempt: u32) {
         let me = self.clone();
         let dir = self.paths.attempt_dir(uid, container, attempt);
-        let _ = blocking(move || me.release_rootfs(&dir)).await;
+        let timer = peapod_metrics::Timer::start();
+        let res = blocking(move || me.release_rootfs(&dir)).await;
+        record("remove_container", timer, &res);
     }
 
     /// Records in start `attempt`'s directory that it is being stopped because

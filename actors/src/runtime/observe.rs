@@ -176,6 +176,13 @@ impl Runtime {
     /// the latest start (however long that takes): a start is never mistaken
     /// for a missing one.
     pub async fn observe(self: &Arc<Self>, uid: &str, container: &str) -> Observation {
+        let timer = peapod_metrics::Timer::start();
+        let found = self.observe_now(uid, container).await;
+        super::record::<_, ()>("container_status", timer, &Ok(()));
+        found
+    }
+
+    async fn observe_now(self: &Arc<Self>, uid: &str, container: &str) -> Observation {
         let began = tokio::time::Instant::now();
         loop {
             let guard = self.locks.lock(format!("ctr/{uid}/{container}")).await;

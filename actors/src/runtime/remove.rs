@@ -32,11 +32,15 @@ impl Runtime {
         let guard = self.locks.lock(format!("pod/{uid}")).await;
         let me = self.clone();
         let pod = pod.clone();
-        blocking(move || {
+        let timer = peapod_metrics::Timer::start();
+        let res = blocking(move || {
             let _guard = guard;
             me.remove_pod_blocking(&pod)
         })
-        .await?
+        .await
+        .and_then(|r| r);
+        super::record("remove_podsandbox", timer, &res);
+        res
     }
 
     /// Whether the pod's removal began.

@@ -52,11 +52,15 @@ impl Runtime {
         let guard = self.locks.lock(format!("pod/{uid}")).await;
         let me = self.clone();
         let pod = pod.clone();
-        blocking(move || {
+        let timer = peapod_metrics::Timer::start();
+        let res = blocking(move || {
             let _guard = guard;
             me.ensure_sandbox_blocking(&pod)
         })
-        .await?
+        .await
+        .and_then(|r| r);
+        super::record("run_podsandbox", timer, &res);
+        res
     }
 
     fn ensure_sandbox_blocking(&self, pod: &Pod) -> Result<SandboxInfo, String> {
@@ -76,32 +80,13 @@ impl Runtime {
         // table (it grows with every pod and is read for every pod start).
         let fresh = !(namespaces.iter().all(|f| is_pinned_namespace(&dir.join(f))) && is_own_tmpfs(&dir.join("shm")));
         if fresh {
-            self.teardown_sandbox(&uid)?;
-            let out = std::process::Command::new(&self.shim_binary)
-                .args(["shim", "sandbox", "--dir"])
-                .arg(&dir)
-                .args(["--hostname", &hostname, "--namespaces", &namespaces.join(",")])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
-            if !out.status.success() {
-                let _ = self.teardown_sandbox(&uid);
-                return Err(format!(
-                    "create pod sandbox: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            // Counted as kubelet counts pod starts: each sandbox it sets out to create.
+            peapod_metrics::metrics().started_pods.inc();
+            let made = self.create_sandbox(&uid, &dir, &hostname, namespaces);
+            if made.is_err() {
+                peapod_metrics::metrics().started_pods_errors.inc();
             }
-            // The pod's /dev/shm, shared by its containers and kept across their restarts.
-            let shm = dir.join("shm");
-            paths::ensure_dir(&shm).map_err(|e| io_err("create", &shm, e))?;
-            mount(
-                Some("shm"),
-                &shm,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=1777,size=65536k"),
-            )
-            .map_err(|e| io_err("mount tmpfs on", &shm, e))?;
+            made?;
         }
         let cg = cgroups::PodCgroup::for_pod(&pod.spec.clone().unwrap_or_default(), self.config.pod_pids_limit);
         cgroups::apply(&uid, &cg)?;
@@ -112,6 +97,42 @@ impl Runtime {
         };
         self.write_etc_files(pod, &hostname, &pod_ips)?;
         Ok(SandboxInfo { pod_ips })
+    }
+
+    /// Pins new namespaces and mounts the pod's `/dev/shm`.
+    fn create_sandbox(
+        &self,
+        uid: &str,
+        dir: &std::path::Path,
+        hostname: &str,
+        namespaces: &[&str],
+    ) -> Result<(), String> {
+        self.teardown_sandbox(uid)?;
+        let out = std::process::Command::new(&self.shim_binary)
+            .args(["shim", "sandbox", "--dir"])
+            .arg(dir)
+            .args(["--hostname", hostname, "--namespaces", &namespaces.join(",")])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
+        if !out.status.success() {
+            let _ = self.teardown_sandbox(uid);
+            return Err(format!(
+                "create pod sandbox: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // The pod's /dev/shm, shared by its containers and kept across their restarts.
+        let shm = dir.join("shm");
+        paths::ensure_dir(&shm).map_err(|e| io_err("create", &shm, e))?;
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=1777,size=65536k"),
+        )
+        .map_err(|e| io_err("mount tmpfs on", &shm, e))
     }
 
     /// The cached CNI attachment of a pod.
@@ -218,11 +239,15 @@ impl Runtime {
         let guard = self.locks.lock(format!("pod/{uid}")).await;
         let me = self.clone();
         let uid = uid.to_string();
-        blocking(move || {
+        let timer = peapod_metrics::Timer::start();
+        let res = blocking(move || {
             let _guard = guard;
             me.teardown_sandbox(&uid)
         })
-        .await?
+        .await
+        .and_then(|r| r);
+        super::record("stop_podsandbox", timer, &res);
+        res
     }
 
     fn write_etc_files(&self, pod: &Pod, hostname: &str, pod_ips: &[String]) -> Result<(), String> {

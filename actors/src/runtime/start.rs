@@ -79,6 +79,7 @@ impl Runtime {
         let guard = self.locks.lock(format!("ctr/{uid}/{name}")).await;
         let me = self.clone();
         let (pod, c, volumes) = (pod.clone(), c.clone(), volumes.to_vec());
+        let timer = peapod_metrics::Timer::start();
         // Files, mounts and the spawn on the blocking pool; the wait for the
         // shim's report on this event loop (no thread parked meanwhile); the
         // verdict on the blocking pool again, all under the container's lock.
@@ -96,13 +97,17 @@ impl Runtime {
             res
         })
         .await
-        .map_err(|e| StartError::new("CreateContainerError", e))??;
-        let (prepared, child) = prepared;
+        .map_err(|e| StartError::new("CreateContainerError", e))
+        .and_then(|r| r);
+        // kubelet's CreateContainer: everything up to a created container (here, its shim spawned).
+        super::record("create_container", timer, &prepared);
+        let (prepared, child) = prepared?;
+        let timer = peapod_metrics::Timer::start();
         let report = super::shim::report(child, &prepared.dir)
             .await
             .map_err(|e| StartError::new(e.reason, e.message));
         let me = self.clone();
-        blocking(move || {
+        let started = blocking(move || {
             let _guard = guard;
             let uid = prepared.uid.clone();
             let res = me.judge_start(prepared, report);
@@ -114,7 +119,10 @@ impl Runtime {
             res
         })
         .await
-        .map_err(|e| StartError::new("CreateContainerError", e))?
+        .map_err(|e| StartError::new("CreateContainerError", e))
+        .and_then(|r| r);
+        super::record("start_container", timer, &started);
+        started
     }
 
     /// Everything up to the spawned shim: image, rootfs, bundle, `shim.json`.

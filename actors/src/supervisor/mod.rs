@@ -274,11 +274,16 @@ where
             self.kids.remove(&msg.key);
             return Verdict::Done;
         }
+        let m = peapod_metrics::metrics();
         if rec.window.allow(Instant::now()) {
+            if msg.exit.is_crash() {
+                m.actor_restarts.with_label_values(&[actor_kind::<A>()]).inc();
+            }
             Verdict::Restart {
                 restarts: rec.window.total,
             }
         } else {
+            m.supervisor_escalations.with_label_values(&[actor_kind::<A>()]).inc();
             let crashes = rec.window.total.saturating_add(1);
             self.kids.remove(&msg.key);
             Verdict::GiveUp { crashes }
@@ -320,6 +325,12 @@ where
     pub fn contains(&self, key: &K) -> bool {
         self.kids.contains_key(key)
     }
+}
+
+/// The actor's type name without its path (`PodActor`), the `actor` label.
+fn actor_kind<A>() -> &'static str {
+    let full = std::any::type_name::<A>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 /// Builds an actor on `arbiter` (the current one when `None`) as a task that

@@ -118,4 +118,9 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, scope: Scope, after_revision: u64) -> StoreFuture<'_, WatchStream>;
     /// The current global revision.
     fn revision(&self) -> StoreFuture<'_, u64>;
+    /// How many watches are open now (for the `peapod_store_watchers` gauge);
+    /// 0 from a store that does not count them.
+    fn watchers(&self) -> usize {
+        0
+    }
 }

@@ -352,6 +352,11 @@ impl Store for SqliteStore {
         })
     }
 
+    fn watchers(&self) -> usize {
+        // Every open watch holds one receiver of the live feed.
+        self.inner.live.receiver_count()
+    }
+
     fn watch(&self, scope: Scope, after: u64) -> StoreFuture<'_, WatchStream> {
         let inner = self.inner.clone();
         Box::pin(async move {
@@ -373,7 +378,12 @@ impl Store for SqliteStore {
                     }
                 }
                 loop {
-                    match live.recv().await {
+                    // A watcher that went away ends its feed now, not at the next event.
+                    let next = tokio::select! {
+                        r = live.recv() => r,
+                        _ = tx.closed() => return,
+                    };
+                    match next {
                         Ok(ev) => {
                             if ev.revision <= last || !in_scope(&scope, &ev.resource, object::namespace(&ev.object)) {
                                 continue;
@@ -506,6 +516,29 @@ mod tests {
         s.create("pods", pod("c")).await.unwrap();
         let e = w.recv().await.unwrap().unwrap();
         assert_eq!((e.event_type, e.revision), (EventType::Added, 5));
+    }
+
+    #[tokio::test]
+    async fn open_watches_are_counted_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db")).unwrap();
+        assert_eq!(s.watchers(), 0);
+        let w1 = s.watch(Scope::default(), 0).await.unwrap();
+        let w2 = s.watch(Scope::default(), 0).await.unwrap();
+        assert_eq!(s.watchers(), 2);
+        drop(w1);
+        drop(w2);
+        // The feeds notice without any event to send.
+        for _ in 0..100 {
+            if s.watchers() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{} watches still counted after their receivers were dropped",
+            s.watchers()
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! `misbehave`: a third-party style plugin built outside the default
 //! workspace members. Its `volumeAttributes.mode` picks the behaviour of
 //! `publish`: `ok` writes a marker file, `panic` panics, `hang` never returns.
+//! Its configuration's `initDelaySeconds` makes `init` take that long (a
+//! daemon is not ready until its plugins are initialised).
 
 use peapod_plugin_sdk::*;
 
@@ -8,6 +10,13 @@ use peapod_plugin_sdk::*;
 struct Misbehave;
 
 impl VolumePlugin for Misbehave {
+    fn init(&self, req: InitRequest) -> Result<InitResponse, PluginError> {
+        if let Some(secs) = req.config.get("initDelaySeconds").and_then(|v| v.as_u64()) {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
+        Ok(InitResponse::default())
+    }
+
     fn publish(&self, req: PublishRequest) -> Result<PublishResponse, PluginError> {
         match req.volume_context.get("mode").map(String::as_str).unwrap_or("ok") {
             "panic" => panic!("misbehave was asked to panic for pod {}", req.pod.name),

@@ -1,0 +1,428 @@
+//! The side-by-side benchmark: one run, one table, every figure measured on
+//! the same machine within minutes of the others, so ratios hold on a noisy
+//! machine. Run as root after `scripts/setup.sh` (a release build is used when
+//! one exists next to this binary):
+//!
+//! ```text
+//! cargo bench -p peapod-tests --bench node
+//! ```
+//!
+//! - container start: create + start + wait + delete of `/bin/true` through
+//!   peapod's shim, `crun run` and `runc run` on one bundle, interleaved. Debian's
+//!   crun refuses this cgroup-v1 hybrid host, so all three run in a private
+//!   mount namespace without the `unified` hierarchy (the same v1 cgroup
+//!   manager for each);
+//! - pod start: apply→Running p50/p99 of 1, 10, 50 and 100 sequential pods,
+//!   and 100 and 500 pods created at once (until all are Running);
+//! - footprint: daemon RSS and CPU seconds per idle minute with 0, 100 and 500
+//!   pods, and a shim's PSS per container;
+//! - `/metrics`: scrape latency and size with 100 and 500 pods;
+//! - soak: pod lifecycles (create, run, delete; 4 at a time) beside 20 steady
+//!   pods, RSS sampled along the way, and against a fresh daemon with the
+//!   same 20 pods;
+//! - plugins: a no-op call through the ABI beside the exec of a trivial driver.
+//!
+//! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
+//! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
+//! short form (fewer of everything, no 500-pod burst).
+
+use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
+use peapod_tests::{binary, container, Node};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn quick() -> bool {
+    std::env::var("PEAPOD_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The table: (what, figure, beside).
+struct Table(Vec<(String, String, String)>);
+
+impl Table {
+    fn row(&mut self, what: impl Into<String>, figure: impl Into<String>, beside: impl Into<String>) {
+        let row = (what.into(), figure.into(), beside.into());
+        eprintln!("  {} | {} | {}", row.0, row.1, row.2);
+        self.0.push(row);
+    }
+
+    fn print(&self) {
+        println!("| what | figure | beside it |");
+        println!("|---|---|---|");
+        for (a, b, c) in &self.0 {
+            println!("| {a} | {b} | {c} |");
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem} RAM, Linux {}", kernel.trim())
+}
+
+// ---- container start: shim beside crun and runc ------------------------------------------
+
+/// A bundle for `/bin/true`: busybox-static as the rootfs, `runc spec` as the
+/// config (no terminal, read-only root).
+fn bundle(dir: &Path) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(b.join("rootfs/bin")).unwrap();
+    std::fs::copy("/bin/busybox", b.join("rootfs/bin/busybox")).expect("busybox-static (scripts/setup.sh)");
+    std::os::unix::fs::symlink("busybox", b.join("rootfs/bin/true")).unwrap();
+    let ok = Command::new("runc").args(["spec", "--bundle"]).arg(&b).status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "runc spec (scripts/setup.sh installs runc)"
+    );
+    let path = b.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["root"]["readonly"] = true.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    b
+}
+
+/// One create + start + wait + delete through `peapod shim run`: the shim
+/// reports the start, then waits for the container, deletes it and removes its
+/// socket, last of all.
+fn shim_once(dir: &Path, bundle: &Path, i: usize) -> Duration {
+    let run = dir.join(format!("shim{i}"));
+    std::fs::create_dir_all(&run).unwrap();
+    let socket = run.join("shim.sock");
+    let config = serde_json::json!({
+        "id": format!("bench-shim-{i}"),
+        "bundle": bundle,
+        "state_root": dir.join("state"),
+        "log_path": run.join("log"),
+        "socket": socket,
+        "exit_file": run.join("exit.json"),
+        "memory_cgroup": null,
+    });
+    let file = run.join("shim.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let t = Instant::now();
+    let out = Command::new(binary())
+        .args(["shim", "run", "--config"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "shim: {}", String::from_utf8_lossy(&out.stdout));
+    while socket.exists() || !run.join("exit.json").exists() {
+        std::thread::sleep(Duration::from_micros(100));
+        assert!(t.elapsed() < Duration::from_secs(30), "shim {i} did not finish");
+    }
+    t.elapsed()
+}
+
+fn runtime_once(runtime: &str, dir: &Path, bundle: &Path, i: usize) -> Duration {
+    let t = Instant::now();
+    let st = Command::new(runtime)
+        .arg("--root")
+        .arg(dir.join(format!("{runtime}-state")))
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("bench-{runtime}-{i}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(st.success(), "{runtime} run failed");
+    took
+}
+
+/// In the private mount namespace: the timings, one JSON line on stdout.
+fn container_starts_here(dir: &Path) {
+    let bundle = bundle(dir);
+    let runs = env_usize("PEAPOD_BENCH_RUNS", if quick() { 5 } else { 30 });
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for i in 0..runs + 2 {
+        let round = [
+            shim_once(dir, &bundle, i),
+            runtime_once("crun", dir, &bundle, i),
+            runtime_once("runc", dir, &bundle, i),
+        ];
+        if i >= 2 {
+            for (t, v) in times.iter_mut().zip(round) {
+                t.push(v);
+            }
+        }
+    }
+    let med: Vec<f64> = times.iter_mut().map(|t| median(t).as_secs_f64() * 1000.0).collect();
+    println!(
+        "{}",
+        serde_json::json!({"shim": med[0], "crun": med[1], "runc": med[2], "runs": runs})
+    );
+}
+
+fn container_starts(table: &mut Table) {
+    let dir = tempfile::Builder::new()
+        .prefix("pp-bench-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // A private mount namespace without the cgroup2 `unified` mount, for crun.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
+        .arg(r#"umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0""#)
+        .arg(&exe)
+        .env("PEAPOD_BENCH_CONTAINERS_IN", dir.path())
+        .env("PEAPOD_BIN", binary())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let (shim, crun, runc) = (
+        v["shim"].as_f64().unwrap(),
+        v["crun"].as_f64().unwrap(),
+        v["runc"].as_f64().unwrap(),
+    );
+    table.row(
+        format!(
+            "container start: `/bin/true` create+start+wait+delete, median of {}",
+            v["runs"]
+        ),
+        format!("peapod shim {shim:.1} ms"),
+        format!(
+            "crun {crun:.1} ms (shim/crun {:.2}×, target ≤ 1.2×); runc {runc:.1} ms (shim/runc {:.2}×)",
+            shim / crun,
+            shim / runc
+        ),
+    );
+}
+
+// ---- pods ---------------------------------------------------------------------------------
+
+fn sequential(node: &Node, n: usize, table: &mut Table) {
+    let mut up = Vec::new();
+    let names: Vec<String> = (0..n).map(|i| format!("s{n}-{i}")).collect();
+    for name in &names {
+        let t = Instant::now();
+        node.apply(&bench::pod_yaml(name));
+        node.wait_pod(name, "running", Duration::from_secs(120), |p| {
+            container(p, "c")["state"]["running"].is_object()
+        });
+        up.push(t.elapsed());
+    }
+    table.row(
+        format!("pod apply→Running, {n} sequential"),
+        format!("p50 {}", ms(pct(&mut up, 0.5))),
+        format!("p99 {}", ms(pct(&mut up, 0.99))),
+    );
+    bench::delete_all(node, &names);
+}
+
+/// RSS now and CPU seconds per minute over `window` of doing nothing.
+fn idle_footprint(pid: u32, window: Duration) -> (f64, f64) {
+    let c0 = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let per_minute = (cpu_seconds(pid) - c0) * 60.0 / window.as_secs_f64();
+    (rss_mib(pid), per_minute)
+}
+
+fn scrape_figures(node: &Node) -> (Duration, usize) {
+    let addr = node.metrics_address();
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (code, body) = peapod_tests::http_get(&addr, "/metrics");
+        times.push(t.elapsed());
+        assert_eq!(code, 200);
+        size = body.len();
+    }
+    (median(&mut times), size)
+}
+
+fn at_scale(node: &Node, n: usize, table: &mut Table, idle_window: Duration) {
+    let pid = node.daemon_pid().unwrap_or(0);
+    let names: Vec<String> = (0..n).map(|i| format!("b{n}-{i:04}")).collect();
+    let up = bench::create_all(node, &names);
+    table.row(
+        format!("{n} pods created at once (8 clients)"),
+        format!("all Running after {:.1} s", up.as_secs_f64()),
+        "polled once a second".to_string(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss, cpu) = idle_footprint(pid, idle_window);
+    table.row(
+        format!("daemon with {n} pods, idle"),
+        format!("RSS {rss:.1} MiB"),
+        format!("{cpu:.2} CPU s per minute"),
+    );
+    if n == 100 {
+        let mut pss: Vec<f64> = node.shims("").into_iter().map(pss_kib).collect();
+        pss.sort_by(f64::total_cmp);
+        let mid = pss.get(pss.len() / 2).copied().unwrap_or(0.0);
+        table.row(
+            "shim PSS per running container (median)",
+            format!("{:.2} MB", mid * 1024.0 / 1e6),
+            format!("{} shims", pss.len()),
+        );
+    }
+    let (took, size) = scrape_figures(node);
+    table.row(
+        format!("`/metrics` scrape with {n} pods (median of 10)"),
+        ms(took),
+        format!("{:.0} KiB", size as f64 / 1024.0),
+    );
+    bench::delete_all(node, &names);
+}
+
+fn pods(table: &mut Table) {
+    let node = Node::start_with_args(&["--pod-cidr", "10.94.0.0/20", "--max-pods", "5000"], |_| {});
+    std::thread::sleep(Duration::from_secs(3));
+    let window = Duration::from_secs(if quick() { 5 } else { 30 });
+    let (rss, cpu) = idle_footprint(node.daemon_pid().unwrap_or(0), window);
+    table.row(
+        "daemon with no pods, idle",
+        format!("RSS {rss:.1} MiB"),
+        format!("{cpu:.2} CPU s per minute"),
+    );
+    let sizes: &[usize] = if quick() { &[1, 10] } else { &[1, 10, 50, 100] };
+    for &n in sizes {
+        sequential(&node, n, table);
+    }
+    let bursts: &[usize] = if quick() { &[100] } else { &[100, 500] };
+    for &n in bursts {
+        at_scale(&node, n, table, window);
+    }
+}
+
+// ---- soak ---------------------------------------------------------------------------------
+
+fn lifecycle(node: &Node, name: &str) {
+    node.apply(&bench::pod_yaml(name));
+    node.wait_pod(name, "running", Duration::from_secs(120), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    node.ok(&["delete", "pod", name, "--grace-period", "0"]);
+}
+
+fn soak(table: &mut Table) {
+    let total = env_usize("PEAPOD_BENCH_SOAK", if quick() { 100 } else { 2000 });
+    let mut node = Node::start_with_args(&["--pod-cidr", "10.95.0.0/22"], |_| {});
+    let steady: Vec<String> = (0..20).map(|i| format!("steady{i}")).collect();
+    bench::create_all(&node, &steady);
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = node.daemon_pid().unwrap_or(0);
+    let start = rss_mib(pid);
+    let workers = 4;
+    let every = (total / 8).max(1);
+    let mut samples = vec![format!("{start:.1}")];
+    let t = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let batch = every.min(total - done);
+        std::thread::scope(|s| {
+            for w in 0..workers {
+                let node = &node;
+                s.spawn(move || {
+                    for i in (w..batch).step_by(workers) {
+                        lifecycle(node, &format!("soak{}", done + i));
+                    }
+                });
+            }
+        });
+        done += batch;
+        samples.push(format!("{:.1}", rss_mib(pid)));
+    }
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let end = rss_mib(pid);
+    // A fresh daemon with the same 20 pods (re-adopted, not restarted).
+    node.kill_daemon();
+    node.start_daemon();
+    bench::create_all(&node, &steady);
+    std::thread::sleep(Duration::from_secs(3));
+    let fresh = rss_mib(node.daemon_pid().unwrap_or(0));
+    table.row(
+        format!(
+            "soak: {total} pod lifecycles (4 at a time) beside 20 steady pods, {:.0} s",
+            took.as_secs_f64()
+        ),
+        format!("RSS {start:.1} → {end:.1} MiB"),
+        format!(
+            "a fresh daemon with the same pods: {fresh:.1} MiB (after/fresh {:.2}); RSS along the way (MiB): {}",
+            end / fresh,
+            samples.join(", ")
+        ),
+    );
+}
+
+// ---- plugins ------------------------------------------------------------------------------
+
+fn plugins(table: &mut Table) {
+    let c = bench::plugin_calls();
+    table.row(
+        "volume plugin: no-op call through the C ABI (median)",
+        format!(
+            "{:.2} µs raw; {:.1} µs the daemon's path",
+            c.raw.as_nanos() as f64 / 1000.0,
+            c.daemon_path.as_nanos() as f64 / 1000.0
+        ),
+        format!(
+            "exec of a trivial driver {:.2} ms ({:.0}× the daemon's path)",
+            c.exec.as_secs_f64() * 1000.0,
+            c.exec.as_secs_f64() / c.daemon_path.as_secs_f64()
+        ),
+    );
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os("PEAPOD_BENCH_CONTAINERS_IN") {
+        container_starts_here(Path::new(&dir));
+        return;
+    }
+    let began = Instant::now();
+    let mut table = Table(Vec::new());
+    eprintln!("measuring (rows as they come):");
+    container_starts(&mut table);
+    plugins(&mut table);
+    pods(&mut table);
+    soak(&mut table);
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "\npeapod side by side, {date}, {} ({} daemon), {:.0} s:\n",
+        machine(),
+        if binary().display().to_string().contains("/release/") {
+            "release"
+        } else {
+            "debug"
+        },
+        began.elapsed().as_secs_f64()
+    );
+    table.print();
+}
