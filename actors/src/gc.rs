@@ -193,7 +193,11 @@ impl Actor for GarbageCollector {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Watching");
-        for kind in KINDS {
+        // Events are left out, as kube-controller-manager's collector leaves
+        // them out (its ignored resources): they own nothing, are owned by
+        // nothing, and are by far the most numerous kind; they age out on
+        // their own (--event-ttl).
+        for kind in KINDS.iter().filter(|k| !std::ptr::eq(*k, kinds::event())) {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }

@@ -136,6 +136,27 @@ fn cap_malloc_arenas() {
     }
 }
 
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Hands memory glibc keeps after frees back to the kernel, every
+/// [`TRIM_EVERY`]. A transient peak (a relist, the Event expiry listing every
+/// Event, a burst of pod starts) otherwise stays resident: a 1000-lifecycle
+/// soak went 30.6 → 41.7 MiB at the first Event expiry and stayed there, with
+/// nothing live behind it.
+fn trim_heap_periodically() {
+    actix_rt::spawn(async {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only returns free pages to the kernel; it is
+            // thread-safe (it takes each arena's lock) and touches no live
+            // allocation. Run on the blocking pool: it walks the arenas.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
+}
+
 /// Modes of the node's state: the root dir may be traversed (0711, as
 /// containerd's), what is below it is the daemon's alone.
 const PRIVATE_DIRS: &[&str] = &["images", "pods", "logs", "plugins", "cni", "seccomp"];
@@ -287,6 +308,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             n => n,
         };
         let arbiters: Vec<actix::ArbiterHandle> = (0..threads).map(|_| actix::Arbiter::new().handle()).collect();
+        trim_heap_periodically();
         let node = peapod_actors::node::run(NodeSpec {
             rt,
             store: store.clone(),

@@ -11,7 +11,7 @@
 use crate::inventory::{ContainerEntry, ContainerState, PodEntry, Snapshot};
 use prometheus::proto::MetricFamily;
 use prometheus::{CounterVec, GaugeVec, Opts, Registry};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -183,11 +183,15 @@ fn disk_usage(dir: &Path) -> u64 {
 
 static FS_USAGE: LazyLock<Mutex<HashMap<PathBuf, (Instant, u64)>>> = LazyLock::new(Mutex::default);
 
-/// The writable layer's size, measured at most once per [`FS_USAGE_TTL`];
-/// layers no longer in `live` are forgotten.
-fn fs_usage(dir: &Path, live: &[&Path]) -> u64 {
+/// Forgets the measured layers not in `live` (once per scrape).
+fn prune_fs_usage(live: &HashSet<&Path>) {
     let mut cache = FS_USAGE.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|k, _| live.contains(&k.as_path()));
+    cache.retain(|k, _| live.contains(k.as_path()));
+}
+
+/// The writable layer's size, measured at most once per [`FS_USAGE_TTL`].
+fn fs_usage(dir: &Path) -> u64 {
+    let mut cache = FS_USAGE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((at, bytes)) = cache.get(dir) {
         if at.elapsed() < FS_USAGE_TTL {
             return *bytes;
@@ -356,7 +360,7 @@ impl Families {
     }
 }
 
-fn container_series(f: &Families, c: &ContainerEntry, live: &[&Path]) {
+fn container_series(f: &Families, c: &ContainerEntry) {
     let labels = [
         c.container.as_str(),
         c.cgroup.as_str(),
@@ -372,7 +376,7 @@ fn container_series(f: &Families, c: &ContainerEntry, live: &[&Path]) {
     f.cgroup(&labels, &read_cgroup(&c.cgroup));
     f.put("container_start_time_seconds", &labels, c.started_at);
     if let Some(upper) = &c.upper_dir {
-        let bytes = fs_usage(upper, live) as f64;
+        let bytes = fs_usage(upper) as f64;
         let with_device: Vec<&str> = labels.iter().copied().chain(["overlay"]).collect();
         f.put("container_fs_usage_bytes", &with_device, bytes);
     }
@@ -408,13 +412,19 @@ fn pod_series(f: &Families, p: &PodEntry, containers: &[&ContainerEntry]) {
 /// The cAdvisor families for the pods and containers of `snap`, read now.
 pub fn gather(snap: &Snapshot) -> Vec<MetricFamily> {
     let f = Families::new();
-    let live: Vec<&Path> = snap.containers.iter().filter_map(|c| c.upper_dir.as_deref()).collect();
+    // Everything here is linear in the containers: a scrape of a full node
+    // must not cost the square of its pods.
+    let live: HashSet<&Path> = snap.containers.iter().filter_map(|c| c.upper_dir.as_deref()).collect();
+    prune_fs_usage(&live);
+    let mut by_pod: HashMap<&str, Vec<&ContainerEntry>> = HashMap::new();
+    for c in &snap.containers {
+        by_pod.entry(c.pod_uid.as_str()).or_default().push(c);
+    }
     for p in &snap.pods {
-        let mine: Vec<&ContainerEntry> = snap.containers.iter().filter(|c| c.pod_uid == p.uid).collect();
-        pod_series(&f, p, &mine);
+        pod_series(&f, p, by_pod.get(p.uid.as_str()).map_or(&[], Vec::as_slice));
     }
     for c in &snap.containers {
-        container_series(&f, c, &live);
+        container_series(&f, c);
     }
     f.registry.gather()
 }

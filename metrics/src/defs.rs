@@ -300,7 +300,10 @@ impl Metrics {
                 .with_label_values(&[probe_type, container, pod, namespace])
                 .observe(s);
         }
-        inventory::probed(pod_uid, [probe_type, container, pod, namespace]);
+        if !inventory::probed(pod_uid, [probe_type, container, pod, namespace]) {
+            // A late result of a pod already gone: no series may stay behind.
+            self.forget_probe(probe_type, container, pod, namespace, pod_uid);
+        }
     }
 
     /// One runtime operation and whether it failed.

@@ -188,19 +188,32 @@ pub fn remove_pod(uid: &str, owner: u64) {
     }
 }
 
-/// Notes the labels of a prober series of pod `uid`, to drop it with the pod.
-pub(crate) fn probed(uid: &str, labels: [&str; 4]) {
+/// Notes the labels of a prober series of pod `uid`, to drop it with the
+/// pod; false when the pod is not (or no longer) in the inventory, whose
+/// series must then not outlive the call.
+pub(crate) fn probed(uid: &str, labels: [&str; 4]) -> bool {
     let key = labels.map(str::to_string);
-    update_pod(uid, |p| {
-        if !p.probed.contains(&key) {
-            p.probed.insert(key);
-        }
-    });
+    let mut inv = lock();
+    let Some(p) = inv.pods.get_mut(uid) else {
+        return false;
+    };
+    if !p.probed.contains(&key) {
+        p.probed.insert(key);
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_probe_of_a_pod_gone_leaves_no_series() {
+        crate::metrics().observe_probe("Readiness", "successful", "c", "gone", "ns", "u-gone", Some(0.01));
+        let text = String::from_utf8(crate::render()).unwrap();
+        assert!(!text.contains("u-gone"), "{text}");
+        assert!(!snapshot().pods.iter().any(|p| p.uid == "u-gone"));
+    }
 
     #[test]
     fn a_removed_pod_takes_its_probe_series_along() {

@@ -125,7 +125,8 @@ mod tests {
         let text = String::from_utf8(render()).unwrap();
         assert!(text.contains("# TYPE kubelet_started_pods_total counter"), "{text}");
         assert!(text.contains("# HELP kubelet_running_pods "), "{text}");
-        assert!(text.contains("kubelet_running_pods 0"), "{text}");
+        // (Its value depends on what other tests put in the shared inventory.)
+        assert!(text.lines().any(|l| l.starts_with("kubelet_running_pods ")), "{text}");
         let names = m.names();
         assert!(names.len() > 30, "{names:?}");
         for n in &names {
