@@ -3,17 +3,18 @@
 # Idempotent; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# crun and runc: the side-by-side benchmark starts containers through them beside the shim.
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata crun runc; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables openssl python3-grpcio tzdata; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Storage: the local plugin's mkfs, the NFS client library (and the test NFS
 # server), Ceph for the RBD plugin (and the test cluster); Prometheus and
-# promtool for the metrics tests. Without recommends: Ceph's pull in a mgr and
-# python modules nothing here uses, Prometheus' a node exporter.
+# promtool for the metrics tests; crun and runc, which the side-by-side bench
+# starts containers through beside the shim. Without recommends: Ceph's pull in
+# a mgr and python modules nothing here uses, Prometheus' a node exporter,
+# runc's criu.
 storage=()
-for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus; do
+for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus crun runc; do
   dpkg -s "$p" >/dev/null 2>&1 || storage+=("$p")
 done
 if [ ${#need[@]} -gt 0 ] || [ ${#storage[@]} -gt 0 ]; then
@@ -24,6 +25,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ ${#storage[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${storage[@]}"
+  # The package starts a Prometheus service where systemd runs; the node asked
+  # for none (the tests start their own on a free port), so one just installed is stopped.
+  if [[ " ${storage[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 profile=${PEAPOD_PROFILE:-debug}
 # The test build carries the fault-injection points (tests/tests/supervision.rs
