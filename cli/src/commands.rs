@@ -705,14 +705,7 @@ pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
                 })
                 .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
                 .collect();
-            println!(
-                "Used By:       {}",
-                if users.is_empty() {
-                    "<none>".into()
-                } else {
-                    users.join(", ")
-                }
-            );
+            println!("Used By:       {}", joined_or_none(&users, ", "));
         }
         let uid = m["uid"].as_str().unwrap_or("");
         let mut evs: Vec<&Value> = events
@@ -952,6 +945,14 @@ fn capitalised(k: &str) -> String {
 }
 
 /// A StorageClass as kubectl shows it.
+/// `items` joined by `sep`, or `<none>` as kubectl prints an empty list.
+fn joined_or_none<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    if items.is_empty() {
+        return "<none>".into();
+    }
+    items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(sep)
+}
+
 fn describe_class(o: &Value) {
     let default = o["metadata"]["annotations"][peapod_core::validation::storage::DEFAULT_CLASS] == "true";
     println!("IsDefaultClass:        {}", if default { "Yes" } else { "No" });
@@ -962,14 +963,7 @@ fn describe_class(o: &Value) {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect();
-    println!(
-        "Parameters:            {}",
-        if params.is_empty() {
-            "<none>".into()
-        } else {
-            params.join(",")
-        }
-    );
+    println!("Parameters:            {}", joined_or_none(&params, ","));
     println!(
         "AllowVolumeExpansion:  {}",
         if o["allowVolumeExpansion"] == true {
@@ -979,14 +973,7 @@ fn describe_class(o: &Value) {
         }
     );
     let opts = strings(&o["mountOptions"]);
-    println!(
-        "MountOptions:          {}",
-        if opts.is_empty() {
-            "<none>".into()
-        } else {
-            opts.join(",")
-        }
-    );
+    println!("MountOptions:          {}", joined_or_none(&opts, ","));
     println!(
         "ReclaimPolicy:         {}",
         o["reclaimPolicy"].as_str().unwrap_or("Delete")
@@ -1586,11 +1573,7 @@ pub fn plugins(c: &Client, a: PluginsArgs) -> Result<()> {
             p["name"].as_str().unwrap_or("").into(),
             p["version"].as_str().unwrap_or("").into(),
             p["abi"].as_str().unwrap_or("").into(),
-            if caps.is_empty() {
-                "<none>".into()
-            } else {
-                caps.join(",")
-            },
+            joined_or_none(&caps, ","),
             p["path"].as_str().unwrap_or("").into(),
         ]);
     }

@@ -300,7 +300,7 @@ impl Metrics {
                 .with_label_values(&[probe_type, container, pod, namespace])
                 .observe(s);
         }
-        if !inventory::probed(pod_uid, [probe_type, container, pod, namespace]) {
+        if !inventory::probed(pod_uid, probe_type, container) {
             // A late result of a pod already gone: no series may stay behind.
             self.forget_probe(probe_type, container, pod, namespace, pod_uid);
         }

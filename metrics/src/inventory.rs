@@ -4,7 +4,7 @@
 //! never a file read); an entry leaves with its actor, and a pod's series
 //! (probes, volume stats) with the pod.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -63,8 +63,9 @@ pub struct PodEntry {
     pub volumes_actual: Vec<String>,
     /// Usage of the claims it mounts, by claim name.
     pub claims: BTreeMap<String, VolumeUsage>,
-    /// (probe_type, container, pod, namespace) of its prober series.
-    probed: BTreeSet<[String; 4]>,
+    /// (probe_type, container) of its prober series (pod and namespace are
+    /// this entry's); a handful per pod, scanned without allocating.
+    probed: Vec<(String, String)>,
 }
 
 /// One container of a pod on the node.
@@ -182,8 +183,8 @@ pub fn remove_pod(uid: &str, owner: u64) {
     let pod = inv.pods.remove(uid);
     drop(inv);
     if let Some(p) = pod {
-        for [probe_type, container, pod, namespace] in &p.probed {
-            crate::metrics().forget_probe(probe_type, container, pod, namespace, uid);
+        for (probe_type, container) in &p.probed {
+            crate::metrics().forget_probe(probe_type, container, &p.name, &p.namespace, uid);
         }
     }
 }
@@ -191,14 +192,13 @@ pub fn remove_pod(uid: &str, owner: u64) {
 /// Notes the labels of a prober series of pod `uid`, to drop it with the
 /// pod; false when the pod is not (or no longer) in the inventory, whose
 /// series must then not outlive the call.
-pub(crate) fn probed(uid: &str, labels: [&str; 4]) -> bool {
-    let key = labels.map(str::to_string);
+pub(crate) fn probed(uid: &str, probe_type: &str, container: &str) -> bool {
     let mut inv = lock();
     let Some(p) = inv.pods.get_mut(uid) else {
         return false;
     };
-    if !p.probed.contains(&key) {
-        p.probed.insert(key);
+    if !p.probed.iter().any(|(t, c)| t == probe_type && c == container) {
+        p.probed.push((probe_type.to_string(), container.to_string()));
     }
     true
 }

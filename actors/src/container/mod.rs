@@ -224,7 +224,11 @@ impl ContainerActor {
         };
         let id = crate::runtime::container_id(&uid, &self.slot.name, attempt);
         let pod = &self.orders.pod;
-        let spec_image = self.spec().and_then(|c| c.image).unwrap_or_default();
+        // The running start's image; the spec's (a clone of the container) only when none runs.
+        let image = match started {
+            Some(s) => s.image.clone(),
+            None => self.spec().and_then(|c| c.image).unwrap_or_default(),
+        };
         let upper = self.rt.paths.attempt_dir(&uid, &self.slot.name, attempt).join("upper");
         let owner = self.metrics_owner;
         let restarts = self.slot.restart_count();
@@ -232,7 +236,7 @@ impl ContainerActor {
             c.owner = owner;
             c.namespace = pod.metadata.namespace.clone().unwrap_or_default();
             c.pod = pod.metadata.name.clone().unwrap_or_default();
-            c.image = started.map_or(spec_image, |s| s.image.clone());
+            c.image = image;
             c.cgroup = format!("{}/{id}", crate::runtime::cgroups::pod_path(&uid));
             c.pid = started.map_or(0, |s| s.pid);
             c.started_at = started
