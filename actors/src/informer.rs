@@ -208,6 +208,15 @@ mod tests {
         ) -> peapod_core::store::StoreFuture<'a, (Vec<Value>, u64)> {
             self.inner.list(r, ns)
         }
+        fn list_page<'a>(
+            &'a self,
+            r: &'a str,
+            ns: Option<&'a str>,
+            after: Option<peapod_core::store::PageKey>,
+            limit: usize,
+        ) -> peapod_core::store::StoreFuture<'a, peapod_core::store::Page> {
+            self.inner.list_page(r, ns, after, limit)
+        }
         fn create<'a>(&'a self, r: &'a str, o: Value) -> peapod_core::store::StoreFuture<'a, Value> {
             self.inner.create(r, o)
         }

@@ -1,7 +1,7 @@
 //! The store as the daemon uses it: every write timed for
 //! `peapod_store_write_duration_seconds`, whatever backend is underneath.
 
-use peapod_core::store::{Preconditions, Scope, Store, StoreFuture, WatchStream};
+use peapod_core::store::{Page, PageKey, Preconditions, Scope, Store, StoreFuture, WatchStream};
 use serde_json::Value;
 
 /// Wraps a store and times its writes.
@@ -35,6 +35,16 @@ impl<S: Store> Store for MeteredStore<S> {
 
     fn list<'a>(&'a self, resource: &'a str, namespace: Option<&'a str>) -> StoreFuture<'a, (Vec<Value>, u64)> {
         self.inner.list(resource, namespace)
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: Option<PageKey>,
+        limit: usize,
+    ) -> StoreFuture<'a, Page> {
+        self.inner.list_page(resource, namespace, after, limit)
     }
 
     fn create<'a>(&'a self, resource: &'a str, object: Value) -> StoreFuture<'a, Value> {

@@ -670,27 +670,40 @@ pub async fn run(spec: NodeSpec) -> String {
 /// Deletes Events whose last occurrence is older than `ttl`.
 async fn expire_events(store: &dyn Store, ttl: Duration) {
     let resource = kinds::event().resource();
-    let Ok((items, _)) = store.list(&resource, None).await else {
-        return;
-    };
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
-    for ev in items {
-        let last = ev["lastTimestamp"]
-            .as_str()
-            .or(ev["eventTime"].as_str())
-            .or(ev["metadata"]["creationTimestamp"].as_str())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        if last.is_some_and(|t| t < cutoff) {
-            let ns = ev["metadata"]["namespace"].as_str().unwrap_or_default();
-            let name = ev["metadata"]["name"].as_str().unwrap_or_default();
-            let pre = peapod_core::store::Preconditions {
-                uid: Some(object::uid(&ev).to_string()),
-                resource_version: None,
-            };
-            let _ = store.delete(&resource, ns, name, pre).await;
+    // A page at a time: a node that recorded tens of thousands of Events
+    // within the TTL would otherwise hold them all in memory at once, and the
+    // allocator keeps such a peak long after.
+    let mut after = None;
+    loop {
+        let Ok(page) = store.list_page(&resource, None, after, EXPIRY_PAGE).await else {
+            return;
+        };
+        for ev in &page.items {
+            let last = ev["lastTimestamp"]
+                .as_str()
+                .or(ev["eventTime"].as_str())
+                .or(ev["metadata"]["creationTimestamp"].as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if last.is_some_and(|t| t < cutoff) {
+                let ns = ev["metadata"]["namespace"].as_str().unwrap_or_default();
+                let name = ev["metadata"]["name"].as_str().unwrap_or_default();
+                let pre = peapod_core::store::Preconditions {
+                    uid: Some(object::uid(ev).to_string()),
+                    resource_version: None,
+                };
+                let _ = store.delete(&resource, ns, name, pre).await;
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return,
         }
     }
 }
+
+/// Events read per page by the expiry.
+const EXPIRY_PAGE: usize = 256;
 
 /// Ensures the namespaces every cluster has (`default`, `kube-system`, `kube-public`, `kube-node-lease`).
 pub async fn ensure_default_namespaces(store: &dyn Store) -> Result<(), StoreError> {
@@ -706,4 +719,38 @@ pub async fn ensure_default_namespaces(store: &dyn Store) -> Result<(), StoreErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peapod_core::store::SqliteStore;
+
+    fn event(name: &str, last: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default", "uid": name},
+            "lastTimestamp": last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+    }
+
+    #[tokio::test]
+    async fn expiry_walks_every_page_and_keeps_recent_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db")).unwrap();
+        let resource = kinds::event().resource();
+        let old = chrono::Utc::now() - chrono::Duration::hours(2);
+        let new = chrono::Utc::now();
+        // More than two pages, old and recent interleaved in key order.
+        let total = EXPIRY_PAGE * 2 + 17;
+        for i in 0..total {
+            let at = if i % 3 == 0 { new } else { old };
+            store.create(&resource, event(&format!("e{i:05}"), at)).await.unwrap();
+        }
+        expire_events(&store, Duration::from_secs(3600)).await;
+        let (left, _) = store.list(&resource, None).await.unwrap();
+        let names: Vec<&str> = left.iter().map(object::name).collect();
+        let want: Vec<String> = (0..total).filter(|i| i % 3 == 0).map(|i| format!("e{i:05}")).collect();
+        assert_eq!(names, want);
+    }
 }

@@ -664,11 +664,16 @@ spec:
     )
 }
 
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
+/// A name no other call in this process gets: threads applying at the same
+/// clock tick once wrote one manifest file and applied each other's pods.
+fn rand_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos()
+        .as_nanos();
+    format!("{nanos}-{n}")
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`.

@@ -32,18 +32,36 @@ impl KeyedLocks {
     }
 }
 
-/// A bounded set of recent keys (the oldest are forgotten past 65536).
+/// A bounded set of recent keys (the oldest are forgotten past
+/// [`RECENT_KEYS`]).
+///
+/// Keys are kept as 64-bit hashes in two flat tables, not as strings: a
+/// string per key, allocated as pods came and went, stayed scattered over
+/// the heap and kept its pages resident long after everything around it
+/// was freed. A collision would only make a new pod look removed; at 4,096
+/// keys its odds are about 2^-52.
 #[derive(Default)]
 pub(crate) struct RecentSet {
-    set: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// How many keys a [`RecentSet`] keeps. It records pods whose removal
+/// began, against a start racing the removal (seconds apart); 65,536 kept
+/// up to 10 MB of uids a long-running node never asked about again.
+const RECENT_KEYS: usize = 4096;
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
 
 impl RecentSet {
-    pub(crate) fn insert(&mut self, key: String) {
-        if self.set.insert(key.clone()) {
-            self.order.push_back(key);
-            if self.order.len() > 65_536 {
+    pub(crate) fn insert(&mut self, key: &str) {
+        let h = key_hash(key);
+        if self.set.insert(h) {
+            self.order.push_back(h);
+            if self.order.len() > RECENT_KEYS {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                 }
@@ -52,13 +70,25 @@ impl RecentSet {
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.set.contains(key)
+        self.set.contains(&key_hash(key))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_keys_are_bounded_oldest_first() {
+        let mut set = RecentSet::default();
+        for i in 0..RECENT_KEYS + 10 {
+            set.insert(&format!("k{i}"));
+        }
+        set.insert("k20");
+        assert!(!set.contains("k0") && !set.contains("k9"));
+        assert!(set.contains("k10") && set.contains(&format!("k{}", RECENT_KEYS + 9)));
+        assert_eq!((set.set.len(), set.order.len()), (RECENT_KEYS, RECENT_KEYS));
+    }
 
     #[tokio::test]
     async fn one_holder_per_key() {

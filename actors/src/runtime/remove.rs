@@ -24,10 +24,7 @@ impl Runtime {
         for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
             guards.push(self.locks.lock(format!("ctr/{uid}/{}", c.name)).await);
         }
-        self.removed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.clone());
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(&uid);
         drop(guards);
         let guard = self.locks.lock(format!("pod/{uid}")).await;
         let me = self.clone();

@@ -96,12 +96,36 @@ pub struct Scope {
     pub namespace: Option<String>,
 }
 
+/// Where a paged list resumes: the (namespace, name) of the last object
+/// returned; objects sort by namespace, then name.
+pub type PageKey = (String, String);
+
+/// One page of a list.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Up to `limit` objects, after the key asked for.
+    pub items: Vec<Value>,
+    /// The store's revision when this page was read (pages are not one snapshot).
+    pub revision: u64,
+    /// The key to ask for next; `None` when this page ended the list.
+    pub next: Option<PageKey>,
+}
+
 /// The store interface. All calls may cross a network; all writes are durable when they return.
 pub trait Store: Send + Sync + 'static {
     /// The object at (resource, namespace, name).
     fn get<'a>(&'a self, resource: &'a str, namespace: &'a str, name: &'a str) -> StoreFuture<'a, Value>;
     /// All objects of a kind (in one namespace or all), with the revision the list is consistent at.
     fn list<'a>(&'a self, resource: &'a str, namespace: Option<&'a str>) -> StoreFuture<'a, (Vec<Value>, u64)>;
+    /// At most `limit` objects of a kind after `after`, in (namespace, name)
+    /// order, so a caller that walks many objects holds one page at a time.
+    fn list_page<'a>(
+        &'a self,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: Option<PageKey>,
+        limit: usize,
+    ) -> StoreFuture<'a, Page>;
     /// Stores a new object; sets its resourceVersion. AlreadyExists if the key is taken.
     fn create<'a>(&'a self, resource: &'a str, object: Value) -> StoreFuture<'a, Value>;
     /// Replaces an object if its `metadata.resourceVersion` is current (0 or absent: unconditional).

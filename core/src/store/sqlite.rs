@@ -2,7 +2,10 @@
 //! acknowledged write survives a crash), an objects table, and an events table
 //! that watches replay from.
 
-use super::{EventType, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent, WatchStream};
+use super::{
+    EventType, Page, PageKey, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent,
+    WatchStream,
+};
 use crate::object;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -58,17 +61,31 @@ fn history(inner: &Inner, scope: &Scope, after: u64) -> StoreResult<Vec<WatchEve
     Ok(out)
 }
 
+/// SQLite's page cache, negative as the pragma takes KiB.
+const CACHE_KIB: i64 = -512;
+
 /// The SQLite-backed [`Store`].
+///
+/// One connection, used by one worker thread: operations queue for it in
+/// order instead of each taking a thread of the blocking pool to wait on the
+/// connection's lock (a burst of pod starts had 60 threads parked there).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
-    live: broadcast::Sender<WatchEvent>,
+    /// Shared, not copied, per watcher: each watcher deep-copies only the
+    /// events in its scope (a copy per watcher per write was most of the
+    /// daemon's allocations).
+    live: broadcast::Sender<Arc<WatchEvent>>,
 }
+
+/// An operation for the worker thread.
+type Job = Box<dyn FnOnce(&Inner) + Send>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
@@ -78,6 +95,9 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(be)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(be)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(be)?;
+        // SQLite's page cache (2 MiB by default) fills as the database grows
+        // and never empties; the kernel's page cache holds the file anyway.
+        conn.pragma_update(None, "cache_size", CACHE_KIB).map_err(be)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(be)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS objects (
@@ -94,30 +114,61 @@ impl SqliteStore {
         // Live events hold whole objects: the feed keeps few, and a watcher
         // that falls behind catches up from the events table.
         let (live, _) = broadcast::channel(LIVE_EVENTS);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                conn: Mutex::new(conn),
-                live,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path,
+            conn: Mutex::new(conn),
+            live,
+        });
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let worker = inner.clone();
+        // The thread ends when the last handle (store or watch feed) is gone.
+        std::thread::Builder::new()
+            .name("peapod-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&worker);
+                }
+            })
+            .map_err(|e| backend(&inner.path, format!("starting the store's thread: {e}")))?;
+        Ok(Self { inner, jobs })
     }
 
     fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'static, T> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let path = inner.path.clone();
-            tokio::task::spawn_blocking(move || f(&inner))
-                .await
-                .map_err(|e| StoreError::Backend {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?
-        })
+        on_worker(self.jobs.clone(), self.inner.path.display().to_string(), f)
     }
+}
+
+/// Runs `f` on the store's thread (when the future is first polled, as a
+/// spawned task would) and hands back its result.
+fn on_worker<T: Send + 'static>(
+    jobs: std::sync::mpsc::Sender<Job>,
+    path: String,
+    f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+) -> StoreFuture<'static, T> {
+    Box::pin(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |inner: &Inner| {
+            // A panic drops `tx`, which the caller sees; the thread lives on.
+            if let Ok(out) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(inner))) {
+                let _ = tx.send(out);
+            }
+        });
+        if jobs.send(job).is_err() {
+            return Err(StoreError::Backend {
+                path,
+                message: "the store's thread has stopped".into(),
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Backend {
+                path,
+                message: "a store operation panicked".into(),
+            })
+        })
+    })
 }
 
 fn backend(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -214,12 +265,12 @@ impl Inner {
         }
         tx.commit().map_err(|e| self.be(e))?;
         // Sent under the connection lock, so live events leave in revision order.
-        let _ = self.live.send(WatchEvent {
+        let _ = self.live.send(Arc::new(WatchEvent {
             event_type,
             revision: rev,
             resource: resource.to_string(),
             object: obj.clone(),
-        });
+        }));
         Ok(obj)
     }
 }
@@ -264,6 +315,53 @@ impl Store for SqliteStore {
                 out.push(parse(&inner.path, &row.map_err(|e| inner.be(e))?)?);
             }
             Ok((out, rev))
+        })
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: Option<PageKey>,
+        limit: usize,
+    ) -> StoreFuture<'a, Page> {
+        let (r, ns) = (resource.to_string(), namespace.map(str::to_string));
+        let (after_ns, after_name) = after.unzip();
+        self.run(move |inner| {
+            let conn = inner.lock();
+            let revision: u64 = conn
+                .query_row("SELECT value FROM meta WHERE key='revision'", [], |r| r.get(0))
+                .map_err(|e| inner.be(e))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT namespace, name, value FROM objects WHERE resource=?1 AND (?2 IS NULL OR namespace=?2)
+                     AND (?3 IS NULL OR (namespace, name) > (?3, ?4)) ORDER BY namespace, name LIMIT ?5",
+                )
+                .map_err(|e| inner.be(e))?;
+            let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![r, ns, after_ns, after_name, limit], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(|e| inner.be(e))?;
+            let mut page = Page {
+                revision,
+                ..Page::default()
+            };
+            let mut last = None;
+            for row in rows {
+                let (ns, name, text) = row.map_err(|e| inner.be(e))?;
+                page.items.push(parse(&inner.path, &text)?);
+                last = Some((ns, name));
+            }
+            if i64::try_from(page.items.len()).is_ok_and(|n| n == limit) {
+                page.next = last;
+            }
+            Ok(page)
         })
     }
 
@@ -359,15 +457,14 @@ impl Store for SqliteStore {
 
     fn watch(&self, scope: Scope, after: u64) -> StoreFuture<'_, WatchStream> {
         let inner = self.inner.clone();
+        let jobs = self.jobs.clone();
+        let path = inner.path.display().to_string();
         Box::pin(async move {
             // Subscribe before reading history: every event is then either in the
             // history read below or in the live feed (or both; the overlap is skipped).
             let mut live = inner.live.subscribe();
             let scope2 = scope.clone();
-            let inner2 = inner.clone();
-            let recorded = tokio::task::spawn_blocking(move || history(&inner2, &scope2, after))
-                .await
-                .map_err(|e| backend(&inner.path, e))??;
+            let recorded = on_worker(jobs.clone(), path.clone(), move |i| history(i, &scope2, after)).await?;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(async move {
                 let mut last = after;
@@ -389,7 +486,7 @@ impl Store for SqliteStore {
                                 continue;
                             }
                             last = ev.revision;
-                            if tx.send(Ok(ev)).await.is_err() {
+                            if tx.send(Ok(Arc::unwrap_or_clone(ev))).await.is_err() {
                                 return;
                             }
                         }
@@ -398,11 +495,8 @@ impl Store for SqliteStore {
                             // watcher that fell behind catches up from the
                             // recorded ones instead, and only a compacted
                             // revision ends the watch with Expired.
-                            let (i, sc) = (inner.clone(), scope.clone());
-                            let caught_up = tokio::task::spawn_blocking(move || history(&i, &sc, last))
-                                .await
-                                .map_err(|e| backend(&inner.path, e))
-                                .and_then(|r| r);
+                            let sc = scope.clone();
+                            let caught_up = on_worker(jobs.clone(), path.clone(), move |i| history(i, &sc, last)).await;
                             match caught_up {
                                 Ok(events) => {
                                     for ev in events {
@@ -480,6 +574,59 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(s.revision().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db")).unwrap();
+        let err = s.run(|_| -> StoreResult<()> { panic!("boom") }).await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The store's thread lives on, and so does the connection.
+        s.create("pods", pod("a")).await.unwrap();
+        assert_eq!(object::name(&s.get("pods", "default", "a").await.unwrap()), "a");
+    }
+
+    #[tokio::test]
+    async fn pages_walk_every_object_once_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db")).unwrap();
+        let mut want = Vec::new();
+        for ns in ["b", "a"] {
+            for name in ["y", "x", "z"] {
+                let mut p = pod(name);
+                p["metadata"]["namespace"] = ns.into();
+                s.create("pods", p).await.unwrap();
+                want.push(format!("{ns}/{name}"));
+            }
+        }
+        s.create("events", pod("other-kind")).await.unwrap();
+        want.sort();
+        let mut got = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = s.list_page("pods", None, after, 4).await.unwrap();
+            assert!(page.items.len() <= 4);
+            assert_eq!(page.revision, 7);
+            pages += 1;
+            got.extend(
+                page.items
+                    .iter()
+                    .map(|o| format!("{}/{}", object::namespace(o), object::name(o))),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!((got, pages), (want, 2));
+        // A namespace, and a page that ends exactly at the last object: the
+        // next one is empty and says so.
+        let page = s.list_page("pods", Some("a"), None, 3).await.unwrap();
+        assert_eq!(page.items.len(), 3);
+        let last = s.list_page("pods", Some("a"), page.next, 3).await.unwrap();
+        assert!(last.items.is_empty() && last.next.is_none());
     }
 
     #[tokio::test]
