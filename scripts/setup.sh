@@ -12,9 +12,9 @@ done
 # promtool for the metrics tests; crun and runc, which the side-by-side bench
 # starts containers through beside the shim. Without recommends: Ceph's pull in
 # a mgr and python modules nothing here uses, Prometheus' a node exporter,
-# runc's criu.
+# runc's criu. The pull tests push to Debian's docker-registry with skopeo.
 storage=()
-for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus crun runc; do
+for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus crun runc docker-registry skopeo; do
   dpkg -s "$p" >/dev/null 2>&1 || storage+=("$p")
 done
 if [ ${#need[@]} -gt 0 ] || [ ${#storage[@]} -gt 0 ]; then
@@ -27,8 +27,13 @@ if [ ${#storage[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${storage[@]}"
   # The package starts a Prometheus service where systemd runs; the node asked
   # for none (the tests start their own on a free port), so one just installed is stopped.
-  if [[ " ${storage[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # The same for the registry.
+  if [ -d /run/systemd/system ]; then
+    for s in prometheus docker-registry; do
+      if [[ " ${storage[*]} " == *" $s "* ]]; then
+        systemctl disable --now "$s" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 profile=${PEAPOD_PROFILE:-debug}

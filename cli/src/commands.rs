@@ -199,6 +199,9 @@ pub enum ImageCommand {
         #[arg(long, default_value = "64Gi")]
         max_layer_size: String,
     },
+    /// Pull an image from its registry (anonymously; registries on
+    /// localhost and 127.0.0.0/8 over plain HTTP).
+    Pull { name: String },
     /// List images.
     Ls,
     /// Remove an image.
@@ -301,6 +304,48 @@ fn three_way(live: &Value, applied: &Value) -> Value {
     out
 }
 
+/// Creates or updates one object. An update merges with the object as it is
+/// now and is made again from a fresh read when something else wrote it
+/// meanwhile (409; a pod's status changes under an apply), as kubectl's
+/// apply retries its patch.
+fn apply_one(c: &Client, d: &manifest::Document, ns: &str, name: &str, manifest: &Value) -> Result<&'static str> {
+    for _ in 0..10 {
+        let (code, existing) = c.request("GET", &d.kind.object_path(ns, name), None)?;
+        if code == 404 || name.is_empty() {
+            return c
+                .call("POST", &d.kind.collection_path(ns), Some(manifest))
+                .map(|_| "created");
+        }
+        if code >= 400 {
+            bail!("Error from server: {}", existing["message"].as_str().unwrap_or(""));
+        }
+        let mut obj = three_way(&existing, &d.object);
+        obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+        let (code, after) = c.request("PUT", &d.kind.object_path(ns, name), Some(&obj))?;
+        if code == 409 && after["reason"] == "Conflict" {
+            continue;
+        }
+        if code >= 400 {
+            bail!(
+                "Error from server ({}): {}",
+                after["reason"].as_str().unwrap_or("Unknown"),
+                after["message"].as_str().unwrap_or(&after.to_string())
+            );
+        }
+        return Ok(
+            if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] {
+                "unchanged"
+            } else {
+                "configured"
+            },
+        );
+    }
+    bail!(
+        "Error from server (Conflict): {}/{name} kept changing under the apply",
+        d.kind.singular
+    )
+}
+
 pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
     let docs = read_manifests(&a.files)?;
     let mut failed = false;
@@ -308,29 +353,10 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
         let ns = target_ns(&d, &a.namespace)?;
         let name = d.object["metadata"]["name"].as_str().unwrap_or("").to_string();
         let label = format!("{}/{}", d.kind.singular, name);
-        let (code, existing) = c.request("GET", &d.kind.object_path(&ns, &name), None)?;
         let mut manifest = d.object.clone();
         manifest["metadata"]["annotations"][LAST_APPLIED] = json!(serde_json::to_string(&d.object)?);
         let manifest = manifest;
-        let res = if code == 404 || name.is_empty() {
-            c.call("POST", &d.kind.collection_path(&ns), Some(&manifest))
-                .map(|_| "created")
-        } else if code >= 400 {
-            Err(anyhow!(
-                "Error from server: {}",
-                existing["message"].as_str().unwrap_or("")
-            ))
-        } else {
-            let mut obj = three_way(&existing, &d.object);
-            obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
-            c.call("PUT", &d.kind.object_path(&ns, &name), Some(&obj)).map(|after| {
-                if after["metadata"]["resourceVersion"] == existing["metadata"]["resourceVersion"] {
-                    "unchanged"
-                } else {
-                    "configured"
-                }
-            })
-        };
+        let res = apply_one(c, &d, &ns, &name, &manifest);
         match res {
             Ok(verb) => println!("{label} {verb}"),
             Err(e) => {
@@ -1655,6 +1681,13 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
             for r in store.import(&source, tag.as_deref())? {
                 println!("imported {r}");
             }
+        }
+        ImageCommand::Pull { name } => {
+            let pulled = store.pull(&name)?;
+            println!(
+                "pulled {} ({}, {} bytes fetched)",
+                pulled.reference, pulled.digest, pulled.fetched_bytes
+            );
         }
         ImageCommand::Ls => {
             let mut rows = vec![vec!["IMAGE".to_string(), "DIGEST".into(), "SIZE".into()]];

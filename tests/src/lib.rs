@@ -3,6 +3,7 @@
 //! even when the test fails.
 
 pub mod bench;
+pub mod registry;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,20 @@ impl NfsServer {
 /// A Prometheus server (Debian's `prometheus`) on 127.0.0.1 scraping
 /// `targets` every second, its data in a temporary directory; killed (by
 /// its PID) when dropped.
+/// A temporary directory (`/tmp/<prefix>…`) for a test server, and a free
+/// `127.0.0.1:PORT` for it to listen on.
+pub fn server_dir_and_address(prefix: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    (dir, format!("127.0.0.1:{port}"))
+}
+
 pub struct PrometheusServer {
     child: Child,
     pub address: String,
@@ -92,15 +107,7 @@ pub struct PrometheusServer {
 
 impl PrometheusServer {
     pub fn start(targets: &[String]) -> PrometheusServer {
-        let dir = tempfile::Builder::new()
-            .prefix("pp-prom-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        let (dir, address) = server_dir_and_address("pp-prom-");
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: peapod\n  static_configs: [{{targets: [{}]}}]\n",

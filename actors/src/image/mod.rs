@@ -1,9 +1,10 @@
 //! peapod's local image store.
 //!
-//! peapod never pulls from a registry: images are imported from OCI layout
-//! directories or oci-archive tarballs and then resolved by name when a pod
-//! starts (the kubelet's `imagePullPolicy: Never` model). The store is itself
-//! an OCI image layout, plus a cache of unpacked layers:
+//! Images arrive by import, from OCI layout directories or oci-archive
+//! tarballs, or by pull from a registry (`pull.rs`, which stages what it
+//! fetches as a layout and imports that), and are resolved by name when a
+//! pod starts. The store is itself an OCI image layout, plus a cache of
+//! unpacked layers:
 //!
 //! ```text
 //! <root>/oci-layout                      {"imageLayoutVersion":"1.0.0"}
@@ -33,6 +34,7 @@
 
 mod fsutil;
 mod oci;
+mod pull;
 mod reference;
 #[cfg(test)]
 mod tests;
@@ -57,6 +59,7 @@ use oci::{
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
 
+pub use pull::Pulled;
 pub use reference::normalize_reference;
 
 /// Largest manifest, index or config blob the store will read into memory.
@@ -137,6 +140,10 @@ pub enum ImageError {
     /// A layer's media type is not one the store can unpack.
     #[error("layer {digest} has unsupported media type {media_type:?} (only uncompressed and gzip tar layers are supported)")]
     UnsupportedMediaType { digest: String, media_type: String },
+
+    /// A registry refused or failed a pull; `message` is its answer.
+    #[error("pulling {reference}: {message}")]
+    Registry { reference: String, message: String },
 
     /// An index offers no manifest for the host platform.
     #[error("index {digest} has no manifest for {wanted} (available: {available})")]

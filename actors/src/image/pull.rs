@@ -1,0 +1,338 @@
+//! Pulls from registries over the OCI distribution API, through `oci-client`.
+//!
+//! A pull fetches the manifest (following an index to the host's platform)
+//! and the config into a staging layout under `<root>/tmp`, streams each
+//! layer the store lacks straight into `blobs/` (verified against its digest
+//! and size while it streams), and then imports the staging layout: the
+//! same checks, unpacking and index update as `peapod image import`, and the
+//! layers already streamed in are not read again. Layers an image shares
+//! with one already stored are not fetched.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use sha2::{Digest, Sha256};
+
+use super::fsutil::{io_err, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile};
+use super::oci::{Descriptor, ImageIndex, IndexOrManifest, ANNOTATION_REF_NAME, OCI_LAYOUT_CONTENT};
+use super::{check_digest, check_size, digest_hex, normalize_reference, select_platform, ImageError, ImageStore};
+use super::{MAX_INDEX_DEPTH, MAX_JSON_BLOB};
+use nix::fcntl::FlockArg;
+
+/// Manifest media types asked for: OCI and Docker v2 schema 2, images and
+/// indexes (a registry answers schema 1 only to clients that accept it).
+const ACCEPTED: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// Layers fetched at once.
+const PARALLEL_LAYERS: usize = 3;
+
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The normalised reference, as `image ls` shows it.
+    pub reference: String,
+    /// The digest of the image manifest stored (the platform's, not the index's).
+    pub digest: String,
+    /// Bytes fetched from the registry (layers the store already had are not).
+    pub fetched_bytes: u64,
+}
+
+/// Whether a registry is reached over plain HTTP without configuration, as
+/// Docker does for loopback registries.
+fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| registry.rsplit_once(':').map_or(registry, |(h, _)| h));
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn registry_error(reference: &str, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry {
+        reference: reference.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// An error and its causes (`error sending request …: connection refused`):
+/// the client's own message often leaves out why.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+fn client_error(reference: &str, e: oci_client::errors::OciDistributionError) -> ImageError {
+    registry_error(reference, with_causes(&e))
+}
+
+impl ImageStore {
+    /// Pulls `reference` (a Docker-style name: `busybox`, `host:5000/app:1`,
+    /// `name@sha256:…`) from its registry into the store, anonymously.
+    /// Blocks; it runs its own single-threaded runtime for the network.
+    ///
+    /// # Errors
+    /// [`ImageError::Registry`] with the registry's answer (unknown
+    /// manifest, authentication required, refused connection);
+    /// [`ImageError::DigestMismatch`]/[`ImageError::SizeMismatch`] for a blob
+    /// that is not what its descriptor says; [`ImageError::NoMatchingPlatform`]
+    /// for an index without the host's platform; and what an import returns.
+    /// On error the store's index is unchanged.
+    pub fn pull(&self, reference: &str) -> Result<Pulled, ImageError> {
+        let name = normalize_reference(reference)?;
+        let target: oci_client::Reference = name.parse().map_err(|e| ImageError::InvalidReference {
+            reference: reference.to_string(),
+            reason: format!("{e}"),
+        })?;
+        let registry = target.resolve_registry().to_string();
+        let protocol = if is_loopback(&registry) {
+            ClientProtocol::HttpsExcept(vec![registry.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        // reqwest's rustls carries no crypto provider of its own here (no
+        // aws-lc build); ring, which the probes use too, serves the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::try_from(ClientConfig {
+            protocol,
+            ..Default::default()
+        })
+        .map_err(|e| client_error(&name, e))?;
+        // Nothing is collected while blobs arrive that no index names yet.
+        let _data = self.lock_file(".gc", FlockArg::LockShared)?;
+        let staging = TempDir::create(self.tmp_dir().join(unique_temp_name("pull")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("start the pull's runtime", staging.path()))?;
+        let (top, fetched_bytes) = runtime.block_on(self.fetch(&client, &target, &name, staging.path()))?;
+        drop(runtime);
+        let index = ImageIndex {
+            manifests: vec![Descriptor {
+                annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), name.clone())]),
+                ..top
+            }],
+            ..ImageIndex::default()
+        };
+        let index_bytes = serde_json::to_vec(&index).map_err(|e| registry_error(&name, e))?;
+        write_atomic(&staging.path().join("index.json"), &index_bytes)?;
+        write_atomic(&staging.path().join("oci-layout"), OCI_LAYOUT_CONTENT.as_bytes())?;
+        let imported = self.import(staging.path(), Some(&name))?;
+        let reference = imported.into_iter().next().unwrap_or(name);
+        let digest = self.resolve(&reference)?.manifest_digest;
+        Ok(Pulled {
+            reference,
+            digest,
+            fetched_bytes,
+        })
+    }
+
+    /// Fetches the manifests and config into `staging` and the missing
+    /// layers into the store; returns the descriptor of what the tag names
+    /// (an index or a manifest) and the bytes fetched.
+    async fn fetch(
+        &self,
+        client: &Client,
+        target: &oci_client::Reference,
+        name: &str,
+        staging: &std::path::Path,
+    ) -> Result<(Descriptor, u64), ImageError> {
+        let auth = RegistryAuth::Anonymous;
+        // Asked first so a refusal carries the registry's own words.
+        client
+            .auth(target, &auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| client_error(name, e))?;
+        let blobs = staging.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+        let mut fetched = 0u64;
+
+        let (bytes, digest) = client
+            .pull_manifest_raw(target, &auth, ACCEPTED)
+            .await
+            .map_err(|e| client_error(name, e))?;
+        let mut parsed: IndexOrManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
+        let top = Descriptor {
+            media_type: parsed.media_type.clone(),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        store_document(&blobs, &top, &bytes)?;
+        fetched += bytes.len() as u64;
+        let mut depth = 0;
+        while let Some(children) = parsed.manifests.take() {
+            depth += 1;
+            if depth > MAX_INDEX_DEPTH {
+                return Err(registry_error(
+                    name,
+                    format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+                ));
+            }
+            let child = select_platform(&children, &digest)?.clone();
+            let at = oci_client::Reference::with_digest(
+                target.resolve_registry().to_string(),
+                target.repository().to_string(),
+                child.digest.clone(),
+            );
+            let (bytes, _) = client
+                .pull_manifest_raw(&at, &auth, ACCEPTED)
+                .await
+                .map_err(|e| client_error(name, e))?;
+            store_document(&blobs, &child, &bytes)?;
+            fetched += bytes.len() as u64;
+            parsed = serde_json::from_slice(&bytes)
+                .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
+        }
+        if parsed.schema_version == Some(1) {
+            return Err(registry_error(
+                name,
+                "the registry serves a Docker schema 1 manifest, which is not supported; push the image again with a current Docker, Podman or skopeo",
+            ));
+        }
+        let (Some(config), layers) = (parsed.config, parsed.layers.unwrap_or_default()) else {
+            return Err(registry_error(
+                name,
+                "the manifest has no config: not an image manifest",
+            ));
+        };
+        if config.size > MAX_JSON_BLOB {
+            return Err(registry_error(
+                name,
+                format!(
+                    "config {} declares {} bytes, more than {MAX_JSON_BLOB}",
+                    config.digest, config.size
+                ),
+            ));
+        }
+        let mut config_bytes = Vec::new();
+        client
+            .pull_blob(target, config.digest.as_str(), &mut config_bytes)
+            .await
+            .map_err(|e| client_error(name, e))?;
+        store_document(&blobs, &config, &config_bytes)?;
+        fetched += config_bytes.len() as u64;
+
+        let mut missing = Vec::new();
+        for layer in layers {
+            if !self.blob_path(&layer.digest)?.exists() {
+                missing.push(layer);
+            }
+        }
+        let mut downloads =
+            futures_util::stream::iter(missing.iter().map(|l| self.fetch_layer(client, target, name, l)))
+                .buffer_unordered(PARALLEL_LAYERS);
+        while let Some(done) = downloads.next().await {
+            fetched += done?;
+        }
+        Ok((top, fetched))
+    }
+
+    /// Streams one layer into `blobs/`, hashing as it goes; nothing is
+    /// renamed into place unless size and digest match the descriptor.
+    async fn fetch_layer(
+        &self,
+        client: &Client,
+        target: &oci_client::Reference,
+        name: &str,
+        layer: &Descriptor,
+    ) -> Result<u64, ImageError> {
+        let dest = self.blob_path(&layer.digest)?;
+        if layer.size > self.limits.max_blob_bytes {
+            return Err(registry_error(
+                name,
+                format!(
+                    "layer {} declares {} bytes, more than the {} allowed for a blob",
+                    layer.digest, layer.size, self.limits.max_blob_bytes
+                ),
+            ));
+        }
+        let mut stream = client
+            .pull_blob_stream(target, layer.digest.as_str())
+            .await
+            .map_err(|e| client_error(name, e))?;
+        let temp = TempFile::create(self.blobs_dir().join(unique_temp_name("blob")))?;
+        let mut out = temp.file()?;
+        let mut hash = Sha256::new();
+        let mut count = 0u64;
+        let source = std::path::PathBuf::from(format!("{name} layer {}", layer.digest));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| registry_error(name, format!("layer {}: {e}", layer.digest)))?;
+            count += chunk.len() as u64;
+            if count > layer.size {
+                break;
+            }
+            hash.update(&chunk);
+            out.write_all(&chunk).map_err(io_err("write", temp.path()))?;
+        }
+        check_size(layer, count, &source)?;
+        check_digest(layer, format!("sha256:{}", hex::encode(hash.finalize())), &source)?;
+        out.sync_all().map_err(io_err("fsync", temp.path()))?;
+        drop(out);
+        temp.persist(&dest)?;
+        sync_dir(&self.blobs_dir())?;
+        Ok(count)
+    }
+}
+
+/// Writes a manifest, index or config into the staging layout after
+/// checking it against its descriptor.
+fn store_document(blobs: &std::path::Path, descriptor: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
+    let path = blobs.join(digest_hex(&descriptor.digest)?);
+    let sized = Descriptor {
+        size: if descriptor.size == 0 {
+            bytes.len() as u64
+        } else {
+            descriptor.size
+        },
+        ..descriptor.clone()
+    };
+    check_size(&sized, bytes.len() as u64, &path)?;
+    check_digest(&sized, format!("sha256:{}", hex::encode(Sha256::digest(bytes))), &path)?;
+    write_atomic(&path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "index.docker.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "[fe80::1]:5000",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+}
