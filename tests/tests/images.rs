@@ -140,3 +140,102 @@ fn a_tampered_layer_is_refused_and_nothing_is_stored() {
         .collect();
     assert!(leftovers.is_empty(), "half-stored: {leftovers:?}");
 }
+
+/// The events' (reason, message) pairs.
+fn events(node: &Node) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&node.ok(&["get", "events", "-o", "json"])).unwrap();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pods_of_an_image_only_in_the_registry_start_after_one_pull() {
+    let registry = Registry::start();
+    registry.push(std::path::Path::new(TEST_IMAGE), "latest", "pp/app:1");
+    let node = Node::start();
+    let root = node.root().display().to_string();
+    // Without the imported busybox, whose layer the pushed image shares.
+    node.ok(&["image", "rm", "--root-dir", &root, "busybox"]);
+    let image = format!("{}/pp/app:1", registry.address);
+    let manifests: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: app{i}}}\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+            )
+        })
+        .collect();
+    node.apply(&manifests.join("---\n"));
+    for i in 0..10 {
+        node.wait_pod(&format!("app{i}"), "running", Duration::from_secs(120), |p| {
+            container(p, "c")["state"]["running"].is_object()
+        });
+    }
+    let log = registry.log();
+    let manifest_gets = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/pp/app/manifests/1"))
+        .count();
+    assert_eq!(manifest_gets, 1, "one pull for ten pods:\n{log}");
+    assert_eq!(registry.blob_gets(), 2, "config and layer once:\n{log}");
+    let events = events(&node);
+    let pulling = format!("Pulling image \"{image}\"");
+    assert_eq!(
+        events.iter().filter(|(r, m)| r == "Pulling" && *m == pulling).count(),
+        10,
+        "{events:?}"
+    );
+    let pulled: Vec<&String> = events.iter().filter(|(r, _)| r == "Pulled").map(|(_, m)| m).collect();
+    assert_eq!(pulled.len(), 10, "{pulled:?}");
+    let prefix = format!("Successfully pulled image \"{image}\" in ");
+    assert!(
+        pulled.iter().all(|m| m.starts_with(&prefix)
+            && m.contains(" including waiting). Image size: ")
+            && m.ends_with(" bytes.")),
+        "{pulled:?}"
+    );
+}
+
+#[test]
+fn an_unknown_tag_waits_in_err_image_pull_then_image_pull_back_off() {
+    let registry = Registry::start();
+    registry.push(std::path::Path::new(TEST_IMAGE), "latest", "pp/app:1");
+    let node = Node::start();
+    let image = format!("{}/pp/app:nope", registry.address);
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: nope}}\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+    ));
+    let p = node.wait_pod("nope", "ErrImagePull", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let message = container(&p, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.starts_with(&format!("Failed to pull image \"{image}\": ")) && message.contains("manifest unknown"),
+        "{message}"
+    );
+    node.wait_pod("nope", "ImagePullBackOff", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let events = events(&node);
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Failed" && m.contains("manifest unknown")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, m)| r == "Failed" && m == "Error: ErrImagePull"),
+        "{events:?}"
+    );
+}

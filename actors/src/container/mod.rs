@@ -106,6 +106,9 @@ pub struct ContainerActor {
     definition_changed: bool,
     stopping: Option<Stopping>,
     retry: Option<SpawnHandle>,
+    /// Pulls of the image that failed in a row: after the first the
+    /// container waits in `ImagePullBackOff`, as kubelet shows it.
+    pull_failures: u32,
     /// This incarnation's token in the metrics inventory.
     metrics_owner: u64,
 }
@@ -139,6 +142,7 @@ impl ContainerActor {
             definition_changed: false,
             stopping: None,
             retry: None,
+            pull_failures: 0,
             metrics_owner: peapod_metrics::inventory::owner(),
         }
     }

@@ -5,7 +5,7 @@ use super::{ContainerActor, ContainerState, Finished, Run};
 use crate::events::EventKind;
 use crate::hooks;
 use crate::runtime::protocol::ExitRecord;
-use crate::runtime::{StartError, Started};
+use crate::runtime::{go_duration, ImageReady, StartError, Started};
 use actix::prelude::*;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,10 +25,30 @@ impl ContainerActor {
         let rt = self.rt.clone();
         let pod = self.orders.pod.clone();
         let volumes = self.orders.volumes.clone();
+        // "Pulling" is told when a pull is needed, not after it.
+        let (pulling, needed) = tokio::sync::oneshot::channel::<()>();
+        let image = spec.image.clone().unwrap_or_default();
         ctx.spawn(
-            async move { rt.start(&pod, &spec, attempt, &volumes).await }
+            async move { needed.await.is_ok() }
                 .into_actor(self)
-                .map(move |res, act, ctx| act.on_started(attempt, res, ctx)),
+                .map(move |needed, act, _| {
+                    if needed {
+                        act.event(EventKind::Normal, "Pulling", format!("Pulling image \"{image}\""));
+                    }
+                }),
+        );
+        ctx.spawn(
+            async move {
+                let ready = rt
+                    .ensure_image(&spec, move || {
+                        let _ = pulling.send(());
+                    })
+                    .await?;
+                let started = rt.start(&pod, &spec, attempt, &volumes).await?;
+                Ok((started, ready))
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| act.on_started(attempt, res, ctx)),
         );
     }
 
@@ -40,7 +60,7 @@ impl ContainerActor {
         }
     }
 
-    fn on_started(&mut self, attempt: u32, res: Result<Started, StartError>, ctx: &mut Context<Self>) {
+    fn on_started(&mut self, attempt: u32, res: Result<(Started, ImageReady), StartError>, ctx: &mut Context<Self>) {
         crate::faults::point("container.start", &format!("{}/{}", self.desc(), self.slot.name));
         if let Err(e) = &res {
             peapod_metrics::metrics()
@@ -51,13 +71,24 @@ impl ContainerActor {
         let name = self.slot.name.clone();
         let image = self.spec().and_then(|c| c.image).unwrap_or_default();
         match res {
-            Ok(started) => {
-                if attempt == 0 || self.slot.latest_attempt.is_none() {
-                    self.event(
+            Ok((started, ready)) => {
+                self.pull_failures = 0;
+                match ready {
+                    ImageReady::Pulled { took, waited, size } => self.event(
+                        EventKind::Normal,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image \"{image}\" in {} ({} including waiting). Image size: {size} bytes.",
+                            go_duration(took),
+                            go_duration(waited)
+                        ),
+                    ),
+                    ImageReady::Present if attempt == 0 || self.slot.latest_attempt.is_none() => self.event(
                         EventKind::Normal,
                         "Pulled",
                         format!("Container image \"{image}\" already present on machine"),
-                    );
+                    ),
+                    ImageReady::Present => {}
                 }
                 self.event(EventKind::Normal, "Created", format!("Created container: {name}"));
                 self.event(EventKind::Normal, "Started", format!("Started container {name}"));
@@ -95,12 +126,24 @@ impl ContainerActor {
             }
             Err(e) => {
                 let delay = self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
-                let reason = if e.reason == "ErrImagePull" && self.slot.next_attempt() > 0 {
-                    "ImagePullBackOff"
+                let mut reason = e.reason;
+                if e.reason == "ErrImagePull" {
+                    // kubelet tells the registry's answer and the reason; from
+                    // the second failure on, the container waits backing off.
+                    self.event(EventKind::Warning, "Failed", e.message.clone());
+                    self.event(EventKind::Warning, "Failed", format!("Error: {reason}"));
+                    if self.pull_failures > 0 {
+                        reason = "ImagePullBackOff";
+                        self.event(
+                            EventKind::Normal,
+                            "BackOff",
+                            format!("Back-off pulling image \"{image}\""),
+                        );
+                    }
+                    self.pull_failures = self.pull_failures.saturating_add(1);
                 } else {
-                    e.reason
-                };
-                self.event(EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                    self.event(EventKind::Warning, "Failed", format!("Error: {}", e.message));
+                }
                 self.slot.failed_to_create(reason, e.message, Instant::now() + delay);
             }
         }

@@ -354,9 +354,10 @@ impl Runtime {
                         format!("Container image \"{name}\" is not present with pull policy of Never"),
                     ))
                 } else {
+                    // Pulled before the start began, and gone since (an `image rm`).
                     Err(StartError::new(
                         "ErrImagePull",
-                        format!("image \"{name}\" is not in the local store and this node does not pull from registries yet; import it with `peapod image import`"),
+                        format!("image \"{name}\" is not in the local store"),
                     ))
                 }
             }
