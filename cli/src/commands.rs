@@ -970,7 +970,6 @@ fn capitalised(k: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A StorageClass as kubectl shows it.
 /// `items` joined by `sep`, or `<none>` as kubectl prints an empty list.
 fn joined_or_none<S: AsRef<str>>(items: &[S], sep: &str) -> String {
     if items.is_empty() {
@@ -979,6 +978,7 @@ fn joined_or_none<S: AsRef<str>>(items: &[S], sep: &str) -> String {
     items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(sep)
 }
 
+/// A StorageClass as kubectl shows it.
 fn describe_class(o: &Value) {
     let default = o["metadata"]["annotations"][peapod_core::validation::storage::DEFAULT_CLASS] == "true";
     println!("IsDefaultClass:        {}", if default { "Yes" } else { "No" });

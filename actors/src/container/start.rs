@@ -39,13 +39,19 @@ impl ContainerActor {
         );
         ctx.spawn(
             async move {
-                let ready = rt
-                    .ensure_image(&spec, move || {
-                        let _ = pulling.send(());
-                    })
-                    .await?;
-                let started = rt.start(&pod, &spec, attempt, &volumes).await?;
-                Ok((started, ready))
+                // The store is looked at once per start; only a missing image
+                // costs a pull and a second try.
+                match rt.start(&pod, &spec, attempt, &volumes).await {
+                    Err(e) if e.image_missing => {
+                        let ready = rt
+                            .pull_image(&spec, move || {
+                                let _ = pulling.send(());
+                            })
+                            .await?;
+                        Ok((rt.start(&pod, &spec, attempt, &volumes).await?, ready))
+                    }
+                    res => res.map(|started| (started, ImageReady::Present)),
+                }
             }
             .into_actor(self)
             .map(move |res, act, ctx| act.on_started(attempt, res, ctx)),

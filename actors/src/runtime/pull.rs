@@ -1,5 +1,6 @@
-//! A container's image, made ready before its start: the pull policy, and
-//! one pull per image however many containers wait for it. Pulls run on the
+//! A container's missing image, pulled when its start finds it missing (the
+//! pull policy is applied there, in `resolve_image`): one pull per image
+//! however many containers wait for it. Pulls run on the
 //! blocking pool (the store's pull runs its own small runtime for the
 //! network), never on an actor's thread.
 
@@ -27,28 +28,18 @@ pub enum ImageReady {
 }
 
 impl Runtime {
-    /// Makes `c`'s image present per its `imagePullPolicy` (`Never`: only
-    /// what the store has; otherwise a missing image is pulled). `pulling`
-    /// is called once a pull is needed, before waiting for it.
+    /// Pulls `c`'s image, which a start found missing (and its pull policy
+    /// allows pulling). `pulling` is called before waiting for the pull.
     ///
     /// `Always` does not yet ask the registry about an image the store
     /// already has: images imported by hand (no registry has them) keep
     /// running, as they did before pulls.
-    pub async fn ensure_image(
+    pub async fn pull_image(
         self: &Arc<Self>,
         c: &Container,
         pulling: impl FnOnce() + Send,
     ) -> Result<ImageReady, StartError> {
         let name = c.image.clone().unwrap_or_default();
-        if self.has_image(&name).await? {
-            return Ok(ImageReady::Present);
-        }
-        if c.image_pull_policy.as_deref() == Some("Never") {
-            return Err(StartError::new(
-                "ErrImageNeverPull",
-                format!("Container image \"{name}\" is not present with pull policy of Never"),
-            ));
-        }
         let key = normalize_reference(&name).map_err(|e| StartError::new("InvalidImageName", e.to_string()))?;
         pulling();
         let asked = Instant::now();

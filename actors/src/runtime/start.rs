@@ -19,6 +19,9 @@ pub struct StartError {
     pub reason: &'static str,
     /// What went wrong, for the status and the event.
     pub message: String,
+    /// The image is not in the store and its pull policy lets it be pulled:
+    /// the caller pulls it ([`Runtime::pull_image`]) and starts again.
+    pub image_missing: bool,
 }
 
 impl StartError {
@@ -26,6 +29,7 @@ impl StartError {
         Self {
             reason,
             message: message.into(),
+            image_missing: false,
         }
     }
 }
@@ -99,8 +103,11 @@ impl Runtime {
         .await
         .map_err(|e| StartError::new("CreateContainerError", e))
         .and_then(|r| r);
-        // kubelet's CreateContainer: everything up to a created container (here, its shim spawned).
-        super::record("create_container", timer, &prepared);
+        // kubelet's CreateContainer: everything up to a created container
+        // (here, its shim spawned). A missing image is kubelet's pull, not this.
+        if !matches!(&prepared, Err(e) if e.image_missing) {
+            super::record("create_container", timer, &prepared);
+        }
         let (prepared, child) = prepared?;
         let timer = peapod_metrics::Timer::start();
         let report = super::shim::report(child, &prepared.dir)
@@ -354,11 +361,10 @@ impl Runtime {
                         format!("Container image \"{name}\" is not present with pull policy of Never"),
                     ))
                 } else {
-                    // Pulled before the start began, and gone since (an `image rm`).
-                    Err(StartError::new(
-                        "ErrImagePull",
-                        format!("image \"{name}\" is not in the local store"),
-                    ))
+                    Err(StartError {
+                        image_missing: true,
+                        ..StartError::new("ErrImagePull", format!("image \"{name}\" is not in the local store"))
+                    })
                 }
             }
             Err(e) => Err(StartError::new("InvalidImageName", e.to_string())),
