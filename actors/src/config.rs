@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub container_log_max_files: u32,
     /// The most pods the node takes (kubelet's `--max-pods`): its `pods` capacity.
     pub max_pods: i64,
+    /// How pulls reach registries: credentials, CAs, plain HTTP, mirrors.
+    pub registries: crate::image::RegistryConfig,
 }
 
 impl NodeConfig {

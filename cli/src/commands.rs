@@ -199,13 +199,55 @@ pub enum ImageCommand {
         #[arg(long, default_value = "64Gi")]
         max_layer_size: String,
     },
-    /// Pull an image from its registry (anonymously; registries on
-    /// localhost and 127.0.0.0/8 over plain HTTP).
-    Pull { name: String },
+    /// Pull an image from its registry (registries on localhost and
+    /// 127.0.0.0/8 over plain HTTP, unless --certs-dir has a CA for them).
+    Pull {
+        name: String,
+        #[command(flatten)]
+        registries: RegistryArgs,
+    },
     /// List images.
     Ls,
-    /// Remove an image.
-    Rm { reference: String },
+    /// Remove an image; refused while a container of a pod on this node uses it.
+    Rm {
+        reference: String,
+        /// Remove the name even if containers use the image; its data stays until they are gone.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Remove every image no container of a pod on this node uses.
+    Prune,
+}
+
+/// How pulls reach registries; the daemon and `image pull` take the same flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Registry credentials: a Docker-style config.json (`{"auths": {"HOST": {"auth": BASE64}}}`),
+    /// read at each pull; keys match as kubelet matches them (host, port, path prefix, `*.` labels).
+    #[arg(long, value_name = "PATH", default_value = "/etc/peapod/auth.json")]
+    pub registry_auth_file: PathBuf,
+    /// Per-registry CA certificates: `DIR/HOST[:PORT]/*.crt`, as Docker's and containerd's certs.d.
+    #[arg(long, value_name = "DIR", default_value = "/etc/peapod/certs.d")]
+    pub registry_certs_dir: PathBuf,
+    /// A registry (`HOST[:PORT]`) reached over plain HTTP; repeatable. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// A mirror tried before a registry, `REGISTRY=MIRROR` (`docker.io=mirror.local:5000`); repeatable, in order.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
+    pub registry_mirrors: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// The registry settings these flags give.
+    pub fn config(&self) -> Result<peapod_actors::image::RegistryConfig> {
+        Ok(peapod_actors::image::RegistryConfig {
+            auth_file: Some(self.registry_auth_file.clone()),
+            certs_dir: Some(self.registry_certs_dir.clone()),
+            insecure: self.insecure_registries.clone(),
+            mirrors: peapod_actors::image::RegistryConfig::parse_mirrors(&self.registry_mirrors)
+                .map_err(|e| anyhow!("--registry-mirror: {e}"))?,
+        })
+    }
 }
 
 pub(crate) fn ns_of(n: &Option<String>) -> String {
@@ -1682,27 +1724,59 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
                 println!("imported {r}");
             }
         }
-        ImageCommand::Pull { name } => {
-            let pulled = store.pull(&name)?;
+        ImageCommand::Pull { name, registries } => {
+            let pulled = store.with_registries(registries.config()?).pull(&name)?;
             println!(
                 "pulled {} ({}, {} bytes fetched)",
                 pulled.reference, pulled.digest, pulled.fetched_bytes
             );
         }
         ImageCommand::Ls => {
-            let mut rows = vec![vec!["IMAGE".to_string(), "DIGEST".into(), "SIZE".into()]];
+            let mut rows = vec![vec![
+                "IMAGE".to_string(),
+                "DIGEST".into(),
+                "SIZE".into(),
+                "CREATED".into(),
+                "AGE".into(),
+            ]];
             for i in store.list()? {
+                let since =
+                    |t: Option<String>| t.map_or_else(|| "<unknown>".into(), |t| peapod_core::printers::age(&t));
+                let stored = i.stored.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
                 rows.push(vec![
                     i.reference,
                     i.digest.chars().take(19).collect(),
                     format!("{:.1}MB", i.size as f64 / 1e6),
+                    since(i.created),
+                    since(stored),
                 ]);
             }
             output::table(&rows);
         }
-        ImageCommand::Rm { reference } => {
-            store.remove(&reference)?;
+        ImageCommand::Rm { reference, force } => {
+            let users = peapod_actors::runtime::image_users(&peapod_actors::runtime::NodePaths::new(root, root));
+            let digests = store.digests_of(&reference)?;
+            let using: Vec<String> = users
+                .iter()
+                .filter(|u| digests.contains(&u.digest))
+                .map(|u| format!("{} (container {})", u.pod, u.container))
+                .collect();
+            if !using.is_empty() && !force {
+                bail!(
+                    "image {reference:?} is in use by pod {}: delete the pods first, or pass --force to remove the name (the image's data stays until no container uses it)",
+                    using.join(", pod ")
+                );
+            }
+            let in_use = users.into_iter().map(|u| u.digest).collect();
+            store.remove_keeping(&reference, &in_use)?;
             println!("deleted {reference}");
+        }
+        ImageCommand::Prune => {
+            let users = peapod_actors::runtime::image_users(&peapod_actors::runtime::NodePaths::new(root, root));
+            let in_use = users.into_iter().map(|u| u.digest).collect();
+            for removed in store.prune(&in_use)? {
+                println!("deleted {removed}");
+            }
         }
     }
     Ok(())

@@ -106,6 +106,8 @@ pub struct DaemonArgs {
     /// Serve no metrics listener.
     #[arg(long)]
     no_metrics: bool,
+    #[command(flatten)]
+    registries: crate::commands::RegistryArgs,
 }
 
 /// Raises the soft limit of open files to the hard limit, as Go programs
@@ -248,6 +250,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             n if n >= 1 => n,
             n => anyhow::bail!("--max-pods {n}: must be at least 1"),
         },
+        registries: args.registries.config()?,
     };
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
         tracing::error!("capping the memory of all pods at the allocatable memory: {e}");

@@ -3,6 +3,7 @@
 //! even when the test fails.
 
 pub mod bench;
+pub mod layout;
 pub mod registry;
 
 use serde_json::Value;
@@ -82,9 +83,6 @@ impl NfsServer {
     }
 }
 
-/// A Prometheus server (Debian's `prometheus`) on 127.0.0.1 scraping
-/// `targets` every second, its data in a temporary directory; killed (by
-/// its PID) when dropped.
 /// A temporary directory (`/tmp/<prefix>…`) for a test server, and a free
 /// `127.0.0.1:PORT` for it to listen on.
 pub fn server_dir_and_address(prefix: &str) -> (tempfile::TempDir, String) {
@@ -99,6 +97,9 @@ pub fn server_dir_and_address(prefix: &str) -> (tempfile::TempDir, String) {
     (dir, format!("127.0.0.1:{port}"))
 }
 
+/// A Prometheus server (Debian's `prometheus`) on 127.0.0.1 scraping
+/// `targets` every second, its data in a temporary directory; killed (by
+/// its PID) when dropped.
 pub struct PrometheusServer {
     child: Child,
     pub address: String,

@@ -239,3 +239,82 @@ fn an_unknown_tag_waits_in_err_image_pull_then_image_pull_back_off() {
         "{events:?}"
     );
 }
+
+#[test]
+fn an_image_in_use_is_neither_removed_nor_pruned() {
+    let node = Node::start();
+    let root = node.root().display().to_string();
+    // `spare:latest` is busybox under another name; `spare:v2` is another image (its config differs).
+    let layout = peapod_tests::layout::Layout::copy_of(TEST_IMAGE);
+    layout.variant("v2", |config| {
+        config["config"]["Env"] = serde_json::json!(["PATH=/bin", "VARIANT=2"]);
+    });
+    node.ok(&[
+        "image",
+        "import",
+        "--root-dir",
+        &root,
+        &layout.path().display().to_string(),
+        "--tag",
+        "spare",
+    ]);
+    let listed = images(&node);
+    assert!(
+        listed.contains("spare:latest") && listed.contains("spare:v2"),
+        "{listed}"
+    );
+    let header = listed.lines().next().unwrap();
+    assert!(header.contains("CREATED") && header.contains("AGE"), "{header}");
+
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, \"while cat /bin/busybox >/dev/null; do echo alive; sleep 1; done\"]\n",
+    );
+    node.wait_pod("user", "running", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    let out = node.peapod(&["image", "rm", "--root-dir", &root, "busybox"]);
+    assert!(!out.status.success(), "removed an image in use");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("default/user (container c)") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(images(&node).contains("busybox:latest"));
+
+    // Prune keeps what a container uses, whatever its name.
+    let pruned = node.ok(&["image", "prune", "--root-dir", &root]);
+    assert_eq!(pruned.trim(), "deleted docker.io/library/spare:v2", "{pruned}");
+    let listed = images(&node);
+    assert!(
+        listed.contains("busybox:latest") && listed.contains("spare:latest"),
+        "{listed}"
+    );
+
+    // --force takes the names (spare:latest is the same image); the data
+    // stays while the container runs.
+    node.ok(&["image", "rm", "--root-dir", &root, "--force", "busybox"]);
+    node.ok(&["image", "rm", "--root-dir", &root, "-f", "spare"]);
+    assert!(!images(&node).contains("busybox"), "{}", images(&node));
+    let (layer, _) = test_layer();
+    let unpacked = node
+        .root()
+        .join("images/layers/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert!(unpacked.is_dir(), "the running container's layer is kept");
+    let alive = || node.logs("user", "c").matches("alive").count();
+    let before = alive();
+    peapod_tests::wait_for(
+        "the container still reading its image's files",
+        Duration::from_secs(30),
+        || (alive() > before + 1).then_some(()),
+    );
+    let p = node.pod("user").unwrap();
+    assert!(container(&p, "c")["state"]["running"].is_object(), "{p}");
+
+    node.ok(&["delete", "pod", "user"]);
+    peapod_tests::wait_for("the pod gone", Duration::from_secs(60), || {
+        node.pod("user").is_none().then_some(())
+    });
+    node.ok(&["image", "prune", "--root-dir", &root]);
+    assert!(!unpacked.exists(), "unused data is collected once nothing uses it");
+}

@@ -36,6 +36,7 @@ mod fsutil;
 mod oci;
 mod pull;
 mod reference;
+mod registries;
 #[cfg(test)]
 mod tests;
 mod unpack;
@@ -61,6 +62,7 @@ use unpack::HashingReader;
 
 pub use pull::Pulled;
 pub use reference::normalize_reference;
+pub use registries::RegistryConfig;
 
 /// Largest manifest, index or config blob the store will read into memory.
 /// Registries cap manifests at 4 MiB; configs with long histories are larger
@@ -228,6 +230,10 @@ pub struct ImageSummary {
     /// registry would report the image size; shared layers count in full for
     /// every image using them.
     pub size: u64,
+    /// When the image was built, as its config says (RFC 3339).
+    pub created: Option<String>,
+    /// When this store got it (its manifest was written).
+    pub stored: Option<std::time::SystemTime>,
 }
 
 /// The image store rooted at one directory (e.g. `/var/lib/peapod/images`).
@@ -239,6 +245,7 @@ pub struct ImageSummary {
 pub struct ImageStore {
     root: PathBuf,
     limits: ImportLimits,
+    registries: RegistryConfig,
 }
 
 /// What an import accepts: an image is data from anywhere, and a layer can
@@ -285,18 +292,24 @@ impl SourceLayout {
 }
 
 impl ImageStore {
-    /// Opens the store at `root`, creating its directories, `oci-layout` and
-    /// an empty `index.json` if missing, and deleting temporaries left by a
-    /// crashed import.
-    ///
-    /// # Errors
-    /// [`ImageError::Io`] when the directories cannot be created or locked.
     /// The same store with other import limits.
     pub fn with_limits(mut self, limits: ImportLimits) -> Self {
         self.limits = limits;
         self
     }
 
+    /// The same store pulling as `registries` says.
+    pub fn with_registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = registries;
+        self
+    }
+
+    /// Opens the store at `root`, creating its directories, `oci-layout` and
+    /// an empty `index.json` if missing, and deleting temporaries left by a
+    /// crashed import.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] when the directories cannot be created or locked.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageError> {
         let root = root.into();
         for dir in [
@@ -311,6 +324,7 @@ impl ImageStore {
         let store = Self {
             root,
             limits: ImportLimits::default(),
+            registries: RegistryConfig::default(),
         };
         let _lock = store.lock(FlockArg::LockExclusive)?;
         let layout = store.root.join("oci-layout");
@@ -430,10 +444,20 @@ impl ImageStore {
             };
             let manifest = self.read_stored_manifest(descriptor)?;
             let size = descriptor.size + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+            let config_path = self.blob_path(&manifest.config.digest)?;
+            let created = fs::read(&config_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ConfigFile>(&b).ok())
+                .and_then(|c| c.created);
+            let stored = fs::metadata(self.blob_path(&descriptor.digest)?)
+                .and_then(|m| m.modified())
+                .ok();
             out.push(ImageSummary {
                 reference: reference.to_string(),
                 digest: descriptor.digest.clone(),
                 size,
+                created,
+                stored,
             });
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -445,12 +469,23 @@ impl ImageStore {
     /// blobs and unpacked layers no remaining image uses.
     ///
     /// The caller must ensure no container still runs from the image: its
-    /// unpacked layers are deleted if no other image shares them.
+    /// unpacked layers are deleted if no other image shares them. Use
+    /// [`ImageStore::remove_keeping`] to keep what containers use.
     ///
     /// # Errors
     /// [`ImageError::NotFound`] if nothing matches; invalid references and
     /// I/O errors.
     pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
+        self.remove_keeping(reference, &HashSet::new())
+    }
+
+    /// Removes `reference` as [`ImageStore::remove`] does, but keeps the
+    /// data of the manifests `in_use` (`sha256:` digests: what containers
+    /// run from), named or not, until a later collection finds them unused.
+    ///
+    /// # Errors
+    /// As [`ImageStore::remove`].
+    pub fn remove_keeping(&self, reference: &str, in_use: &HashSet<String>) -> Result<(), ImageError> {
         let lookup = Lookup::parse(reference)?;
         let _data = self.lock_file(".gc", FlockArg::LockExclusive)?;
         let _lock = self.lock(FlockArg::LockExclusive)?;
@@ -464,7 +499,56 @@ impl ImageStore {
         }
         self.write_index(&index)?;
         info!(reference, "removed image");
-        self.collect_garbage()
+        self.collect_garbage(in_use)
+    }
+
+    /// The manifest digests `reference` names (one for a name; for a digest,
+    /// that digest if stored).
+    ///
+    /// # Errors
+    /// [`ImageError::NotFound`] when nothing matches; invalid references.
+    pub fn digests_of(&self, reference: &str) -> Result<Vec<String>, ImageError> {
+        let lookup = Lookup::parse(reference)?;
+        let _lock = self.lock(FlockArg::LockShared)?;
+        let mut found: Vec<String> = self
+            .read_index()?
+            .manifests
+            .iter()
+            .filter(|d| lookup.matches(d))
+            .map(|d| d.digest.clone())
+            .collect();
+        found.dedup();
+        if found.is_empty() {
+            return Err(ImageError::NotFound {
+                reference: reference.to_string(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Removes every image whose manifest is not in `in_use`; returns the
+    /// references removed.
+    ///
+    /// # Errors
+    /// I/O and parse errors; on error nothing named is removed.
+    pub fn prune(&self, in_use: &HashSet<String>) -> Result<Vec<String>, ImageError> {
+        let _data = self.lock_file(".gc", FlockArg::LockExclusive)?;
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        let mut index = self.read_index()?;
+        let mut removed = Vec::new();
+        index.manifests.retain(|d| {
+            let keep = in_use.contains(&d.digest);
+            if !keep {
+                removed.push(d.ref_name().unwrap_or(&d.digest).to_string());
+            }
+            keep
+        });
+        if !removed.is_empty() {
+            self.write_index(&index)?;
+            info!(?removed, "pruned images");
+        }
+        self.collect_garbage(in_use)?;
+        Ok(removed)
     }
 
     /// Finds `reference` (normalised first; a digest reference or bare
@@ -656,13 +740,30 @@ impl ImageStore {
 
     // ---- garbage collection ----
 
-    /// Deletes blobs and unpacked layers no indexed image references, and
-    /// any temporaries. Must be called with both locks held exclusively.
-    fn collect_garbage(&self) -> Result<(), ImageError> {
-        let index = self.read_index()?;
+    /// Deletes blobs and unpacked layers that neither an indexed image nor
+    /// a manifest in `in_use` references, and any temporaries. Must be called with both locks held exclusively.
+    fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
+        let mut roots = self.read_index()?.manifests;
+        // Manifests containers run from, though no name may point at them
+        // any more (removed with --force, or a tag that moved on).
+        for digest in in_use {
+            if roots.iter().any(|d| &d.digest == digest) {
+                continue;
+            }
+            let Ok(path) = self.blob_path(digest) else { continue };
+            if let Ok(meta) = fs::metadata(&path) {
+                roots.push(Descriptor {
+                    media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
+                    digest: digest.clone(),
+                    size: meta.len(),
+                    platform: None,
+                    annotations: BTreeMap::new(),
+                });
+            }
+        }
         let mut live_blobs = HashSet::new();
         let mut live_layers = HashSet::new();
-        for descriptor in &index.manifests {
+        for descriptor in &roots {
             let manifest = match self.read_stored_manifest(descriptor) {
                 Ok(m) => m,
                 Err(e) => {

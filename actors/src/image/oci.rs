@@ -150,6 +150,9 @@ pub(crate) struct Manifest {
 pub(crate) struct ConfigFile {
     #[serde(default)]
     pub(crate) architecture: Option<String>,
+    /// When the image was built (RFC 3339).
+    #[serde(default)]
+    pub(crate) created: Option<String>,
     #[serde(default)]
     pub(crate) config: Option<ContainerConfig>,
     #[serde(default)]

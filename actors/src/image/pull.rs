@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::ClientConfig;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use super::fsutil::{io_err, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile};
 use super::oci::{Descriptor, ImageIndex, IndexOrManifest, ANNOTATION_REF_NAME, OCI_LAYOUT_CONTENT};
@@ -46,16 +47,6 @@ pub struct Pulled {
     pub fetched_bytes: u64,
 }
 
-/// Whether a registry is reached over plain HTTP without configuration, as
-/// Docker does for loopback registries.
-fn is_loopback(registry: &str) -> bool {
-    let host = registry
-        .strip_prefix('[')
-        .and_then(|r| r.split_once(']').map(|(h, _)| h))
-        .unwrap_or_else(|| registry.rsplit_once(':').map_or(registry, |(h, _)| h));
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 fn registry_error(reference: &str, e: impl std::fmt::Display) -> ImageError {
     ImageError::Registry {
         reference: reference.to_string(),
@@ -80,12 +71,22 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn client_error(reference: &str, e: oci_client::errors::OciDistributionError) -> ImageError {
-    registry_error(reference, with_causes(&e))
+    use oci_client::errors::OciDistributionError as E;
+    match &e {
+        // The client drops the registry's body; say what a 401 means.
+        E::UnauthorizedError { url } => registry_error(
+            reference,
+            format!("401 Unauthorized from {url}: the registry refused the credentials (or their absence)"),
+        ),
+        _ => registry_error(reference, with_causes(&e)),
+    }
 }
 
 impl ImageStore {
     /// Pulls `reference` (a Docker-style name: `busybox`, `host:5000/app:1`,
-    /// `name@sha256:…`) from its registry into the store, anonymously.
+    /// `name@sha256:…`) from its registry (or a mirror of it) into the store,
+    /// with the credentials, CA certificates and protocol the store's
+    /// [`RegistryConfig`](super::RegistryConfig) gives that registry.
     /// Blocks; it runs its own single-threaded runtime for the network.
     ///
     /// # Errors
@@ -101,20 +102,51 @@ impl ImageStore {
             reference: reference.to_string(),
             reason: format!("{e}"),
         })?;
-        let registry = target.resolve_registry().to_string();
-        let protocol = if is_loopback(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
         // reqwest's rustls carries no crypto provider of its own here (no
         // aws-lc build); ring, which the probes use too, serves the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Mirrors first, in order, then the registry itself.
+        let mut sources: Vec<oci_client::Reference> = self
+            .registries
+            .mirrors_of(target.registry())
+            .iter()
+            .map(|m| match target.digest() {
+                Some(d) => oci_client::Reference::with_digest(m.clone(), target.repository().into(), d.into()),
+                None => oci_client::Reference::with_tag(
+                    m.clone(),
+                    target.repository().into(),
+                    target.tag().unwrap_or("latest").into(),
+                ),
+            })
+            .collect();
+        sources.push(target);
+        let last = sources.len() - 1;
+        for (i, source) in sources.into_iter().enumerate() {
+            match self.pull_from(&source, &name) {
+                Ok(p) => return Ok(p),
+                Err(e) if i < last => {
+                    warn!(image = %name, mirror = source.registry(), "pull from mirror failed, trying the next source: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the registry itself is always the last source")
+    }
+
+    /// Pulls `name` from `source` (the registry the name says, or a mirror).
+    fn pull_from(&self, source: &oci_client::Reference, name: &str) -> Result<Pulled, ImageError> {
+        let name = name.to_string();
+        let endpoint = self
+            .registries
+            .endpoint(source.registry(), source.repository(), &name)?;
         let client = Client::try_from(ClientConfig {
-            protocol,
+            protocol: endpoint.protocol,
+            extra_root_certificates: endpoint.roots,
             ..Default::default()
         })
         .map_err(|e| client_error(&name, e))?;
+        let auth = endpoint.auth;
+        let target = source;
         // Nothing is collected while blobs arrive that no index names yet.
         let _data = self.lock_file(".gc", FlockArg::LockShared)?;
         let staging = TempDir::create(self.tmp_dir().join(unique_temp_name("pull")))?;
@@ -122,7 +154,7 @@ impl ImageStore {
             .enable_all()
             .build()
             .map_err(io_err("start the pull's runtime", staging.path()))?;
-        let (top, fetched_bytes) = runtime.block_on(self.fetch(&client, &target, &name, staging.path()))?;
+        let (top, fetched_bytes) = runtime.block_on(self.fetch(&client, &auth, target, &name, staging.path()))?;
         drop(runtime);
         let index = ImageIndex {
             manifests: vec![Descriptor {
@@ -150,14 +182,14 @@ impl ImageStore {
     async fn fetch(
         &self,
         client: &Client,
+        auth: &RegistryAuth,
         target: &oci_client::Reference,
         name: &str,
         staging: &std::path::Path,
     ) -> Result<(Descriptor, u64), ImageError> {
-        let auth = RegistryAuth::Anonymous;
         // Asked first so a refusal carries the registry's own words.
         client
-            .auth(target, &auth, RegistryOperation::Pull)
+            .auth(target, auth, RegistryOperation::Pull)
             .await
             .map_err(|e| client_error(name, e))?;
         let blobs = staging.join("blobs").join("sha256");
@@ -165,7 +197,7 @@ impl ImageStore {
         let mut fetched = 0u64;
 
         let (bytes, digest) = client
-            .pull_manifest_raw(target, &auth, ACCEPTED)
+            .pull_manifest_raw(target, auth, ACCEPTED)
             .await
             .map_err(|e| client_error(name, e))?;
         let mut parsed: IndexOrManifest = serde_json::from_slice(&bytes)
@@ -188,14 +220,14 @@ impl ImageStore {
                     format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
                 ));
             }
-            let child = select_platform(&children, &digest)?.clone();
+            let child = select_platform(&children, &format!("{digest} of {name}"))?.clone();
             let at = oci_client::Reference::with_digest(
                 target.resolve_registry().to_string(),
                 target.repository().to_string(),
                 child.digest.clone(),
             );
             let (bytes, _) = client
-                .pull_manifest_raw(&at, &auth, ACCEPTED)
+                .pull_manifest_raw(&at, auth, ACCEPTED)
                 .await
                 .map_err(|e| client_error(name, e))?;
             store_document(&blobs, &child, &bytes)?;
@@ -309,30 +341,4 @@ fn store_document(blobs: &std::path::Path, descriptor: &Descriptor, bytes: &[u8]
     check_size(&sized, bytes.len() as u64, &path)?;
     check_digest(&sized, format!("sha256:{}", hex::encode(Sha256::digest(bytes))), &path)?;
     write_atomic(&path, bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback;
-
-    #[test]
-    fn loopback_registries_are_plain_http() {
-        for r in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.1.2.3",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(r), "{r}");
-        }
-        for r in [
-            "index.docker.io",
-            "10.0.0.1:5000",
-            "registry.local:5000",
-            "[fe80::1]:5000",
-        ] {
-            assert!(!is_loopback(r), "{r}");
-        }
-    }
 }

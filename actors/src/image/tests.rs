@@ -483,12 +483,15 @@ fn import_resolve_list_remove_and_gc() {
     assert_eq!(fs::metadata(layer.join("etc")).unwrap().mtime() as u64, MTIME);
 
     let list = store.list().unwrap();
+    assert!(list[0].stored.is_some(), "{list:?}");
     assert_eq!(
         list,
         [ImageSummary {
             reference: "docker.io/library/testimg:latest".into(),
             digest: image_a.manifest_digest.clone(),
             size: image_a.total_size,
+            created: None,
+            stored: list[0].stored,
         }]
     );
 

@@ -38,7 +38,7 @@ use crate::config::NodeConfig;
 use crate::image::ImageStore;
 use k8s_openapi::api::core::v1::Pod;
 use nix::mount::{mount, MsFlags};
-pub use observe::{Observation, Observed};
+pub use observe::{image_users, ImageUser, Observation, Observed};
 pub use paths::{container_id, NodePaths};
 use protocol::{ExitRecord, ShimReply, ShimRequest};
 pub use pull::{go_duration, ImageReady};
@@ -151,7 +151,9 @@ impl Runtime {
             )
             .map_err(|e| io_err("bind mount", &pods, e))?;
         }
-        let images = ImageStore::open(paths.images()).map_err(|e| e.to_string())?;
+        let images = ImageStore::open(paths.images())
+            .map_err(|e| e.to_string())?
+            .with_registries(config.registries.clone());
         let cni = cni::Cni::new(config.network.clone());
         cni.ensure_default_config().map_err(|e| e.to_string())?;
         cni.ensure_masquerade().map_err(|e| e.to_string())?;

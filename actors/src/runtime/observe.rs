@@ -311,3 +311,64 @@ impl Runtime {
         }
     }
 }
+
+/// A container the node has (running or exited, until its pod is removed)
+/// and the image manifest it runs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUser {
+    /// `namespace/name` of the pod, from its log directory's name.
+    pub pod: String,
+    /// The container's name.
+    pub container: String,
+    /// The manifest digest (`sha256:…`).
+    pub digest: String,
+}
+
+/// Every container of every pod this node still keeps, with its image: what
+/// `image rm` must refuse to remove and image garbage collection must keep,
+/// as kubelet keeps the images of all containers the runtime knows.
+/// Reads only files, so the CLI can ask it of a node whose daemon is down.
+pub fn image_users(paths: &super::NodePaths) -> Vec<ImageUser> {
+    let mut users = Vec::new();
+    let Ok(pods) = std::fs::read_dir(paths.pods()) else {
+        return users;
+    };
+    for pod in pods.flatten() {
+        let Ok(containers) = std::fs::read_dir(pod.path().join("containers")) else {
+            continue;
+        };
+        for container in containers.flatten() {
+            let Ok(attempts) = std::fs::read_dir(container.path()) else {
+                continue;
+            };
+            for attempt in attempts.flatten() {
+                let Some(cfg) = read_json::<ShimConfig>(&attempt.path().join("shim.json")) else {
+                    continue;
+                };
+                let Some(digest) = cfg.image_id.as_deref().and_then(|i| i.rsplit_once('@')).map(|(_, d)| d) else {
+                    continue;
+                };
+                // logs/<namespace>_<name>_<uid>/<container>/<attempt>.log
+                let pod_name = cfg
+                    .log_path
+                    .parent()
+                    .and_then(Path::parent)
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| {
+                        let mut parts = n.splitn(3, '_');
+                        Some(format!("{}/{}", parts.next()?, parts.next()?))
+                    })
+                    .unwrap_or_else(|| pod.file_name().to_string_lossy().into_owned());
+                users.push(ImageUser {
+                    pod: pod_name,
+                    container: container.file_name().to_string_lossy().into_owned(),
+                    digest: digest.to_string(),
+                });
+            }
+        }
+    }
+    users.sort_by(|a, b| (&a.pod, &a.container).cmp(&(&b.pod, &b.container)));
+    users.dedup();
+    users
+}

@@ -1,0 +1,436 @@
+//! Where pulls go and as whom: credentials from a Docker-style `config.json`,
+//! per-registry CA certificates in a `certs.d/<host>/` directory (Docker's
+//! and containerd's layout), registries reached over plain HTTP, and mirrors.
+//!
+//! Everything is read when a pull begins, so an edited `config.json` or a new
+//! CA applies to the next pull without a restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use oci_client::client::{Certificate, CertificateEncoding, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use serde::Deserialize;
+
+use super::ImageError;
+
+/// How the node reaches registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// A Docker-style `config.json` (`{"auths": {"host": {"auth": "…"}}}`).
+    pub auth_file: Option<PathBuf>,
+    /// A directory of `<host[:port]>/` directories holding `*.crt` CA
+    /// certificates for that registry.
+    pub certs_dir: Option<PathBuf>,
+    /// Registries (`host[:port]`) reached over plain HTTP; loopback ones
+    /// always are, unless `certs_dir` has certificates for them.
+    pub insecure: Vec<String>,
+    /// Mirrors per registry (`docker.io` → `mirror.local:5000`), tried in
+    /// order before the registry itself.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+}
+
+/// How to reach one registry host.
+#[derive(Debug)]
+pub(super) struct Endpoint {
+    pub protocol: ClientProtocol,
+    pub roots: Vec<Certificate>,
+    pub auth: RegistryAuth,
+}
+
+/// The name a registry goes by in configuration: Docker Hub's several host
+/// names are one.
+pub(super) fn canonical_registry(host: &str) -> &str {
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        h => h,
+    }
+}
+
+/// Whether a registry is reached over plain HTTP without configuration, as
+/// Docker does for loopback registries.
+pub(super) fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| registry.rsplit_once(':').map_or(registry, |(h, _)| h));
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl RegistryConfig {
+    /// Parses `REGISTRY=MIRROR` settings (`docker.io=mirror.local:5000`).
+    ///
+    /// # Errors
+    /// A text naming the setting that has no `=` or an empty side.
+    pub fn parse_mirrors(settings: &[String]) -> Result<BTreeMap<String, Vec<String>>, String> {
+        let mut mirrors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in settings {
+            let (registry, mirror) = s
+                .split_once('=')
+                .filter(|(r, m)| !r.is_empty() && !m.is_empty())
+                .ok_or_else(|| {
+                    format!("registry mirror {s:?}: expected REGISTRY=MIRROR, as in docker.io=mirror.local:5000")
+                })?;
+            let mirror = mirror
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            mirrors
+                .entry(canonical_registry(registry).to_string())
+                .or_default()
+                .push(mirror.to_string());
+        }
+        Ok(mirrors)
+    }
+
+    /// The mirrors to try for `registry`, in order.
+    pub(super) fn mirrors_of(&self, registry: &str) -> &[String] {
+        self.mirrors
+            .get(canonical_registry(registry))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How to reach `registry` (`host[:port]`) for `repository`.
+    ///
+    /// # Errors
+    /// [`ImageError::Registry`] naming the file that cannot be read or
+    /// parsed: the credentials file, or a certificate in `certs_dir`.
+    pub(super) fn endpoint(&self, registry: &str, repository: &str, reference: &str) -> Result<Endpoint, ImageError> {
+        let roots = self.roots(registry, reference)?;
+        let plain = roots.is_empty()
+            && (is_loopback(registry)
+                || self
+                    .insecure
+                    .iter()
+                    .any(|i| canonical_registry(i) == canonical_registry(registry)));
+        // The registry name as the client resolves it (Docker Hub's API host).
+        let api_host = match canonical_registry(registry) {
+            "docker.io" => "index.docker.io",
+            _ => registry,
+        };
+        let protocol = if plain {
+            ClientProtocol::HttpsExcept(vec![api_host.to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let auth = match &self.auth_file {
+            Some(path) => credentials(path, registry, repository, reference)?,
+            None => RegistryAuth::Anonymous,
+        };
+        Ok(Endpoint { protocol, roots, auth })
+    }
+
+    /// The CA certificates `certs_dir/<registry>/*.crt`. A client
+    /// certificate there (`*.cert`/`*.key`) is refused: the registry client
+    /// cannot present one, and pulling without it would fail less clearly.
+    fn roots(&self, registry: &str, reference: &str) -> Result<Vec<Certificate>, ImageError> {
+        let Some(dir) = &self.certs_dir else {
+            return Ok(Vec::new());
+        };
+        let dir = dir.join(registry);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(config_error(reference, &dir, e)),
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        let mut roots = Vec::new();
+        for path in paths {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("crt") => {
+                    let data = std::fs::read(&path).map_err(|e| config_error(reference, &path, e))?;
+                    if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+                        return Err(config_error(reference, &path, "not a PEM certificate"));
+                    }
+                    roots.push(Certificate {
+                        encoding: CertificateEncoding::Pem,
+                        data,
+                    });
+                }
+                Some("cert" | "key") => {
+                    return Err(config_error(
+                        reference,
+                        &path,
+                        "client certificates are not supported yet (the registry client cannot present one); remove it or pull with another tool",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(roots)
+    }
+}
+
+fn config_error(reference: &str, path: &Path, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry {
+        reference: reference.to_string(),
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+/// One `auths` entry of a Docker `config.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AuthEntry {
+    /// base64 of `user:password`.
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    /// A bearer token sent as is.
+    registrytoken: Option<String>,
+    identitytoken: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DockerConfig {
+    auths: BTreeMap<String, AuthEntry>,
+}
+
+/// A credentials key as kubelet matches one: an optional scheme, a host
+/// (its leftmost labels may be `*`), an optional port, an optional path
+/// that must prefix the repository.
+struct Key<'a> {
+    host: &'a str,
+    port: Option<&'a str>,
+    path: &'a str,
+}
+
+fn parse_key(key: &str) -> Key<'_> {
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // Docker Hub's historical key, https://index.docker.io/v1/.
+    let path = path.trim_end_matches('/');
+    let path = if matches!(path, "v1" | "v2") { "" } else { path };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    Key { host, port, path }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = canonical_registry(pattern);
+    let host = canonical_registry(host);
+    let p: Vec<&str> = pattern.split('.').collect();
+    let h: Vec<&str> = host.split('.').collect();
+    p.len() == h.len() && p.iter().zip(&h).all(|(p, h)| *p == "*" || p.eq_ignore_ascii_case(h))
+}
+
+/// Whether `key` applies to `repository` on `registry`, and how specific it is.
+fn key_matches(key: &str, registry: &str, repository: &str) -> Option<usize> {
+    let k = parse_key(key);
+    let (host, port) = match registry.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (registry, None),
+    };
+    if !host_matches(k.host, host) || k.port != port {
+        return None;
+    }
+    if !k.path.is_empty() && repository != k.path && !repository.starts_with(&format!("{}/", k.path)) {
+        return None;
+    }
+    Some(k.host.len() + k.path.len())
+}
+
+/// The credentials `path` holds for `repository` on `registry`: the most
+/// specific matching key; anonymous when none matches.
+fn credentials(path: &Path, registry: &str, repository: &str, reference: &str) -> Result<RegistryAuth, ImageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
+        Err(e) => return Err(config_error(reference, path, e)),
+    };
+    let config: DockerConfig = serde_json::from_str(&text).map_err(|e| config_error(reference, path, e))?;
+    let Some((key, entry)) = config
+        .auths
+        .iter()
+        .filter_map(|(k, v)| key_matches(k, registry, repository).map(|score| (score, k, v)))
+        .max_by_key(|(score, _, _)| *score)
+        .map(|(_, k, v)| (k, v))
+    else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    let bad = |what: &str| config_error(reference, path, format!("auths.{key:?}: {what}"));
+    if let Some(token) = entry.registrytoken.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(RegistryAuth::Bearer(token.to_string()));
+    }
+    if entry.identitytoken.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Err(bad(
+            "identitytoken (an OAuth refresh token) is not supported; use auth or username and password",
+        ));
+    }
+    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|e| bad(&format!("auth is not base64: {e}")))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad("auth does not decode to text"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| bad("auth must encode user:password"))?;
+        return Ok(RegistryAuth::Basic(user.to_string(), password.to_string()));
+    }
+    match (&entry.username, &entry.password) {
+        (Some(u), Some(p)) if !u.is_empty() => Ok(RegistryAuth::Basic(u.clone(), p.clone())),
+        _ => Err(bad(
+            "no credentials: expected auth, username and password, or registrytoken",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth_for(config: &str, registry: &str, repository: &str) -> Result<RegistryAuth, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config).unwrap();
+        credentials(&path, registry, repository, "r").map_err(|e| e.to_string())
+    }
+
+    fn basic(u: &str, p: &str) -> RegistryAuth {
+        RegistryAuth::Basic(u.into(), p.into())
+    }
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "index.docker.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "[fe80::1]:5000",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn credentials_match_as_kubelet_matches_them() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let config = format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"auth": "{}"}},
+                "reg.example.com:5000": {{"username": "bob", "password": "pw"}},
+                "reg.example.com:5000/team": {{"auth": "{}"}},
+                "*.corp.example": {{"registrytoken": "tok"}}
+            }}}}"#,
+            b64("hub:hubpw"),
+            b64("team:teampw")
+        );
+        assert_eq!(
+            auth_for(&config, "docker.io", "library/busybox").unwrap(),
+            basic("hub", "hubpw")
+        );
+        assert_eq!(
+            auth_for(&config, "index.docker.io", "x/y").unwrap(),
+            basic("hub", "hubpw")
+        );
+        assert_eq!(
+            auth_for(&config, "reg.example.com:5000", "app").unwrap(),
+            basic("bob", "pw")
+        );
+        assert_eq!(
+            auth_for(&config, "reg.example.com:5000", "team/app").unwrap(),
+            basic("team", "teampw"),
+            "the longer path wins"
+        );
+        assert_eq!(
+            auth_for(&config, "reg.example.com:5000", "teamwork/app").unwrap(),
+            basic("bob", "pw"),
+            "a path matches whole segments"
+        );
+        assert_eq!(
+            auth_for(&config, "reg.example.com", "app").unwrap(),
+            RegistryAuth::Anonymous,
+            "the port must match"
+        );
+        assert_eq!(
+            auth_for(&config, "a.corp.example", "app").unwrap(),
+            RegistryAuth::Bearer("tok".into())
+        );
+        assert_eq!(
+            auth_for(&config, "a.b.corp.example", "app").unwrap(),
+            RegistryAuth::Anonymous,
+            "* is one label"
+        );
+    }
+
+    #[test]
+    fn bad_credentials_files_say_where() {
+        let e = auth_for("{\"auths\": {\"r:5000\": {\"auth\": \"!!\"}}}", "r:5000", "a").unwrap_err();
+        assert!(
+            e.contains("config.json") && e.contains("auths.\"r:5000\"") && e.contains("base64"),
+            "{e}"
+        );
+        let e = auth_for("{\"auths\": {\"r:5000\": {}}}", "r:5000", "a").unwrap_err();
+        assert!(e.contains("no credentials"), "{e}");
+        let e = auth_for("{\"auths\": [", "r:5000", "a").unwrap_err();
+        assert!(e.contains("config.json") && e.contains("line 1"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = credentials(&dir.path().join("none.json"), "r:5000", "a", "r").unwrap();
+        assert_eq!(missing, RegistryAuth::Anonymous, "no file: anonymous");
+    }
+
+    #[test]
+    fn mirrors_parse_and_name_bad_settings() {
+        let m =
+            RegistryConfig::parse_mirrors(&["index.docker.io=https://m1:5000/".into(), "docker.io=m2".into()]).unwrap();
+        let c = RegistryConfig {
+            mirrors: m,
+            ..Default::default()
+        };
+        assert_eq!(c.mirrors_of("docker.io"), ["m1:5000", "m2"]);
+        assert!(c.mirrors_of("quay.io").is_empty());
+        let e = RegistryConfig::parse_mirrors(&["docker.io".into()]).unwrap_err();
+        assert!(e.contains("\"docker.io\"") && e.contains("REGISTRY=MIRROR"), "{e}");
+    }
+
+    #[test]
+    fn certs_dir_gives_roots_and_refuses_client_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("reg.local:5000");
+        std::fs::create_dir_all(&host).unwrap();
+        let config = RegistryConfig {
+            certs_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let plain = |r: &str| {
+            matches!(
+                config.endpoint(r, "a", "x").unwrap().protocol,
+                ClientProtocol::HttpsExcept(_)
+            )
+        };
+        assert!(!plain("reg.local:5000"));
+        assert!(plain("127.0.0.1:5000"));
+        std::fs::write(host.join("ca.crt"), "junk").unwrap();
+        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        assert!(e.contains("ca.crt") && e.contains("not a PEM"), "{e}");
+        std::fs::write(host.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert_eq!(config.endpoint("reg.local:5000", "a", "x").unwrap().roots.len(), 1);
+        let local = dir.path().join("127.0.0.1:5000");
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert!(
+            !plain("127.0.0.1:5000"),
+            "a loopback registry with a CA is reached over TLS"
+        );
+        std::fs::write(host.join("client.cert"), "x").unwrap();
+        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        assert!(e.contains("client.cert") && e.contains("not supported"), "{e}");
+    }
+}

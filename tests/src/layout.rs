@@ -1,0 +1,90 @@
+//! OCI layouts built by hand from the busybox test layout: variants of its
+//! image and indexes over them, for imports and for skopeo to push whole.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// `sha256:<hex>` of `data`.
+pub fn blob_digest(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    format!(
+        "sha256:{}",
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A copy of the busybox test layout that blobs can be added to.
+pub struct Layout {
+    pub dir: tempfile::TempDir,
+}
+
+impl Layout {
+    pub fn copy_of(source: &str) -> Layout {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-layout-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ok = std::process::Command::new("cp")
+            .args(["-a", &format!("{source}/."), &dir.path().display().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "copy {source}");
+        Layout { dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn blob(&self, digest: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    pub fn read(&self, digest: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(self.blob(digest)).unwrap()).unwrap()
+    }
+
+    /// Stores `doc` as a blob; returns its descriptor with `media_type`.
+    pub fn put(&self, media_type: &str, doc: &Value) -> Value {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        let digest = blob_digest(&bytes);
+        std::fs::write(self.blob(&digest), &bytes).unwrap();
+        serde_json::json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+    }
+
+    /// The descriptor the layout's `index.json` has first.
+    pub fn first(&self) -> Value {
+        let index: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("index.json")).unwrap()).unwrap();
+        index["manifests"][0].clone()
+    }
+
+    /// Adds `descriptor` to `index.json` as `tag`.
+    pub fn tag(&self, descriptor: &Value, tag: &str) {
+        let path = self.dir.path().join("index.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut d = descriptor.clone();
+        d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        index["manifests"].as_array_mut().unwrap().push(d);
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+
+    /// A manifest like the first one but with its config edited by `edit`,
+    /// tagged `tag`; returns its descriptor.
+    pub fn variant(&self, tag: &str, edit: impl FnOnce(&mut Value)) -> Value {
+        let first = self.first();
+        let mut manifest = self.read(first["digest"].as_str().unwrap());
+        let mut config = self.read(manifest["config"]["digest"].as_str().unwrap());
+        edit(&mut config);
+        manifest["config"] = self.put(manifest["config"]["mediaType"].as_str().unwrap(), &config);
+        let media_type = first["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+        let descriptor = self.put(media_type, &manifest);
+        self.tag(&descriptor, tag);
+        descriptor
+    }
+}
