@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub max_pods: i64,
     /// How pulls reach registries: credentials, CAs, plain HTTP, mirrors.
     pub registries: crate::image::RegistryConfig,
+    /// When unused images are removed (kubelet's image GC flags).
+    pub image_gc: crate::image_gc::ImageGcPolicy,
 }
 
 impl NodeConfig {

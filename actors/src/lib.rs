@@ -15,6 +15,7 @@ pub mod faults;
 pub mod gc;
 pub mod hooks;
 pub mod image;
+pub mod image_gc;
 pub mod informer;
 pub mod metered_store;
 pub mod namespaces;

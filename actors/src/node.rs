@@ -24,6 +24,7 @@ use crate::binder::Binder;
 use crate::controllers::Controller;
 use crate::events::{EventKind, EventRecorder};
 use crate::gc::GarbageCollector;
+use crate::image_gc::ImageGc;
 use crate::informer::{self, Informed};
 use crate::namespaces::NamespaceActor;
 use crate::scheduler::Scheduler;
@@ -33,6 +34,7 @@ const NAMESPACES_KEY: &str = "namespaces";
 const GC_KEY: &str = "garbage-collector";
 const SCHEDULER_KEY: &str = "scheduler";
 const BINDER_KEY: &str = "binder";
+const IMAGE_GC_KEY: &str = "image-gc";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -81,6 +83,7 @@ pub struct NodeActor {
     gc: Children<&'static str, GarbageCollector>,
     scheduler: Children<&'static str, Scheduler>,
     binder: Children<&'static str, Binder>,
+    image_gc: Children<&'static str, ImageGc>,
     controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
@@ -113,6 +116,7 @@ impl NodeActor {
             admitted: HashMap::new(),
             namespaces: Children::default(),
             gc: Children::default(),
+            image_gc: Children::default(),
             scheduler: Children::default(),
             binder: Children::default(),
             controllers: Children::default(),
@@ -199,6 +203,15 @@ impl NodeActor {
                 };
                 self.binder
                     .start(me, key, spec, None, move |_| Binder::new(cx.clone(), node));
+            }
+            IMAGE_GC_KEY => {
+                let node = self
+                    .node
+                    .child("ImageGc", key, "permanent", self.image_gc.restarts(&key));
+                let (rt, events) = (self.spec.rt.clone(), self.events.clone());
+                self.image_gc.start(me, key, spec, None, move |_| {
+                    ImageGc::new(rt.clone(), events.clone(), node)
+                });
             }
             _ => {
                 let Some(reconciler) = crate::controllers::all().into_iter().find(|r| r.name() == key) else {
@@ -459,7 +472,7 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Running");
-        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY, BINDER_KEY] {
+        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY, BINDER_KEY, IMAGE_GC_KEY] {
             self.start_permanent(key, ctx);
         }
         for c in crate::controllers::all() {
@@ -603,6 +616,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
             GC_KEY => (self.gc.exited(&msg), "GarbageCollector"),
             SCHEDULER_KEY => (self.scheduler.exited(&msg), "Scheduler"),
             BINDER_KEY => (self.binder.exited(&msg), "Binder"),
+            IMAGE_GC_KEY => (self.image_gc.exited(&msg), "ImageGc"),
             key => (self.controllers.exited(&msg), key),
         };
         match verdict {

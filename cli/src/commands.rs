@@ -146,7 +146,8 @@ pub struct LogsArgs {
 
 /// Seconds in a duration written as Go writes them (`1h30m`, `90s`,
 /// `1.5h`, `250ms`), rounded up as kubectl rounds `--since`.
-pub(crate) fn duration_seconds(text: &str) -> Result<i64> {
+/// A Go duration (`1h30m`, `2m`, `0s`) in nanoseconds.
+pub(crate) fn go_duration_nanos(text: &str) -> Result<f64> {
     let bad = || {
         anyhow::anyhow!("invalid duration {text:?}: use a number and a unit (ns, us, ms, s, m, h), e.g. 30s or 1h30m")
     };
@@ -174,6 +175,11 @@ pub(crate) fn duration_seconds(text: &str) -> Result<i64> {
         nanos += value * scale;
         rest = &rest[unit_len..];
     }
+    Ok(nanos)
+}
+
+pub(crate) fn duration_seconds(text: &str) -> Result<i64> {
+    let nanos = go_duration_nanos(text)?;
     let secs = (nanos / 1e9).ceil();
     if !(1.0..=i64::MAX as f64).contains(&secs) {
         anyhow::bail!(

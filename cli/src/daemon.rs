@@ -108,6 +108,18 @@ pub struct DaemonArgs {
     no_metrics: bool,
     #[command(flatten)]
     registries: crate::commands::RegistryArgs,
+    /// Image filesystem usage (percent) at which unused images are removed; 100 never (kubelet's flag).
+    #[arg(long, default_value_t = 85)]
+    image_gc_high_threshold: u8,
+    /// Usage image garbage collection frees down to (kubelet's flag).
+    #[arg(long, default_value_t = 80)]
+    image_gc_low_threshold: u8,
+    /// Images first seen less than this long ago are never collected (kubelet's flag).
+    #[arg(long, default_value = "2m")]
+    image_minimum_gc_age: String,
+    /// How often image filesystem usage is looked at (kubelet: 5m, fixed).
+    #[arg(long, default_value = "5m")]
+    image_gc_period: String,
 }
 
 /// Raises the soft limit of open files to the hard limit, as Go programs
@@ -251,6 +263,25 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             n => anyhow::bail!("--max-pods {n}: must be at least 1"),
         },
         registries: args.registries.config()?,
+        image_gc: {
+            let (high, low) = (args.image_gc_high_threshold, args.image_gc_low_threshold);
+            if high > 100 {
+                anyhow::bail!("--image-gc-high-threshold {high}: must be a percentage, 0 to 100");
+            }
+            if low >= high {
+                anyhow::bail!("--image-gc-low-threshold {low}: must be less than --image-gc-high-threshold ({high})");
+            }
+            let duration = |flag: &str, v: &str| -> anyhow::Result<std::time::Duration> {
+                let nanos = crate::commands::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+                std::time::Duration::try_from_secs_f64(nanos / 1e9).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
+            };
+            peapod_actors::image_gc::ImageGcPolicy {
+                high_percent: high,
+                low_percent: low,
+                min_age: duration("image-minimum-gc-age", &args.image_minimum_gc_age)?,
+                period: duration("image-gc-period", &args.image_gc_period)?,
+            }
+        },
     };
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
         tracing::error!("capping the memory of all pods at the allocatable memory: {e}");

@@ -40,7 +40,7 @@ fn empty_dir_pod_figures() {
             };
             let t = Instant::now();
             node.apply(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n{volumes}  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600']{mounts}}}\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n{volumes}  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600']{mounts}}}\n"
             ));
             node.wait_pod(&name, "running", Duration::from_secs(60), |p| {
                 container(p, "c")["ready"] == true

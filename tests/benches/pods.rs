@@ -29,7 +29,7 @@ fn ready_bench() {
     for i in 0..50 {
         let t = Instant::now();
         node.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: r{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n    command: [httpd, -f, -p, '8080']\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: r{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [httpd, -f, -p, '8080']\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
         ));
         node.wait_pod(&format!("r{i}"), "ready", Duration::from_secs(60), |p| {
             container(p, "c")["ready"] == true && p["status"]["podIP"].is_string()
@@ -74,7 +74,7 @@ fn main() {
         for i in 0..n {
             let t = Instant::now();
             node.apply(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: b{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600']}}\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: b{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600']}}\n"
             ));
             node.wait_pod(&format!("b{i}"), "running", Duration::from_secs(60), |p| {
                 container(p, "c")["ready"] == true

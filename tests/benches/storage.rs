@@ -182,7 +182,7 @@ fn main() {
     let mut rows = Vec::new();
     let empty = |i: usize| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: e{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600'], volumeMounts: [{{name: data, mountPath: /data}}]}}\n  volumes:\n  - {{name: data, emptyDir: {{}}}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: e{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600'], volumeMounts: [{{name: data, mountPath: /data}}]}}\n  volumes:\n  - {{name: data, emptyDir: {{}}}}\n"
         )
     };
     let mut base: Vec<Duration> = (0..rounds)

@@ -63,7 +63,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// A one-container busybox pod that sleeps, stopped at once when deleted.
 pub fn pod_yaml(name: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600']}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600']}}\n"
     )
 }
 

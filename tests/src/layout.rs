@@ -75,10 +75,47 @@ impl Layout {
     /// A manifest like the first one but with its config edited by `edit`,
     /// tagged `tag`; returns its descriptor.
     pub fn variant(&self, tag: &str, edit: impl FnOnce(&mut Value)) -> Value {
+        self.derive(tag, |_, config| edit(config))
+    }
+
+    /// A manifest like the first one with one more layer on top: a file
+    /// `/filler` of `bytes` random bytes (uncompressed, so it takes its size
+    /// in the store twice: blob and unpacked), tagged `tag`.
+    pub fn with_random_layer(&self, tag: &str, bytes: usize) -> Value {
+        let work = tempfile::Builder::new().prefix("pp-layer-").tempdir_in("/tmp").unwrap();
+        let mut data = vec![0u8; bytes];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut data).unwrap();
+        std::fs::write(work.path().join("filler"), &data).unwrap();
+        let out = std::process::Command::new("tar")
+            .args(["-cf", "-", "--owner=0", "--group=0", "-C"])
+            .arg(work.path())
+            .arg("filler")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+        let tar = out.stdout;
+        let digest = blob_digest(&tar);
+        std::fs::write(self.blob(&digest), &tar).unwrap();
+        self.derive(tag, |manifest, config| {
+            config["rootfs"]["diff_ids"]
+                .as_array_mut()
+                .unwrap()
+                .push(Value::from(digest.clone()));
+            manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest,
+                "size": tar.len(),
+            }));
+        })
+    }
+
+    /// A manifest derived from the first one by `edit` (of the manifest and
+    /// its config; the config's descriptor is set after), tagged `tag`.
+    fn derive(&self, tag: &str, edit: impl FnOnce(&mut Value, &mut Value)) -> Value {
         let first = self.first();
         let mut manifest = self.read(first["digest"].as_str().unwrap());
         let mut config = self.read(manifest["config"]["digest"].as_str().unwrap());
-        edit(&mut config);
+        edit(&mut manifest, &mut config);
         manifest["config"] = self.put(manifest["config"]["mediaType"].as_str().unwrap(), &config);
         let media_type = first["mediaType"]
             .as_str()

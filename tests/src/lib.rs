@@ -302,7 +302,7 @@ impl Node {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
         };
-        node.import_image("busybox");
+        node.import_image("busybox:1.35");
         std::fs::create_dir_all(node.plugin_dir()).unwrap();
         for p in BUILTIN_PLUGINS {
             std::fs::copy(artifact(p), node.plugin_dir().join(p)).expect("copy plugin");
@@ -662,7 +662,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", {script:?}]
     volumeMounts: [{{name: data, mountPath: /data}}]
   volumes:

@@ -44,13 +44,13 @@ fn manifest(name: &str) -> String {
     match &name[..1] {
         // Steady, with a readiness probe.
         "s" => format!(
-            "{head}  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo started; touch /tmp/ready; exec sleep 3600']\n    readinessProbe: {{exec: {{command: [cat, /tmp/ready]}}, periodSeconds: 1}}\n"
+            "{head}  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'echo started; touch /tmp/ready; exec sleep 3600']\n    readinessProbe: {{exec: {{command: [cat, /tmp/ready]}}, periodSeconds: 1}}\n"
         ),
         // Crash-looping.
-        "l" => format!("{head}  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo started; sleep 1; exit 1']\n"),
+        "l" => format!("{head}  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'echo started; sleep 1; exit 1']\n"),
         // Runs once.
         _ => format!(
-            "{head}  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo started; sleep 2']\n"
+            "{head}  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'echo started; sleep 2']\n"
         ),
     }
 }

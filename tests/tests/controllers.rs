@@ -41,7 +41,7 @@ fn wait_replicas(node: &Node, owner: &Value, selector: &str, n: usize) -> BTreeS
 /// A pod of busybox sleeping, with `labels` and more `spec` lines (indented by 2).
 fn sleeper(name: &str, labels: &str, spec: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n{spec}  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n{spec}  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sleep, '3600']\n"
     )
 }
 
@@ -62,7 +62,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sleep", "3600"]
 "#;
 
@@ -194,7 +194,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sleep", "3600"]
 "#,
     );

@@ -23,7 +23,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sleep", "3600"]
         env: [{{name: VERSION, value: "{version}"}}]
 "#
@@ -87,7 +87,7 @@ fn a_daemonset_runs_one_pod_on_each_eligible_node() {
         format!("node/{node_name} cordoned")
     );
     assert_eq!(node.get("node", &node_name).unwrap()["spec"]["unschedulable"], true);
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n");
     let message = wait_for("FailedScheduling", MIN, || {
         node.pod("plain").and_then(|p| {
             p["status"]["conditions"]

@@ -28,7 +28,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sleep", "3600"]
         env: [{{name: VERSION, value: "{version}"}}]
         readinessProbe:
@@ -199,7 +199,8 @@ fn a_rolling_update_keeps_its_bounds_and_rolls_back() {
     // set image and pause: nothing rolls while paused; resume rolls it.
     node.ok(&["rollout", "pause", "deploy/web"]);
     assert_eq!(
-        node.ok(&["set", "image", "deploy/web", "c=busybox:latest"]).trim(),
+        node.ok(&["set", "image", "deploy/web", "c=docker.io/library/busybox:1.35"])
+            .trim(),
         "deployment.apps/web image updated"
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -227,7 +228,10 @@ fn a_rolling_update_keeps_its_bounds_and_rolls_back() {
         .filter(|p| live(p))
         .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(images, ["busybox:latest", "busybox:latest"]);
+    assert_eq!(
+        images,
+        ["docker.io/library/busybox:1.35", "docker.io/library/busybox:1.35"]
+    );
 
     // Deleting the Deployment deletes its ReplicaSets and their pods (background).
     node.ok(&["delete", "deploy", "web"]);

@@ -42,7 +42,7 @@ fn a_pulled_image_runs_and_shares_stored_layers() {
     let node = Node::start();
     let root = node.root().display().to_string();
     // The node starts with busybox imported: remove it, so the layer is fetched.
-    node.ok(&["image", "rm", "--root-dir", &root, "busybox"]);
+    node.ok(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
     let (layer, layer_size) = test_layer();
     let blob = node
         .root()
@@ -119,7 +119,7 @@ fn a_tampered_layer_is_refused_and_nothing_is_stored() {
 
     let node = Node::start();
     let root = node.root().display().to_string();
-    node.ok(&["image", "rm", "--root-dir", &root, "busybox"]);
+    node.ok(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
     let before = images(&node);
     let out = pull(&node, &format!("{}/pp/busybox:1", registry.address));
     assert!(!out.status.success());
@@ -164,7 +164,7 @@ fn pods_of_an_image_only_in_the_registry_start_after_one_pull() {
     let node = Node::start();
     let root = node.root().display().to_string();
     // Without the imported busybox, whose layer the pushed image shares.
-    node.ok(&["image", "rm", "--root-dir", &root, "busybox"]);
+    node.ok(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
     let image = format!("{}/pp/app:1", registry.address);
     let manifests: Vec<String> = (0..10)
         .map(|i| {
@@ -249,15 +249,7 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
     layout.variant("v2", |config| {
         config["config"]["Env"] = serde_json::json!(["PATH=/bin", "VARIANT=2"]);
     });
-    node.ok(&[
-        "image",
-        "import",
-        "--root-dir",
-        &root,
-        &layout.path().display().to_string(),
-        "--tag",
-        "spare",
-    ]);
+    import(&node, &layout, "spare");
     let listed = images(&node);
     assert!(
         listed.contains("spare:latest") && listed.contains("spare:v2"),
@@ -267,32 +259,32 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
     assert!(header.contains("CREATED") && header.contains("AGE"), "{header}");
 
     node.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, \"while cat /bin/busybox >/dev/null; do echo alive; sleep 1; done\"]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox:1.35\n    imagePullPolicy: Never\n    command: [sh, -c, \"while cat /bin/busybox >/dev/null; do echo alive; sleep 1; done\"]\n",
     );
     node.wait_pod("user", "running", Duration::from_secs(60), |p| {
         container(p, "c")["state"]["running"].is_object()
     });
-    let out = node.peapod(&["image", "rm", "--root-dir", &root, "busybox"]);
+    let out = node.peapod(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
     assert!(!out.status.success(), "removed an image in use");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("default/user (container c)") && err.contains("--force"),
         "{err}"
     );
-    assert!(images(&node).contains("busybox:latest"));
+    assert!(images(&node).contains("busybox:1.35"));
 
     // Prune keeps what a container uses, whatever its name.
     let pruned = node.ok(&["image", "prune", "--root-dir", &root]);
     assert_eq!(pruned.trim(), "deleted docker.io/library/spare:v2", "{pruned}");
     let listed = images(&node);
     assert!(
-        listed.contains("busybox:latest") && listed.contains("spare:latest"),
+        listed.contains("busybox:1.35") && listed.contains("spare:latest"),
         "{listed}"
     );
 
     // --force takes the names (spare:latest is the same image); the data
     // stays while the container runs.
-    node.ok(&["image", "rm", "--root-dir", &root, "--force", "busybox"]);
+    node.ok(&["image", "rm", "--root-dir", &root, "--force", "busybox:1.35"]);
     node.ok(&["image", "rm", "--root-dir", &root, "-f", "spare"]);
     assert!(!images(&node).contains("busybox"), "{}", images(&node));
     let (layer, _) = test_layer();
@@ -317,4 +309,211 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
     });
     node.ok(&["image", "prune", "--root-dir", &root]);
     assert!(!unpacked.exists(), "unused data is collected once nothing uses it");
+}
+
+/// `imageID` of container `c`.
+fn image_id(p: &serde_json::Value) -> String {
+    container(p, "c")["imageID"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn always_asks_the_registry_before_each_start() {
+    let mut registry = Some(Registry::start());
+    let address = registry.as_ref().unwrap().address.clone();
+    let layout = peapod_tests::layout::Layout::copy_of(TEST_IMAGE);
+    let v2 = layout.variant("v2", |config| {
+        config["config"]["Env"] = serde_json::json!(["PATH=/bin", "VARIANT=2"]);
+    });
+    let reg = registry.as_ref().unwrap();
+    reg.push(&layout.path(), "latest", "pp/app:latest");
+    let node = Node::start();
+    // No tag: imagePullPolicy defaults to Always.
+    let image = format!("{address}/pp/app");
+    let start = |name: &str| {
+        node.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+        ));
+    };
+    let running = |name: &str| {
+        node.wait_pod(name, "running", Duration::from_secs(60), |p| {
+            container(p, "c")["state"]["running"].is_object()
+        })
+    };
+    let requests = |reg: &Registry, method: &str| {
+        reg.log()
+            .lines()
+            .filter(|l| l.contains(&format!("\"{method} /v2/pp/app/manifests/latest")))
+            .count()
+    };
+    start("first");
+    let first = running("first");
+    assert_eq!(first["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    let first_id = image_id(&first);
+    let (heads, gets) = (requests(reg, "HEAD"), requests(reg, "GET"));
+
+    // The tag moves on: the next start pulls the new manifest.
+    reg.push(&layout.path(), "v2", "pp/app:latest");
+    start("second");
+    let second = running("second");
+    let second_id = image_id(&second);
+    assert!(
+        second_id.ends_with(v2["digest"].as_str().unwrap()),
+        "{second_id} vs {v2}"
+    );
+    assert_ne!(first_id, second_id);
+    assert!(requests(reg, "HEAD") > heads, "asked the registry:\n{}", reg.log());
+    assert_eq!(
+        requests(reg, "GET"),
+        gets + 1,
+        "one pull of the new manifest:\n{}",
+        reg.log()
+    );
+
+    // Unchanged: asked, not fetched.
+    let (heads, gets, blobs) = (requests(reg, "HEAD"), requests(reg, "GET"), reg.blob_gets());
+    start("third");
+    assert_eq!(image_id(&running("third")), second_id);
+    assert_eq!(requests(reg, "HEAD"), heads + 1, "{}", reg.log());
+    assert_eq!(
+        (requests(reg, "GET"), reg.blob_gets()),
+        (gets, blobs),
+        "nothing fetched"
+    );
+    let pulled: Vec<String> = events(&node)
+        .into_iter()
+        .filter(|(r, m)| r == "Pulled" && m.contains(&image))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(
+        pulled.len(),
+        3,
+        "each start says Pulled, as kubelet's Always does: {pulled:?}"
+    );
+
+    // The registry gone: Always fails though the image is stored, as with kubelet.
+    registry.take();
+    start("fourth");
+    node.wait_pod("fourth", "ErrImagePull", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let listed = images(&node);
+    assert!(listed.contains(&format!("{image}:latest")), "{listed}");
+}
+
+/// A node whose image store is a 64 MiB tmpfs, collecting images past
+/// `high`% down to `low`%, checking every second.
+fn node_with_small_image_fs(high: &str, low: &str, min_age: &str) -> Node {
+    Node::start_with_args(
+        &[
+            "--image-gc-high-threshold",
+            high,
+            "--image-gc-low-threshold",
+            low,
+            "--image-minimum-gc-age",
+            min_age,
+            "--image-gc-period",
+            "1s",
+        ],
+        |node| {
+            let images = node.root().join("images");
+            std::fs::remove_dir_all(&images).unwrap();
+            std::fs::create_dir_all(&images).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+                .arg(&images)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mount a tmpfs on {}", images.display());
+            node.import_image("busybox:1.35");
+        },
+    )
+}
+
+/// Imports `gc:<tag>`: busybox and a 6 MiB layer of its own (12 MiB stored).
+fn import_filler(node: &Node, tag: &str) {
+    let layout = peapod_tests::layout::Layout::copy_of(TEST_IMAGE);
+    layout.with_random_layer(tag, 6 << 20);
+    import(node, &layout, "gc");
+}
+
+/// Imports every image of `layout` as `repository:<its tag>`.
+fn import(node: &Node, layout: &peapod_tests::layout::Layout, repository: &str) {
+    let (root, path) = (node.root().display().to_string(), layout.path().display().to_string());
+    node.ok(&["image", "import", "--root-dir", &root, &path, "--tag", repository]);
+}
+
+fn pod_of(node: &Node, name: &str, image: &str) {
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+    ));
+    node.wait_pod(name, "running", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+}
+
+#[test]
+fn unused_images_go_past_the_threshold_least_recently_used_first() {
+    let node = node_with_small_image_fs("55", "50", "0s");
+    import_filler(&node, "a");
+    pod_of(&node, "uses-a", "gc:a");
+    import_filler(&node, "b");
+    pod_of(&node, "used-b", "gc:b");
+    // Seen in use by a pass, then unused.
+    std::thread::sleep(Duration::from_secs(3));
+    node.ok(&["delete", "pod", "used-b"]);
+    peapod_tests::wait_for("used-b gone", Duration::from_secs(60), || {
+        node.pod("used-b").is_none().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let listed = images(&node);
+    assert!(
+        listed.contains("gc:a") && listed.contains("gc:b"),
+        "below the threshold nothing goes: {listed}"
+    );
+
+    // c takes usage past 55%: freeing 7 MiB takes busybox (never used, no
+    // bytes of its own) and then b (used before c was ever seen); c stays.
+    import_filler(&node, "c");
+    peapod_tests::wait_for("gc:b collected", Duration::from_secs(60), || {
+        (!images(&node).contains("gc:b")).then_some(())
+    });
+    let listed = images(&node);
+    assert!(listed.contains("gc:a") && listed.contains("gc:c"), "{listed}");
+    assert!(!listed.contains("busybox:1.35"), "{listed}");
+    let p = node.pod("uses-a").unwrap();
+    assert!(container(&p, "c")["state"]["running"].is_object(), "{p}");
+    let events = events(&node);
+    assert!(!events.iter().any(|(r, _)| r == "ImageGCFailed"), "{events:?}");
+}
+
+#[test]
+fn images_younger_than_the_minimum_age_stay_and_the_node_says_so() {
+    let node = node_with_small_image_fs("55", "50", "1h");
+    for tag in ["a", "b", "c"] {
+        import_filler(&node, tag);
+    }
+    let event = peapod_tests::wait_for("an ImageGCFailed event", Duration::from_secs(60), || {
+        let v: serde_json::Value = serde_json::from_str(&node.ok(&["get", "events", "-o", "json"])).unwrap();
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "ImageGCFailed")
+            .cloned()
+    });
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["involvedObject"]["kind"], "Node");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Failed to garbage collect required amount of images. Attempted to free ")
+            && message.ends_with(", but only found 0 bytes eligible to free."),
+        "{message}"
+    );
+    let listed = images(&node);
+    assert!(
+        ["gc:a", "gc:b", "gc:c", "busybox:1.35"]
+            .iter()
+            .all(|i| listed.contains(i)),
+        "{listed}"
+    );
 }

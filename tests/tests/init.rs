@@ -32,14 +32,14 @@ metadata: {name: ordered}
 spec:
   initContainers:
   - name: first
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "sleep 3; echo first >> /dev/shm/order; echo first-ran"]
   - name: second
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "echo second >> /dev/shm/order"]
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "echo app >> /dev/shm/order; cat /dev/shm/order; sleep 3600"]
 "#,
     );
@@ -76,11 +76,11 @@ spec:
   restartPolicy: Never
   initContainers:
   - name: setup
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "exit 1"]
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
 ---
 apiVersion: v1
@@ -90,12 +90,12 @@ spec:
   restartPolicy: Always
   initContainers:
   - name: setup
-    image: busybox
+    image: busybox:1.35
     # Fails on its first run, succeeds on the second.
     command: ["sh", "-c", "if [ -f /dev/shm/ran ]; then exit 0; fi; touch /dev/shm/ran; exit 1"]
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
 "#,
     );
@@ -123,7 +123,7 @@ spec:
   terminationGracePeriodSeconds: 2
   initContainers:
   - name: proxy
-    image: busybox
+    image: busybox:1.35
     restartPolicy: Always
     command: ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && exec httpd -f -p 8080 -h /www"]
     startupProbe:
@@ -131,7 +131,7 @@ spec:
       periodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "wget -q -O- http://127.0.0.1:8080/ && sleep 4"]
 "#,
     );
@@ -166,7 +166,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: nc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "while true; do printf 'HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n' | nc -l -p 8080; done"]
     readinessProbe:
       exec: {command: ["true"]}
@@ -185,13 +185,13 @@ spec:
   terminationGracePeriodSeconds: 5
   containers:
   - name: exec-hook
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "until [ -f /tmp/post-start ]; do sleep 0.1; done; echo saw-post-start; sleep 3600"]
     lifecycle:
       postStart:
         exec: {{command: ["touch", "/tmp/post-start"]}}
   - name: http-hook
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     lifecycle:
       postStart:
@@ -206,7 +206,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     lifecycle:
       postStart:

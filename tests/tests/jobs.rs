@@ -8,7 +8,7 @@ const MIN: Duration = Duration::from_secs(60);
 
 fn job(name: &str, spec: &str, script: &str) -> String {
     format!(
-        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: busybox\n        command: [sh, -c, {script:?}]\n"
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: busybox:1.35\n        command: [sh, -c, {script:?}]\n"
     )
 }
 
@@ -194,7 +194,7 @@ spec:
           restartPolicy: Never
           terminationGracePeriodSeconds: 1
           containers:
-          - {name: main, image: busybox, command: [sleep, "100"]}
+          - {name: main, image: busybox:1.35, command: [sleep, "100"]}
 "#,
     );
     let owned = |node: &Node| -> Vec<Value> {
@@ -250,7 +250,7 @@ spec:
         spec:
           restartPolicy: Never
           containers:
-          - {{name: main, image: busybox, command: ["true"]}}
+          - {{name: main, image: busybox:1.35, command: ["true"]}}
 "#
     )
 }

@@ -18,7 +18,7 @@ spec:
   activeDeadlineSeconds: 3
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: c, image: busybox, command: [sleep, "3600"]}
+  - {name: c, image: busybox:1.35, command: [sleep, "3600"]}
 "#,
     );
     node.wait_pod("bounded", "running", MIN, |p| container(p, "c")["ready"] == true);
@@ -42,7 +42,7 @@ fn changing_the_image_restarts_the_container() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: upgrade}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {image}, command: [sleep, '3600']}}\n"
         )
     };
-    node.apply(&pod("busybox"));
+    node.apply(&pod("busybox:1.35"));
     let before = node.wait_pod("upgrade", "running", MIN, |p| container(p, "c")["ready"] == true);
     let first_id = container(&before, "c")["containerID"].clone();
     assert!(node.apply(&pod("localhost/busybox:v2")).contains("configured"));
@@ -63,7 +63,7 @@ fn changing_the_image_restarts_the_container() {
 #[test]
 fn events_expire_after_the_ttl() {
     let node = Node::start_with_args(&["--event-ttl", "2"], |_| {});
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: quiet}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: quiet}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n");
     node.wait_pod("quiet", "running", MIN, |p| container(p, "c")["ready"] == true);
     let count = || {
         let v: serde_json::Value = serde_json::from_str(&node.ok(&["get", "events", "-o", "json"])).unwrap();
@@ -220,7 +220,7 @@ metadata: {name: stubborn}
 spec:
   terminationGracePeriodSeconds: 120
   containers:
-  - {name: c, image: busybox, command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}
+  - {name: c, image: busybox:1.35, command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}
 "#,
     );
     node.wait_pod("stubborn", "running", MIN, |p| container(p, "c")["ready"] == true);
@@ -255,7 +255,7 @@ metadata:
   - {{apiVersion: v1, kind: Pod, name: {}, uid: {}, controller: true, blockOwnerDeletion: true}}
 spec:
   terminationGracePeriodSeconds: 0
-  containers: [{{name: c, image: busybox, command: [sleep, "3600"]}}]
+  containers: [{{name: c, image: busybox:1.35, command: [sleep, "3600"]}}]
 "#,
         owner["metadata"]["name"].as_str().unwrap(),
         owner["metadata"]["uid"].as_str().unwrap()
@@ -264,7 +264,7 @@ spec:
 
 fn plain_pod(name: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{{name: c, image: busybox, command: [sleep, \"3600\"]}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{{name: c, image: busybox:1.35, command: [sleep, \"3600\"]}}]\n"
     )
 }
 
@@ -312,7 +312,7 @@ fn dependents_are_collected_orphaned_or_deleted_first_as_the_cascade_says() {
 #[test]
 fn finalizers_hold_a_deleted_object_and_generation_counts_spec_changes() {
     let node = Node::start();
-    let held = "apiVersion: v1\nkind: Pod\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: busybox, command: [sleep, \"3600\"]}]\n";
+    let held = "apiVersion: v1\nkind: Pod\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: busybox:1.35, command: [sleep, \"3600\"]}]\n";
     node.apply(held);
     node.wait_pod("held", "running", MIN, |p| {
         container(p, "c")["state"]["running"].is_object()
@@ -324,7 +324,7 @@ fn finalizers_hold_a_deleted_object_and_generation_counts_spec_changes() {
         1,
         "an unchanged apply"
     );
-    node.apply(&held.replace("image: busybox", "image: docker.io/library/busybox:latest"));
+    node.apply(&held.replace("image: busybox:1.35", "image: docker.io/library/busybox:1.35"));
     assert_eq!(node.pod("held").unwrap()["metadata"]["generation"], 2, "a new image");
 
     node.ok(&["delete", "pod", "held", "--wait=false"]);

@@ -22,7 +22,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: spin
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "echo scratch > /scratch; while :; do :; done"]
     resources:
       limits: {cpu: 500m, memory: 64Mi}
@@ -35,7 +35,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: sleeper
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     volumeMounts: [{name: scratch, mountPath: /scratch}]
   volumes:
@@ -122,7 +122,7 @@ fn a_scrape_with_pods_running_passes_promtool_and_follows_the_pods() {
         let found = s.find(name, &spin);
         assert_eq!(found.len(), 1, "{name} for busy/spin: {}", s.text);
         let l = &found[0].labels;
-        assert_eq!(l["image"], "busybox", "{l:?}");
+        assert_eq!(l["image"], "busybox:1.35", "{l:?}");
         assert!(l["id"].starts_with("/peapod/pod"), "{l:?}");
         assert!(!l["name"].is_empty() && cid.ends_with(&l["name"]), "{l:?} vs {cid}");
     }
@@ -228,7 +228,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     livenessProbe: {exec: {command: [cat, /nonexistent]}, periodSeconds: 1, failureThreshold: 1000}
     readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
@@ -239,7 +239,7 @@ metadata: {name: crashy}
 spec:
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "exit 3"]
 ---
 apiVersion: v1
@@ -249,7 +249,7 @@ spec:
   restartPolicy: Never
   containers:
   - name: hog
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "head -c 300000000 /dev/zero | tail -c 200000000 > /dev/null"]
     resources:
       limits: {memory: 24Mi}
@@ -363,7 +363,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "dd if=/dev/zero of=/data/big bs=1024 count=4096; sleep 3600"]
     volumeMounts: [{name: data, mountPath: /data}]
   volumes:

@@ -52,7 +52,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: web
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
     ports:
     - {{containerPort: 8080{host_port}}}
@@ -88,7 +88,7 @@ spec:
   restartPolicy: Never
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "ip -4 -o addr show eth0; ping -c 1 -W 5 {ip} && until timeout 5 wget -q -O- http://{ip}:8080/index.html; do sleep 0.5; done"]
 "#
     ));
@@ -223,7 +223,7 @@ fn traffic_leaving_the_node_is_masqueraded() {
         .spawn()
         .unwrap();
     node.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: egress}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: busybox, command: [sh, -c, 'until echo hi | nc -w 2 {peer_ip} 9000; do sleep 0.5; done']}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: egress}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sh, -c, 'until echo hi | nc -w 2 {peer_ip} 9000; do sleep 0.5; done']}}\n"
     ));
     let p = node.wait_pod("egress", "done", MIN, |p| {
         matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))

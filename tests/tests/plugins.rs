@@ -110,7 +110,7 @@ spec:
   - {name: c, csi: {driver: cnoop}}
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "cat /rust/from-rust-plugin /c/from-c; exec sleep 3600"]
     volumeMounts: [{name: rust, mountPath: /rust}, {name: c, mountPath: /c}]
 ---
@@ -120,7 +120,7 @@ metadata: {name: boom}
 spec:
   volumes: [{name: v, csi: {driver: misbehave, volumeAttributes: {mode: panic}}}]
   containers:
-  - {name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{name: v, mountPath: /v}]}
+  - {name: c, image: busybox:1.35, command: [sleep, "3600"], volumeMounts: [{name: v, mountPath: /v}]}
 ---
 apiVersion: v1
 kind: Pod
@@ -128,7 +128,7 @@ metadata: {name: stuck}
 spec:
   volumes: [{name: v, csi: {driver: misbehave, volumeAttributes: {mode: hang}}}]
   containers:
-  - {name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{name: v, mountPath: /v}]}
+  - {name: c, image: busybox:1.35, command: [sleep, "3600"], volumeMounts: [{name: v, mountPath: /v}]}
 "#,
     );
     let vendor = node.wait_pod("vendor", "running", MIN, |p| container(p, "c")["ready"] == true);
@@ -184,7 +184,7 @@ spec:
   terminationGracePeriodSeconds: 1
   volumes: [{name: v, persistentVolumeClaim: {claimName: vendor-claim}}]
   containers:
-  - {name: c, image: busybox, command: ["sh", "-c", "cat /v/from-rust-plugin; exec sleep 3600"], volumeMounts: [{name: v, mountPath: /v}]}
+  - {name: c, image: busybox:1.35, command: ["sh", "-c", "cat /v/from-rust-plugin; exec sleep 3600"], volumeMounts: [{name: v, mountPath: /v}]}
 "#,
     );
     let claimed = node.wait_pod("claimed", "running on the vendor's volume", MIN, |p| {

@@ -21,10 +21,10 @@ metadata:
 spec:
   containers:
   - name: server
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "hostname; while true; do echo hello-from-server | nc -l -p 8080; done"]
   - name: client
-    image: busybox
+    image: busybox:1.35
     # busybox nc may quit at its stdin's end before the reply arrives: ask until it does.
     command: ["sh", "-c", "hostname; until nc 127.0.0.1 8080 </dev/null | grep hello-from-server; do sleep 0.2; done; sleep 3600"]
 "#,
@@ -76,7 +76,7 @@ spec:
   restartPolicy: OnFailure
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "n=$(cat /dev/shm/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /dev/shm/n; echo run $n; [ $n -ge 4 ] && exit 0; exit 1"]
 "#,
     );
@@ -94,7 +94,7 @@ spec:
 #[test]
 fn never_fails_with_the_exit_code() {
     let node = Node::start();
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: three}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, 'exit 3']}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: three}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox:1.35, command: [sh, -c, 'exit 3']}\n");
     let p = node.wait_pod("three", "phase Failed", MIN, |p| phase(p) == "Failed");
     let c = container(&p, "c");
     assert_eq!(c["state"]["terminated"]["exitCode"], 3, "{c}");
@@ -110,7 +110,7 @@ fn never_fails_with_the_exit_code() {
 #[test]
 fn always_crash_loop_backs_off_10s_then_20s() {
     let node = Node::start();
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: loop}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, 'exit 1']}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: loop}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sh, -c, 'exit 1']}\n");
     let t0 = Instant::now();
     let mut seen = vec![];
     let mut backoff_seen = false;
@@ -158,7 +158,7 @@ spec:
   terminationGracePeriodSeconds: 30
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.2; done"]
 ---
 apiVersion: v1
@@ -168,7 +168,7 @@ spec:
   terminationGracePeriodSeconds: 2
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
 "#,
     );
@@ -205,7 +205,7 @@ spec:
 #[test]
 fn daemon_kill_9_keeps_running_containers_and_records_exits() {
     let mut node = Node::start();
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: steady}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, 'echo up; sleep 3600']}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: brief}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, 'sleep 6; exit 7']}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: steady}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sh, -c, 'echo up; sleep 3600']}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: brief}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox:1.35, command: [sh, -c, 'sleep 6; exit 7']}\n");
     let before = node.wait_pod("steady", "running", MIN, |p| container(p, "c")["ready"] == true);
     node.wait_pod("brief", "running", MIN, |p| container(p, "c")["ready"] == true);
     let id = container(&before, "c")["containerID"].clone();
@@ -238,7 +238,7 @@ fn invalid_manifest_is_rejected_with_field_path_and_nothing_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.containers[0].image: Required value"), "{err}");
     assert!(node.pod("bad").is_none());
-    std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - containerPort: http\n").unwrap();
+    std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    ports:\n    - containerPort: http\n").unwrap();
     let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.yaml:9"), "{err}");
@@ -253,7 +253,7 @@ fn apply_twice_is_idempotent_and_namespaces_work() {
         assert!(ns.contains(n), "{ns}");
     }
     node.ok(&["create", "namespace", "team"]);
-    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: same, namespace: team}\nspec:\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n";
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: same, namespace: team}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n";
     assert!(node.apply(yaml).contains("pod/same created"));
     let rv = |n: &Node| {
         let o = n.ok(&["get", "pod", "same", "-n", "team", "-o", "json"]);
@@ -309,7 +309,7 @@ metadata: {name: hooked}
 spec:
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap 'echo TERM after $(cat /dev/shm/hook); exit 0' TERM; echo started; while true; do sleep 0.2; done"]
     lifecycle:
       preStop:
@@ -357,10 +357,10 @@ spec:
   volumes: [{{name: go, emptyDir: {{}}}}]
   containers:
   - name: shapes
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", {}]
   - name: lines
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", {}]
     volumeMounts: [{{name: go, mountPath: /go}}]
 "#,

@@ -35,7 +35,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: web
-    image: busybox
+    image: busybox:1.35
     # Serves /healthz for 4 s, then removes it.
     command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && httpd -p 8080 -h /www && sleep 4 && rm /www/healthz && sleep 3600"]
     ports: [{name: http, containerPort: 8080}]
@@ -75,7 +75,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: liveness
-    image: busybox
+    image: busybox:1.35
     args: ["/bin/sh", "-c", "touch /tmp/healthy; sleep 3; rm -f /tmp/healthy; sleep 600"]
     livenessProbe:
       exec:
@@ -107,7 +107,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "sleep 4; mkdir -p /www; exec httpd -f -p 9000 -h /www"]
     readinessProbe:
       tcpSocket: {port: 9000}
@@ -152,7 +152,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "sleep 5; touch /tmp/started; sleep 3600"]
     # Would kill the container within a second if it ran before startup passed.
     livenessProbe:
@@ -171,7 +171,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     startupProbe:
       exec: {command: ["false"]}
@@ -264,7 +264,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     readinessProbe:
       httpGet: {{host: 127.0.0.1, port: {port}, scheme: HTTPS, path: /}}
@@ -307,7 +307,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     readinessProbe:
       grpc: {port: 50051}
@@ -363,7 +363,7 @@ spec:
   terminationGracePeriodSeconds: 20
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     # On SIGTERM it stops being ready, drains for a while, then exits.
     command: ["sh", "-c", "touch /tmp/ready; trap 'rm -f /tmp/ready; sleep 6; exit 0' TERM; while true; do sleep 0.2; done"]
     readinessProbe:

@@ -240,7 +240,7 @@ fn mirrors_are_tried_in_order_before_the_registry() {
 /// A layout holding an index `multi` of the busybox manifest (as amd64) and
 /// a copy of it whose config says `arch`, and an index `foreign` of that copy
 /// and one for s390x only.
-fn multi_platform_layout(arch: &str) -> (Layout, String) {
+fn multi_platform_layout(arch: &str) -> (Layout, String, String) {
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
     const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -273,13 +273,14 @@ fn multi_platform_layout(arch: &str) -> (Layout, String) {
         &json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [foreign, s390x]}),
     );
     layout.tag(&only_foreign, "foreign");
-    (layout, amd64["digest"].as_str().unwrap().to_string())
+    let index = multi["digest"].as_str().unwrap().to_string();
+    (layout, amd64["digest"].as_str().unwrap().to_string(), index)
 }
 
 #[test]
 fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
     let registry = Registry::start();
-    let (layout, amd64) = multi_platform_layout("arm64");
+    let (layout, amd64, index) = multi_platform_layout("arm64");
     registry.push_all(&layout.path(), "multi", "pp/multi:1");
     registry.push_all(&layout.path(), "foreign", "pp/foreign:1");
     let node = Node::start();
@@ -295,6 +296,28 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
     assert!(
         amd64.starts_with(line.split_whitespace().nth(1).unwrap()),
         "{line} vs {amd64}"
+    );
+
+    // By digest: the index's names the amd64 manifest, and a pod runs it.
+    let by_digest = format!("{}/pp/multi@{index}", registry.address);
+    let said = succeeded(&pull(&node, &[&by_digest]));
+    assert!(
+        said.contains(&format!("pulled {by_digest}")) && said.contains(&amd64),
+        "{said}"
+    );
+    assert!(images(&node).contains(&by_digest), "{}", images(&node));
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pinned}}\nspec:\n  containers:\n  - name: c\n    image: {by_digest}\n    command: [sleep, \"3600\"]\n"
+    ));
+    let p = node.wait_pod("pinned", "running", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    let wrong = format!("{}/pp/multi@sha256:{}", registry.address, "0".repeat(64));
+    let err = failed(&pull(&node, &[&wrong]));
+    assert!(
+        err.contains(&wrong) && err.to_lowercase().contains("manifest unknown"),
+        "{err}"
     );
 
     let name = format!("{}/pp/foreign:1", registry.address);

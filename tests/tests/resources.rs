@@ -24,7 +24,7 @@ metadata: {name: guaranteed}
 spec:
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     resources:
       limits: {cpu: 500m, memory: 64Mi}
@@ -35,7 +35,7 @@ metadata: {name: burstable}
 spec:
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     resources:
       requests: {cpu: 250m}
@@ -46,7 +46,7 @@ metadata: {name: besteffort}
 spec:
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
 "#,
     );
@@ -105,7 +105,7 @@ spec:
   restartPolicy: OnFailure
   containers:
   - name: hog
-    image: busybox
+    image: busybox:1.35
     # tail -c keeps the last 200 MB in memory: far over the limit.
     command: ["sh", "-c", "head -c 300000000 /dev/zero | tail -c 200000000 > /dev/null"]
     resources:
@@ -135,7 +135,7 @@ fn admission_refuses_what_does_not_fit() {
     // scheduler never sees them: the node's own admission (kubelet's) refuses them.
     let pod = |name: &str, node: &str, requests: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{node}  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '3600']\n    resources: {{requests: {requests}}}\n---\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{node}  containers:\n  - name: app\n    image: busybox:1.35\n    command: [sleep, '3600']\n    resources: {{requests: {requests}}}\n---\n"
         )
     };
     let bound = format!("  nodeName: {node_name}\n");

@@ -29,7 +29,7 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
                 .iter()
                 .map(|n| {
                     format!(
-                        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600']}}\n"
+                        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600']}}\n"
                     )
                 })
                 .collect();
@@ -131,6 +131,7 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
             "GarbageCollector",
             "Scheduler",
             "Binder",
+            "ImageGc",
             "Controller",
             "Controller",
             "Controller",

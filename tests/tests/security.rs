@@ -48,7 +48,7 @@ fn ids_beyond_int32_are_refused_and_valid_ones_apply() {
     let f = node.dir.path().join("root-by-wraparound.yaml");
     std::fs::write(
         &f,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: wrap}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [id]\n    securityContext: {runAsUser: 4294967296}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: wrap}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [id]\n    securityContext: {runAsUser: 4294967296}\n",
     )
     .unwrap();
     let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
@@ -73,7 +73,7 @@ spec:
   volumes: [{name: scratch, emptyDir: {}}]
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "id; ls / >/dev/null && echo root-ok; grep -q localhost /etc/hosts && echo hosts-ok; touch /deep/er/scratch/f && echo emptydir-ok; mkdir /tmp/x && echo tmp-ok; echo bye > /dev/termination-log; umask"]
     volumeMounts: [{name: scratch, mountPath: /deep/er/scratch}]
 "#,
@@ -109,7 +109,7 @@ spec:
   terminationGracePeriodSeconds: 0
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     env: [{name: API_TOKEN, value: s3cret-token}]
     command: ["sh", "-c", "cp /bin/busybox /sb && chmod 4755 /sb && echo planted && exec sleep 3600"]
 "#,
@@ -180,13 +180,13 @@ spec:
   restartPolicy: Never
   containers:
   - name: big-log
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "head -c 50000000 /dev/zero | tr '\\0' a; echo; echo last-line; exec sleep 3600"]
   - name: big-message
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' m > /dev/termination-log; echo the-end >> /dev/termination-log"]
   - name: loud-probe
-    image: busybox
+    image: busybox:1.35
     command: ["sleep", "3600"]
     readinessProbe:
       exec: {command: ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' p; exit 1"]}
@@ -273,21 +273,21 @@ kind: Pod
 metadata: {name: best-effort}
 spec:
   terminationGracePeriodSeconds: 0
-  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+  containers: [{name: c, image: busybox:1.35, command: [sleep, "3600"]}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: burstable}
 spec:
   terminationGracePeriodSeconds: 0
-  containers: [{name: c, image: busybox, command: [sleep, "3600"], resources: {requests: {memory: 1Gi}}}]
+  containers: [{name: c, image: busybox:1.35, command: [sleep, "3600"], resources: {requests: {memory: 1Gi}}}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: guaranteed}
 spec:
   terminationGracePeriodSeconds: 0
-  containers: [{name: c, image: busybox, command: [sleep, "3600"], resources: {limits: {cpu: 100m, memory: 64Mi}}}]
+  containers: [{name: c, image: busybox:1.35, command: [sleep, "3600"], resources: {limits: {cpu: 100m, memory: 64Mi}}}]
 "#,
     );
     let daemon = node.daemon_pid().unwrap();
@@ -395,7 +395,7 @@ fn seccomp_runtime_default_is_the_default_and_stops_user_namespaces() {
     .unwrap();
     let pod = |name: &str, sc: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, '{SECCOMP_PROBE}; mkdir /made && echo mkdir-ok']\n    securityContext: {sc}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, '{SECCOMP_PROBE}; mkdir /made && echo mkdir-ok']\n    securityContext: {sc}\n"
         )
     };
     node.apply(
@@ -449,7 +449,7 @@ fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
     let node = Node::start_with_args(&["--seccomp-default=false"], |_| {});
     // kubelet's default, restored by the flag: no profile, no filter.
     node.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, command: [grep, '^Seccomp:', /proc/self/status]}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox:1.35, command: [grep, '^Seccomp:', /proc/self/status]}\n",
     );
     node.wait_pod("plain", "finished", MIN, |p| {
         container(p, "c")["state"]["terminated"].is_object()
@@ -460,7 +460,7 @@ fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
     let f = node.dir.path().join("escape.yaml");
     std::fs::write(
         &f,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: escape}\nspec:\n  securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../../etc/x.json}}\n  containers: [{name: c, image: busybox}]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: escape}\nspec:\n  securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../../etc/x.json}}\n  containers: [{name: c, image: busybox:1.35}]\n",
     )
     .unwrap();
     let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
@@ -475,7 +475,7 @@ fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
     // waits with the reason, and starts once the profile can be applied.
     let profile = node.root().join("seccomp/later.json");
     node.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: waits}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'grep ^Seccomp: /proc/self/status; exec sleep 3600']\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: later.json}}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: waits}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'grep ^Seccomp: /proc/self/status; exec sleep 3600']\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: later.json}}\n",
     );
     let waiting = |what: &'static str| {
         let p = node.wait_pod("waits", what, MIN, |p| {
@@ -512,7 +512,7 @@ fn a_seccomp_profile_that_cannot_be_applied_fails_the_container_and_says_why() {
     )
     .unwrap();
     node.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: starved}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [\"true\"]\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: nothing.json}}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: starved}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [\"true\"]\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: nothing.json}}\n",
     );
     let p = node.wait_pod("starved", "failed", MIN, |p| {
         let s = &container(p, "c")["state"];
@@ -542,7 +542,7 @@ fn device_nodes_a_container_makes_open_nothing() {
                   grep -E ' / | /dev ' /proc/self/mountinfo";
     let pod = |name: &str, privileged: bool| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: scratch, emptyDir: {{}}}}]\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, {}]\n    securityContext: {{privileged: {privileged}}}\n    volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: scratch, emptyDir: {{}}}}]\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, {}]\n    securityContext: {{privileged: {privileged}}}\n    volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n",
             serde_json::to_string(script).unwrap()
         )
     };
@@ -595,7 +595,7 @@ fn a_volume_path_swapped_for_a_link_is_never_mounted() {
             (String::new(), "")
         };
         node.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  volumes:\n  - {{name: outer, hostPath: {{path: {o}}}}}\n{volume}  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, {s}]\n    volumeMounts:\n    - {{name: outer, mountPath: /outer}}\n{mount}    - {{name: outer, mountPath: /sub, subPath: sub}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  volumes:\n  - {{name: outer, hostPath: {{path: {o}}}}}\n{volume}  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, {s}]\n    volumeMounts:\n    - {{name: outer, mountPath: /outer}}\n{mount}    - {{name: outer, mountPath: /sub, subPath: sub}}\n",
             o = outer.display(),
             s = serde_json::to_string(script).unwrap()
         ));
@@ -666,7 +666,7 @@ spec:
   terminationGracePeriodSeconds: 0
   containers:
   - name: "yes"
-    image: busybox
+    image: busybox:1.35
     command: ["/bin/yes"]
 "#,
     );

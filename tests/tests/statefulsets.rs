@@ -29,7 +29,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sh", "-c", "hostname; sleep 1; touch /tmp/ready; exec sleep 3600"]
         env: [{{name: VERSION, value: "{version}"}}]
         readinessProbe:
@@ -290,7 +290,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sleep", "3600"]
         volumeMounts: [{name: data, mountPath: /data}]
   volumeClaimTemplates:
@@ -398,7 +398,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: c
-        image: busybox
+        image: busybox:1.35
         command: ["sh", "-c", "cat /data/id 2>/dev/null || (hostname > /data/id; echo fresh); sleep 3600"]
         volumeMounts: [{name: data, mountPath: /data}]
   volumeClaimTemplates:

@@ -20,7 +20,7 @@ fn running(p: &Value, c: &str) -> bool {
 
 fn pod_yaml(name: &str, container: &str, command: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {container}\n    image: busybox\n    command: [sh, -c, {command:?}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {container}\n    image: busybox:1.35\n    command: [sh, -c, {command:?}]\n"
     )
 }
 
@@ -39,7 +39,7 @@ metadata: {name: web}
 spec:
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "sleep 6; touch /tmp/ready; sleep 3600"]
     readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}
 "#,
@@ -50,7 +50,7 @@ spec:
     assert_eq!(shims.len(), 1);
     node.arm("pod.reconcile@web_default=panic*1");
     // Any change to the pod makes it reconcile: a new label.
-    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {poke: '1'}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", \"sleep 6; touch /tmp/ready; sleep 3600\"]\n    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}\n");
+    node.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {poke: '1'}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [\"sh\", \"-c\", \"sleep 6; touch /tmp/ready; sleep 3600\"]\n    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}\n");
     wait_for("PodActor restarted once", MIN, || {
         (restarts_at(&node, &[("PodActor", "default/web")]) == Some(1)).then_some(())
     });
@@ -135,7 +135,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: pc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "touch /tmp/alive; sleep 8; rm /tmp/alive; sleep 3600"]
     livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
 "#,
@@ -220,7 +220,7 @@ spec:
   volumes: [{{name: h, hostPath: {{path: {h}}}}}]
   containers:
   - name: dc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap 'echo got TERM >> /h/log; exit 0' TERM; while true; do sleep 0.2; done"]
     volumeMounts: [{{name: h, mountPath: /h}}]
 "#
@@ -229,7 +229,7 @@ spec:
     let by = node.wait_pod("bystander", "running", MIN, |p| running(p, "by"));
     node.arm("pod.reconcile@doomed_default=panic");
     node.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: doomed, labels: {{poke: '1'}}}}\nspec:\n  terminationGracePeriodSeconds: 10\n  volumes: [{{name: h, hostPath: {{path: {h}}}}}]\n  containers:\n  - name: dc\n    image: busybox\n    command: [\"sh\", \"-c\", \"trap 'echo got TERM >> /h/log; exit 0' TERM; while true; do sleep 0.2; done\"]\n    volumeMounts: [{{name: h, mountPath: /h}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: doomed, labels: {{poke: '1'}}}}\nspec:\n  terminationGracePeriodSeconds: 10\n  volumes: [{{name: h, hostPath: {{path: {h}}}}}]\n  containers:\n  - name: dc\n    image: busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'echo got TERM >> /h/log; exit 0' TERM; while true; do sleep 0.2; done\"]\n    volumeMounts: [{{name: h, mountPath: /h}}]\n"
     ));
     let p = node.wait_pod("doomed", "given up", MIN, |p| {
         p["status"]["reason"] == "SupervisionFailed"
@@ -277,7 +277,7 @@ fn killed_between_bundle_and_shim_a_never_pod_still_runs_once() {
     let mut node = Node::start();
     node.arm("runtime.before-spawn@-oncec-0=kill*1");
     node.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: h, hostPath: {{path: {h}}}}}]\n  containers:\n  - name: oncec\n    image: busybox\n    command: [sh, -c, 'echo ran >> /h/runs']\n    volumeMounts: [{{name: h, mountPath: /h}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: h, hostPath: {{path: {h}}}}}]\n  containers:\n  - name: oncec\n    image: busybox:1.35\n    command: [sh, -c, 'echo ran >> /h/runs']\n    volumeMounts: [{{name: h, mountPath: /h}}]\n"
     ));
     node.wait_daemon_exit(MIN);
     node.arm("");
@@ -360,7 +360,7 @@ spec:
   volumes: [{{name: h, hostPath: {{path: {h}}}}}]
   containers:
   - name: drc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap 'echo TERM >> /h/log' TERM; while true; do sleep 0.2; done"]
     volumeMounts: [{{name: h, mountPath: /h}}]
     lifecycle: {{preStop: {{exec: {{command: [sh, -c, "echo prestop >> /h/log"]}}}}}}
@@ -497,7 +497,7 @@ spec:
   terminationGracePeriodSeconds: 9223372036854775807
   containers:
   - name: fc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
     resources: {requests: {cpu: 10m}, limits: {cpu: "9223372036854775807"}}
     livenessProbe: {exec: {command: ["true"]}, periodSeconds: 2147483647, initialDelaySeconds: 2147483647, terminationGracePeriodSeconds: 9223372036854775807}
@@ -536,7 +536,7 @@ spec:
     assert_eq!(tree["items"][0]["restarts"], 0);
     // What Kubernetes refuses is refused with its words.
     let f = node.dir.path().join("deadline.yaml");
-    std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata: {name: late}\nspec:\n  activeDeadlineSeconds: 2147483648\n  containers:\n  - {name: c, image: busybox}\n").unwrap();
+    std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata: {name: late}\nspec:\n  activeDeadlineSeconds: 2147483648\n  containers:\n  - {name: c, image: busybox:1.35}\n").unwrap();
     let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -597,7 +597,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: rc
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "touch /tmp/ready; sleep 10; rm /tmp/ready; sleep 3600"]
     readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
 "#,
@@ -633,7 +633,7 @@ fn an_image_change_survives_a_container_actor_crash_at_the_exit() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: upgrade}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: uc, image: {image}, command: [sleep, '3600']}}\n"
         )
     };
-    node.apply(&pod("busybox"));
+    node.apply(&pod("busybox:1.35"));
     node.wait_pod("upgrade", "running", MIN, |p| container(p, "uc")["ready"] == true);
     // The old start's exit crashes the ContainerActor; the rebuilt one must still restart it.
     node.arm("container.exit@upgrade_default=panic*1");

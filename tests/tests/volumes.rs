@@ -32,12 +32,12 @@ spec:
     emptyDir: {}
   containers:
   - name: writer
-    image: busybox
+    image: busybox:1.35
     # Counts its starts in the volume; the first start fails, the second stays.
     command: ["sh", "-c", "echo run >> /data/runs; mkdir -p /data/sub; echo hello-through-emptydir > /data/sub/msg; [ $(wc -l < /data/runs) -ge 2 ] || exit 1; exec sleep 3600"]
     volumeMounts: [{name: data, mountPath: /data}]
   - name: reader
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "until [ -f /in/msg ]; do sleep 0.2; done; cat /in/msg; exec sleep 3600"]
     volumeMounts: [{name: data, mountPath: /in, subPath: sub}]
 "#,
@@ -71,7 +71,7 @@ spec:
     emptyDir: {medium: Memory, sizeLimit: 1Mi}
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "grep ' /cache ' /proc/mounts; dd if=/dev/zero of=/cache/big bs=1024 count=2048 2>&1; ls -l /cache/big"]
     volumeMounts: [{name: cache, mountPath: /cache}]
 "#,
@@ -105,7 +105,7 @@ spec:
     emptyDir: {sizeLimit: 1Mi}
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "dd if=/dev/urandom of=/scratch/big bs=1024 count=3072; exec sleep 3600"]
     volumeMounts: [{name: scratch, mountPath: /scratch}]
 "#,
@@ -155,7 +155,7 @@ spec:
   - {{name: ro, hostPath: {{path: {h}/dir}}}}
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     command: ["sh", "-c", "test -d /d && test -d /dc && grep -q host-file /f && test -f /fc && test -S /s && test -c /c && test -b /b && test -d /any && echo all-types-ok; echo x > /d/written-by-pod; touch /ro/nope 2>&1 || true"]
     volumeMounts:
     - {{name: d, mountPath: /d}}
@@ -220,7 +220,7 @@ spec:
     ];
     for (name, path, kind, _) in &cases {
         node.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: v, hostPath: {{path: {path}, type: {kind}}}}}]\n  containers:\n  - {{name: c, image: busybox, command: [sleep, '3600'], volumeMounts: [{{name: v, mountPath: /v}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: v, hostPath: {{path: {path}, type: {kind}}}}}]\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600'], volumeMounts: [{{name: v, mountPath: /v}}]}}\n"
         ));
     }
     for (name, _, _, message) in &cases {
@@ -261,7 +261,7 @@ metadata: {{name: sneaky}}
 spec:
   volumes: [{{name: etc, hostPath: {{path: /etc}}}}]
   containers:
-  - {{name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{{name: etc, mountPath: /host-etc}}]}}
+  - {{name: c, image: busybox:1.35, command: [sleep, "3600"], volumeMounts: [{{name: etc, mountPath: /host-etc}}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -269,7 +269,7 @@ metadata: {{name: via-link}}
 spec:
   volumes: [{{name: link, hostPath: {{path: {a}/escape}}}}]
   containers:
-  - {{name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{{name: link, mountPath: /x}}]}}
+  - {{name: c, image: busybox:1.35, command: [sleep, "3600"], volumeMounts: [{{name: link, mountPath: /x}}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -278,7 +278,7 @@ spec:
   restartPolicy: Never
   volumes: [{{name: ok, hostPath: {{path: {a}/ok}}}}]
   containers:
-  - {{name: c, image: busybox, command: [touch, /x/made-by-pod], volumeMounts: [{{name: ok, mountPath: /x}}]}}
+  - {{name: c, image: busybox:1.35, command: [touch, /x/made-by-pod], volumeMounts: [{{name: ok, mountPath: /x}}]}}
 "#
     ));
     for (pod, message) in [
@@ -328,7 +328,7 @@ spec:
   - {{name: host, hostPath: {{path: {s}}}}}
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
     command: ["sh", "-c", "echo mine > /per-pod/file; until [ -f /host/late/marker ]; do sleep 0.2; done; echo saw-late-mount; exec sleep 3600"]
     volumeMounts:
@@ -365,7 +365,7 @@ fn a_shim_sees_only_its_own_pods_mounts() {
     let node = Node::start();
     for name in ["first", "second"] {
         node.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, image: busybox, command: [sh, -c, 'echo hi > /m/f; exec sleep 3600'], volumeMounts: [{{name: m, mountPath: /m}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sh, -c, 'echo hi > /m/f; exec sleep 3600'], volumeMounts: [{{name: m, mountPath: /m}}]}}\n"
         ));
     }
     let uid = |name: &str| {
@@ -430,7 +430,7 @@ spec:
   volumes: [{{name: host, hostPath: {{path: {s}}}}}]
   containers:
   - name: c
-    image: busybox
+    image: busybox:1.35
     securityContext: {{privileged: true}}
     command: ["sh", "-c", "mkdir -p /host/inner && mount -t tmpfs tmpfs /host/inner && echo from-inside > /host/inner/made && exec sleep 3600"]
     volumeMounts: [{{name: host, mountPath: /host, mountPropagation: Bidirectional}}]

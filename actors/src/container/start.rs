@@ -39,8 +39,17 @@ impl ContainerActor {
         );
         ctx.spawn(
             async move {
-                // The store is looked at once per start; only a missing image
-                // costs a pull and a second try.
+                // Always asks the registry before every start, as kubelet's
+                // pull does; otherwise the store is looked at once per start,
+                // and only a missing image costs a pull and a second try.
+                if spec.image_pull_policy.as_deref() == Some("Always") {
+                    let ready = rt
+                        .pull_image(&spec, move || {
+                            let _ = pulling.send(());
+                        })
+                        .await?;
+                    return Ok((rt.start(&pod, &spec, attempt, &volumes).await?, ready));
+                }
                 match rt.start(&pod, &spec, attempt, &volumes).await {
                     Err(e) if e.image_missing => {
                         let ready = rt
@@ -131,9 +140,10 @@ impl ContainerActor {
                 );
             }
             Err(e) => {
-                let delay = self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
+                let mut delay = self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
                 let mut reason = e.reason;
                 if e.reason == "ErrImagePull" {
+                    delay = pull_backoff(self.pull_failures);
                     // kubelet tells the registry's answer and the reason; from
                     // the second failure on, the container waits backing off.
                     self.event(EventKind::Warning, "Failed", e.message.clone());
@@ -203,5 +213,21 @@ impl ContainerActor {
     /// Whether the container runs (as `attempt`).
     pub(super) fn is_running(&self, attempt: u32) -> bool {
         matches!(&self.slot.state, ContainerState::Running { attempt: a, .. } if *a == attempt)
+    }
+}
+
+/// kubelet's image pull back-off: 10 s after the first failed pull,
+/// doubling to 300 s.
+fn pull_backoff(failures: u32) -> Duration {
+    Duration::from_secs(10u64.saturating_mul(1u64 << failures.min(5)).min(300))
+}
+
+#[cfg(test)]
+mod pull_backoff_tests {
+    #[test]
+    fn pulls_back_off_as_kubelet_does() {
+        let secs: Vec<u64> = (0..8).map(|n| super::pull_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(super::pull_backoff(u32::MAX).as_secs(), 300);
     }
 }

@@ -55,7 +55,8 @@ use tracing::{debug, info, warn};
 use fsutil::{io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile, TEMP_PREFIX};
 use oci::{
     host_platform, layer_compression, ConfigFile, Descriptor, ImageIndex, IndexOrManifest, Manifest,
-    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_MANIFEST, OCI_LAYOUT_CONTENT,
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST, MEDIA_TYPE_OCI_MANIFEST,
+    OCI_LAYOUT_CONTENT,
 };
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
@@ -502,6 +503,42 @@ impl ImageStore {
         self.collect_garbage(in_use)
     }
 
+    /// The digest a registry gave for `reference` when it was pulled (an
+    /// index's, for an image pulled through one); `None` for an image that
+    /// was imported.
+    ///
+    /// # Errors
+    /// Invalid references and I/O errors.
+    pub fn source_digest(&self, reference: &str) -> Result<Option<String>, ImageError> {
+        let name = normalize_reference(reference)?;
+        let _lock = self.lock(FlockArg::LockShared)?;
+        Ok(self
+            .read_index()?
+            .manifests
+            .iter()
+            .find(|d| d.ref_name() == Some(name.as_str()))
+            .and_then(|d| d.annotations.get(ANNOTATION_SOURCE_DIGEST).cloned()))
+    }
+
+    /// Records the digest a registry gave for `reference` (see
+    /// [`ImageStore::source_digest`]).
+    pub(crate) fn set_source_digest(&self, reference: &str, digest: &str) -> Result<(), ImageError> {
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        let mut index = self.read_index()?;
+        let mut changed = false;
+        for d in &mut index.manifests {
+            if d.ref_name() == Some(reference) && d.digest != digest {
+                d.annotations
+                    .insert(ANNOTATION_SOURCE_DIGEST.to_string(), digest.to_string());
+                changed = true;
+            }
+        }
+        if changed {
+            self.write_index(&index)?;
+        }
+        Ok(())
+    }
+
     /// The manifest digests `reference` names (one for a name; for a digest,
     /// that digest if stored).
     ///
@@ -910,7 +947,11 @@ impl Lookup {
     fn matches(&self, descriptor: &Descriptor) -> bool {
         match self {
             Self::Name(name) => descriptor.ref_name() == Some(name.as_str()),
-            Self::Digest { digest, .. } => descriptor.digest == *digest,
+            // An image pulled by an index's digest is stored as the
+            // platform's manifest; the index's digest names it too.
+            Self::Digest { digest, .. } => {
+                descriptor.digest == *digest || descriptor.annotations.get(ANNOTATION_SOURCE_DIGEST) == Some(digest)
+            }
         }
     }
 }

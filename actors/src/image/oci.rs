@@ -15,6 +15,10 @@ pub(crate) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.mani
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation containerd and `docker save` add with the full image name when
 /// `ref.name` holds only the tag.
+/// The digest a registry gave for the name when it was pulled (an index's,
+/// when the stored manifest was picked from one), so a later `Always` start
+/// can tell whether the registry names something else now.
+pub(crate) const ANNOTATION_SOURCE_DIGEST: &str = "io.peapod.image.source-digest";
 pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// Contents of the `oci-layout` marker file.

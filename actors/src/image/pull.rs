@@ -97,6 +97,43 @@ impl ImageStore {
     /// for an index without the host's platform; and what an import returns.
     /// On error the store's index is unchanged.
     pub fn pull(&self, reference: &str) -> Result<Pulled, ImageError> {
+        let (name, sources) = self.sources(reference)?;
+        self.try_sources(&name, sources, |source| self.pull_from(source, &name))
+    }
+
+    /// What `imagePullPolicy: Always` does: asks the registry which
+    /// manifest `reference` names now and pulls only if the store does not
+    /// have that one. An image the store has and the registry names alike
+    /// comes back with nothing fetched.
+    ///
+    /// # Errors
+    /// As [`ImageStore::pull`]; an unreachable registry is an error even
+    /// when the store has the image, as with kubelet.
+    pub fn pull_if_changed(&self, reference: &str) -> Result<Pulled, ImageError> {
+        let (name, sources) = self.sources(reference)?;
+        let stored = match self.resolve(&name) {
+            Ok(image) => Some((image.manifest_digest.clone(), self.source_digest(&name)?)),
+            Err(ImageError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        self.try_sources(&name, sources, |source| {
+            if let Some((manifest, pulled)) = &stored {
+                let remote = self.remote_digest(source, &name)?;
+                if &remote == manifest || pulled.as_ref() == Some(&remote) {
+                    return Ok(Pulled {
+                        reference: name.clone(),
+                        digest: manifest.clone(),
+                        fetched_bytes: 0,
+                    });
+                }
+            }
+            self.pull_from(source, &name)
+        })
+    }
+
+    /// The normalised name and where to get it: its mirrors first, in
+    /// order, then its registry.
+    fn sources(&self, reference: &str) -> Result<(String, Vec<oci_client::Reference>), ImageError> {
         let name = normalize_reference(reference)?;
         let target: oci_client::Reference = name.parse().map_err(|e| ImageError::InvalidReference {
             reference: reference.to_string(),
@@ -105,7 +142,6 @@ impl ImageStore {
         // reqwest's rustls carries no crypto provider of its own here (no
         // aws-lc build); ring, which the probes use too, serves the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // Mirrors first, in order, then the registry itself.
         let mut sources: Vec<oci_client::Reference> = self
             .registries
             .mirrors_of(target.registry())
@@ -120,12 +156,23 @@ impl ImageStore {
             })
             .collect();
         sources.push(target);
+        Ok((name, sources))
+    }
+
+    /// Tries `op` on each source until one succeeds; the registry's own
+    /// error is the one returned.
+    fn try_sources<T>(
+        &self,
+        name: &str,
+        sources: Vec<oci_client::Reference>,
+        mut op: impl FnMut(&oci_client::Reference) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
         let last = sources.len() - 1;
         for (i, source) in sources.into_iter().enumerate() {
-            match self.pull_from(&source, &name) {
+            match op(&source) {
                 Ok(p) => return Ok(p),
                 Err(e) if i < last => {
-                    warn!(image = %name, mirror = source.registry(), "pull from mirror failed, trying the next source: {e}");
+                    warn!(image = %name, mirror = source.registry(), "mirror failed, trying the next source: {e}");
                 }
                 Err(e) => return Err(e),
             }
@@ -133,29 +180,52 @@ impl ImageStore {
         unreachable!("the registry itself is always the last source")
     }
 
-    /// Pulls `name` from `source` (the registry the name says, or a mirror).
-    fn pull_from(&self, source: &oci_client::Reference, name: &str) -> Result<Pulled, ImageError> {
-        let name = name.to_string();
-        let endpoint = self
-            .registries
-            .endpoint(source.registry(), source.repository(), &name)?;
+    /// A client and credentials for `source`, and a runtime to drive it.
+    fn connect(
+        &self,
+        source: &oci_client::Reference,
+        name: &str,
+    ) -> Result<(Client, RegistryAuth, tokio::runtime::Runtime), ImageError> {
+        let endpoint = self.registries.endpoint(source.registry(), source.repository(), name)?;
         let client = Client::try_from(ClientConfig {
             protocol: endpoint.protocol,
             extra_root_certificates: endpoint.roots,
             ..Default::default()
         })
-        .map_err(|e| client_error(&name, e))?;
-        let auth = endpoint.auth;
+        .map_err(|e| client_error(name, e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| registry_error(name, format!("start the pull's runtime: {e}")))?;
+        Ok((client, endpoint.auth, runtime))
+    }
+
+    /// The digest of what `source` names now (an index or a manifest).
+    fn remote_digest(&self, source: &oci_client::Reference, name: &str) -> Result<String, ImageError> {
+        let (client, auth, runtime) = self.connect(source, name)?;
+        runtime.block_on(async {
+            client
+                .auth(source, &auth, RegistryOperation::Pull)
+                .await
+                .map_err(|e| client_error(name, e))?;
+            client
+                .fetch_manifest_digest(source, &auth)
+                .await
+                .map_err(|e| client_error(name, e))
+        })
+    }
+
+    /// Pulls `name` from `source` (the registry the name says, or a mirror).
+    fn pull_from(&self, source: &oci_client::Reference, name: &str) -> Result<Pulled, ImageError> {
+        let name = name.to_string();
+        let (client, auth, runtime) = self.connect(source, &name)?;
         let target = source;
         // Nothing is collected while blobs arrive that no index names yet.
         let _data = self.lock_file(".gc", FlockArg::LockShared)?;
         let staging = TempDir::create(self.tmp_dir().join(unique_temp_name("pull")))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io_err("start the pull's runtime", staging.path()))?;
         let (top, fetched_bytes) = runtime.block_on(self.fetch(&client, &auth, target, &name, staging.path()))?;
         drop(runtime);
+        let top_digest = top.digest.clone();
         let index = ImageIndex {
             manifests: vec![Descriptor {
                 annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), name.clone())]),
@@ -166,8 +236,10 @@ impl ImageStore {
         let index_bytes = serde_json::to_vec(&index).map_err(|e| registry_error(&name, e))?;
         write_atomic(&staging.path().join("index.json"), &index_bytes)?;
         write_atomic(&staging.path().join("oci-layout"), OCI_LAYOUT_CONTENT.as_bytes())?;
-        let imported = self.import(staging.path(), Some(&name))?;
+        // The staging index names the image in full (`repo:tag` or `repo@digest`).
+        let imported = self.import(staging.path(), None)?;
         let reference = imported.into_iter().next().unwrap_or(name);
+        self.set_source_digest(&reference, &top_digest)?;
         let digest = self.resolve(&reference)?.manifest_digest;
         Ok(Pulled {
             reference,
@@ -209,6 +281,16 @@ impl ImageStore {
             platform: None,
             annotations: BTreeMap::new(),
         };
+        // Pulled by digest: the registry must serve exactly that.
+        if let Some(wanted) = target.digest() {
+            if wanted != digest {
+                return Err(ImageError::DigestMismatch {
+                    digest: wanted.to_string(),
+                    actual: digest,
+                    path: std::path::PathBuf::from(format!("{name} (manifest)")),
+                });
+            }
+        }
         store_document(&blobs, &top, &bytes)?;
         fetched += bytes.len() as u64;
         let mut depth = 0;

@@ -28,12 +28,11 @@ pub enum ImageReady {
 }
 
 impl Runtime {
-    /// Pulls `c`'s image, which a start found missing (and its pull policy
-    /// allows pulling). `pulling` is called before waiting for the pull.
-    ///
-    /// `Always` does not yet ask the registry about an image the store
-    /// already has: images imported by hand (no registry has them) keep
-    /// running, as they did before pulls.
+    /// Pulls `c`'s image: one a start found missing (and its pull policy
+    /// allows pulling), or, for `imagePullPolicy: Always`, before every
+    /// start, asking the registry which manifest the name gives now and
+    /// fetching it only if the store lacks it (kubelet's `Always`).
+    /// `pulling` is called before waiting for the pull.
     pub async fn pull_image(
         self: &Arc<Self>,
         c: &Container,
@@ -45,7 +44,8 @@ impl Runtime {
         let asked = Instant::now();
         // One pull per image: the others wait here, then find it stored.
         let _one = self.locks.lock(format!("image/{key}")).await;
-        if self.has_image(&name).await? {
+        let always = c.image_pull_policy.as_deref() == Some("Always");
+        if !always && self.has_image(&name).await? {
             let size = self.image_size(&key).await;
             return Ok(ImageReady::Pulled {
                 took: Duration::ZERO,
@@ -57,12 +57,16 @@ impl Runtime {
         let timer = peapod_metrics::Timer::start();
         let me = self.clone();
         let wanted = name.clone();
-        let res = blocking(move || me.images.pull(&wanted))
-            .await
-            .map_err(|e| StartError::new("ErrImagePull", e))
-            .and_then(|r| {
-                r.map_err(|e| StartError::new("ErrImagePull", format!("Failed to pull image \"{name}\": {e}")))
-            });
+        let res = blocking(move || {
+            if always {
+                me.images.pull_if_changed(&wanted)
+            } else {
+                me.images.pull(&wanted)
+            }
+        })
+        .await
+        .map_err(|e| StartError::new("ErrImagePull", e))
+        .and_then(|r| r.map_err(|e| StartError::new("ErrImagePull", format!("Failed to pull image \"{name}\": {e}"))));
         super::record("pull_image", timer, &res);
         let pulled = res?;
         let took = began.elapsed();
