@@ -206,7 +206,8 @@ pub enum ImageCommand {
         max_layer_size: String,
     },
     /// Pull an image from its registry (registries on localhost and
-    /// 127.0.0.0/8 over plain HTTP, unless --certs-dir has a CA for them).
+    /// 127.0.0.0/8 over plain HTTP, unless --registry-certs-dir has a CA for
+    /// them); progress bars per layer when stdout is a terminal.
     Pull {
         name: String,
         #[command(flatten)]
@@ -1731,7 +1732,16 @@ pub fn image(cmd: ImageCommand, root: &Path) -> Result<()> {
             }
         }
         ImageCommand::Pull { name, registries } => {
-            let pulled = store.with_registries(registries.config()?).pull(&name)?;
+            let mut store = store.with_registries(registries.config()?);
+            let bars = crate::progress::PullBars::for_terminal(&name);
+            if let Some(b) = &bars {
+                store = store.with_progress(b.clone());
+            }
+            let pulled = store.pull(&name);
+            if let Some(b) = &bars {
+                b.finish();
+            }
+            let pulled = pulled?;
             println!(
                 "pulled {} ({}, {} bytes fetched)",
                 pulled.reference, pulled.digest, pulled.fetched_bytes

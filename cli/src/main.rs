@@ -6,6 +6,7 @@ mod commands;
 mod daemon;
 mod metrics_server;
 mod output;
+mod progress;
 mod rollout;
 
 use clap::{Parser, Subcommand};

@@ -203,20 +203,39 @@ impl Registry {
     /// Pushes the image tagged `tag` in the OCI layout at `layout` as
     /// `<address>/<name>` (with the registry's credentials).
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
-        self.push_ref(&format!("oci:{}:{tag}", layout.display()), name, false);
+        self.push_ref(&format!("oci:{}:{tag}", layout.display()), name, &[]);
     }
 
     /// Pushes an index with every manifest it lists (`skopeo copy --all`).
     pub fn push_all(&self, layout: &Path, tag: &str, name: &str) {
-        self.push_ref(&format!("oci:{}:{tag}", layout.display()), name, true);
+        self.push_ref(&format!("oci:{}:{tag}", layout.display()), name, &["--all"]);
     }
 
-    fn push_ref(&self, source: &str, name: &str, all: bool) {
+    /// Pushes with the layers recompressed as zstd.
+    pub fn push_zstd(&self, layout: &Path, tag: &str, name: &str) {
+        let source = format!("oci:{}:{tag}", layout.display());
+        self.push_ref(&source, name, &["--dest-compress", "--dest-compress-format=zstd"]);
+    }
+
+    /// The manifest `name` has in the registry, as stored (`skopeo inspect --raw`).
+    pub fn raw_manifest(&self, name: &str) -> serde_json::Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{name}", self.address))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn push_ref(&self, source: &str, name: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if all {
-            cmd.arg("--all");
-        }
+        cmd.args(extra);
         match &self.options.access {
             Access::Anonymous => {}
             Access::Basic(u, p) | Access::Token(u, p) => {

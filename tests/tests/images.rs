@@ -55,6 +55,7 @@ fn a_pulled_image_runs_and_shares_stored_layers() {
     assert!(out.status.success(), "pull: {}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(&format!("pulled {name}")), "{said}");
+    assert_eq!(said.lines().count(), 1, "no progress bars off a terminal: {said:?}");
     assert!(blob.exists(), "the layer is stored");
     assert!(images(&node).contains(&name), "{}", images(&node));
     let gets = registry.blob_gets();
@@ -516,4 +517,58 @@ fn images_younger_than_the_minimum_age_stay_and_the_node_says_so() {
             .all(|i| listed.contains(i)),
         "{listed}"
     );
+}
+
+#[test]
+fn a_zstd_image_is_pulled_and_runs() {
+    let registry = Registry::start();
+    registry.push_zstd(std::path::Path::new(TEST_IMAGE), "latest", "pp/zstd:1");
+    let manifest = registry.raw_manifest("pp/zstd:1");
+    let media_type = manifest["layers"][0]["mediaType"].as_str().unwrap_or("");
+    assert_eq!(media_type, "application/vnd.oci.image.layer.v1.tar+zstd", "{manifest}");
+    let node = Node::start();
+    let root = node.root().display().to_string();
+    node.ok(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
+    let image = format!("{}/pp/zstd:1", registry.address);
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: zstd}}\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sh\", \"-c\", \"ls /bin/busybox && sleep 3600\"]\n"
+    ));
+    node.wait_pod("zstd", "running", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    assert!(node.logs("zstd", "c").contains("/bin/busybox"));
+}
+
+#[test]
+fn a_pull_on_a_terminal_draws_a_bar_per_layer() {
+    let registry = Registry::start();
+    let layout = peapod_tests::layout::Layout::copy_of(TEST_IMAGE);
+    layout.with_random_layer("big", 4 << 20);
+    registry.push(&layout.path(), "big", "pp/bars:1");
+    let node = Node::start();
+    let root = node.root().display().to_string();
+    // A pseudo-terminal for stdout, from util-linux's script(1).
+    let command = format!(
+        "{} image pull --root-dir {root} {}/pp/bars:1",
+        peapod_tests::binary().display(),
+        registry.address
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    let (layer, _) = test_layer();
+    let busybox_layer = &layer.trim_start_matches("sha256:")[..12];
+    // The busybox layer is stored already; the 4 MiB one is fetched.
+    assert!(
+        said.contains(busybox_layer) && said.contains("Already exists"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Pull complete") && said.contains("total") && said.contains("MiB"),
+        "{said}"
+    );
+    assert!(said.contains("pulled "), "{said}");
 }

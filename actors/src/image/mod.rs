@@ -61,7 +61,7 @@ use oci::{
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
 
-pub use pull::Pulled;
+pub use pull::{PullProgress, Pulled};
 pub use reference::normalize_reference;
 pub use registries::RegistryConfig;
 
@@ -247,6 +247,7 @@ pub struct ImageStore {
     root: PathBuf,
     limits: ImportLimits,
     registries: RegistryConfig,
+    progress: Option<std::sync::Arc<dyn PullProgress>>,
 }
 
 /// What an import accepts: an image is data from anywhere, and a layer can
@@ -299,6 +300,12 @@ impl ImageStore {
         self
     }
 
+    /// The same store reporting its pulls' progress to `progress`.
+    pub fn with_progress(mut self, progress: std::sync::Arc<dyn PullProgress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// The same store pulling as `registries` says.
     pub fn with_registries(mut self, registries: RegistryConfig) -> Self {
         self.registries = registries;
@@ -326,6 +333,7 @@ impl ImageStore {
             root,
             limits: ImportLimits::default(),
             registries: RegistryConfig::default(),
+            progress: None,
         };
         let _lock = store.lock(FlockArg::LockExclusive)?;
         let layout = store.root.join("oci-layout");

@@ -29,10 +29,11 @@ pub(crate) const OCI_LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}"
 pub(crate) enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 /// Maps a layer media type to its compression; `None` for types the store
-/// cannot unpack (zstd, encrypted, foreign URLs without content).
+/// cannot unpack (encrypted, foreign URLs without content).
 pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
         "application/vnd.oci.image.layer.v1.tar"
@@ -42,6 +43,8 @@ pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
         _ => None,
     }
 }

@@ -36,6 +36,18 @@ const ACCEPTED: &[&str] = &[
 /// Layers fetched at once.
 const PARALLEL_LAYERS: usize = 3;
 
+/// What a pull reports as it goes, for a progress display. Called from the
+/// pull's own thread; every method has an empty default.
+pub trait PullProgress: Send + Sync + std::fmt::Debug {
+    /// The image's layers: those to fetch (digest, size) and those the
+    /// store already has.
+    fn layers(&self, _fetch: &[(String, u64)], _present: &[String]) {}
+    /// `bytes` more of layer `digest` arrived.
+    fn fetched(&self, _digest: &str, _bytes: u64) {}
+    /// Layer `digest` is verified and stored.
+    fn stored(&self, _digest: &str) {}
+}
+
 /// What a pull stored.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -347,10 +359,17 @@ impl ImageStore {
         fetched += config_bytes.len() as u64;
 
         let mut missing = Vec::new();
+        let mut present = Vec::new();
         for layer in layers {
-            if !self.blob_path(&layer.digest)?.exists() {
+            if self.blob_path(&layer.digest)?.exists() {
+                present.push(layer.digest);
+            } else {
                 missing.push(layer);
             }
+        }
+        if let Some(p) = &self.progress {
+            let fetch: Vec<(String, u64)> = missing.iter().map(|l| (l.digest.clone(), l.size)).collect();
+            p.layers(&fetch, &present);
         }
         let mut downloads =
             futures_util::stream::iter(missing.iter().map(|l| self.fetch_layer(client, target, name, l)))
@@ -397,6 +416,9 @@ impl ImageStore {
             }
             hash.update(&chunk);
             out.write_all(&chunk).map_err(io_err("write", temp.path()))?;
+            if let Some(p) = &self.progress {
+                p.fetched(&layer.digest, chunk.len() as u64);
+            }
         }
         check_size(layer, count, &source)?;
         check_digest(layer, format!("sha256:{}", hex::encode(hash.finalize())), &source)?;
@@ -404,6 +426,9 @@ impl ImageStore {
         drop(out);
         temp.persist(&dest)?;
         sync_dir(&self.blobs_dir())?;
+        if let Some(p) = &self.progress {
+            p.stored(&layer.digest);
+        }
         Ok(count)
     }
 }

@@ -113,6 +113,7 @@ pub(crate) fn unpack_layer(
     let decoded: Box<dyn Read> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(ZstdFrames::new(buffered)),
     };
     let mut hashing = HashingReader::new(Capped {
         inner: decoded,
@@ -657,4 +658,144 @@ pub(crate) fn extract_archive(archive: &Path, dest: &Path) -> Result<(), ImageEr
         }
     }
     Ok(())
+}
+
+/// Reads a zstd stream of any number of frames, skipping skippable frames
+/// (zstd:chunked layers carry their table of contents in them), as the
+/// `zstd` tool and containerd do.
+struct ZstdFrames<R: Read> {
+    frame: Option<ruzstd::decoding::StreamingDecoder<Prefixed<R>, ruzstd::decoding::FrameDecoder>>,
+    idle: Option<(Prefixed<R>, ruzstd::decoding::FrameDecoder)>,
+}
+
+/// A reader that yields `prefix` (bytes already read to look at them) first.
+struct Prefixed<R> {
+    prefix: [u8; 4],
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.prefix.len() {
+            let n = buf.len().min(self.prefix.len() - self.pos);
+            buf[..n].copy_from_slice(&self.prefix[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+const ZSTD_SKIPPABLE: std::ops::RangeInclusive<u32> = 0x184D_2A50..=0x184D_2A5F;
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(inner: R) -> Self {
+        let source = Prefixed {
+            prefix: [0; 4],
+            pos: 4,
+            inner,
+        };
+        Self {
+            frame: None,
+            idle: Some((source, ruzstd::decoding::FrameDecoder::new())),
+        }
+    }
+
+    /// Starts the next frame; `false` at the end of the stream.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"));
+        loop {
+            let Some((mut source, decoder)) = self.idle.take() else {
+                return Ok(false);
+            };
+            let mut magic = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                match source.read(&mut magic[got..])? {
+                    0 if got == 0 => return Ok(false),
+                    0 => return Err(invalid("truncated frame header".into())),
+                    n => got += n,
+                }
+            }
+            let number = u32::from_le_bytes(magic);
+            if ZSTD_SKIPPABLE.contains(&number) {
+                let mut length = [0u8; 4];
+                source.read_exact(&mut length)?;
+                let length = u64::from(u32::from_le_bytes(length));
+                let skipped = io::copy(&mut (&mut source).take(length), &mut io::sink())?;
+                if skipped != length {
+                    return Err(invalid("truncated skippable frame".into()));
+                }
+                self.idle = Some((source, decoder));
+                continue;
+            }
+            source.prefix = magic;
+            source.pos = 0;
+            let frame = ruzstd::decoding::StreamingDecoder::new_with_decoder(source, decoder)
+                .map_err(|e| invalid(e.to_string()))?;
+            self.frame = Some(frame);
+            return Ok(true);
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(frame) = self.frame.as_mut() {
+                let n = frame.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                let done = self.frame.take().map(|f| f.into_parts());
+                self.idle = done;
+            }
+            if !self.next_frame()? {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod zstd_tests {
+    use super::ZstdFrames;
+    use std::io::Read;
+
+    fn compress(data: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    #[test]
+    fn frames_and_skippable_frames_read_as_one_stream() {
+        let a: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let b = b"second frame".to_vec();
+        let mut stream = compress(&a);
+        // A skippable frame between them (magic 0x184D2A5E, 5 bytes).
+        stream.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"skip!");
+        stream.extend(compress(&b));
+        let mut out = Vec::new();
+        ZstdFrames::new(&stream[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, [a, b].concat());
+        let mut empty = Vec::new();
+        ZstdFrames::new(&[][..]).read_to_end(&mut empty).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn damage_is_an_error() {
+        let mut stream = compress(b"some data that is long enough to compress into blocks");
+        stream.truncate(stream.len() - 3);
+        let mut out = Vec::new();
+        assert!(ZstdFrames::new(&stream[..]).read_to_end(&mut out).is_err());
+        let mut out = Vec::new();
+        let e = ZstdFrames::new(&b"nonsense"[..]).read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("zstd"), "{e}");
+    }
 }
