@@ -35,6 +35,8 @@ pub struct Options {
     pub access: Access,
     /// Listen on this address instead of 127.0.0.1 (a port is picked).
     pub host: Option<String>,
+    /// Accept Docker schema 1 manifests ([`Registry::push_schema1`]).
+    pub schema1: bool,
 }
 
 /// A running registry.
@@ -143,6 +145,9 @@ impl Registry {
                 dir.path().join("server.key").display()
             );
         }
+        if options.schema1 {
+            config += "compatibility: {schema1: {enabled: true}}\n";
+        }
         let mut issuer = None;
         match &options.access {
             Access::Anonymous => {}
@@ -209,6 +214,12 @@ impl Registry {
     /// Pushes an index with every manifest it lists (`skopeo copy --all`).
     pub fn push_all(&self, layout: &Path, tag: &str, name: &str) {
         self.push_ref(&format!("oci:{}:{tag}", layout.display()), name, &["--all"]);
+    }
+
+    /// Pushes as a signed Docker schema 1 manifest (`--format v2s1`).
+    pub fn push_schema1(&self, layout: &Path, tag: &str, name: &str) {
+        let source = format!("oci:{}:{tag}", layout.display());
+        self.push_ref(&source, name, &["--format", "v2s1"]);
     }
 
     /// Pushes with the layers recompressed as zstd.

@@ -332,3 +332,20 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
     );
     assert_eq!(images(&node), before, "nothing stored");
 }
+
+#[test]
+fn a_schema_1_image_is_refused_with_the_reason() {
+    let registry = Registry::start_with(Options {
+        schema1: true,
+        ..Default::default()
+    });
+    registry.push_schema1(busybox(), "latest", "pp/old:1");
+    let manifest = registry.raw_manifest("pp/old:1");
+    assert_eq!(manifest["schemaVersion"], 1, "{manifest}");
+    let node = Node::start();
+    let before = images(&node);
+    let name = format!("{}/pp/old:1", registry.address);
+    let err = failed(&pull(&node, &[&name]));
+    assert!(err.contains(&name) && err.contains("schema 1") && err.contains("not supported"), "{err}");
+    assert_eq!(images(&node), before, "nothing stored");
+}

@@ -25,7 +25,7 @@ use super::{MAX_INDEX_DEPTH, MAX_JSON_BLOB};
 use nix::fcntl::FlockArg;
 
 /// Manifest media types asked for: OCI and Docker v2 schema 2, images and
-/// indexes (a registry answers schema 1 only to clients that accept it).
+/// indexes. A registry that has only schema 1 serves it anyway.
 const ACCEPTED: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -283,7 +283,18 @@ impl ImageStore {
         let (bytes, digest) = client
             .pull_manifest_raw(target, auth, ACCEPTED)
             .await
-            .map_err(|e| client_error(name, e))?;
+            .map_err(|e| match e {
+                // A signed schema 1 manifest's digest covers its payload
+                // without the signatures, so the client's check fails
+                // before anyone sees the schema.
+                oci_client::errors::OciDistributionError::DigestError(d) => registry_error(
+                    name,
+                    format!(
+                        "the manifest does not hash to the digest the registry gave ({d}): a signed Docker schema 1 manifest, which is not supported (push the image again with a current Docker, Podman or skopeo), or a corrupt registry"
+                    ),
+                ),
+                e => client_error(name, e),
+            })?;
         let mut parsed: IndexOrManifest = serde_json::from_slice(&bytes)
             .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
         let top = Descriptor {
