@@ -20,12 +20,15 @@
 //! - soak: pod lifecycles (create, run, delete; 4 at a time) beside 20 steady
 //!   pods, RSS sampled along the way, and against a fresh daemon with the
 //!   same 20 pods;
-//! - plugins: a no-op call through the ABI beside the exec of a trivial driver.
+//! - plugins: a no-op call through the ABI beside the exec of a trivial driver;
+//! - pulls: `peapod image pull` of a ~100 MB image in five gzip layers from a
+//!   local docker-registry beside `skopeo copy` of it to an OCI layout,
+//!   interleaved, and 10 pods of that image started before it is pulled.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
 //! short form (fewer of everything, no 500-pod burst); `PEAPOD_BENCH_ONLY`
-//! picks sections (`containers,plugins,pods,soak`).
+//! picks sections (`containers,plugins,pods,soak,pulls`).
 
 use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
 use peapod_tests::{binary, container, Node};
@@ -420,6 +423,98 @@ fn plugins(table: &mut Table) {
     );
 }
 
+// ---- pulls ---------------------------------------------------------------------------------
+
+fn pulls(table: &mut Table) {
+    use peapod_tests::layout::Layout;
+    use peapod_tests::registry::Registry;
+    let registry = Registry::start();
+    let layout = Layout::copy_of(peapod_tests::TEST_IMAGE);
+    let layer = if quick() { 4 << 20 } else { 20 << 20 };
+    layout.with_random_layers("big", &[layer; 5]);
+    registry.push_gzip(&layout.path(), "big", "pp/big:1");
+    let image = format!("{}/pp/big:1", registry.address);
+    let manifest = registry.raw_manifest("pp/big:1");
+    let total: u64 = manifest["layers"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["size"].as_u64()).sum())
+        .unwrap_or(0);
+    let runs = if quick() { 1 } else { 3 };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-bench-pull-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let root = dir.path().join("root").display().to_string();
+        let t = Instant::now();
+        let out = Command::new(binary())
+            .args(["image", "pull", "--root-dir", &root, &image])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "peapod image pull: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!("oci:{}:big", dir.path().join("layout").display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        theirs.push(t.elapsed());
+    }
+    let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+    table.row(
+        format!(
+            "image pull: {:.0} MB in 5 gzip layers + busybox from docker-registry on 127.0.0.1 (median of {runs})",
+            total as f64 / 1e6
+        ),
+        format!("peapod {:.2} s (fetch, verify, unpack, index)", ours.as_secs_f64()),
+        format!(
+            "skopeo copy to an OCI layout {:.2} s (fetch, verify; no unpack): ×{:.2}",
+            theirs.as_secs_f64(),
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        ),
+    );
+
+    let node = Node::start();
+    let names: Vec<String> = (0..10).map(|i| format!("pull{i}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+            )
+        })
+        .collect();
+    let gets_before = registry.blob_gets();
+    let t = Instant::now();
+    node.apply(&manifests.join("---\n"));
+    for n in &names {
+        node.wait_pod(n, "running", Duration::from_secs(600), |p| {
+            container(p, "c")["state"]["running"].is_object()
+        });
+    }
+    let took = t.elapsed();
+    table.row(
+        "10 pods of that image, not yet on the node: apply → all Running",
+        format!("{:.2} s", took.as_secs_f64()),
+        format!(
+            "one pull: {} blob downloads from the registry",
+            registry.blob_gets() - gets_before
+        ),
+    );
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PEAPOD_BENCH_CONTAINERS_IN") {
         container_starts_here(Path::new(&dir));
@@ -441,6 +536,9 @@ fn main() {
     }
     if wanted("soak") {
         soak(&mut table);
+    }
+    if wanted("pulls") {
+        pulls(&mut table);
     }
     let date = Command::new("date")
         .arg("-u")

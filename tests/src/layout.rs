@@ -82,30 +82,48 @@ impl Layout {
     /// `/filler` of `bytes` random bytes (uncompressed, so it takes its size
     /// in the store twice: blob and unpacked), tagged `tag`.
     pub fn with_random_layer(&self, tag: &str, bytes: usize) -> Value {
-        let work = tempfile::Builder::new().prefix("pp-layer-").tempdir_in("/tmp").unwrap();
-        let mut data = vec![0u8; bytes];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut data).unwrap();
-        std::fs::write(work.path().join("filler"), &data).unwrap();
-        let out = std::process::Command::new("tar")
-            .args(["-cf", "-", "--owner=0", "--group=0", "-C"])
-            .arg(work.path())
-            .arg("filler")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
-        let tar = out.stdout;
-        let digest = blob_digest(&tar);
-        std::fs::write(self.blob(&digest), &tar).unwrap();
+        self.with_random_layers(tag, &[bytes])
+    }
+
+    /// Like [`Layout::with_random_layer`], one layer per entry of `sizes`
+    /// (files `/filler0`, `/filler1`, …).
+    pub fn with_random_layers(&self, tag: &str, sizes: &[usize]) -> Value {
+        let rng = ring::rand::SystemRandom::new();
+        let mut layers = Vec::new();
+        for (i, bytes) in sizes.iter().enumerate() {
+            let work = tempfile::Builder::new().prefix("pp-layer-").tempdir_in("/tmp").unwrap();
+            let mut data = vec![0u8; *bytes];
+            ring::rand::SecureRandom::fill(&rng, &mut data).unwrap();
+            let file = if sizes.len() == 1 {
+                "filler".to_string()
+            } else {
+                format!("filler{i}")
+            };
+            std::fs::write(work.path().join(&file), &data).unwrap();
+            let out = std::process::Command::new("tar")
+                .args(["-cf", "-", "--owner=0", "--group=0", "-C"])
+                .arg(work.path())
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+            let tar = out.stdout;
+            let digest = blob_digest(&tar);
+            std::fs::write(self.blob(&digest), &tar).unwrap();
+            layers.push((digest, tar.len()));
+        }
         self.derive(tag, |manifest, config| {
-            config["rootfs"]["diff_ids"]
-                .as_array_mut()
-                .unwrap()
-                .push(Value::from(digest.clone()));
-            manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": digest,
-                "size": tar.len(),
-            }));
+            for (digest, size) in layers {
+                config["rootfs"]["diff_ids"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(Value::from(digest.clone()));
+                manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest,
+                    "size": size,
+                }));
+            }
         })
     }
 

@@ -222,6 +222,12 @@ impl Registry {
         self.push_ref(&source, name, &["--format", "v2s1"]);
     }
 
+    /// Pushes with uncompressed layers gzip-compressed, as images usually are.
+    pub fn push_gzip(&self, layout: &Path, tag: &str, name: &str) {
+        let source = format!("oci:{}:{tag}", layout.display());
+        self.push_ref(&source, name, &["--dest-compress"]);
+    }
+
     /// Pushes with the layers recompressed as zstd.
     pub fn push_zstd(&self, layout: &Path, tag: &str, name: &str) {
         let source = format!("oci:{}:{tag}", layout.display());

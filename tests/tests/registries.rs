@@ -346,6 +346,9 @@ fn a_schema_1_image_is_refused_with_the_reason() {
     let before = images(&node);
     let name = format!("{}/pp/old:1", registry.address);
     let err = failed(&pull(&node, &[&name]));
-    assert!(err.contains(&name) && err.contains("schema 1") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains(&name) && err.contains("schema 1") && err.contains("not supported"),
+        "{err}"
+    );
     assert_eq!(images(&node), before, "nothing stored");
 }
