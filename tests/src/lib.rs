@@ -312,6 +312,20 @@ impl Node {
         node
     }
 
+    /// The stored images' names and digests: `image ls` without its
+    /// columns that move with time.
+    pub fn stored_images(&self) -> Vec<(String, String)> {
+        let root = self.root().display().to_string();
+        self.ok(&["image", "ls", "--root-dir", &root])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.to_string()))
+            })
+            .collect()
+    }
+
     /// Imports the test image into this node's store under `tag`.
     pub fn import_image(&self, tag: &str) {
         let root = self.root().display().to_string();

@@ -95,7 +95,7 @@ fn an_unknown_tag_fails_with_the_registrys_answer() {
     let registry = Registry::start();
     registry.push(std::path::Path::new(TEST_IMAGE), "latest", "pp/busybox:1");
     let node = Node::start();
-    let before = images(&node);
+    let before = node.stored_images();
     let out = pull(&node, &format!("{}/pp/busybox:nope", registry.address));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -103,7 +103,7 @@ fn an_unknown_tag_fails_with_the_registrys_answer() {
         err.contains("pp/busybox:nope") && err.to_lowercase().contains("manifest unknown"),
         "{err}"
     );
-    assert_eq!(images(&node), before);
+    assert_eq!(node.stored_images(), before);
 }
 
 #[test]
@@ -121,12 +121,12 @@ fn a_tampered_layer_is_refused_and_nothing_is_stored() {
     let node = Node::start();
     let root = node.root().display().to_string();
     node.ok(&["image", "rm", "--root-dir", &root, "busybox:1.35"]);
-    let before = images(&node);
+    let before = node.stored_images();
     let out = pull(&node, &format!("{}/pp/busybox:1", registry.address));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&layer), "the error names the layer: {err}");
-    assert_eq!(images(&node), before);
+    assert_eq!(node.stored_images(), before);
     let store = node.root().join("images");
     assert!(!store
         .join("blobs/sha256")

@@ -321,7 +321,7 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
     );
 
     let name = format!("{}/pp/foreign:1", registry.address);
-    let before = images(&node);
+    let before = node.stored_images();
     let err = failed(&pull(&node, &[&name]));
     assert!(
         err.contains(&name)
@@ -330,7 +330,7 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
             && err.contains("linux/s390x"),
         "{err}"
     );
-    assert_eq!(images(&node), before, "nothing stored");
+    assert_eq!(node.stored_images(), before, "nothing stored");
 }
 
 #[test]
@@ -343,12 +343,12 @@ fn a_schema_1_image_is_refused_with_the_reason() {
     let manifest = registry.raw_manifest("pp/old:1");
     assert_eq!(manifest["schemaVersion"], 1, "{manifest}");
     let node = Node::start();
-    let before = images(&node);
+    let before = node.stored_images();
     let name = format!("{}/pp/old:1", registry.address);
     let err = failed(&pull(&node, &[&name]));
     assert!(
         err.contains(&name) && err.contains("schema 1") && err.contains("not supported"),
         "{err}"
     );
-    assert_eq!(images(&node), before, "nothing stored");
+    assert_eq!(node.stored_images(), before, "nothing stored");
 }

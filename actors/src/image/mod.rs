@@ -56,7 +56,6 @@ use fsutil::{io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempD
 use oci::{
     host_platform, layer_compression, ConfigFile, Descriptor, ImageIndex, IndexOrManifest, Manifest,
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST, MEDIA_TYPE_OCI_MANIFEST,
-    OCI_LAYOUT_CONTENT,
 };
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
@@ -338,7 +337,7 @@ impl ImageStore {
         let _lock = store.lock(FlockArg::LockExclusive)?;
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
-            write_atomic(&layout, OCI_LAYOUT_CONTENT.as_bytes())?;
+            write_atomic(&layout, &oci::oci_layout())?;
         }
         if !store.index_path().exists() {
             store.write_index(&ImageIndex::default())?;
@@ -430,6 +429,16 @@ impl ImageStore {
         for image in &prepared {
             let mut descriptor = image.descriptor.clone();
             descriptor.annotations = BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), image.reference.clone())]);
+            // The manifest's own media type where the source's index left it out.
+            if descriptor.media_type.is_none() {
+                descriptor.media_type = Some(
+                    image
+                        .manifest
+                        .media_type
+                        .clone()
+                        .unwrap_or_else(|| MEDIA_TYPE_OCI_MANIFEST.to_string()),
+                );
+            }
             store_index.manifests.push(descriptor);
         }
         self.write_index(&store_index)?;
@@ -864,11 +873,7 @@ impl ImageStore {
 
     fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
         let path = self.index_path();
-        let bytes = serde_json::to_vec_pretty(index).map_err(|source| ImageError::Json {
-            path: path.clone(),
-            source,
-        })?;
-        write_atomic(&path, &bytes)
+        write_atomic(&path, &oci::typed_index(index, &path)?)
     }
 
     /// Reads a manifest the store wrote; verified, since a corrupt manifest

@@ -1,8 +1,11 @@
 //! The few OCI image-spec documents the store reads and writes.
 //!
-//! Only the fields peapod uses are modelled; unknown fields are ignored on
-//! read. Docker's schema-2 manifests and manifest lists share these shapes,
-//! so they are read through the same structs.
+//! Reading, only the fields peapod uses are modelled, leniently: unknown
+//! fields are ignored, `null` reads as empty, and Docker's schema-2
+//! manifests and manifest lists share these shapes. Writing, what the store
+//! writes itself (`index.json`, `oci-layout`) goes through `oci-spec`'s
+//! types, the ones runc, youki and containerd's Rust tools use, so a
+//! descriptor they would refuse is refused before it is written.
 
 use std::collections::BTreeMap;
 
@@ -15,14 +18,32 @@ pub(crate) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.mani
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation containerd and `docker save` add with the full image name when
 /// `ref.name` holds only the tag.
+pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The digest a registry gave for the name when it was pulled (an index's,
 /// when the stored manifest was picked from one), so a later `Always` start
 /// can tell whether the registry names something else now.
 pub(crate) const ANNOTATION_SOURCE_DIGEST: &str = "io.peapod.image.source-digest";
-pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// Contents of the `oci-layout` marker file.
-pub(crate) const OCI_LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+/// Contents of the `oci-layout` marker file, from `oci-spec`'s type.
+pub(crate) fn oci_layout() -> Vec<u8> {
+    let layout = oci_spec::image::OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .expect("a version is all an oci-layout needs");
+    serde_json::to_vec(&layout).unwrap_or_default()
+}
+
+/// `index` as `oci-spec`'s `ImageIndex` would write it: every descriptor
+/// needs a media type, a well-formed digest and a size.
+pub(crate) fn typed_index(index: &ImageIndex, path: &std::path::Path) -> Result<Vec<u8>, super::ImageError> {
+    let invalid = |e: String| super::ImageError::InvalidImage {
+        path: path.to_path_buf(),
+        reason: format!("not a valid OCI image index: {e}"),
+    };
+    let value = serde_json::to_value(index).map_err(|e| invalid(e.to_string()))?;
+    let typed: oci_spec::image::ImageIndex = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    serde_json::to_vec_pretty(&typed).map_err(|e| invalid(e.to_string()))
+}
 
 /// How a layer blob is compressed, derived from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,5 +227,51 @@ pub(crate) fn host_platform() -> Platform {
         architecture: architecture.to_string(),
         os: "linux".to_string(),
         variant: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(media_type: Option<&str>, digest: &str) -> Descriptor {
+        Descriptor {
+            media_type: media_type.map(str::to_string),
+            digest: digest.to_string(),
+            size: 3,
+            platform: None,
+            annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), "x:1".to_string())]),
+        }
+    }
+
+    #[test]
+    fn what_the_store_writes_passes_oci_specs_types() {
+        let path = std::path::Path::new("/store/index.json");
+        let good = ImageIndex {
+            manifests: vec![descriptor(
+                Some(MEDIA_TYPE_OCI_MANIFEST),
+                &format!("sha256:{}", "a".repeat(64)),
+            )],
+            ..ImageIndex::default()
+        };
+        let written: serde_json::Value = serde_json::from_slice(&typed_index(&good, path).unwrap()).unwrap();
+        assert_eq!(written["manifests"][0]["annotations"][ANNOTATION_REF_NAME], "x:1");
+        assert_eq!(written["schemaVersion"], 2);
+        for bad in [
+            descriptor(None, &format!("sha256:{}", "a".repeat(64))),
+            descriptor(Some(MEDIA_TYPE_OCI_MANIFEST), "sha256:not-hex"),
+        ] {
+            let index = ImageIndex {
+                manifests: vec![bad],
+                ..ImageIndex::default()
+            };
+            let e = typed_index(&index, path).unwrap_err().to_string();
+            assert!(
+                e.contains("/store/index.json") && e.contains("not a valid OCI image index"),
+                "{e}"
+            );
+        }
+        let layout: serde_json::Value = serde_json::from_slice(&oci_layout()).unwrap();
+        assert_eq!(layout, serde_json::json!({"imageLayoutVersion": "1.0.0"}));
     }
 }

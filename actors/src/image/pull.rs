@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::fsutil::{io_err, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile};
-use super::oci::{Descriptor, ImageIndex, IndexOrManifest, ANNOTATION_REF_NAME, OCI_LAYOUT_CONTENT};
+use super::oci::{Descriptor, ImageIndex, IndexOrManifest, ANNOTATION_REF_NAME};
 use super::{check_digest, check_size, digest_hex, normalize_reference, select_platform, ImageError, ImageStore};
 use super::{MAX_INDEX_DEPTH, MAX_JSON_BLOB};
 use nix::fcntl::FlockArg;
@@ -245,9 +245,9 @@ impl ImageStore {
             }],
             ..ImageIndex::default()
         };
-        let index_bytes = serde_json::to_vec(&index).map_err(|e| registry_error(&name, e))?;
-        write_atomic(&staging.path().join("index.json"), &index_bytes)?;
-        write_atomic(&staging.path().join("oci-layout"), OCI_LAYOUT_CONTENT.as_bytes())?;
+        let index_path = staging.path().join("index.json");
+        write_atomic(&index_path, &super::oci::typed_index(&index, &index_path)?)?;
+        write_atomic(&staging.path().join("oci-layout"), &super::oci::oci_layout())?;
         // The staging index names the image in full (`repo:tag` or `repo@digest`).
         let imported = self.import(staging.path(), None)?;
         let reference = imported.into_iter().next().unwrap_or(name);
@@ -297,8 +297,17 @@ impl ImageStore {
             })?;
         let mut parsed: IndexOrManifest = serde_json::from_slice(&bytes)
             .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
+        // OCI documents may leave their own mediaType out; a descriptor may not.
+        let media_type = parsed.media_type.clone().unwrap_or_else(|| {
+            if parsed.manifests.is_some() {
+                super::oci::MEDIA_TYPE_OCI_INDEX
+            } else {
+                super::oci::MEDIA_TYPE_OCI_MANIFEST
+            }
+            .to_string()
+        });
         let top = Descriptor {
-            media_type: parsed.media_type.clone(),
+            media_type: Some(media_type),
             digest: digest.clone(),
             size: bytes.len() as u64,
             platform: None,

@@ -222,7 +222,7 @@ fn add_image(layout: &Path, layers: &[(Vec<u8>, bool)]) -> TestImage {
 }
 
 fn write_index(layout: &Path, manifests: Vec<Value>) {
-    fs::write(layout.join("oci-layout"), OCI_LAYOUT_CONTENT).unwrap();
+    fs::write(layout.join("oci-layout"), super::oci::oci_layout()).unwrap();
     let index = json!({ "schemaVersion": 2, "manifests": manifests });
     fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }

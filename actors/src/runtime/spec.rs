@@ -5,8 +5,13 @@
 use super::volpath;
 use crate::image::ImageConfig;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
 use peapod_volumes::Published;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -32,6 +37,48 @@ const DEFAULT_CAPS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// A spec type refusing what it was given: the runtime would refuse it too.
+fn invalid(what: &str) -> impl Fn(oci_spec::OciSpecError) -> ConfigError + '_ {
+    move |e| ConfigError(format!("{what}: {e}"))
+}
+
+/// A bind mount of `source` at `destination`.
+fn bind_mount(destination: &str, source: &Path, options: &[&str]) -> Result<Mount, ConfigError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(invalid("mount"))
+}
+
+/// A mount of a kernel filesystem (`proc`, `sysfs`, …) at `destination`.
+fn fs_mount(destination: &str, typ: &str, options: &[&str]) -> Result<Mount, ConfigError> {
+    let mut b = MountBuilder::default().destination(destination).typ(typ).source(typ);
+    if !options.is_empty() {
+        b = b.options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>());
+    }
+    b.build().map_err(invalid("mount"))
+}
+
+/// The capability named `name` (`CAP_SYS_ADMIN` or `SYS_ADMIN`).
+fn capability(name: &str) -> Result<Capability, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| ConfigError(format!("securityContext.capabilities: unknown capability {name:?}")))
+}
+
+/// The names of `caps`, as `CAP_…` strings, sorted.
+pub fn capability_names(caps: &Capabilities) -> Vec<String> {
+    let mut names: Vec<String> = caps
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
 
 /// Host paths the spec refers to.
 pub struct SpecPaths<'a> {
@@ -68,7 +115,7 @@ pub fn volume_mounts(
     env: &[(String, String)],
     stage: &Path,
     check: &dyn Fn(&Published, &Path) -> Result<(), String>,
-) -> Result<Vec<Value>, ConfigError> {
+) -> Result<Vec<Mount>, ConfigError> {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     let mut out = Vec::new();
     for (n, m) in c.volume_mounts.iter().flatten().enumerate() {
@@ -104,12 +151,11 @@ pub fn volume_mounts(
             Some("Bidirectional") => "rshared",
             _ => "rprivate",
         };
-        out.push(json!({
-            "destination": m.mount_path,
-            "type": "bind",
-            "source": target.display().to_string(),
-            "options": ["rbind", if ro { "ro" } else { "rw" }, propagation],
-        }));
+        out.push(bind_mount(
+            &m.mount_path,
+            &target,
+            &["rbind", if ro { "ro" } else { "rw" }, propagation],
+        )?);
     }
     Ok(out)
 }
@@ -276,7 +322,7 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), ConfigError
 }
 
 /// Builds `config.json` for container `c` of `pod`.
-pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_>) -> Result<Value, ConfigError> {
+pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_>) -> Result<Spec, ConfigError> {
     let env = environment(pod, c, image)?;
     let args = arguments(c, image, &env);
     if args.is_empty() {
@@ -354,112 +400,208 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         .or(image.working_dir.clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
     let no_new_privs = sc.and_then(|s| s.allow_privilege_escalation) == Some(false);
-    let sandbox = |ns: &str| paths.sandbox.join(ns).display().to_string();
+    let sandbox = |ns: &str| paths.sandbox.join(ns);
+    let namespace =
+        |typ: LinuxNamespaceType, path: Option<std::path::PathBuf>| -> Result<LinuxNamespace, ConfigError> {
+            let b = LinuxNamespaceBuilder::default().typ(typ);
+            match path {
+                Some(p) => b.path(p),
+                None => b,
+            }
+            .build()
+            .map_err(invalid("namespace"))
+        };
     let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
+        namespace(LinuxNamespaceType::Pid, None)?,
+        namespace(LinuxNamespaceType::Mount, None)?,
+        namespace(LinuxNamespaceType::Cgroup, None)?,
     ];
     // hostNetwork pods stay in the node's network and UTS namespaces.
     if !pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
-        namespaces.push(json!({"type": "network", "path": sandbox("net")}));
-        namespaces.push(json!({"type": "uts", "path": sandbox("uts")}));
+        namespaces.push(namespace(LinuxNamespaceType::Network, Some(sandbox("net")))?);
+        namespaces.push(namespace(LinuxNamespaceType::Uts, Some(sandbox("uts")))?);
     }
-    namespaces.push(json!({"type": "ipc", "path": sandbox("ipc")}));
-    let bind = |src: &Path, dst: &str, ro: bool| {
-        json!({"destination": dst, "type": "bind", "source": src.display().to_string(),
-               "options": if ro { json!(["rbind", "ro"]) } else { json!(["rbind", "rw"]) }})
-    };
+    namespaces.push(namespace(LinuxNamespaceType::Ipc, Some(sandbox("ipc")))?);
     let term_path = c
         .termination_message_path
         .clone()
         .unwrap_or_else(|| "/dev/termination-log".into());
-    let mut spec = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            // 0022 inside, as runc and Docker give, whatever the daemon's own umask.
-            "user": {"uid": uid, "gid": gid, "additionalGids": extra_gids, "umask": 0o022},
-            "args": args,
-            "env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            "cwd": cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64}],
-            "oomScoreAdj": oom_score_adj(pod, c),
-        },
-        "root": {"path": paths.rootfs.display().to_string(),
-                 "readonly": sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false)},
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "bind", "source": paths.sandbox.join("shm").display().to_string(),
-             "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }]},
-            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-            bind(&paths.etc_dir.join("hosts"), "/etc/hosts", false),
-            bind(&paths.etc_dir.join("hostname"), "/etc/hostname", false),
-            bind(&paths.etc_dir.join("resolv.conf"), "/etc/resolv.conf", false),
-            bind(paths.termination_log, &term_path, false),
-        ],
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": paths.cgroups_path,
-            "resources": container_resources(c, privileged),
-            "maskedPaths": if privileged { json!([]) } else { json!([
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]) },
-            "readonlyPaths": if privileged { json!([]) } else { json!([
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) },
-        }
-    });
+    let capabilities: Capabilities = caps.iter().map(|c| capability(c)).collect::<Result<_, _>>()?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        // 0022 inside, as runc and Docker give, whatever the daemon's own umask.
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .additional_gids(extra_gids)
+                .umask(0o022u32)
+                .build()
+                .map_err(invalid("process.user"))?,
+        )
+        .args(args)
+        .env(env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>())
+        .cwd(cwd)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(capabilities.clone())
+                .effective(capabilities.clone())
+                .permitted(capabilities)
+                // None inherited across exec, as runc gives since CVE-2022-29162.
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()
+                .map_err(invalid("process.capabilities"))?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1024u64)
+            .soft(1024u64)
+            .build()
+            .map_err(invalid("process.rlimits"))?])
+        .oom_score_adj(oom_score_adj(pod, c))
+        .build()
+        .map_err(invalid("process"))?;
+    // Kubernetes' default (allowPrivilegeEscalation unset) leaves it off, and
+    // off must be absent: libcontainer loads the seccomp filter before it
+    // drops capabilities only when the field is missing; `false` (or the
+    // builder's default, `true`) makes it load the filter without
+    // CAP_SYS_ADMIN, which fails.
+    let mut process = process;
+    process.set_no_new_privileges(no_new_privs.then_some(true));
+    let mut mounts = vec![
+        fs_mount("/proc", "proc", &[])?,
+        MountBuilder::default()
+            .destination("/dev")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(
+                ["nosuid", "strictatime", "mode=755", "size=65536k"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .build()
+            .map_err(invalid("mount"))?,
+        fs_mount(
+            "/dev/pts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        bind_mount(
+            "/dev/shm",
+            &paths.sandbox.join("shm"),
+            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+        )?,
+        fs_mount("/dev/mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        fs_mount(
+            "/sys",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }],
+        )?,
+        fs_mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+        bind_mount("/etc/hosts", &paths.etc_dir.join("hosts"), &["rbind", "rw"])?,
+        bind_mount("/etc/hostname", &paths.etc_dir.join("hostname"), &["rbind", "rw"])?,
+        bind_mount("/etc/resolv.conf", &paths.etc_dir.join("resolv.conf"), &["rbind", "rw"])?,
+        bind_mount(&term_path, paths.termination_log, &["rbind", "rw"])?,
+    ];
     let mut extra = volume_mounts(c, paths.volumes, &env, paths.volume_stage, paths.volume_check)?;
     // A device node made in a volume opens nothing (the rootfs is mounted
     // nodev by the runtime, /dev by the shim); privileged containers may.
     if !privileged {
         for m in &mut extra {
-            if let Some(o) = m["options"].as_array_mut() {
-                o.push(json!("nodev"));
+            if let Some(o) = m.options_mut() {
+                o.push("nodev".into());
             }
         }
     }
     // libcontainer makes the container's root a recursive slave unless told
     // otherwise, which is what HostToContainer needs; Bidirectional needs it shared.
-    let opts = |m: &Value, o: &str| m["options"].as_array().is_some_and(|a| a.iter().any(|x| x == o));
-    if extra.iter().any(|m| opts(m, "rshared")) {
-        spec["linux"]["rootfsPropagation"] = json!("shared");
+    let shared = extra
+        .iter()
+        .any(|m| m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "rshared")));
+    mounts.extend(extra);
+    let (masked, readonly): (&[&str], &[&str]) = if privileged {
+        (&[], &[])
+    } else {
+        (
+            &[
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/proc/scsi",
+            ],
+            &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        )
+    };
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(paths.cgroups_path)
+        .resources(container_resources(c, privileged)?)
+        .masked_paths(masked.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .readonly_paths(readonly.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    if shared {
+        linux = linux.rootfs_propagation("shared");
     }
-    if let Some(mounts) = spec["mounts"].as_array_mut() {
-        mounts.extend(extra);
-    }
-    // Kubernetes' default (allowPrivilegeEscalation unset) leaves it off.
-    if no_new_privs {
-        spec["process"]["noNewPrivileges"] = json!(true);
-    }
+    let mut spec = SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path(paths.rootfs)
+                .readonly(sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false))
+                .build()
+                .map_err(invalid("root"))?,
+        )
+        .mounts(mounts)
+        .linux(linux.build().map_err(invalid("linux"))?)
+        .build()
+        .map_err(invalid("spec"))?;
+    // The builders start from runtime-spec defaults meant for a shell in a
+    // sandbox; none of these is ours to set (the hostname is the pod's, in
+    // its UTS namespace, and a hostNetwork pod must not rename the node).
+    spec.set_hostname(None);
+    spec.set_annotations(None);
     Ok(spec)
 }
 
 /// The container cgroup's limits, as kubelet sets them: shares from the cpu
 /// request, quota from the cpu limit, the memory limit with no swap on top.
-fn container_resources(c: &Container, privileged: bool) -> Value {
+fn container_resources(c: &Container, privileged: bool) -> Result<LinuxResources, ConfigError> {
     use peapod_core::resources;
     let requests = resources::container_requests(c);
     let (cpu_limit, memory_limit) = resources::container_limits(c);
-    let mut cpu = json!({"shares": resources::cpu_shares(requests.cpu_millis)});
+    let mut cpu = LinuxCpuBuilder::default().shares(resources::cpu_shares(requests.cpu_millis));
     if let Some(m) = cpu_limit {
-        cpu["quota"] = json!(resources::cpu_quota(m, super::cgroups::CPU_PERIOD_US));
-        cpu["period"] = json!(super::cgroups::CPU_PERIOD_US);
+        cpu = cpu
+            .quota(resources::cpu_quota(m, super::cgroups::CPU_PERIOD_US))
+            .period(super::cgroups::CPU_PERIOD_US);
     }
-    let mut res = json!({"devices": [{"allow": privileged, "access": "rwm"}], "cpu": cpu});
+    let mut res = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(privileged)
+            .access("rwm")
+            .build()
+            .map_err(invalid("linux.resources.devices"))?])
+        .cpu(cpu.build().map_err(invalid("linux.resources.cpu"))?);
     if let Some(m) = memory_limit {
-        res["memory"] = json!({"limit": m});
+        let mut memory = LinuxMemoryBuilder::default().limit(m);
         // memory+swap equal to the limit: no swap, where the kernel accounts swap at all.
         if super::cgroups::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
-            res["memory"]["swap"] = json!(m);
+            memory = memory.swap(m);
         }
+        res = res.memory(memory.build().map_err(invalid("linux.resources.memory"))?);
     }
-    res
+    res.build().map_err(invalid("linux.resources"))
 }
 
 /// kubelet's `oom_score_adj` for the container (see
@@ -558,7 +700,7 @@ fn node_bounding_set() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn privileged_gets_what_the_node_may_hold() {
@@ -582,10 +724,12 @@ mod tests {
     /// what is checked here is the rule the runtime is handed.
     #[test]
     fn every_device_is_denied_but_to_privileged_containers() {
-        let res = container_resources(&container(json!({"name": "c"})), false);
-        assert_eq!(res["devices"], json!([{"allow": false, "access": "rwm"}]));
-        let res = container_resources(&container(json!({"name": "c"})), true);
-        assert_eq!(res["devices"], json!([{"allow": true, "access": "rwm"}]));
+        let devices = |privileged: bool| {
+            let res = container_resources(&container(json!({"name": "c"})), privileged).unwrap();
+            serde_json::to_value(res).unwrap()["devices"].clone()
+        };
+        assert_eq!(devices(false), json!([{"allow": false, "access": "rwm"}]));
+        assert_eq!(devices(true), json!([{"allow": true, "access": "rwm"}]));
     }
 
     fn image() -> ImageConfig {
@@ -644,5 +788,87 @@ mod tests {
         assert_eq!(get("MISSING"), Some(""));
         assert_eq!(get("PATH"), Some("/bin"));
         assert_eq!(get("HOSTNAME"), Some("p"));
+    }
+
+    /// The runtime-spec builders start from defaults meant for a shell
+    /// (hostname "youki", noNewPrivileges, inheritable capabilities); none of
+    /// them may reach a container.
+    #[test]
+    fn the_spec_holds_only_what_peapod_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c"}]}}))
+        .unwrap();
+        let c = container(json!({"name": "c", "command": ["sh"],
+            "securityContext": {"capabilities": {"add": ["SYS_ADMIN"], "drop": ["KILL"]}}}));
+        let term = d.join("term");
+        let check = |_: &Published, _: &Path| Ok(());
+        let paths = SpecPaths {
+            rootfs: d,
+            sandbox: d,
+            etc_dir: d,
+            termination_log: &term,
+            cgroups_path: "/peapod/podx/c",
+            volumes: &[],
+            volume_stage: d,
+            volume_check: &check,
+        };
+        let spec = serde_json::to_value(build(&pod, &c, &image(), &paths).unwrap()).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&spec), ["linux", "mounts", "ociVersion", "process", "root"]);
+        assert_eq!(
+            keys(&spec["process"]),
+            [
+                "args",
+                "capabilities",
+                "cwd",
+                "env",
+                "oomScoreAdj",
+                "rlimits",
+                "terminal",
+                "user"
+            ],
+            "noNewPrivileges absent: libcontainer reads false as set"
+        );
+        assert_eq!(spec["process"]["user"]["umask"], 0o022);
+        let caps = &spec["process"]["capabilities"];
+        assert_eq!(caps["inheritable"], json!([]));
+        assert_eq!(caps["ambient"], json!([]));
+        let bounding: Vec<&str> = caps["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        assert_eq!(bounding.len(), DEFAULT_CAPS.len(), "{bounding:?}");
+        assert!(
+            bounding.contains(&"CAP_SYS_ADMIN") && !bounding.contains(&"CAP_KILL"),
+            "{bounding:?}"
+        );
+        assert_eq!(
+            keys(&spec["linux"]),
+            ["cgroupsPath", "maskedPaths", "namespaces", "readonlyPaths", "resources"]
+        );
+        assert_eq!(spec["root"], json!({"path": d, "readonly": false}));
+        assert_eq!(
+            spec["mounts"][0],
+            json!({"destination": "/proc", "type": "proc", "source": "proc"})
+        );
+
+        let nnp = container(json!({"name": "c", "command": ["sh"],
+            "securityContext": {"allowPrivilegeEscalation": false}}));
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &paths).unwrap()).unwrap();
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+
+        let nnp = container(json!({"name": "c", "command": ["sh"],
+            "securityContext": {"allowPrivilegeEscalation": false}}));
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &paths).unwrap()).unwrap();
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+
+        let bad = container(json!({"name": "c", "command": ["sh"],
+            "securityContext": {"capabilities": {"add": ["FLY"]}}}));
+        let e = build(&pod, &bad, &image(), &paths).unwrap_err();
+        assert!(e.0.contains("unknown capability \"CAP_FLY\""), "{e}");
     }
 }

@@ -211,23 +211,29 @@ impl Runtime {
             .map_err(|e| StartError::new("CreateContainerConfigError", e.0))?;
         // A profile that cannot be applied fails the start; it is never skipped.
         let choice = seccomp::choose(pod, c, self.config.seccomp_default);
-        let caps: Vec<String> = config["process"]["capabilities"]["bounding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str().map(str::to_string))
-            .collect();
+        let caps: Vec<String> = config
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().as_ref())
+            .map(spec::capability_names)
+            .unwrap_or_default();
         static HOST: std::sync::OnceLock<seccomp::Host> = std::sync::OnceLock::new();
         let host = HOST.get_or_init(seccomp::Host::current);
         if let Some(profile) = seccomp::for_container(&choice, &self.paths.seccomp(), &caps, host)
             .map_err(|e| StartError::new("CreateContainerError", e))?
         {
-            config["linux"]["seccomp"] = profile;
+            // Typed as libcontainer reads it: a profile it would refuse fails here, by name.
+            let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(profile)
+                .map_err(|e| StartError::new("CreateContainerError", format!("seccomp profile: {e}")))?;
+            if let Some(linux) = config.linux_mut() {
+                linux.set_seccomp(Some(profile));
+            }
         }
-        let write_json = |path: PathBuf, v: &serde_json::Value| {
+        fn write_json(path: PathBuf, v: &impl serde::Serialize) -> Result<(), StartError> {
             let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
             std::fs::write(&path, bytes).map_err(|e| StartError::new("CreateContainerError", io_err("write", &path, e)))
-        };
+        }
         write_json(dir.join("config.json"), &config)?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -261,7 +267,7 @@ impl Runtime {
             // A shared rootfs (a Bidirectional volume) must reach the host's
             // mount table, which a shim with its own table would stop.
             seal_dev: !privileged,
-            mount_scope: if config["linux"]["rootfsPropagation"] == "shared" {
+            mount_scope: if config.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) == Some("shared") {
                 Vec::new()
             } else {
                 vec![
@@ -276,8 +282,7 @@ impl Runtime {
                 ]
             },
         };
-        let shim_json = serde_json::to_value(&shim).unwrap_or_default();
-        write_json(dir.join("shim.json"), &shim_json)?;
+        write_json(dir.join("shim.json"), &shim)?;
         crate::faults::point("runtime.before-spawn", &id);
         let child = super::shim::spawn(&self.shim_binary, &dir).map_err(|e| StartError::new(e.reason, e.message))?;
         Ok((
