@@ -48,14 +48,15 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::ImageConfiguration;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use fsutil::{io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile, TEMP_PREFIX};
 use oci::{
-    host_platform, layer_compression, ConfigFile, Descriptor, ImageIndex, IndexOrManifest, Manifest,
-    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST, MEDIA_TYPE_OCI_MANIFEST,
+    host_platform, layer_compression, Descriptor, ImageIndex, IndexOrManifest, Manifest, ANNOTATION_CONTAINERD_NAME,
+    ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST, MEDIA_TYPE_OCI_MANIFEST,
 };
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
@@ -465,8 +466,8 @@ impl ImageStore {
             let config_path = self.blob_path(&manifest.config.digest)?;
             let created = fs::read(&config_path)
                 .ok()
-                .and_then(|b| serde_json::from_slice::<ConfigFile>(&b).ok())
-                .and_then(|c| c.created);
+                .and_then(|b| serde_json::from_slice::<ImageConfiguration>(&b).ok())
+                .and_then(|c| c.created().clone());
             let stored = fs::metadata(self.blob_path(&descriptor.digest)?)
                 .and_then(|m| m.modified())
                 .ok();
@@ -627,7 +628,7 @@ impl ImageStore {
         let manifest = self.read_stored_manifest(descriptor)?;
         let config_path = self.blob_path(&manifest.config.digest)?;
         let config_bytes = read_verified(&config_path, &manifest.config)?;
-        let config: ConfigFile = parse_json(&config_bytes, &config_path)?;
+        let config: ImageConfiguration = parse_json(&config_bytes, &config_path)?;
 
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for layer in &manifest.layers {
@@ -669,8 +670,8 @@ impl ImageStore {
         let (descriptor, manifest_bytes, manifest) = resolve_manifest(layout, chosen, 0)?;
         let config_path = layout.blob_path(&manifest.config.digest)?;
         let config_bytes = read_verified(&config_path, &manifest.config)?;
-        let config: ConfigFile = parse_json(&config_bytes, &config_path)?;
-        let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+        let config: ImageConfiguration = parse_json(&config_bytes, &config_path)?;
+        let diff_ids = config.rootfs().diff_ids().clone();
         if diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::InvalidImage {
                 path: config_path,
@@ -694,11 +695,10 @@ impl ImageStore {
             }
         }
         let host = host_platform();
-        if let Some(arch) = config.architecture.as_deref() {
-            if !arch.is_empty() && arch != host.architecture {
-                // Not fatal: binfmt_misc emulation can run it.
-                warn!(%reference, image_arch = arch, host_arch = %host.architecture, "importing an image built for another architecture");
-            }
+        let arch = config.architecture().to_string();
+        if arch != host.architecture {
+            // Not fatal: binfmt_misc emulation can run it.
+            warn!(%reference, image_arch = %arch, host_arch = %host.architecture, "importing an image built for another architecture");
         }
         Ok(PreparedImage {
             reference,
@@ -1156,16 +1156,16 @@ fn as_manifest(parsed: IndexOrManifest, descriptor: &Descriptor, path: &Path) ->
     }
 }
 
-fn image_config(file: ConfigFile) -> ImageConfig {
-    let config = file.config.unwrap_or_default();
-    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+fn image_config(file: ImageConfiguration) -> ImageConfig {
+    let config = file.config().clone().unwrap_or_default();
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     ImageConfig {
-        entrypoint: config.entrypoint,
-        cmd: config.cmd,
-        env: config.env,
-        working_dir: non_empty(config.working_dir),
-        user: non_empty(config.user),
-        stop_signal: non_empty(config.stop_signal),
+        entrypoint: config.entrypoint().clone().unwrap_or_default(),
+        cmd: config.cmd().clone().unwrap_or_default(),
+        env: config.env().clone().unwrap_or_default(),
+        working_dir: non_empty(config.working_dir()),
+        user: non_empty(config.user()),
+        stop_signal: non_empty(config.stop_signal()),
     }
 }
 

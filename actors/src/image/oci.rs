@@ -1,11 +1,12 @@
 //! The few OCI image-spec documents the store reads and writes.
 //!
-//! Reading, only the fields peapod uses are modelled, leniently: unknown
-//! fields are ignored, `null` reads as empty, and Docker's schema-2
-//! manifests and manifest lists share these shapes. Writing, what the store
-//! writes itself (`index.json`, `oci-layout`) goes through `oci-spec`'s
-//! types, the ones runc, youki and containerd's Rust tools use, so a
-//! descriptor they would refuse is refused before it is written.
+//! Image configurations are read as `oci-spec`'s `ImageConfiguration` (the
+//! type runc's and youki's Rust tools use), and what the store writes itself
+//! (`index.json`, `oci-layout`) goes through its types too, so a document
+//! they would refuse is refused here. Manifests and indexes are still read
+//! through the lenient structs below: unknown fields ignored, `null` read as
+//! empty, a descriptor's `mediaType` optional, Docker's schema-2 manifests
+//! and manifest lists read through the same shapes.
 
 use std::collections::BTreeMap;
 
@@ -171,45 +172,6 @@ pub(crate) struct Manifest {
     pub(crate) media_type: Option<String>,
     pub(crate) config: Descriptor,
     pub(crate) layers: Vec<Descriptor>,
-}
-
-/// The image configuration blob (`application/vnd.oci.image.config.v1+json`).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub(crate) struct ConfigFile {
-    #[serde(default)]
-    pub(crate) architecture: Option<String>,
-    /// When the image was built (RFC 3339).
-    #[serde(default)]
-    pub(crate) created: Option<String>,
-    #[serde(default)]
-    pub(crate) config: Option<ContainerConfig>,
-    #[serde(default)]
-    pub(crate) rootfs: Option<RootFs>,
-}
-
-/// The `config` member of an image configuration: the process defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ContainerConfig {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub(crate) entrypoint: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub(crate) cmd: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub(crate) env: Vec<String>,
-    #[serde(default)]
-    pub(crate) working_dir: Option<String>,
-    #[serde(default)]
-    pub(crate) user: Option<String>,
-    #[serde(default)]
-    pub(crate) stop_signal: Option<String>,
-}
-
-/// The `rootfs` member of an image configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub(crate) struct RootFs {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub(crate) diff_ids: Vec<String>,
 }
 
 /// The host's platform in OCI (Go) spelling, used to pick a manifest out of a

@@ -929,3 +929,25 @@ fn device_nodes_in_a_layer_are_not_made() {
         .is_fifo());
     assert_eq!(fs::read(dir.join("etc/ok")).unwrap(), b"ok");
 }
+
+/// Image configurations are read as oci-spec's `ImageConfiguration`: what
+/// the image spec requires must be there, and the error names the file.
+#[test]
+fn a_config_without_what_the_image_spec_requires_is_refused_by_path() {
+    let path = Path::new("/layout/blobs/sha256/cfg");
+    let good = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+        "config": {"Env": null, "Entrypoint": ["/x"], "WorkingDir": ""}});
+    let config: ImageConfiguration = parse_json(&serde_json::to_vec(&good).unwrap(), path).unwrap();
+    let image = image_config(config);
+    assert_eq!(image.entrypoint, ["/x"]);
+    assert!(image.env.is_empty(), "null reads as empty");
+    assert_eq!(image.working_dir, None, "empty reads as unset");
+    for missing in ["architecture", "os", "rootfs"] {
+        let mut bad = good.clone();
+        bad.as_object_mut().unwrap().remove(missing);
+        let e = parse_json::<ImageConfiguration>(&serde_json::to_vec(&bad).unwrap(), path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/layout/blobs/sha256/cfg") && e.contains(missing), "{e}");
+    }
+}
