@@ -41,7 +41,7 @@ mod registries;
 mod tests;
 mod unpack;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -55,8 +55,9 @@ use tracing::{debug, info, warn};
 
 use fsutil::{io_err, remove_any, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile, TEMP_PREFIX};
 use oci::{
-    host_platform, layer_compression, Descriptor, ImageIndex, IndexOrManifest, Manifest, ANNOTATION_CONTAINERD_NAME,
-    ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST, MEDIA_TYPE_OCI_MANIFEST,
+    edit_manifests, empty_index, host_platform, layer_compression, only_annotation, parse_document, platform_name,
+    Descriptor, DescriptorExt, Document, DocumentError, ImageIndex, Manifest, MediaType, ANNOTATION_CONTAINERD_NAME,
+    ANNOTATION_REF_NAME, ANNOTATION_SOURCE_DIGEST,
 };
 use reference::{is_bare_digest, is_bare_tag, validate_digest, Reference};
 use unpack::HashingReader;
@@ -341,7 +342,7 @@ impl ImageStore {
             write_atomic(&layout, &oci::oci_layout())?;
         }
         if !store.index_path().exists() {
-            store.write_index(&ImageIndex::default())?;
+            store.write_index(&empty_index())?;
         }
         // Leftovers of interrupted imports go, unless an import is running now (its own).
         if let Ok(_data) = store.lock_file(".gc", FlockArg::LockExclusiveNonblock) {
@@ -412,9 +413,9 @@ impl ImageStore {
         }
 
         for image in &prepared {
-            self.put_blob_bytes(&image.descriptor.digest, &image.manifest_bytes)?;
-            self.put_blob_bytes(&image.manifest.config.digest, &image.config_bytes)?;
-            for (layer, diff_id) in image.manifest.layers.iter().zip(&image.diff_ids) {
+            self.put_blob_bytes(image.descriptor.digest_str(), &image.manifest_bytes)?;
+            self.put_blob_bytes(image.manifest.config().digest_str(), &image.config_bytes)?;
+            for (layer, diff_id) in image.manifest.layers().iter().zip(&image.diff_ids) {
                 self.ingest_blob(&layout, layer)?;
                 self.ensure_unpacked(layer, diff_id)?;
             }
@@ -424,24 +425,14 @@ impl ImageStore {
         let _index = self.lock(FlockArg::LockExclusive)?;
         let mut store_index = self.read_index()?;
         let names: HashSet<&str> = prepared.iter().map(|p| p.reference.as_str()).collect();
-        store_index
-            .manifests
-            .retain(|d| d.ref_name().is_none_or(|r| !names.contains(r)));
-        for image in &prepared {
-            let mut descriptor = image.descriptor.clone();
-            descriptor.annotations = BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), image.reference.clone())]);
-            // The manifest's own media type where the source's index left it out.
-            if descriptor.media_type.is_none() {
-                descriptor.media_type = Some(
-                    image
-                        .manifest
-                        .media_type
-                        .clone()
-                        .unwrap_or_else(|| MEDIA_TYPE_OCI_MANIFEST.to_string()),
-                );
+        edit_manifests(&mut store_index, |manifests| {
+            manifests.retain(|d| d.ref_name().is_none_or(|r| !names.contains(r)));
+            for image in &prepared {
+                let mut descriptor = image.descriptor.clone();
+                only_annotation(&mut descriptor, ANNOTATION_REF_NAME, &image.reference);
+                manifests.push(descriptor);
             }
-            store_index.manifests.push(descriptor);
-        }
+        });
         self.write_index(&store_index)?;
 
         let references: Vec<String> = prepared.into_iter().map(|p| p.reference).collect();
@@ -457,23 +448,25 @@ impl ImageStore {
         let _lock = self.lock(FlockArg::LockShared)?;
         let index = self.read_index()?;
         let mut out = Vec::new();
-        for descriptor in &index.manifests {
+        for descriptor in index.manifests() {
             let Some(reference) = descriptor.ref_name() else {
                 continue;
             };
             let manifest = self.read_stored_manifest(descriptor)?;
-            let size = descriptor.size + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
-            let config_path = self.blob_path(&manifest.config.digest)?;
+            let size = descriptor.size()
+                + manifest.config().size()
+                + manifest.layers().iter().map(Descriptor::size).sum::<u64>();
+            let config_path = self.blob_path(manifest.config().digest_str())?;
             let created = fs::read(&config_path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ImageConfiguration>(&b).ok())
                 .and_then(|c| c.created().clone());
-            let stored = fs::metadata(self.blob_path(&descriptor.digest)?)
+            let stored = fs::metadata(self.blob_path(descriptor.digest_str())?)
                 .and_then(|m| m.modified())
                 .ok();
             out.push(ImageSummary {
                 reference: reference.to_string(),
-                digest: descriptor.digest.clone(),
+                digest: descriptor.digest_str().to_string(),
                 size,
                 created,
                 stored,
@@ -509,9 +502,9 @@ impl ImageStore {
         let _data = self.lock_file(".gc", FlockArg::LockExclusive)?;
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let mut index = self.read_index()?;
-        let before = index.manifests.len();
-        index.manifests.retain(|d| !lookup.matches(d));
-        if index.manifests.len() == before {
+        let before = index.manifests().len();
+        edit_manifests(&mut index, |m| m.retain(|d| !lookup.matches(d)));
+        if index.manifests().len() == before {
             return Err(ImageError::NotFound {
                 reference: reference.to_string(),
             });
@@ -532,10 +525,10 @@ impl ImageStore {
         let _lock = self.lock(FlockArg::LockShared)?;
         Ok(self
             .read_index()?
-            .manifests
+            .manifests()
             .iter()
             .find(|d| d.ref_name() == Some(name.as_str()))
-            .and_then(|d| d.annotations.get(ANNOTATION_SOURCE_DIGEST).cloned()))
+            .and_then(|d| d.annotation(ANNOTATION_SOURCE_DIGEST).map(str::to_string)))
     }
 
     /// Records the digest a registry gave for `reference` (see
@@ -543,14 +536,16 @@ impl ImageStore {
     pub(crate) fn set_source_digest(&self, reference: &str, digest: &str) -> Result<(), ImageError> {
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let mut index = self.read_index()?;
-        let mut changed = false;
-        for d in &mut index.manifests {
-            if d.ref_name() == Some(reference) && d.digest != digest {
-                d.annotations
-                    .insert(ANNOTATION_SOURCE_DIGEST.to_string(), digest.to_string());
-                changed = true;
+        let changed = edit_manifests(&mut index, |manifests| {
+            let mut changed = false;
+            for d in manifests {
+                if d.ref_name() == Some(reference) && d.digest_str() != digest {
+                    d.set_annotation(ANNOTATION_SOURCE_DIGEST, digest);
+                    changed = true;
+                }
             }
-        }
+            changed
+        });
         if changed {
             self.write_index(&index)?;
         }
@@ -567,10 +562,10 @@ impl ImageStore {
         let _lock = self.lock(FlockArg::LockShared)?;
         let mut found: Vec<String> = self
             .read_index()?
-            .manifests
+            .manifests()
             .iter()
             .filter(|d| lookup.matches(d))
-            .map(|d| d.digest.clone())
+            .map(|d| d.digest_str().to_string())
             .collect();
         found.dedup();
         if found.is_empty() {
@@ -591,12 +586,14 @@ impl ImageStore {
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let mut index = self.read_index()?;
         let mut removed = Vec::new();
-        index.manifests.retain(|d| {
-            let keep = in_use.contains(&d.digest);
-            if !keep {
-                removed.push(d.ref_name().unwrap_or(&d.digest).to_string());
-            }
-            keep
+        edit_manifests(&mut index, |manifests| {
+            manifests.retain(|d| {
+                let keep = in_use.contains(d.digest_str());
+                if !keep {
+                    removed.push(d.ref_name().unwrap_or(d.digest_str()).to_string());
+                }
+                keep
+            })
         });
         if !removed.is_empty() {
             self.write_index(&index)?;
@@ -619,24 +616,24 @@ impl ImageStore {
         let _lock = self.lock(FlockArg::LockShared)?;
         let index = self.read_index()?;
         let descriptor = index
-            .manifests
+            .manifests()
             .iter()
             .find(|d| lookup.matches(d))
             .ok_or_else(|| ImageError::NotFound {
                 reference: reference.to_string(),
             })?;
         let manifest = self.read_stored_manifest(descriptor)?;
-        let config_path = self.blob_path(&manifest.config.digest)?;
-        let config_bytes = read_verified(&config_path, &manifest.config)?;
+        let config_path = self.blob_path(manifest.config().digest_str())?;
+        let config_bytes = read_verified(&config_path, manifest.config())?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_path)?;
 
-        let mut layers = Vec::with_capacity(manifest.layers.len());
-        for layer in &manifest.layers {
-            let dir = self.layer_dir(&layer.digest)?;
+        let mut layers = Vec::with_capacity(manifest.layers().len());
+        for layer in manifest.layers() {
+            let dir = self.layer_dir(layer.digest_str())?;
             if !dir.is_dir() {
                 return Err(ImageError::InvalidImage {
                     path: dir,
-                    reason: format!("layer {} of {} is not unpacked", layer.digest, descriptor.digest),
+                    reason: format!("layer {} of {} is not unpacked", layer.digest(), descriptor.digest()),
                 });
             }
             layers.push(dir);
@@ -647,11 +644,13 @@ impl ImageStore {
             Lookup::Digest {
                 normalized: Some(name), ..
             } => name.clone(),
-            Lookup::Digest { normalized: None, .. } => descriptor.ref_name().unwrap_or(&descriptor.digest).to_string(),
+            Lookup::Digest { normalized: None, .. } => {
+                descriptor.ref_name().unwrap_or(descriptor.digest_str()).to_string()
+            }
         };
         Ok(ResolvedImage {
             reference,
-            manifest_digest: descriptor.digest.clone(),
+            manifest_digest: descriptor.digest_str().to_string(),
             config: image_config(config),
             layers,
         })
@@ -668,37 +667,36 @@ impl ImageStore {
         chosen: &Descriptor,
     ) -> Result<PreparedImage, ImageError> {
         let (descriptor, manifest_bytes, manifest) = resolve_manifest(layout, chosen, 0)?;
-        let config_path = layout.blob_path(&manifest.config.digest)?;
-        let config_bytes = read_verified(&config_path, &manifest.config)?;
+        let config_path = layout.blob_path(manifest.config().digest_str())?;
+        let config_bytes = read_verified(&config_path, manifest.config())?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_path)?;
         let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != manifest.layers.len() {
+        if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::InvalidImage {
                 path: config_path,
                 reason: format!(
                     "config lists {} diff_ids but manifest {} has {} layers",
                     diff_ids.len(),
-                    descriptor.digest,
-                    manifest.layers.len()
+                    descriptor.digest(),
+                    manifest.layers().len()
                 ),
             });
         }
-        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
-            digest_hex(&layer.digest)?;
+        for (layer, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+            digest_hex(layer.digest_str())?;
             digest_hex(diff_id)?;
-            let media_type = layer.media_type.as_deref().unwrap_or("");
-            if layer_compression(media_type).is_none() {
+            let media_type = layer.media_type().to_string();
+            if layer_compression(&media_type).is_none() {
                 return Err(ImageError::UnsupportedMediaType {
-                    digest: layer.digest.clone(),
-                    media_type: media_type.to_string(),
+                    digest: layer.digest_str().to_string(),
+                    media_type,
                 });
             }
         }
         let host = host_platform();
-        let arch = config.architecture().to_string();
-        if arch != host.architecture {
+        if config.architecture() != host.architecture() {
             // Not fatal: binfmt_misc emulation can run it.
-            warn!(%reference, image_arch = %arch, host_arch = %host.architecture, "importing an image built for another architecture");
+            warn!(%reference, image_arch = %config.architecture(), host_arch = %host.architecture(), "importing an image built for another architecture");
         }
         Ok(PreparedImage {
             reference,
@@ -724,27 +722,29 @@ impl ImageStore {
     /// Copies a layer blob from the source layout, verifying it while
     /// streaming so large layers are never held in memory.
     fn ingest_blob(&self, layout: &SourceLayout, descriptor: &Descriptor) -> Result<(), ImageError> {
-        let dest = self.blob_path(&descriptor.digest)?;
+        let dest = self.blob_path(descriptor.digest_str())?;
         if dest.exists() {
             return Ok(());
         }
-        let source = layout.blob_path(&descriptor.digest)?;
-        if descriptor.size > self.limits.max_blob_bytes {
+        let source = layout.blob_path(descriptor.digest_str())?;
+        if descriptor.size() > self.limits.max_blob_bytes {
             return Err(ImageError::InvalidImage {
                 path: source,
                 reason: format!(
                     "{} declares {} bytes, more than the {} allowed for a blob (--max-blob-size)",
-                    descriptor.digest, descriptor.size, self.limits.max_blob_bytes
+                    descriptor.digest(),
+                    descriptor.size(),
+                    self.limits.max_blob_bytes
                 ),
             });
         }
-        let input = open_blob(&source, &descriptor.digest)?;
+        let input = open_blob(&source, descriptor.digest_str())?;
         let temp = TempFile::create(self.blobs_dir().join(unique_temp_name("blob")))?;
         let mut output = temp.file()?;
         let mut reader = HashingReader::new(input);
         // One byte past the declared size shows a mismatch; a source that
         // never ends is not copied further.
-        io::copy(&mut (&mut reader).take(descriptor.size + 1), &mut output).map_err(io_err("copy blob", &source))?;
+        io::copy(&mut (&mut reader).take(descriptor.size() + 1), &mut output).map_err(io_err("copy blob", &source))?;
         let actual_size = reader.count();
         check_size(descriptor, actual_size, &source)?;
         check_digest(descriptor, reader.digest(), &source)?;
@@ -758,23 +758,23 @@ impl ImageStore {
     /// there, via a temporary directory so the final name only ever holds a
     /// complete layer.
     fn ensure_unpacked(&self, layer: &Descriptor, diff_id: &str) -> Result<(), ImageError> {
-        let dest = self.layer_dir(&layer.digest)?;
+        let dest = self.layer_dir(layer.digest_str())?;
         if dest.is_dir() {
             return Ok(());
         }
-        let media_type = layer.media_type.as_deref().unwrap_or("");
-        let compression = layer_compression(media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
-            digest: layer.digest.clone(),
-            media_type: media_type.to_string(),
+        let media_type = layer.media_type().to_string();
+        let compression = layer_compression(&media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
+            digest: layer.digest_str().to_string(),
+            media_type: media_type.clone(),
         })?;
-        let hex = digest_hex(&layer.digest)?;
+        let hex = digest_hex(layer.digest_str())?;
         let temp = TempDir::create(self.layers_dir().join(unique_temp_name(hex)))?;
-        let blob = self.blob_path(&layer.digest)?;
-        debug!(layer = %layer.digest, "unpacking layer");
+        let blob = self.blob_path(layer.digest_str())?;
+        debug!(layer = %layer.digest(), "unpacking layer");
         unpack::unpack_layer(
             &blob,
             compression,
-            &layer.digest,
+            layer.digest_str(),
             diff_id,
             temp.path(),
             self.limits.max_layer_bytes,
@@ -797,22 +797,18 @@ impl ImageStore {
     /// Deletes blobs and unpacked layers that neither an indexed image nor
     /// a manifest in `in_use` references, and any temporaries. Must be called with both locks held exclusively.
     fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
-        let mut roots = self.read_index()?.manifests;
+        let mut roots = self.read_index()?.manifests().clone();
         // Manifests containers run from, though no name may point at them
         // any more (removed with --force, or a tag that moved on).
         for digest in in_use {
-            if roots.iter().any(|d| &d.digest == digest) {
+            if roots.iter().any(|d| d.digest_str() == digest) {
                 continue;
             }
             let Ok(path) = self.blob_path(digest) else { continue };
             if let Ok(meta) = fs::metadata(&path) {
-                roots.push(Descriptor {
-                    media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
-                    digest: digest.clone(),
-                    size: meta.len(),
-                    platform: None,
-                    annotations: BTreeMap::new(),
-                });
+                if let Ok(d) = oci::descriptor(MediaType::ImageManifest, digest, meta.len()) {
+                    roots.push(d);
+                }
             }
         }
         let mut live_blobs = HashSet::new();
@@ -827,10 +823,10 @@ impl ImageStore {
                     return Ok(());
                 }
             };
-            live_blobs.insert(digest_hex(&descriptor.digest)?.to_string());
-            live_blobs.insert(digest_hex(&manifest.config.digest)?.to_string());
-            for layer in &manifest.layers {
-                let hex = digest_hex(&layer.digest)?.to_string();
+            live_blobs.insert(digest_hex(descriptor.digest_str())?.to_string());
+            live_blobs.insert(digest_hex(manifest.config().digest_str())?.to_string());
+            for layer in manifest.layers() {
+                let hex = digest_hex(layer.digest_str())?.to_string();
                 live_blobs.insert(hex.clone());
                 live_layers.insert(hex);
             }
@@ -866,23 +862,22 @@ impl ImageStore {
 
     fn read_index(&self) -> Result<ImageIndex, ImageError> {
         match read_json_file(&self.index_path()) {
-            Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(ImageIndex::default()),
+            Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(empty_index()),
             other => other,
         }
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
         let path = self.index_path();
-        write_atomic(&path, &oci::typed_index(index, &path)?)
+        write_atomic(&path, &index_json(index, &path)?)
     }
 
     /// Reads a manifest the store wrote; verified, since a corrupt manifest
     /// would otherwise steer garbage collection and resolution.
     fn read_stored_manifest(&self, descriptor: &Descriptor) -> Result<Manifest, ImageError> {
-        let path = self.blob_path(&descriptor.digest)?;
+        let path = self.blob_path(descriptor.digest_str())?;
         let bytes = read_verified(&path, descriptor)?;
-        let parsed: IndexOrManifest = parse_json(&bytes, &path)?;
-        as_manifest(parsed, descriptor, &path)
+        as_manifest(&bytes, descriptor, &path)
     }
 
     fn lock(&self, mode: FlockArg) -> Result<Flock<File>, ImageError> {
@@ -963,7 +958,7 @@ impl Lookup {
             // An image pulled by an index's digest is stored as the
             // platform's manifest; the index's digest names it too.
             Self::Digest { digest, .. } => {
-                descriptor.digest == *digest || descriptor.annotations.get(ANNOTATION_SOURCE_DIGEST) == Some(digest)
+                descriptor.digest_str() == digest || descriptor.annotation(ANNOTATION_SOURCE_DIGEST) == Some(digest)
             }
         }
     }
@@ -976,14 +971,14 @@ fn plan_import(
     tag: Option<&str>,
     index_path: &Path,
 ) -> Result<Vec<(String, Vec<Descriptor>)>, ImageError> {
-    if index.manifests.is_empty() {
+    if index.manifests().is_empty() {
         return Err(ImageError::InvalidImage {
             path: index_path.to_path_buf(),
             reason: "index lists no manifests".into(),
         });
     }
     let mut groups: Vec<(Option<&str>, Vec<Descriptor>)> = Vec::new();
-    for descriptor in &index.manifests {
+    for descriptor in index.manifests() {
         let name = descriptor.ref_name();
         match groups.iter_mut().find(|(n, _)| *n == name) {
             Some((_, members)) => members.push(descriptor.clone()),
@@ -1031,14 +1026,14 @@ fn plan_import(
                     named.tag = Some(name.to_string());
                     named.normalized()
                 }
-                _ => match members[0].annotations.get(ANNOTATION_CONTAINERD_NAME) {
+                _ => match members[0].annotation(ANNOTATION_CONTAINERD_NAME) {
                     Some(full) => normalize_reference(full)?,
                     None => {
                         return Err(ImageError::MissingName {
                             path: index_path.to_path_buf(),
                             reason: format!(
                                 "manifest {} is named only by the tag {name:?}; pass a name to import it as (e.g. `busybox`)",
-                                members[0].digest
+                                members[0].digest()
                             ),
                         })
                     }
@@ -1076,27 +1071,27 @@ fn layout_tag(name: &str) -> Option<String> {
 fn select_platform<'a>(candidates: &'a [Descriptor], context: &str) -> Result<&'a Descriptor, ImageError> {
     let host = host_platform();
     if let Some(found) = candidates.iter().find(|d| {
-        d.platform
+        d.platform()
             .as_ref()
-            .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
+            .is_some_and(|p| p.os() == host.os() && p.architecture() == host.architecture())
     }) {
         return Ok(found);
     }
-    let unlabelled: Vec<&Descriptor> = candidates.iter().filter(|d| d.platform.is_none()).collect();
+    let unlabelled: Vec<&Descriptor> = candidates.iter().filter(|d| d.platform().is_none()).collect();
     if let [only] = unlabelled.as_slice() {
         return Ok(only);
     }
     let available: Vec<String> = candidates
         .iter()
         .map(|d| {
-            d.platform
+            d.platform()
                 .as_ref()
-                .map_or_else(|| "unspecified".to_string(), |p| p.to_string())
+                .map_or_else(|| "unspecified".to_string(), platform_name)
         })
         .collect();
     Err(ImageError::NoMatchingPlatform {
         digest: context.to_string(),
-        wanted: host.to_string(),
+        wanted: platform_name(&host),
         available: available.join(", "),
     })
 }
@@ -1108,52 +1103,62 @@ fn resolve_manifest(
     descriptor: &Descriptor,
     depth: usize,
 ) -> Result<(Descriptor, Vec<u8>, Manifest), ImageError> {
-    let path = layout.blob_path(&descriptor.digest)?;
+    let path = layout.blob_path(descriptor.digest_str())?;
     let bytes = read_verified(&path, descriptor)?;
-    let parsed: IndexOrManifest = parse_json(&bytes, &path)?;
-    if let Some(children) = &parsed.manifests {
-        if depth >= MAX_INDEX_DEPTH {
-            return Err(ImageError::InvalidImage {
-                path,
-                reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
-            });
+    match parse_document(&bytes) {
+        Ok(Document::Index(index)) => {
+            if depth >= MAX_INDEX_DEPTH {
+                return Err(ImageError::InvalidImage {
+                    path,
+                    reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+                });
+            }
+            let child = select_platform(index.manifests(), descriptor.digest_str())?;
+            resolve_manifest(layout, child, depth + 1)
         }
-        let child = select_platform(children, &descriptor.digest)?;
-        return resolve_manifest(layout, child, depth + 1);
+        Ok(Document::Manifest(manifest)) => {
+            let mut descriptor = descriptor.clone();
+            descriptor.set_annotations(None);
+            Ok((descriptor, bytes, *manifest))
+        }
+        Err(e) => Err(document_error(e, descriptor, &path)),
     }
-    let manifest = as_manifest(parsed, descriptor, &path)?;
-    let mut descriptor = descriptor.clone();
-    if descriptor.media_type.is_none() {
-        descriptor.media_type = Some(
-            manifest
-                .media_type
-                .clone()
-                .unwrap_or_else(|| MEDIA_TYPE_OCI_MANIFEST.to_string()),
-        );
-    }
-    descriptor.annotations.clear();
-    Ok((descriptor, bytes, manifest))
 }
 
-fn as_manifest(parsed: IndexOrManifest, descriptor: &Descriptor, path: &Path) -> Result<Manifest, ImageError> {
-    match parsed.config {
-        Some(config) => Ok(Manifest {
-            media_type: parsed.media_type.or_else(|| descriptor.media_type.clone()),
-            config,
-            layers: parsed.layers.unwrap_or_default(),
-        }),
-        None => Err(ImageError::InvalidImage {
+/// Reads `bytes` (the blob `descriptor` names, at `path`) as an image manifest.
+fn as_manifest(bytes: &[u8], descriptor: &Descriptor, path: &Path) -> Result<Manifest, ImageError> {
+    match parse_document(bytes) {
+        Ok(Document::Manifest(manifest)) => Ok(*manifest),
+        Ok(Document::Index(_)) => Err(ImageError::InvalidImage {
             path: path.to_path_buf(),
-            reason: if parsed.schema_version == Some(1) {
-                format!(
-                    "{} is a Docker schema 1 manifest, which is not supported",
-                    descriptor.digest
-                )
-            } else {
-                format!("{} is neither an image manifest nor an index", descriptor.digest)
-            },
+            reason: format!(
+                "{} is an index where an image manifest was expected",
+                descriptor.digest()
+            ),
         }),
+        Err(e) => Err(document_error(e, descriptor, path)),
     }
+}
+
+fn document_error(e: DocumentError, descriptor: &Descriptor, path: &Path) -> ImageError {
+    match e {
+        DocumentError::Json(source) => ImageError::Json {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => ImageError::InvalidImage {
+            path: path.to_path_buf(),
+            reason: format!("{} is {other}", descriptor.digest()),
+        },
+    }
+}
+
+/// `index` as the store writes it.
+pub(crate) fn index_json(index: &ImageIndex, path: &Path) -> Result<Vec<u8>, ImageError> {
+    serde_json::to_vec_pretty(index).map_err(|source| ImageError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn image_config(file: ImageConfiguration) -> ImageConfig {
@@ -1230,21 +1235,22 @@ fn open_blob(path: &Path, digest: &str) -> Result<File, ImageError> {
 
 /// Reads a small (JSON) blob and checks its size and digest.
 fn read_verified(path: &Path, descriptor: &Descriptor) -> Result<Vec<u8>, ImageError> {
-    digest_hex(&descriptor.digest)?;
-    if descriptor.size > MAX_JSON_BLOB {
+    digest_hex(descriptor.digest_str())?;
+    if descriptor.size() > MAX_JSON_BLOB {
         return Err(ImageError::InvalidImage {
             path: path.to_path_buf(),
             reason: format!(
                 "{} declares {} bytes, more than the {MAX_JSON_BLOB} allowed for a manifest or config",
-                descriptor.digest, descriptor.size
+                descriptor.digest(),
+                descriptor.size()
             ),
         });
     }
-    let file = open_blob(path, &descriptor.digest)?;
+    let file = open_blob(path, descriptor.digest_str())?;
     let mut bytes = Vec::new();
     // One byte past the declared size is enough to detect a mismatch without
     // reading an arbitrarily large file.
-    file.take(descriptor.size + 1)
+    file.take(descriptor.size() + 1)
         .read_to_end(&mut bytes)
         .map_err(io_err("read blob", path))?;
     check_size(descriptor, bytes.len() as u64, path)?;
@@ -1254,10 +1260,10 @@ fn read_verified(path: &Path, descriptor: &Descriptor) -> Result<Vec<u8>, ImageE
 }
 
 fn check_size(descriptor: &Descriptor, actual: u64, path: &Path) -> Result<(), ImageError> {
-    if actual != descriptor.size {
+    if actual != descriptor.size() {
         return Err(ImageError::SizeMismatch {
-            digest: descriptor.digest.clone(),
-            expected: descriptor.size,
+            digest: descriptor.digest_str().to_string(),
+            expected: descriptor.size(),
             actual,
             path: path.to_path_buf(),
         });
@@ -1266,9 +1272,9 @@ fn check_size(descriptor: &Descriptor, actual: u64, path: &Path) -> Result<(), I
 }
 
 fn check_digest(descriptor: &Descriptor, actual: String, path: &Path) -> Result<(), ImageError> {
-    if actual != descriptor.digest {
+    if actual != descriptor.digest_str() {
         return Err(ImageError::DigestMismatch {
-            digest: descriptor.digest.clone(),
+            digest: descriptor.digest_str().to_string(),
             actual,
             path: path.to_path_buf(),
         });

@@ -8,7 +8,6 @@
 //! layers already streamed in are not read again. Layers an image shares
 //! with one already stored are not fetched.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use futures_util::StreamExt;
@@ -19,7 +18,10 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::fsutil::{io_err, sync_dir, unique_temp_name, write_atomic, TempDir, TempFile};
-use super::oci::{Descriptor, ImageIndex, IndexOrManifest, ANNOTATION_REF_NAME};
+use super::oci::{
+    empty_index, only_annotation, parse_document, Descriptor, DescriptorExt, Document, DocumentError, MediaType,
+    ANNOTATION_REF_NAME,
+};
 use super::{check_digest, check_size, digest_hex, normalize_reference, select_platform, ImageError, ImageStore};
 use super::{MAX_INDEX_DEPTH, MAX_JSON_BLOB};
 use nix::fcntl::FlockArg;
@@ -237,16 +239,13 @@ impl ImageStore {
         let staging = TempDir::create(self.tmp_dir().join(unique_temp_name("pull")))?;
         let (top, fetched_bytes) = runtime.block_on(self.fetch(&client, &auth, target, &name, staging.path()))?;
         drop(runtime);
-        let top_digest = top.digest.clone();
-        let index = ImageIndex {
-            manifests: vec![Descriptor {
-                annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), name.clone())]),
-                ..top
-            }],
-            ..ImageIndex::default()
-        };
+        let top_digest = top.digest_str().to_string();
+        let mut named = top;
+        only_annotation(&mut named, ANNOTATION_REF_NAME, &name);
+        let mut index = empty_index();
+        index.set_manifests(vec![named]);
         let index_path = staging.path().join("index.json");
-        write_atomic(&index_path, &super::oci::typed_index(&index, &index_path)?)?;
+        write_atomic(&index_path, &super::index_json(&index, &index_path)?)?;
         write_atomic(&staging.path().join("oci-layout"), &super::oci::oci_layout())?;
         // The staging index names the image in full (`repo:tag` or `repo@digest`).
         let imported = self.import(staging.path(), None)?;
@@ -295,24 +294,14 @@ impl ImageStore {
                 ),
                 e => client_error(name, e),
             })?;
-        let mut parsed: IndexOrManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
+        let mut parsed = parse_document(&bytes).map_err(|e| manifest_error(name, &e))?;
         // OCI documents may leave their own mediaType out; a descriptor may not.
-        let media_type = parsed.media_type.clone().unwrap_or_else(|| {
-            if parsed.manifests.is_some() {
-                super::oci::MEDIA_TYPE_OCI_INDEX
-            } else {
-                super::oci::MEDIA_TYPE_OCI_MANIFEST
-            }
-            .to_string()
-        });
-        let top = Descriptor {
-            media_type: Some(media_type),
-            digest: digest.clone(),
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
+        let media_type = match &parsed {
+            Document::Index(i) => i.media_type().clone().unwrap_or(MediaType::ImageIndex),
+            Document::Manifest(m) => m.media_type().clone().unwrap_or(MediaType::ImageManifest),
         };
+        let top = super::oci::descriptor(media_type, &digest, bytes.len() as u64)
+            .map_err(|e| registry_error(name, format!("the registry gave a manifest digest that {e}")))?;
         // Pulled by digest: the registry must serve exactly that.
         if let Some(wanted) = target.digest() {
             if wanted != digest {
@@ -326,7 +315,11 @@ impl ImageStore {
         store_document(&blobs, &top, &bytes)?;
         fetched += bytes.len() as u64;
         let mut depth = 0;
-        while let Some(children) = parsed.manifests.take() {
+        let manifest = loop {
+            let index = match parsed {
+                Document::Manifest(manifest) => break *manifest,
+                Document::Index(index) => index,
+            };
             depth += 1;
             if depth > MAX_INDEX_DEPTH {
                 return Err(registry_error(
@@ -334,11 +327,11 @@ impl ImageStore {
                     format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
                 ));
             }
-            let child = select_platform(&children, &format!("{digest} of {name}"))?.clone();
+            let child = select_platform(index.manifests(), &format!("{digest} of {name}"))?.clone();
             let at = oci_client::Reference::with_digest(
                 target.resolve_registry().to_string(),
                 target.repository().to_string(),
-                child.digest.clone(),
+                child.digest_str().to_string(),
             );
             let (bytes, _) = client
                 .pull_manifest_raw(&at, auth, ACCEPTED)
@@ -346,49 +339,38 @@ impl ImageStore {
                 .map_err(|e| client_error(name, e))?;
             store_document(&blobs, &child, &bytes)?;
             fetched += bytes.len() as u64;
-            parsed = serde_json::from_slice(&bytes)
-                .map_err(|e| registry_error(name, format!("the manifest is not valid JSON: {e}")))?;
-        }
-        if parsed.schema_version == Some(1) {
-            return Err(registry_error(
-                name,
-                "the registry serves a Docker schema 1 manifest, which is not supported; push the image again with a current Docker, Podman or skopeo",
-            ));
-        }
-        let (Some(config), layers) = (parsed.config, parsed.layers.unwrap_or_default()) else {
-            return Err(registry_error(
-                name,
-                "the manifest has no config: not an image manifest",
-            ));
+            parsed = parse_document(&bytes).map_err(|e| manifest_error(name, &e))?;
         };
-        if config.size > MAX_JSON_BLOB {
+        let config = manifest.config();
+        if config.size() > MAX_JSON_BLOB {
             return Err(registry_error(
                 name,
                 format!(
                     "config {} declares {} bytes, more than {MAX_JSON_BLOB}",
-                    config.digest, config.size
+                    config.digest(),
+                    config.size()
                 ),
             ));
         }
         let mut config_bytes = Vec::new();
         client
-            .pull_blob(target, config.digest.as_str(), &mut config_bytes)
+            .pull_blob(target, config.digest_str(), &mut config_bytes)
             .await
             .map_err(|e| client_error(name, e))?;
-        store_document(&blobs, &config, &config_bytes)?;
+        store_document(&blobs, config, &config_bytes)?;
         fetched += config_bytes.len() as u64;
 
         let mut missing = Vec::new();
         let mut present = Vec::new();
-        for layer in layers {
-            if self.blob_path(&layer.digest)?.exists() {
-                present.push(layer.digest);
+        for layer in manifest.layers() {
+            if self.blob_path(layer.digest_str())?.exists() {
+                present.push(layer.digest_str().to_string());
             } else {
                 missing.push(layer);
             }
         }
         if let Some(p) = &self.progress {
-            let fetch: Vec<(String, u64)> = missing.iter().map(|l| (l.digest.clone(), l.size)).collect();
+            let fetch: Vec<(String, u64)> = missing.iter().map(|l| (l.digest_str().to_string(), l.size())).collect();
             p.layers(&fetch, &present);
         }
         let mut downloads =
@@ -409,35 +391,37 @@ impl ImageStore {
         name: &str,
         layer: &Descriptor,
     ) -> Result<u64, ImageError> {
-        let dest = self.blob_path(&layer.digest)?;
-        if layer.size > self.limits.max_blob_bytes {
+        let dest = self.blob_path(layer.digest_str())?;
+        if layer.size() > self.limits.max_blob_bytes {
             return Err(registry_error(
                 name,
                 format!(
                     "layer {} declares {} bytes, more than the {} allowed for a blob",
-                    layer.digest, layer.size, self.limits.max_blob_bytes
+                    layer.digest(),
+                    layer.size(),
+                    self.limits.max_blob_bytes
                 ),
             ));
         }
         let mut stream = client
-            .pull_blob_stream(target, layer.digest.as_str())
+            .pull_blob_stream(target, layer.digest_str())
             .await
             .map_err(|e| client_error(name, e))?;
         let temp = TempFile::create(self.blobs_dir().join(unique_temp_name("blob")))?;
         let mut out = temp.file()?;
         let mut hash = Sha256::new();
         let mut count = 0u64;
-        let source = std::path::PathBuf::from(format!("{name} layer {}", layer.digest));
+        let source = std::path::PathBuf::from(format!("{name} layer {}", layer.digest()));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| registry_error(name, format!("layer {}: {e}", layer.digest)))?;
+            let chunk = chunk.map_err(|e| registry_error(name, format!("layer {}: {e}", layer.digest())))?;
             count += chunk.len() as u64;
-            if count > layer.size {
+            if count > layer.size() {
                 break;
             }
             hash.update(&chunk);
             out.write_all(&chunk).map_err(io_err("write", temp.path()))?;
             if let Some(p) = &self.progress {
-                p.fetched(&layer.digest, chunk.len() as u64);
+                p.fetched(layer.digest_str(), chunk.len() as u64);
             }
         }
         check_size(layer, count, &source)?;
@@ -447,7 +431,7 @@ impl ImageStore {
         temp.persist(&dest)?;
         sync_dir(&self.blobs_dir())?;
         if let Some(p) = &self.progress {
-            p.stored(&layer.digest);
+            p.stored(layer.digest_str());
         }
         Ok(count)
     }
@@ -456,16 +440,24 @@ impl ImageStore {
 /// Writes a manifest, index or config into the staging layout after
 /// checking it against its descriptor.
 fn store_document(blobs: &std::path::Path, descriptor: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
-    let path = blobs.join(digest_hex(&descriptor.digest)?);
-    let sized = Descriptor {
-        size: if descriptor.size == 0 {
-            bytes.len() as u64
-        } else {
-            descriptor.size
-        },
-        ..descriptor.clone()
-    };
-    check_size(&sized, bytes.len() as u64, &path)?;
-    check_digest(&sized, format!("sha256:{}", hex::encode(Sha256::digest(bytes))), &path)?;
+    let path = blobs.join(digest_hex(descriptor.digest_str())?);
+    check_size(descriptor, bytes.len() as u64, &path)?;
+    check_digest(
+        descriptor,
+        format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+        &path,
+    )?;
     write_atomic(&path, bytes)
+}
+
+/// A manifest or index from the registry that is not one peapod reads.
+fn manifest_error(name: &str, e: &DocumentError) -> ImageError {
+    registry_error(
+        name,
+        match e {
+            DocumentError::Schema1 => "the registry serves a Docker schema 1 manifest, which is not supported; push the image again with a current Docker, Podman or skopeo".to_string(),
+            DocumentError::Json(e) => format!("the manifest is not a valid OCI or Docker v2 document: {e}"),
+            DocumentError::Neither => "the manifest has no config: not an image manifest".to_string(),
+        },
+    )
 }

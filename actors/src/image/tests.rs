@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, Header};
 
-use super::oci::MEDIA_TYPE_OCI_INDEX;
+use super::oci::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 use super::*;
 
 const MTIME: u64 = 1_600_000_000;
@@ -184,7 +184,7 @@ fn add_image(layout: &Path, layers: &[(Vec<u8>, bool)]) -> TestImage {
         total += blob.len() as u64;
     }
     let config = serde_json::to_vec(&json!({
-        "architecture": host_platform().architecture,
+        "architecture": host_platform().architecture().to_string(),
         "os": "linux",
         "config": {
             "Entrypoint": ["/bin/tool"],
@@ -331,21 +331,21 @@ fn plan_naming_rules() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.json");
     let desc = |name: Option<&str>, n: u8| {
-        let mut d = Descriptor {
-            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
-            digest: format!("sha256:{}", format!("{n:x}").repeat(64)),
-            size: 1,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
+        let mut d = super::oci::descriptor(
+            MediaType::ImageManifest,
+            &format!("sha256:{}", format!("{n:x}").repeat(64)),
+            1,
+        )
+        .unwrap();
         if let Some(name) = name {
-            d.annotations.insert(ANNOTATION_REF_NAME.into(), name.into());
+            d.set_annotation(ANNOTATION_REF_NAME, name);
         }
         d
     };
-    let index = |manifests| ImageIndex {
-        manifests,
-        ..ImageIndex::default()
+    let index = |manifests| {
+        let mut index = super::oci::empty_index();
+        index.set_manifests(manifests);
+        index
     };
     let names = |plan: Vec<(String, Vec<Descriptor>)>| plan.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
 
@@ -397,10 +397,7 @@ fn plan_naming_rules() {
     ));
 
     let mut containerd = desc(Some("latest"), 1);
-    containerd.annotations.insert(
-        ANNOTATION_CONTAINERD_NAME.into(),
-        "docker.io/library/busybox:1.36".into(),
-    );
+    containerd.set_annotation(ANNOTATION_CONTAINERD_NAME, "docker.io/library/busybox:1.36");
     let docker_save = index(vec![containerd, desc(Some("quay.io/x/y:2"), 2)]);
     assert_eq!(
         names(plan_import(&docker_save, None, &path).unwrap()),
@@ -689,7 +686,7 @@ fn archive_with_nested_index_picks_host_platform() {
         &[(LayerTar::new().file("bin/sh", 0o755, b"sh").finish(), true)],
     );
     let host = host_platform();
-    let other_arch = if host.architecture == "s390x" {
+    let other_arch = if host.architecture().to_string() == "s390x" {
         "riscv64"
     } else {
         "s390x"
@@ -709,7 +706,7 @@ fn archive_with_nested_index_picks_host_platform() {
                 "mediaType": MEDIA_TYPE_OCI_MANIFEST,
                 "digest": image.manifest_digest,
                 "size": image.manifest_size,
-                "platform": { "architecture": host.architecture, "os": "linux" },
+                "platform": { "architecture": host.architecture().to_string(), "os": "linux" },
             },
         ],
     }))
@@ -746,6 +743,7 @@ fn archive_with_nested_index_picks_host_platform() {
     let foreign = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "manifests": [{
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
             "digest": format!("sha256:{}", "c".repeat(64)),
             "size": 1,
             "platform": { "architecture": other_arch, "os": "linux" },
@@ -756,7 +754,7 @@ fn archive_with_nested_index_picks_host_platform() {
     write_index(
         &layout,
         vec![
-            json!({ "digest": foreign_digest, "size": foreign.len(), "annotations": { ANNOTATION_REF_NAME: "foreign:1" } }),
+            json!({ "mediaType": MEDIA_TYPE_OCI_INDEX, "digest": foreign_digest, "size": foreign.len(), "annotations": { ANNOTATION_REF_NAME: "foreign:1" } }),
         ],
     );
     match store.import(&layout, None) {
