@@ -206,8 +206,8 @@ pub enum ImageCommand {
         max_layer_size: String,
     },
     /// Pull an image from its registry (registries on localhost and
-    /// 127.0.0.0/8 over plain HTTP, unless --registry-certs-dir has a CA for
-    /// them); progress bars per layer when stdout is a terminal.
+    /// 127.0.0.0/8 over plain HTTP, unless --registry-certs-dir has
+    /// certificates for them); progress bars per layer when stdout is a terminal.
     Pull {
         name: String,
         #[command(flatten)]
@@ -233,7 +233,8 @@ pub struct RegistryArgs {
     /// read at each pull; keys match as kubelet matches them (host, port, path prefix, `*.` labels).
     #[arg(long, value_name = "PATH", default_value = "/etc/peapod/auth.json")]
     pub registry_auth_file: PathBuf,
-    /// Per-registry CA certificates: `DIR/HOST[:PORT]/*.crt`, as Docker's and containerd's certs.d.
+    /// Per-registry CA certificates (`DIR/HOST[:PORT]/*.crt`) and client
+    /// certificates (`NAME.cert` + `NAME.key`), as Docker's and containerd's certs.d.
     #[arg(long, value_name = "DIR", default_value = "/etc/peapod/certs.d")]
     pub registry_certs_dir: PathBuf,
     /// A registry (`HOST[:PORT]`) reached over plain HTTP; repeatable. Loopback registries always are.

@@ -37,6 +37,9 @@ pub struct Options {
     pub host: Option<String>,
     /// Accept Docker schema 1 manifests ([`Registry::push_schema1`]).
     pub schema1: bool,
+    /// With `tls`: demand a client certificate signed by a client CA of the
+    /// test's ([`Registry::client_certificate_dir`]).
+    pub client_ca: bool,
 }
 
 /// A running registry.
@@ -97,6 +100,25 @@ fn make_certificates(dir: &Path, host: &str) {
     openssl(dir, &sign.split(' ').collect::<Vec<_>>());
 }
 
+/// A client CA and, in `dir/client/`, a client certificate it signs
+/// (`client.cert`, `client.key`: the names `certs.d` and skopeo's
+/// `--cert-dir` look for).
+fn make_client_certificate(dir: &Path) {
+    new_key(dir, "clientca", "/CN=peapod test client CA", true);
+    new_key(dir, "client", "/CN=peapod test client", false);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let sign = "x509 -req -in client.csr -CA clientca.crt -CAkey clientca.key -CAcreateserial -out client.cert -days 2 -extfile client.ext";
+    openssl(dir, &sign.split(' ').collect::<Vec<_>>());
+    let pair = dir.join("client");
+    std::fs::create_dir_all(&pair).unwrap();
+    std::fs::rename(dir.join("client.cert"), pair.join("client.cert")).unwrap();
+    std::fs::rename(dir.join("client.key"), pair.join("client.key")).unwrap();
+}
+
 /// An htpasswd line with a bcrypt hash (the only kind distribution accepts).
 fn htpasswd_line(user: &str, password: &str) -> String {
     let out = Command::new("python3")
@@ -139,11 +161,19 @@ impl Registry {
         );
         if options.tls {
             make_certificates(dir.path(), &host);
+            let client_cas = if options.client_ca {
+                make_client_certificate(dir.path());
+                format!(", clientcas: [{}]", dir.path().join("clientca.crt").display())
+            } else {
+                String::new()
+            };
             config += &format!(
-                "  tls: {{certificate: {}, key: {}}}\n",
+                "  tls: {{certificate: {}, key: {}{client_cas}}}\n",
                 dir.path().join("server.crt").display(),
                 dir.path().join("server.key").display()
             );
+        } else {
+            assert!(!options.client_ca, "a client CA needs tls");
         }
         if options.schema1 {
             config += "compatibility: {schema1: {enabled: true}}\n";
@@ -205,6 +235,13 @@ impl Registry {
         self.dir.path().join("ca.crt")
     }
 
+    /// The directory holding the client certificate the registry accepts
+    /// (`client.cert` and `client.key`).
+    pub fn client_certificate_dir(&self) -> PathBuf {
+        assert!(self.options.client_ca, "the registry demands no client certificate");
+        self.dir.path().join("client")
+    }
+
     /// Pushes the image tagged `tag` in the OCI layout at `layout` as
     /// `<address>/<name>` (with the registry's credentials).
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
@@ -252,6 +289,9 @@ impl Registry {
     fn push_ref(&self, source: &str, name: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if self.options.client_ca {
+            cmd.arg("--dest-cert-dir").arg(self.client_certificate_dir());
+        }
         cmd.args(extra);
         match &self.options.access {
             Access::Anonymous => {}

@@ -99,11 +99,61 @@ fn a_tls_registry_is_trusted_through_its_ca_in_certs_d() {
     let said = succeeded(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
     assert!(said.contains(&format!("pulled {name}")), "{said}");
     assert!(images(&node).contains(&name));
+}
 
-    // A client certificate is refused by name rather than ignored.
-    std::fs::write(host_dir.join("client.cert"), "x").unwrap();
+#[test]
+fn a_registry_that_demands_a_client_certificate_gets_the_one_in_certs_d() {
+    let registry = Registry::start_with(Options {
+        tls: true,
+        client_ca: true,
+        ..Default::default()
+    });
+    registry.push(busybox(), "latest", "pp/mtls:1");
+    let node = Node::start();
+    let name = format!("{}/pp/mtls:1", registry.address);
+    let certs = temp_dir();
+    let certs_dir = certs.path().display().to_string();
+    let host_dir = certs.path().join(&registry.address);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(registry.ca(), host_dir.join("ca.crt")).unwrap();
+
+    // The server is trusted, but the registry wants to know who asks.
     let err = failed(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
-    assert!(err.contains("client.cert") && err.contains("not supported"), "{err}");
+    assert!(err.contains(&name) && err.contains("client certificate"), "{err}");
+    assert!(!images(&node).contains(&name));
+
+    // A client certificate from a CA the registry does not trust.
+    let stranger = Registry::start_with(Options {
+        tls: true,
+        client_ca: true,
+        ..Default::default()
+    });
+    for file in ["client.cert", "client.key"] {
+        std::fs::copy(stranger.client_certificate_dir().join(file), host_dir.join(file)).unwrap();
+    }
+    let err = failed(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
+    assert!(err.contains(&name) && err.contains("client certificate"), "{err}");
+    assert!(!images(&node).contains(&name));
+
+    // The one it trusts: the pull goes through, and the image runs.
+    for file in ["client.cert", "client.key"] {
+        std::fs::copy(registry.client_certificate_dir().join(file), host_dir.join(file)).unwrap();
+    }
+    let said = succeeded(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
+    assert!(said.contains(&format!("pulled {name}")), "{said}");
+    assert!(images(&node).contains(&name));
+    assert!(registry.blob_gets() > 0, "the layers came from the registry");
+
+    // The daemon reads the same directory for the pods it starts.
+    drop(node);
+    let daemon = Node::start_with_args(&["--registry-certs-dir", &certs_dir], |_| {});
+    daemon.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: mtls}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {name}\n    command: [sh, -c, 'echo from-mtls']\n"
+    ));
+    daemon.wait_pod("mtls", "Succeeded", Duration::from_secs(90), |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert!(daemon.logs("mtls", "c").contains("from-mtls"));
 }
 
 #[test]

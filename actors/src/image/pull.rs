@@ -92,7 +92,18 @@ fn client_error(reference: &str, e: oci_client::errors::OciDistributionError) ->
             reference,
             format!("401 Unauthorized from {url}: the registry refused the credentials (or their absence)"),
         ),
-        _ => registry_error(reference, with_causes(&e)),
+        _ => {
+            let mut message = with_causes(&e);
+            // The TLS alert a registry sends when it wants a client
+            // certificate it did not get, or does not trust the one it got.
+            if ["BadCertificate", "CertificateRequired", "UnknownCA"]
+                .iter()
+                .any(|alert| message.contains(&format!("fatal alert: {alert}")))
+            {
+                message += " (the registry refused the client certificate, or its absence: one it demands is read from <certs.d>/<registry>/NAME.cert and NAME.key)";
+            }
+            registry_error(reference, message)
+        }
     }
 }
 
@@ -204,6 +215,7 @@ impl ImageStore {
         let client = Client::try_from(ClientConfig {
             protocol: endpoint.protocol,
             extra_root_certificates: endpoint.roots,
+            client_identity: endpoint.identity,
             ..Default::default()
         })
         .map_err(|e| client_error(name, e))?;

@@ -1,6 +1,7 @@
 //! Where pulls go and as whom: credentials from a Docker-style `config.json`,
-//! per-registry CA certificates in a `certs.d/<host>/` directory (Docker's
-//! and containerd's layout), registries reached over plain HTTP, and mirrors.
+//! per-registry CA certificates and client certificates in a
+//! `certs.d/<host>/` directory (Docker's and containerd's layout), registries
+//! reached over plain HTTP, and mirrors.
 //!
 //! Everything is read when a pull begins, so an edited `config.json` or a new
 //! CA applies to the next pull without a restart.
@@ -21,7 +22,8 @@ pub struct RegistryConfig {
     /// A Docker-style `config.json` (`{"auths": {"host": {"auth": "…"}}}`).
     pub auth_file: Option<PathBuf>,
     /// A directory of `<host[:port]>/` directories holding `*.crt` CA
-    /// certificates for that registry.
+    /// certificates for that registry and `*.cert` + `*.key` client
+    /// certificates to present to it.
     pub certs_dir: Option<PathBuf>,
     /// Registries (`host[:port]`) reached over plain HTTP; loopback ones
     /// always are, unless `certs_dir` has certificates for them.
@@ -36,7 +38,16 @@ pub struct RegistryConfig {
 pub(super) struct Endpoint {
     pub protocol: ClientProtocol,
     pub roots: Vec<Certificate>,
+    /// A client certificate and its key, PEM, for mutual TLS.
+    pub identity: Option<Vec<u8>>,
     pub auth: RegistryAuth,
+}
+
+/// What `certs.d/<host>/` holds for one registry.
+#[derive(Debug, Default)]
+struct TlsFiles {
+    roots: Vec<Certificate>,
+    identity: Option<Vec<u8>>,
 }
 
 /// The name a registry goes by in configuration: Docker Hub's several host
@@ -97,8 +108,9 @@ impl RegistryConfig {
     /// [`ImageError::Registry`] naming the file that cannot be read or
     /// parsed: the credentials file, or a certificate in `certs_dir`.
     pub(super) fn endpoint(&self, registry: &str, repository: &str, reference: &str) -> Result<Endpoint, ImageError> {
-        let roots = self.roots(registry, reference)?;
+        let TlsFiles { roots, identity } = self.tls_files(registry, reference)?;
         let plain = roots.is_empty()
+            && identity.is_none()
             && (is_loopback(registry)
                 || self
                     .insecure
@@ -118,48 +130,83 @@ impl RegistryConfig {
             Some(path) => credentials(path, registry, repository, reference)?,
             None => RegistryAuth::Anonymous,
         };
-        Ok(Endpoint { protocol, roots, auth })
+        Ok(Endpoint {
+            protocol,
+            roots,
+            identity,
+            auth,
+        })
     }
 
-    /// The CA certificates `certs_dir/<registry>/*.crt`. A client
-    /// certificate there (`*.cert`/`*.key`) is refused: the registry client
-    /// cannot present one, and pulling without it would fail less clearly.
-    fn roots(&self, registry: &str, reference: &str) -> Result<Vec<Certificate>, ImageError> {
+    /// What `certs_dir/<registry>/` holds, read as Docker and containerd
+    /// read it: every `*.crt` is a CA certificate; `name.cert` is a client
+    /// certificate whose key is `name.key` (one without the other is an
+    /// error naming it). Several client pairs: the first by name is used.
+    fn tls_files(&self, registry: &str, reference: &str) -> Result<TlsFiles, ImageError> {
         let Some(dir) = &self.certs_dir else {
-            return Ok(Vec::new());
+            return Ok(TlsFiles::default());
         };
         let dir = dir.join(registry);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TlsFiles::default()),
             Err(e) => return Err(config_error(reference, &dir, e)),
         };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        let mut roots = Vec::new();
-        for path in paths {
+        let read = |path: &Path, marker: &str, what: &str| -> Result<Vec<u8>, ImageError> {
+            let data = std::fs::read(path).map_err(|e| config_error(reference, path, e))?;
+            if String::from_utf8_lossy(&data).contains(marker) {
+                Ok(data)
+            } else {
+                Err(config_error(reference, path, format!("not a PEM {what}")))
+            }
+        };
+        let mut files = TlsFiles::default();
+        for path in &paths {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("crt") => {
-                    let data = std::fs::read(&path).map_err(|e| config_error(reference, &path, e))?;
-                    if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-                        return Err(config_error(reference, &path, "not a PEM certificate"));
+                Some("crt") => files.roots.push(Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: read(path, "-----BEGIN CERTIFICATE-----", "certificate")?,
+                }),
+                Some("cert") => {
+                    let key = path.with_extension("key");
+                    if !key.is_file() {
+                        return Err(config_error(
+                            reference,
+                            path,
+                            format!(
+                                "a client certificate needs its private key beside it as {}",
+                                key.display()
+                            ),
+                        ));
                     }
-                    roots.push(Certificate {
-                        encoding: CertificateEncoding::Pem,
-                        data,
-                    });
+                    let mut identity = read(path, "-----BEGIN CERTIFICATE-----", "certificate")?;
+                    identity.push(b'\n');
+                    identity.extend(read(&key, "PRIVATE KEY-----", "private key")?);
+                    match &files.identity {
+                        None => files.identity = Some(identity),
+                        Some(_) => tracing::warn!(
+                            registry,
+                            ignored = %path.display(),
+                            "several client certificates for one registry; presenting the first by name"
+                        ),
+                    }
                 }
-                Some("cert" | "key") => {
+                Some("key") if !path.with_extension("cert").is_file() => {
                     return Err(config_error(
                         reference,
-                        &path,
-                        "client certificates are not supported yet (the registry client cannot present one); remove it or pull with another tool",
+                        path,
+                        format!(
+                            "a private key without its client certificate {}",
+                            path.with_extension("cert").display()
+                        ),
                     ))
                 }
                 _ => {}
             }
         }
-        Ok(roots)
+        Ok(files)
     }
 }
 
@@ -401,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn certs_dir_gives_roots_and_refuses_client_certificates() {
+    fn certs_dir_gives_roots_and_client_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let host = dir.path().join("reg.local:5000");
         std::fs::create_dir_all(&host).unwrap();
@@ -429,8 +476,29 @@ mod tests {
             !plain("127.0.0.1:5000"),
             "a loopback registry with a CA is reached over TLS"
         );
-        std::fs::write(host.join("client.cert"), "x").unwrap();
+
+        // A client certificate needs its key, and a key its certificate.
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+        std::fs::write(host.join("client.cert"), cert).unwrap();
         let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
-        assert!(e.contains("client.cert") && e.contains("not supported"), "{e}");
+        assert!(e.contains("client.cert") && e.contains("client.key"), "{e}");
+        std::fs::write(host.join("client.key"), "junk").unwrap();
+        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        assert!(e.contains("client.key") && e.contains("not a PEM private key"), "{e}");
+        std::fs::write(host.join("client.key"), key).unwrap();
+        let identity = config.endpoint("reg.local:5000", "a", "x").unwrap().identity.unwrap();
+        assert_eq!(String::from_utf8(identity).unwrap(), format!("{cert}\n{key}"));
+        std::fs::write(host.join("other.key"), key).unwrap();
+        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        assert!(e.contains("other.key") && e.contains("other.cert"), "{e}");
+        std::fs::remove_file(host.join("other.key")).unwrap();
+
+        // A loopback registry with only a client certificate is reached over TLS too.
+        let mtls = dir.path().join("127.0.0.2:5000");
+        std::fs::create_dir_all(&mtls).unwrap();
+        std::fs::write(mtls.join("client.cert"), cert).unwrap();
+        std::fs::write(mtls.join("client.key"), key).unwrap();
+        assert!(!plain("127.0.0.2:5000"));
     }
 }
