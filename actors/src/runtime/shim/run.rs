@@ -88,14 +88,16 @@ fn report_and_exit(report: &StartReport) -> i32 {
     }
 }
 
+/// Writes a record whole or not at all (a reader never sees half of one),
+/// without waiting for the disk: `shim.pid` and `started.json` hold pids,
+/// which mean nothing once the machine has restarted, and a record lost
+/// then reads as missing, which the daemon handles. The two fsyncs this
+/// saves took 0.4-2 ms each on every start (`strace -T`, this VM's ext4).
 fn write_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     let ok = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|_| std::fs::rename(&tmp, path));
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = ok {
         eprintln!("shim: cannot write {}: {e}", path.display());
     }
@@ -103,6 +105,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
 
 fn write_exit(path: &Path, exit: &ExitRecord) {
     write_atomically(path, serde_json::to_string(exit).unwrap_or_default().as_bytes());
+}
+
+/// Makes the exit record durable: how a container ended must survive a
+/// power loss (a Job's success is counted from it). Done once everyone
+/// waiting has been told, so no one waits for the disk.
+fn sync_exit(path: &Path) {
+    let synced = File::open(path).and_then(|f| f.sync_all()).and_then(|()| {
+        path.parent()
+            .map_or(Ok(()), |dir| File::open(dir).and_then(|d| d.sync_all()))
+    });
+    if let Err(e) = synced {
+        eprintln!("shim: cannot sync {}: {e}", path.display());
+    }
 }
 
 fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
@@ -114,6 +129,7 @@ fn fail(config: &ShimConfig, mut report: File, message: String) -> i32 {
         serde_json::to_string(&StartReport::Failed { message }).unwrap_or_default()
     );
     let _ = std::fs::remove_file(&config.socket);
+    sync_exit(&config.exit_file);
     1
 }
 
@@ -428,6 +444,7 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
         let _ = writeln!(w, "{reply}");
     }
     let _ = std::fs::remove_file(&config.socket);
+    sync_exit(&config.exit_file);
     0
 }
 
