@@ -36,6 +36,8 @@ if [ ${#storage[@]} -gt 0 ]; then
     done
   fi
 fi
+# kubectl for the tests that drive peapod the way Kubernetes users do.
+bash scripts/install-kubectl.sh
 profile=${PEAPOD_PROFILE:-debug}
 # The test build carries the fault-injection points (tests/tests/supervision.rs
 # crashes actors and kills the daemon at chosen moments); release builds never do.

@@ -172,6 +172,29 @@ fn route(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     })
 }
 
+/// The Kubernetes minor version `/version` claims. The served objects follow
+/// the 1.34 schemas (k8s-openapi's `v1_34`); 1.33 is the newest kubectl the
+/// Google Cloud SDK's `kubectl` dispatcher (which runs `kubectl.1.<minor>`
+/// for the server's minor) ships, and within kubectl's one-minor skew.
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// `GET /version`: version.Info, as kubectl version and the client's
+/// version checks read it.
+pub async fn version() -> HttpResponse {
+    let git_version = format!("v1.{KUBERNETES_MINOR}.0+peapod.{}", env!("CARGO_PKG_VERSION"));
+    HttpResponse::Ok().json(json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": git_version,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", if cfg!(target_arch = "x86_64") { "amd64" } else if cfg!(target_arch = "aarch64") { "arm64" } else { std::env::consts::ARCH }),
+    }))
+}
+
 /// `GET /api`: the core group's versions.
 pub async fn api_versions() -> HttpResponse {
     let versions = kinds::groups()

@@ -108,6 +108,8 @@ pub struct DaemonArgs {
     no_metrics: bool,
     #[command(flatten)]
     registries: crate::commands::RegistryArgs,
+    #[command(flatten)]
+    https: crate::https::HttpsArgs,
     /// Image filesystem usage (percent) at which unused images are removed; 100 never (kubelet's flag).
     #[arg(long, default_value_t = 85)]
     image_gc_high_threshold: u8,
@@ -219,7 +221,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     protect_from_oom_killer();
     // Read once here, so admissions never read /proc on an actor thread.
     let _ = peapod_actors::config::capacity();
-    let paths = NodePaths::new(args.root_dir, args.run_dir);
+    let paths = NodePaths::new(args.root_dir.clone(), args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
     restrict_state(&paths)?;
@@ -363,30 +365,31 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             volumes,
             tree,
         });
+        let local_state = state.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
-                .app_data(state.clone())
+                .app_data(local_state.clone())
                 .app_data(actix_web::web::PayloadConfig::new(8 << 20))
-                .route("/api", actix_web::web::get().to(api::api_versions))
-                .route("/apis", actix_web::web::get().to(api::api_groups))
-                .route("/api/{version}", actix_web::web::get().to(api::resource_list))
-                .route("/api/{version}/{tail:.*}", actix_web::web::route().to(api::resource))
-                .route("/apis/{group}", actix_web::web::get().to(api::api_group_versions))
-                .route("/apis/{group}/{version}", actix_web::web::get().to(api::resource_list))
-                .route(
-                    "/apis/{group}/{version}/{tail:.*}",
-                    actix_web::web::route().to(api::resource),
-                )
-                .route("/peapod/v1/plugins", actix_web::web::get().to(api::plugins))
-                .route("/peapod/v1/tree", actix_web::web::get().to(api::tree))
+                .configure(routes)
         })
         .workers(1)
         .bind_uds(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
         tracing::info!("peapod daemon serving on {}", socket.display());
+        let https = match args.https.listen_https {
+            Some(listen) => Some(serve_https(&args.root_dir, &args.https, listen, state)?),
+            None => None,
+        };
+        let https = async move {
+            match https {
+                Some(server) => server.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = server.run() => r?,
+            r = https => r?,
             why = node => {
                 // The root supervisor gave up: exit so the daemon's own supervisor restarts it.
                 // Containers keep running under their shims and are re-adopted.
@@ -395,4 +398,52 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The API's routes, on the unix socket and the HTTPS listener alike.
+fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web::{get, route};
+    cfg.route("/version", get().to(api::version))
+        .route("/api", get().to(api::api_versions))
+        .route("/apis", get().to(api::api_groups))
+        .route("/api/{version}", get().to(api::resource_list))
+        .route("/api/{version}/{tail:.*}", route().to(api::resource))
+        .route("/apis/{group}", get().to(api::api_group_versions))
+        .route("/apis/{group}/{version}", get().to(api::resource_list))
+        .route("/apis/{group}/{version}/{tail:.*}", route().to(api::resource))
+        .route("/peapod/v1/plugins", get().to(api::plugins))
+        .route("/peapod/v1/tree", get().to(api::tree));
+}
+
+/// Starts the HTTPS listener: every request needs a bearer token of an
+/// admin (`https::authenticate`). The address bound (a port 0 picks one) is
+/// recorded for `peapod kubeconfig`.
+fn serve_https(
+    root: &std::path::Path,
+    args: &crate::https::HttpsArgs,
+    listen: std::net::SocketAddr,
+    state: actix_web::web::Data<ApiState>,
+) -> Result<actix_web::dev::Server> {
+    let token_file = match &args.token_auth_file {
+        Some(p) => p.clone(),
+        None => crate::https::ensure_token_file(root)?,
+    };
+    let tokens = actix_web::web::Data::new(crate::https::Tokens::new(token_file)?);
+    let tls = crate::https::server_config(root, args, &listen)?;
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .app_data(tokens.clone())
+            .app_data(actix_web::web::PayloadConfig::new(8 << 20))
+            .wrap(actix_web::middleware::from_fn(crate::https::authenticate))
+            .configure(routes)
+    })
+    .workers(2)
+    .bind_rustls_0_23(listen, tls)
+    .with_context(|| format!("listen on https://{listen}"))?;
+    let bound = server.addrs().first().copied().unwrap_or(listen);
+    let record = crate::https::listen_record(root);
+    std::fs::write(&record, bound.to_string()).with_context(|| format!("write {}", record.display()))?;
+    tracing::info!("peapod daemon serving HTTPS on {bound}");
+    Ok(server.run())
 }

@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod commands;
 mod daemon;
+mod https;
 mod metrics_server;
 mod output;
 mod progress;
@@ -78,6 +79,20 @@ enum Command {
     /// Show the daemon's live supervision tree: each actor, what it
     /// supervises, its state, and how often it was restarted after a crash.
     Tree(commands::TreeArgs),
+    /// Print a kubeconfig for the daemon's HTTPS listener (`--listen-https`):
+    /// the node's CA and an admin token. Run as root on the node:
+    /// `peapod kubeconfig > kc && kubectl --kubeconfig kc get pods`.
+    Kubeconfig {
+        /// The daemon's root dir, which holds `pki/`.
+        #[arg(long, default_value = "/var/lib/peapod")]
+        root_dir: PathBuf,
+        /// The server URL to write (default: the address the daemon listens on).
+        #[arg(long)]
+        server: Option<String>,
+        /// The token file the daemon reads (its --token-auth-file).
+        #[arg(long)]
+        token_auth_file: Option<PathBuf>,
+    },
     /// Manage the local image store.
     Image {
         #[command(subcommand)]
@@ -189,6 +204,11 @@ fn main() {
     let res = match cli.command {
         Command::Shim { .. } => unreachable!("handled above"),
         Command::Daemon(args) => daemon::run(*args),
+        Command::Kubeconfig {
+            root_dir,
+            server,
+            token_auth_file,
+        } => https::kubeconfig(&root_dir, server.as_deref(), token_auth_file.as_deref()).map(|k| print!("{k}")),
         Command::Apply(a) => commands::apply(&client(), a),
         Command::Create(a) => commands::create(&client(), a),
         Command::Get(a) => commands::get(&client(), a),
