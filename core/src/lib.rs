@@ -9,10 +9,12 @@
 pub mod cron;
 pub mod deletion;
 pub mod field;
+pub mod fields;
 pub mod kinds;
 pub mod manifest;
 pub mod names;
 pub mod object;
+pub mod patch;
 pub mod printers;
 pub mod quantity;
 pub mod resources;

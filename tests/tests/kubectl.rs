@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use peapod_tests::{http_get, wait_for, Node};
+use peapod_tests::{wait_for, Node};
 
+/// kubectl 1.33, or `PEAPOD_KUBECTL`.
 fn kubectl_binary() -> PathBuf {
-    let path = std::env::var_os("PEAPOD_KUBECTL").map_or_else(
-        || PathBuf::from("/usr/local/lib/peapod/kubectl/kubectl-1.33"),
-        PathBuf::from,
-    );
+    kubectl_release("1.33")
+}
+
+/// The kubectl of a minor release scripts/install-kubectl.sh installs.
+fn kubectl_release(minor: &str) -> PathBuf {
+    let path = match std::env::var_os("PEAPOD_KUBECTL") {
+        Some(p) if minor == "1.33" => PathBuf::from(p),
+        _ => PathBuf::from(format!("/usr/local/lib/peapod/kubectl/kubectl-{minor}")),
+    };
     assert!(
         path.is_file(),
         "{} is missing: scripts/install-kubectl.sh installs it",
@@ -28,6 +34,7 @@ struct Cluster {
     /// kubectl's home: its kubeconfig and caches, this test's own.
     home: tempfile::TempDir,
     address: String,
+    kubectl: PathBuf,
 }
 
 impl Cluster {
@@ -40,7 +47,12 @@ impl Cluster {
             std::fs::read_to_string(&record).ok().filter(|a| !a.is_empty())
         });
         let home = tempfile::Builder::new().prefix("pp-kube-").tempdir_in("/tmp").unwrap();
-        let cluster = Cluster { node, home, address };
+        let cluster = Cluster {
+            node,
+            home,
+            address,
+            kubectl: kubectl_binary(),
+        };
         let mut kc_args = vec!["kubeconfig", "--root-dir"];
         let root = cluster.node.root().display().to_string();
         kc_args.push(&root);
@@ -61,7 +73,7 @@ impl Cluster {
     }
 
     fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Output {
-        Command::new(kubectl_binary())
+        Command::new(&self.kubectl)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--cache-dir")
@@ -155,12 +167,82 @@ fn kubectl_reaches_the_daemon_with_the_kubeconfig_peapod_prints() {
     wait_for("the pod's log through kubectl", Duration::from_secs(30), || {
         c.ok(&["logs", "hello"]).contains("hello from peapod").then_some(())
     });
-    let deleted = c.ok(&["delete", "pod", "hello", "--grace-period=0", "--wait=false"]);
-    assert!(deleted.contains("pod \"hello\" deleted"), "{deleted}");
+    // Field selectors, on lists and watches alike.
+    let running = c.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Running,metadata.name=hello",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(running.trim(), "pod/hello");
+    let none = c.kubectl(&["get", "pods", "--field-selector", "status.phase!=Running", "-o", "name"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "");
+    let err = failed(&c.kubectl(&["get", "pods", "--field-selector", "spec.bogus=1"]));
+    assert!(err.contains("field label not supported: spec.bogus"), "{err}");
+    // describe finds the pod's own events (by involvedObject).
+    let described = c.ok(&["describe", "pod", "hello"]);
+    assert!(described.contains("Started"), "{described}");
 
-    // The listener speaks TLS only.
-    let (code, _) = http_get(&c.address, "/version");
-    assert_ne!(code, 200, "plain HTTP must not be answered");
+    // get NAME -w: the first event (the current state) is dropped by kubectl,
+    // and a change shows as a new row.
+    let mut watcher = Command::new(&c.kubectl)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("--cache-dir")
+        .arg(c.home.path().join("cache"))
+        .args(["get", "pod", "hello", "-w", "-L", "tier", "--no-headers"])
+        .env("HOME", c.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("kubectl prints the pod first");
+    assert!(first.starts_with("hello"), "{first}");
+    c.ok(&["label", "pod", "hello", "tier=watched"]);
+    let seen = (0..10).find_map(|_| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .ok()
+            .filter(|l| l.contains("watched"))
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(seen.is_some(), "kubectl get -w did not show the label change");
+
+    // delete waits (an informer on metadata.name) until the pod is gone.
+    let deleted = c.ok(&["delete", "pod", "hello", "--grace-period=1", "--timeout=60s"]);
+    assert!(deleted.contains("pod \"hello\" deleted"), "{deleted}");
+    assert!(
+        c.node.pod("hello").is_none(),
+        "kubectl returned before the pod was gone"
+    );
+
+    // The listener speaks TLS only: plain HTTP gets no HTTP answer (the
+    // server may close before the request is even written).
+    let answer = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&c.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(stream, "GET /version HTTP/1.0\r\nHost: {}\r\n\r\n", c.address);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    assert!(!answer.starts_with("HTTP/"), "plain HTTP was answered: {answer}");
 }
 
 #[test]
@@ -208,4 +290,206 @@ fn tokens_decide_who_gets_in_and_the_refusals_are_status_objects() {
     std::fs::write(&tokens, text).unwrap();
     let out = c.kubectl_with(&c.with_token("newtoken0123456789"), &["get", "pods"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        image: busybox:1.35
+        command: [sleep, '3600']
+        env:
+        - {name: KEEP, value: '1'}
+        - {name: DROP, value: '2'}
+        ports: [{containerPort: 8080, name: http}]
+";
+
+fn deployment(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap()
+}
+
+#[test]
+fn apply_create_patch_label_annotate_and_edit_through_kubectl() {
+    let c = Cluster::start(&[]);
+    let manifest = c.home.path().join("web.yaml");
+    std::fs::write(&manifest, DEPLOYMENT).unwrap();
+    let m = manifest.display().to_string();
+    // Validation finds an (empty) OpenAPI document, so nothing needs --validate=false.
+    let said = c.ok(&["apply", "-f", &m]);
+    assert!(said.contains("deployment.apps/web created"), "{said}");
+    let first = deployment(&c);
+    assert!(first["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+
+    // The second apply is a strategic merge patch computed against the last
+    // applied configuration: a new image, one env var gone, the other kept.
+    std::fs::write(
+        &manifest,
+        DEPLOYMENT
+            .replace("image: busybox:1.35", "image: busybox:1.36")
+            .replace("        - {name: DROP, value: '2'}\n", ""),
+    )
+    .unwrap();
+    let said = c.ok(&["apply", "-f", &m]);
+    assert!(said.contains("deployment.apps/web configured"), "{said}");
+    let d = deployment(&c);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox:1.36", "{container}");
+    assert_eq!(
+        container["env"],
+        serde_json::json!([{"name": "KEEP", "value": "1"}]),
+        "{container}"
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8080, "{container}");
+    assert!(
+        d["metadata"]["generation"].as_i64() > first["metadata"]["generation"].as_i64(),
+        "a spec change moves generation: {d}"
+    );
+    let said = c.ok(&["apply", "-f", &m]);
+    assert!(said.contains("deployment.apps/web unchanged"), "{said}");
+
+    // label and annotate (strategic merge patches of metadata).
+    c.ok(&["label", "deployment", "web", "tier=front"]);
+    c.ok(&["annotate", "deployment", "web", "note=first"]);
+    let d = deployment(&c);
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(d["metadata"]["annotations"]["note"], "first");
+    c.ok(&["label", "deployment", "web", "tier-"]);
+    assert!(deployment(&c)["metadata"]["labels"].get("tier").is_none());
+
+    // patch in all three formats.
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"merge":"yes"}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/json","value":"yes"},{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"busybox:1.37"}]"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","env":[{"name":"ADDED","value":"3"}]}]}}}}"#,
+    ]);
+    let d = deployment(&c);
+    assert_eq!(d["metadata"]["labels"]["merge"], "yes");
+    assert_eq!(d["metadata"]["labels"]["json"], "yes");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox:1.37");
+    assert_eq!(
+        container["env"],
+        serde_json::json!([{"name": "KEEP", "value": "1"}, {"name": "ADDED", "value": "3"}]),
+        "a strategic patch merges env by name: {container}"
+    );
+    // A JSON patch whose test fails changes nothing and says why.
+    let out = c.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/metadata/labels/json","value":"no"},{"op":"remove","path":"/metadata/labels/json"}]"#,
+    ]);
+    let err = failed(&out);
+    assert!(err.contains("test"), "{err}");
+    assert_eq!(deployment(&c)["metadata"]["labels"]["json"], "yes");
+
+    // edit with a scripted editor.
+    let editor = c.home.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/note: first/note: edited/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("--cache-dir")
+        .arg(c.home.path().join("cache"))
+        .args(["edit", "deployment", "web"])
+        .env("HOME", c.home.path())
+        .env("KUBE_EDITOR", &editor)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "edit: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(deployment(&c)["metadata"]["annotations"]["note"], "edited");
+
+    // create -f validates too, and refuses what exists.
+    let pod = c.home.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: made}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n",
+    )
+    .unwrap();
+    let p = pod.display().to_string();
+    assert!(c.ok(&["create", "-f", &p]).contains("pod/made created"));
+    let err = failed(&c.kubectl(&["create", "-f", &p]));
+    assert!(err.contains("AlreadyExists") || err.contains("already exists"), "{err}");
+    c.ok(&["delete", "pod", "made", "--grace-period=0", "--wait=false"]);
+
+    // Server-side apply, as an upsert: it creates, then merges.
+    let ssa = c.home.path().join("ssa.yaml");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team, labels: {a: '1'}}\n",
+    )
+    .unwrap();
+    let s = ssa.display().to_string();
+    let said = c.ok(&["apply", "--server-side", "-f", &s]);
+    assert!(said.contains("namespace/team serverside-applied"), "{said}");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team, labels: {a: '2', b: '3'}}\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "--server-side", "-f", &s]);
+    let ns: serde_json::Value = serde_json::from_str(&c.ok(&["get", "namespace", "team", "-o", "json"])).unwrap();
+    assert_eq!(ns["metadata"]["labels"]["a"], "2", "{ns}");
+    assert_eq!(ns["metadata"]["labels"]["b"], "3", "{ns}");
+    c.ok(&["delete", "deployment", "web", "--wait=false"]);
+}
+
+#[test]
+fn kubectl_1_20_gets_applies_and_patches_too() {
+    let mut c = Cluster::start(&[]);
+    c.kubectl = kubectl_release("1.20");
+    let version = c.ok(&["version", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_str(&version).unwrap();
+    assert_eq!(version["clientVersion"]["minor"], "20", "{version}");
+    assert_eq!(version["serverVersion"]["minor"], "33", "{version}");
+    let manifest = c.home.path().join("web.yaml");
+    std::fs::write(&manifest, DEPLOYMENT).unwrap();
+    let m = manifest.display().to_string();
+    // 1.20 validates against the OpenAPI v2 document (empty here) by default.
+    assert!(c.ok(&["apply", "-f", &m]).contains("deployment.apps/web created"));
+    std::fs::write(
+        &manifest,
+        DEPLOYMENT.replace("image: busybox:1.35", "image: busybox:1.36"),
+    )
+    .unwrap();
+    assert!(c.ok(&["apply", "-f", &m]).contains("deployment.apps/web configured"));
+    c.ok(&["label", "deployment", "web", "tier=front"]);
+    let d = deployment(&c);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(
+        c.ok(&["get", "deployments", "-o", "name"]).trim(),
+        "deployment.apps/web"
+    );
 }
