@@ -40,7 +40,7 @@ pub struct GetArgs {
     all_namespaces: bool,
     #[arg(short = 'l', long)]
     selector: Option<String>,
-    /// wide | yaml | json | name
+    /// wide | yaml | json | name | jsonpath=TEMPLATE | custom-columns=HEADER:PATH,…
     #[arg(short = 'o', long)]
     output: Option<String>,
     #[arg(long)]
@@ -59,14 +59,27 @@ pub struct DescribeArgs {
 
 #[derive(Args)]
 pub struct DeleteArgs {
-    /// Resource type and names (or use -f).
+    /// `TYPE NAME…`, `TYPE/NAME…`, or a type with -l or --all (or use -f).
     what: Vec<String>,
     #[arg(short = 'f', long = "filename")]
     files: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Delete the objects of the type whose labels match.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Delete every object of the type in the namespace.
+    #[arg(long)]
+    all: bool,
     #[arg(long)]
     grace_period: Option<i64>,
+    /// A grace period of 1 second (kubectl's `--now`).
+    #[arg(long, conflicts_with = "grace_period")]
+    now: bool,
+    /// With --grace-period=0: remove at once, without waiting for the
+    /// containers' ends to be confirmed (kubectl's `--force`).
+    #[arg(long)]
+    force: bool,
     /// What becomes of the objects' dependents: `background` (deleted after
     /// the owner), `foreground` (deleted before it) or `orphan` (kept).
     #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan", "true", "false"])]
@@ -269,16 +282,20 @@ fn kind_named(word: &str) -> Result<&'static Kind> {
 fn read_manifests(files: &[String]) -> Result<Vec<manifest::Document>> {
     let mut docs = Vec::new();
     for f in files {
-        let text = if f == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-            s
-        } else {
-            std::fs::read_to_string(f).with_context(|| format!("error reading {f}"))?
-        };
-        docs.extend(manifest::parse(f, &text)?);
+        docs.extend(manifest::parse(f, &read_source(f)?)?);
     }
     Ok(docs)
+}
+
+/// A manifest file's text, or stdin's for `-`.
+fn read_source(f: &str) -> Result<String> {
+    if f == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(f).with_context(|| format!("error reading {f}"))
+    }
 }
 
 fn target_ns(doc: &manifest::Document, flag: &Option<String>) -> Result<String> {
@@ -397,8 +414,22 @@ fn apply_one(c: &Client, d: &manifest::Document, ns: &str, name: &str, manifest:
 }
 
 pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
-    let docs = read_manifests(&a.files)?;
+    // As kubectl: every document that can be read is applied, and each one
+    // that cannot is reported in its place; any failure fails the command.
     let mut failed = false;
+    let mut docs = Vec::new();
+    for f in &a.files {
+        let text = read_source(f)?;
+        for d in manifest::parse_each(f, &text) {
+            match d {
+                Ok(d) => docs.push(d),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
     for d in docs {
         let ns = target_ns(&d, &a.namespace)?;
         let name = d.object["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -480,6 +511,15 @@ fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs) -> Result<()> {
         Some("name") => items
             .iter()
             .for_each(|i| println!("{}/{}", kind.singular, i["metadata"]["name"].as_str().unwrap_or(""))),
+        Some(o) if o.starts_with("jsonpath=") || o.starts_with("jsonpath-as-json=") => {
+            let template = crate::jsonpath::Template::parse(o.split_once('=').map_or("", |(_, t)| t))
+                .map_err(|e| anyhow!("error: error parsing jsonpath: {e}"))?;
+            print!("{}", template.render(&whole()));
+        }
+        Some(o) if o.starts_with("custom-columns=") => {
+            let rows = crate::jsonpath::custom_columns(&o["custom-columns=".len()..], items)?;
+            output::table(&rows);
+        }
         _ => unreachable!("tables are printed by print_table"),
     }
     std::io::stdout().flush()?;
@@ -492,8 +532,9 @@ fn table_output(a: &GetArgs) -> Result<Option<bool>> {
         None => Ok(Some(false)),
         Some("wide") => Ok(Some(true)),
         Some("json" | "yaml" | "name") => Ok(None),
+        Some(o) if ["jsonpath=", "jsonpath-as-json=", "custom-columns="].iter().any(|p| o.starts_with(p)) => Ok(None),
         Some(o) => bail!(
-            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: json,name,wide,yaml"
+            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: custom-columns,json,jsonpath,name,wide,yaml"
         ),
     }
 }
@@ -1318,18 +1359,39 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
             let ns = target_ns(&d, &a.namespace)?;
             targets.push((d.kind, ns, d.object["metadata"]["name"].as_str().unwrap_or("").into()));
         }
-    } else {
-        let (kind, names) = a
-            .what
-            .split_first()
-            .ok_or_else(|| anyhow!("error: must specify a resource type and name, or -f"))?;
+    } else if a.selector.is_some() || a.all {
+        let [kind] = a.what.as_slice() else {
+            bail!("error: name cannot be provided when a selector or --all is specified; give only a resource type");
+        };
         let kind = kind_named(kind)?;
-        if names.is_empty() {
-            bail!("error: resource(s) were provided, but no name was specified");
+        let ns = ns_of(&a.namespace);
+        let list = c.call(
+            "GET",
+            &format!("{}{}", kind.collection_path(&ns), query(&a.selector)),
+            None,
+        )?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or("").to_string();
+            targets.push((kind, ns.clone(), name));
         }
-        for n in names {
-            targets.push((kind, ns_of(&a.namespace), n.clone()));
+        if targets.is_empty() {
+            println!("No resources found");
+            return Ok(());
         }
+    } else {
+        if a.what.is_empty() {
+            bail!("error: must specify a resource type and name, or -f, -l or --all");
+        }
+        let (named, rest) = named_objects(&a.what)?;
+        if let Some(w) = rest.first() {
+            bail!("error: {w:?} is not a resource name");
+        }
+        for (kind, name) in named {
+            targets.push((kind, ns_of(&a.namespace), name));
+        }
+    }
+    if a.force && a.grace_period.unwrap_or(0) != 0 {
+        bail!("error: --force needs --grace-period=0 (or none)");
     }
     // kubectl's old boolean form: true is background, false is orphan.
     let policy = match a.cascade.as_str() {
@@ -1338,7 +1400,12 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
         _ => "Background",
     };
     let mut q = format!("?propagationPolicy={policy}");
-    if let Some(g) = a.grace_period {
+    let grace = match (a.now, a.force, a.grace_period) {
+        (true, _, _) => Some(1),
+        (_, true, _) => Some(0),
+        (_, _, g) => g,
+    };
+    if let Some(g) = grace {
         q.push_str(&format!("&gracePeriodSeconds={g}"));
     }
     let mut failed = false;
@@ -1347,6 +1414,9 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
     for (kind, ns, name) in &targets {
         match c.call("DELETE", &format!("{}{q}", kind.object_path(ns, name)), None) {
             Ok(v) => {
+                if a.force {
+                    eprintln!("Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.");
+                }
                 println!("{} \"{name}\" deleted", kind.singular);
                 let uid = v["metadata"]["uid"]
                     .as_str()

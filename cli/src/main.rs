@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod daemon;
 mod https;
+mod jsonpath;
 mod metrics_server;
 mod output;
 mod progress;
@@ -93,6 +94,11 @@ enum Command {
         #[arg(long)]
         token_auth_file: Option<PathBuf>,
     },
+    /// Print a shell completion script: `source <(peapod completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Manage the local image store.
     Image {
         #[command(subcommand)]
@@ -178,7 +184,7 @@ fn shim(what: ShimCommand) -> i32 {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(namespace_after_verb(std::env::args().collect()));
     // The shim must stay single-threaded: no runtime, no logging threads before it.
     if let Command::Shim { what } = cli.command {
         // The daemon runs with umask 077; what libcontainer creates inside a
@@ -204,6 +210,17 @@ fn main() {
     let res = match cli.command {
         Command::Shim { .. } => unreachable!("handled above"),
         Command::Daemon(args) => daemon::run(*args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "peapod", &mut script);
+            // A reader that stops early (`| head`) is no error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.map_err(Into::into),
+            }
+        }
         Command::Kubeconfig {
             root_dir,
             server,
@@ -231,5 +248,69 @@ fn main() {
     if let Err(e) = res {
         eprintln!("{e:#}");
         std::process::exit(1);
+    }
+}
+
+/// kubectl takes `-n NS` anywhere, `kubectl -n kube-system get pods`
+/// included; the verbs here take it after themselves, so a namespace given
+/// before the verb is moved behind it.
+fn namespace_after_verb(args: Vec<String>) -> Vec<String> {
+    let mut out = vec![args.first().cloned().unwrap_or_default()];
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = &args[i];
+        match a.as_str() {
+            "-n" | "--namespace" if i + 1 < args.len() => {
+                moved.extend([a.clone(), args[i + 1].clone()]);
+                i += 2;
+            }
+            _ if a.starts_with("--namespace=") || (a.starts_with("-n") && a.len() > 2 && !a.starts_with("--")) => {
+                moved.push(a.clone());
+                i += 1;
+            }
+            // The global flag that takes a value, in its two spellings.
+            "--socket" if i + 1 < args.len() => {
+                out.extend([a.clone(), args[i + 1].clone()]);
+                i += 2;
+            }
+            _ if a.starts_with('-') => {
+                out.push(a.clone());
+                i += 1;
+            }
+            _ => {
+                // The verb: the namespace goes right after it.
+                out.push(a.clone());
+                out.append(&mut moved);
+                out.extend(args[i + 1..].iter().cloned());
+                return out;
+            }
+        }
+    }
+    out.extend(moved);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_after_verb;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_namespace_before_the_verb_moves_behind_it() {
+        for (given, wanted) in [
+            ("peapod -n kube-system get pods", "peapod get -n kube-system pods"),
+            (
+                "peapod --socket /s --namespace=a delete pod x",
+                "peapod --socket /s delete --namespace=a pod x",
+            ),
+            ("peapod -nfoo logs p", "peapod logs -nfoo p"),
+            ("peapod get pods -n x", "peapod get pods -n x"),
+        ] {
+            assert_eq!(namespace_after_verb(words(given)), words(wanted), "{given}");
+        }
     }
 }

@@ -70,7 +70,17 @@ fn line_in(message: &str) -> Option<usize> {
 
 /// Reads every object in `text`. Each document must be a mapping with a known
 /// `apiVersion`/`kind`, and must decode into that kind's Kubernetes type.
+///
+/// # Errors
+/// The first document that cannot be read, or none at all.
 pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
+    parse_each(source_name, text).into_iter().collect()
+}
+
+/// Reads each document of `text` on its own, as `kubectl apply` does: a
+/// document that cannot be read is an error in its place, and the others
+/// are still read. A stream without objects is one error.
+pub fn parse_each(source_name: &str, text: &str) -> Vec<Result<Document, ManifestError>> {
     let err = |line: Option<usize>, message: String| ManifestError {
         source_name: source_name.to_string(),
         line,
@@ -78,11 +88,15 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestErr
     };
     let mut out = Vec::new();
     for (start, doc) in split_documents(text) {
-        let value: Value = serde_saphyr::from_str(&doc).map_err(|e| {
-            let msg = e.to_string();
-            let line = line_in(&msg).map(|l| l + start - 1).or(Some(start));
-            err(line, first_line(&msg))
-        })?;
+        let value: Value = match serde_saphyr::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = e.to_string();
+                let line = line_in(&msg).map(|l| l + start - 1).or(Some(start));
+                out.push(Err(err(line, first_line(&msg))));
+                continue;
+            }
+        };
         if value.is_null() {
             continue;
         }
@@ -91,18 +105,20 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestErr
             .filter(|_| value["kind"].as_str().is_some_and(|k| k.ends_with("List")))
         {
             for item in items.as_array().into_iter().flatten() {
-                out.push(document(item.clone(), start).map_err(|m| err(Some(start), m))?);
+                out.push(document(item.clone(), start).map_err(|m| err(Some(start), m)));
             }
             continue;
         }
-        let d = document(value, start).map_err(|m| err(Some(start), m))?;
-        check_typed(d.kind, &doc).map_err(|(line, m)| err(Some(line.map_or(start, |l| l + start - 1)), m))?;
-        out.push(d);
+        out.push(document(value, start).map_err(|m| err(Some(start), m)).and_then(|d| {
+            check_typed(d.kind, &doc)
+                .map_err(|(line, m)| err(Some(line.map_or(start, |l| l + start - 1)), m))
+                .map(|()| d)
+        }));
     }
     if out.is_empty() {
-        return Err(err(None, "no objects passed to apply".into()));
+        out.push(Err(err(None, "no objects passed to apply".into())));
     }
-    Ok(out)
+    out
 }
 
 /// Reads one YAML (or JSON) document that is not an object of a kind (an
@@ -177,5 +193,18 @@ mod tests {
         );
         let e = parse("h.yaml", "a: [1\n").unwrap_err();
         assert!(e.to_string().starts_with("h.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn each_document_is_read_on_its_own() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+        let each = parse_each("f.yaml", text);
+        assert_eq!(each.len(), 3);
+        assert_eq!(each[0].as_ref().unwrap().object["metadata"]["name"], "a");
+        let e = each[1].as_ref().unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("Widget"), "{e}");
+        assert_eq!(each[2].as_ref().unwrap().object["metadata"]["name"], "b");
+        assert!(parse("f.yaml", text).is_err());
     }
 }

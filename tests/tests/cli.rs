@@ -1,0 +1,107 @@
+//! peapod's own CLI with kubectl's habits: `-n` before the verb,
+//! `-o jsonpath=` and `custom-columns=`, `TYPE/NAME`, `delete -l`, `--all`
+//! and `--now`, a multi-document apply that applies what it can, and shell
+//! completion.
+
+use std::time::Duration;
+
+use peapod_tests::{wait_for, Node};
+
+fn pods_named(node: &Node, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .ok(&["get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}"])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_cli_takes_kubectls_habits() {
+    let node = Node::start();
+    let dir = tempfile::Builder::new().prefix("pp-cli-").tempdir_in("/tmp").unwrap();
+
+    // A multi-document apply applies every document it can and names the
+    // one it cannot, by file and line; the command fails.
+    let manifest = dir.path().join("all.yaml");
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n");
+    text.push_str("apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n---\n");
+    for (name, app) in [("a", "front"), ("b", "front"), ("c", "back")] {
+        text.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team, labels: {{app: {app}}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600']}}\n---\n"
+        ));
+    }
+    std::fs::write(&manifest, &text).unwrap();
+    let m = manifest.display().to_string();
+    let out = node.peapod(&["apply", "-f", &m]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "one document failed: {stdout}");
+    assert!(
+        stderr.contains(&format!("{m}:5")) && stderr.contains("Widget"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("namespace/team created") && stdout.contains("pod/c created"),
+        "{stdout} / {stderr}"
+    );
+
+    // -n before the verb; jsonpath and custom-columns.
+    assert_eq!(
+        node.ok(&["-n", "team", "get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]),
+        "a b c"
+    );
+    wait_for("the pods running", Duration::from_secs(60), || {
+        let phases = node.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+        ]);
+        (phases.lines().filter(|p| *p == "Running").count() == 3).then_some(())
+    });
+    let columns = node.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "team",
+        "-l",
+        "app=back",
+        "-o",
+        "custom-columns=NAME:.metadata.name,APP:.metadata.labels.app,NODE:.spec.nodeName,GONE:.status.nothing",
+    ]);
+    let lines: Vec<Vec<&str>> = columns.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["NAME", "APP", "NODE", "GONE"], "{columns}");
+    assert_eq!(lines[1][..2], ["c", "back"], "{columns}");
+    assert_eq!(lines[1][3], "<none>", "{columns}");
+    let err = node.peapod(&["get", "pods", "-o", "jsonpath={.items[*]"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("jsonpath"));
+
+    // delete TYPE/NAME, -l, --all.
+    assert!(node
+        .ok(&["delete", "pod/a", "-n", "team", "--now"])
+        .contains("pod \"a\" deleted"));
+    assert_eq!(pods_named(&node, "team"), ["b", "c"]);
+    assert!(node
+        .ok(&["delete", "pods", "-l", "app=front", "-n", "team"])
+        .contains("pod \"b\" deleted"));
+    assert_eq!(pods_named(&node, "team"), ["c"]);
+    let err = node.peapod(&["delete", "pods", "c", "--all", "-n", "team"]);
+    assert!(!err.status.success(), "a name with --all is refused");
+    node.ok(&["delete", "pods", "--all", "-n", "team"]);
+    assert!(pods_named(&node, "team").is_empty());
+
+    // Shell completion from clap.
+    let bash = node.ok(&["completion", "bash"]);
+    assert!(
+        bash.contains("_peapod()") && bash.contains("delete"),
+        "a bash completion function"
+    );
+    assert!(node.ok(&["completion", "zsh"]).starts_with("#compdef peapod"));
+}
