@@ -440,6 +440,7 @@ fn serve_https(
             .configure(routes)
     })
     .workers(2)
+    .on_connect(crate::https::note_client_certificate)
     .bind_rustls_0_23(listen, tls)
     .with_context(|| format!("listen on https://{listen}"))?;
     let bound = server.addrs().first().copied().unwrap_or(listen);

@@ -45,6 +45,11 @@ pub struct HttpsArgs {
     /// made at first start with one admin token. Read again when it changes.
     #[arg(long, value_name = "FILE")]
     pub token_auth_file: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates are accepted, as
+    /// kube-apiserver's --client-ca-file: the subject's CN is the user, its
+    /// O values the groups.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Where the node's own PKI lives.
@@ -306,18 +311,123 @@ fn serving_identity(
     Ok((vec![cert.der().clone()], key_der))
 }
 
-/// The rustls configuration of the listener.
+/// The rustls configuration of the listener: a client certificate is
+/// asked for (not required) when a client CA is configured.
 pub fn server_config(root: &Path, args: &HttpsArgs, listen: &SocketAddr) -> Result<rustls::ServerConfig> {
     let (chain, key) = serving_identity(root, args, listen)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
+        .context("TLS versions")?;
+    let builder = match &args.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+                let cert = cert.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("{}: not a CA certificate: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("{}: no certificate in it", path.display());
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .with_context(|| format!("client CAs from {}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .context("the listener's certificate and key do not belong together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The user a verified client certificate names, kept per connection.
+#[derive(Debug, Clone)]
+pub struct CertificateUser(pub User);
+
+/// For `HttpServer::on_connect`: the user of the connection's client
+/// certificate (rustls verified it against the client CA during the
+/// handshake), if one was presented.
+pub fn note_client_certificate(connection: &dyn std::any::Any, extensions: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    let Some(tls) = connection.downcast_ref::<Tls>() else {
+        return;
+    };
+    let (_, session) = tls.get_ref();
+    if let Some(user) = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| certificate_user(leaf.as_ref()))
+    {
+        extensions.insert(CertificateUser(user));
+    }
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |l, b| (l << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The user a certificate names, as kube-apiserver reads one: the subject's
+/// CN is the user name, each O a group.
+pub fn certificate_user(cert: &[u8]) -> Option<User> {
+    const SEQUENCE: u8 = 0x30;
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    const O: &[u8] = &[0x55, 0x04, 0x0a];
+    let (SEQUENCE, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der(certificate)? else {
+        return None;
+    };
+    // version [0] (optional), serialNumber, signature, issuer, validity, subject
+    let (tag, _, mut rest) = der(tbs)?;
+    let skip = if tag == 0xa0 { 4 } else { 3 };
+    for _ in 0..skip {
+        rest = der(rest)?.2;
+    }
+    let (SEQUENCE, mut subject, _) = der(rest)? else {
+        return None;
+    };
+    let (mut name, mut groups) = (None, Vec::new());
+    while !subject.is_empty() {
+        let (_, mut set, next) = der(subject)?;
+        subject = next;
+        while !set.is_empty() {
+            let (_, pair, next) = der(set)?;
+            set = next;
+            let (0x06, oid, value) = der(pair)? else { return None };
+            let (_, text, _) = der(value)?;
+            let text = String::from_utf8_lossy(text).into_owned();
+            match oid {
+                CN => name = Some(text),
+                O => groups.push(text),
+                _ => {}
+            }
+        }
+    }
+    Some(User {
+        name: name.filter(|n| !n.is_empty())?,
+        uid: String::new(),
+        groups,
+    })
 }
 
 /// A `Status` failure as the API server sends one.
@@ -334,8 +444,10 @@ pub fn status_response(code: StatusCode, reason: &str, message: &str) -> HttpRes
 }
 
 /// Authenticates a request that came over HTTPS: a bearer token from the
-/// token file, for a member of [`ADMIN_GROUP`]. 401 without a known token,
-/// 403 for anyone else; `/version` is open to a request without a token.
+/// token file or, without one, a client certificate from the client CA;
+/// the user must be a member of [`ADMIN_GROUP`]. 401 without a known token
+/// or certificate, 403 for anyone else; `/version` is open to a request
+/// without credentials.
 pub async fn authenticate(
     tokens: actix_web::web::Data<Tokens>,
     req: ServiceRequest,
@@ -350,10 +462,15 @@ pub async fn authenticate(
     // As kube-apiserver's system:public-info-viewer: the version is no
     // secret, and the kubectl dispatcher asks for it before it knows whom
     // to run. A token that is sent must still be good.
-    if bearer.is_none() && req.path() == "/version" {
+    if bearer.is_none() && req.conn_data::<CertificateUser>().is_none() && req.path() == "/version" {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let Some(user) = bearer.and_then(|t| tokens.user(t)) else {
+    let from_certificate = || req.conn_data::<CertificateUser>().map(|c| c.0.clone());
+    let user = match bearer {
+        Some(t) => tokens.user(t),
+        None => from_certificate(),
+    };
+    let Some(user) = user else {
         let response = status_response(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
         return Ok(req.into_response(response));
     };
@@ -437,6 +554,28 @@ mod tests {
         assert!(e.contains("tokens.csv:1") && e.contains("token,user,uid"), "{e}");
         let e = parse_tokens("a,b,1\na,c,2\n", path).unwrap_err().to_string();
         assert!(e.contains("tokens.csv:2"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_names_its_user_and_groups() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "carol");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let user = certificate_user(cert.der()).unwrap();
+        assert_eq!(user.name, "carol");
+        assert_eq!(user.groups, ["system:masters"]);
+        // No CN, no user; garbage is nothing, not a panic.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+        assert!(certificate_user(params.self_signed(&key).unwrap().der()).is_none());
+        assert!(certificate_user(&[0x30, 0x82, 0xff]).is_none());
+        assert!(certificate_user(&[]).is_none());
     }
 
     #[test]

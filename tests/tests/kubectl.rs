@@ -493,3 +493,78 @@ fn kubectl_1_20_gets_applies_and_patches_too() {
         "deployment.apps/web"
     );
 }
+
+/// Runs openssl in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .args(args.split(' '))
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `NAME.crt`/`NAME.key` in `dir`.
+fn client_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &format!("req -x509 -days 2 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.crt -subj /CN={name}"),
+    );
+}
+
+/// A client certificate `NAME.crt`/`NAME.key` for `subject`, signed by `ca`.
+fn client_certificate(dir: &Path, ca: &str, name: &str, subject: &str) {
+    openssl(
+        dir,
+        &format!("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.csr -subj {subject}"),
+    );
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &format!("x509 -req -days 2 -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -out {name}.crt -extfile client.ext"),
+    );
+}
+
+#[test]
+fn client_certificates_from_the_client_ca_are_users_too() {
+    use base64::Engine;
+    let dir = tempfile::Builder::new()
+        .prefix("pp-clientca-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path();
+    client_ca(d, "clients");
+    client_ca(d, "stranger");
+    client_certificate(d, "clients", "carol", "/O=system:masters/CN=carol");
+    client_certificate(d, "clients", "dave", "/O=dev/CN=dave");
+    client_certificate(d, "stranger", "eve", "/O=system:masters/CN=eve");
+    let ca = d.join("clients.crt").display().to_string();
+    let c = Cluster::start(&["--client-ca-file", &ca]);
+    let with_certificate = |name: &str| {
+        let b64 = |f: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(d.join(f)).unwrap());
+        let text = std::fs::read_to_string(c.kubeconfig()).unwrap();
+        let line = text.lines().find(|l| l.trim_start().starts_with("token:")).unwrap();
+        let path = c.home.path().join(format!("config-{name}"));
+        let user = format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(&format!("{name}.crt")),
+            b64(&format!("{name}.key"))
+        );
+        std::fs::write(&path, text.replace(line, &user)).unwrap();
+        path
+    };
+    // The token still works beside certificates.
+    c.ok(&["get", "pods"]);
+    let out = c.kubectl_with(&with_certificate("carol"), &["get", "namespaces", "-o", "name"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
+    let err = failed(&c.kubectl_with(&with_certificate("dave"), &["get", "pods"]));
+    assert!(err.contains("Forbidden") && err.contains("\"dave\""), "{err}");
+    // A certificate from another CA does not get past the handshake.
+    let err = failed(&c.kubectl_with(&with_certificate("eve"), &["get", "pods"]));
+    assert!(err.contains("unknown certificate authority"), "{err}");
+}
