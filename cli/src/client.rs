@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub struct Client {
     socket: PathBuf,
     accept: &'static str,
+    content_type: &'static str,
 }
 
 /// What kubectl's `get` asks for: objects as the server prints them.
@@ -29,6 +30,16 @@ impl Client {
         Self {
             socket,
             accept: "application/json",
+            content_type: "application/json",
+        }
+    }
+
+    /// The same daemon, sent bodies of another type (a PATCH's format).
+    pub fn sending(&self, content_type: &'static str) -> Client {
+        Client {
+            socket: self.socket.clone(),
+            accept: self.accept,
+            content_type,
         }
     }
 
@@ -37,6 +48,7 @@ impl Client {
         Client {
             socket: self.socket.clone(),
             accept: ACCEPT_TABLE,
+            content_type: self.content_type,
         }
     }
 
@@ -50,8 +62,9 @@ impl Client {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: peapod\r\nAccept: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: peapod\r\nAccept: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.accept,
+            self.content_type,
             body.len()
         )?;
         let mut reader = BufReader::new(stream);

@@ -115,6 +115,34 @@ pub struct LabelArgs {
 }
 
 #[derive(Args)]
+pub struct PatchArgs {
+    /// `TYPE NAME` or `TYPE/NAME`.
+    what: Vec<String>,
+    /// The patch (JSON or YAML), as kubectl's -p.
+    #[arg(short = 'p', long, required_unless_present = "patch_file")]
+    patch: Option<String>,
+    /// A file holding the patch.
+    #[arg(long)]
+    patch_file: Option<PathBuf>,
+    /// strategic (default), merge (RFC 7386) or json (RFC 6902).
+    #[arg(long = "type", default_value = "strategic", value_parser = ["strategic", "merge", "json"])]
+    patch_type: String,
+    /// Patch the status subresource.
+    #[arg(long, value_parser = ["status"])]
+    subresource: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct EditArgs {
+    /// `TYPE NAME` or `TYPE/NAME`.
+    what: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
 pub struct NodeArgs {
     /// The node's name.
     node: String,
@@ -1382,11 +1410,7 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
         if a.what.is_empty() {
             bail!("error: must specify a resource type and name, or -f, -l or --all");
         }
-        let (named, rest) = named_objects(&a.what)?;
-        if let Some(w) = rest.first() {
-            bail!("error: {w:?} is not a resource name");
-        }
-        for (kind, name) in named {
+        for (kind, name) in names_only(&a.what)? {
             targets.push((kind, ns_of(&a.namespace), name));
         }
     }
@@ -1450,6 +1474,15 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
 /// Objects named on the command line, with their kinds.
 type Named = Vec<(&'static Kind, String)>;
 
+/// Objects named as [`named_objects`] takes them, and nothing else.
+fn names_only(words: &[String]) -> Result<Named> {
+    let (named, rest) = named_objects(words)?;
+    match rest.first() {
+        Some(w) => bail!("error: {w:?} is not a resource name"),
+        None => Ok(named),
+    }
+}
+
 /// Objects named as kubectl takes them: `TYPE NAME…` or `TYPE/NAME…`;
 /// returns them and the words after the names that are not names (`k=v`).
 fn named_objects(words: &[String]) -> Result<(Named, Vec<String>)> {
@@ -1506,18 +1539,27 @@ pub fn scale(c: &Client, a: ScaleArgs) -> Result<()> {
 }
 
 pub fn label(c: &Client, a: LabelArgs) -> Result<()> {
+    metadata_map(c, a, "labels", "label", "labeled")
+}
+
+/// `annotate`: as `label`, on `metadata.annotations`.
+pub fn annotate(c: &Client, a: LabelArgs) -> Result<()> {
+    metadata_map(c, a, "annotations", "annotation", "annotated")
+}
+
+fn metadata_map(c: &Client, a: LabelArgs, field: &str, what: &str, done: &str) -> Result<()> {
     let (targets, changes) = named_objects(&a.what)?;
     if changes.is_empty() {
-        bail!("error: at least one label update is required");
+        bail!("error: at least one {what} update is required");
     }
     let ns = ns_of(&a.namespace);
     for (kind, name) in targets {
         let path = kind.object_path(&ns, &name);
         c.modify(&path, |obj| {
-            if !obj["metadata"]["labels"].is_object() {
-                obj["metadata"]["labels"] = json!({});
+            if !obj["metadata"][field].is_object() {
+                obj["metadata"][field] = json!({});
             }
-            let labels = &mut obj["metadata"]["labels"];
+            let labels = &mut obj["metadata"][field];
             for ch in &changes {
                 if let Some((k, v)) = ch.split_once('=') {
                     let cur = labels[k].as_str();
@@ -1534,7 +1576,80 @@ pub fn label(c: &Client, a: LabelArgs) -> Result<()> {
             }
             Ok(())
         })?;
-        println!("{} labeled", kind_slash_name(kind, &name));
+        println!("{} {done}", kind_slash_name(kind, &name));
+    }
+    Ok(())
+}
+
+/// `patch`: one object, with a strategic, merge or JSON patch (the server
+/// applies it).
+pub fn patch(c: &Client, a: PatchArgs) -> Result<()> {
+    let targets = names_only(&a.what)?;
+    let text = match (&a.patch, &a.patch_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("error reading {}", f.display()))?,
+        (None, None) => bail!("error: must specify -p or --patch-file"),
+    };
+    let body: Value = serde_json::from_str(&text)
+        .or_else(|_| serde_saphyr::from_str::<Value>(&text).map_err(|e| anyhow!("{e}")))
+        .map_err(|e| anyhow!("error: unable to parse the patch: {e}"))?;
+    let content_type = match a.patch_type.as_str() {
+        "merge" => "application/merge-patch+json",
+        "json" => "application/json-patch+json",
+        _ => "application/strategic-merge-patch+json",
+    };
+    let ns = ns_of(&a.namespace);
+    for (kind, name) in targets {
+        let mut path = kind.object_path(&ns, &name);
+        if let Some(sub) = &a.subresource {
+            path = format!("{path}/{sub}");
+        }
+        let before = c.call("GET", &path, None)?;
+        let after = c.sending(content_type).call("PATCH", &path, Some(&body))?;
+        let word = if before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"] {
+            "patched (no change)"
+        } else {
+            "patched"
+        };
+        println!("{} {word}", kind_slash_name(kind, &name));
+    }
+    Ok(())
+}
+
+/// `edit`: the object as YAML in `$KUBE_EDITOR`, `$EDITOR` or `vi`; what
+/// comes back replaces it (refused if it changed meanwhile).
+pub fn edit(c: &Client, a: EditArgs) -> Result<()> {
+    let targets = names_only(&a.what)?;
+    let ns = ns_of(&a.namespace);
+    for (kind, name) in targets {
+        let path = kind.object_path(&ns, &name);
+        let current = c.call("GET", &path, None)?;
+        let text = serde_saphyr::to_string(&current).map_err(|e| anyhow!("yaml: {e}"))?;
+        let file = std::env::temp_dir().join(format!("peapod-edit-{}-{name}.yaml", std::process::id()));
+        std::fs::write(&file, &text).with_context(|| format!("write {}", file.display()))?;
+        let editor = std::env::var("KUBE_EDITOR")
+            .or_else(|_| std::env::var("EDITOR"))
+            .unwrap_or_else(|_| "vi".into());
+        let mut words = editor.split_whitespace();
+        let program = words.next().unwrap_or("vi");
+        let status = std::process::Command::new(program)
+            .args(words)
+            .arg(&file)
+            .status()
+            .with_context(|| format!("run the editor {editor:?}"));
+        let edited = std::fs::read_to_string(&file);
+        let _ = std::fs::remove_file(&file);
+        if !status?.success() {
+            bail!("error: the editor {editor:?} failed; nothing was changed");
+        }
+        let edited = edited.with_context(|| format!("read {}", file.display()))?;
+        if edited == text {
+            println!("Edit cancelled, no changes made.");
+            continue;
+        }
+        let object = manifest::parse_config(&file.display().to_string(), &edited)?;
+        c.call("PUT", &path, Some(&object))?;
+        println!("{} edited", kind_slash_name(kind, &name));
     }
     Ok(())
 }

@@ -59,6 +59,12 @@ enum Command {
     Scale(commands::ScaleArgs),
     /// Add, change or remove labels of objects (`k=v`, `k-`).
     Label(commands::LabelArgs),
+    /// Add, change or remove annotations of objects (`k=v`, `k-`).
+    Annotate(commands::LabelArgs),
+    /// Change an object with a strategic, merge or JSON patch.
+    Patch(commands::PatchArgs),
+    /// Edit an object in $KUBE_EDITOR or $EDITOR.
+    Edit(commands::EditArgs),
     /// Mark a node unschedulable (its daemon pods still run there).
     Cordon(commands::NodeArgs),
     /// Mark a node schedulable again.
@@ -234,6 +240,9 @@ fn main() {
         Command::Logs(a) => commands::logs(&client(), a),
         Command::Scale(a) => commands::scale(&client(), a),
         Command::Label(a) => commands::label(&client(), a),
+        Command::Annotate(a) => commands::annotate(&client(), a),
+        Command::Patch(a) => commands::patch(&client(), a),
+        Command::Edit(a) => commands::edit(&client(), a),
         Command::Rollout { what } => rollout::rollout(&client(), what),
         Command::Cordon(a) => commands::cordon(&client(), a, true),
         Command::Uncordon(a) => commands::cordon(&client(), a, false),

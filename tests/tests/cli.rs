@@ -105,3 +105,74 @@ fn the_cli_takes_kubectls_habits() {
     );
     assert!(node.ok(&["completion", "zsh"]).starts_with("#compdef peapod"));
 }
+
+#[test]
+fn annotate_patch_and_edit() {
+    let node = Node::start();
+    node.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.35\n        env: [{name: KEEP, value: '1'}, {name: DROP, value: '2'}]\n",
+    );
+    let get = || -> serde_json::Value {
+        serde_json::from_str(&node.ok(&["get", "deployment", "web", "-o", "json"])).unwrap()
+    };
+    assert!(node
+        .ok(&["annotate", "deployment", "web", "note=first"])
+        .contains("annotated"));
+    assert_eq!(get()["metadata"]["annotations"]["note"], "first");
+
+    // The default is a strategic merge patch: env merges by name.
+    node.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","env":[{"name":"DROP","$patch":"delete"}]}]}}}}"#,
+    ]);
+    assert_eq!(
+        get()["spec"]["template"]["spec"]["containers"][0]["env"],
+        serde_json::json!([{"name": "KEEP", "value": "1"}])
+    );
+    node.ok(&[
+        "patch",
+        "deploy/web",
+        "--type",
+        "merge",
+        "-p",
+        "metadata: {labels: {m: '1'}}",
+    ]);
+    assert_eq!(get()["metadata"]["labels"]["m"], "1");
+    let same = node.ok(&[
+        "patch",
+        "deploy/web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":0}]"#,
+    ]);
+    assert!(same.contains("patched (no change)"), "{same}");
+    let bad = node.peapod(&[
+        "patch",
+        "deploy/web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/nope"}]"#,
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nope"));
+
+    // edit: what the editor leaves is written back.
+    let dir = tempfile::Builder::new().prefix("pp-edit-").tempdir_in("/tmp").unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/note: first/note: edited/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(peapod_tests::binary())
+        .args(["edit", "deployment", "web"])
+        .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
+    assert_eq!(get()["metadata"]["annotations"]["note"], "edited");
+}
