@@ -40,6 +40,9 @@ pub struct GetArgs {
     all_namespaces: bool,
     #[arg(short = 'l', long)]
     selector: Option<String>,
+    /// Field selector, as kubectl's (`status.phase=Running,spec.nodeName=n1`).
+    #[arg(long)]
+    field_selector: Option<String>,
     /// wide | yaml | json | name | jsonpath=TEMPLATE | custom-columns=HEADER:PATH,…
     #[arg(short = 'o', long)]
     output: Option<String>,
@@ -504,9 +507,22 @@ pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
 }
 
 fn query(selector: &Option<String>) -> String {
-    match selector {
-        Some(s) => format!("?labelSelector={}", urlencode(s)),
-        None => String::new(),
+    selectors(selector, &None)
+}
+
+/// The query string of a list: label and field selectors, if any.
+fn selectors(labels: &Option<String>, fields: &Option<String>) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = labels {
+        parts.push(format!("labelSelector={}", urlencode(l)));
+    }
+    if let Some(f) = fields {
+        parts.push(format!("fieldSelector={}", urlencode(f)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
     }
 }
 
@@ -659,7 +675,8 @@ fn kinds_named(words: &str) -> Result<Vec<&'static Kind>> {
     Ok(out)
 }
 
-pub fn get(c: &Client, a: GetArgs) -> Result<()> {
+pub fn get(c: &Client, mut a: GetArgs) -> Result<()> {
+    (a.resource, a.names) = slash_names(&a.resource, &a.names)?;
     let kinds = kinds_named(&a.resource)?;
     // One kind named by itself prints as kubectl prints one kind; a list or
     // a category prints names as `kind/name`.
@@ -676,7 +693,13 @@ pub fn get(c: &Client, a: GetArgs) -> Result<()> {
         bail!("error: watch is only supported on individual resources and resource collections, but {} resources were found", kinds.len());
     }
     let ns = ns_of(&a.namespace);
-    let collection = |kind: &Kind| format!("{}{}", get_collection(kind, &a), query(&a.selector));
+    let collection = |kind: &Kind| {
+        format!(
+            "{}{}",
+            get_collection(kind, &a),
+            selectors(&a.selector, &a.field_selector)
+        )
+    };
     match table_output(&a)? {
         Some(wide) => {
             let mut printed = 0;
@@ -745,7 +768,11 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
         }
         None => c,
     };
-    let list = client.call("GET", &format!("{collection}{}", query(&a.selector)), None)?;
+    let list = client.call(
+        "GET",
+        &format!("{collection}{}", selectors(&a.selector, &a.field_selector)),
+        None,
+    )?;
     let present = |name: &str| match table {
         Some(_) => list["rows"]
             .as_array()
@@ -778,7 +805,14 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
         }
         None => {
             let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-            items.retain(|i| a.names.is_empty() || a.names.iter().any(|n| i["metadata"]["name"] == n.as_str()));
+            if !a.names.is_empty() {
+                // In the order the names were given, as kubectl prints them.
+                items = a
+                    .names
+                    .iter()
+                    .filter_map(|n| items.iter().find(|i| i["metadata"]["name"] == n.as_str()).cloned())
+                    .collect();
+            }
             print_objects(kind, &items, &a)?;
         }
     }
@@ -786,8 +820,9 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
         return Ok(());
     }
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
-    let sep = if a.selector.is_some() { "&" } else { "?" };
-    let path = format!("{collection}{}{sep}watch=true&resourceVersion={rv}", query(&a.selector));
+    let filters = selectors(&a.selector, &a.field_selector);
+    let sep = if filters.is_empty() { "?" } else { "&" };
+    let path = format!("{collection}{filters}{sep}watch=true&resourceVersion={rv}");
     let mut buf = Vec::new();
     client.stream("GET", &path, None, |chunk| {
         buf.extend_from_slice(chunk);
@@ -811,7 +846,8 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
     Ok(())
 }
 
-pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
+pub fn describe(c: &Client, mut a: DescribeArgs) -> Result<()> {
+    (a.resource, a.names) = slash_names(&a.resource, &a.names)?;
     let kind = kind_named(&a.resource)?;
     let ns = ns_of(&a.namespace);
     let items: Vec<Value> = if a.names.is_empty() {
@@ -1469,6 +1505,21 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
         bail!("some objects could not be deleted");
     }
     Ok(())
+}
+
+/// `TYPE/NAME…` as `TYPE NAME…` (all of one type); `TYPE NAME…` as given.
+fn slash_names(resource: &str, names: &[String]) -> Result<(String, Vec<String>)> {
+    let Some((kind, first)) = resource.split_once('/') else {
+        return Ok((resource.to_string(), names.to_vec()));
+    };
+    let mut out = vec![first.to_string()];
+    for n in names {
+        match n.split_once('/') {
+            Some((k, name)) if kind_named(k)?.kind == kind_named(kind)?.kind => out.push(name.to_string()),
+            _ => bail!("error: there is no need to specify a resource type as a separate argument when passing arguments in resource/name form; give every object as {kind}/NAME"),
+        }
+    }
+    Ok((kind.to_string(), out))
 }
 
 /// Objects named on the command line, with their kinds.

@@ -83,6 +83,28 @@ fn the_cli_takes_kubectls_habits() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("jsonpath"));
 
+    // TYPE/NAME for get and describe; field selectors.
+    assert_eq!(
+        node.ok(&["get", "pod/c", "pod/a", "-n", "team", "-o", "name"]).trim(),
+        "pod/c\npod/a"
+    );
+    assert!(node
+        .ok(&["describe", "pod/c", "-n", "team"])
+        .contains("Name:         c"));
+    let running = node.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "team",
+        "--field-selector",
+        "status.phase=Running,metadata.name!=a",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(running.trim(), "pod/b\npod/c");
+    let bad = node.peapod(&["get", "pods", "--field-selector", "spec.nope=1"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("field label not supported: spec.nope"));
+
     // delete TYPE/NAME, -l, --all.
     assert!(node
         .ok(&["delete", "pod/a", "-n", "team", "--now"])
