@@ -167,6 +167,30 @@ fn kubectl_reaches_the_daemon_with_the_kubeconfig_peapod_prints() {
     wait_for("the pod's log through kubectl", Duration::from_secs(30), || {
         c.ok(&["logs", "hello"]).contains("hello from peapod").then_some(())
     });
+    // logs' parameters: -c, --tail, --timestamps, --since, and -f following.
+    let tail = c.ok(&["logs", "hello", "-c", "c", "--tail=1", "--timestamps", "--since=1h"]);
+    let (stamp, line) = tail.trim_end().split_once(' ').unwrap_or(("", ""));
+    assert!(
+        stamp.contains('T') && stamp.ends_with('Z') && line == "hello from peapod",
+        "{tail}"
+    );
+    let mut follow = Command::new(&c.kubectl)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["logs", "-f", "hello"])
+        .env("HOME", c.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(follow.stdout.take().unwrap()), &mut first).unwrap();
+    let still_following = follow.try_wait().unwrap().is_none();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(first.trim(), "hello from peapod");
+    assert!(still_following, "logs -f returned instead of following");
     // Field selectors, on lists and watches alike.
     let running = c.ok(&[
         "get",
