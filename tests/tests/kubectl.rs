@@ -85,6 +85,22 @@ impl Cluster {
             .expect("run kubectl")
     }
 
+    /// kubectl left running (a watch, a follow), its stdout piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.home.path().join("cache"))
+            .args(args)
+            .env("HOME", self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl")
+    }
+
     fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with(&self.kubeconfig(), args)
     }
@@ -174,16 +190,7 @@ fn kubectl_reaches_the_daemon_with_the_kubeconfig_peapod_prints() {
         stamp.contains('T') && stamp.ends_with('Z') && line == "hello from peapod",
         "{tail}"
     );
-    let mut follow = Command::new(&c.kubectl)
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .args(["logs", "-f", "hello"])
-        .env("HOME", c.home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut follow = c.spawn(&["logs", "-f", "hello"]);
     let mut first = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(follow.stdout.take().unwrap()), &mut first).unwrap();
     let still_following = follow.try_wait().unwrap().is_none();
@@ -211,18 +218,7 @@ fn kubectl_reaches_the_daemon_with_the_kubeconfig_peapod_prints() {
 
     // get NAME -w: the first event (the current state) is dropped by kubectl,
     // and a change shows as a new row.
-    let mut watcher = Command::new(&c.kubectl)
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .arg("--cache-dir")
-        .arg(c.home.path().join("cache"))
-        .args(["get", "pod", "hello", "-w", "-L", "tier", "--no-headers"])
-        .env("HOME", c.home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watcher = c.spawn(&["get", "pod", "hello", "-w", "-L", "tier", "--no-headers"]);
     let stdout = watcher.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
