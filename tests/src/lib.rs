@@ -312,11 +312,16 @@ impl Node {
         node
     }
 
+    /// `image ls` of this node's store, as printed.
+    pub fn image_list(&self) -> String {
+        let root = self.root().display().to_string();
+        self.ok(&["image", "ls", "--root-dir", &root])
+    }
+
     /// The stored images' names and digests: `image ls` without its
     /// columns that move with time.
     pub fn stored_images(&self) -> Vec<(String, String)> {
-        let root = self.root().display().to_string();
-        self.ok(&["image", "ls", "--root-dir", &root])
+        self.image_list()
             .lines()
             .skip(1)
             .filter_map(|l| {

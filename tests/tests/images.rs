@@ -24,11 +24,6 @@ fn test_layer() -> (String, u64) {
     )
 }
 
-fn images(node: &Node) -> String {
-    let root = node.root().display().to_string();
-    node.ok(&["image", "ls", "--root-dir", &root])
-}
-
 fn pull(node: &Node, name: &str) -> std::process::Output {
     let root = node.root().display().to_string();
     node.peapod(&["image", "pull", "--root-dir", &root, name])
@@ -57,7 +52,7 @@ fn a_pulled_image_runs_and_shares_stored_layers() {
     assert!(said.contains(&format!("pulled {name}")), "{said}");
     assert_eq!(said.lines().count(), 1, "no progress bars off a terminal: {said:?}");
     assert!(blob.exists(), "the layer is stored");
-    assert!(images(&node).contains(&name), "{}", images(&node));
+    assert!(node.image_list().contains(&name), "{}", node.image_list());
     let gets = registry.blob_gets();
     assert_eq!(gets, 2, "config and layer, once each:\n{}", registry.log());
 
@@ -251,7 +246,7 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
         config["config"]["Env"] = serde_json::json!(["PATH=/bin", "VARIANT=2"]);
     });
     import(&node, &layout, "spare");
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(
         listed.contains("spare:latest") && listed.contains("spare:v2"),
         "{listed}"
@@ -272,12 +267,12 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
         err.contains("default/user (container c)") && err.contains("--force"),
         "{err}"
     );
-    assert!(images(&node).contains("busybox:1.35"));
+    assert!(node.image_list().contains("busybox:1.35"));
 
     // Prune keeps what a container uses, whatever its name.
     let pruned = node.ok(&["image", "prune", "--root-dir", &root]);
     assert_eq!(pruned.trim(), "deleted docker.io/library/spare:v2", "{pruned}");
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(
         listed.contains("busybox:1.35") && listed.contains("spare:latest"),
         "{listed}"
@@ -287,7 +282,7 @@ fn an_image_in_use_is_neither_removed_nor_pruned() {
     // stays while the container runs.
     node.ok(&["image", "rm", "--root-dir", &root, "--force", "busybox:1.35"]);
     node.ok(&["image", "rm", "--root-dir", &root, "-f", "spare"]);
-    assert!(!images(&node).contains("busybox"), "{}", images(&node));
+    assert!(!node.image_list().contains("busybox"), "{}", node.image_list());
     let (layer, _) = test_layer();
     let unpacked = node
         .root()
@@ -397,7 +392,7 @@ fn always_asks_the_registry_before_each_start() {
     node.wait_pod("fourth", "ErrImagePull", Duration::from_secs(60), |p| {
         container(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull"
     });
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(listed.contains(&format!("{image}:latest")), "{listed}");
 }
 
@@ -467,7 +462,7 @@ fn unused_images_go_past_the_threshold_least_recently_used_first() {
         node.pod("used-b").is_none().then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(
         listed.contains("gc:a") && listed.contains("gc:b"),
         "below the threshold nothing goes: {listed}"
@@ -477,9 +472,9 @@ fn unused_images_go_past_the_threshold_least_recently_used_first() {
     // bytes of its own) and then b (used before c was ever seen); c stays.
     import_filler(&node, "c");
     peapod_tests::wait_for("gc:b collected", Duration::from_secs(60), || {
-        (!images(&node).contains("gc:b")).then_some(())
+        (!node.image_list().contains("gc:b")).then_some(())
     });
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(listed.contains("gc:a") && listed.contains("gc:c"), "{listed}");
     assert!(!listed.contains("busybox:1.35"), "{listed}");
     let p = node.pod("uses-a").unwrap();
@@ -510,7 +505,7 @@ fn images_younger_than_the_minimum_age_stay_and_the_node_says_so() {
             && message.ends_with(", but only found 0 bytes eligible to free."),
         "{message}"
     );
-    let listed = images(&node);
+    let listed = node.image_list();
     assert!(
         ["gc:a", "gc:b", "gc:c", "busybox:1.35"]
             .iter()

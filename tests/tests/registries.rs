@@ -36,11 +36,6 @@ fn failed(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn images(node: &Node) -> String {
-    let root = node.root().display().to_string();
-    node.ok(&["image", "ls", "--root-dir", &root])
-}
-
 fn busybox() -> &'static Path {
     Path::new(TEST_IMAGE)
 }
@@ -98,7 +93,7 @@ fn a_tls_registry_is_trusted_through_its_ca_in_certs_d() {
     std::fs::copy(registry.ca(), host_dir.join("ca.crt")).unwrap();
     let said = succeeded(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
     assert!(said.contains(&format!("pulled {name}")), "{said}");
-    assert!(images(&node).contains(&name));
+    assert!(node.image_list().contains(&name));
 }
 
 #[test]
@@ -120,7 +115,7 @@ fn a_registry_that_demands_a_client_certificate_gets_the_one_in_certs_d() {
     // The server is trusted, but the registry wants to know who asks.
     let err = failed(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
     assert!(err.contains(&name) && err.contains("client certificate"), "{err}");
-    assert!(!images(&node).contains(&name));
+    assert!(!node.image_list().contains(&name));
 
     // A client certificate from a CA the registry does not trust.
     let stranger = Registry::start_with(Options {
@@ -133,7 +128,7 @@ fn a_registry_that_demands_a_client_certificate_gets_the_one_in_certs_d() {
     }
     let err = failed(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
     assert!(err.contains(&name) && err.contains("client certificate"), "{err}");
-    assert!(!images(&node).contains(&name));
+    assert!(!node.image_list().contains(&name));
 
     // The one it trusts: the pull goes through, and the image runs.
     for file in ["client.cert", "client.key"] {
@@ -141,7 +136,7 @@ fn a_registry_that_demands_a_client_certificate_gets_the_one_in_certs_d() {
     }
     let said = succeeded(&pull(&node, &["--registry-certs-dir", &certs_dir, &name]));
     assert!(said.contains(&format!("pulled {name}")), "{said}");
-    assert!(images(&node).contains(&name));
+    assert!(node.image_list().contains(&name));
     assert!(registry.blob_gets() > 0, "the layers came from the registry");
 
     // The daemon reads the same directory for the pods it starts.
@@ -193,7 +188,7 @@ fn basic_auth_credentials_come_from_the_daemons_auth_file() {
     node.wait_pod("private", "running", Duration::from_secs(90), |p| {
         container(p, "c")["state"]["running"].is_object()
     });
-    assert!(images(&node).contains(&name));
+    assert!(node.image_list().contains(&name));
 }
 
 #[test]
@@ -226,7 +221,7 @@ fn bearer_tokens_come_from_the_registrys_issuer() {
     let said = succeeded(&pull(&node, &["--registry-auth-file", &auth, &name]));
     assert!(said.contains(&format!("pulled {name}")), "{said}");
     assert!(issuer.granted() > granted, "a token was issued");
-    assert!(images(&node).contains(&name));
+    assert!(node.image_list().contains(&name));
 }
 
 /// The first global IPv4 address of this machine (not loopback).
@@ -257,7 +252,7 @@ fn plain_http_off_loopback_needs_the_insecure_list() {
     let err = failed(&pull(&node, &[&name]));
     assert!(err.contains(&name) && err.contains("https://"), "tried over TLS: {err}");
     succeeded(&pull(&node, &["--insecure-registry", &registry.address, &name]));
-    assert!(images(&node).contains(&name));
+    assert!(node.image_list().contains(&name));
 }
 
 #[test]
@@ -272,7 +267,7 @@ fn mirrors_are_tried_in_order_before_the_registry() {
     let mirror = format!("registry.invalid:5000={}", origin.address);
     let said = succeeded(&pull(&node, &["--registry-mirror", &mirror, name]));
     assert!(said.contains(&format!("pulled {name}")), "{said}");
-    assert!(images(&node).contains(name), "{}", images(&node));
+    assert!(node.image_list().contains(name), "{}", node.image_list());
 
     // A mirror without the image: the registry itself serves it.
     let name = format!("{}/pp/mirrored:1", origin.address);
@@ -338,7 +333,7 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
     let name = format!("{}/pp/multi:1", registry.address);
     let said = succeeded(&pull(&node, &[&name]));
     assert!(said.contains(&amd64), "the amd64 manifest {amd64}: {said}");
-    let listed = images(&node);
+    let listed = node.image_list();
     let line = listed
         .lines()
         .find(|l| l.contains(&name))
@@ -355,7 +350,7 @@ fn an_index_gives_the_amd64_manifest_or_a_clear_error() {
         said.contains(&format!("pulled {by_digest}")) && said.contains(&amd64),
         "{said}"
     );
-    assert!(images(&node).contains(&by_digest), "{}", images(&node));
+    assert!(node.image_list().contains(&by_digest), "{}", node.image_list());
     node.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: pinned}}\nspec:\n  containers:\n  - name: c\n    image: {by_digest}\n    command: [sleep, \"3600\"]\n"
     ));
