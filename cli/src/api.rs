@@ -29,6 +29,8 @@ pub struct ApiState {
     pub volumes: Arc<peapod_volumes::VolumeManager>,
     /// The live actor tree.
     pub tree: peapod_actors::supervisor::Tree,
+    /// The container runtime, for exec.
+    pub runtime: Arc<peapod_actors::runtime::Runtime>,
 }
 
 /// `GET /peapod/v1/tree`: the live supervision tree (read-only).
@@ -87,7 +89,7 @@ pub async fn plugins(state: Data) -> HttpResponse {
 type Data = web::Data<ApiState>;
 
 /// A Kubernetes `Status` failure response.
-fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> HttpResponse {
+pub(crate) fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> HttpResponse {
     let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code});
     if let Some(d) = details {
@@ -254,10 +256,13 @@ fn not_found(req: &HttpRequest) -> HttpResponse {
     )
 }
 
+/// The largest request body read (the API server's limit is 3 MiB too).
+const MAX_BODY: usize = 3 << 20;
+
 /// Every request under `/api/{version}/` and `/apis/{group}/{version}/`.
 pub async fn resource(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     data: Data,
     q: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
@@ -279,6 +284,27 @@ pub async fn resource(
             Some(s) => Some(*s),
             None => return not_found(&req),
         },
+    };
+    if let (Some(name), Some(Subresource::Exec), "GET" | "POST") = (&t.name, sub, method.as_str()) {
+        let ns = t.namespace.clone().unwrap_or_default();
+        return crate::remote::exec(req, payload, data.store.clone(), data.runtime.clone(), ns, name.clone()).await;
+    }
+    if let (Some(name), Some(Subresource::PortForward), "GET" | "POST") = (&t.name, sub, method.as_str()) {
+        let ns = t.namespace.clone().unwrap_or_default();
+        let (store, paths) = (data.store.clone(), data.paths.clone());
+        return crate::remote::portforward::port_forward(req, payload, store, paths, ns, name.clone()).await;
+    }
+    let body = match payload.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return status(400, "BadRequest", format!("reading the request body: {e}"), None),
+        Err(_) => {
+            return status(
+                413,
+                "RequestEntityTooLarge",
+                format!("the request body is larger than {MAX_BODY} bytes"),
+                None,
+            )
+        }
     };
     match (method.as_str(), &t.name, sub) {
         ("GET", None, _) => list(&data, &t, &q, table).await,

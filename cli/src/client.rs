@@ -34,6 +34,11 @@ impl Client {
         }
     }
 
+    /// The daemon's socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// The same daemon, sent bodies of another type (a PATCH's format).
     pub fn sending(&self, content_type: &'static str) -> Client {
         Client {

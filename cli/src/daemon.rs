@@ -348,7 +348,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         let arbiters: Vec<actix::ArbiterHandle> = (0..threads).map(|_| actix::Arbiter::new().handle()).collect();
         trim_heap_periodically();
         let node = peapod_actors::node::run(NodeSpec {
-            rt,
+            rt: rt.clone(),
             store: store.clone(),
             node_name,
             tree: tree.clone(),
@@ -364,6 +364,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             paths: paths.clone(),
             volumes,
             tree,
+            runtime: rt.clone(),
         });
         let local_state = state.clone();
         let server = actix_web::HttpServer::new(move || {

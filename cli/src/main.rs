@@ -3,12 +3,16 @@
 mod api;
 mod client;
 mod commands;
+mod cp;
 mod daemon;
+mod exec;
 mod https;
 mod jsonpath;
 mod metrics_server;
 mod output;
+mod portforward;
 mod progress;
+mod remote;
 mod rollout;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +59,12 @@ enum Command {
     Delete(commands::DeleteArgs),
     /// Print a container's logs.
     Logs(commands::LogsArgs),
+    /// Run a command in a container: `peapod exec -it POD -- sh`.
+    Exec(exec::ExecArgs),
+    /// Forward local ports to a pod's ports: `peapod port-forward POD 8080:80`.
+    PortForward(portforward::PortForwardArgs),
+    /// Copy files into or out of a container (`POD:PATH`; the image needs tar).
+    Cp(cp::CpArgs),
     /// Set the number of replicas of a ReplicaSet, ReplicationController …
     Scale(commands::ScaleArgs),
     /// Add, change or remove labels of objects (`k=v`, `k-`).
@@ -137,6 +147,16 @@ enum ShimCommand {
         id: String,
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Run as the container's own process runs (a user's exec).
+        #[arg(long)]
+        as_container: bool,
+        /// With --as-container: give the command a terminal; libcontainer's
+        /// console socket is made here and the master passed on over stdin.
+        #[arg(long, requires = "as_container")]
+        tty_socket: Option<PathBuf>,
+        /// With --tty-socket: the terminal's size when the command starts, `WIDTHxHEIGHT`.
+        #[arg(long, requires = "tty_socket", value_parser = parse_size)]
+        tty_size: Option<(u16, u16)>,
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -148,6 +168,15 @@ enum ShimCommand {
         #[arg(long, value_delimiter = ',', default_value = "net,ipc,uts")]
         namespaces: Vec<String>,
     },
+}
+
+/// `WIDTHxHEIGHT`, a terminal's size.
+fn parse_size(text: &str) -> Result<(u16, u16), String> {
+    let (w, h) = text.split_once('x').ok_or("want WIDTHxHEIGHT")?;
+    Ok((
+        w.parse().map_err(|e| format!("width {w:?}: {e}"))?,
+        h.parse().map_err(|e| format!("height {h:?}: {e}"))?,
+    ))
 }
 
 fn shim(what: ShimCommand) -> i32 {
@@ -173,8 +202,14 @@ fn shim(what: ShimCommand) -> i32 {
             state_root,
             id,
             timeout_ms,
+            as_container,
+            tty_socket,
+            tty_size,
             args,
-        } => shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis)),
+        } => match as_container {
+            true => shim::exec_as_container(&state_root, &id, args, tty_socket.as_deref(), tty_size),
+            false => shim::exec(&state_root, &id, args, timeout_ms.map(std::time::Duration::from_millis)),
+        },
         ShimCommand::Sandbox {
             dir,
             hostname,
@@ -238,6 +273,12 @@ fn main() {
         Command::Describe(a) => commands::describe(&client(), a),
         Command::Delete(a) => commands::delete(&client(), a),
         Command::Logs(a) => commands::logs(&client(), a),
+        Command::Exec(a) => match exec::exec(&client(), a) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
+        Command::PortForward(a) => portforward::port_forward(&client(), a),
+        Command::Cp(a) => cp::cp(&client(), a),
         Command::Scale(a) => commands::scale(&client(), a),
         Command::Label(a) => commands::label(&client(), a),
         Command::Annotate(a) => commands::annotate(&client(), a),

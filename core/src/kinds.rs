@@ -29,6 +29,10 @@ pub enum Subresource {
     Log,
     /// `scale`: `spec.replicas` read and set through an autoscaling/v1 `Scale`.
     Scale,
+    /// `exec`: a command in a pod's container over an upgraded connection (`PodExecOptions`).
+    Exec,
+    /// `portforward`: TCP connections to the pod's ports (`PodPortForwardOptions`).
+    PortForward,
 }
 
 impl Subresource {
@@ -38,6 +42,8 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Log => "log",
             Subresource::Scale => "scale",
+            Subresource::Exec => "exec",
+            Subresource::PortForward => "portforward",
         }
     }
 
@@ -45,7 +51,7 @@ impl Subresource {
     pub fn group_version(self) -> Option<(&'static str, &'static str)> {
         match self {
             Subresource::Scale => Some(("autoscaling", "v1")),
-            Subresource::Status | Subresource::Log => None,
+            Subresource::Status | Subresource::Log | Subresource::Exec | Subresource::PortForward => None,
         }
     }
 
@@ -55,6 +61,8 @@ impl Subresource {
             Subresource::Status => (kind.kind, &["get", "update"]),
             Subresource::Log => ("Pod", &["get"]),
             Subresource::Scale => ("Scale", &["get", "patch", "update"]),
+            Subresource::Exec => ("PodExecOptions", &["create", "get"]),
+            Subresource::PortForward => ("PodPortForwardOptions", &["create", "get"]),
         }
     }
 }
@@ -202,7 +210,12 @@ pub static KINDS: &[Kind] = &[
         admit_update: validation::pod::admit_update,
         admit_delete: delete_anything,
         typed_check: typed::<core_v1::Pod>,
-        subresources: &[Subresource::Status, Subresource::Log],
+        subresources: &[
+            Subresource::Status,
+            Subresource::Log,
+            Subresource::Exec,
+            Subresource::PortForward,
+        ],
         categories: &["all"],
         printer: &printers::POD,
     },
@@ -624,7 +637,15 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(in_group_version("policy", "v1").is_empty());
-        assert_eq!(pod().subresources, [Subresource::Status, Subresource::Log]);
+        assert_eq!(
+            pod().subresources,
+            [
+                Subresource::Status,
+                Subresource::Log,
+                Subresource::Exec,
+                Subresource::PortForward
+            ]
+        );
         // Each kind's typed check decodes its own Kubernetes type.
         assert!((pod().typed_check)("apiVersion: v1\nkind: Pod\nspec:\n  containers: 3\n").is_err());
         assert!((namespace().typed_check)("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").is_ok());

@@ -72,29 +72,26 @@ impl Cluster {
         self.home.path().join("config")
     }
 
-    fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Output {
-        Command::new(&self.kubectl)
-            .arg("--kubeconfig")
+    /// kubectl with `args`, its own home and caches.
+    fn command(&self, kubeconfig: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(self.home.path().join("cache"))
             .args(args)
             .env("HOME", self.home.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kubectl")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        self.command(kubeconfig, args).output().expect("run kubectl")
     }
 
     /// kubectl left running (a watch, a follow), its stdout piped.
     fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(self.home.path().join("cache"))
-            .args(args)
-            .env("HOME", self.home.path())
-            .stdin(Stdio::null())
+        self.command(&self.kubeconfig(), args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -587,4 +584,287 @@ fn client_certificates_from_the_client_ca_are_users_too() {
     // A certificate from another CA does not get past the handshake.
     let err = failed(&c.kubectl_with(&with_certificate("eve"), &["get", "pods"]));
     assert!(err.contains("unknown certificate authority"), "{err}");
+}
+
+/// Runs `program args` with `input` on its stdin; returns its output.
+fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+/// `command` (a shell line) run by `script`, which gives it a pseudo-terminal
+/// of 33 rows and 77 columns, as a user's terminal would be.
+fn in_a_terminal(command: &str) -> Output {
+    let line = format!("stty rows 33 cols 77; {command}");
+    Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (util-linux)")
+}
+
+impl Cluster {
+    /// kubectl as a shell line (for `script`).
+    fn kubectl_line(&self, args: &str) -> String {
+        format!(
+            "HOME={home} {kubectl} --kubeconfig {home}/config --cache-dir {home}/cache {args}",
+            home = self.home.path().display(),
+            kubectl = self.kubectl.display()
+        )
+    }
+
+    fn kubectl_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(self.command(&self.kubeconfig(), args), input)
+    }
+}
+
+const SHELL_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: shell}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600'], workingDir: /tmp}\n";
+
+#[test]
+fn exec_and_cp_through_kubectl_over_websocket_and_spdy() {
+    let mut c = Cluster::start(&[]);
+    c.node.apply(SHELL_POD);
+    c.node.wait_pod("shell", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    // 1.33 speaks WebSocket v5 first; 1.20 speaks SPDY/3.1 only.
+    for minor in ["1.33", "1.20"] {
+        c.kubectl = kubectl_release(minor);
+        let out = c.kubectl(&["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; pwd; exit 3"]);
+        assert_eq!(out.status.code(), Some(3), "{minor}: {}", failed(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n/tmp\n", "{minor}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("err"),
+            "{minor}: {}",
+            failed(&out)
+        );
+
+        let out = c.kubectl_input(
+            &["exec", "-i", "shell", "-c", "c", "--", "tr", "a-z", "A-Z"],
+            b"hello\nworld\n",
+        );
+        assert!(out.status.success(), "{minor}: {}", failed(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nWORLD\n", "{minor}");
+
+        // A terminal: the command's stdio is a pty of the caller's size.
+        let out = in_a_terminal(&c.kubectl_line("exec -it shell -- sh -c 'tty; stty size; echo TERM=$TERM'"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{minor}: {text}");
+        assert!(text.contains("/dev/pts/"), "{minor}: {text}");
+        assert!(
+            text.contains("33 77"),
+            "{minor}: the terminal's size did not arrive: {text}"
+        );
+        assert!(text.contains("TERM=xterm"), "{minor}: {text}");
+
+        // cp is tar over exec, both ways; more than one flow-control window of data.
+        let local = c.home.path().join(format!("data-{minor}"));
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(&local, &data).unwrap();
+        let remote = format!("shell:/tmp/data-{minor}");
+        let out = c.kubectl(&["cp", &local.display().to_string(), &remote]);
+        assert!(out.status.success(), "{minor} cp in: {}", failed(&out));
+        let back = c.home.path().join(format!("back-{minor}"));
+        let out = c.kubectl(&["cp", &remote, &back.display().to_string()]);
+        assert!(out.status.success(), "{minor} cp out: {}", failed(&out));
+        assert!(std::fs::read(&back).unwrap() == data, "{minor}: cp changed the file");
+
+        // Refusals are Status errors kubectl prints.
+        let out = c.kubectl(&["exec", "shell", "-c", "nope", "--", "true"]);
+        assert!(!out.status.success());
+        assert!(
+            failed(&out).contains("container nope is not valid"),
+            "{minor}: {}",
+            failed(&out)
+        );
+    }
+
+    // peapod's own exec: exit codes, stdin, a terminal.
+    let out = c
+        .node
+        .peapod(&["exec", "shell", "--", "sh", "-c", "echo via peapod; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", failed(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via peapod\n");
+    let mut cmd = Command::new(peapod_tests::binary());
+    cmd.args(["exec", "-i", "pod/shell", "--", "wc", "-c"])
+        .env("PEAPOD_SOCKET", c.node.run_dir().join("peapod.sock"));
+    let out = run_with_input(cmd, &[7u8; 100_000]);
+    assert!(out.status.success(), "{}", failed(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
+    let out = in_a_terminal(&format!(
+        "PEAPOD_SOCKET={} {} exec -it shell -- sh -c 'tty; stty size'",
+        c.node.run_dir().join("peapod.sock").display(),
+        peapod_tests::binary().display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("/dev/pts/") && text.contains("33 77"),
+        "{text}"
+    );
+    // Terminal execs leave no console sockets or links behind.
+    let containers = c.node.run_dir().join("containers");
+    for dir in std::fs::read_dir(&containers).unwrap().flatten() {
+        for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with("tenant-tty-"),
+                "{name} left in {}",
+                dir.path().display()
+            );
+        }
+    }
+    let shims = std::fs::read_dir(c.node.run_dir().join("shims")).unwrap().flatten();
+    let sockets: Vec<_> = shims
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tty-"))
+        .collect();
+    assert!(sockets.is_empty(), "{sockets:?}");
+    // peapod cp, both ways, a directory included.
+    let tree = c.home.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), vec![9u8; 200_000]).unwrap();
+    c.node.ok(&["cp", &tree.display().to_string(), "shell:/tmp"]);
+    let listing = c.node.ok(&[
+        "exec",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "cat /tmp/tree/a.txt; wc -c < /tmp/tree/sub/b.bin",
+    ]);
+    assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["alpha", "200000"]);
+    let back = c.home.path().join("tree-back");
+    c.node.ok(&["cp", "shell:/tmp/tree", &back.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "alpha\n");
+    assert_eq!(std::fs::read(back.join("sub/b.bin")).unwrap(), vec![9u8; 200_000]);
+    c.node.ok(&[
+        "cp",
+        &tree.join("a.txt").display().to_string(),
+        "shell:/tmp/renamed.txt",
+    ]);
+    let file_back = c.home.path().join("renamed-back.txt");
+    c.node
+        .ok(&["cp", "default/shell:/tmp/renamed.txt", &file_back.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(&file_back).unwrap(), "alpha\n");
+
+    let out = c.node.peapod(&["exec", "gone", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(failed(&out).contains("pods \"gone\" not found"), "{}", failed(&out));
+}
+
+/// An HTTP GET of `path` from `127.0.0.1:port`; the whole answer.
+fn http_get_local(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read the answer: {e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The local port `port-forward` reports forwarding from.
+fn forwarded_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok());
+    // Keep reading so kubectl never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    port.unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+const WEB_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'mkdir -p /tmp/www && echo hello through the tunnel > /tmp/www/index.html && head -c 1000000 /dev/zero | tr \"\\0\" x > /tmp/www/big && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www']\n";
+
+#[test]
+fn port_forward_reaches_the_pods_loopback_through_kubectl() {
+    let mut c = Cluster::start(&[]);
+    c.node.apply(WEB_POD);
+    c.node.wait_pod("web", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    // 1.33 tunnels SPDY in a WebSocket; 1.20 speaks SPDY.
+    for minor in ["1.33", "1.20"] {
+        c.kubectl = kubectl_release(minor);
+        let mut child = c.spawn(&["port-forward", "pod/web", ":8080"]);
+        let port = forwarded_port(&mut child);
+        // httpd listens on the pod's own 127.0.0.1: only reachable inside its namespace.
+        let answer = http_get_local(port, "/index.html")
+            .unwrap_or_else(|e| panic!("{minor}: {e}; the daemon's log:\n{}", c.node.daemon_log()));
+        assert!(answer.ends_with("hello through the tunnel\n"), "{minor}: {answer}");
+        // Several connections at once, and more than a window of data each.
+        let big: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(move || http_get_local(port, "/big")))
+            .collect();
+        for b in big {
+            let a = b.join().unwrap().unwrap_or_else(|e| panic!("{minor}: {e}"));
+            let body = a.split("\r\n\r\n").nth(1).unwrap_or("");
+            assert_eq!(body.len(), 1_000_000, "{minor}: {}", &a[..a.len().min(300)]);
+            assert!(body.bytes().all(|b| b == b'x'));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // A port nothing listens on in the pod: the connection is closed with nothing on it.
+        let mut child = c.spawn(&["port-forward", "pod/web", ":9999"]);
+        let port = forwarded_port(&mut child);
+        let answer = http_get_local(port, "/");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(matches!(answer.as_deref(), Ok("") | Err(_)), "{minor}: {answer:?}");
+    }
+    // peapod's own port-forward, over the daemon's socket.
+    let mut child = Command::new(peapod_tests::binary())
+        .args(["port-forward", "pod/web", ":8080", "0:9999"])
+        .env("PEAPOD_SOCKET", c.node.run_dir().join("peapod.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = forwarded_port(&mut child);
+    let answers: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || http_get_local(port, "/big")))
+        .collect();
+    for a in answers {
+        let a = a.join().unwrap().unwrap_or_else(|e| panic!("peapod port-forward: {e}"));
+        assert!(
+            a.contains("200 OK") && a.ends_with(&"x".repeat(1000)),
+            "{}",
+            &a[..a.len().min(300)]
+        );
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.node.peapod(&["port-forward", "missing", "8080"]);
+    assert!(failed(&out).contains("not found"), "{}", failed(&out));
+
+    let out = c.kubectl(&["port-forward", "pod/missing", ":8080"]);
+    assert!(!out.status.success());
+    assert!(failed(&out).contains("not found"), "{}", failed(&out));
 }

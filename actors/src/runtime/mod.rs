@@ -29,6 +29,7 @@ mod pull;
 mod remove;
 mod sandbox;
 pub mod seccomp;
+pub mod session;
 pub mod shim;
 pub mod spec;
 mod start;

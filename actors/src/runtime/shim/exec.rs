@@ -60,3 +60,158 @@ pub fn exec(state_root: &Path, id: &str, args: Vec<String>, timeout: Option<Dura
         }
     }
 }
+
+/// Runs `args` in container `id` as its own process runs (user, groups,
+/// capabilities, environment, working directory: the container's `process`
+/// with other arguments, as runc exec is given by containerd), for `exec`
+/// from a user. Without `tty` the command's stdio is this process's. With
+/// `tty` (a socket path for libcontainer's console socket), the command
+/// gets a new pseudo-terminal as its controlling terminal and the master's
+/// descriptor is passed on over this process's stdin, which must be a unix
+/// socket (the daemon's end holds it), and `size` (width, height) is the
+/// terminal's size when the command starts. Returns the exit code as [`exec`].
+pub fn exec_as_container(
+    state_root: &Path,
+    id: &str,
+    args: Vec<String>,
+    tty: Option<&Path>,
+    size: Option<(u16, u16)>,
+) -> i32 {
+    match exec_as_container_inner(state_root, id, args, tty, size) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            126
+        }
+    }
+}
+
+fn exec_as_container_inner(
+    state_root: &Path,
+    id: &str,
+    args: Vec<String>,
+    tty: Option<&Path>,
+    size: Option<(u16, u16)>,
+) -> Result<i32, String> {
+    use libcontainer::container::Container;
+    use libcontainer::oci_spec::runtime::Spec;
+    let dir = state_root.join(id);
+    let container = Container::load(dir.clone()).map_err(|e| format!("container {id}: {e}"))?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("read {}: {e}", config.display()))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| format!("{}: no process", config.display()))?;
+    if args.is_empty() {
+        return Err("exec: no command".into());
+    }
+    process.set_args(Some(args.clone()));
+    process.set_terminal(Some(tty.is_some()));
+    if tty.is_some() {
+        // As containerd does for a terminal exec without TERM.
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
+    }
+    let process_file = dir.join(format!("exec-{}.json", std::process::id()));
+    let text = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
+    std::fs::write(&process_file, text).map_err(|e| format!("write {}: {e}", process_file.display()))?;
+    let listener = match tty {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Some(
+                std::os::unix::net::UnixListener::bind(path)
+                    .map_err(|e| format!("listen on {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(state_root)
+        .map(|b| {
+            let b = match (tty, size) {
+                (Some(_), Some((width, height))) => b.with_executor(super::TerminalSizeExecutor { width, height }),
+                _ => b.with_executor(CleanSignalsExecutor),
+            };
+            b.with_console_socket(tty)
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(tty.is_some())
+                .build()
+        });
+    let _ = std::fs::remove_file(&process_file);
+    let pid = match built {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) | Err(e) => {
+            if let Some(path) = tty {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(format!("exec {args:?} in container {id}: {e}"));
+        }
+    };
+    if let (Some(listener), Some(path)) = (listener, tty) {
+        let passed = pass_terminal(&listener);
+        let _ = std::fs::remove_file(path);
+        // libcontainer links the console socket into the container's state
+        // dir under a fresh name and leaves the link behind.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("tenant-tty-")
+                && std::fs::read_link(entry.path()).ok().as_deref() == Some(path)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Err(e) = passed {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(format!("exec {args:?} in container {id}: the terminal: {e}"));
+        }
+    }
+    match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(128 + sig as i32),
+        other => Err(format!("exec {args:?}: unexpected wait status {other:?}")),
+    }
+}
+
+/// Takes the pseudo-terminal master libcontainer sends to the console
+/// socket and passes it on over stdin.
+fn pass_terminal(listener: &std::os::unix::net::UnixListener) -> Result<(), String> {
+    use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::from(10_000u16)).map_err(|e| e.to_string())? == 0 {
+        return Err("libcontainer sent no terminal in 10s".into());
+    }
+    let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("receive: {e}"))?;
+    let master = msg
+        .cmsgs()
+        .map_err(|e| e.to_string())?
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .ok_or("no descriptor in the console message")?;
+    // SAFETY: SCM_RIGHTS just installed this descriptor in our table; we own it.
+    let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let fds = [master.as_raw_fd()];
+    sendmsg::<UnixAddr>(
+        0,
+        &[std::io::IoSlice::new(b"t")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("pass the terminal on: {e}"))?;
+    Ok(())
+}

@@ -18,7 +18,7 @@ mod sandbox;
 mod spawn;
 pub(crate) mod stuck;
 
-pub use exec::exec;
+pub use exec::{exec, exec_as_container};
 pub use run::run;
 pub use sandbox::sandbox;
 pub(crate) use spawn::{report, spawn};
@@ -49,5 +49,33 @@ impl Executor for CleanSignalsExecutor {
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// For an exec with a terminal: sets the terminal's size (the client's, as
+/// it was when the exec was asked for) on stdin, the new pty, right before
+/// the command runs, so it never starts at 0x0 and races the first resize.
+#[derive(Clone)]
+pub(crate) struct TerminalSizeExecutor {
+    pub width: u16,
+    pub height: u16,
+}
+
+impl Executor for TerminalSizeExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let size = libc::winsize {
+            ws_row: self.height,
+            ws_col: self.width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives
+        // across the call; a failure leaves the size as it was.
+        unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size) };
+        CleanSignalsExecutor.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        CleanSignalsExecutor.validate(spec)
     }
 }
