@@ -285,9 +285,18 @@ pub async fn resource(
             None => return not_found(&req),
         },
     };
-    if let (Some(name), Some(Subresource::Exec), "GET" | "POST") = (&t.name, sub, method.as_str()) {
-        let ns = t.namespace.clone().unwrap_or_default();
-        return crate::remote::exec(req, payload, data.store.clone(), data.runtime.clone(), ns, name.clone()).await;
+    let verb = match sub {
+        Some(Subresource::Exec) => Some(crate::remote::Verb::Exec),
+        Some(Subresource::Attach) => Some(crate::remote::Verb::Attach),
+        _ => None,
+    };
+    if let (Some(name), Some(verb), "GET" | "POST") = (&t.name, verb, method.as_str()) {
+        let (store, runtime, ns) = (
+            data.store.clone(),
+            data.runtime.clone(),
+            t.namespace.clone().unwrap_or_default(),
+        );
+        return crate::remote::exec_or_attach(verb, req, payload, store, runtime, ns, name.clone()).await;
     }
     if let (Some(name), Some(Subresource::PortForward), "GET" | "POST") = (&t.name, sub, method.as_str()) {
         let ns = t.namespace.clone().unwrap_or_default();

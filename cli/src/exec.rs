@@ -15,19 +15,8 @@ use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
-    /// The pod (`NAME` or `pod/NAME`).
-    pod: String,
-    /// The container (default: the pod's only container).
-    #[arg(short = 'c', long)]
-    container: Option<String>,
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    /// Pass stdin to the command.
-    #[arg(short = 'i', long)]
-    stdin: bool,
-    /// Give the command a terminal.
-    #[arg(short = 't', long)]
-    tty: bool,
+    #[command(flatten)]
+    target: AttachArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -49,26 +38,51 @@ impl Socket {
     }
 }
 
-/// The path and query of an exec request.
-fn exec_path(ns: &str, pod: &str, a: &ExecArgs) -> String {
+/// A container and how to connect to it (`exec` and `attach`).
+#[derive(clap::Args, Clone)]
+pub struct AttachArgs {
+    /// The pod (`NAME` or `pod/NAME`).
+    pod: String,
+    /// The container (default: the pod's only container).
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Pass stdin (attach: the container must have `stdin: true`).
+    #[arg(short = 'i', long)]
+    stdin: bool,
+    /// A terminal (attach: the container must have `tty: true`).
+    #[arg(short = 't', long)]
+    tty: bool,
+}
+
+/// The path and query of an exec request, or of an attach (no command).
+fn exec_path(
+    ns: &str,
+    pod: &str,
+    container: Option<&str>,
+    command: &[String],
+    stdin: bool,
+    tty: bool,
+    verb: &str,
+) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    for c in &a.command {
+    for c in command {
         q.append_pair("command", c);
     }
-    if let Some(c) = &a.container {
+    if let Some(c) = container {
         q.append_pair("container", c);
     }
-    if a.stdin {
+    if stdin {
         q.append_pair("stdin", "true");
     }
     q.append_pair("stdout", "true");
-    if !a.tty {
+    if tty {
+        q.append_pair("tty", "true");
+    } else {
         q.append_pair("stderr", "true");
     }
-    if a.tty {
-        q.append_pair("tty", "true");
-    }
-    format!("/api/v1/namespaces/{ns}/pods/{pod}/exec?{}", q.finish())
+    format!("/api/v1/namespaces/{ns}/pods/{pod}/{verb}?{}", q.finish())
 }
 
 /// The local terminal in raw mode while the command has a terminal; restored on drop.
@@ -210,15 +224,13 @@ pub(crate) fn run(
     tty: bool,
     streams: Streams<'_>,
 ) -> Result<i32> {
-    let a = ExecArgs {
-        pod: pod.to_string(),
-        container: container.map(str::to_string),
-        namespace: None,
-        stdin: streams.stdin.is_some(),
-        tty,
-        command: command.to_vec(),
-    };
-    let mut conn = connect(client, &exec_path(ns, pod, &a), crate::remote::ws::PROTOCOLS[0])?;
+    let path = exec_path(ns, pod, container, command, streams.stdin.is_some(), tty, "exec");
+    connected(client, &path, tty, streams)
+}
+
+/// Carries `streams` over an exec or attach at `path` until its Status.
+fn connected(client: &Client, path: &str, tty: bool, streams: Streams<'_>) -> Result<i32> {
+    let mut conn = connect(client, path, crate::remote::ws::PROTOCOLS[0])?;
     let _raw = tty.then(RawMode::enter);
     if tty {
         if let Some(size) = terminal_size() {
@@ -281,22 +293,53 @@ pub(crate) fn run(
     bail!("{}", status["message"].as_str().unwrap_or("exec failed"))
 }
 
-/// `peapod exec`: returns the command's exit code.
-pub fn exec(client: &Client, a: ExecArgs) -> Result<i32> {
-    let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
-    let pod = pod_name(&a.pod);
+/// This terminal's streams for `a` (a terminal only if stdin is one).
+fn local_streams(a: &AttachArgs) -> (bool, Option<Box<dyn Read + Send>>) {
     let tty = a.tty && std::io::IsTerminal::is_terminal(&std::io::stdin());
     if a.tty && !tty {
         eprintln!("Unable to use a TTY - input is not a terminal or the right kind of file");
     }
-    let stdin: Option<Box<dyn Read + Send>> = a.stdin.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>);
+    (tty, a.stdin.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>))
+}
+
+/// `peapod exec`: returns the command's exit code.
+pub fn exec(client: &Client, a: ExecArgs) -> Result<i32> {
+    let t = &a.target;
+    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    let (tty, stdin) = local_streams(t);
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let streams = Streams {
         stdin,
         stdout: &mut stdout,
         stderr: &mut stderr,
     };
-    run(client, &ns, &pod, a.container.as_deref(), &a.command, tty, streams)
+    run(
+        client,
+        &ns,
+        &pod_name(&t.pod),
+        t.container.as_deref(),
+        &a.command,
+        tty,
+        streams,
+    )
+}
+
+/// `peapod attach`: the container's own process, until it ends.
+pub fn attach(client: &Client, a: AttachArgs) -> Result<i32> {
+    let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
+    let pod = pod_name(&a.pod);
+    let (tty, stdin) = local_streams(&a);
+    if tty {
+        eprintln!("If you don't see a command prompt, try pressing enter.");
+    }
+    let path = exec_path(&ns, &pod, a.container.as_deref(), &[], stdin.is_some(), tty, "attach");
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let streams = Streams {
+        stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    connected(client, &path, tty, streams)
 }
 
 /// A pod argument: `NAME`, `pod/NAME` or `pods/NAME`.

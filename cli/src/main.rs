@@ -61,6 +61,8 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Run a command in a container: `peapod exec -it POD -- sh`.
     Exec(exec::ExecArgs),
+    /// Attach to a running container's own process (`-i` stdin, `-t` its terminal).
+    Attach(exec::AttachArgs),
     /// Forward local ports to a pod's ports: `peapod port-forward POD 8080:80`.
     PortForward(portforward::PortForwardArgs),
     /// Copy files into or out of a container (`POD:PATH`; the image needs tar).
@@ -274,6 +276,10 @@ fn main() {
         Command::Delete(a) => commands::delete(&client(), a),
         Command::Logs(a) => commands::logs(&client(), a),
         Command::Exec(a) => match exec::exec(&client(), a) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
+        Command::Attach(a) => match exec::attach(&client(), a) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
         },

@@ -33,6 +33,8 @@ pub enum Subresource {
     Exec,
     /// `portforward`: TCP connections to the pod's ports (`PodPortForwardOptions`).
     PortForward,
+    /// `attach`: a container's own stdio over an upgraded connection (`PodAttachOptions`).
+    Attach,
 }
 
 impl Subresource {
@@ -44,6 +46,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Exec => "exec",
             Subresource::PortForward => "portforward",
+            Subresource::Attach => "attach",
         }
     }
 
@@ -51,7 +54,11 @@ impl Subresource {
     pub fn group_version(self) -> Option<(&'static str, &'static str)> {
         match self {
             Subresource::Scale => Some(("autoscaling", "v1")),
-            Subresource::Status | Subresource::Log | Subresource::Exec | Subresource::PortForward => None,
+            Subresource::Status
+            | Subresource::Log
+            | Subresource::Exec
+            | Subresource::PortForward
+            | Subresource::Attach => None,
         }
     }
 
@@ -63,6 +70,7 @@ impl Subresource {
             Subresource::Scale => ("Scale", &["get", "patch", "update"]),
             Subresource::Exec => ("PodExecOptions", &["create", "get"]),
             Subresource::PortForward => ("PodPortForwardOptions", &["create", "get"]),
+            Subresource::Attach => ("PodAttachOptions", &["create", "get"]),
         }
     }
 }
@@ -215,6 +223,7 @@ pub static KINDS: &[Kind] = &[
             Subresource::Log,
             Subresource::Exec,
             Subresource::PortForward,
+            Subresource::Attach,
         ],
         categories: &["all"],
         printer: &printers::POD,
@@ -643,7 +652,8 @@ mod tests {
                 Subresource::Status,
                 Subresource::Log,
                 Subresource::Exec,
-                Subresource::PortForward
+                Subresource::PortForward,
+                Subresource::Attach
             ]
         );
         // Each kind's typed check decodes its own Kubernetes type.

@@ -608,12 +608,15 @@ fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
 /// `command` (a shell line) run by `script`, which gives it a pseudo-terminal
 /// of 33 rows and 77 columns, as a user's terminal would be.
 fn in_a_terminal(command: &str) -> Output {
+    typed_in_a_terminal(command, b"")
+}
+
+/// The same, with `input` typed at the terminal.
+fn typed_in_a_terminal(command: &str, input: &[u8]) -> Output {
     let line = format!("stty rows 33 cols 77; {command}");
-    Command::new("script")
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run script (util-linux)")
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    run_with_input(cmd, input)
 }
 
 impl Cluster {
@@ -867,4 +870,102 @@ fn port_forward_reaches_the_pods_loopback_through_kubectl() {
     let out = c.kubectl(&["port-forward", "pod/missing", ":8080"]);
     assert!(!out.status.success());
     assert!(failed(&out).contains("not found"), "{}", failed(&out));
+}
+
+/// A pod whose container reads its stdin (`stdin: true`, `stdinOnce`) and
+/// answers each line on stdout and stderr.
+fn echo_pod(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:1.35\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'echo ready; while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo bye']\n"
+    )
+}
+
+#[test]
+fn attach_and_run_interactively_through_kubectl_and_peapod() {
+    let mut c = Cluster::start(&[]);
+    for minor in ["1.33", "1.20"] {
+        c.kubectl = kubectl_release(minor);
+        let pod = format!("echo-{}", minor.replace('.', ""));
+        c.node.apply(&echo_pod(&pod));
+        c.node.wait_pod(&pod, "running", Duration::from_secs(60), |p| {
+            p["status"]["phase"] == "Running"
+        });
+        // Output from now on, stdin to the process; its end (stdinOnce) ends the loop.
+        let out = c.kubectl_input(&["attach", "-i", &pod], b"one\ntwo\n");
+        assert!(out.status.success(), "{minor}: {}", failed(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.ends_with("got one\ngot two\nbye\n"), "{minor}: {stdout:?}");
+        assert!(
+            !stdout.contains("ready"),
+            "{minor}: output from before the attach: {stdout:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("err two"),
+            "{minor}: {}",
+            failed(&out)
+        );
+        c.node.wait_pod(&pod, "succeeded", Duration::from_secs(30), |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+
+        // kubectl run -i --rm: create, wait, attach, delete.
+        let name = format!("run-{}", minor.replace('.', ""));
+        let args = [
+            "run",
+            &name,
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "--image=busybox:1.35",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got $x",
+        ];
+        let out = c.kubectl_input(&args, b"hello\n");
+        assert!(out.status.success(), "{minor}: {}", failed(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("got hello"),
+            "{minor}: {}",
+            failed(&out)
+        );
+        wait_for("the run pod deleted", Duration::from_secs(30), || {
+            c.node.pod(&name).is_none().then_some(())
+        });
+
+        // kubectl run -it: the container's terminal, the caller's size on it.
+        let name = format!("tty-{}", minor.replace('.', ""));
+        let line = c.kubectl_line(&format!(
+            "run {name} -it --rm --restart=Never --image=busybox:1.35 -- sh -c 'read x; tty; stty size; echo typed $x'"
+        ));
+        let out = typed_in_a_terminal(&line, b"go\n");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{minor}: {text}");
+        assert!(
+            text.contains("/dev/pts/") && text.contains("33 77") && text.contains("typed go"),
+            "{minor}: {text}"
+        );
+    }
+
+    // peapod attach.
+    c.node.apply(&echo_pod("echo-peapod"));
+    c.node.wait_pod("echo-peapod", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let mut cmd = Command::new(peapod_tests::binary());
+    cmd.args(["attach", "-i", "echo-peapod"])
+        .env("PEAPOD_SOCKET", c.node.run_dir().join("peapod.sock"));
+    let out = run_with_input(cmd, b"three\n");
+    assert!(out.status.success(), "{}", failed(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("got three\nbye\n"),
+        "{}",
+        failed(&out)
+    );
+    let out = c.node.peapod(&["attach", "echo-peapod"]);
+    assert!(
+        failed(&out).contains("completed pod") || failed(&out).contains("container not found"),
+        "{}",
+        failed(&out)
+    );
 }

@@ -144,7 +144,19 @@ fn api_discovery_lists_versions_and_groups() {
         get("/apis/policy/v1").starts_with("HTTP/1.0 404"),
         "no kind is served there yet"
     );
-    assert!(get("/api/v1/namespaces/default/pods/x/exec").starts_with("HTTP/1.0 404"));
+    // A subresource the kind table does not list is not there.
+    assert!(get("/api/v1/namespaces/default/pods/x/proxy").starts_with("HTTP/1.0 404"));
+    // exec checks its query, then the pod, before any upgrade.
+    let no_command = get("/api/v1/namespaces/default/pods/x/exec?stdout=true");
+    assert!(
+        no_command.starts_with("HTTP/1.0 400") && no_command.contains("at least 1 command"),
+        "{no_command}"
+    );
+    let missing = get("/api/v1/namespaces/default/pods/x/exec?command=ls&stdout=true");
+    assert!(
+        missing.starts_with("HTTP/1.0 404") && missing.contains(r#"pods \"x\" not found"#),
+        "{missing}"
+    );
     // A Table, as kubectl's `get` asks for one.
     let table = |path: &str| {
         let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();

@@ -144,6 +144,9 @@ impl Runtime {
                 image_id: None,
                 mount_scope: Vec::new(),
                 seal_dev: false,
+                stdin: false,
+                stdin_once: false,
+                tty: false,
             });
             return AttemptState::Running(super::Started {
                 id,

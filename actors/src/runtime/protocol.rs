@@ -49,6 +49,17 @@ pub struct ShimConfig {
     /// the runtime put there (see `shim::mounts::seal_dev`). Off for privileged containers.
     #[serde(default)]
     pub seal_dev: bool,
+    /// The container's stdin is a pipe the shim keeps open for `attach`
+    /// (the container's `stdin: true`); otherwise /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The first attach that closes stdin closes it for the container (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The container's stdio is a terminal (`tty: true`): its master is the
+    /// shim's, its output is logged as stdout, attach writes and resizes it.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A mount subtree of which a shim keeps only one part.
@@ -155,6 +166,12 @@ pub enum ShimRequest {
     Kill { signal: i32 },
     /// Reply with the container's pid and whether it runs.
     State,
+    /// Attach: the reply ([`ShimReply::Attached`]) comes in one message with
+    /// the descriptors it names (SCM_RIGHTS), then the connection carries
+    /// the container's output from then on, each piece as
+    /// `[stream (1 stdout, 2 stderr)][length, u32 big-endian][bytes]`, until
+    /// the container ends (or the reader falls behind and is dropped).
+    Attach,
 }
 
 /// One reply line from a shim.
@@ -167,6 +184,9 @@ pub enum ShimReply {
     Ok { pid: i32 },
     /// A request failed.
     Error { message: String },
+    /// Attached: with the write end of the container's stdin pipe (`stdin`)
+    /// or a terminal master (`tty`, which is also its stdin), in that order.
+    Attached { stdin: bool, tty: bool },
 }
 
 /// What the daemon reads from a shim's stdout once the container has started (or failed to).

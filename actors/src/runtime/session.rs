@@ -89,6 +89,18 @@ impl Session {
 pub struct Terminal(Arc<AsyncFd<OwnedFd>>);
 
 impl Terminal {
+    /// A master descriptor, made non-blocking and registered with the runtime.
+    fn new(master: OwnedFd) -> Result<Self, String> {
+        nix::fcntl::fcntl(
+            master.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| e.to_string())?;
+        // SAFETY: the OwnedFd is valid and stays open, unreplaced, while the AsyncFd owns it.
+        let registered = unsafe { AsyncFd::register(master) }.map_err(|e| e.to_string())?;
+        Ok(Terminal(Arc::new(registered)))
+    }
+
     /// Sets the terminal's size (kubectl's resize channel); the command gets SIGWINCH.
     pub fn resize(&self, width: u16, height: u16) -> io::Result<()> {
         let size = libc::winsize {
@@ -206,9 +218,7 @@ impl Runtime {
         session.helper_errors = session.child.stderr.take();
         match tokio::time::timeout(Duration::from_secs(30), receive_terminal(ours)).await {
             Ok(Ok(master)) => {
-                // SAFETY: the OwnedFd is valid and stays open, unreplaced, while the AsyncFd owns it.
-                let registered = unsafe { AsyncFd::register(master) }.map_err(|e| e.to_string())?;
-                let terminal = Terminal(Arc::new(registered));
+                let terminal = Terminal::new(master)?;
                 session.stdout = Some(Box::new(terminal.clone()));
                 if opts.stdin {
                     session.stdin = Some(Box::new(terminal.clone()));
@@ -228,16 +238,118 @@ impl Runtime {
 
 /// Receives the terminal master the helper passes over its stdin.
 async fn receive_terminal(stream: std::os::unix::net::UnixStream) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-    use std::os::fd::FromRawFd;
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+    match receive_reply(&stream).await {
+        Ok((_, fds)) => fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| "the helper sent no terminal".to_string()),
+        Err(_) => Err("the helper closed without passing a terminal".into()),
+    }
+}
+
+/// A running container attached to: its output from now on, and its stdin
+/// or terminal when it has one.
+pub struct Attachment {
+    /// The container's output, as its shim reads it.
+    pub output: AttachOutput,
+    /// Its stdin (a `stdin: true` container's pipe, or its terminal).
+    pub stdin: Option<Writer>,
+    /// Its terminal (`tty: true`), to resize.
+    pub terminal: Option<Terminal>,
+}
+
+/// The output an attached shim sends: `[stream][u32 length][bytes]` pieces.
+pub struct AttachOutput {
+    stream: tokio::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+impl AttachOutput {
+    /// The next piece as (stream, bytes): stream 1 is stdout, 2 stderr.
+    /// `None` once the container has ended (or the shim dropped us).
+    pub async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if self.buf.len() >= 5 + len {
+                    let stream = self.buf[0];
+                    let data = self.buf[5..5 + len].to_vec();
+                    self.buf.drain(..5 + len);
+                    return Some((stream, data));
+                }
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Attaches to start `attempt` of a running container through its shim.
+    pub async fn attach(&self, uid: &str, container: &str, attempt: u32) -> Result<Attachment, String> {
+        use tokio::io::AsyncWriteExt;
+        let id = container_id(uid, container, attempt);
+        let socket = self.paths.shim_socket(&id);
+        let mut stream = tokio::net::UnixStream::connect(&socket)
+            .await
+            .map_err(|e| io_err("connect", &socket, e))?;
+        let mut line = serde_json::to_string(&super::protocol::ShimRequest::Attach).unwrap_or_default();
+        line.push('\n');
+        stream
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| io_err("write", &socket, e))?;
+        let (head, fds) = tokio::time::timeout(Duration::from_secs(5), receive_reply(&stream))
+            .await
+            .map_err(|_| format!("shim {id}: no reply to attach in 5s"))??;
+        let newline = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+        let reply: super::protocol::ShimReply = serde_json::from_slice(&head[..newline])
+            .map_err(|e| format!("shim {id} replied {:?}: {e}", String::from_utf8_lossy(&head)))?;
+        let (stdin, tty) = match reply {
+            super::protocol::ShimReply::Attached { stdin, tty } => (stdin, tty),
+            super::protocol::ShimReply::Error { message } => return Err(message),
+            other => return Err(format!("shim {id} replied {other:?} to attach")),
+        };
+        let mut fds = fds.into_iter();
+        let mut attachment = Attachment {
+            output: AttachOutput {
+                stream,
+                buf: head.get(newline + 1..).unwrap_or_default().to_vec(),
+            },
+            stdin: None,
+            terminal: None,
+        };
+        if stdin {
+            let fd = fds.next().ok_or("the shim sent no stdin")?;
+            let pipe = tokio::net::unix::pipe::Sender::from_owned_fd(fd).map_err(|e| e.to_string())?;
+            attachment.stdin = Some(Box::new(pipe));
+        }
+        if tty {
+            let terminal = Terminal::new(fds.next().ok_or("the shim sent no terminal")?)?;
+            // Written to and resized only: the shim reads the output.
+            attachment.stdin = Some(Box::new(terminal.clone()));
+            attachment.terminal = Some(terminal);
+        }
+        Ok(attachment)
+    }
+}
+
+/// The first message on `stream` and the descriptors sent with it (an
+/// attach reply from a shim; a terminal from an exec helper).
+async fn receive_reply(stream: &tokio::net::UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::FromRawFd;
     loop {
         stream.readable().await.map_err(|e| e.to_string())?;
         let got = stream.try_io(tokio::io::Interest::READABLE, || {
-            let mut buf = [0u8; 16];
+            let mut buf = vec![0u8; 4096];
             let mut iov = [io::IoSliceMut::new(&mut buf)];
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
             let msg = recvmsg::<UnixAddr>(
                 stream.as_raw_fd(),
                 &mut iov,
@@ -245,26 +357,22 @@ async fn receive_terminal(stream: std::os::unix::net::UnixStream) -> Result<Owne
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )
             .map_err(io::Error::from)?;
-            let fd = msg.cmsgs().map_err(io::Error::from)?.find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            });
-            Ok(fd)
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(list) = c {
+                    // SAFETY: SCM_RIGHTS just installed these descriptors; nothing else owns them.
+                    fds.extend(list.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+            let n = msg.bytes;
+            buf.truncate(n);
+            Ok((buf, fds))
         });
         match got {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(format!("receive the terminal: {e}")),
-            // SAFETY: SCM_RIGHTS just installed this descriptor; nothing else owns it.
-            Ok(Some(fd)) => {
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                nix::fcntl::fcntl(
-                    fd.as_raw_fd(),
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                )
-                .map_err(|e| e.to_string())?;
-                return Ok(fd);
-            }
-            Ok(None) => return Err("the helper closed without passing a terminal".into()),
+            Err(e) => return Err(format!("receive the attach reply: {e}")),
+            Ok((buf, _)) if buf.is_empty() => return Err("the shim closed the connection".into()),
+            Ok(reply) => return Ok(reply),
         }
     }
 }

@@ -428,7 +428,8 @@ pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_
         .unwrap_or_else(|| "/dev/termination-log".into());
     let capabilities: Capabilities = caps.iter().map(|c| capability(c)).collect::<Result<_, _>>()?;
     let process = ProcessBuilder::default()
-        .terminal(false)
+        // `tty: true`: a terminal, made by libcontainer, its master the shim's.
+        .terminal(c.tty.unwrap_or(false))
         // 0022 inside, as runc and Docker give, whatever the daemon's own umask.
         .user(
             UserBuilder::default()

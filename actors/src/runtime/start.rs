@@ -267,6 +267,9 @@ impl Runtime {
             // A shared rootfs (a Bidirectional volume) must reach the host's
             // mount table, which a shim with its own table would stop.
             seal_dev: !privileged,
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
             mount_scope: if config.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) == Some("shared") {
                 Vec::new()
             } else {

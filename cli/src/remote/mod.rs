@@ -11,7 +11,7 @@ pub mod ws;
 
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use peapod_actors::runtime::session::{Session, SessionOptions};
+use peapod_actors::runtime::session::{Session, SessionOptions, Terminal, Writer};
 use peapod_actors::runtime::Runtime;
 use peapod_core::store::Store;
 use serde_json::{json, Value};
@@ -60,8 +60,9 @@ pub struct ExecRequest {
 }
 
 impl ExecRequest {
-    /// Reads the query: `command` repeats; booleans are `true`/`1` or present empty.
-    pub fn from_query(query: &str) -> Result<Self, String> {
+    /// Reads the query: `command` repeats (and is required when
+    /// `need_command`: exec, not attach); booleans are `true`/`1` or present empty.
+    pub fn from_query(query: &str, need_command: bool) -> Result<Self, String> {
         let mut r = ExecRequest::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let flag = || matches!(v.as_ref(), "" | "true" | "1");
@@ -75,7 +76,7 @@ impl ExecRequest {
                 _ => {}
             }
         }
-        if r.command.is_empty() {
+        if r.command.is_empty() && need_command {
             return Err("you must specify at least 1 command".into());
         }
         if !(r.stdin || r.stdout || r.stderr) {
@@ -154,6 +155,7 @@ pub async fn find_target(
     ns: &str,
     name: &str,
     container: Option<&str>,
+    verb: &str,
 ) -> Result<ExecTarget, (u16, &'static str, String)> {
     let pod = get_pod(store, ns, name).await?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
@@ -161,7 +163,7 @@ pub async fn find_target(
         return Err((
             400,
             "BadRequest",
-            format!("cannot exec into a container in a completed pod; current phase is {phase}"),
+            format!("cannot {verb} a container in a completed pod; current phase is {phase}"),
         ));
     }
     let names: Vec<&str> = pod["spec"]["containers"]
@@ -298,23 +300,7 @@ pub async fn run(
             event = next => match event {
                 // The client is gone: dropping the session kills the command.
                 None => return,
-                Some(Inbound::Stdin(data)) => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Some(Inbound::StdinEnd) => {
-                    if let Some(mut w) = stdin.take() {
-                        let _ = w.shutdown().await;
-                    }
-                }
-                Some(Inbound::Resize { width, height }) => {
-                    if let Some(t) = &terminal {
-                        let _ = t.resize(width, height);
-                    }
-                }
+                Some(event) => deliver(event, &mut stdin, terminal.as_ref()).await,
             },
             code = session.wait() => break code,
         }
@@ -334,9 +320,95 @@ pub async fn run(
     let _ = out.send(Outbound::Status(status)).await;
 }
 
-/// `GET`/`POST …/pods/NAME/exec`: checks the request, then upgrades to the
-/// protocol the client offers.
-pub async fn exec(
+/// Passes what the client sent to the command: stdin bytes (a write that
+/// fails closes stdin), stdin's end, a terminal size.
+async fn deliver(event: Inbound, stdin: &mut Option<Writer>, terminal: Option<&Terminal>) {
+    match event {
+        Inbound::Stdin(data) => {
+            if let Some(w) = stdin.as_mut() {
+                if w.write_all(&data).await.is_err() {
+                    *stdin = None;
+                }
+            }
+        }
+        Inbound::StdinEnd => {
+            if let Some(mut w) = stdin.take() {
+                let _ = w.shutdown().await;
+            }
+        }
+        Inbound::Resize { width, height } => {
+            if let Some(t) = terminal {
+                let _ = t.resize(width, height);
+            }
+        }
+    }
+}
+
+/// Runs an attach: the container's output from now on to the client, the
+/// client's input to its stdin or terminal, until the container ends (then
+/// `Success`) or the client goes away (which, with `stdinOnce`, closes the
+/// container's stdin).
+pub async fn run_attach(
+    runtime: Arc<Runtime>,
+    target: ExecTarget,
+    req: ExecRequest,
+    mut inbound: mpsc::Receiver<Inbound>,
+    out: mpsc::Sender<Outbound>,
+) {
+    let attachment = match runtime.attach(&target.uid, &target.container, target.attempt).await {
+        Ok(a) => a,
+        Err(e) => {
+            let message = format!("error attaching to container: {e}");
+            let _ = out
+                .send(Outbound::Status(failure(500, "InternalError", &message)))
+                .await;
+            return;
+        }
+    };
+    let mut output = attachment.output;
+    let mut stdin = if req.stdin { attachment.stdin } else { None };
+    let terminal = attachment.terminal;
+    let pump_out = out.clone();
+    let (stdout, stderr) = (req.stdout, req.stderr);
+    let mut pump = actix_web::rt::spawn(async move {
+        while let Some((stream, data)) = output.next().await {
+            let (ch, wanted) = match stream {
+                2 => (channel::STDERR, stderr),
+                _ => (channel::STDOUT, stdout),
+            };
+            if wanted && pump_out.send(Outbound::Data(ch, Bytes::from(data))).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        tokio::select! {
+            _ = &mut pump => break,
+            event = inbound.recv() => match event {
+                None => {
+                    pump.abort();
+                    return;
+                }
+                Some(event) => deliver(event, &mut stdin, terminal.as_ref()).await,
+            },
+        }
+    }
+    let _ = out.send(Outbound::Status(success())).await;
+}
+
+/// Which of the two the request is.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Verb {
+    /// `pods/exec`: a new command.
+    Exec,
+    /// `pods/attach`: the container's own process.
+    Attach,
+}
+
+/// `GET`/`POST …/pods/NAME/exec` and `…/attach`: checks the request and the
+/// pod, then upgrades to the protocol the client offers.
+pub async fn exec_or_attach(
+    verb: Verb,
     req: HttpRequest,
     payload: actix_web::web::Payload,
     store: Arc<dyn Store>,
@@ -345,26 +417,36 @@ pub async fn exec(
     name: String,
 ) -> HttpResponse {
     let bad = |code: u16, reason: &str, message: String| crate::api::status(code, reason, message, None);
-    let request = match ExecRequest::from_query(req.query_string()) {
+    let (word, verb_phrase) = match verb {
+        Verb::Exec => ("exec", "exec into"),
+        Verb::Attach => ("attach", "attach to"),
+    };
+    let request = match ExecRequest::from_query(req.query_string(), verb == Verb::Exec) {
         Ok(r) => r,
         Err(e) => return bad(400, "BadRequest", e),
     };
-    let target = match find_target(&*store, &ns, &name, request.container.as_deref()).await {
+    let target = match find_target(&*store, &ns, &name, request.container.as_deref(), verb_phrase).await {
         Ok(t) => t,
         Err((code, reason, message)) => return bad(code, reason, message),
     };
     let upgrade = upgrade(&req);
-    let session = move |inbound, out| run(runtime, target, request, inbound, out);
-    if upgrade == "websocket" {
-        ws::serve(&req, payload, session)
-    } else if upgrade.starts_with("spdy/3.1") {
-        spdy::serve(&req, payload, session)
-    } else {
-        bad(
+    if upgrade != "websocket" && !upgrade.starts_with("spdy/3.1") {
+        return bad(
             400,
             "BadRequest",
-            "Upgrade request required: exec needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 connection".into(),
-        )
+            format!("Upgrade request required: {word} needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 connection"),
+        );
+    }
+    let session = move |inbound, out| async move {
+        match verb {
+            Verb::Exec => run(runtime, target, request, inbound, out).await,
+            Verb::Attach => run_attach(runtime, target, request, inbound, out).await,
+        }
+    };
+    if upgrade == "websocket" {
+        ws::serve(&req, payload, session)
+    } else {
+        spdy::serve(&req, payload, session)
     }
 }
 
@@ -376,15 +458,23 @@ mod tests {
     fn exec_options_read_repeated_commands_and_flags() {
         let r = ExecRequest::from_query(
             "command=sh&command=-c&command=echo+a%20b&container=c&stdin=true&stdout=1&tty=true&stderr=true",
+            true,
         )
         .unwrap();
         assert_eq!(r.command, ["sh", "-c", "echo a b"]);
         assert_eq!(r.container.as_deref(), Some("c"));
         assert!(r.stdin && r.stdout && r.tty);
         assert!(!r.stderr, "a terminal has no separate stderr");
-        assert!(ExecRequest::from_query("stdout=true").unwrap_err().contains("command"));
-        assert!(ExecRequest::from_query("command=ls")
+        assert!(ExecRequest::from_query("stdout=true", true)
+            .unwrap_err()
+            .contains("command"));
+        assert!(ExecRequest::from_query("command=ls", true)
             .unwrap_err()
             .contains("stdin, stdout, stderr"));
+        // attach takes no command.
+        assert!(ExecRequest::from_query("stdout=true", false)
+            .unwrap()
+            .command
+            .is_empty());
     }
 }

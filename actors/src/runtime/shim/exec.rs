@@ -155,16 +155,7 @@ fn exec_as_container_inner(
     if let (Some(listener), Some(path)) = (listener, tty) {
         let passed = pass_terminal(&listener);
         let _ = std::fs::remove_file(path);
-        // libcontainer links the console socket into the container's state
-        // dir under a fresh name and leaves the link behind.
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with("tenant-tty-")
-                && std::fs::read_link(entry.path()).ok().as_deref() == Some(path)
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        remove_console_links(&dir, path);
         if let Err(e) = passed {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -181,7 +172,25 @@ fn exec_as_container_inner(
 /// Takes the pseudo-terminal master libcontainer sends to the console
 /// socket and passes it on over stdin.
 fn pass_terminal(listener: &std::os::unix::net::UnixListener) -> Result<(), String> {
-    use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let master = receive_terminal(listener)?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<UnixAddr>(
+        0,
+        &[std::io::IoSlice::new(b"t")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("pass the terminal on: {e}"))?;
+    Ok(())
+}
+
+/// The pseudo-terminal master libcontainer sends to the console socket
+/// `listener` (within 10 s).
+pub(super) fn receive_terminal(listener: &std::os::unix::net::UnixListener) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     use std::io::IoSliceMut;
     use std::os::fd::AsRawFd;
     let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
@@ -203,15 +212,15 @@ fn pass_terminal(listener: &std::os::unix::net::UnixListener) -> Result<(), Stri
         })
         .ok_or("no descriptor in the console message")?;
     // SAFETY: SCM_RIGHTS just installed this descriptor in our table; we own it.
-    let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
-    let fds = [master.as_raw_fd()];
-    sendmsg::<UnixAddr>(
-        0,
-        &[std::io::IoSlice::new(b"t")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("pass the terminal on: {e}"))?;
-    Ok(())
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) })
+}
+
+/// libcontainer links a console socket into the container's state dir
+/// (under a fresh name for an exec) and leaves the link behind.
+pub(super) fn remove_console_links(dir: &Path, socket: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() == Some(socket) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

@@ -141,6 +141,16 @@ struct Output {
     log: LogWriter,
     /// A write to the log failed; said once on stderr, not per line.
     failed: bool,
+    /// Attached clients, sent each piece of output as it is read.
+    subscribers: Vec<UnixStream>,
+}
+
+/// What `attach` hands out: the write end of the container's stdin pipe,
+/// or its terminal's master.
+struct Attach {
+    stdin: Option<OwnedFd>,
+    console: Option<OwnedFd>,
+    stdin_once: bool,
 }
 
 const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
@@ -164,6 +174,7 @@ impl Output {
                 false
             }
             Ok(n) => {
+                self.broadcast(i, &buf[..n]);
                 // One time for all the lines of one read, as they came together.
                 let time = logfile::timestamp(chrono::Utc::now());
                 let log = &mut self.log;
@@ -178,12 +189,32 @@ impl Output {
                 true
             }
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => true,
+            // A terminal's master once every slave descriptor is closed: its end.
+            Err(nix::errno::Errno::EIO) => {
+                self.pipes[i] = None;
+                false
+            }
             Err(e) => {
                 eprintln!("shim: read container output: {e}");
                 self.pipes[i] = None;
                 false
             }
         }
+    }
+
+    /// Sends what pipe `i` gave to every attached client; one that cannot
+    /// take a whole piece at once (it fell behind) is dropped, so the
+    /// container never waits for a client.
+    fn broadcast(&mut self, i: usize, data: &[u8]) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(data.len() + 5);
+        frame.push(i as u8 + 1);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        self.subscribers
+            .retain_mut(|s| matches!(s.write(&frame), Ok(n) if n == frame.len()));
     }
 
     fn note(&mut self, err: Option<std::io::Error>) {
@@ -246,7 +277,7 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), String> {
     Ok((r, w))
 }
 
-fn create(config: &ShimConfig) -> Result<(Container, Output), String> {
+fn create(config: &ShimConfig) -> Result<(Container, Output, Attach), String> {
     crate::faults::point("shim.create", &config.id);
     // State of an earlier try under this id that never ran (its shim died
     // while creating): the daemon reuses the id only then, and only we hold its lock.
@@ -260,20 +291,52 @@ fn create(config: &ShimConfig) -> Result<(Container, Output), String> {
     // time, and rotates the file, which the container cannot then grow.
     let (out_r, out_w) = pipe_pair()?;
     let (err_r, err_w) = pipe_pair()?;
-    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+    // stdin: /dev/null, or a pipe whose write end the shim keeps for attach.
+    let (stdin, stdin_w): (OwnedFd, Option<OwnedFd>) = if config.stdin && !config.tty {
+        let (r, w) = pipe_pair()?;
+        (r, Some(w))
+    } else {
+        let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        (null.into(), None)
+    };
+    // A terminal: libcontainer makes it in the container and sends its master here.
+    let console_path = config.socket.with_extension("tty");
+    let console = if config.tty {
+        let _ = std::fs::remove_file(&console_path);
+        Some(UnixListener::bind(&console_path).map_err(|e| format!("bind {}: {e}", console_path.display()))?)
+    } else {
+        None
+    };
+    let built = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .validate_id()
         .and_then(|b| b.with_root_path(&config.state_root))
         .map_err(|e| format!("container {}: {e}", config.id))?
-        .with_stdin(null)
+        .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
+        .with_console_socket(console.as_ref().map(|_| &console_path))
         .with_executor(CleanSignalsExecutor)
         .as_init(&config.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string());
+    let master = match (&console, built.is_ok()) {
+        (Some(listener), true) => Some(super::exec::receive_terminal(listener)),
+        _ => None,
+    };
+    if console.is_some() {
+        let _ = std::fs::remove_file(&console_path);
+        super::exec::remove_console_links(&config.state_root.join(&config.id), &console_path);
+    }
+    let mut container = built?;
+    let master = match master.transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = container.delete(true);
+            return Err(format!("the container's terminal: {e}"));
+        }
+    };
     if config.seal_dev {
         if let Err(e) = container
             .pid()
@@ -288,13 +351,27 @@ fn create(config: &ShimConfig) -> Result<(Container, Output), String> {
         let _ = container.delete(true);
         return Err(e.to_string());
     }
+    // With a terminal, its master is the one output (stdout) and the stdin.
+    let (pipes, console) = match master {
+        Some(m) => {
+            let copy = m.try_clone().map_err(|e| format!("dup the terminal: {e}"))?;
+            ([Some(m), None], Some(copy))
+        }
+        None => ([Some(out_r), Some(err_r)], None),
+    };
     let output = Output {
-        pipes: [Some(out_r), Some(err_r)],
+        pipes,
         lines: Default::default(),
         log,
         failed: false,
+        subscribers: Vec::new(),
     };
-    Ok((container, output))
+    let attach = Attach {
+        stdin: stdin_w,
+        console,
+        stdin_once: config.stdin_once,
+    };
+    Ok((container, output, attach))
 }
 
 pub(super) fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
@@ -337,7 +414,7 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
     if let Err(e) = super::mounts::narrow(&config.mount_scope) {
         return fail(config, report, e);
     }
-    let (mut container, mut output) = match create(config) {
+    let (mut container, mut output, mut attach) = match create(config) {
         Ok(c) => c,
         Err(e) => return fail(config, report, e),
     };
@@ -422,7 +499,7 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
         }
         if client {
             if let Ok((stream, _)) = listener.accept() {
-                if let Some(waiter) = serve(stream, pid) {
+                if let Some(waiter) = serve(stream, pid, &mut attach, &mut output) {
                     waiters.push(waiter);
                 }
             }
@@ -449,7 +526,7 @@ fn babysit(config: &ShimConfig, mut report: File) -> i32 {
 }
 
 /// Answers one request; returns the stream if it waits for the exit.
-fn serve(stream: UnixStream, pid: Pid) -> Option<UnixStream> {
+fn serve(stream: UnixStream, pid: Pid, attach: &mut Attach, output: &mut Output) -> Option<UnixStream> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
     let mut reader = BufReader::new(stream);
@@ -459,6 +536,10 @@ fn serve(stream: UnixStream, pid: Pid) -> Option<UnixStream> {
     let mut stream = reader.into_inner();
     let reply = match serde_json::from_str::<ShimRequest>(line.trim()) {
         Ok(ShimRequest::Wait) => return Some(stream),
+        Ok(ShimRequest::Attach) => {
+            attach_client(stream, attach, output);
+            return None;
+        }
         Ok(ShimRequest::State) => ShimReply::Ok { pid: pid.as_raw() },
         Ok(ShimRequest::Kill { signal }) => match nix::sys::signal::Signal::try_from(signal) {
             Ok(sig) => match nix::sys::signal::kill(pid, sig) {
@@ -477,4 +558,40 @@ fn serve(stream: UnixStream, pid: Pid) -> Option<UnixStream> {
     };
     let _ = writeln!(stream, "{}", serde_json::to_string(&reply).unwrap_or_default());
     None
+}
+
+/// Hands an attaching client the container's stdin (or terminal) and adds
+/// it to those sent the output.
+fn attach_client(stream: UnixStream, attach: &mut Attach, output: &mut Output) {
+    use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, UnixAddr};
+    let stdin = attach.stdin.as_ref().and_then(|fd| fd.try_clone().ok());
+    let console = attach.console.as_ref().and_then(|fd| fd.try_clone().ok());
+    let reply = ShimReply::Attached {
+        stdin: stdin.is_some(),
+        tty: console.is_some(),
+    };
+    let line = format!("{}\n", serde_json::to_string(&reply).unwrap_or_default());
+    let fds: Vec<i32> = stdin.iter().chain(console.iter()).map(|fd| fd.as_raw_fd()).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = match fds.is_empty() {
+        true => Vec::new(),
+        false => vec![ControlMessage::ScmRights(&fds)],
+    };
+    let sent = sendmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(line.as_bytes())],
+        &cmsgs,
+        MsgFlags::empty(),
+        None,
+    );
+    if !matches!(sent, Ok(n) if n == line.len()) {
+        return;
+    }
+    // stdinOnce: the client holds the last write end; its close is the container's EOF.
+    if attach.stdin_once && stdin.is_some() {
+        attach.stdin = None;
+    }
+    let _ = setsockopt(&stream, sockopt::SndBuf, &(4 << 20));
+    if stream.set_nonblocking(true).is_ok() {
+        output.subscribers.push(stream);
+    }
 }
