@@ -429,23 +429,106 @@ async fn list(
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(data, t, q, wanted, table).await;
     }
-    match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
-        Ok((items, rev)) => {
-            let items: Vec<Value> = items.into_iter().filter(|i| wanted.matches(i)).collect();
-            if let Some(include) = table {
-                return HttpResponse::Ok().json(printers::table(
-                    t.kind.printer,
-                    &items,
-                    include,
-                    Some(&rev.to_string()),
-                ));
+    let limit = match q.get("limit").map(|l| l.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n as usize),
+        Some(Ok(_)) => None,
+        Some(Err(_)) => return status(400, "BadRequest", "limit: must be an integer".into(), None),
+    };
+    let after = match q.get("continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => match ContinueToken::decode(token) {
+            Some(c) => Some(c),
+            None => {
+                return status(
+                    400,
+                    "BadRequest",
+                    "continue key is not valid: the token was not made by this server".into(),
+                    None,
+                )
             }
-            HttpResponse::Ok().json(
-                json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
-            )
+        },
+    };
+    let (items, rev, next) = match (limit, after) {
+        (None, None) => match data.store.list(&t.kind.resource(), t.namespace.as_deref()).await {
+            Ok((items, rev)) => (items.into_iter().filter(|i| wanted.matches(i)).collect(), rev, None),
+            Err(e) => return store_error(t.kind, e),
+        },
+        (limit, after) => match paged(data, t, &wanted, limit.unwrap_or(500), after).await {
+            Ok(page) => page,
+            Err(e) => return store_error(t.kind, e),
+        },
+    };
+    let rv = rev.to_string();
+    let mut body = match table {
+        Some(include) => printers::table(t.kind.printer, &items, include, Some(&rv)),
+        None => json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+            "metadata": {"resourceVersion": rv}, "items": items}),
+    };
+    if let Some(next) = next {
+        body["metadata"]["continue"] = json!(next.encode());
+    }
+    HttpResponse::Ok().json(body)
+}
+
+/// Where a paged list goes on (`continue`): the last key returned and the
+/// revision of the first page, which every later page reports.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    ns: String,
+    name: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+    fn decode(token: &str) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// One page of a list (`limit`, `continue`): up to `limit` selected objects
+/// after the token's key, in (namespace, name) order, and where to go on.
+/// Pages are not one snapshot (objects written between pages may appear or
+/// not), as the API server's inconsistent continuation; each reports the
+/// first page's revision.
+async fn paged(
+    data: &ApiState,
+    t: &Target,
+    wanted: &Selection,
+    limit: usize,
+    after: Option<ContinueToken>,
+) -> Result<(Vec<Value>, u64, Option<ContinueToken>), StoreError> {
+    let resource = t.kind.resource();
+    let mut rev = after.as_ref().map(|a| a.rv);
+    let mut key = after.map(|a| (a.ns, a.name));
+    let mut items = Vec::new();
+    loop {
+        let page = data
+            .store
+            .list_page(&resource, t.namespace.as_deref(), key.clone(), limit)
+            .await?;
+        let rev = *rev.get_or_insert(page.revision);
+        for item in page.items {
+            key = Some((object::namespace(&item).to_string(), object::name(&item).to_string()));
+            if wanted.matches(&item) {
+                items.push(item);
+            }
+            if items.len() == limit {
+                // More may follow: the next page says.
+                let (ns, name) = key.clone().unwrap_or_default();
+                return Ok((items, rev, Some(ContinueToken { rv: rev, ns, name })));
+            }
         }
-        Err(e) => store_error(t.kind, e),
+        if page.next.is_none() {
+            return Ok((items, rev, None));
+        }
+        key = page.next;
     }
 }
 
@@ -460,6 +543,17 @@ impl Selection {
     fn matches(&self, object: &Value) -> bool {
         self.labels.matches(&object::labels(object)) && self.fields.matches(object)
     }
+}
+
+/// How often a watch that allows bookmarks gets one: the API server's
+/// minute, or `PEAPOD_WATCH_BOOKMARK_SECONDS` (for tests).
+fn bookmark_every() -> std::time::Duration {
+    let secs = std::env::var("PEAPOD_WATCH_BOOKMARK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
 }
 
 /// A watch. Without a resourceVersion, or with `0`, it begins with an
@@ -507,19 +601,37 @@ async fn watch(
         let line = json!({"type": event_type, "object": object});
         Ok::<_, actix_web::Error>(web::Bytes::from(format!("{line}\n")))
     };
+    let live_event = event;
     let first = futures_util::stream::iter(initial.into_iter().map(move |o| event(json!("ADDED"), o)));
-    let live = futures_util::stream::unfold(rx, |mut rx| async move {
-        let ev = rx.recv().await?;
-        Some((ev, rx))
-    })
-    .filter_map(move |ev| {
+    // With allowWatchBookmarks, a BOOKMARK each minute carries the revision
+    // the watch has reached, so a client resumes from there, not further back.
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+    let (kind, api_version) = (t.kind.kind, t.kind.api_version());
+    let every = bookmark_every();
+    let tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let live = futures_util::stream::unfold((rx, from, tick), move |(mut rx, mut reached, mut tick)| {
         let selects = selects.clone();
+        let event = live_event;
+        let api_version = api_version.clone();
         async move {
-            match ev {
-                Ok(ev) => selects(&ev.object).then(|| event(json!(ev.event_type), ev.object)),
-                Err(e) => {
-                    let line = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}});
-                    Some(Ok(web::Bytes::from(format!("{line}\n"))))
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev? {
+                        Ok(ev) => {
+                            reached = reached.max(ev.revision);
+                            if selects(&ev.object) {
+                                return Some((event(json!(ev.event_type), ev.object), (rx, reached, tick)));
+                            }
+                        }
+                        Err(e) => {
+                            let line = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": e.to_string()}});
+                            return Some((Ok(web::Bytes::from(format!("{line}\n"))), (rx, reached, tick)));
+                        }
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        let line = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": reached.to_string()}}});
+                        return Some((Ok(web::Bytes::from(format!("{line}\n"))), (rx, reached, tick)));
+                    }
                 }
             }
         }

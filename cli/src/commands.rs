@@ -162,7 +162,16 @@ pub struct TaintArgs {
 
 #[derive(Args)]
 pub struct LogsArgs {
-    pod: String,
+    /// The pod: `NAME`, `pod/NAME`, or `TYPE/NAME` of a workload (`deploy/web`,
+    /// `job/x`, `sts/db`…: one of its pods, a running one first).
+    pod: Option<String>,
+    /// The logs of every pod these labels select (`app=web`), one after another
+    /// (followed together with -f, at most 5).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Start each line with `[pod/NAME/CONTAINER]` (the default with -l).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    prefix: Option<bool>,
     #[arg(short = 'c', long)]
     container: Option<String>,
     #[arg(short = 'n', long)]
@@ -1845,16 +1854,126 @@ pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
     if let Some(n) = a.limit_bytes {
         q.push(format!("limitBytes={n}"));
     }
+    let ns = ns_of(&a.namespace);
+    let pods = match (&a.pod, &a.selector) {
+        (Some(p), None) => vec![pod_of(c, &ns, p)?],
+        (None, Some(sel)) => {
+            let path = format!("{}?labelSelector={}", kinds::pod().collection_path(&ns), urlencode(sel));
+            let list = c.call("GET", &path, None)?;
+            let mut names: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            if names.is_empty() {
+                eprintln!("No resources found in {ns} namespace.");
+                return Ok(());
+            }
+            names
+        }
+        (Some(_), Some(_)) => bail!("a pod and -l (--selector) cannot both be given"),
+        (None, None) => bail!("a pod (NAME, pod/NAME or TYPE/NAME) or -l (--selector) is required"),
+    };
+    if a.follow && pods.len() > 5 {
+        bail!(
+            "you are attempting to follow {} log streams, but maximum allowed concurrency is 5",
+            pods.len()
+        );
+    }
+    let prefix = a.prefix.unwrap_or(a.selector.is_some());
+    let query = q.join("&");
+    let stream_one = |pod: &str| -> Result<()> {
+        let path = format!("{}/log?{query}", kinds::pod().object_path(&ns, pod));
+        let label = format!("[pod/{pod}/{}] ", a.container.as_deref().unwrap_or("*"));
+        let mut pending = Vec::new();
+        c.stream("GET", &path, None, |chunk| {
+            let mut out = std::io::stdout().lock();
+            if !prefix {
+                return out.write_all(chunk).and_then(|_| out.flush()).is_ok();
+            }
+            // Whole lines only, so lines of pods followed together never interleave.
+            pending.extend_from_slice(chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if out
+                    .write_all(label.as_bytes())
+                    .and_then(|_| out.write_all(&line))
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            out.flush().is_ok()
+        })
+        .map(drop)
+    };
+    if a.follow && pods.len() > 1 {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| stream_one(p))).collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().map_err(|_| anyhow!("a log stream panicked"))?)
+        })
+    } else {
+        pods.iter().try_for_each(|p| stream_one(p))
+    }
+}
+
+/// The pod a `logs` argument names: `NAME`, `pod/NAME`, or `TYPE/NAME` of
+/// something with a pod selector (the first of its pods: running, ready,
+/// newest first; kubectl says which when there are several).
+fn pod_of(c: &Client, ns: &str, arg: &str) -> Result<String> {
+    let Some((ty, name)) = arg.split_once('/') else {
+        return Ok(arg.to_string());
+    };
+    let kind = kind_named(ty)?;
+    if kind.kind == "Pod" {
+        return Ok(name.to_string());
+    }
+    let object = c.call("GET", &kind.object_path(ns, name), None)?;
+    let selector = &object["spec"]["selector"];
+    // Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs: a LabelSelector; RCs: a map.
+    let labels = selector["matchLabels"].as_object().or(selector
+        .as_object()
+        .filter(|m| !m.contains_key("matchLabels") && !m.contains_key("matchExpressions")));
+    let Some(labels) = labels.filter(|l| !l.is_empty()) else {
+        bail!("cannot get the logs of {}/{name}: it selects no pods", kind.plural);
+    };
+    let sel: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
     let path = format!(
-        "{}/log?{}",
-        kinds::pod().object_path(&ns_of(&a.namespace), &a.pod),
-        q.join("&")
+        "{}?labelSelector={}",
+        kinds::pod().collection_path(ns),
+        urlencode(&sel.join(","))
     );
-    let mut out = std::io::stdout();
-    c.stream("GET", &path, None, |chunk| {
-        out.write_all(chunk).and_then(|_| out.flush()).is_ok()
-    })?;
-    Ok(())
+    let list = c.call("GET", &path, None)?;
+    let mut pods: Vec<&serde_json::Value> = list["items"].as_array().into_iter().flatten().collect();
+    let ready = |p: &serde_json::Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    pods.sort_by_key(|p| {
+        (
+            p["status"]["phase"] != "Running",
+            !ready(p),
+            std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()),
+        )
+    });
+    let Some(first) = pods.first() else {
+        bail!("no pods found for {}/{name}", kind.plural);
+    };
+    let pod = first["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if pods.len() > 1 {
+        eprintln!("Found {} pods, using pod/{pod}", pods.len());
+    }
+    Ok(pod)
 }
 
 /// `peapod plugins [-o json]`: the volume plugins the daemon loaded.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use crate::commands::{kind_slash_name as display, ns_of};
-use peapod_actors::controllers::deployment::{revision, template_without_hash, CHANGE_CAUSE};
+use peapod_actors::controllers::deployment::{revision, template_without_hash, zero_values_dropped, CHANGE_CAUSE};
 use peapod_actors::controllers::history::revision_template;
 
 #[derive(Subcommand)]
@@ -374,7 +374,7 @@ pub fn rollout(c: &Client, cmd: RolloutCommand) -> Result<()> {
                 }
                 bail!("error: unable to find specified revision {to_revision} in history");
             };
-            if *template == d["spec"]["template"] {
+            if zero_values_dropped(template) == zero_values_dropped(&d["spec"]["template"]) {
                 println!(
                     "{} skipped rollback (current template already matches revision {rev})",
                     display(kind, &name)

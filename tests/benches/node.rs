@@ -23,12 +23,16 @@
 //! - plugins: a no-op call through the ABI beside the exec of a trivial driver;
 //! - pulls: `peapod image pull` of a ~100 MB image in five gzip layers from a
 //!   local docker-registry beside `skopeo copy` of it to an OCI layout,
-//!   interleaved, and 10 pods of that image started before it is pulled.
+//!   interleaved, and 10 pods of that image started before it is pulled;
+//! - remote: `kubectl get pods` with 500 pods (Table beside `-o json`, time
+//!   and bytes), an exec of `true` through `peapod exec` and `kubectl exec`
+//!   beside the exec helper alone, and port-forward throughput (peapod's,
+//!   kubectl's) beside a direct connection to the pod's IP.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
 //! short form (fewer of everything, no 500-pod burst); `PEAPOD_BENCH_ONLY`
-//! picks sections (`containers,plugins,pods,soak,pulls`).
+//! picks sections (`containers,plugins,pods,soak,pulls,remote`).
 
 use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
 use peapod_tests::{binary, container, Node};
@@ -515,6 +519,200 @@ fn pulls(table: &mut Table) {
     );
 }
 
+// ---- remote: kubectl get, exec, port-forward ---------------------------------------------
+
+/// A GET over the daemon's socket with `accept`: (time, bytes on the wire).
+fn socket_get(node: &Node, path: &str, accept: &str) -> (Duration, usize) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\nAccept: {accept}\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    (t.elapsed(), out.len())
+}
+
+/// Median wall time of `runs` runs of `cmd()`, each asserted to succeed.
+fn timed(runs: usize, mut cmd: impl FnMut() -> Command) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = cmd().stdin(Stdio::null()).output().expect("run");
+        times.push(t.elapsed());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    median(&mut times)
+}
+
+/// Downloads `path` from `127.0.0.1:port` (or `addr`): MB/s of the body.
+fn download(addr: &str, path: &str) -> f64 {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => panic!("read from {addr}: {e}"),
+        }
+    }
+    n as f64 / 1e6 / t.elapsed().as_secs_f64()
+}
+
+/// The local port a `port-forward` prints it forwards from.
+fn forwarding(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    std::thread::spawn(move || for _ in reader.lines() {});
+    line.split_whitespace().nth(2).unwrap_or_default().to_string()
+}
+
+fn remote(table: &mut Table) {
+    let node = Node::start_with_args(
+        &[
+            "--listen-https",
+            "127.0.0.1:0",
+            "--pod-cidr",
+            "10.93.0.0/20",
+            "--max-pods",
+            "5000",
+        ],
+        |_| {},
+    );
+    let record = node.root().join("pki/listen-https");
+    peapod_tests::wait_for("the HTTPS listener", Duration::from_secs(20), || {
+        std::fs::read_to_string(&record).ok().filter(|a| !a.is_empty())
+    });
+    let home = node.dir.path().join("kube");
+    std::fs::create_dir_all(&home).unwrap();
+    let root = node.root().display().to_string();
+    std::fs::write(home.join("config"), node.ok(&["kubeconfig", "--root-dir", &root])).unwrap();
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("/usr/local/lib/peapod/kubectl/kubectl-1.33");
+        c.arg("--kubeconfig")
+            .arg(home.join("config"))
+            .args(args)
+            .env("HOME", &home);
+        c
+    };
+    let runs = if quick() { 5 } else { 20 };
+
+    // kubectl get pods: Table (what get asks for) beside JSON.
+    let n = if quick() { 100 } else { 500 };
+    let names: Vec<String> = (0..n).map(|i| format!("g{i:04}")).collect();
+    bench::create_all(&node, &names);
+    let table_accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let (_, table_bytes) = socket_get(&node, "/api/v1/namespaces/default/pods", table_accept);
+    let (_, json_bytes) = socket_get(&node, "/api/v1/namespaces/default/pods", "application/json");
+    let get_table = timed(runs.min(10), || kubectl(&["get", "pods"]));
+    let get_json = timed(runs.min(10), || kubectl(&["get", "pods", "-o", "json"]));
+    table.row(
+        format!("`kubectl get pods` with {n} pods, HTTPS (median of {})", runs.min(10)),
+        format!("{} (Table, {:.0} KiB)", ms(get_table), table_bytes as f64 / 1024.0),
+        format!("`-o json` {} ({:.0} KiB)", ms(get_json), json_bytes as f64 / 1024.0),
+    );
+    bench::delete_all(&node, &names);
+
+    // exec of `true`: through the API beside the exec helper alone.
+    node.apply(&bench::pod_yaml("ex"));
+    let pod = node.wait_pod("ex", "running", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    let uid: String = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| *c != '-')
+        .take(12)
+        .collect();
+    let state_root = node.run_dir().join("containers");
+    let id = format!("{uid}-c-0");
+    let socket = node.run_dir().join("peapod.sock");
+    let helper = timed(runs, || {
+        let mut c = Command::new(binary());
+        c.args(["shim", "exec", "--as-container", "--state-root"])
+            .arg(&state_root)
+            .args(["--id", &id, "--", "true"]);
+        c
+    });
+    let peapod_exec = timed(runs, || {
+        let mut c = Command::new(binary());
+        c.args(["exec", "ex", "--", "true"]).env("PEAPOD_SOCKET", &socket);
+        c
+    });
+    let kubectl_exec = timed(runs, || kubectl(&["exec", "ex", "--", "true"]));
+    table.row(
+        format!("exec of `true`, round trip (median of {runs})"),
+        format!("`peapod exec` {} (WebSocket on the unix socket)", ms(peapod_exec)),
+        format!(
+            "the exec helper alone {}; `kubectl exec` over HTTPS {}",
+            ms(helper),
+            ms(kubectl_exec)
+        ),
+    );
+
+    // port-forward throughput beside a direct connection to the pod's IP.
+    let size_mb = if quick() { 50 } else { 200 };
+    let web = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pf}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'mkdir -p /dev/shm/w && dd if=/dev/zero of=/dev/shm/w/f bs=1M count={size_mb} 2>/dev/null && exec httpd -f -p 8080 -h /dev/shm/w']\n    resources: {{limits: {{memory: {}Mi}}}}\n",
+        size_mb * 2 + 64
+    );
+    node.apply(&web);
+    let pod = node.wait_pod("pf", "serving", Duration::from_secs(60), |p| {
+        container(p, "c")["state"]["running"].is_object() && p["status"]["podIP"].is_string()
+    });
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    let direct_addr = format!("{ip}:8080");
+    peapod_tests::wait_for("httpd in the pod", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&direct_addr).ok()
+    });
+    let mut forwards = Vec::new();
+    let mut pf = Command::new(binary())
+        .args(["port-forward", "pf", ":8080"])
+        .env("PEAPOD_SOCKET", &socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let via_peapod = forwarding(&mut pf);
+    forwards.push(pf);
+    let mut kpf = kubectl(&["port-forward", "pod/pf", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let via_kubectl = forwarding(&mut kpf);
+    forwards.push(kpf);
+    let (mut direct, mut peapod_pf, mut kubectl_pf) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        direct.push(download(&direct_addr, "/f"));
+        peapod_pf.push(download(&via_peapod, "/f"));
+        kubectl_pf.push(download(&via_kubectl, "/f"));
+    }
+    for mut f in forwards {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    let mid = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    table.row(
+        format!("port-forward, {size_mb} MB over one connection (median of 3)"),
+        format!(
+            "`peapod port-forward` {:.0} MB/s; `kubectl port-forward` (SPDY in WebSocket, HTTPS) {:.0} MB/s",
+            mid(&mut peapod_pf),
+            mid(&mut kubectl_pf)
+        ),
+        format!("direct to the pod IP {:.0} MB/s", mid(&mut direct)),
+    );
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PEAPOD_BENCH_CONTAINERS_IN") {
         container_starts_here(Path::new(&dir));
@@ -539,6 +737,9 @@ fn main() {
     }
     if wanted("pulls") {
         pulls(&mut table);
+    }
+    if wanted("remote") {
+        remote(&mut table);
     }
     let date = Command::new("date")
         .arg("-u")

@@ -198,3 +198,47 @@ fn annotate_patch_and_edit() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
     assert_eq!(get()["metadata"]["annotations"]["note"], "edited");
 }
+
+#[test]
+fn logs_of_a_workload_and_of_a_selector() {
+    let node = Node::start();
+    node.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {name: c, image: busybox:1.35, command: [sh, -c, 'echo hi from $HOSTNAME; sleep 3600']}\n",
+    );
+    let pods = wait_for("two web pods logging", Duration::from_secs(60), || {
+        let names = pods_named(&node, "default");
+        (names.len() == 2 && names.iter().all(|n| node.logs(n, "c").contains("hi from"))).then_some(names)
+    });
+    // TYPE/NAME of a workload: one of its pods, and which one is said.
+    let out = node.peapod(&["logs", "deploy/web"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let chosen = stderr
+        .trim()
+        .strip_prefix("Found 2 pods, using pod/")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(pods.iter().any(|p| p == chosen), "{chosen} not in {pods:?}");
+    assert_eq!(stdout, format!("hi from {chosen}\n"));
+    assert_eq!(
+        node.ok(&["logs", &format!("pod/{chosen}")]),
+        format!("hi from {chosen}\n")
+    );
+    // -l: every selected pod, each line with its pod and container.
+    let all = node.ok(&["logs", "-l", "app=web"]);
+    let mut lines: Vec<&str> = all.lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = pods.iter().map(|p| format!("[pod/{p}/*] hi from {p}")).collect();
+    want.sort();
+    assert_eq!(lines, want);
+    let none = node.peapod(&["logs", "-l", "app=nothing"]);
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("No resources found"),
+        "{none:?}"
+    );
+    let both = node.peapod(&["logs", "web", "-l", "app=web"]);
+    assert!(!both.status.success());
+    node.ok(&["delete", "deploy/web"]);
+}

@@ -969,3 +969,83 @@ fn attach_and_run_interactively_through_kubectl_and_peapod() {
         failed(&out)
     );
 }
+
+/// The ReplicaSets of deployment `web`, as (name, replicas, image).
+fn replica_sets(c: &Cluster) -> Vec<(String, u64, String)> {
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["get", "rs", "-l", "app=web", "-o", "json"])).unwrap();
+    let mut out: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| {
+            (
+                rs["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                rs["spec"]["replicas"].as_u64().unwrap_or(0),
+                rs["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn scale_set_image_rollout_and_cascade_through_kubectl() {
+    for minor in ["1.33", "1.20"] {
+        let mut c = Cluster::start(&[]);
+        c.kubectl = kubectl_release(minor);
+        // The second image of the rollout (the test image under another tag).
+        c.node.import_image("busybox:1.36");
+        let manifest = c.home.path().join("web.yaml");
+        std::fs::write(&manifest, DEPLOYMENT.replace("replicas: 0", "replicas: 1")).unwrap();
+        c.ok(&["apply", "-f", &manifest.display().to_string()]);
+        // scale goes through deployments/scale (autoscaling/v1 Scale).
+        assert!(
+            c.ok(&["scale", "deployment/web", "--replicas=3"]).contains("scaled"),
+            "{minor}"
+        );
+        let status = c.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+        assert!(status.contains("successfully rolled out"), "{minor}: {status}");
+        assert_eq!(deployment(&c)["status"]["readyReplicas"], 3, "{minor}");
+        // set image rolls out a second ReplicaSet; the first is scaled to 0 and kept.
+        c.ok(&["set", "image", "deployment/web", "c=busybox:1.36"]);
+        let status = c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+        assert!(status.contains("successfully rolled out"), "{minor}: {status}");
+        let sets = replica_sets(&c);
+        assert_eq!(sets.len(), 2, "{minor}: {sets:?}");
+        assert!(
+            sets.iter().any(|(_, n, image)| *n == 3 && image == "busybox:1.36"),
+            "{minor}: {sets:?}"
+        );
+        assert!(
+            sets.iter().any(|(_, n, image)| *n == 0 && image == "busybox:1.35"),
+            "{minor}: {sets:?}"
+        );
+        let history = c.ok(&["rollout", "history", "deployment/web"]);
+        assert!(history.contains('1') && history.contains('2'), "{minor}: {history}");
+        c.ok(&["rollout", "undo", "deployment/web"]);
+        c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+        assert_eq!(
+            deployment(&c)["spec"]["template"]["spec"]["containers"][0]["image"],
+            "busybox:1.35",
+            "{minor}"
+        );
+        // --cascade=orphan leaves the ReplicaSets (and their pods) behind, without their owner.
+        let cascade = if minor == "1.20" {
+            "--cascade=false"
+        } else {
+            "--cascade=orphan"
+        };
+        c.ok(&["delete", "deployment", "web", cascade, "--wait=true", "--timeout=60s"]);
+        let left = replica_sets(&c);
+        assert_eq!(left.len(), 2, "{minor}: {left:?}");
+        let v: serde_json::Value = serde_json::from_str(&c.ok(&["get", "rs", "-l", "app=web", "-o", "json"])).unwrap();
+        for rs in v["items"].as_array().unwrap() {
+            let owners = rs["metadata"]["ownerReferences"].as_array().map_or(0, Vec::len);
+            assert_eq!(owners, 0, "{minor}: orphaned ReplicaSets lose their owner: {rs}");
+        }
+    }
+}

@@ -364,3 +364,104 @@ fn finalizers_hold_a_deleted_object_and_generation_counts_spec_changes() {
     node.peapod(&["apply", "-f", f.to_str().unwrap()]);
     wait_for("held removed", MIN, || node.pod("held").is_none().then_some(()));
 }
+
+/// A GET over the node's socket; the body as JSON.
+fn get_json(node: &Node, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, serde_json::from_str(body).unwrap_or_default())
+}
+
+#[test]
+fn lists_come_in_pages_and_watches_get_bookmarks() {
+    let mut node = Node::start();
+    node.set_env(&[("PEAPOD_WATCH_BOOKMARK_SECONDS", "1")]);
+    node.kill_daemon();
+    node.start_daemon();
+    for n in ["pa", "pb", "pc", "pd", "pe"] {
+        let team = if n == "pb" || n == "pd" { "alpha" } else { "beta" };
+        node.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}, labels: {{team: {team}}}}}\n"
+        ));
+    }
+    let (_, all) = get_json(&node, "/api/v1/namespaces");
+    let everything: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    // limit=2 pages through every namespace once, in order, at one resourceVersion.
+    let mut paged = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    let mut path = "/api/v1/namespaces?limit=2".to_string();
+    loop {
+        let (code, page) = get_json(&node, &path);
+        assert_eq!(code, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        paged.extend(
+            items
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        versions.insert(page["metadata"]["resourceVersion"].as_str().unwrap().to_string());
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => path = format!("/api/v1/namespaces?limit=2&continue={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, everything);
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    // A selector applies before the limit: one matching namespace a page.
+    let (_, first) = get_json(&node, "/api/v1/namespaces?limit=1&labelSelector=team%3Dalpha");
+    assert_eq!(first["items"][0]["metadata"]["name"], "pb", "{first}");
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, second) = get_json(
+        &node,
+        &format!("/api/v1/namespaces?limit=1&labelSelector=team%3Dalpha&continue={token}"),
+    );
+    assert_eq!(second["items"][0]["metadata"]["name"], "pd", "{second}");
+    let (code, bad) = get_json(&node, "/api/v1/namespaces?limit=1&continue=garbage");
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad["message"].as_str().unwrap().contains("continue"), "{bad}");
+
+    // A watch that allows bookmarks gets one carrying the revision it reached.
+    use std::io::{BufRead, Write};
+    let rv: u64 = all["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(node.run_dir().join("peapod.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/namespaces?watch=true&resourceVersion={rv}&allowWatchBookmarks=true HTTP/1.0\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    node.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: pf}\n");
+    let mut added = None;
+    for line in std::io::BufReader::new(s).lines() {
+        let Ok(line) = line else { break };
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
+        let at: u64 = ev["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        match ev["type"].as_str() {
+            Some("ADDED") => added = Some(at),
+            Some("BOOKMARK") if added.is_some() => {
+                assert_eq!(ev["object"]["kind"], "Namespace", "{ev}");
+                assert!(at >= added.unwrap(), "a bookmark behind the watch: {ev}");
+                return;
+            }
+            _ => {}
+        }
+    }
+    panic!("no bookmark after the ADDED event (added at {added:?})");
+}

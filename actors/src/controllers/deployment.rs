@@ -77,6 +77,7 @@ impl Reconciler for Deployments {
 /// collision count), in the alphabet of generated names, as Kubernetes'
 /// `ComputeHash` encodes it.
 pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
+    let template = &zero_values_dropped(template);
     let mut h: u32 = 0x811c_9dc5;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -93,6 +94,38 @@ pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
         .bytes()
         .map(|d| ALPHABET[usize::from(d) % ALPHABET.len()] as char)
         .collect()
+}
+
+/// `v` without the fields that hold nothing (null, `{}`, `[]`), at any
+/// depth: Kubernetes compares templates as Go structs, where those and an
+/// absent field are the same zero value. A template written back by
+/// `kubectl rollout undo` (Go's encoding of the ReplicaSet's: `creationTimestamp:
+/// null`, `resources: {}`) is then the template it came from.
+pub fn zero_values_dropped(v: &Value) -> Value {
+    fn empty(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Object(m) => m.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), zero_values_dropped(v)))
+                .filter(|(_, v)| !empty(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(zero_values_dropped).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether a ReplicaSet runs `template` (its own without the hash label,
+/// compared as [`zero_values_dropped`] makes them).
+pub fn runs_template(rs: &Value, template: &Value) -> bool {
+    zero_values_dropped(&template_without_hash(rs)) == zero_values_dropped(template)
 }
 
 /// A ReplicaSet's template without the hash label, to compare with the Deployment's.
@@ -152,7 +185,7 @@ async fn sync(cx: &SyncContext, ns: &str, name: &str) -> Result<Option<Duration>
     let (mut new, mut olds): (Vec<Value>, Vec<Value>) = owned
         .into_iter()
         .filter(|rs| object::deletion_timestamp(rs).is_none())
-        .partition(|rs| template_without_hash(rs) == *template);
+        .partition(|rs| runs_template(rs, template));
     new.sort_by(by_age);
     // Two ReplicaSets of one template (one adopted): the oldest is the new one.
     let mut new = if new.is_empty() { None } else { Some(new.remove(0)) };
@@ -753,5 +786,12 @@ mod tests {
         let mut rs = json!({"spec": {"template": a.clone()}});
         rs["spec"]["template"]["metadata"]["labels"][HASH_LABEL] = json!("x");
         assert_eq!(template_without_hash(&rs), a);
+        // Go's encoding of the same template (rollout undo writes it back) is the same template.
+        let mut go = a.clone();
+        go["metadata"]["creationTimestamp"] = Value::Null;
+        go["spec"]["containers"][0]["resources"] = json!({});
+        assert!(runs_template(&rs, &go));
+        assert_eq!(template_hash(&a, None), template_hash(&go, None));
+        assert!(!runs_template(&rs, &b));
     }
 }
