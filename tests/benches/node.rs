@@ -659,8 +659,7 @@ fn remote(table: &mut Table) {
     // port-forward throughput beside a direct connection to the pod's IP.
     let size_mb = if quick() { 50 } else { 200 };
     let web = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pf}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'mkdir -p /dev/shm/w && dd if=/dev/zero of=/dev/shm/w/f bs=1M count={size_mb} 2>/dev/null && exec httpd -f -p 8080 -h /dev/shm/w']\n    resources: {{limits: {{memory: {}Mi}}}}\n",
-        size_mb * 2 + 64
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pf}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'mkdir -p /tmp/w && dd if=/dev/zero of=/tmp/w/f bs=1M count={size_mb} 2>/dev/null && exec httpd -f -p 8080 -h /tmp/w']\n"
     );
     node.apply(&web);
     let pod = node.wait_pod("pf", "serving", Duration::from_secs(60), |p| {

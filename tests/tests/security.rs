@@ -715,3 +715,64 @@ spec:
     assert_eq!(line, "y\n");
     node.ok(&["delete", "pod", "flood"]);
 }
+
+/// `Seccomp:` and `NoNewPrivs:` of /proc/self/status, from a command's output.
+fn seccomp_status(text: &str) -> (String, String) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("Seccomp:"), field("NoNewPrivs:"))
+}
+
+#[test]
+fn commands_run_in_a_container_keep_its_seccomp_filter() {
+    let node = Node::start();
+    // The probe passes only for a filtered process: a probe command from the
+    // image must not run outside the profile its container runs under.
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: confined}\nspec:\n  securityContext: {seccompProfile: {type: RuntimeDefault}}\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'grep -E \"^(Seccomp|NoNewPrivs):\" /proc/self/status; sleep 3600']\n    readinessProbe:\n      exec: {command: [sh, -c, 'grep -q \"^Seccomp:.*2\" /proc/self/status']}\n      periodSeconds: 1\n",
+    );
+    node.wait_pod("confined", "ready", Duration::from_secs(60), |p| {
+        container(p, "c")["ready"] == true
+    });
+    let (init, _) = seccomp_status(&node.logs("confined", "c"));
+    assert_eq!(init, "2", "the container itself is filtered");
+    let out = node.ok(&[
+        "exec",
+        "confined",
+        "--",
+        "grep",
+        "-E",
+        "^(Seccomp|NoNewPrivs):",
+        "/proc/self/status",
+    ]);
+    assert_eq!(seccomp_status(&out), ("2".to_string(), "1".to_string()), "{out}");
+    // What the filter forbids stays forbidden in an exec: a user namespace
+    // (RuntimeDefault allows unshare only with CAP_SYS_ADMIN).
+    let userns = |pod: &str| {
+        let out = node.peapod(&["exec", pod, "--", "sh", "-c", "unshare -U true; echo rc=$?"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_ne!(userns("confined"), "rc=0");
+    // An unconfined container's execs stay unconfined, and keep no_new_privs off.
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: free}\nspec:\n  securityContext: {seccompProfile: {type: Unconfined}}\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n",
+    );
+    node.wait_pod("free", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let out = node.ok(&[
+        "exec",
+        "free",
+        "--",
+        "grep",
+        "-E",
+        "^(Seccomp|NoNewPrivs):",
+        "/proc/self/status",
+    ]);
+    assert_eq!(seccomp_status(&out), ("0".to_string(), "0".to_string()), "{out}");
+    assert_eq!(userns("free"), "rc=0", "the same unshare outside a filter");
+}

@@ -4,7 +4,7 @@
 //! hence a process of its own.
 
 use super::run::pidfd_open;
-use super::CleanSignalsExecutor;
+use super::JoinExecutor;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -18,10 +18,17 @@ use std::time::{Duration, Instant};
 /// killed; 137 after `timeout`, when the command is SIGKILLed). Output goes to
 /// this process's stdout/stderr. Errors before the command runs return 126 with a message on stderr.
 pub fn exec(state_root: &Path, id: &str, args: Vec<String>, timeout: Option<Duration>) -> i32 {
+    let seccomp = match container_spec(state_root, id) {
+        Ok(spec) => spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        Err(e) => {
+            eprintln!("exec {args:?}: {e}");
+            return 126;
+        }
+    };
     let pid = match ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(state_root)
         .map(|b| {
-            b.with_executor(CleanSignalsExecutor)
+            b.with_executor(JoinExecutor { size: None, seccomp })
                 .as_tenant()
                 .with_container_args(args.clone())
                 .with_detach(false)
@@ -93,16 +100,12 @@ fn exec_as_container_inner(
     tty: Option<&Path>,
     size: Option<(u16, u16)>,
 ) -> Result<i32, String> {
-    use libcontainer::container::Container;
-    use libcontainer::oci_spec::runtime::Spec;
     let dir = state_root.join(id);
-    let container = Container::load(dir.clone()).map_err(|e| format!("container {id}: {e}"))?;
-    let config = container.bundle().join("config.json");
-    let spec = Spec::load(&config).map_err(|e| format!("read {}: {e}", config.display()))?;
+    let spec = container_spec(state_root, id)?;
     let mut process = spec
         .process()
         .clone()
-        .ok_or_else(|| format!("{}: no process", config.display()))?;
+        .ok_or_else(|| format!("container {id}: its spec has no process"))?;
     if args.is_empty() {
         return Err("exec: no command".into());
     }
@@ -132,11 +135,12 @@ fn exec_as_container_inner(
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(state_root)
         .map(|b| {
-            let b = match (tty, size) {
-                (Some(_), Some((width, height))) => b.with_executor(super::TerminalSizeExecutor { width, height }),
-                _ => b.with_executor(CleanSignalsExecutor),
+            let executor = JoinExecutor {
+                size: size.filter(|_| tty.is_some()),
+                seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             };
-            b.with_console_socket(tty)
+            b.with_executor(executor)
+                .with_console_socket(tty)
                 .as_tenant()
                 .with_process(Some(&process_file))
                 .with_detach(tty.is_some())
@@ -223,4 +227,12 @@ pub(super) fn remove_console_links(dir: &Path, socket: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The OCI spec container `id` was created from (its bundle's config.json).
+fn container_spec(state_root: &Path, id: &str) -> Result<libcontainer::oci_spec::runtime::Spec, String> {
+    let container =
+        libcontainer::container::Container::load(state_root.join(id)).map_err(|e| format!("container {id}: {e}"))?;
+    let config = container.bundle().join("config.json");
+    libcontainer::oci_spec::runtime::Spec::load(&config).map_err(|e| format!("read {}: {e}", config.display()))
 }

@@ -52,26 +52,57 @@ impl Executor for CleanSignalsExecutor {
     }
 }
 
-/// For an exec with a terminal: sets the terminal's size (the client's, as
-/// it was when the exec was asked for) on stdin, the new pty, right before
-/// the command runs, so it never starts at 0x0 and races the first resize.
-#[derive(Clone)]
-pub(crate) struct TerminalSizeExecutor {
-    pub width: u16,
-    pub height: u16,
+/// What a command started in a running container (exec, hooks, exec
+/// probes) gets right before it runs, on top of [`CleanSignalsExecutor`]:
+/// its terminal's size, and the container's seccomp filter.
+///
+/// libcontainer 0.7 builds a joining process's spec without the container's
+/// `linux.seccomp`, so without this the command would run unconfined by the
+/// profile its container runs under (and a probe command the image
+/// provides would escape it). The filter is installed here, after the
+/// capabilities were dropped, which takes `no_new_privs` (set here): a
+/// setuid program in an exec'd session of a confined container does not
+/// gain privileges, where runc installs the filter before dropping them.
+#[derive(Clone, Default)]
+pub(crate) struct JoinExecutor {
+    /// The terminal's size (width, height) when the command starts.
+    pub size: Option<(u16, u16)>,
+    /// The container's filter.
+    pub seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
 }
 
-impl Executor for TerminalSizeExecutor {
+impl Executor for JoinExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        let size = libc::winsize {
-            ws_row: self.height,
-            ws_col: self.width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives
-        // across the call; a failure leaves the size as it was.
-        unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size) };
+        if let Some((width, height)) = self.size {
+            let size = libc::winsize {
+                ws_row: height,
+                ws_col: width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives
+            // across the call; a failure leaves the size as it was.
+            unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size) };
+        }
+        if let Some(seccomp) = &self.seccomp {
+            // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only and affects this process alone.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(ExecutorError::Other(format!(
+                    "no_new_privs for the container's seccomp filter: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            match libcontainer::seccomp::initialize_seccomp(seccomp) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(ExecutorError::Other(
+                        "the container's seccomp profile notifies a listener, which a command run in it cannot have"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(ExecutorError::Other(format!("the container's seccomp filter: {e}"))),
+            }
+        }
         CleanSignalsExecutor.exec(spec)
     }
 
