@@ -315,7 +315,15 @@ pub async fn resource(
             )
         }
     };
-    match (method.as_str(), &t.name, sub) {
+    // An object written whole or patched: its unknown fields, as fieldValidation asks.
+    let warnings = match (method.as_str(), &t.name, sub) {
+        ("POST", None, _) | ("PUT" | "PATCH", Some(_), None) => match field_validation(&t, &req, &body, &q) {
+            Ok(w) => w,
+            Err(refused) => return *refused,
+        },
+        _ => Vec::new(),
+    };
+    let mut response = match (method.as_str(), &t.name, sub) {
         ("GET", None, _) => list(&data, &t, &q, table).await,
         ("POST", None, _) => create(&data, &t, &body).await,
         ("GET", Some(_), None | Some(Subresource::Status)) => get(&data, &t, table).await,
@@ -334,7 +342,76 @@ pub async fn resource(
             format!("{method} is not supported on {}", req.path()),
             None,
         ),
+    };
+    if response.status().is_success() {
+        for w in warnings {
+            // As the API server warns: `299 - "unknown field \"spec.x\""`.
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("299 - {w:?}")) {
+                response.headers_mut().append(actix_web::http::header::WARNING, v);
+            }
+        }
     }
+    response
+}
+
+/// `fieldValidation` on a write: the fields of the body its kind's schema
+/// does not declare. `Strict` refuses them (as the API server's strict
+/// decoding), `Warn` (the default) names each in a `Warning` header,
+/// `Ignore` does neither. JSON patches are not looked into.
+fn field_validation(
+    t: &Target,
+    req: &HttpRequest,
+    body: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<Vec<String>, Box<HttpResponse>> {
+    let mode = q.get("fieldValidation").map(String::as_str).unwrap_or("Warn");
+    match mode {
+        "Ignore" => return Ok(Vec::new()),
+        "Warn" | "Strict" => {}
+        other => {
+            return Err(Box::new(status(
+                400,
+                "BadRequest",
+                format!("fieldValidation: Invalid value: {other:?}: must be one of Ignore, Warn or Strict"),
+                None,
+            )))
+        }
+    }
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let value: Option<Value> =
+        if req.method() == actix_web::http::Method::PATCH && content_type.starts_with("application/json-patch") {
+            None
+        } else if content_type.starts_with("application/apply-patch") {
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|t| serde_saphyr::from_str(t).ok())
+        } else {
+            serde_json::from_slice(body).ok()
+        };
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let kind = t.kind;
+    let unknown: Vec<String> = peapod_core::openapi::unknown_fields(kind.group, kind.version, kind.kind, &value)
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if mode == "Strict" && !unknown.is_empty() {
+        return Err(Box::new(status(
+            400,
+            "BadRequest",
+            format!(
+                "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: {}",
+                unknown.join(", "),
+                k = kind.kind,
+                v = kind.version
+            ),
+            None,
+        )));
+    }
+    Ok(unknown)
 }
 
 /// Whether the client asked for a `Table` (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`,
@@ -796,6 +873,29 @@ async fn patch(data: &ApiState, t: &Target, req: &HttpRequest, body: &[u8], stat
 /// and decodes the body as protobuf: an empty body is an empty document,
 /// so create, apply and edit validate nothing and apply falls back to its
 /// compiled-in patch metadata (the kubectl reference, "cheapest fix").
+/// `GET /openapi/v3`: where each served group/version's document is.
+pub async fn openapi_v3() -> HttpResponse {
+    HttpResponse::Ok().json(peapod_core::openapi::discovery())
+}
+
+/// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`: the
+/// schemas of that group/version's kinds (Kubernetes 1.34's), for `kubectl explain`.
+pub async fn openapi_v3_document(req: HttpRequest) -> HttpResponse {
+    let tail = req.match_info().get("tail").unwrap_or("");
+    let segs: Vec<&str> = tail.split('/').collect();
+    let (group, version) = match segs.as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return not_found(&req),
+    };
+    match peapod_core::openapi::document(group, version) {
+        Some(doc) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(web::Bytes::from_static(doc)),
+        None => not_found(&req),
+    }
+}
+
 pub async fn openapi_v2() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/com.github.proto-openapi.spec.v2.v1.0+protobuf")

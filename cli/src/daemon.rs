@@ -406,6 +406,8 @@ fn routes(cfg: &mut actix_web::web::ServiceConfig) {
     use actix_web::web::{get, route};
     cfg.route("/version", get().to(api::version))
         .route("/openapi/v2", get().to(api::openapi_v2))
+        .route("/openapi/v3", get().to(api::openapi_v3))
+        .route("/openapi/v3/{tail:.*}", get().to(api::openapi_v3_document))
         .route("/api", get().to(api::api_versions))
         .route("/apis", get().to(api::api_groups))
         .route("/api/{version}", get().to(api::resource_list))

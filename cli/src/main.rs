@@ -6,6 +6,7 @@ mod commands;
 mod cp;
 mod daemon;
 mod exec;
+mod explain;
 mod https;
 mod jsonpath;
 mod metrics_server;
@@ -61,6 +62,8 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Run a command in a container: `peapod exec -it POD -- sh`.
     Exec(exec::ExecArgs),
+    /// Document a kind or a field (`pods.spec.containers`), from Kubernetes' schemas.
+    Explain(explain::ExplainArgs),
     /// Attach to a running container's own process (`-i` stdin, `-t` its terminal).
     Attach(exec::AttachArgs),
     /// Forward local ports to a pod's ports: `peapod port-forward POD 8080:80`.
@@ -279,6 +282,7 @@ fn main() {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
         },
+        Command::Explain(a) => explain::explain(a),
         Command::Attach(a) => match exec::attach(&client(), a) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),

@@ -14,6 +14,7 @@ pub mod kinds;
 pub mod manifest;
 pub mod names;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod printers;
 pub mod quantity;

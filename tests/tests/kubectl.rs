@@ -1049,3 +1049,73 @@ fn scale_set_image_rollout_and_cascade_through_kubectl() {
         }
     }
 }
+
+#[test]
+fn explain_reads_the_openapi_v3_documents() {
+    let c = Cluster::start(&[]);
+    let image = c.ok(&["explain", "pods.spec.containers.image"]);
+    assert!(
+        image.contains("KIND:       Pod") && image.contains("VERSION:    v1"),
+        "{image}"
+    );
+    assert!(image.contains("FIELD: image <string>"), "{image}");
+    assert!(image.contains("Container image name"), "{image}");
+    let strategy = c.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        strategy.contains("GROUP:      apps") && strategy.contains("rollingUpdate"),
+        "{strategy}"
+    );
+    let out = c.kubectl(&["explain", "pods.spec.nothing"]);
+    assert!(!out.status.success());
+    assert!(failed(&out).contains("nothing"), "{}", failed(&out));
+    // The discovery names a document per served group/version; others have none.
+    let paths: serde_json::Value = serde_json::from_str(&c.ok(&["get", "--raw", "/openapi/v3"])).unwrap();
+    assert!(
+        paths["paths"]["apis/batch/v1"]["serverRelativeURL"].is_string(),
+        "{paths}"
+    );
+    let out = c.kubectl(&["get", "--raw", "/openapi/v3/apis/policy/v1"]);
+    assert!(
+        failed(&out).contains("NotFound") || failed(&out).contains("not found"),
+        "{}",
+        failed(&out)
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_warned_or_ignored_as_kubectl_asks() {
+    let c = Cluster::start(&[]);
+    let manifest = c.home.path().join("typo.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: typo}\nspec:\n  containers:\n  - {name: c, image: busybox:1.35, imagee: x, command: [sleep, '3600']}\n",
+    )
+    .unwrap();
+    let m = manifest.display().to_string();
+    // kubectl's default (--validate=strict): the server refuses, naming the field.
+    let out = c.kubectl(&["apply", "-f", &m]);
+    let refused = failed(&out);
+    assert!(
+        refused.contains(r#"strict decoding error: unknown field "spec.containers[0].imagee""#),
+        "{refused}"
+    );
+    assert!(c.node.pod("typo").is_none(), "nothing was written");
+    // --validate=warn: written, with the API server's warning.
+    let out = c.kubectl(&["apply", "--validate=warn", "-f", &m]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains(r#"Warning: unknown field "spec.containers[0].imagee""#),
+        "{warned}"
+    );
+    // kubectl patch asks for no validation: the API server's default, a warning.
+    let out = c.kubectl(&["patch", "pod", "typo", "-p", r#"{"spec":{"activeDeadlineSecondz":5}}"#]);
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{warned}");
+    assert!(
+        warned.contains(r#"Warning: unknown field "spec.activeDeadlineSecondz""#),
+        "{warned}"
+    );
+    c.ok(&["label", "pod", "typo", "checked=yes-it-is"]);
+    c.ok(&["delete", "pod", "typo", "--wait=false"]);
+}
