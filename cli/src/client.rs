@@ -99,6 +99,10 @@ impl Client {
             if h.name.eq_ignore_ascii_case("content-length") {
                 length = v.trim().parse().ok();
             }
+            // The server's warnings (an unknown field), printed as kubectl prints them.
+            if h.name.eq_ignore_ascii_case("warning") {
+                eprintln!("Warning: {}", warning_text(&String::from_utf8_lossy(h.value)));
+            }
         }
         Ok(Response {
             code,
@@ -221,4 +225,25 @@ fn read_body(r: &mut Response, mut on_data: impl FnMut(&[u8]) -> bool) -> Result
     }
     on_data(&buf);
     Ok(())
+}
+
+/// The text of a `Warning` header (`299 - "unknown field \"spec.x\""`).
+fn warning_text(value: &str) -> String {
+    let quoted = value.splitn(3, ' ').nth(2).unwrap_or(value).trim();
+    match quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None => quoted.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warnings_read_as_kubectl_prints_them() {
+        assert_eq!(
+            super::warning_text(r#"299 - "unknown field \"spec.imagee\"""#),
+            r#"unknown field "spec.imagee""#
+        );
+        assert_eq!(super::warning_text("299 - plain"), "plain");
+    }
 }

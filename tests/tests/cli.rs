@@ -242,3 +242,23 @@ fn logs_of_a_workload_and_of_a_selector() {
     assert!(!both.status.success());
     node.ok(&["delete", "deploy/web"]);
 }
+
+#[test]
+fn unknown_fields_are_warned_about() {
+    let node = Node::start();
+    let dir = tempfile::Builder::new().prefix("pp-cli-").tempdir_in("/tmp").unwrap();
+    let manifest = dir.path().join("typo.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: typo}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox:1.35, imagee: x, command: [sleep, '3600']}\n",
+    )
+    .unwrap();
+    let out = node.peapod(&["apply", "-f", &manifest.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"Warning: unknown field "spec.containers[0].imagee""#),
+        "{stderr}"
+    );
+    node.ok(&["delete", "pod", "typo", "--now"]);
+}

@@ -962,9 +962,14 @@ fn attach_and_run_interactively_through_kubectl_and_peapod() {
         "{}",
         failed(&out)
     );
+    // Once the pod has ended, attach is refused as the API server refuses it.
+    c.node
+        .wait_pod("echo-peapod", "succeeded", Duration::from_secs(30), |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
     let out = c.node.peapod(&["attach", "echo-peapod"]);
     assert!(
-        failed(&out).contains("completed pod") || failed(&out).contains("container not found"),
+        failed(&out).contains("cannot attach to a container in a completed pod"),
         "{}",
         failed(&out)
     );

@@ -295,9 +295,14 @@ impl Runtime {
         use tokio::io::AsyncWriteExt;
         let id = container_id(uid, container, attempt);
         let socket = self.paths.shim_socket(&id);
-        let mut stream = tokio::net::UnixStream::connect(&socket)
-            .await
-            .map_err(|e| io_err("connect", &socket, e))?;
+        let mut stream = match tokio::net::UnixStream::connect(&socket).await {
+            Ok(s) => s,
+            // The container ended (its shim with it) after its pod's status was read.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                return Err(format!("container {container} is not running"))
+            }
+            Err(e) => return Err(io_err("connect", &socket, e)),
+        };
         let mut line = serde_json::to_string(&super::protocol::ShimRequest::Attach).unwrap_or_default();
         line.push('\n');
         stream
