@@ -588,16 +588,21 @@ async fn paged(
     loop {
         let page = data
             .store
-            .list_page(&resource, t.namespace.as_deref(), key.clone(), limit)
+            // One more than asked: whether anything follows the limit-th is then known.
+            .list_page(&resource, t.namespace.as_deref(), key.clone(), limit + 1)
             .await?;
         let rev = *rev.get_or_insert(page.revision);
-        for item in page.items {
+        let count = page.items.len();
+        for (i, item) in page.items.into_iter().enumerate() {
             key = Some((object::namespace(&item).to_string(), object::name(&item).to_string()));
             if wanted.matches(&item) {
                 items.push(item);
             }
             if items.len() == limit {
-                // More may follow: the next page says.
+                // The list's very last object ends it: no token for an empty page.
+                if i + 1 == count && page.next.is_none() {
+                    return Ok((items, rev, None));
+                }
                 let (ns, name) = key.clone().unwrap_or_default();
                 return Ok((items, rev, Some(ContinueToken { rv: rev, ns, name })));
             }

@@ -26,15 +26,26 @@ pub fn schemas() -> &'static Map<String, Value> {
     })
 }
 
-/// The name of the schema of a kind, by its `x-kubernetes-group-version-kind`.
+/// The name of the schema of a kind, by its `x-kubernetes-group-version-kind`
+/// (an index built once: every write's field validation asks).
 pub fn schema_name(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    schemas().iter().find_map(|(name, s)| {
-        s["x-kubernetes-group-version-kind"]
-            .as_array()?
-            .iter()
-            .any(|g| g["group"] == group && g["version"] == version && g["kind"] == kind)
-            .then_some(name.as_str())
-    })
+    type Index = BTreeMap<(String, String, String), &'static str>;
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        let mut index = Index::new();
+        for (name, s) in schemas() {
+            for g in s["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
+                let part = |k: &str| g[k].as_str().unwrap_or("").to_string();
+                index
+                    .entry((part("group"), part("version"), part("kind")))
+                    .or_insert(name.as_str());
+            }
+        }
+        index
+    });
+    index
+        .get(&(group.to_string(), version.to_string(), kind.to_string()))
+        .copied()
 }
 
 /// The schema a `$ref` names.

@@ -418,6 +418,10 @@ fn lists_come_in_pages_and_watches_get_bookmarks() {
     }
     assert_eq!(paged, everything);
     assert_eq!(versions.len(), 1, "{versions:?}");
+    // A page that ends the list carries no token (no empty page to fetch after it).
+    let (_, whole) = get_json(&node, &format!("/api/v1/namespaces?limit={}", everything.len()));
+    assert_eq!(whole["items"].as_array().unwrap().len(), everything.len(), "{whole}");
+    assert!(whole["metadata"]["continue"].is_null(), "{whole}");
     // A selector applies before the limit: one matching namespace a page.
     let (_, first) = get_json(&node, "/api/v1/namespaces?limit=1&labelSelector=team%3Dalpha");
     assert_eq!(first["items"][0]["metadata"]["name"], "pb", "{first}");
