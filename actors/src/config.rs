@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub registries: crate::image::RegistryConfig,
     /// When unused images are removed (kubelet's image GC flags).
     pub image_gc: crate::image_gc::ImageGcPolicy,
+    /// The nftables table (family `ip`) the service proxy programs; empty: no proxy.
+    pub service_proxy_table: String,
 }
 
 impl NodeConfig {

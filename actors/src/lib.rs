@@ -22,6 +22,7 @@ pub mod namespaces;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod scheduler;

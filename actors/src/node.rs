@@ -35,6 +35,7 @@ const GC_KEY: &str = "garbage-collector";
 const SCHEDULER_KEY: &str = "scheduler";
 const BINDER_KEY: &str = "binder";
 const IMAGE_GC_KEY: &str = "image-gc";
+const PROXY_KEY: &str = "service-proxy";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -84,6 +85,7 @@ pub struct NodeActor {
     scheduler: Children<&'static str, Scheduler>,
     binder: Children<&'static str, Binder>,
     image_gc: Children<&'static str, ImageGc>,
+    proxy: Children<&'static str, crate::proxy::ServiceProxy>,
     controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
@@ -117,6 +119,7 @@ impl NodeActor {
             namespaces: Children::default(),
             gc: Children::default(),
             image_gc: Children::default(),
+            proxy: Children::default(),
             scheduler: Children::default(),
             binder: Children::default(),
             controllers: Children::default(),
@@ -211,6 +214,20 @@ impl NodeActor {
                 let (rt, events) = (self.spec.rt.clone(), self.events.clone());
                 self.image_gc.start(me, key, spec, None, move |_| {
                     ImageGc::new(rt.clone(), events.clone(), node)
+                });
+            }
+            PROXY_KEY => {
+                let node = self
+                    .node
+                    .child("ServiceProxy", key, "permanent", self.proxy.restarts(&key));
+                let cfg = &self.spec.rt.config;
+                let config = crate::proxy::ProxyConfig {
+                    table: cfg.service_proxy_table.clone(),
+                    cluster_cidr: cfg.network.pod_cidr.clone(),
+                    node_name: cfg.node_name.clone(),
+                };
+                self.proxy.start(me, key, spec, None, move |_| {
+                    crate::proxy::ServiceProxy::new(store, config.clone(), node)
                 });
             }
             _ => {
@@ -475,6 +492,9 @@ impl Actor for NodeActor {
         for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY, BINDER_KEY, IMAGE_GC_KEY] {
             self.start_permanent(key, ctx);
         }
+        if !self.spec.rt.config.service_proxy_table.is_empty() {
+            self.start_permanent(PROXY_KEY, ctx);
+        }
         for c in crate::controllers::all() {
             self.start_permanent(c.name(), ctx);
         }
@@ -617,6 +637,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
             SCHEDULER_KEY => (self.scheduler.exited(&msg), "Scheduler"),
             BINDER_KEY => (self.binder.exited(&msg), "Binder"),
             IMAGE_GC_KEY => (self.image_gc.exited(&msg), "ImageGc"),
+            PROXY_KEY => (self.proxy.exited(&msg), "ServiceProxy"),
             key => (self.controllers.exited(&msg), key),
         };
         match verdict {

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub tree: peapod_actors::supervisor::Tree,
     /// The container runtime, for exec.
     pub runtime: Arc<peapod_actors::runtime::Runtime>,
+    /// Where Services' cluster IPs and node ports come from.
+    pub allocator: peapod_core::service::alloc::Allocator,
 }
 
 /// `GET /peapod/v1/tree`: the live supervision tree (read-only).
@@ -760,9 +762,36 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
         let name = object::name(&obj).to_string();
         return invalid(t.kind, &name, errs);
     }
+    let claims = match allocate(data, t.kind, &mut obj, None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     match data.store.create(&t.kind.resource(), obj).await {
         Ok(v) => HttpResponse::Created().json(v),
-        Err(e) => store_error(t.kind, e),
+        Err(e) => {
+            data.allocator.release(&*data.store, &claims).await;
+            store_error(t.kind, e)
+        }
+    }
+}
+
+/// A Service's cluster IP and node ports, claimed before it is written
+/// (keeping what `old` holds); other kinds claim nothing.
+async fn allocate(
+    data: &ApiState,
+    kind: &'static Kind,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<peapod_core::service::alloc::Claims, HttpResponse> {
+    use peapod_core::service::alloc::AllocError;
+    if !std::ptr::eq(kind, kinds::service()) {
+        return Ok(Default::default());
+    }
+    match data.allocator.allocate(&*data.store, obj, old).await {
+        Ok(c) => Ok(c),
+        Err(AllocError::Invalid(errs)) => Err(invalid(kind, object::name(obj), errs)),
+        Err(AllocError::Full(message)) => Err(status(500, "InternalError", message, None)),
+        Err(AllocError::Store(e)) => Err(store_error(kind, e)),
     }
 }
 
@@ -1012,6 +1041,11 @@ async fn update_object(
         }
         new
     };
+    let claims = if status_only {
+        Default::default()
+    } else {
+        allocate(data, t.kind, &mut next, Some(&old)).await?
+    };
     if object::resource_version(&next) == 0 {
         object::set_meta(&mut next, "resourceVersion", object::resource_version(&old).to_string());
     }
@@ -1028,8 +1062,16 @@ async fn update_object(
     }
     // Removing the last finalizer of an object whose deletion is over removes it.
     match deletion::update_or_remove(&*data.store, t.kind, next).await {
-        Ok(v) => Ok(HttpResponse::Ok().json(v)),
-        Err(e) => Err(store_error(t.kind, e)),
+        Ok(v) => {
+            if std::ptr::eq(t.kind, kinds::service()) && !status_only {
+                data.allocator.release_unused(&*data.store, &old, Some(&v)).await;
+            }
+            Ok(HttpResponse::Ok().json(v))
+        }
+        Err(e) => {
+            data.allocator.release(&*data.store, &claims).await;
+            Err(store_error(t.kind, e))
+        }
     }
 }
 
@@ -1133,7 +1175,18 @@ async fn delete(data: &ApiState, t: &Target, q: &HashMap<String, String>, body: 
             return HttpResponse::Ok().json(cur);
         }
         match deletion::update_or_remove(&*data.store, t.kind, marked).await {
-            Ok(v) => return HttpResponse::Ok().json(v),
+            Ok(v) => {
+                // A service removed gives back its cluster IP and node ports.
+                if std::ptr::eq(t.kind, kinds::service())
+                    && matches!(
+                        data.store.get(&resource, &ns, &name).await,
+                        Err(StoreError::NotFound { .. })
+                    )
+                {
+                    data.allocator.release_unused(&*data.store, &cur, None).await;
+                }
+                return HttpResponse::Ok().json(v);
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return store_error(t.kind, e),
         }

@@ -17,6 +17,32 @@ pub struct ApplyArgs {
     files: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    #[command(flatten)]
+    validate: ValidateArg,
+}
+
+/// kubectl's `--validate`: what the server does with fields the kind's
+/// schema does not declare.
+#[derive(Args)]
+pub struct ValidateArg {
+    /// strict (or true): refuse unknown fields; warn: print a warning for
+    /// each; ignore (or false): neither.
+    #[arg(long, default_value = "strict", value_name = "MODE")]
+    validate: String,
+}
+
+impl ValidateArg {
+    /// The `fieldValidation=` query of a write.
+    fn query(&self) -> Result<&'static str> {
+        Ok(match self.validate.as_str() {
+            "strict" | "true" => "fieldValidation=Strict",
+            "warn" => "fieldValidation=Warn",
+            "ignore" | "false" => "fieldValidation=Ignore",
+            other => bail!(
+                "error: invalid - validate option {other:?}; must be one of: strict (or true), warn, ignore (or false)"
+            ),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -27,6 +53,8 @@ pub struct CreateArgs {
     files: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    #[command(flatten)]
+    validate: ValidateArg,
 }
 
 #[derive(Args)]
@@ -43,7 +71,8 @@ pub struct GetArgs {
     /// Field selector, as kubectl's (`status.phase=Running,spec.nodeName=n1`).
     #[arg(long)]
     field_selector: Option<String>,
-    /// wide | yaml | json | name | jsonpath=TEMPLATE | custom-columns=HEADER:PATH,…
+    /// wide | yaml | json | name | jsonpath=TEMPLATE | jsonpath-file=FILE |
+    /// go-template=TEMPLATE | go-template-file=FILE | custom-columns=HEADER:PATH,…
     #[arg(short = 'o', long)]
     output: Option<String>,
     #[arg(long)]
@@ -54,10 +83,111 @@ pub struct GetArgs {
 
 #[derive(Args)]
 pub struct DescribeArgs {
-    resource: String,
-    names: Vec<String>,
+    /// `TYPE [NAME…]` or `TYPE/NAME…`; a type alone describes them all.
+    what: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    #[command(flatten)]
+    select: Selection,
+}
+
+/// Which objects a verb acts on besides those named: kubectl's `-l`,
+/// `--field-selector`, `--all` and `-A`, taken with a resource type.
+#[derive(Args, Default)]
+pub struct Selection {
+    /// The objects of the type whose labels match (`app=web`, `tier in (a,b)`, `!canary`).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// The objects of the type whose fields match (`status.phase=Running`).
+    #[arg(long)]
+    field_selector: Option<String>,
+    /// Every object of the type in the namespace.
+    #[arg(long)]
+    all: bool,
+    /// With a type and -l, --field-selector or --all: in every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+}
+
+impl Selection {
+    fn any(&self) -> bool {
+        self.selector.is_some() || self.field_selector.is_some() || self.all
+    }
+}
+
+/// [`select`], where every word must name objects.
+fn select_objects(
+    c: &Client,
+    words: &[String],
+    sel: &Selection,
+    namespace: &Option<String>,
+    every_by_default: bool,
+) -> Result<Vec<Target>> {
+    let (targets, rest) = select(c, words, sel, namespace, every_by_default)?;
+    match rest.first() {
+        Some(w) => bail!("error: {w:?} is not a resource name"),
+        None => Ok(targets),
+    }
+}
+
+/// An object a verb acts on: its kind, namespace and name.
+pub(crate) type Target = (&'static Kind, String, String);
+
+/// The objects a verb acts on, as kubectl finds them: `TYPE NAME…` or
+/// `TYPE/NAME…` in the namespace, or with a [`Selection`] every object of
+/// one type that matches (in every namespace with -A; `every_by_default`
+/// for describe, which takes a type alone as all of them). Returns them and
+/// the words that are not objects (`k=v`, `k-`), in order.
+pub(crate) fn select(
+    c: &Client,
+    words: &[String],
+    sel: &Selection,
+    namespace: &Option<String>,
+    every_by_default: bool,
+) -> Result<(Vec<Target>, Vec<String>)> {
+    let (objects, rest): (Vec<&String>, Vec<&String>) = words
+        .iter()
+        .partition(|w| !(w.contains('=') || (w.ends_with('-') && !w.contains('/'))));
+    let rest: Vec<String> = rest.into_iter().cloned().collect();
+    let type_only = objects.len() == 1 && !objects[0].contains('/');
+    if sel.any() || (every_by_default && type_only) {
+        let [word] = objects.as_slice() else {
+            bail!("error: name cannot be provided when a selector or --all is specified; give only a resource type");
+        };
+        if word.contains('/') {
+            bail!("error: name cannot be provided when a selector or --all is specified; give only a resource type");
+        }
+        let kind = kind_named(word)?;
+        let ns = ns_of(namespace);
+        let path = if sel.all_namespaces || !kind.namespaced {
+            kind.all_path()
+        } else {
+            kind.collection_path(&ns)
+        };
+        let list = c.call(
+            "GET",
+            &format!("{path}{}", selectors(&sel.selector, &sel.field_selector)),
+            None,
+        )?;
+        let targets = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| {
+                let m = &item["metadata"];
+                let ns = m["namespace"].as_str().map_or_else(|| ns.clone(), str::to_string);
+                (kind, ns, m["name"].as_str().unwrap_or("").to_string())
+            })
+            .collect();
+        return Ok((targets, rest));
+    }
+    if sel.all_namespaces {
+        bail!("error: -A (--all-namespaces) needs a resource type with -l, --field-selector or --all, not names");
+    }
+    let words: Vec<String> = objects.into_iter().cloned().collect();
+    let ns = ns_of(namespace);
+    let named = names_only(&words)?;
+    Ok((named.into_iter().map(|(k, n)| (k, ns.clone(), n)).collect(), rest))
 }
 
 #[derive(Args)]
@@ -68,12 +198,8 @@ pub struct DeleteArgs {
     files: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
-    /// Delete the objects of the type whose labels match.
-    #[arg(short = 'l', long)]
-    selector: Option<String>,
-    /// Delete every object of the type in the namespace.
-    #[arg(long)]
-    all: bool,
+    #[command(flatten)]
+    select: Selection,
     #[arg(long)]
     grace_period: Option<i64>,
     /// A grace period of 1 second (kubectl's `--now`).
@@ -94,8 +220,10 @@ pub struct DeleteArgs {
 
 #[derive(Args)]
 pub struct ScaleArgs {
-    /// `TYPE NAME…` or `TYPE/NAME…`.
+    /// `TYPE NAME…` or `TYPE/NAME…`, or a type with -l or --all.
     what: Vec<String>,
+    #[command(flatten)]
+    select: Selection,
     /// The new number of replicas.
     #[arg(long)]
     replicas: i64,
@@ -107,9 +235,138 @@ pub struct ScaleArgs {
 }
 
 #[derive(Args)]
-pub struct LabelArgs {
-    /// `TYPE NAME… KEY=VALUE… KEY-…` (or `TYPE/NAME`).
+pub struct ExposeArgs {
+    /// `TYPE NAME` or `TYPE/NAME`: a pod, deployment, replica set,
+    /// replication controller or service whose selector the new service takes.
     what: Vec<String>,
+    /// The service's port (default: the ports the pods declare).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The pods' port it forwards to, a number or a port name (default: --port).
+    #[arg(long)]
+    target_port: Option<String>,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP")]
+    protocol: String,
+    /// The service's name (default: the object's).
+    #[arg(long)]
+    name: Option<String>,
+    /// ClusterIP, NodePort, LoadBalancer (or None for a headless service).
+    #[arg(long = "type", default_value = "ClusterIP")]
+    service_type: String,
+    /// A cluster IP to ask for (`None`: headless).
+    #[arg(long)]
+    cluster_ip: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+/// `expose`: a Service selecting the pods an object selects, as kubectl makes it.
+pub fn expose(c: &Client, a: ExposeArgs) -> Result<()> {
+    let named = names_only(&a.what)?;
+    let [(kind, name)] = named.as_slice() else {
+        bail!("error: expose takes one object: TYPE NAME or TYPE/NAME");
+    };
+    let (kind, name) = (*kind, name.clone());
+    let ns = ns_of(&a.namespace);
+    let obj = c.call("GET", &kind.object_path(&ns, &name), None)?;
+    let (selector, template): (Value, Value) = match kind.kind {
+        "Pod" => (obj["metadata"]["labels"].clone(), obj.clone()),
+        "Service" => (obj["spec"]["selector"].clone(), Value::Null),
+        "ReplicationController" => (obj["spec"]["selector"].clone(), obj["spec"]["template"].clone()),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            if obj["spec"]["selector"]["matchExpressions"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+            {
+                bail!(
+                    "error: cannot expose a {} whose selector has matchExpressions",
+                    kind.kind
+                );
+            }
+            (
+                obj["spec"]["selector"]["matchLabels"].clone(),
+                obj["spec"]["template"].clone(),
+            )
+        }
+        other => bail!("error: cannot expose a {other}"),
+    };
+    if selector.as_object().is_none_or(|m| m.is_empty()) {
+        bail!(
+            "error: couldn't retrieve selectors via --selector flag or introspection: the {} has no labels to select",
+            kind.singular
+        );
+    }
+    let ports: Vec<Value> = match a.port {
+        Some(p) => vec![json!({
+            "port": p,
+            "protocol": a.protocol,
+            "targetPort": a.target_port.as_deref().map_or_else(
+                || json!(p),
+                |t| t.parse::<u16>().map_or_else(|_| json!(t), |n| json!(n))
+            ),
+        })],
+        None => {
+            let declared: Vec<&Value> = template["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .collect();
+            let from_service: Vec<Value> = obj["spec"]["ports"].as_array().cloned().unwrap_or_default();
+            if kind.kind == "Service" {
+                from_service
+                    .iter()
+                    .map(|p| json!({"name": p["name"], "port": p["port"], "protocol": p["protocol"], "targetPort": p["targetPort"]}))
+                    .collect()
+            } else {
+                declared
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let mut port = json!({
+                            "port": p["containerPort"],
+                            "protocol": p["protocol"].as_str().unwrap_or("TCP"),
+                            "targetPort": p["containerPort"],
+                        });
+                        if declared.len() > 1 {
+                            port["name"] = json!(format!("port-{}", i + 1));
+                        }
+                        port
+                    })
+                    .collect()
+            }
+        }
+    };
+    if ports.is_empty() {
+        bail!("error: couldn't find port via --port flag or introspection");
+    }
+    let svc_name = a.name.clone().unwrap_or_else(|| name.clone());
+    let mut spec = json!({"selector": selector, "ports": ports});
+    match a.service_type.as_str() {
+        "None" => spec["clusterIP"] = json!("None"),
+        t => spec["type"] = json!(t),
+    }
+    if let Some(ip) = &a.cluster_ip {
+        spec["clusterIP"] = json!(ip);
+    }
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": svc_name, "labels": obj["metadata"]["labels"]},
+        "spec": spec,
+    });
+    c.call("POST", &kinds::service().collection_path(&ns), Some(&svc))?;
+    println!("service/{svc_name} exposed");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LabelArgs {
+    /// `TYPE NAME… KEY=VALUE… KEY-…` (or `TYPE/NAME`), or a type with -l or --all.
+    what: Vec<String>,
+    #[command(flatten)]
+    select: Selection,
     /// Replace a label that already has a value.
     #[arg(long)]
     overwrite: bool,
@@ -415,12 +672,23 @@ fn three_way(live: &Value, applied: &Value) -> Value {
 /// now and is made again from a fresh read when something else wrote it
 /// meanwhile (409; a pod's status changes under an apply), as kubectl's
 /// apply retries its patch.
-fn apply_one(c: &Client, d: &manifest::Document, ns: &str, name: &str, manifest: &Value) -> Result<&'static str> {
+fn apply_one(
+    c: &Client,
+    d: &manifest::Document,
+    ns: &str,
+    name: &str,
+    manifest: &Value,
+    validation: &str,
+) -> Result<&'static str> {
     for _ in 0..10 {
         let (code, existing) = c.request("GET", &d.kind.object_path(ns, name), None)?;
         if code == 404 || name.is_empty() {
             return c
-                .call("POST", &d.kind.collection_path(ns), Some(manifest))
+                .call(
+                    "POST",
+                    &format!("{}?{validation}", d.kind.collection_path(ns)),
+                    Some(manifest),
+                )
                 .map(|_| "created");
         }
         if code >= 400 {
@@ -428,7 +696,11 @@ fn apply_one(c: &Client, d: &manifest::Document, ns: &str, name: &str, manifest:
         }
         let mut obj = three_way(&existing, &d.object);
         obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
-        let (code, after) = c.request("PUT", &d.kind.object_path(ns, name), Some(&obj))?;
+        let (code, after) = c.request(
+            "PUT",
+            &format!("{}?{validation}", d.kind.object_path(ns, name)),
+            Some(&obj),
+        )?;
         if code == 409 && after["reason"] == "Conflict" {
             continue;
         }
@@ -456,13 +728,14 @@ fn apply_one(c: &Client, d: &manifest::Document, ns: &str, name: &str, manifest:
 pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
     // As kubectl: every document that can be read is applied, and each one
     // that cannot is reported in its place; any failure fails the command.
+    let validation = a.validate.query()?;
     let mut failed = false;
     let mut docs = Vec::new();
     for f in &a.files {
         let text = read_source(f)?;
         for d in manifest::parse_each(f, &text) {
             match d {
-                Ok(d) => docs.push(d),
+                Ok(d) => docs.push((f, d)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     failed = true;
@@ -470,18 +743,26 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
             }
         }
     }
-    for d in docs {
+    for (file, d) in docs {
         let ns = target_ns(&d, &a.namespace)?;
         let name = d.object["metadata"]["name"].as_str().unwrap_or("").to_string();
         let label = format!("{}/{}", d.kind.singular, name);
         let mut manifest = d.object.clone();
         manifest["metadata"]["annotations"][LAST_APPLIED] = json!(serde_json::to_string(&d.object)?);
         let manifest = manifest;
-        let res = apply_one(c, &d, &ns, &name, &manifest);
+        let res = apply_one(c, &d, &ns, &name, &manifest, validation);
         match res {
             Ok(verb) => println!("{label} {verb}"),
             Err(e) => {
-                eprintln!("{e:#}");
+                // As kubectl: the server's answer, then which document.
+                let e = format!("{e:#}");
+                let where_ = format!("error when applying {label} from {file}:{}: ", d.line);
+                match e.split_once("): ") {
+                    Some((head, rest)) if head.starts_with("Error from server") => {
+                        eprintln!("{head}): {where_}{rest}")
+                    }
+                    _ => eprintln!("{where_}{e}"),
+                }
                 failed = true;
             }
         }
@@ -493,6 +774,7 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
 }
 
 pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
+    let validation = a.validate.query()?;
     if let [kind, name] = a.what.as_slice() {
         let k = kind_named(kind)?;
         let obj = json!({"apiVersion": k.api_version(), "kind": k.kind, "metadata": {"name": name}});
@@ -505,7 +787,11 @@ pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
     }
     for d in read_manifests(&a.files)? {
         let ns = target_ns(&d, &a.namespace)?;
-        let v = c.call("POST", &d.kind.collection_path(&ns), Some(&d.object))?;
+        let v = c.call(
+            "POST",
+            &format!("{}?{validation}", d.kind.collection_path(&ns)),
+            Some(&d.object),
+        )?;
         println!(
             "{}/{} created",
             d.kind.singular,
@@ -513,10 +799,6 @@ pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn query(selector: &Option<String>) -> String {
-    selectors(selector, &None)
 }
 
 /// The query string of a list: label and field selectors, if any.
@@ -564,10 +846,14 @@ fn print_objects(kind: &Kind, items: &[Value], a: &GetArgs) -> Result<()> {
         Some("name") => items
             .iter()
             .for_each(|i| println!("{}/{}", kind.singular, i["metadata"]["name"].as_str().unwrap_or(""))),
-        Some(o) if o.starts_with("jsonpath=") || o.starts_with("jsonpath-as-json=") => {
-            let template = crate::jsonpath::Template::parse(o.split_once('=').map_or("", |(_, t)| t))
+        Some(o) if o.starts_with("jsonpath") => {
+            let template = crate::jsonpath::Template::parse(&template_text(o)?)
                 .map_err(|e| anyhow!("error: error parsing jsonpath: {e}"))?;
             print!("{}", template.render(&whole()));
+        }
+        Some(o) if o.starts_with("go-template") || o.starts_with("template") => {
+            let template = crate::gotemplate::GoTemplate::parse(&template_text(o)?)?;
+            print!("{}", template.render(&whole())?);
         }
         Some(o) if o.starts_with("custom-columns=") => {
             let rows = crate::jsonpath::custom_columns(&o["custom-columns=".len()..], items)?;
@@ -585,10 +871,47 @@ fn table_output(a: &GetArgs) -> Result<Option<bool>> {
         None => Ok(Some(false)),
         Some("wide") => Ok(Some(true)),
         Some("json" | "yaml" | "name") => Ok(None),
-        Some(o) if ["jsonpath=", "jsonpath-as-json=", "custom-columns="].iter().any(|p| o.starts_with(p)) => Ok(None),
+        Some(o)
+            if TEMPLATE_FORMATS
+                .iter()
+                .any(|f| o.strip_prefix(f).is_some_and(|r| r.starts_with('='))) =>
+        {
+            Ok(None)
+        }
         Some(o) => bail!(
-            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: custom-columns,json,jsonpath,name,wide,yaml"
+            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: {}",
+            ["json", "name", "wide", "yaml"]
+                .iter()
+                .chain(TEMPLATE_FORMATS)
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(",")
         ),
+    }
+}
+
+/// The `-o FORMAT=…` printers, as kubectl names them.
+const TEMPLATE_FORMATS: &[&str] = &[
+    "custom-columns",
+    "go-template",
+    "go-template-file",
+    "jsonpath",
+    "jsonpath-as-json",
+    "jsonpath-file",
+    "template",
+    "templatefile",
+];
+
+/// The template of `-o FORMAT=TEXT`, read from the file for the `*file`
+/// formats.
+fn template_text(output: &str) -> Result<String> {
+    let (format, text) = output.split_once('=').unwrap_or((output, ""));
+    if format.ends_with("file") {
+        std::fs::read_to_string(text).map_err(|e| anyhow!("error reading --template {text}: {e}"))
+    } else {
+        Ok(text.to_string())
     }
 }
 
@@ -759,7 +1082,7 @@ pub fn get(c: &Client, mut a: GetArgs) -> Result<()> {
 /// The collection a `get` lists: one namespace's, or every namespace's with `-A`.
 fn get_collection(kind: &Kind, a: &GetArgs) -> String {
     if a.all_namespaces && kind.namespaced {
-        format!("{}/{}", kind.api_prefix(), kind.plural)
+        kind.all_path()
     } else {
         kind.collection_path(&ns_of(&a.namespace))
     }
@@ -855,34 +1178,61 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
     Ok(())
 }
 
-pub fn describe(c: &Client, mut a: DescribeArgs) -> Result<()> {
-    (a.resource, a.names) = slash_names(&a.resource, &a.names)?;
-    let kind = kind_named(&a.resource)?;
-    let ns = ns_of(&a.namespace);
-    let items: Vec<Value> = if a.names.is_empty() {
-        c.call("GET", &kind.collection_path(&ns), None)?["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    } else {
-        a.names
-            .iter()
-            .map(|n| c.call("GET", &kind.object_path(&ns, n), None))
-            .collect::<Result<_>>()?
-    };
-    let events = c.call("GET", &kinds::event().collection_path(&ns), None).ok();
-    for o in items {
+pub fn describe(c: &Client, a: DescribeArgs) -> Result<()> {
+    if a.what.is_empty() {
+        bail!("error: You must specify the type of resource to describe");
+    }
+    let targets = select_objects(c, &a.what, &a.select, &a.namespace, true)?;
+    if targets.is_empty() {
+        println!("No resources found");
+        return Ok(());
+    }
+    let mut events: std::collections::HashMap<String, Option<Value>> = Default::default();
+    for (kind, ns, name) in &targets {
+        let o = c.call("GET", &kind.object_path(ns, name), None)?;
+        describe_one(c, kind, ns, &o, &mut events);
+    }
+    Ok(())
+}
+
+/// One object as `describe` prints it, with its events (read once per namespace).
+fn describe_one(
+    c: &Client,
+    kind: &Kind,
+    ns: &str,
+    o: &Value,
+    events: &mut std::collections::HashMap<String, Option<Value>>,
+) {
+    let events = events
+        .entry(ns.to_string())
+        .or_insert_with(|| c.call("GET", &kinds::event().collection_path(ns), None).ok());
+    {
         let m = &o["metadata"];
         println!("Name:         {}", m["name"].as_str().unwrap_or(""));
         if kind.namespaced {
             println!("Namespace:    {}", m["namespace"].as_str().unwrap_or(""));
         }
-        println!("Labels:       {}", output::label_string(&o));
+        println!("Labels:       {}", output::label_string(o));
         println!("Created:      {}", m["creationTimestamp"].as_str().unwrap_or(""));
-        describer(kind)(&o);
+        describer(kind)(o);
+        if kind.kind == "Service" {
+            // kubectl's "Endpoints": the ready addresses, per port.
+            let ep = c
+                .call("GET", &kinds::endpoints().object_path(ns, object_name(o)), None)
+                .ok();
+            let mut items = Vec::new();
+            for subset in ep.iter().flat_map(|e| e["subsets"].as_array()).flatten() {
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    for p in subset["ports"].as_array().into_iter().flatten() {
+                        items.push(format!("{}:{}", a["ip"].as_str().unwrap_or(""), p["port"]));
+                    }
+                }
+            }
+            println!("Endpoints:                {}", joined_or_none(&items, ","));
+        }
         if kind.kind == "PersistentVolumeClaim" {
             // kubectl's "Used By": the pods naming the claim.
-            let pods = c.call("GET", &kinds::pod().collection_path(&ns), None).ok();
+            let pods = c.call("GET", &kinds::pod().collection_path(ns), None).ok();
             let claim = m["name"].as_str().unwrap_or("");
             let users: Vec<String> = pods
                 .iter()
@@ -931,7 +1281,6 @@ pub fn describe(c: &Client, mut a: DescribeArgs) -> Result<()> {
         }
         println!();
     }
-    Ok(())
 }
 
 /// What `describe` prints of an object beyond its metadata and events,
@@ -947,7 +1296,56 @@ static DESCRIBERS: &[Describer] = &[
     ("", "PersistentVolumeClaim", describe_claim),
     ("", "PersistentVolume", describe_volume),
     ("storage.k8s.io", "StorageClass", describe_class),
+    ("", "Service", describe_service),
 ];
+
+fn object_name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or("")
+}
+
+/// A Service's spec as kubectl shows it (its endpoints come from `describe_one`).
+fn describe_service(o: &Value) {
+    let spec = &o["spec"];
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let selector = spec["selector"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    println!(
+        "Selector:                 {}",
+        if selector.is_empty() { "<none>" } else { &selector }
+    );
+    println!("Type:                     {}", text(&spec["type"]));
+    if spec["type"] == "ExternalName" {
+        println!("External Name:            {}", text(&spec["externalName"]));
+    } else {
+        println!("IP Family Policy:         {}", text(&spec["ipFamilyPolicy"]));
+        println!("IP Families:              {}", strings(&spec["ipFamilies"]).join(","));
+        println!("IP:                       {}", text(&spec["clusterIP"]));
+        println!("IPs:                      {}", strings(&spec["clusterIPs"]).join(","));
+    }
+    for p in spec["ports"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("<unset>");
+        let proto = p["protocol"].as_str().unwrap_or("TCP");
+        println!("Port:                     {name}  {}/{proto}", p["port"]);
+        println!("TargetPort:               {}/{proto}", text(&p["targetPort"]));
+        if let Some(np) = p["nodePort"].as_i64() {
+            println!("NodePort:                 {name}  {np}/{proto}");
+        }
+    }
+    println!("Session Affinity:         {}", text(&spec["sessionAffinity"]));
+    if let Some(p) = spec["externalTrafficPolicy"].as_str() {
+        println!("External Traffic Policy:  {p}");
+    }
+    if let Some(p) = spec["internalTrafficPolicy"].as_str() {
+        println!("Internal Traffic Policy:  {p}");
+    }
+}
 
 /// A StatefulSet's counts, strategy, template and claim templates, as kubectl shows them.
 fn describe_statefulset(o: &Value) {
@@ -1432,32 +1830,16 @@ pub fn delete(c: &Client, a: DeleteArgs) -> Result<()> {
             let ns = target_ns(&d, &a.namespace)?;
             targets.push((d.kind, ns, d.object["metadata"]["name"].as_str().unwrap_or("").into()));
         }
-    } else if a.selector.is_some() || a.all {
-        let [kind] = a.what.as_slice() else {
-            bail!("error: name cannot be provided when a selector or --all is specified; give only a resource type");
-        };
-        let kind = kind_named(kind)?;
-        let ns = ns_of(&a.namespace);
-        let list = c.call(
-            "GET",
-            &format!("{}{}", kind.collection_path(&ns), query(&a.selector)),
-            None,
-        )?;
-        for item in list["items"].as_array().into_iter().flatten() {
-            let name = item["metadata"]["name"].as_str().unwrap_or("").to_string();
-            targets.push((kind, ns.clone(), name));
-        }
-        if targets.is_empty() {
-            println!("No resources found");
-            return Ok(());
-        }
     } else {
         if a.what.is_empty() {
             bail!("error: must specify a resource type and name, or -f, -l or --all");
         }
-        for (kind, name) in names_only(&a.what)? {
-            targets.push((kind, ns_of(&a.namespace), name));
+        let found = select_objects(c, &a.what, &a.select, &a.namespace, false)?;
+        if found.is_empty() {
+            println!("No resources found");
+            return Ok(());
         }
+        targets = found;
     }
     if a.force && a.grace_period.unwrap_or(0) != 0 {
         bail!("error: --force needs --grace-period=0 (or none)");
@@ -1576,9 +1958,11 @@ pub(crate) fn kind_slash_name(kind: &Kind, name: &str) -> String {
 }
 
 pub fn scale(c: &Client, a: ScaleArgs) -> Result<()> {
-    let (targets, _) = named_objects(&a.what)?;
-    let ns = ns_of(&a.namespace);
-    for (kind, name) in targets {
+    let (targets, _) = select(c, &a.what, &a.select, &a.namespace, false)?;
+    if targets.is_empty() {
+        bail!("error: no objects passed to scale");
+    }
+    for (kind, ns, name) in targets {
         if !kind.subresources.contains(&kinds::Subresource::Scale) {
             bail!("error: no objects passed to scale: {} cannot be scaled", kind.plural);
         }
@@ -1608,12 +1992,14 @@ pub fn annotate(c: &Client, a: LabelArgs) -> Result<()> {
 }
 
 fn metadata_map(c: &Client, a: LabelArgs, field: &str, what: &str, done: &str) -> Result<()> {
-    let (targets, changes) = named_objects(&a.what)?;
+    let (targets, changes) = select(c, &a.what, &a.select, &a.namespace, false)?;
     if changes.is_empty() {
         bail!("error: at least one {what} update is required");
     }
-    let ns = ns_of(&a.namespace);
-    for (kind, name) in targets {
+    if targets.is_empty() {
+        bail!("error: no objects passed to {what}");
+    }
+    for (kind, ns, name) in targets {
         let path = kind.object_path(&ns, &name);
         c.modify(&path, |obj| {
             if !obj["metadata"][field].is_object() {
@@ -1924,7 +2310,7 @@ pub fn logs(c: &Client, a: LogsArgs) -> Result<()> {
 /// The pod a `logs` argument names: `NAME`, `pod/NAME`, or `TYPE/NAME` of
 /// something with a pod selector (the first of its pods: running, ready,
 /// newest first; kubectl says which when there are several).
-fn pod_of(c: &Client, ns: &str, arg: &str) -> Result<String> {
+pub(crate) fn pod_of(c: &Client, ns: &str, arg: &str) -> Result<String> {
     let Some((ty, name)) = arg.split_once('/') else {
         return Ok(arg.to_string());
     };
@@ -1939,7 +2325,7 @@ fn pod_of(c: &Client, ns: &str, arg: &str) -> Result<String> {
         .as_object()
         .filter(|m| !m.contains_key("matchLabels") && !m.contains_key("matchExpressions")));
     let Some(labels) = labels.filter(|l| !l.is_empty()) else {
-        bail!("cannot get the logs of {}/{name}: it selects no pods", kind.plural);
+        bail!("{}/{name} selects no pods", kind.plural);
     };
     let sel: Vec<String> = labels
         .iter()

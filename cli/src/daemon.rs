@@ -39,6 +39,21 @@ pub struct DaemonArgs {
     /// The default network's pod CIDR.
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_cidr: String,
+    /// Where Services' cluster IPs come from (the first is `kubernetes`'), as
+    /// kube-apiserver's flag.
+    #[arg(long, default_value = peapod_core::service::DEFAULT_CLUSTER_IP_RANGE)]
+    service_cluster_ip_range: String,
+    /// Where NodePorts come from, as kube-apiserver's flag.
+    #[arg(long, default_value = peapod_core::service::DEFAULT_NODE_PORT_RANGE)]
+    service_node_port_range: String,
+    /// The nftables table (family `ip`) the service proxy programs; empty:
+    /// no service proxy on this node.
+    #[arg(long, default_value = "peapod")]
+    service_proxy_table: String,
+    /// Remove the service proxy's table, then exit (as `kube-proxy --cleanup`):
+    /// service traffic stops being forwarded.
+    #[arg(long)]
+    cleanup: bool,
     /// The node's IP for `status.hostIP` (default: the default route's interface address).
     #[arg(long)]
     node_ip: Option<String>,
@@ -213,6 +228,9 @@ fn protect_from_oom_killer() {
 
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    if args.cleanup {
+        return peapod_actors::proxy::cleanup(&args.service_proxy_table).map_err(anyhow::Error::msg);
+    }
     // Everything the daemon creates is its own unless it says otherwise, and
     // sockets are born with their final mode (no window before a chmod).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -221,6 +239,12 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     protect_from_oom_killer();
     // Read once here, so admissions never read /proc on an actor thread.
     let _ = peapod_actors::config::capacity();
+    let allocator = peapod_core::service::alloc::Allocator {
+        ips: peapod_core::service::IpRange::parse(&args.service_cluster_ip_range)
+            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
+        ports: peapod_core::service::PortRange::parse(&args.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
+    };
     let paths = NodePaths::new(args.root_dir.clone(), args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
@@ -265,6 +289,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             n => anyhow::bail!("--max-pods {n}: must be at least 1"),
         },
         registries: args.registries.config()?,
+        service_proxy_table: args.service_proxy_table.clone(),
         image_gc: {
             let (high, low) = (args.image_gc_high_threshold, args.image_gc_low_threshold);
             if high > 100 {
@@ -340,6 +365,12 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         if let Err(e) = peapod_actors::binder::ensure_default_class(&*store, &volumes).await {
             tracing::error!("creating the default StorageClass: {e}");
         }
+        let target_port = args.https.listen_https.map(|a| a.port()).filter(|p| *p != 0);
+        if let Err(e) = crate::services::ensure_kubernetes_service(&*store, &allocator, target_port).await {
+            tracing::error!("{e}");
+        }
+        let store_for_endpoints = store.clone();
+        crate::services::repair_periodically(store.clone(), allocator);
         let tree = Tree::default();
         let threads = match args.pod_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
@@ -365,6 +396,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             volumes,
             tree,
             runtime: rt.clone(),
+            allocator,
         });
         let local_state = state.clone();
         let server = actix_web::HttpServer::new(move || {
@@ -382,6 +414,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             Some(listen) => Some(serve_https(&args.root_dir, &args.https, listen, state)?),
             None => None,
         };
+        // The `kubernetes` service reaches the HTTPS listener at the node's address.
+        let api_endpoint = https
+            .as_ref()
+            .map(|(_, bound)| (rt.config.node_ip.clone(), bound.port()));
+        if let Err(e) = crate::services::set_kubernetes_endpoints(&*store_for_endpoints, api_endpoint).await {
+            tracing::error!("writing the kubernetes service's endpoints: {e}");
+        }
+        let https = https.map(|(server, _)| server);
         let https = async move {
             match https {
                 Some(server) => server.await,
@@ -427,7 +467,7 @@ fn serve_https(
     args: &crate::https::HttpsArgs,
     listen: std::net::SocketAddr,
     state: actix_web::web::Data<ApiState>,
-) -> Result<actix_web::dev::Server> {
+) -> Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let token_file = match &args.token_auth_file {
         Some(p) => p.clone(),
         None => crate::https::ensure_token_file(root)?,
@@ -450,5 +490,5 @@ fn serve_https(
     let record = crate::https::listen_record(root);
     std::fs::write(&record, bound.to_string()).with_context(|| format!("write {}", record.display()))?;
     tracing::info!("peapod daemon serving HTTPS on {bound}");
-    Ok(server.run())
+    Ok((server.run(), bound))
 }

@@ -41,7 +41,8 @@ impl Socket {
 /// A container and how to connect to it (`exec` and `attach`).
 #[derive(clap::Args, Clone)]
 pub struct AttachArgs {
-    /// The pod (`NAME` or `pod/NAME`).
+    /// The pod: `NAME`, `pod/NAME`, or `TYPE/NAME` of a workload
+    /// (`deploy/web`: one of its pods, a running one first).
     pod: String,
     /// The container (default: the pod's only container).
     #[arg(short = 'c', long)]
@@ -313,21 +314,14 @@ pub fn exec(client: &Client, a: ExecArgs) -> Result<i32> {
         stdout: &mut stdout,
         stderr: &mut stderr,
     };
-    run(
-        client,
-        &ns,
-        &pod_name(&t.pod),
-        t.container.as_deref(),
-        &a.command,
-        tty,
-        streams,
-    )
+    let pod = crate::commands::pod_of(client, &ns, &t.pod)?;
+    run(client, &ns, &pod, t.container.as_deref(), &a.command, tty, streams)
 }
 
 /// `peapod attach`: the container's own process, until it ends.
 pub fn attach(client: &Client, a: AttachArgs) -> Result<i32> {
     let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
-    let pod = pod_name(&a.pod);
+    let pod = crate::commands::pod_of(client, &ns, &a.pod)?;
     let (tty, stdin) = local_streams(&a);
     if tty {
         eprintln!("If you don't see a command prompt, try pressing enter.");
@@ -340,14 +334,6 @@ pub fn attach(client: &Client, a: AttachArgs) -> Result<i32> {
         stderr: &mut stderr,
     };
     connected(client, &path, tty, streams)
-}
-
-/// A pod argument: `NAME`, `pod/NAME` or `pods/NAME`.
-pub(crate) fn pod_name(arg: &str) -> String {
-    arg.strip_prefix("pod/")
-        .or(arg.strip_prefix("pods/"))
-        .unwrap_or(arg)
-        .to_string()
 }
 
 /// Sends the terminal's size again whenever it changes (SIGWINCH).

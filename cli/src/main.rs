@@ -7,6 +7,7 @@ mod cp;
 mod daemon;
 mod exec;
 mod explain;
+mod gotemplate;
 mod https;
 mod jsonpath;
 mod metrics_server;
@@ -15,6 +16,7 @@ mod portforward;
 mod progress;
 mod remote;
 mod rollout;
+mod services;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -72,6 +74,8 @@ enum Command {
     Cp(cp::CpArgs),
     /// Set the number of replicas of a ReplicaSet, ReplicationController …
     Scale(commands::ScaleArgs),
+    /// Make a Service for the pods of a pod, deployment, replica set … (`expose deploy/web --port 80`).
+    Expose(commands::ExposeArgs),
     /// Add, change or remove labels of objects (`k=v`, `k-`).
     Label(commands::LabelArgs),
     /// Add, change or remove annotations of objects (`k=v`, `k-`).
@@ -290,6 +294,7 @@ fn main() {
         Command::PortForward(a) => portforward::port_forward(&client(), a),
         Command::Cp(a) => cp::cp(&client(), a),
         Command::Scale(a) => commands::scale(&client(), a),
+        Command::Expose(a) => commands::expose(&client(), a),
         Command::Label(a) => commands::label(&client(), a),
         Command::Annotate(a) => commands::annotate(&client(), a),
         Command::Patch(a) => commands::patch(&client(), a),

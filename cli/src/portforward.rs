@@ -10,7 +10,8 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 
 #[derive(clap::Args)]
 pub struct PortForwardArgs {
-    /// The pod (`NAME` or `pod/NAME`).
+    /// The pod: `NAME`, `pod/NAME`, or `TYPE/NAME` of a workload
+    /// (`deploy/web`: one of its pods, a running one first).
     pod: String,
     /// `[LOCAL:]REMOTE`: a local port (0 or none, as in `:8080`, picks a free
     /// one) forwarded to the pod's port.
@@ -42,7 +43,7 @@ fn parse_ports(spec: &str) -> Result<(u16, u16)> {
 
 pub fn port_forward(client: &Client, a: PortForwardArgs) -> Result<()> {
     let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
-    let pod = crate::exec::pod_name(&a.pod);
+    let pod = crate::commands::pod_of(client, &ns, &a.pod)?;
     let object = client.call("GET", &format!("/api/v1/namespaces/{ns}/pods/{pod}"), None)?;
     let phase = object["status"]["phase"].as_str().unwrap_or("Unknown");
     if phase != "Running" {

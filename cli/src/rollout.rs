@@ -71,6 +71,8 @@ pub struct SetImageArgs {
     what: Vec<String>,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    #[command(flatten)]
+    select: crate::commands::Selection,
 }
 
 /// `TYPE/NAME` or `TYPE NAME`, and the words after.
@@ -440,18 +442,28 @@ fn set_paused(c: &Client, what: &[String], namespace: &Option<String>, paused: b
 
 /// `set image`: new images for named containers of a pod or a pod template.
 pub fn set_image(c: &Client, a: SetImageArgs) -> Result<()> {
-    let (kind, name, pairs) = target(&a.what)?;
+    let (targets, pairs) = crate::commands::select(c, &a.what, &a.select, &a.namespace, false)?;
     if pairs.is_empty() {
         bail!("error: at least one image update is required");
     }
-    let path = kind.object_path(&ns_of(&a.namespace), &name);
+    if targets.is_empty() {
+        bail!("error: no objects passed to set image");
+    }
+    for (kind, ns, name) in targets {
+        set_image_of(c, kind, &ns, &name, &pairs)?;
+    }
+    Ok(())
+}
+
+fn set_image_of(c: &Client, kind: &Kind, ns: &str, name: &str, pairs: &[String]) -> Result<()> {
+    let path = kind.object_path(ns, name);
     let spec = if kind.kind == "Pod" {
         "/spec"
     } else {
         "/spec/template/spec"
     };
     c.modify(&path, |obj| {
-        for pair in &pairs {
+        for pair in pairs {
             let (container, image) = pair
                 .split_once('=')
                 .ok_or_else(|| anyhow!("error: {pair} is not CONTAINER=IMAGE"))?;
@@ -473,6 +485,6 @@ pub fn set_image(c: &Client, a: SetImageArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    println!("{} image updated", display(kind, &name));
+    println!("{} image updated", display(kind, name));
     Ok(())
 }

@@ -160,6 +160,11 @@ impl Kind {
         }
     }
 
+    /// The collection URL across every namespace (`/api/v1/pods`).
+    pub fn all_path(&self) -> String {
+        format!("{}/{}", self.api_prefix(), self.plural)
+    }
+
     /// The URL of one object.
     pub fn object_path(&self, namespace: &str, name: &str) -> String {
         format!("{}/{}", self.collection_path(namespace), name)
@@ -480,6 +485,78 @@ pub static KINDS: &[Kind] = &[
         categories: &[],
         printer: &printers::STORAGECLASS,
     },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        namespaced: true,
+        short_names: &["svc"],
+        graceful_deletion: false,
+        has_status: true,
+        admit_create: validation::service::admit_create,
+        admit_update: validation::service::admit_update,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::Service>,
+        subresources: &[Subresource::Status],
+        categories: &["all"],
+        printer: &printers::SERVICE,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        kind: "Endpoints",
+        plural: "endpoints",
+        singular: "endpoints",
+        namespaced: true,
+        short_names: &["ep"],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::service::admit_endpoints,
+        admit_update: validation::service::update_endpoints,
+        admit_delete: delete_anything,
+        typed_check: typed::<core_v1::Endpoints>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::ENDPOINTS,
+    },
+    Kind {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        namespaced: true,
+        short_names: &[],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::service::admit_slice,
+        admit_update: validation::service::update_slice,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::discovery::v1::EndpointSlice>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::ENDPOINTSLICE,
+    },
+    Kind {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "IPAddress",
+        plural: "ipaddresses",
+        singular: "ipaddress",
+        namespaced: false,
+        short_names: &["ip"],
+        graceful_deletion: false,
+        has_status: false,
+        admit_create: validation::service::admit_ipaddress,
+        admit_update: validation::service::update_ipaddress,
+        admit_delete: delete_anything,
+        typed_check: typed::<k8s_openapi::api::networking::v1::IPAddress>,
+        subresources: &[],
+        categories: &[],
+        printer: &printers::IPADDRESS,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.
@@ -528,6 +605,26 @@ pub fn by_store_key(resource: &str) -> Option<&'static Kind> {
 /// The Pod kind, which the node runs.
 pub fn pod() -> &'static Kind {
     by_store_key("pods").expect("pods are in the kind table")
+}
+
+/// The Service kind.
+pub fn service() -> &'static Kind {
+    by_store_key("services").expect("services are in the kind table")
+}
+
+/// The Endpoints kind (v1), which older clients read.
+pub fn endpoints() -> &'static Kind {
+    by_store_key("endpoints").expect("endpoints are in the kind table")
+}
+
+/// The EndpointSlice kind (discovery.k8s.io/v1).
+pub fn endpointslice() -> &'static Kind {
+    by_store_key("discovery.k8s.io/endpointslices").expect("endpointslices are in the kind table")
+}
+
+/// The IPAddress kind (networking.k8s.io/v1): one per cluster IP held.
+pub fn ipaddress() -> &'static Kind {
+    by_store_key("networking.k8s.io/ipaddresses").expect("ipaddresses are in the kind table")
 }
 
 /// The Namespace kind.

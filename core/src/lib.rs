@@ -22,6 +22,7 @@ pub mod resources;
 pub mod scale;
 pub mod scheduling;
 pub mod selector;
+pub mod service;
 pub mod store;
 pub mod validation;
 pub mod writes;

@@ -49,6 +49,54 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
     errs
 }
 
+const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
+const DNS1035_LABEL_ERR_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
+
+/// Checks that `value` is an RFC 1035 label (an RFC 1123 label that starts
+/// with a letter), as Service names must be: they become DNS names and
+/// environment variable prefixes. Returns Kubernetes' error texts.
+pub fn is_dns1035_label(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > DNS1123_LABEL_MAX_LENGTH {
+        errs.push(max_len_error(DNS1123_LABEL_MAX_LENGTH));
+    }
+    if !(matches_dns1123_label(value) && value.starts_with(|c: char| c.is_ascii_lowercase())) {
+        errs.push(regex_error(
+            DNS1035_LABEL_ERR_MSG,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
+    }
+    errs
+}
+
+/// Checks that `value` is an IANA service name, as a named port must be
+/// (`http`, `metrics-1`): at most 15 characters of lower-case
+/// alphanumerics and '-', at least one letter, no '-' at either end or twice
+/// in a row. Returns Kubernetes' error texts.
+pub fn is_valid_port_name(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 15 {
+        errs.push(max_len_error(15));
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+    }
+    if value.contains("--") {
+        errs.push("must not contain consecutive hyphens".into());
+    }
+    if !value.chars().any(|c| c.is_ascii_lowercase()) {
+        errs.push("must contain at least one letter (a-z)".into());
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        errs.push("must not begin or end with a hyphen".into());
+    }
+    errs
+}
+
 /// Checks that `value` is an RFC 1123 subdomain (at most 253 bytes of
 /// dot-separated labels), as used for DNS-style names and key prefixes.
 /// Returns Kubernetes' error texts; empty means valid.

@@ -585,6 +585,187 @@ pub static CLAIM: Printer = Printer {
     },
 };
 
+/// kubectl's Service columns.
+pub static SERVICE: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Type", "string", 0, "The type of the service."),
+        col("Cluster-IP", "string", 0, "The cluster IP of the service."),
+        col("External-IP", "string", 0, "The external IP of the service."),
+        col("Port(s)", "string", 0, "The ports the service listens on."),
+        AGE,
+        col(
+            "Selector",
+            "string",
+            1,
+            "The labels of the pods the service sends traffic to.",
+        ),
+    ],
+    row: |o| {
+        let ty = str_at(o, "/spec/type");
+        let external_ips: Vec<&str> = o["spec"]["externalIPs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let external = match ty {
+            "ExternalName" => str_at(o, "/spec/externalName").to_string(),
+            "LoadBalancer" => {
+                let mut ips: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                    .collect();
+                ips.extend(&external_ips);
+                if ips.is_empty() {
+                    "<pending>".to_string()
+                } else {
+                    ips.join(",")
+                }
+            }
+            _ if !external_ips.is_empty() => external_ips.join(","),
+            _ => "<none>".to_string(),
+        };
+        let ports: Vec<String> = o["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let proto = p["protocol"].as_str().unwrap_or("TCP");
+                match p["nodePort"].as_i64().filter(|n| *n != 0) {
+                    Some(n) => format!("{}:{n}/{proto}", p["port"]),
+                    None => format!("{}/{proto}", p["port"]),
+                }
+            })
+            .collect();
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(ty),
+            json!(or_none(str_at(o, "/spec/clusterIP"))),
+            json!(external),
+            json!(if ports.is_empty() {
+                "<none>".to_string()
+            } else {
+                ports.join(",")
+            }),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(or_none(&map_string(&o["spec"]["selector"]))),
+        ]
+    },
+};
+
+/// `k=v,k=v`, in key order.
+fn map_string(m: &Value) -> String {
+    m.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The first three of a list, then how many more, as kubectl abbreviates endpoints.
+fn first_three(items: Vec<String>, empty: &str) -> String {
+    if items.is_empty() {
+        return empty.to_string();
+    }
+    let mut out = items.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if items.len() > 3 {
+        out.push_str(&format!(" + {} more...", items.len() - 3));
+    }
+    out
+}
+
+/// kubectl's Endpoints columns.
+pub static ENDPOINTS: Printer = Printer {
+    columns: &[NAME, col("Endpoints", "string", 0, "Endpoints of the service."), AGE],
+    row: |o| {
+        let mut items = Vec::new();
+        for subset in o["subsets"].as_array().into_iter().flatten() {
+            let ports: Vec<&Value> = subset["ports"].as_array().into_iter().flatten().collect();
+            for a in subset["addresses"].as_array().into_iter().flatten() {
+                let ip = a["ip"].as_str().unwrap_or("");
+                if ports.is_empty() {
+                    items.push(ip.to_string());
+                }
+                for p in &ports {
+                    items.push(format!("{ip}:{}", p["port"]));
+                }
+            }
+        }
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(first_three(items, "<none>")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's EndpointSlice columns.
+pub static ENDPOINTSLICE: Printer = Printer {
+    columns: &[
+        NAME,
+        col("AddressType", "string", 0, "The type of the addresses."),
+        col("Ports", "string", 0, "The ports of the endpoints."),
+        col("Endpoints", "string", 0, "The addresses of the endpoints."),
+        AGE,
+    ],
+    row: |o| {
+        let ports: Vec<String> = o["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["port"].as_i64().map_or("<unset>".to_string(), |n| n.to_string()))
+            .collect();
+        let addresses: Vec<String> = o["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/addressType")),
+            json!(if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            }),
+            json!(first_three(addresses, "<unset>")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's IPAddress columns.
+pub static IPADDRESS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("ParentRef", "string", 0, "The object the address is allocated to."),
+        AGE,
+    ],
+    row: |o| {
+        let p = &o["spec"]["parentRef"];
+        let group = p["group"].as_str().filter(|g| !g.is_empty());
+        let resource = match group {
+            Some(g) => format!("{}.{g}", p["resource"].as_str().unwrap_or("")),
+            None => p["resource"].as_str().unwrap_or("").to_string(),
+        };
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(format!(
+                "{resource}/{}/{}",
+                p["namespace"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or("")
+            )),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
 /// A claim's or volume's phase as kubectl shows it: `Terminating` once deleted.
 fn storage_phase(o: &Value) -> &str {
     if o["metadata"]["deletionTimestamp"].is_null() {

@@ -254,6 +254,12 @@ metrics! {
         DEFAULT_BUCKETS.to_vec(),
         &["controller"],
     );
+    /// Service proxy syncs (kube-proxy's name): rendering and applying the nftables transaction.
+    proxy_sync_duration: Histogram = histogram(
+        "kubeproxy_sync_proxy_rules_duration_seconds",
+        "SyncProxyRules latency in seconds",
+        &[0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384],
+    );
     /// The time the daemon started (for uptime panels).
     start_time: Gauge = Gauge::new("peapod_start_time_seconds", "Start time of the daemon since unix epoch in seconds.").expect("valid gauge");
 }

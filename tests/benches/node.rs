@@ -27,12 +27,15 @@
 //! - remote: `kubectl get pods` with 500 pods (Table beside `-o json`, time
 //!   and bytes), an exec of `true` through `peapod exec` and `kubectl exec`
 //!   beside the exec helper alone, and port-forward throughput (peapod's,
-//!   kubectl's) beside a direct connection to the pod's IP.
+//!   kubectl's) beside a direct connection to the pod's IP;
+//! - services: the service proxy's nftables transaction for 100 and 1000
+//!   services, first and after one endpoint changed, and HTTP requests
+//!   through a cluster IP beside straight to the pod.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
 //! short form (fewer of everything, no 500-pod burst); `PEAPOD_BENCH_ONLY`
-//! picks sections (`containers,plugins,pods,soak,pulls,remote`).
+//! picks sections (`containers,plugins,pods,soak,pulls,remote,services`).
 
 use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
 use peapod_tests::{binary, container, Node};
@@ -712,6 +715,138 @@ fn remote(table: &mut Table) {
     );
 }
 
+/// `n` services of two ports with `endpoints` ready endpoints each, and
+/// their slices, as the proxy sees them.
+fn synthetic_services(n: usize, endpoints: usize) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    use serde_json::json;
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        services.push(json!({
+            "metadata": {"namespace": "bench", "name": name},
+            "spec": {"type": "ClusterIP", "clusterIP": format!("10.125.{}.{}", i / 250, i % 250 + 1),
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                               {"name": "metrics", "port": 9090, "protocol": "TCP"}]},
+        }));
+        let eps: Vec<serde_json::Value> = (0..endpoints)
+            .map(|e| {
+                json!({"addresses": [format!("10.126.{}.{}", (i * endpoints + e) / 250, (i * endpoints + e) % 250 + 1)],
+                            "conditions": {"ready": true}})
+            })
+            .collect();
+        slices.push(json!({
+            "metadata": {"namespace": "bench", "name": format!("{name}-x"), "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9090, "protocol": "TCP"}],
+            "endpoints": eps,
+        }));
+    }
+    (services, slices)
+}
+
+/// One HTTP/1.0 GET on a new connection: its latency.
+fn get_once(addr: &str) -> Duration {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.") && out.len() > 20,
+        "{addr} answered {} bytes",
+        out.len()
+    );
+    t.elapsed()
+}
+
+fn services(table: &mut Table) {
+    use peapod_actors::proxy::{apply, nft};
+    // Rule programming: the whole table as one transaction, for 100 and 1000
+    // services (two ports, three endpoints each); then one endpoint changed.
+    let table_name = format!("ppbench{}", std::process::id() % 1000);
+    let cfg = nft::Config {
+        table: table_name.clone(),
+        cluster_cidr: "10.126.0.0/16".into(),
+        node_name: "bench".into(),
+    };
+    for n in [100, 1000] {
+        let (svcs, mut slices) = synthetic_services(n, 3);
+        let t = Instant::now();
+        let first = apply(&cfg, &svcs, &slices, None).expect("program the table");
+        let full = t.elapsed();
+        slices[n / 2]["endpoints"][0]["conditions"]["ready"] = serde_json::json!(false);
+        let t = Instant::now();
+        apply(&cfg, &svcs, &slices, Some(&first)).expect("reprogram the table");
+        let one = t.elapsed();
+        let t = Instant::now();
+        apply(&cfg, &svcs, &slices, None).expect("rewrite the table");
+        let whole = t.elapsed();
+        let t = Instant::now();
+        let lines = nft::render(
+            &cfg,
+            &nft::service_ports(&cfg, &svcs, &slices),
+            &nft::Existing::default(),
+        )
+        .lines()
+        .count();
+        let render = t.elapsed();
+        peapod_actors::proxy::cleanup(&table_name).expect("remove the bench table");
+        table.row(
+            format!("service rules, {n} services (2 ports, 3 endpoints each; {lines} nft commands)"),
+            format!("first sync {}, one endpoint changed {}", ms(full), ms(one)),
+            format!(
+                "rewritten whole (listed first) {}; rendering alone {}",
+                ms(whole),
+                ms(render)
+            ),
+        );
+    }
+
+    // Requests through a cluster IP beside straight to the pod.
+    let node = Node::start();
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'mkdir -p /www && head -c 1024 /dev/zero > /www/index.html && exec httpd -f -p 8080 -h /www']\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    let pod = node.wait_pod("web", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let pod_addr = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    let svc = node.get("service", "web").unwrap();
+    let svc_addr = format!("{}:80", svc["spec"]["clusterIP"].as_str().unwrap());
+    peapod_tests::wait_for("the service answering", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&svc_addr).ok()
+    });
+    let n = if quick() { 500 } else { 5000 };
+    let (mut via_svc, mut direct) = (Vec::new(), Vec::new());
+    let (mut t_svc, mut t_direct) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let d = get_once(&svc_addr);
+        t_svc += d;
+        via_svc.push(d);
+        let d = get_once(&pod_addr);
+        t_direct += d;
+        direct.push(d);
+    }
+    let rps = |total: Duration| n as f64 / total.as_secs_f64();
+    table.row(
+        format!("HTTP GET of 1 KiB on a new connection, from the host ({n} each, interleaved)"),
+        format!(
+            "through the cluster IP {:.0} req/s, p50 {}, p99 {}",
+            rps(t_svc),
+            ms(pct(&mut via_svc, 0.5)),
+            ms(pct(&mut via_svc, 0.99))
+        ),
+        format!(
+            "to the pod IP {:.0} req/s, p50 {}, p99 {}",
+            rps(t_direct),
+            ms(pct(&mut direct, 0.5)),
+            ms(pct(&mut direct, 0.99))
+        ),
+    );
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PEAPOD_BENCH_CONTAINERS_IN") {
         container_starts_here(Path::new(&dir));
@@ -739,6 +874,9 @@ fn main() {
     }
     if wanted("remote") {
         remote(&mut table);
+    }
+    if wanted("services") {
+        services(&mut table);
     }
     let date = Command::new("date")
         .arg("-u")

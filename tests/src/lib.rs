@@ -521,6 +521,11 @@ impl Node {
                     .into_iter()
                     .flatten(),
             )
+            // Every node its own service addresses, node ports and nftables
+            // table, so nodes run side by side.
+            .args(["--service-cluster-ip-range", &self.service_cidr()])
+            .args(["--service-node-port-range", &self.node_port_range()])
+            .args(["--service-proxy-table", &self.proxy_table()])
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
             .arg("--plugin-config-dir")
@@ -582,6 +587,22 @@ impl Node {
             .position(|a| a == "--pod-cidr")
             .and_then(|i| self.extra_args.get(i + 1).cloned())
             .unwrap_or_else(|| format!("10.99.{}.0/24", self.net))
+    }
+
+    /// This node's service cluster IP range.
+    pub fn service_cidr(&self) -> String {
+        format!("10.120.{}.0/24", self.net)
+    }
+
+    /// This node's NodePort range: ten ports of its own.
+    pub fn node_port_range(&self) -> String {
+        let first = 30000 + self.net * 10;
+        format!("{first}-{}", first + 9)
+    }
+
+    /// The nftables table this node's service proxy programs.
+    pub fn proxy_table(&self) -> String {
+        format!("pptest{}", self.net)
     }
 
     /// The pod bridge of this node.
@@ -791,6 +812,11 @@ impl Drop for Node {
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
+        // The service proxy's rules, as `peapod daemon --cleanup` removes them.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.proxy_table()])
             .stderr(Stdio::null())
             .status();
         // Loop devices over this node's volume images (normally released with their last mount),

@@ -1,5 +1,5 @@
 //! peapod's own CLI with kubectl's habits: `-n` before the verb,
-//! `-o jsonpath=` and `custom-columns=`, `TYPE/NAME`, `delete -l`, `--all`
+//! `-o jsonpath=`, `go-template=` and `custom-columns=`, `TYPE/NAME`, `delete -l`, `--all`
 //! and `--now`, a multi-document apply that applies what it can, and shell
 //! completion.
 
@@ -83,6 +83,41 @@ fn the_cli_takes_kubectls_habits() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("jsonpath"));
 
+    // go-template, inline and from a file: a List for a type, the object
+    // for one name, kubectl's functions, <no value> for a missing key.
+    assert_eq!(
+        node.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "team",
+            "-o",
+            r#"go-template={{range .items}}{{if eq .metadata.labels.app "front"}}{{.metadata.name}} {{end}}{{end}}"#,
+        ]),
+        "a b "
+    );
+    let template = dir.path().join("t.tmpl");
+    std::fs::write(
+        &template,
+        "{{.metadata.name}}/{{.metadata.labels.missing}}/{{exists . \"spec\" \"containers\" 0}}/{{len .spec.containers}}",
+    )
+    .unwrap();
+    assert_eq!(
+        node.ok(&[
+            "get",
+            "pod",
+            "c",
+            "-n",
+            "team",
+            "-o",
+            &format!("go-template-file={}", template.display())
+        ]),
+        "c/<no value>/true/1"
+    );
+    let err = node.peapod(&["get", "pods", "-n", "team", "-o", "go-template={{.items"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("error parsing template"));
+
     // TYPE/NAME for get and describe; field selectors.
     assert_eq!(
         node.ok(&["get", "pod/c", "pod/a", "-n", "team", "-o", "name"]).trim(),
@@ -105,6 +140,62 @@ fn the_cli_takes_kubectls_habits() {
     let bad = node.peapod(&["get", "pods", "--field-selector", "spec.nope=1"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("field label not supported: spec.nope"));
 
+    // -l, --field-selector, --all and -A on the verbs that change or
+    // describe objects, as kubectl takes them.
+    assert_eq!(
+        node.ok(&["label", "pods", "-l", "app=front", "-n", "team", "tier=web"])
+            .trim(),
+        "pod/a labeled\npod/b labeled"
+    );
+    assert_eq!(
+        node.ok(&["get", "pods", "-n", "team", "-l", "tier=web", "-o", "name"])
+            .trim(),
+        "pod/a\npod/b"
+    );
+    assert_eq!(
+        node.ok(&["annotate", "pods", "--all", "-n", "team", "note=x"])
+            .lines()
+            .count(),
+        3
+    );
+    assert_eq!(
+        node.ok(&[
+            "annotate",
+            "pods",
+            "-A",
+            "--field-selector",
+            "metadata.name=c",
+            "note=y",
+            "--overwrite"
+        ])
+        .trim(),
+        "pod/c annotated"
+    );
+    assert_eq!(
+        node.ok(&[
+            "get",
+            "pod",
+            "c",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.metadata.annotations.note}"
+        ]),
+        "y"
+    );
+    let described = node.ok(&["describe", "pods", "-A", "-l", "app=back"]);
+    assert!(
+        described.contains("Name:         c") && !described.contains("Name:         a"),
+        "{described}"
+    );
+    let described = node.ok(&["describe", "pods", "-n", "team"]);
+    assert_eq!(described.matches("Name:         ").count(), 3, "{described}");
+    let err = node.peapod(&["label", "pod", "a", "-A", "x=1"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("-A (--all-namespaces) needs a resource type"));
+    let err = node.peapod(&["label", "pods", "-l", "app=nobody", "-n", "team", "x=1"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no objects passed to label"));
+
     // delete TYPE/NAME, -l, --all.
     assert!(node
         .ok(&["delete", "pod/a", "-n", "team", "--now"])
@@ -116,7 +207,18 @@ fn the_cli_takes_kubectls_habits() {
     assert_eq!(pods_named(&node, "team"), ["c"]);
     let err = node.peapod(&["delete", "pods", "c", "--all", "-n", "team"]);
     assert!(!err.status.success(), "a name with --all is refused");
-    node.ok(&["delete", "pods", "--all", "-n", "team"]);
+    // exec, attach, logs and port-forward take TYPE/NAME of a workload; a
+    // type alone selects nothing.
+    let err = node.peapod(&["exec", "deploy/none", "-n", "team", "--", "true"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("not found"), "{err:?}");
+    node.ok(&[
+        "delete",
+        "pods",
+        "-A",
+        "--field-selector",
+        "metadata.namespace=team",
+        "--now",
+    ]);
     assert!(pods_named(&node, "team").is_empty());
 
     // Shell completion from clap.
@@ -244,7 +346,7 @@ fn logs_of_a_workload_and_of_a_selector() {
 }
 
 #[test]
-fn unknown_fields_are_warned_about() {
+fn unknown_fields_are_refused_or_warned_about_as_validate_asks() {
     let node = Node::start();
     let dir = tempfile::Builder::new().prefix("pp-cli-").tempdir_in("/tmp").unwrap();
     let manifest = dir.path().join("typo.yaml");
@@ -253,12 +355,43 @@ fn unknown_fields_are_warned_about() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: typo}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox:1.35, imagee: x, command: [sleep, '3600']}\n",
     )
     .unwrap();
-    let out = node.peapod(&["apply", "-f", &manifest.display().to_string()]);
+    let m = manifest.display().to_string();
+    // As kubectl: strict by default, the unknown field named with where it
+    // is; nothing is created.
+    let out = node.peapod(&["apply", "-f", &m]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Error from server (BadRequest)")
+            && stderr.contains(&format!("pod/typo from {m}:1"))
+            && stderr.contains(r#"strict decoding error: unknown field "spec.containers[0].imagee""#),
+        "{stderr}"
+    );
+    assert!(!node.peapod(&["get", "pod", "typo"]).status.success());
+    let out = node.peapod(&["create", "-f", &m]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strict decoding error"));
+    // --validate=warn creates it with a warning; an update with
+    // --validate=false is silent.
+    let out = node.peapod(&["apply", "--validate=warn", "-f", &m]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains(r#"Warning: unknown field "spec.containers[0].imagee""#),
         "{stderr}"
     );
-    node.ok(&["delete", "pod", "typo", "--now"]);
+    let second = dir.path().join("typo2.yaml");
+    std::fs::write(
+        &second,
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("{name: typo}", "{name: typo2}"),
+    )
+    .unwrap();
+    let out = node.peapod(&["create", "--validate=false", "-f", &second.display().to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Warning"), "{out:?}");
+    let out = node.peapod(&["apply", "--validate=sometimes", "-f", &m]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be one of: strict (or true), warn, ignore (or false)"));
+    node.ok(&["delete", "pod", "typo", "typo2", "--now"]);
 }

@@ -1124,3 +1124,85 @@ fn unknown_fields_are_refused_warned_or_ignored_as_kubectl_asks() {
     c.ok(&["label", "pod", "typo", "checked=yes-it-is"]);
     c.ok(&["delete", "pod", "typo", "--wait=false"]);
 }
+
+#[test]
+fn services_endpoints_and_ip_addresses_through_kubectl() {
+    let c = Cluster::start(&[]);
+    // `kubernetes` has the range's first address and points at the HTTPS listener.
+    let first = c.node.service_cidr().replace(".0/24", ".1");
+    assert_eq!(
+        c.ok(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]),
+        first
+    );
+    let port = c.address.rsplit(':').next().unwrap().to_string();
+    assert_eq!(
+        c.ok(&["get", "endpointslice", "kubernetes", "-o", "jsonpath={.ports[0].port}"]),
+        port
+    );
+    let table = c.ok(&["get", "svc"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        "{table}"
+    );
+    assert!(table.contains("443/TCP"), "{table}");
+
+    c.node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600']}\n",
+    );
+    let pod = c.node.wait_pod("web", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let pod_ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.ok(&[
+            "expose",
+            "pod",
+            "web",
+            "--port",
+            "80",
+            "--target-port",
+            "8080",
+            "--type",
+            "NodePort"
+        ])
+        .trim(),
+        "service/web exposed"
+    );
+    let svc: serde_json::Value = serde_json::from_str(&c.ok(&["get", "svc", "web", "-o", "json"])).unwrap();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let range: Vec<u64> = c
+        .node
+        .node_port_range()
+        .split('-')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        (range[0]..=range[1]).contains(&node_port),
+        "{node_port} outside {range:?}"
+    );
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    wait_for("the pod in the service's endpoints", Duration::from_secs(30), || {
+        c.ok(&["get", "endpoints", "web"])
+            .contains(&format!("{pod_ip}:8080"))
+            .then_some(())
+    });
+    let described = c.ok(&["describe", "svc", "web"]);
+    assert!(
+        described.contains(&format!("{pod_ip}:8080")) && described.contains("NodePort:"),
+        "{described}"
+    );
+    let slices = c.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    assert!(slices.contains("IPv4") && slices.contains(&pod_ip), "{slices}");
+    let addresses = c.ok(&["get", "ipaddresses"]);
+    assert!(
+        addresses.contains(&cluster_ip) && addresses.contains("services/default/web"),
+        "{addresses}"
+    );
+    c.ok(&["delete", "svc", "web"]);
+    assert!(
+        !c.ok(&["get", "ipaddresses"]).contains(&cluster_ip),
+        "the address is released"
+    );
+}

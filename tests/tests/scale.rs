@@ -132,6 +132,8 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
             "Scheduler",
             "Binder",
             "ImageGc",
+            "ServiceProxy",
+            "Controller",
             "Controller",
             "Controller",
             "Controller",

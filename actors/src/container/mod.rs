@@ -57,6 +57,8 @@ pub struct Orders {
     pub volumes: Arc<Vec<Published>>,
     /// The pod's IPs (probes and hooks reach the container there).
     pub pod_ips: Arc<Vec<String>>,
+    /// The services' variables, as they were when the pod started.
+    pub service_env: Arc<Vec<(String, String)>>,
     /// Run, hold or stop.
     pub run: Run,
     /// Which orders these are (they only grow): a report echoes the

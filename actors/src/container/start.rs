@@ -25,6 +25,7 @@ impl ContainerActor {
         let rt = self.rt.clone();
         let pod = self.orders.pod.clone();
         let volumes = self.orders.volumes.clone();
+        let service_env = self.orders.service_env.clone();
         // "Pulling" is told when a pull is needed, not after it.
         let (pulling, needed) = tokio::sync::oneshot::channel::<()>();
         let image = spec.image.clone().unwrap_or_default();
@@ -48,16 +49,16 @@ impl ContainerActor {
                             let _ = pulling.send(());
                         })
                         .await?;
-                    return Ok((rt.start(&pod, &spec, attempt, &volumes).await?, ready));
+                    return Ok((rt.start(&pod, &spec, attempt, &volumes, &service_env).await?, ready));
                 }
-                match rt.start(&pod, &spec, attempt, &volumes).await {
+                match rt.start(&pod, &spec, attempt, &volumes, &service_env).await {
                     Err(e) if e.image_missing => {
                         let ready = rt
                             .pull_image(&spec, move || {
                                 let _ = pulling.send(());
                             })
                             .await?;
-                        Ok((rt.start(&pod, &spec, attempt, &volumes).await?, ready))
+                        Ok((rt.start(&pod, &spec, attempt, &volumes, &service_env).await?, ready))
                     }
                     res => res.map(|started| (started, ImageReady::Present)),
                 }

@@ -15,6 +15,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpointslice;
 pub mod history;
 pub mod job;
 pub mod replicaset;
@@ -64,6 +65,16 @@ pub trait Reconciler: Send + 'static {
     fn triggers(&self) -> Vec<&'static Kind> {
         Vec::new()
     }
+    /// Kinds the owner is about without owning them (the pods a Service
+    /// selects): a change to one concerns every owner of its namespace that
+    /// [`relates`](Self::relates) to it, before the change or after.
+    fn related(&self) -> Vec<&'static Kind> {
+        Vec::new()
+    }
+    /// Whether `owner` is about `object`, of a [`related`](Self::related) kind.
+    fn relates(&self, _owner: &Value, _object: &Value) -> bool {
+        false
+    }
     /// Whether `owner` would adopt `dependent` (which has no controller):
     /// by default, when the owner is not being deleted and its selector
     /// (`spec.selector`) is not empty and takes the dependent's labels.
@@ -88,6 +99,8 @@ pub struct Controller {
     running: HashSet<Key>,
     /// Consecutive failures per owner (the back-off).
     failures: HashMap<Key, u32>,
+    /// The owners each object of a related kind was last about, by (store key, namespace, name).
+    related_to: HashMap<(String, String, String), Vec<Key>>,
 }
 
 impl Controller {
@@ -102,6 +115,60 @@ impl Controller {
             queue: BTreeSet::new(),
             running: HashSet::new(),
             failures: HashMap::new(),
+            related_to: HashMap::new(),
+        }
+    }
+
+    /// The owners of the object's namespace that are about it.
+    fn relating(&self, o: &Value) -> Vec<Key> {
+        let ns = object::namespace(o);
+        self.owners
+            .iter()
+            .filter(|((n, _), owner)| n == ns && self.reconciler.relates(owner, o))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// A related object changed: the owners it is about now, and those it
+    /// was about before, look again.
+    fn related_changed(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        let resource = msg.resource().to_string();
+        let id = |o: &Value| {
+            (
+                resource.clone(),
+                object::namespace(o).to_string(),
+                object::name(o).to_string(),
+            )
+        };
+        let mut touched: BTreeSet<Key> = BTreeSet::new();
+        match msg {
+            Informed::Synced { objects, .. } => {
+                let before: Vec<Key> = self
+                    .related_to
+                    .iter()
+                    .filter(|((r, _, _), _)| *r == resource)
+                    .flat_map(|(_, keys)| keys.clone())
+                    .collect();
+                touched.extend(before);
+                self.related_to.retain(|(r, _, _), _| *r != resource);
+                for o in objects {
+                    let now = self.relating(&o);
+                    touched.extend(now.iter().cloned());
+                    self.related_to.insert(id(&o), now);
+                }
+            }
+            Informed::Applied { object, .. } => {
+                let now = self.relating(&object);
+                touched.extend(now.iter().cloned());
+                touched.extend(self.related_to.insert(id(&object), now).unwrap_or_default());
+            }
+            Informed::Deleted { object, .. } => {
+                touched.extend(self.relating(&object));
+                touched.extend(self.related_to.remove(&id(&object)).unwrap_or_default());
+            }
+        }
+        for k in touched {
+            self.enqueue(k, ctx);
         }
     }
 
@@ -197,6 +264,7 @@ impl Actor for Controller {
         let mut kinds = vec![owner];
         kinds.extend(self.reconciler.dependents());
         kinds.extend(self.reconciler.triggers());
+        kinds.extend(self.reconciler.related());
         for kind in kinds {
             let informer = informer::run(self.cx.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
@@ -208,6 +276,10 @@ impl Handler<Informed> for Controller {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        if self.reconciler.related().iter().any(|k| k.resource() == msg.resource()) {
+            self.related_changed(msg, ctx);
+            return;
+        }
         let is_owner = msg.resource() == self.reconciler.owner().resource();
         if self
             .reconciler
@@ -314,5 +386,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(job::Jobs),
         Box::new(cronjob::CronJobs),
         Box::new(statefulset::StatefulSets),
+        Box::new(endpointslice::EndpointSlices),
     ]
 }

@@ -96,15 +96,16 @@ impl PodActor {
                 if let Ok(p) = &published {
                     peapod_volumes::claims::finish_resizes(&*store, &pod, p, &claims).await;
                 }
-                published
+                (published, service_env(&*store, &pod).await)
             }
             .into_actor(self)
-            .map(|res, act, ctx| {
+            .map(|(res, env), act, ctx| {
                 if act.lifecycle != Lifecycle::Mounting {
                     return;
                 }
                 match res {
                     Ok(published) => {
+                        act.service_env = Arc::new(env);
                         act.mount_error = None;
                         let plugins: Vec<String> = published.iter().map(|p| p.source.plugin.clone()).collect();
                         peapod_metrics::inventory::update_pod(&act.uid, |p| p.volumes_actual = plugins);
@@ -328,4 +329,30 @@ impl PodActor {
         });
         self.write_status(ctx);
     }
+}
+
+/// The services' variables for the pod's containers: the services of its
+/// namespace (with `enableServiceLinks`, the default) and `kubernetes`. A
+/// store that cannot be read gives none, as a kubelet whose service
+/// informer has not synced.
+async fn service_env(
+    store: &dyn peapod_core::store::Store,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let resource = peapod_core::kinds::service().resource();
+    let mut services = Vec::new();
+    if links {
+        match store.list(&resource, Some(&ns)).await {
+            Ok((s, _)) => services.extend(s),
+            Err(e) => tracing::warn!("listing the services of {ns} for their variables: {e}"),
+        }
+    }
+    if ns != "default" || !links {
+        if let Ok(k) = store.get(&resource, "default", "kubernetes").await {
+            services.push(k);
+        }
+    }
+    peapod_core::service::environment(&services, &ns, links)
 }

@@ -115,6 +115,8 @@ pub struct PodActor {
     status_dirty: bool,
     last_written: Option<PodStatus>,
     pod_ips: Arc<Vec<String>>,
+    /// The services' variables for its containers, read as its volumes are published.
+    service_env: Arc<Vec<(String, String)>>,
     rejection: Option<Rejection>,
     /// Every init container completed (sidecars started); sticky, as the condition.
     initialized: bool,
@@ -213,6 +215,7 @@ impl PodActor {
             status_dirty: false,
             last_written: None,
             pod_ips: Arc::new(pod_ips),
+            service_env: Arc::new(Vec::new()),
             rejection,
             initialized,
             finishing: false,
@@ -291,6 +294,7 @@ impl PodActor {
             pod: self.pod.clone(),
             volumes: self.published.clone(),
             pod_ips: self.pod_ips.clone(),
+            service_env: self.service_env.clone(),
             run,
             generation: self.generation,
         }

@@ -190,9 +190,16 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The container's environment, in order: image env, then the container's own
-/// (later wins), with `$(VAR)` references and `fieldRef`s resolved.
-pub fn environment(pod: &Pod, c: &Container, image: &ImageConfig) -> Result<Vec<(String, String)>, ConfigError> {
+/// The container's environment, in order: image env, `HOSTNAME`, the
+/// services' variables (kubelet's, see `peapod_core::service::environment`),
+/// then the container's own (later wins; `$(VAR)` may name any earlier one),
+/// with `fieldRef`s resolved.
+pub fn environment(
+    pod: &Pod,
+    c: &Container,
+    image: &ImageConfig,
+    service_env: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut order: Vec<String> = Vec::new();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut set = |k: String, v: String, vars: &mut BTreeMap<String, String>| {
@@ -211,6 +218,9 @@ pub fn environment(pod: &Pod, c: &Container, image: &ImageConfig) -> Result<Vec<
         .and_then(|s| s.hostname.clone())
         .or(pod.metadata.name.clone());
     set("HOSTNAME".into(), hostname.unwrap_or_default(), &mut vars);
+    for (k, v) in service_env {
+        set(k.clone(), v.clone(), &mut vars);
+    }
     for e in c.env.iter().flatten() {
         let value = if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
@@ -322,8 +332,14 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), ConfigError
 }
 
 /// Builds `config.json` for container `c` of `pod`.
-pub fn build(pod: &Pod, c: &Container, image: &ImageConfig, paths: &SpecPaths<'_>) -> Result<Spec, ConfigError> {
-    let env = environment(pod, c, image)?;
+pub fn build(
+    pod: &Pod,
+    c: &Container,
+    image: &ImageConfig,
+    service_env: &[(String, String)],
+    paths: &SpecPaths<'_>,
+) -> Result<Spec, ConfigError> {
+    let env = environment(pod, c, image, service_env)?;
     let args = arguments(c, image, &env);
     if args.is_empty() {
         return Err(ConfigError("no command specified".into()));
@@ -771,14 +787,20 @@ mod tests {
         let c = container(json!({"name": "c", "env": [
             {"name": "A", "value": "pod"},
             {"name": "B", "value": "$(A)-x"},
+            {"name": "S", "value": "http://$(WEB_SERVICE_HOST)"},
             field("N", "metadata.namespace"),
             field("L", "metadata.labels['app']"),
             field("I", "metadata.annotations['batch.kubernetes.io/job-completion-index']"),
             field("MISSING", "metadata.annotations['none']")]}));
-        let env = environment(&pod, &c, &image()).unwrap();
+        let env = environment(&pod, &c, &image(), &[("WEB_SERVICE_HOST".into(), "10.96.0.7".into())]).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("A"), Some("pod"));
         assert_eq!(get("B"), Some("pod-x"));
+        assert_eq!(
+            get("S"),
+            Some("http://10.96.0.7"),
+            "a service variable is there to expand"
+        );
         assert_eq!(get("N"), Some("ns"));
         assert_eq!(get("L"), Some("web"));
         assert_eq!(
@@ -815,7 +837,7 @@ mod tests {
             volume_stage: d,
             volume_check: &check,
         };
-        let spec = serde_json::to_value(build(&pod, &c, &image(), &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &c, &image(), &[], &paths).unwrap()).unwrap();
         let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&spec), ["linux", "mounts", "ociVersion", "process", "root"]);
         assert_eq!(
@@ -859,17 +881,17 @@ mod tests {
 
         let nnp = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"allowPrivilegeEscalation": false}}));
-        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &[], &paths).unwrap()).unwrap();
         assert_eq!(spec["process"]["noNewPrivileges"], true);
 
         let nnp = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"allowPrivilegeEscalation": false}}));
-        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &[], &paths).unwrap()).unwrap();
         assert_eq!(spec["process"]["noNewPrivileges"], true);
 
         let bad = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"capabilities": {"add": ["FLY"]}}}));
-        let e = build(&pod, &bad, &image(), &paths).unwrap_err();
+        let e = build(&pod, &bad, &image(), &[], &paths).unwrap_err();
         assert!(e.0.contains("unknown capability \"CAP_FLY\""), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod security;
+pub mod service;
 pub mod statefulset;
 pub mod storage;
 pub mod volumes;
@@ -51,6 +52,7 @@ fn value_at<'a>(obj: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a 
 pub(crate) enum NameRule {
     Dns1123Label,
     Dns1123Subdomain,
+    Dns1035Label,
 }
 
 /// Validates `metadata`: name, labels and annotation keys.
@@ -61,6 +63,7 @@ pub(crate) fn validate_object_meta(meta: &ObjectMeta, rule: NameRule, namespaced
             let problems = match rule {
                 NameRule::Dns1123Label => names::is_dns1123_label(name),
                 NameRule::Dns1123Subdomain => names::is_dns1123_subdomain(name),
+                NameRule::Dns1035Label => names::is_dns1035_label(name),
             };
             for p in problems {
                 errs.push(FieldError::invalid("metadata.name", name, p));
