@@ -38,6 +38,11 @@ pub struct NodeConfig {
     pub image_gc: crate::image_gc::ImageGcPolicy,
     /// The nftables table (family `ip`) the service proxy programs; empty: no proxy.
     pub service_proxy_table: String,
+    /// The cluster's DNS as pods' `resolv.conf` names it (kubelet's
+    /// `--cluster-dns`, `--cluster-domain`); `None`: pods get the host's.
+    pub cluster_dns: Option<crate::runtime::etc::ClusterDns>,
+    /// The DNS server this node runs; `None`: none.
+    pub dns_server: Option<crate::dns::DnsConfig>,
 }
 
 impl NodeConfig {

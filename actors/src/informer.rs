@@ -39,6 +39,49 @@ impl Informed {
     }
 }
 
+/// The objects of one kind as its informer last told them, by namespace
+/// and name: for actors that act on the whole set (the service proxy, the
+/// DNS server).
+#[derive(Debug, Default)]
+pub struct Mirror {
+    objects: std::collections::BTreeMap<(String, String), Value>,
+    synced: bool,
+}
+
+impl Mirror {
+    /// Takes in what the informer said.
+    pub fn apply(&mut self, msg: Informed) {
+        let key = |o: &Value| {
+            (
+                peapod_core::object::namespace(o).to_string(),
+                peapod_core::object::name(o).to_string(),
+            )
+        };
+        match msg {
+            Informed::Synced { objects, .. } => {
+                self.objects = objects.into_iter().map(|o| (key(&o), o)).collect();
+                self.synced = true;
+            }
+            Informed::Applied { object, .. } => {
+                self.objects.insert(key(&object), object);
+            }
+            Informed::Deleted { object, .. } => {
+                self.objects.remove(&key(&object));
+            }
+        }
+    }
+
+    /// Whether the first list came: before it, the set is not known.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Every object, in (namespace, name) order.
+    pub fn objects(&self) -> Vec<Value> {
+        self.objects.values().cloned().collect()
+    }
+}
+
 /// How long to wait before trying a failed list or watch again.
 const RETRY: Duration = Duration::from_secs(1);
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod container;
 pub mod controllers;
+pub mod dns;
 pub mod events;
 pub mod faults;
 pub mod gc;

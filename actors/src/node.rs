@@ -36,6 +36,7 @@ const SCHEDULER_KEY: &str = "scheduler";
 const BINDER_KEY: &str = "binder";
 const IMAGE_GC_KEY: &str = "image-gc";
 const PROXY_KEY: &str = "service-proxy";
+const DNS_KEY: &str = "cluster-dns";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -86,6 +87,7 @@ pub struct NodeActor {
     binder: Children<&'static str, Binder>,
     image_gc: Children<&'static str, ImageGc>,
     proxy: Children<&'static str, crate::proxy::ServiceProxy>,
+    dns: Children<&'static str, crate::dns::ClusterDns>,
     controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
@@ -120,6 +122,7 @@ impl NodeActor {
             gc: Children::default(),
             image_gc: Children::default(),
             proxy: Children::default(),
+            dns: Children::default(),
             scheduler: Children::default(),
             binder: Children::default(),
             controllers: Children::default(),
@@ -228,6 +231,15 @@ impl NodeActor {
                 };
                 self.proxy.start(me, key, spec, None, move |_| {
                     crate::proxy::ServiceProxy::new(store, config.clone(), node)
+                });
+            }
+            DNS_KEY => {
+                let Some(config) = self.spec.rt.config.dns_server.clone() else {
+                    return;
+                };
+                let node = self.node.child("ClusterDns", key, "permanent", self.dns.restarts(&key));
+                self.dns.start(me, key, spec, None, move |_| {
+                    crate::dns::ClusterDns::new(store, config.clone(), node)
                 });
             }
             _ => {
@@ -495,6 +507,9 @@ impl Actor for NodeActor {
         if !self.spec.rt.config.service_proxy_table.is_empty() {
             self.start_permanent(PROXY_KEY, ctx);
         }
+        if self.spec.rt.config.dns_server.is_some() {
+            self.start_permanent(DNS_KEY, ctx);
+        }
         for c in crate::controllers::all() {
             self.start_permanent(c.name(), ctx);
         }
@@ -638,6 +653,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
             BINDER_KEY => (self.binder.exited(&msg), "Binder"),
             IMAGE_GC_KEY => (self.image_gc.exited(&msg), "ImageGc"),
             PROXY_KEY => (self.proxy.exited(&msg), "ServiceProxy"),
+            DNS_KEY => (self.dns.exited(&msg), "ClusterDns"),
             key => (self.controllers.exited(&msg), key),
         };
         match verdict {

@@ -2576,6 +2576,7 @@ mod tests {
             "jobs",
             "cronjobs",
             "statefulsets",
+            "services",
         ];
         assert_eq!(plurals("all"), all, "the kinds in category all");
         assert_eq!(plurals("pods,all"), all, "each kind once");

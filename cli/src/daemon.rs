@@ -50,6 +50,22 @@ pub struct DaemonArgs {
     /// no service proxy on this node.
     #[arg(long, default_value = "peapod")]
     service_proxy_table: String,
+    /// The cluster's DNS zone (kubelet's flag).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The `kube-system/kube-dns` address pods' resolv.conf names (kubelet's
+    /// flag; default: the tenth address of --service-cluster-ip-range);
+    /// `none`: no cluster DNS, pods get the host's resolvers.
+    #[arg(long)]
+    cluster_dns: Option<String>,
+    /// Where this node's DNS server listens, UDP and TCP (default: the pod
+    /// network's gateway, port 53); kube-dns's endpoint.
+    #[arg(long)]
+    dns_listen: Option<std::net::SocketAddr>,
+    /// Resolvers for names outside the cluster's zone, `IP[:PORT]`;
+    /// repeatable (default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<String>,
     /// Remove the service proxy's table, then exit (as `kube-proxy --cleanup`):
     /// service traffic stops being forwarded.
     #[arg(long)]
@@ -226,6 +242,62 @@ fn protect_from_oom_killer() {
     }
 }
 
+/// The cluster DNS address pods are told of and the server this node runs
+/// for it, unless `--cluster-dns none`.
+fn cluster_dns(
+    args: &DaemonArgs,
+    allocator: &peapod_core::service::alloc::Allocator,
+) -> Result<Option<(String, peapod_actors::dns::DnsConfig)>> {
+    let ip = match args.cluster_dns.as_deref() {
+        Some("none") => return Ok(None),
+        Some(ip) => {
+            let parsed: std::net::Ipv4Addr = ip
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--cluster-dns {ip:?}: not an IPv4 address (or `none`)"))?;
+            if !allocator.ips.contains(parsed) {
+                anyhow::bail!(
+                    "--cluster-dns {ip}: not in --service-cluster-ip-range {}",
+                    allocator.ips
+                );
+            }
+            ip.to_string()
+        }
+        None => allocator.ips.nth(9).to_string(),
+    };
+    let listen = match args.dns_listen {
+        Some(l) => l,
+        None => {
+            let gateway = peapod_core::service::IpRange::parse(&args.pod_cidr)
+                .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?
+                .nth(0);
+            std::net::SocketAddr::new(gateway.into(), 53)
+        }
+    };
+    let upstreams = if args.dns_upstreams.is_empty() {
+        peapod_actors::dns::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        args.dns_upstreams
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?}: not IP or IP:PORT"))
+            })
+            .collect::<Result<_>>()?
+    };
+    Ok(Some((
+        ip,
+        peapod_actors::dns::DnsConfig {
+            listen,
+            domain: args.cluster_domain.trim_end_matches('.').to_string(),
+            upstreams,
+        },
+    )))
+}
+
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
     if args.cleanup {
@@ -245,6 +317,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         ports: peapod_core::service::PortRange::parse(&args.service_node_port_range)
             .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
     };
+    let dns = cluster_dns(&args, &allocator)?;
     let paths = NodePaths::new(args.root_dir.clone(), args.run_dir);
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
@@ -290,6 +363,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         },
         registries: args.registries.config()?,
         service_proxy_table: args.service_proxy_table.clone(),
+        cluster_dns: dns.as_ref().map(|(ip, _)| peapod_actors::runtime::etc::ClusterDns {
+            nameserver: ip.clone(),
+            domain: args.cluster_domain.clone(),
+        }),
+        dns_server: dns.as_ref().map(|(_, server)| server.clone()),
         image_gc: {
             let (high, low) = (args.image_gc_high_threshold, args.image_gc_low_threshold);
             if high > 100 {
@@ -366,10 +444,24 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             tracing::error!("creating the default StorageClass: {e}");
         }
         let target_port = args.https.listen_https.map(|a| a.port()).filter(|p| *p != 0);
-        if let Err(e) = crate::services::ensure_kubernetes_service(&*store, &allocator, target_port).await {
+        let kubernetes = crate::services::SystemService::kubernetes(&allocator, target_port);
+        if let Err(e) = kubernetes.ensure(&*store, &allocator).await {
             tracing::error!("{e}");
         }
         let store_for_endpoints = store.clone();
+        if let Some((ip, server)) = &dns {
+            let kube_dns = crate::services::SystemService::kube_dns(ip.clone(), server.listen.port());
+            let res = async {
+                kube_dns.ensure(&*store, &allocator).await?;
+                kube_dns
+                    .set_endpoints(&*store, Some((server.listen.ip().to_string(), server.listen.port())))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = res.await {
+                tracing::error!("the kube-dns service: {e}");
+            }
+        }
         crate::services::repair_periodically(store.clone(), allocator);
         let tree = Tree::default();
         let threads = match args.pod_threads {
@@ -418,7 +510,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         let api_endpoint = https
             .as_ref()
             .map(|(_, bound)| (rt.config.node_ip.clone(), bound.port()));
-        if let Err(e) = crate::services::set_kubernetes_endpoints(&*store_for_endpoints, api_endpoint).await {
+        if let Err(e) = kubernetes.set_endpoints(&*store_for_endpoints, api_endpoint).await {
             tracing::error!("writing the kubernetes service's endpoints: {e}");
         }
         let https = https.map(|(server, _)| server);

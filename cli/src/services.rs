@@ -1,5 +1,6 @@
-//! What the API server does for Services beyond admission: the `kubernetes`
-//! service in `default`, pointing at this node's HTTPS listener, and the
+//! What the API server does for Services beyond admission: the node's own
+//! services (`default/kubernetes` for its HTTPS listener, `kube-system/kube-dns`
+//! for its DNS server), each with the endpoints the daemon writes, and the
 //! periodic release of cluster IPs and node ports no service holds.
 
 use peapod_actors::controllers::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
@@ -11,115 +12,137 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Who writes the `kubernetes` service's endpoints (as the API server marks them).
+/// Who writes the endpoints of the node's own services (as the API server marks its own).
 const MANAGED_BY_APISERVER: &str = "peapod-apiserver";
 
-/// Makes sure `default/kubernetes` exists, with the first address of the
-/// range and port 443 (its endpoints are written once the HTTPS listener is
-/// bound: [`set_kubernetes_endpoints`]).
-pub async fn ensure_kubernetes_service(
-    store: &dyn Store,
-    allocator: &Allocator,
-    target_port: Option<u16>,
-) -> Result<(), String> {
-    let kind = kinds::service();
-    let target = target_port.unwrap_or(6443);
-    match store.get(&kind.resource(), "default", "kubernetes").await {
-        Ok(_) => {}
-        Err(StoreError::NotFound { .. }) => {
-            let mut svc = json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {
-                    "name": "kubernetes",
-                    "namespace": "default",
-                    "labels": {"component": "apiserver", "provider": "kubernetes"},
-                },
-                "spec": {
-                    "type": "ClusterIP",
-                    "clusterIP": allocator.ips.nth(0).to_string(),
-                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": target}],
-                },
-            });
-            writes::admit_new(kind, &mut svc).map_err(|e| e.to_string())?;
-            let claims = allocator
-                .allocate(store, &mut svc, None)
-                .await
-                .map_err(|e| format!("the kubernetes service: {e}"))?;
-            if let Err(e) = store.create(&kind.resource(), svc).await {
-                allocator.release(store, &claims).await;
-                if !matches!(e, StoreError::AlreadyExists { .. }) {
-                    return Err(e.to_string());
-                }
-            }
-        }
-        Err(e) => return Err(e.to_string()),
-    }
-    Ok(())
+/// One of the node's own services: selector-less, its endpoints written by the daemon.
+pub struct SystemService {
+    pub namespace: &'static str,
+    pub name: &'static str,
+    pub labels: Value,
+    pub cluster_ip: String,
+    /// `(name, port, protocol, targetPort)`.
+    pub ports: Vec<(&'static str, u16, &'static str, u16)>,
 }
 
-/// The `kubernetes` service's EndpointSlice and Endpoints: `api` (this
-/// node's address and HTTPS port), or none while HTTPS is off.
-pub async fn set_kubernetes_endpoints(store: &dyn Store, api: Option<(String, u16)>) -> Result<(), StoreError> {
-    let api: Vec<(String, u16)> = api.into_iter().collect();
-    let slice_kind = kinds::endpointslice();
-    let ports = match api.first() {
-        Some((_, port)) => json!([{"name": "https", "port": port, "protocol": "TCP"}]),
-        None => json!([]),
-    };
-    let endpoints: Vec<Value> = api
-        .iter()
-        .map(|(ip, _)| json!({"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}))
-        .collect();
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "kubernetes",
-            "namespace": "default",
-            "labels": {SERVICE_NAME_LABEL: "kubernetes", MANAGED_BY_LABEL: MANAGED_BY_APISERVER},
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": ports,
-    });
-    let subsets = match api.first() {
-        Some((ip, port)) => {
-            json!([{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
-        }
-        None => json!([]),
-    };
-    let ep = json!({
-        "apiVersion": "v1",
-        "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default"},
-        "subsets": subsets,
-    });
-    for (kind, want, fields) in [
-        (slice_kind, slice, &["endpoints", "ports"][..]),
-        (kinds::endpoints(), ep, &["subsets"][..]),
-    ] {
-        match store.get(&kind.resource(), "default", "kubernetes").await {
-            Ok(cur) => {
-                if fields.iter().any(|f| cur[*f] != want[*f]) {
-                    writes::modify(store, kind, &cur, |o| {
-                        for f in fields {
-                            o[*f] = want[*f].clone();
-                        }
-                        true
-                    })
-                    .await?;
-                }
-            }
-            Err(StoreError::NotFound { .. }) => {
-                writes::create(store, kind, want)
-                    .await
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            }
-            Err(e) => return Err(e),
+impl SystemService {
+    /// `default/kubernetes`: the range's first address, port 443.
+    pub fn kubernetes(allocator: &Allocator, target_port: Option<u16>) -> Self {
+        Self {
+            namespace: "default",
+            name: "kubernetes",
+            labels: json!({"component": "apiserver", "provider": "kubernetes"}),
+            cluster_ip: allocator.ips.nth(0).to_string(),
+            ports: vec![("https", 443, "TCP", target_port.unwrap_or(6443))],
         }
     }
-    Ok(())
+
+    /// `kube-system/kube-dns` at `ip`, port 53 over UDP and TCP.
+    pub fn kube_dns(ip: String, target_port: u16) -> Self {
+        Self {
+            namespace: "kube-system",
+            name: "kube-dns",
+            labels: json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}),
+            cluster_ip: ip,
+            ports: vec![("dns", 53, "UDP", target_port), ("dns-tcp", 53, "TCP", target_port)],
+        }
+    }
+
+    /// Creates the service if it does not exist (an operator's changes to
+    /// one that does are kept).
+    pub async fn ensure(&self, store: &dyn Store, allocator: &Allocator) -> Result<(), String> {
+        let kind = kinds::service();
+        match store.get(&kind.resource(), self.namespace, self.name).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|(n, p, proto, t)| json!({"name": n, "port": p, "protocol": proto, "targetPort": t}))
+            .collect();
+        let mut svc = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
+            "spec": {"type": "ClusterIP", "clusterIP": self.cluster_ip, "ports": ports},
+        });
+        writes::admit_new(kind, &mut svc).map_err(|e| format!("{}/{}: {e}", self.namespace, self.name))?;
+        let claims = allocator
+            .allocate(store, &mut svc, None)
+            .await
+            .map_err(|e| format!("{}/{}: {e}", self.namespace, self.name))?;
+        if let Err(e) = store.create(&kind.resource(), svc).await {
+            allocator.release(store, &claims).await;
+            if !matches!(e, StoreError::AlreadyExists { .. }) {
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Its EndpointSlice and Endpoints: the server at `address` (IP and
+    /// port, every port of the service forwarding there), or none (the
+    /// service's ports refuse connections).
+    pub async fn set_endpoints(&self, store: &dyn Store, address: Option<(String, u16)>) -> Result<(), StoreError> {
+        let port = address.as_ref().map(|(_, p)| *p);
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|(n, _, proto, t)| json!({"name": n, "port": port.unwrap_or(*t), "protocol": proto}))
+            .collect();
+        let (endpoints, subsets) = match address.as_ref().map(|(ip, _)| ip) {
+            Some(ip) => (
+                json!([{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}]),
+                json!([{"addresses": [{"ip": ip}], "ports": ports}]),
+            ),
+            None => (json!([]), json!([])),
+        };
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {SERVICE_NAME_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY_APISERVER},
+            },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": if address.is_some() { json!(ports) } else { json!([]) },
+        });
+        let ep = json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "subsets": subsets,
+        });
+        for (kind, want, fields) in [
+            (kinds::endpointslice(), slice, &["endpoints", "ports"][..]),
+            (kinds::endpoints(), ep, &["subsets"][..]),
+        ] {
+            match store.get(&kind.resource(), self.namespace, self.name).await {
+                Ok(cur) => {
+                    if fields.iter().any(|f| cur[*f] != want[*f]) {
+                        writes::modify(store, kind, &cur, |o| {
+                            for f in fields {
+                                o[*f] = want[*f].clone();
+                            }
+                            true
+                        })
+                        .await?;
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    writes::create(store, kind, want)
+                        .await
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every minute, releases the claims no service holds (a service deleted

@@ -136,6 +136,7 @@ mod tests {
                     || n.starts_with("storage_")
                     || n.starts_with("volume_manager_")
                     || n.starts_with("peapod_")
+                    || n.starts_with("kubeproxy_")
                     || n.starts_with("kube_"),
                 "{n}"
             );

@@ -29,8 +29,9 @@
 //!   beside the exec helper alone, and port-forward throughput (peapod's,
 //!   kubectl's) beside a direct connection to the pod's IP;
 //! - services: the service proxy's nftables transaction for 100 and 1000
-//!   services, first and after one endpoint changed, and HTTP requests
-//!   through a cluster IP beside straight to the pod.
+//!   services, first and after one endpoint changed, HTTP requests
+//!   through a cluster IP beside straight to the pod, and DNS queries
+//!   through kube-dns.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
@@ -745,6 +746,17 @@ fn synthetic_services(n: usize, endpoints: usize) -> (Vec<serde_json::Value>, Ve
     (services, slices)
 }
 
+/// A DNS query for the A record of `name` (RFC 1035 wire format: header, one question).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 /// One HTTP/1.0 GET on a new connection: its latency.
 fn get_once(addr: &str) -> Duration {
     use std::io::{Read, Write};
@@ -829,6 +841,38 @@ fn services(table: &mut Table) {
         t_direct += d;
         direct.push(d);
     }
+    // DNS: A queries for the service through kube-dns's cluster IP (the path a pod's queries take).
+    let dns_ip = node.ok(&[
+        "get",
+        "svc",
+        "kube-dns",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let query = dns_query("web.default.svc.cluster.local");
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.connect((dns_ip.as_str(), 53)).unwrap();
+    let mut dns_times = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..n {
+        let t = Instant::now();
+        sock.send(&query).unwrap();
+        let len = sock.recv(&mut buf).expect("a DNS answer");
+        dns_times.push(t.elapsed());
+        assert!(len > query.len() && buf[3] & 0x0f == 0, "an answer without error");
+    }
+    table.row(
+        format!("DNS A query for a service through kube-dns's cluster IP, from the host ({n}, one at a time)"),
+        format!(
+            "p50 {:.0} µs, p99 {:.0} µs",
+            pct(&mut dns_times, 0.5).as_secs_f64() * 1e6,
+            pct(&mut dns_times, 0.99).as_secs_f64() * 1e6
+        ),
+        "the node's DNS server (hickory-server), answered from its zone",
+    );
     let rps = |total: Duration| n as f64 / total.as_secs_f64();
     table.row(
         format!("HTTP GET of 1 KiB on a new connection, from the host ({n} each, interleaved)"),

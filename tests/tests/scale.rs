@@ -133,6 +133,7 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
             "Binder",
             "ImageGc",
             "ServiceProxy",
+            "ClusterDns",
             "Controller",
             "Controller",
             "Controller",

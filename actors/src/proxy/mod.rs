@@ -11,14 +11,12 @@
 
 pub mod nft;
 
-use crate::informer::{self, Informed};
+use crate::informer::{self, Informed, Mirror};
 use crate::supervisor::TreeNode;
 use actix::prelude::*;
 use peapod_core::kinds;
-use peapod_core::object;
 use peapod_core::store::Store;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -45,8 +43,6 @@ impl ProxyConfig {
     }
 }
 
-type Key = (String, String);
-
 /// How often the table is rewritten whole, whatever changed.
 const FULL_SYNC_EVERY: Duration = Duration::from_secs(300);
 
@@ -55,9 +51,8 @@ pub struct ServiceProxy {
     store: Arc<dyn Store>,
     config: ProxyConfig,
     node: TreeNode,
-    services: BTreeMap<Key, Value>,
-    slices: BTreeMap<Key, Value>,
-    synced: (bool, bool),
+    services: Mirror,
+    slices: Mirror,
     running: bool,
     again: bool,
     /// What the table holds as this proxy last applied it; `None` rewrites it whole.
@@ -72,9 +67,8 @@ impl ServiceProxy {
             store,
             config,
             node,
-            services: BTreeMap::new(),
-            slices: BTreeMap::new(),
-            synced: (false, false),
+            services: Mirror::default(),
+            slices: Mirror::default(),
             running: false,
             again: false,
             applied: None,
@@ -84,7 +78,7 @@ impl ServiceProxy {
 
     fn sync(&mut self, ctx: &mut Context<Self>) {
         // Not before both kinds were listed: a half-known state would drop services.
-        if !(self.synced.0 && self.synced.1) {
+        if !(self.services.synced() && self.slices.synced()) {
             return;
         }
         if self.running {
@@ -92,8 +86,8 @@ impl ServiceProxy {
             return;
         }
         self.running = true;
-        let services: Vec<Value> = self.services.values().cloned().collect();
-        let slices: Vec<Value> = self.slices.values().cloned().collect();
+        let services = self.services.objects();
+        let slices = self.slices.objects();
         let cfg = self.config.nft();
         let previous = self.applied.take();
         let timer = peapod_metrics::Timer::start();
@@ -197,10 +191,6 @@ pub fn cleanup(table: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn key_of(o: &Value) -> Key {
-    (object::namespace(o).to_string(), object::name(o).to_string())
-}
-
 impl Actor for ServiceProxy {
     type Context = Context<Self>;
 
@@ -224,23 +214,10 @@ impl Handler<Informed> for ServiceProxy {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
-        let is_service = msg.resource() == kinds::service().resource();
-        let (map, synced) = if is_service {
-            (&mut self.services, &mut self.synced.0)
+        if msg.resource() == kinds::service().resource() {
+            self.services.apply(msg);
         } else {
-            (&mut self.slices, &mut self.synced.1)
-        };
-        match msg {
-            Informed::Synced { objects, .. } => {
-                *map = objects.into_iter().map(|o| (key_of(&o), o)).collect();
-                *synced = true;
-            }
-            Informed::Applied { object, .. } => {
-                map.insert(key_of(&object), object);
-            }
-            Informed::Deleted { object, .. } => {
-                map.remove(&key_of(&object));
-            }
+            self.slices.apply(msg);
         }
         self.sync(ctx);
     }

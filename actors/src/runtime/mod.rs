@@ -20,6 +20,7 @@
 
 pub mod cgroups;
 pub mod cni;
+pub mod etc;
 mod locks;
 pub mod logfile;
 mod observe;

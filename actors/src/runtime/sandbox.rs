@@ -255,10 +255,10 @@ impl Runtime {
         let etc = self.paths.pod_dir(&uid).join("etc");
         paths::ensure_dir(&etc).map_err(|e| io_err("create", &etc, e))?;
         let own = pod_ips.first().map_or("127.0.1.1", String::as_str);
-        let hosts = format!(
-            "# Kubernetes-managed hosts file (peapod).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"
-        );
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let cluster = self.config.cluster_dns.as_ref();
+        let hosts = super::etc::hosts_file(pod, own, hostname, cluster.map(|c| c.domain.as_str()));
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = super::etc::resolv_conf(pod, &host_resolv, cluster);
         for (name, text) in [
             ("hosts", hosts.as_str()),
             ("hostname", &format!("{hostname}\n")),
