@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables nftables openssl python3-grpcio tzdata; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables nftables conntrack openssl python3-grpcio tzdata; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Storage: the local plugin's mkfs, the NFS client library (and the test NFS

@@ -3,7 +3,7 @@
 //! for its DNS server), each with the endpoints the daemon writes, and the
 //! periodic release of cluster IPs and node ports no service holds.
 
-use peapod_actors::controllers::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+use peapod_actors::controllers::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 use peapod_core::kinds;
 use peapod_core::service::alloc::Allocator;
 use peapod_core::store::{Store, StoreError};
@@ -111,10 +111,11 @@ impl SystemService {
             "endpoints": endpoints,
             "ports": if address.is_some() { json!(ports) } else { json!([]) },
         });
+        // Its slice is written here: the Endpoints are not to be mirrored into another.
         let ep = json!({
             "apiVersion": "v1",
             "kind": "Endpoints",
-            "metadata": {"name": self.name, "namespace": self.namespace},
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": {SKIP_MIRROR_LABEL: "true"}},
             "subsets": subsets,
         });
         for (kind, want, fields) in [
@@ -123,11 +124,13 @@ impl SystemService {
         ] {
             match store.get(&kind.resource(), self.namespace, self.name).await {
                 Ok(cur) => {
-                    if fields.iter().any(|f| cur[*f] != want[*f]) {
+                    let labels = &want["metadata"]["labels"];
+                    if fields.iter().any(|f| cur[*f] != want[*f]) || cur["metadata"]["labels"] != *labels {
                         writes::modify(store, kind, &cur, |o| {
                             for f in fields {
                                 o[*f] = want[*f].clone();
                             }
+                            o["metadata"]["labels"] = labels.clone();
                             true
                         })
                         .await?;

@@ -814,11 +814,23 @@ impl Drop for Node {
             .args(["link", "del", &self.bridge()])
             .stderr(Stdio::null())
             .status();
-        // The service proxy's rules, as `peapod daemon --cleanup` removes them.
+        // The service proxy's rules, as `peapod daemon --cleanup` removes them,
+        // and the flows to this node's service addresses and from its pods.
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &self.proxy_table()])
             .stderr(Stdio::null())
             .status();
+        let (svc_net, pod_net) = (self.service_cidr(), self.pod_cidr());
+        for (flag, mask_flag, cidr) in [("-d", "--mask-dst", &svc_net), ("-s", "--mask-src", &pod_net)] {
+            let (net, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
+            let len: u32 = len.parse().unwrap_or(32);
+            let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - len).unwrap_or(0)).to_string();
+            let _ = Command::new("conntrack")
+                .args(["-D", flag, net, mask_flag, &mask])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         // Loop devices over this node's volume images (normally released with their last mount),
         // while their backing files still have their paths: detached once their mounts go.
         for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {

@@ -180,8 +180,58 @@ fn a_cluster_ip_balances_over_ready_pods_and_follows_readiness() {
     }
     assert!(own.contains("web-a"), "web-a never reached itself: {own:?}");
 
+    // A UDP service: a flow from the host (one source port) that went to
+    // web-a; once web-a leaves, the flow is deleted rather than left to
+    // carry datagrams into the void until it times out.
+    node.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: udp}\nspec:\n  selector: {app: web}\n  ports: [{port: 9999, protocol: UDP}]\n",
+    );
+    let udp_ip = cluster_ip(&node, "udp");
+    wait_for("the UDP service programmed", Duration::from_secs(20), || {
+        let rules = std::process::Command::new("nft")
+            .args(["list", "map", "ip", &node.proxy_table(), "service-ips"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&rules.stdout)
+            .contains(&format!("{udp_ip} . udp . 9999"))
+            .then_some(())
+    });
+    let flow_to = |port: u16| -> Option<String> {
+        let out = std::process::Command::new("conntrack")
+            .args([
+                "-L",
+                "-p",
+                "udp",
+                "--orig-dst",
+                &udp_ip,
+                "--orig-port-src",
+                &port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The reply direction's source is the endpoint the flow was sent to.
+        text.lines()
+            .next()?
+            .split_whitespace()
+            .filter(|w| w.starts_with("src="))
+            .nth(1)
+            .map(|w| w[4..].to_string())
+    };
+    let base = 41000 + (node.net as u16 % 50) * 20;
+    let port = (base..base + 20)
+        .find(|p| {
+            let sock = std::net::UdpSocket::bind(("0.0.0.0", *p)).unwrap();
+            sock.send_to(b"x", (udp_ip.as_str(), 9999)).unwrap();
+            flow_to(*p).as_deref() == Some(a_ip.as_str())
+        })
+        .expect("a flow to web-a among 20 source ports");
+
     // web-a turns unready: it leaves the slice and gets no new connections.
     node.ok(&["exec", "web-a", "--", "rm", "/tmp/ready"]);
+    wait_for("the UDP flow to web-a deleted", Duration::from_secs(15), || {
+        flow_to(port).is_none().then_some(())
+    });
     wait_for("web-a out of the slice", Duration::from_secs(30), || {
         (ready_endpoints(&node, "web") == [b_ip.clone()]).then_some(())
     });
@@ -364,7 +414,7 @@ fn node_ports_traffic_policies_and_allocation_errors() {
 }
 
 #[test]
-fn a_service_without_selector_uses_its_hand_written_slice_and_survives_a_daemon_kill() {
+fn services_without_selector_use_hand_written_slices_or_endpoints_and_survive_a_daemon_kill() {
     let mut node = Node::start();
     node.apply(&backend("web-a"));
     let pod_ip = wait_running(&node, "web-a")["status"]["podIP"]
@@ -394,11 +444,61 @@ fn a_service_without_selector_uses_its_hand_written_slice_and_survives_a_daemon_
         )),
         "web-a"
     );
-    assert!(
+    assert_eq!(
         node.list("endpointslices", Some("kubernetes.io/service-name=manual"))
-            .len()
-            == 1
+            .len(),
+        1
     );
+
+    // The older way: Endpoints written by hand, mirrored into a slice.
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: legacy}}\nspec:\n  ports: [{{port: 8001, targetPort: 8080}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: legacy}}\nsubsets:\n- addresses: [{{ip: {pod_ip}}}]\n  ports: [{{port: 8080}}]\n"
+    ));
+    let legacy = format!("{}:8001", cluster_ip(&node, "legacy"));
+    assert_eq!(
+        wait_for("the mirrored endpoint", Duration::from_secs(30), || host_get(
+            &legacy, "/"
+        )),
+        "web-a"
+    );
+    let mirrored = node.list("endpointslices", Some("kubernetes.io/service-name=legacy"));
+    assert_eq!(mirrored.len(), 1, "{mirrored:?}");
+    assert_eq!(
+        mirrored[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    node.ok(&["delete", "endpoints", "legacy"]);
+    wait_for("the mirrored slice gone", Duration::from_secs(30), || {
+        node.list("endpointslices", Some("kubernetes.io/service-name=legacy"))
+            .is_empty()
+            .then_some(())
+    });
+    // The node's own services are not mirrored twice.
+    assert_eq!(
+        node.list("endpointslices", Some("kubernetes.io/service-name=kubernetes"))
+            .len(),
+        1
+    );
+
+    // A connection open through a cluster IP across the daemon's death and return.
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: echo, labels: {app: echo}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox:1.35, command: [nc, -ll, -p, '7000', -e, cat]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{port: 7000}]\n",
+    );
+    let echo_addr = format!("{}:7000", cluster_ip(&node, "echo"));
+    let mut conn = wait_for("the echo service", Duration::from_secs(60), || {
+        let mut c = TcpStream::connect_timeout(&echo_addr.parse().unwrap(), Duration::from_secs(2)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut buf = [0u8; 2];
+        c.write_all(b"a\n").ok()?;
+        c.read_exact(&mut buf).ok()?;
+        (&buf == b"a\n").then_some(c)
+    });
+    let mut echo = |line: &[u8; 2]| {
+        let mut buf = [0u8; 2];
+        conn.write_all(line).unwrap();
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, line);
+    };
 
     // The daemon killed: traffic keeps flowing; back, it programs the same rules, once.
     let table = node.proxy_table();
@@ -419,6 +519,7 @@ fn a_service_without_selector_uses_its_hand_written_slice_and_survives_a_daemon_
             "served while the daemon is down"
         );
     }
+    echo(b"b\n");
     node.start_daemon();
     wait_for("the proxy synced", Duration::from_secs(30), || {
         let tree = node.tree().to_string();
@@ -428,4 +529,12 @@ fn a_service_without_selector_uses_its_hand_written_slice_and_survives_a_daemon_
     });
     assert_eq!(rules(), before, "the same rules, not duplicated");
     assert_eq!(host_get(&addr, "/").as_deref(), Some("web-a"));
+    echo(b"c\n");
+
+    // `peapod daemon --cleanup` takes the rules away (the daemon stopped first).
+    node.kill_daemon();
+    let out = node.peapod(&["daemon", "--cleanup", "--service-proxy-table", &table]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(rules().is_empty(), "the table is gone");
+    node.start_daemon();
 }

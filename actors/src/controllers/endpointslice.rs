@@ -8,8 +8,10 @@
 //! being deleted, `ready` when serving and not terminating (or always, with
 //! `publishNotReadyAddresses`), so a terminating pod stops getting new
 //! connections at once. The v1 `Endpoints` of the service is written beside
-//! them for older clients. Services without a selector are left alone: their
-//! endpoints are written by hand.
+//! them for older clients. A service without a selector keeps the slices
+//! written by hand; Endpoints written by hand for it are mirrored into slices
+//! (Kubernetes' EndpointSliceMirroring), unless labelled
+//! `endpointslice.kubernetes.io/skip-mirror: "true"`.
 
 use super::replicaset::controller_ref;
 use super::{Reconciler, SyncContext, SyncResult};
@@ -51,15 +53,20 @@ impl Reconciler for EndpointSlices {
     }
 
     fn dependents(&self) -> Vec<&'static Kind> {
-        vec![kinds::endpointslice(), kinds::endpoints()]
+        vec![kinds::endpointslice()]
     }
 
+    /// The pods a service selects, and the Endpoints of its name (its own,
+    /// or hand-written ones to mirror).
     fn related(&self) -> Vec<&'static Kind> {
-        vec![kinds::pod()]
+        vec![kinds::pod(), kinds::endpoints()]
     }
 
-    fn relates(&self, service: &Value, pod: &Value) -> bool {
-        service_selector(service).is_some_and(|s| s.matches(&object::labels(pod)))
+    fn relates(&self, service: &Value, object: &Value) -> bool {
+        if object["kind"] == "Endpoints" {
+            return object::name(object) == object::name(service);
+        }
+        service_selector(service).is_some_and(|s| s.matches(&object::labels(object)))
     }
 
     /// Slices and Endpoints are found through their labels, never adopted.
@@ -151,12 +158,12 @@ async fn sync(cx: &SyncContext, namespace: &str, name: &str) -> Result<(), Store
         Err(StoreError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let Some(selector) = service_selector(&svc) else {
-        return Ok(());
-    };
     if object::deletion_timestamp(&svc).is_some() || svc["spec"]["type"] == "ExternalName" {
         return Ok(());
     }
+    let Some(selector) = service_selector(&svc) else {
+        return mirror(cx, &svc).await;
+    };
     let (pods, _) = store.list(&kinds::pod().resource(), Some(namespace)).await?;
     let mut groups = Groups::new();
     let mut pods: Vec<&Value> = pods
@@ -172,8 +179,84 @@ async fn sync(cx: &SyncContext, namespace: &str, name: &str) -> Result<(), Store
             .1
             .push((endpoint_of(&svc, pod), object::deletion_timestamp(pod).is_some()));
     }
-    write_slices(cx, &svc, &groups).await?;
+    write_slices(cx, &svc, &groups, MANAGED_BY).await?;
+    // Mirrored slices from when it had no selector are no longer its endpoints.
+    delete_slices(cx, namespace, name, MIRRORED_BY, Vec::new()).await?;
     write_endpoints(cx, &svc, &groups).await
+}
+
+/// Who writes the slices mirrored from hand-written Endpoints (Kubernetes' name).
+pub const MIRRORED_BY: &str = "endpointslicemirroring-controller.k8s.io";
+/// The label on Endpoints that must not be mirrored (the API server's own).
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
+
+/// A service without a selector whose Endpoints were written by hand (the
+/// older way to point a service at addresses outside the cluster): its
+/// slices mirror them, as Kubernetes' EndpointSliceMirroring controller
+/// keeps them, so the proxy and the DNS server, which read slices, see them.
+async fn mirror(cx: &SyncContext, svc: &Value) -> Result<(), StoreError> {
+    let store = &*cx.store;
+    let (ns, name) = (object::namespace(svc), object::name(svc));
+    // What this controller wrote while the service had a selector goes with it.
+    delete_slices(cx, ns, name, MANAGED_BY, Vec::new()).await?;
+    let endpoints = match store.get(&kinds::endpoints().resource(), ns, name).await {
+        Ok(e) if super::replicaset::controller_of(&e).is_some_and(|c| c.uid == object::uid(svc)) => {
+            let pre = Preconditions {
+                uid: Some(object::uid(&e).to_string()),
+                resource_version: None,
+            };
+            match store.delete(&kinds::endpoints().resource(), ns, name, pre).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(e) if e["metadata"]["labels"][SKIP_MIRROR_LABEL] != "true" => Some(e),
+        // Not to be mirrored: a slice mirrored before it said so goes.
+        Ok(_) => None,
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let mut groups = Groups::new();
+    for subset in endpoints.iter().flat_map(|e| e["subsets"].as_array()).flatten() {
+        let mut ports: Vec<Value> = subset["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                json!({
+                    "name": p["name"].as_str().unwrap_or(""),
+                    "port": p["port"],
+                    "protocol": p["protocol"].as_str().unwrap_or("TCP"),
+                })
+            })
+            .collect();
+        ports.sort_by_key(|p| p.to_string());
+        let key = Value::Array(ports.clone()).to_string();
+        let entry = groups.entry(key).or_insert_with(|| (ports, Vec::new()));
+        for (field, ready) in [("addresses", true), ("notReadyAddresses", false)] {
+            for a in subset[field].as_array().into_iter().flatten() {
+                let mut e = json!({
+                    "addresses": [a["ip"]],
+                    "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                });
+                for (from, to) in [
+                    ("hostname", "hostname"),
+                    ("nodeName", "nodeName"),
+                    ("targetRef", "targetRef"),
+                ] {
+                    if !a[from].is_null() {
+                        e[to] = a[from].clone();
+                    }
+                }
+                entry.1.push((e, false));
+            }
+        }
+    }
+    // No Endpoints, no mirrored slices (a placeholder only stands for a selector's pods).
+    if groups.is_empty() {
+        return delete_slices(cx, ns, name, MIRRORED_BY, Vec::new()).await;
+    }
+    write_slices(cx, svc, &groups, MIRRORED_BY).await
 }
 
 /// The slices the service should have: per port set, its endpoints in
@@ -199,31 +282,67 @@ fn slice_ports(slice: &Value) -> Vec<Value> {
     ports
 }
 
-async fn write_slices(cx: &SyncContext, svc: &Value, groups: &Groups) -> Result<(), StoreError> {
-    let store = &*cx.store;
-    let kind = kinds::endpointslice();
-    let (ns, name) = (object::namespace(svc), object::name(svc));
-    let (all, _) = store.list(&kind.resource(), Some(ns)).await?;
+/// The service's slices written by `manager`, by name.
+async fn slices_of(cx: &SyncContext, ns: &str, name: &str, manager: &str) -> Result<Vec<Value>, StoreError> {
+    let (all, _) = cx.store.list(&kinds::endpointslice().resource(), Some(ns)).await?;
     let mut existing: Vec<Value> = all
         .into_iter()
         .filter(|s| {
             let l = &s["metadata"]["labels"];
-            l[SERVICE_NAME_LABEL] == name && l[MANAGED_BY_LABEL] == MANAGED_BY
+            l[SERVICE_NAME_LABEL] == name && l[MANAGED_BY_LABEL] == manager
         })
         .collect();
     existing.sort_by_key(|s| object::name(s).to_string());
+    Ok(existing)
+}
+
+/// Deletes the service's slices written by `manager`, but those in `keep`.
+async fn delete_slices(
+    cx: &SyncContext,
+    ns: &str,
+    name: &str,
+    manager: &str,
+    keep: Vec<String>,
+) -> Result<(), StoreError> {
+    for stale in slices_of(cx, ns, name, manager).await? {
+        if keep.iter().any(|k| k == object::name(&stale)) {
+            continue;
+        }
+        let pre = Preconditions {
+            uid: Some(object::uid(&stale).to_string()),
+            resource_version: None,
+        };
+        match cx
+            .store
+            .delete(&kinds::endpointslice().resource(), ns, object::name(&stale), pre)
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write_slices(cx: &SyncContext, svc: &Value, groups: &Groups, manager: &str) -> Result<(), StoreError> {
+    let store = &*cx.store;
+    let kind = kinds::endpointslice();
+    let (ns, name) = (object::namespace(svc), object::name(svc));
+    let mut existing = slices_of(cx, ns, name, manager).await?;
     let mut labels = svc["metadata"]["labels"].as_object().cloned().unwrap_or_default();
     labels.insert(SERVICE_NAME_LABEL.into(), json!(name));
-    labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY));
+    labels.insert(MANAGED_BY_LABEL.into(), json!(manager));
     if svc["spec"]["clusterIP"] == "None" {
         labels.insert("service.kubernetes.io/headless".into(), json!(""));
     }
+    let mut kept = Vec::new();
     for (ports, mut endpoints) in desired_slices(groups) {
         endpoints.sort_by_key(address_key);
         // A slice of the same ports is reused, so a slice keeps its name while its pods change.
         let reuse = existing.iter().position(|s| slice_ports(s) == ports);
         match reuse.map(|i| existing.remove(i)) {
             Some(current) => {
+                kept.push(object::name(&current).to_string());
                 let mut current_eps = current["endpoints"].as_array().cloned().unwrap_or_default();
                 current_eps.sort_by_key(address_key);
                 let same = current_eps == endpoints && current["metadata"]["labels"] == Value::Object(labels.clone());
@@ -251,30 +370,14 @@ async fn write_slices(cx: &SyncContext, svc: &Value, groups: &Groups) -> Result<
                     "endpoints": endpoints,
                     "ports": ports,
                 });
-                writes::create(store, kind, slice)
+                let created = writes::create(store, kind, slice)
                     .await
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                kept.push(object::name(&created).to_string());
             }
         }
     }
-    for stale in existing {
-        match store
-            .delete(
-                &kind.resource(),
-                ns,
-                object::name(&stale),
-                Preconditions {
-                    uid: Some(object::uid(&stale).to_string()),
-                    resource_version: None,
-                },
-            )
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    delete_slices(cx, ns, name, manager, kept).await
 }
 
 fn truncate(s: &str, n: usize) -> &str {

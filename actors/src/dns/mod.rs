@@ -56,6 +56,8 @@ pub struct ClusterDns {
     services: Mirror,
     slices: Mirror,
     zone: Arc<RwLock<Arc<Zone>>>,
+    /// Failed attempts to serve in a row (the back-off).
+    failures: u32,
 }
 
 impl ClusterDns {
@@ -68,6 +70,7 @@ impl ClusterDns {
             services: Mirror::default(),
             slices: Mirror::default(),
             zone,
+            failures: 0,
         }
     }
 
@@ -122,15 +125,26 @@ impl Actor for ClusterDns {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
         }
+        self.serve(ctx);
+    }
+}
+
+impl ClusterDns {
+    /// Binds and serves; a failure (the address taken) is logged and tried
+    /// again with a back-off, never a crash: a node without its DNS server
+    /// still runs its pods.
+    fn serve(&mut self, ctx: &mut Context<Self>) {
         let listen = self.config.listen;
+        let retry = move |act: &mut Self, ctx: &mut Context<Self>, why: String| {
+            act.failures = act.failures.saturating_add(1);
+            let delay = Duration::from_secs(1u64 << act.failures.min(6));
+            tracing::error!("cluster DNS on {listen}: {why}; trying again in {delay:?}");
+            act.node.set_state(format!("Failing: {why}"));
+            ctx.run_later(delay, |act, ctx| act.serve(ctx));
+        };
         let (udp, tcp) = match bind(listen) {
             Ok(s) => s,
-            Err(e) => {
-                // Nothing to serve on: crash, and let the supervisor try again.
-                tracing::error!("cluster DNS: listen on {listen}: {e}");
-                ctx.stop();
-                return;
-            }
+            Err(e) => return retry(self, ctx, format!("listen: {e}")),
         };
         let handler = Resolver {
             zone: self.zone.clone(),
@@ -138,26 +152,21 @@ impl Actor for ClusterDns {
         };
         let serve = async move {
             let mut server = hickory_server::Server::new(handler);
-            match (
-                tokio::net::UdpSocket::from_std(udp),
-                tokio::net::TcpListener::from_std(tcp),
-            ) {
-                (Ok(udp), Ok(tcp)) => {
-                    server.register_socket(udp);
-                    server.register_listener(tcp, Duration::from_secs(5), 65535);
-                    tracing::info!("cluster DNS serving on {listen}");
-                    if let Err(e) = server.block_until_done().await {
-                        tracing::error!("cluster DNS on {listen}: {e}");
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => tracing::error!("cluster DNS on {listen}: {e}"),
-            }
+            let udp = tokio::net::UdpSocket::from_std(udp).map_err(|e| e.to_string())?;
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| e.to_string())?;
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(5), 65535);
+            tracing::info!("cluster DNS serving on {listen}");
+            server.block_until_done().await.map_err(|e| e.to_string())?;
+            Err::<(), String>("the server ended".into())
         };
         // The server ends with the actor (its sockets close when it is dropped).
-        ctx.spawn(serve.into_actor(self).map(|_, act, ctx| {
-            act.node.set_state("Stopped");
-            ctx.stop();
+        ctx.spawn(serve.into_actor(self).map(move |res, act, ctx| {
+            if let Err(why) = res {
+                retry(act, ctx, why);
+            }
         }));
+        self.failures = 0;
         self.node.set_state("Serving");
     }
 }

@@ -149,7 +149,25 @@ pub fn apply(
     if !script.is_empty() {
         run_nft(&script)?;
     }
+    if let Some(old) = previous {
+        for args in nft::stale_udp_flows(old, &wanted) {
+            delete_flows(&args);
+        }
+    }
     Ok(wanted)
+}
+
+/// `conntrack ARGS` (a deletion); that nothing matched is no failure.
+fn delete_flows(args: &[String]) {
+    match Command::new("conntrack").args(args).stdout(Stdio::null()).output() {
+        Ok(out) if out.status.success() || out.status.code() == Some(1) => {}
+        Ok(out) => tracing::warn!(
+            "conntrack {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => tracing::warn!("conntrack {}: {e}", args.join(" ")),
+    }
 }
 
 /// `nft -f -` with `script` as one transaction.

@@ -283,6 +283,42 @@ pub struct Desired {
     pub no_endpoint_nodeports: BTreeSet<String>,
     /// Affinity set name to its timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    /// UDP service ports (a cluster IP and port, or a node port on any
+    /// address: `None`) and the endpoint addresses they send to, for the
+    /// conntrack flows a change leaves stale ([`stale_udp_flows`]).
+    pub udp: BTreeMap<(Option<String>, u16), BTreeSet<String>>,
+}
+
+/// `conntrack` arguments that delete the UDP flows a change from `old` to
+/// `new` leaves pointing the wrong way, as kube-proxy deletes them: flows
+/// to an endpoint that is gone (UDP has no connection to break, so a client
+/// would keep sending into the void until the flow times out), and flows
+/// to a port that had no endpoint and now has one (they bypass the new DNAT).
+pub fn stale_udp_flows(old: &Desired, new: &Desired) -> Vec<Vec<String>> {
+    let dest = |(ip, port): &(Option<String>, u16)| {
+        let mut args = vec!["-D".to_string(), "-p".into(), "udp".into()];
+        if let Some(ip) = ip {
+            args.extend(["--orig-dst".into(), ip.clone()]);
+        }
+        args.extend(["--orig-port-dst".into(), port.to_string()]);
+        args
+    };
+    let mut out = Vec::new();
+    let none = BTreeSet::new();
+    for (key, before) in &old.udp {
+        let after = new.udp.get(key).unwrap_or(&none);
+        for gone in before.difference(after) {
+            let mut args = dest(key);
+            args.extend(["--dst-nat".into(), gone.clone()]);
+            out.push(args);
+        }
+    }
+    for (key, after) in &new.udp {
+        if !after.is_empty() && old.udp.get(key).is_none_or(BTreeSet::is_empty) {
+            out.push(dest(key));
+        }
+    }
+    out
 }
 
 /// The chains, elements and sets that program exactly `ports`.
@@ -290,6 +326,15 @@ pub fn desired(cfg: &Config, ports: &[ServicePort]) -> Desired {
     let mut d = Desired::default();
     for sp in ports {
         let proto = &sp.protocol;
+        if proto == "udp" {
+            let ips = |eps: &[(String, u16)]| eps.iter().map(|(ip, _)| ip.clone()).collect::<BTreeSet<_>>();
+            if let Some(ip) = &sp.cluster_ip {
+                d.udp.insert((Some(ip.clone()), sp.port), ips(&sp.endpoints));
+            }
+            if let Some(np) = sp.node_port {
+                d.udp.insert((None, np), ips(&sp.external_endpoints));
+            }
+        }
         for ep in sp.endpoints.iter().chain(&sp.external_endpoints) {
             let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", ep.0)];
             if let Some(timeout) = sp.affinity {
@@ -746,6 +791,58 @@ mod tests {
             script.contains("add element ip peapod no-endpoint-services { 10.96.0.10 . tcp . 80 }"),
             "{script}"
         );
+    }
+
+    #[test]
+    fn udp_flows_to_gone_endpoints_and_to_ports_that_got_one_are_deleted() {
+        let dns = |eps: &[(&str, bool, bool, &str)]| {
+            let mut svc = service("dns", json!({}));
+            svc["spec"]["ports"] = json!([{"name": "http", "port": 53, "protocol": "UDP", "targetPort": 5353}]);
+            let mut slice = slice("dns", eps);
+            slice["ports"][0]["protocol"] = json!("UDP");
+            desired(&cfg(), &service_ports(&cfg(), &[svc], &[slice]))
+        };
+        let empty = dns(&[]);
+        let two = dns(&[("10.88.0.5", true, false, "n1"), ("10.88.0.6", true, false, "n1")]);
+        let one = dns(&[("10.88.0.6", true, false, "n1")]);
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            stale_udp_flows(&empty, &two),
+            [args(&[
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                "10.96.0.10",
+                "--orig-port-dst",
+                "53"
+            ])]
+        );
+        assert_eq!(
+            stale_udp_flows(&two, &one),
+            [args(&[
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                "10.96.0.10",
+                "--orig-port-dst",
+                "53",
+                "--dst-nat",
+                "10.88.0.5"
+            ])]
+        );
+        assert!(stale_udp_flows(&one, &one).is_empty());
+        // TCP flows end with their connections: none are deleted.
+        let tcp = desired(
+            &cfg(),
+            &service_ports(
+                &cfg(),
+                &[service("web", json!({}))],
+                &[slice("web", &[("10.88.0.5", true, false, "n1")])],
+            ),
+        );
+        assert!(stale_udp_flows(&Desired::default(), &tcp).is_empty());
     }
 
     #[test]
