@@ -1064,7 +1064,13 @@ async fn update_object(
     match deletion::update_or_remove(&*data.store, t.kind, next).await {
         Ok(v) => {
             if std::ptr::eq(t.kind, kinds::service()) && !status_only {
-                data.allocator.release_unused(&*data.store, &old, Some(&v)).await;
+                // An update that removed the last finalizer of a deleted service removed it.
+                let gone = matches!(
+                    data.store.get(&t.kind.resource(), &ns, &name).await,
+                    Err(StoreError::NotFound { .. })
+                );
+                let now = (!gone).then_some(&v);
+                data.allocator.release_unused(&*data.store, &old, now).await;
             }
             Ok(HttpResponse::Ok().json(v))
         }

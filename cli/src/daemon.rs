@@ -273,6 +273,18 @@ fn cluster_dns(
             std::net::SocketAddr::new(gateway.into(), 53)
         }
     };
+    // Without a service proxy nothing forwards kube-dns's address: pods are
+    // told the server's own (which must then be on port 53).
+    let ip = if args.service_proxy_table.is_empty() {
+        if listen.port() != 53 {
+            anyhow::bail!(
+                "--dns-listen {listen}: with no service proxy (--service-proxy-table \"\") pods reach the DNS server directly, so it must listen on port 53"
+            );
+        }
+        listen.ip().to_string()
+    } else {
+        ip
+    };
     let upstreams = if args.dns_upstreams.is_empty() {
         peapod_actors::dns::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
@@ -502,14 +514,33 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         .with_context(|| format!("listen on {}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
         tracing::info!("peapod daemon serving on {}", socket.display());
+        // In-cluster clients reach the listener as the kubernetes service.
+        let mut https_args = args.https.clone();
+        https_args.service_names = vec![
+            kubernetes.cluster_ip.clone(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            format!("kubernetes.default.svc.{}", args.cluster_domain.trim_end_matches('.')),
+        ];
         let https = match args.https.listen_https {
-            Some(listen) => Some(serve_https(&args.root_dir, &args.https, listen, state)?),
+            Some(listen) => Some(serve_https(&args.root_dir, &https_args, listen, state)?),
             None => None,
         };
         // The `kubernetes` service reaches the HTTPS listener at the node's address.
-        let api_endpoint = https
-            .as_ref()
-            .map(|(_, bound)| (rt.config.node_ip.clone(), bound.port()));
+        // The address it is bound to; a wildcard means the node's; loopback
+        // is out of the pods' reach, so the service gets no endpoint then.
+        let api_endpoint = https.as_ref().and_then(|(_, bound)| {
+            let ip = bound.ip();
+            if ip.is_loopback() {
+                tracing::warn!("the HTTPS listener is on {bound}: pods cannot reach it through the kubernetes service");
+                None
+            } else if ip.is_unspecified() {
+                Some((rt.config.node_ip.clone(), bound.port()))
+            } else {
+                Some((ip.to_string(), bound.port()))
+            }
+        });
         if let Err(e) = kubernetes.set_endpoints(&*store_for_endpoints, api_endpoint).await {
             tracing::error!("writing the kubernetes service's endpoints: {e}");
         }

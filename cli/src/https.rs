@@ -50,6 +50,10 @@ pub struct HttpsArgs {
     /// O values the groups.
     #[arg(long, value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
+    /// Names the listener is also reached by from pods: the `kubernetes`
+    /// service's cluster IP and DNS names (set by the daemon, not a flag).
+    #[arg(skip)]
+    pub service_names: Vec<String>,
 }
 
 /// Where the node's own PKI lives.
@@ -241,8 +245,9 @@ fn today() -> (i32, u8, u8) {
 /// The names the listener's certificate is for: 127.0.0.1, ::1, localhost,
 /// the host name, every address of the node's interfaces, and the address
 /// listened on.
-fn serving_names(listen: &SocketAddr) -> Vec<String> {
+fn serving_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
     let mut names = vec!["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()];
+    names.extend(extra.iter().cloned());
     if let Ok(host) = nix::unistd::gethostname() {
         if let Some(h) = host.to_str().filter(|h| !h.is_empty()) {
             names.push(h.to_string());
@@ -289,7 +294,7 @@ fn serving_identity(
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let (ca_params, ca_key, _) = ensure_ca(&dir)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let mut params = rcgen::CertificateParams::new(serving_names(listen))?;
+    let mut params = rcgen::CertificateParams::new(serving_names(listen, &args.service_names))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name

@@ -53,7 +53,20 @@ impl SystemService {
     pub async fn ensure(&self, store: &dyn Store, allocator: &Allocator) -> Result<(), String> {
         let kind = kinds::service();
         match store.get(&kind.resource(), self.namespace, self.name).await {
-            Ok(_) => return Ok(()),
+            Ok(svc) => {
+                // Kept as the operator left it; an address other than the one
+                // pods are told of is worth saying.
+                if svc["spec"]["clusterIP"] != self.cluster_ip.as_str() {
+                    return Err(format!(
+                        "{}/{} has the cluster IP {}, not {}: delete it to have it made again with the flags' address",
+                        self.namespace,
+                        self.name,
+                        svc["spec"]["clusterIP"].as_str().unwrap_or("none"),
+                        self.cluster_ip
+                    ));
+                }
+                return Ok(());
+            }
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.to_string()),
         }

@@ -234,7 +234,13 @@ async fn mirror(cx: &SyncContext, svc: &Value) -> Result<(), StoreError> {
         let key = Value::Array(ports.clone()).to_string();
         let entry = groups.entry(key).or_insert_with(|| (ports, Vec::new()));
         for (field, ready) in [("addresses", true), ("notReadyAddresses", false)] {
-            for a in subset[field].as_array().into_iter().flatten() {
+            // The mirrored slices are IPv4 (the node's family); other addresses are left out.
+            let v4 = |a: &&Value| {
+                a["ip"]
+                    .as_str()
+                    .is_some_and(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+            };
+            for a in subset[field].as_array().into_iter().flatten().filter(v4) {
                 let mut e = json!({
                     "addresses": [a["ip"]],
                     "conditions": {"ready": ready, "serving": ready, "terminating": false},

@@ -99,8 +99,10 @@ pub struct Controller {
     running: HashSet<Key>,
     /// Consecutive failures per owner (the back-off).
     failures: HashMap<Key, u32>,
-    /// The owners each object of a related kind was last about, by (store key, namespace, name).
-    related_to: HashMap<(String, String, String), Vec<Key>>,
+    /// Each object of a related kind as last seen, by (store key, namespace,
+    /// name): a change is judged against the owners as they are now, for the
+    /// object before the change and after it.
+    related_seen: HashMap<(String, String, String), Value>,
 }
 
 impl Controller {
@@ -115,7 +117,7 @@ impl Controller {
             queue: BTreeSet::new(),
             running: HashSet::new(),
             failures: HashMap::new(),
-            related_to: HashMap::new(),
+            related_seen: HashMap::new(),
         }
     }
 
@@ -141,31 +143,34 @@ impl Controller {
             )
         };
         let mut touched: BTreeSet<Key> = BTreeSet::new();
+        let mut before: Vec<Value> = Vec::new();
+        let mut after: Vec<Value> = Vec::new();
         match msg {
             Informed::Synced { objects, .. } => {
-                let before: Vec<Key> = self
-                    .related_to
-                    .iter()
-                    .filter(|((r, _, _), _)| *r == resource)
-                    .flat_map(|(_, keys)| keys.clone())
+                let ids: HashSet<_> = objects.iter().map(id).collect();
+                let gone: Vec<_> = self
+                    .related_seen
+                    .keys()
+                    .filter(|k| k.0 == resource && !ids.contains(*k))
+                    .cloned()
                     .collect();
-                touched.extend(before);
-                self.related_to.retain(|(r, _, _), _| *r != resource);
+                before.extend(gone.iter().filter_map(|k| self.related_seen.remove(k)));
                 for o in objects {
-                    let now = self.relating(&o);
-                    touched.extend(now.iter().cloned());
-                    self.related_to.insert(id(&o), now);
+                    before.extend(self.related_seen.insert(id(&o), o.clone()));
+                    after.push(o);
                 }
             }
             Informed::Applied { object, .. } => {
-                let now = self.relating(&object);
-                touched.extend(now.iter().cloned());
-                touched.extend(self.related_to.insert(id(&object), now).unwrap_or_default());
+                before.extend(self.related_seen.insert(id(&object), object.clone()));
+                after.push(object);
             }
             Informed::Deleted { object, .. } => {
-                touched.extend(self.relating(&object));
-                touched.extend(self.related_to.remove(&id(&object)).unwrap_or_default());
+                before.extend(self.related_seen.remove(&id(&object)));
+                after.push(object);
             }
+        }
+        for o in before.iter().chain(&after) {
+            touched.extend(self.relating(o));
         }
         for k in touched {
             self.enqueue(k, ctx);

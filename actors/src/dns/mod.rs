@@ -204,10 +204,19 @@ async fn ask_upstream(upstreams: &[SocketAddr], query: &[u8]) -> Option<Message>
         let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
             let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().ok()?;
             let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
-            sock.send_to(query, up).await.ok()?;
+            // Connected: only the upstream's datagrams are read, and only an
+            // answer to this query (its ID) is taken.
+            sock.connect(up).await.ok()?;
+            sock.send(query).await.ok()?;
+            let id = u16::from_be_bytes([*query.first()?, *query.get(1)?]);
             let mut buf = vec![0u8; 65535];
-            let n = sock.recv(&mut buf).await.ok()?;
-            let msg = Message::from_vec(&buf[..n]).ok()?;
+            let msg = loop {
+                let n = sock.recv(&mut buf).await.ok()?;
+                match Message::from_vec(&buf[..n]) {
+                    Ok(m) if m.metadata.id == id => break m,
+                    _ => continue,
+                }
+            };
             if !msg.metadata.truncation {
                 return Some(msg);
             }
@@ -220,7 +229,7 @@ async fn ask_upstream(upstreams: &[SocketAddr], query: &[u8]) -> Option<Message>
             tcp.read_exact(&mut len).await.ok()?;
             let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
             tcp.read_exact(&mut body).await.ok()?;
-            Message::from_vec(&body).ok()
+            Message::from_vec(&body).ok().filter(|m| m.metadata.id == id)
         })
         .await;
         if let Ok(Some(msg)) = answer {

@@ -59,6 +59,8 @@ pub struct ServiceProxy {
     applied: Option<nft::Desired>,
     /// Syncs failed in a row (the back-off).
     failures: u32,
+    /// The next sync rewrites the table whole (the periodic heal).
+    rewrite: bool,
 }
 
 impl ServiceProxy {
@@ -73,6 +75,7 @@ impl ServiceProxy {
             again: false,
             applied: None,
             failures: 0,
+            rewrite: false,
         }
     }
 
@@ -89,7 +92,8 @@ impl ServiceProxy {
         let services = self.services.objects();
         let slices = self.slices.objects();
         let cfg = self.config.nft();
-        let previous = self.applied.take();
+        // The whole table is rewritten when asked for (a sync running then picks it up next).
+        let previous = self.applied.take().filter(|_| !std::mem::take(&mut self.rewrite));
         let timer = peapod_metrics::Timer::start();
         let work = tokio::task::spawn_blocking(move || apply(&cfg, &services, &slices, previous.as_ref()));
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| {
@@ -220,9 +224,7 @@ impl Actor for ServiceProxy {
         }
         // Now and then the table is rewritten whole, healing changes made behind our back.
         ctx.run_interval(FULL_SYNC_EVERY, |act, ctx| {
-            if !act.running {
-                act.applied = None;
-            }
+            act.rewrite = true;
             act.sync(ctx);
         });
     }

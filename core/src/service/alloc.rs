@@ -298,31 +298,40 @@ impl Allocator {
                 .collect();
             gone.node_ports = node_ports_of(old).into_iter().filter(|p| !kept.contains(p)).collect();
         }
-        // Only claims made for this service: a claim is never taken from another.
-        for ip in std::mem::take(&mut gone.ips) {
-            if self.held_by(store, &kinds::ipaddress().resource(), &ip, old).await {
-                gone.ips.push(ip);
+        // Only claims made for this service: a claim is never taken from
+        // another (the delete is conditional on the claim read being the one removed).
+        let ip_resource = kinds::ipaddress().resource();
+        for ip in &gone.ips {
+            if let Some(uid) = self.held_by(store, &ip_resource, ip, old).await {
+                self.delete_claim_of(store, &ip_resource, ip, Some(uid)).await;
             }
         }
-        let mut ports = Vec::new();
-        for p in std::mem::take(&mut gone.node_ports) {
-            if self.held_by(store, NODE_PORTS, &p.to_string(), old).await {
-                ports.push(p);
+        for p in &gone.node_ports {
+            let name = p.to_string();
+            if let Some(uid) = self.held_by(store, NODE_PORTS, &name, old).await {
+                self.delete_claim_of(store, NODE_PORTS, &name, Some(uid)).await;
             }
         }
-        gone.node_ports = ports;
-        self.release(store, &gone).await;
     }
 
-    async fn held_by(&self, store: &dyn Store, resource: &str, name: &str, svc: &Value) -> bool {
+    /// The uid of the claim `name` when `svc` holds it.
+    async fn held_by(&self, store: &dyn Store, resource: &str, name: &str, svc: &Value) -> Option<String> {
         match store.get(resource, "", name).await {
-            Ok(claim) => claim["spec"]["parentRef"] == parent_of(svc),
-            Err(_) => false,
+            Ok(claim) if claim["spec"]["parentRef"] == parent_of(svc) => Some(object::uid(&claim).to_string()),
+            _ => None,
         }
     }
 
     async fn delete_claim(&self, store: &dyn Store, resource: &str, name: &str) {
-        match store.delete(resource, "", name, Preconditions::default()).await {
+        self.delete_claim_of(store, resource, name, None).await
+    }
+
+    async fn delete_claim_of(&self, store: &dyn Store, resource: &str, name: &str, uid: Option<String>) {
+        let pre = Preconditions {
+            uid,
+            resource_version: None,
+        };
+        match store.delete(resource, "", name, pre).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => tracing::warn!("releasing {resource} {name}: {e}"),
         }
@@ -344,6 +353,30 @@ impl Allocator {
             if needs_node_ports(s) {
                 for p in node_ports_of(s) {
                     ports.insert(key(p.to_string()));
+                }
+            }
+        }
+        // A claim gone while its service holds it (deleted by hand) is made
+        // again, so the address is never handed out twice.
+        for s in &services {
+            if has_cluster_ip(s) {
+                let ip = s["spec"]["clusterIP"].as_str().unwrap_or("");
+                match self.create_ip(store, s, ip).await {
+                    Ok(()) => tracing::warn!(
+                        "{ip}: its IPAddress was missing; made again for {}/{}",
+                        object::namespace(s),
+                        object::name(s)
+                    ),
+                    Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => tracing::warn!("{ip}: {e}"),
+                }
+            }
+            if needs_node_ports(s) {
+                for p in node_ports_of(s) {
+                    match self.create_port(store, s, p).await {
+                        Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+                        Err(e) => tracing::warn!("node port {p}: {e}"),
+                    }
                 }
             }
         }
@@ -507,5 +540,18 @@ mod tests {
         let (ips, _) = store.list(&kinds::ipaddress().resource(), None).await.unwrap();
         assert_eq!(ips.len(), 1);
         assert_eq!(object::name(&ips[0]), kept["spec"]["clusterIP"].as_str().unwrap());
+        // A held address whose claim was deleted by hand is claimed again.
+        store
+            .delete(
+                &kinds::ipaddress().resource(),
+                "",
+                object::name(&ips[0]),
+                Preconditions::default(),
+            )
+            .await
+            .unwrap();
+        a.repair(&store, chrono::Duration::zero()).await.unwrap();
+        let (ips, _) = store.list(&kinds::ipaddress().resource(), None).await.unwrap();
+        assert_eq!(ips.len(), 1, "made again");
     }
 }

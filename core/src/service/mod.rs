@@ -196,9 +196,15 @@ pub fn target_port(service_port: &Value, pod: &Value) -> Option<i64> {
             if let Ok(n) = name.parse::<i64>() {
                 return Some(n);
             }
-            ["initContainers", "containers"]
-                .iter()
-                .flat_map(|list| pod["spec"][list].as_array().into_iter().flatten())
+            // Kubernetes' FindPort: the app containers, then sidecars (init
+            // containers that keep running).
+            let app = pod["spec"]["containers"].as_array().into_iter().flatten();
+            let sidecars = pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["restartPolicy"] == "Always");
+            app.chain(sidecars)
                 .flat_map(|c| c["ports"].as_array().into_iter().flatten())
                 .find(|p| p["name"] == name.as_str() && p["protocol"].as_str().unwrap_or("TCP") == protocol)
                 .and_then(|p| p["containerPort"].as_i64())
