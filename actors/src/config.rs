@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub reserved_memory_bytes: i64,
     /// How often pods check their volumes' usage against limits (kubelet's housekeeping).
     pub housekeeping: std::time::Duration,
+    /// How often projected volumes are written again from the store (kubelet's `--sync-frequency`).
+    pub sync_frequency: std::time::Duration,
     /// How long Events are kept after their last occurrence (the API server's `--event-ttl`).
     pub event_ttl: std::time::Duration,
     /// Containers that name no seccomp profile run under RuntimeDefault

@@ -27,6 +27,7 @@ use crate::gc::GarbageCollector;
 use crate::image_gc::ImageGc;
 use crate::informer::{self, Informed};
 use crate::namespaces::NamespaceActor;
+use crate::runtime::projection;
 use crate::scheduler::Scheduler;
 
 /// The keys of the node's permanent children (controllers use their own names).
@@ -260,6 +261,23 @@ impl NodeActor {
     /// Whether the pod is bound to this node (the scheduler binds the others, or another node runs them).
     fn ours(&self, pod: &Pod) -> bool {
         pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(self.spec.node_name.as_str())
+    }
+
+    /// Tells the pods of the object's namespace that it changed.
+    fn source_changed(&self, source: projection::Source, object: &serde_json::Value) {
+        let (ns, name) = (object::namespace(object), object::name(object));
+        for (uid, addr) in self.pods.addrs() {
+            if self
+                .latest
+                .get(uid)
+                .is_some_and(|p| p.metadata.namespace.as_deref() == Some(ns))
+            {
+                addr.do_send(crate::pod::SourceChanged {
+                    source,
+                    name: name.to_string(),
+                });
+            }
+        }
     }
 
     fn upsert(&mut self, pod: Pod, ctx: &mut Context<Self>) {
@@ -537,6 +555,16 @@ impl Actor for NodeActor {
             ctx.address().recipient(),
         );
         ctx.spawn(pods.into_actor(self));
+        // Pods that read ConfigMaps and Secrets hear of their changes at once.
+        for source in [projection::Source::ConfigMap, projection::Source::Secret] {
+            let watch = informer::run(
+                self.spec.store.clone(),
+                source.resource().to_string(),
+                None,
+                ctx.address().recipient(),
+            );
+            ctx.spawn(watch.into_actor(self));
+        }
         let ttl = self.spec.rt.config.event_ttl;
         let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(every, move |act, ctx| {
@@ -550,6 +578,18 @@ impl Handler<Informed> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
+        let source = match msg.resource() {
+            "configmaps" => Some(projection::Source::ConfigMap),
+            "secrets" => Some(projection::Source::Secret),
+            _ => None,
+        };
+        if let Some(source) = source {
+            // A relist (Synced) says nothing changed in particular: the pods' own sync covers it.
+            if let Informed::Applied { object, .. } | Informed::Deleted { object, .. } = &msg {
+                self.source_changed(source, object);
+            }
+            return;
+        }
         match msg {
             Informed::Synced { objects, .. } => self.synced(objects, ctx),
             Informed::Applied { object, .. } => {

@@ -766,11 +766,15 @@ async fn create(data: &ApiState, t: &Target, body: &[u8]) -> HttpResponse {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match data.store.create(&t.kind.resource(), obj).await {
+    match writes::store_admitted(&*data.store, t.kind, obj).await {
         Ok(v) => HttpResponse::Created().json(v),
         Err(e) => {
             data.allocator.release(&*data.store, &claims).await;
-            store_error(t.kind, e)
+            match e {
+                writes::CreateError::Forbidden(message) => status(403, "Forbidden", message, None),
+                writes::CreateError::Store(e) => store_error(t.kind, e),
+                writes::CreateError::Invalid { errors, name, .. } => invalid(t.kind, &name, errors),
+            }
         }
     }
 }

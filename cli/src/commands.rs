@@ -47,7 +47,7 @@ impl ValidateArg {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// `namespace NAME`, or use -f.
+    /// `namespace NAME`, `configmap NAME`, `secret generic|docker-registry|tls NAME`, or use -f.
     what: Vec<String>,
     #[arg(short = 'f', long = "filename")]
     files: Vec<String>,
@@ -55,6 +55,33 @@ pub struct CreateArgs {
     namespace: Option<String>,
     #[command(flatten)]
     validate: ValidateArg,
+    /// configmap, secret generic: `key=value` (repeatable).
+    #[arg(long)]
+    from_literal: Vec<String>,
+    /// configmap, secret generic: `[key=]path`; a directory gives a key per file.
+    #[arg(long)]
+    from_file: Vec<String>,
+    /// configmap, secret generic: a file of `KEY=value` lines.
+    #[arg(long)]
+    from_env_file: Vec<String>,
+    /// secret generic: the Secret's type (default Opaque).
+    #[arg(long = "type")]
+    secret_type: Option<String>,
+    /// secret docker-registry: the registry.
+    #[arg(long, default_value = "https://index.docker.io/v1/")]
+    docker_server: String,
+    /// secret docker-registry: credentials.
+    #[arg(long, default_value = "")]
+    docker_username: String,
+    #[arg(long, default_value = "")]
+    docker_password: String,
+    #[arg(long, default_value = "")]
+    docker_email: String,
+    /// secret tls: PEM certificate and key files.
+    #[arg(long)]
+    cert: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
 }
 
 #[derive(Args)]
@@ -775,6 +802,17 @@ pub fn apply(c: &Client, a: ApplyArgs) -> Result<()> {
 
 pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
     let validation = a.validate.query()?;
+    if let Some(obj) = config_object(&a)? {
+        let k = kind_named(obj["kind"].as_str().unwrap_or_default())?;
+        let ns = ns_of(&a.namespace);
+        c.call("POST", &format!("{}?{validation}", k.collection_path(&ns)), Some(&obj))?;
+        println!(
+            "{}/{} created",
+            k.singular,
+            obj["metadata"]["name"].as_str().unwrap_or("")
+        );
+        return Ok(());
+    }
     if let [kind, name] = a.what.as_slice() {
         let k = kind_named(kind)?;
         let obj = json!({"apiVersion": k.api_version(), "kind": k.kind, "metadata": {"name": name}});
@@ -799,6 +837,38 @@ pub fn create(c: &Client, a: CreateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The ConfigMap or Secret `create configmap|secret …` asks for, if that is what it asks.
+fn config_object(a: &CreateArgs) -> Result<Option<Value>> {
+    use crate::configdata as cd;
+    let ns = ns_of(&a.namespace);
+    let sources = cd::Sources {
+        literals: a.from_literal.clone(),
+        files: a.from_file.clone(),
+        env_files: a.from_env_file.clone(),
+    };
+    let words: Vec<&str> = a.what.iter().map(String::as_str).collect();
+    Ok(Some(match words.as_slice() {
+        ["configmap" | "cm", name] => cd::config_map(name, &ns, &sources)?,
+        ["secret", "generic", name] => cd::generic_secret(name, &ns, a.secret_type.as_deref(), &sources)?,
+        ["secret", "docker-registry", name] => cd::docker_registry_secret(
+            name,
+            &ns,
+            &cd::Registry {
+                server: a.docker_server.clone(),
+                username: a.docker_username.clone(),
+                password: a.docker_password.clone(),
+                email: a.docker_email.clone(),
+            },
+        )?,
+        ["secret", "tls", name] => match (&a.cert, &a.key) {
+            (Some(cert), Some(key)) => cd::tls_secret(name, &ns, cert, key)?,
+            _ => bail!("error: create secret tls needs --cert and --key"),
+        },
+        ["secret", ..] => bail!("error: create secret takes generic, docker-registry or tls, then a NAME"),
+        _ => return Ok(None),
+    }))
 }
 
 /// The query string of a list: label and field selectors, if any.
@@ -1297,7 +1367,37 @@ static DESCRIBERS: &[Describer] = &[
     ("", "PersistentVolume", describe_volume),
     ("storage.k8s.io", "StorageClass", describe_class),
     ("", "Service", describe_service),
+    ("", "ConfigMap", describe_config_map),
+    ("", "Secret", describe_secret),
 ];
+
+/// A ConfigMap's data as kubectl shows it: each key, a rule, its value.
+fn describe_config_map(o: &Value) {
+    println!("\nData\n====");
+    for (k, v) in o["data"].as_object().into_iter().flatten() {
+        println!("{k}:\n----\n{}\n", v.as_str().unwrap_or(""));
+    }
+    println!("\nBinaryData\n====");
+    for (k, v) in o["binaryData"].as_object().into_iter().flatten() {
+        println!("{k}: {} bytes", decoded_len(v));
+    }
+    println!();
+}
+
+/// A Secret as kubectl shows it: its type and each key's size, never a value.
+fn describe_secret(o: &Value) {
+    println!("\nType:  {}", o["type"].as_str().unwrap_or(""));
+    println!("\nData\n====");
+    for (k, v) in o["data"].as_object().into_iter().flatten() {
+        println!("{k}:  {} bytes", decoded_len(v));
+    }
+    println!();
+}
+
+/// The size of a base64 value (0 if it is not one).
+fn decoded_len(v: &Value) -> usize {
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.as_str().unwrap_or("")).map_or(0, |b| b.len())
+}
 
 fn object_name(o: &Value) -> &str {
     o["metadata"]["name"].as_str().unwrap_or("")
@@ -2037,7 +2137,10 @@ pub fn patch(c: &Client, a: PatchArgs) -> Result<()> {
         (None, None) => bail!("error: must specify -p or --patch-file"),
     };
     let body: Value = serde_json::from_str(&text)
-        .or_else(|_| serde_saphyr::from_str::<Value>(&text).map_err(|e| anyhow!("{e}")))
+        .or_else(|_| {
+            serde_saphyr::from_str_with_options::<Value>(&text, peapod_core::manifest::yaml_options())
+                .map_err(|e| anyhow!("{e}"))
+        })
         .map_err(|e| anyhow!("error: unable to parse the patch: {e}"))?;
     let content_type = match a.patch_type.as_str() {
         "merge" => "application/merge-patch+json",

@@ -10,7 +10,7 @@ use peapod_actors::node::{ensure_default_namespaces, NodeSpec};
 use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
 use peapod_actors::supervisor::{Intensity, Tree};
-use peapod_core::store::{SqliteStore, Store};
+use peapod_core::store::{EncryptedStore, Keys, SqliteStore, Store};
 use peapod_metrics::health::{self, Component};
 use peapod_volumes::{VolumeConfig, VolumeManager};
 use std::os::unix::fs::PermissionsExt;
@@ -101,6 +101,11 @@ pub struct DaemonArgs {
     /// How often pods compare volume usage with limits, in seconds.
     #[arg(long, default_value_t = 10)]
     housekeeping_interval: u64,
+    /// How often pods write their configMap, secret, downwardAPI and
+    /// projected volumes again from the store, in seconds (kubelet's
+    /// `--sync-frequency`); a change the node is told of is written at once.
+    #[arg(long, default_value_t = 60)]
+    sync_frequency: u64,
     /// Seconds an Event is kept after it last happened.
     #[arg(long, default_value_t = 3600)]
     event_ttl: u64,
@@ -358,6 +363,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         reserved_cpu_millis: quantity("reserved-cpu", &args.reserved_cpu)?.milli_value(),
         reserved_memory_bytes: quantity("reserved-memory", &args.reserved_memory)?.value(),
         housekeeping: std::time::Duration::from_secs(args.housekeeping_interval.max(1)),
+        sync_frequency: std::time::Duration::from_secs(args.sync_frequency.max(1)),
         event_ttl: std::time::Duration::from_secs(args.event_ttl.max(1)),
         seccomp_default: args.seccomp_default,
         container_log_max_size: {
@@ -438,7 +444,13 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             let server = metrics_server::start(&args.metrics_address, &paths.run, store_slot.clone())?;
             actix_rt::spawn(server);
         }
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(SqliteStore::open(paths.store_db())?));
+        // Secrets are sealed before any backend sees them (the key file is made at first start).
+        let keys = Keys::load_or_create(&paths.secret_keys())?;
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(EncryptedStore::new(
+            SqliteStore::open(paths.store_db())?,
+            keys,
+            &["secrets"],
+        )));
         let _ = store_slot.set(store.clone());
         health::set(Component::Store, true);
         ensure_default_namespaces(&*store).await?;

@@ -3,6 +3,7 @@
 mod api;
 mod client;
 mod commands;
+mod configdata;
 mod cp;
 mod daemon;
 mod exec;

@@ -18,6 +18,8 @@ pub enum FieldErrorKind {
     Duplicate,
     /// The value refers to something that does not exist.
     NotFound,
+    /// The value is longer than allowed (the value itself is not shown).
+    TooLong,
 }
 
 /// One problem at one field path; `Display` matches `kubectl`'s wording.
@@ -100,6 +102,15 @@ impl FieldError {
             detail: String::new(),
         }
     }
+    /// A `Too long` error: at most `max` bytes are allowed.
+    pub fn too_long(path: impl Into<String>, max: usize) -> Self {
+        Self {
+            kind: FieldErrorKind::TooLong,
+            path: path.into(),
+            value: None,
+            detail: format!("may not be more than {max} bytes"),
+        }
+    }
     /// The Kubernetes `reason` string of this kind of error (`FieldValueRequired` …).
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -109,6 +120,7 @@ impl FieldError {
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
             FieldErrorKind::NotFound => "FieldValueNotFound",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
         }
     }
 }
@@ -122,6 +134,7 @@ impl fmt::Display for FieldError {
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::Duplicate => "Duplicate value",
             FieldErrorKind::NotFound => "Not found",
+            FieldErrorKind::TooLong => "Too long",
         };
         write!(f, "{}: {head}", self.path)?;
         if let Some(v) = &self.value {

@@ -6,6 +6,7 @@
 //! validation or an actor needs the fields.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cron;
 pub mod deletion;
 pub mod field;

@@ -77,6 +77,12 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<Document>, ManifestErr
     parse_each(source_name, text).into_iter().collect()
 }
 
+/// How manifests are read: as kubectl reads them (YAML 1.1's integers), so
+/// `defaultMode: 0400` is the octal mode 256 it means, not 400.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { legacy_octal_numbers: true }
+}
+
 /// Reads each document of `text` on its own, as `kubectl apply` does: a
 /// document that cannot be read is an error in its place, and the others
 /// are still read. A stream without objects is one error.
@@ -88,7 +94,7 @@ pub fn parse_each(source_name: &str, text: &str) -> Vec<Result<Document, Manifes
     };
     let mut out = Vec::new();
     for (start, doc) in split_documents(text) {
-        let value: Value = match serde_saphyr::from_str(&doc) {
+        let value: Value = match serde_saphyr::from_str_with_options(&doc, yaml_options()) {
             Ok(v) => v,
             Err(e) => {
                 let msg = e.to_string();
@@ -124,7 +130,7 @@ pub fn parse_each(source_name: &str, text: &str) -> Vec<Result<Document, Manifes
 /// Reads one YAML (or JSON) document that is not an object of a kind (an
 /// operator's configuration file); an empty file is `null`.
 pub fn parse_config(source_name: &str, text: &str) -> Result<Value, ManifestError> {
-    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+    serde_saphyr::from_str_with_options::<Value>(text, yaml_options()).map_err(|e| {
         let msg = e.to_string();
         ManifestError {
             source_name: source_name.to_string(),
@@ -167,6 +173,15 @@ fn check_typed(kind: &Kind, doc: &str) -> Result<(), (Option<usize>, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_modes_are_octal_as_kubectl_reads_them() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n  volumes:\n  - name: s\n    secret: {secretName: x, defaultMode: 0400, items: [{key: k, path: k, mode: 0o644}]}\n";
+        let docs = parse("f.yaml", text).unwrap();
+        let secret = &docs[0].object["spec"]["volumes"][0]["secret"];
+        assert_eq!(secret["defaultMode"], 0o400);
+        assert_eq!(secret["items"][0]["mode"], 0o644);
+    }
 
     #[test]
     fn reads_multiple_documents_with_lines() {

@@ -206,13 +206,7 @@ pub fn is_env_var_name(value: &str) -> Vec<String> {
         ));
     }
     // Such names could be mistaken for relative paths where keys become files.
-    if value == "." {
-        errs.push("must not be '.'".to_string());
-    } else if value == ".." {
-        errs.push("must not be '..'".to_string());
-    } else if value.starts_with("..") {
-        errs.push("must not start with '..'".to_string());
-    }
+    errs.extend(relative_path_errors(value));
     errs
 }
 
@@ -249,6 +243,46 @@ fn matches_qualified_name(value: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         }
         _ => false,
+    }
+}
+
+const CONFIG_MAP_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
+const CONFIG_MAP_KEY_ERR_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+
+/// Checks that `value` may be a key of a ConfigMap or Secret (`[-._a-zA-Z0-9]+`,
+/// at most 253 bytes, not `.`, `..` or starting with `..`: keys become file
+/// names in volumes). Returns Kubernetes' error texts; empty means valid.
+pub fn is_config_map_key(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
+        errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
+    }
+    let well_formed = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !well_formed {
+        errs.push(regex_error(
+            CONFIG_MAP_KEY_ERR_MSG,
+            CONFIG_MAP_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
+    }
+    errs.extend(relative_path_errors(value));
+    errs
+}
+
+/// Names that could be taken for relative paths where keys and variables
+/// become file names: `.`, `..`, or anything starting with `..`.
+fn relative_path_errors(value: &str) -> Option<String> {
+    if value == "." {
+        Some("must not be '.'".to_string())
+    } else if value == ".." {
+        Some("must not be '..'".to_string())
+    } else if value.starts_with("..") {
+        Some("must not start with '..'".to_string())
+    } else {
+        None
     }
 }
 

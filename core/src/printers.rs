@@ -679,6 +679,79 @@ fn first_three(items: Vec<String>, empty: &str) -> String {
 }
 
 /// kubectl's Endpoints columns.
+fn count(o: &Value, field: &str) -> usize {
+    o[field].as_object().map_or(0, serde_json::Map::len)
+}
+
+/// kubectl's ConfigMap columns.
+pub static CONFIGMAP: Printer = Printer {
+    columns: &[NAME, col("Data", "string", 0, "The number of keys in the data."), AGE],
+    row: |o| {
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(count(o, "data") + count(o, "binaryData")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's Secret columns.
+pub static SECRET: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Type", "string", 0, "The type of the secret."),
+        col("Data", "string", 0, "The number of keys in the data."),
+        AGE,
+    ],
+    row: |o| {
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/type")),
+            json!(count(o, "data")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
+/// kubectl's ResourceQuota columns: `used/hard` per resource, limits apart.
+pub static RESOURCEQUOTA: Printer = Printer {
+    columns: &[
+        NAME,
+        AGE,
+        col("Request", "string", 0, "Request represents a minimum amount of cpu/memory that a container may consume."),
+        col("Limit", "string", 0, "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+    ],
+    row: |o| {
+        let (mut request, mut limit) = (Vec::new(), Vec::new());
+        for (k, hard) in o["status"]["hard"].as_object().into_iter().flatten() {
+            let used = o["status"]["used"][k].as_str().unwrap_or("0");
+            let cell = format!("{k}: {used}/{}", hard.as_str().unwrap_or(""));
+            if k.starts_with("limits.") {
+                limit.push(cell);
+            } else {
+                request.push(cell);
+            }
+        }
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(age_of(o, "/metadata/creationTimestamp")),
+            json!(request.join(", ")),
+            json!(limit.join(", ")),
+        ]
+    },
+};
+
+/// kubectl's LimitRange columns.
+pub static LIMITRANGE: Printer = Printer {
+    columns: &[NAME, col("Created At", "date", 0, "Time the LimitRange was created.")],
+    row: |o| {
+        vec![
+            json!(str_at(o, "/metadata/name")),
+            json!(str_at(o, "/metadata/creationTimestamp")),
+        ]
+    },
+};
+
 pub static ENDPOINTS: Printer = Printer {
     columns: &[NAME, col("Endpoints", "string", 0, "Endpoints of the service."), AGE],
     row: |o| {

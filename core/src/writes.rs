@@ -2,6 +2,7 @@
 //! the API's handlers and the controllers (which create pods and
 //! ReplicaSets without going through HTTP, but through the same admission).
 
+use crate::admission;
 use crate::deletion;
 use crate::field::FieldErrors;
 use crate::kinds::Kind;
@@ -19,6 +20,9 @@ pub enum CreateError {
         name: String,
         errors: FieldErrors,
     },
+    /// A LimitRange or ResourceQuota of its namespace refused it.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store refused it.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -64,15 +68,30 @@ pub async fn create(store: &dyn Store, kind: &'static Kind, obj: Value) -> Resul
             name: object::name(&next).to_string(),
             errors,
         })?;
-        match store.create(&kind.resource(), next).await {
-            Err(StoreError::AlreadyExists { .. }) if generated => continue,
-            r => return r.map_err(CreateError::from),
+        match store_admitted(store, kind, next).await {
+            Err(CreateError::Store(StoreError::AlreadyExists { .. })) if generated => continue,
+            r => return r,
         }
     }
     Err(CreateError::Store(StoreError::AlreadyExists {
         resource: kind.plural.into(),
         name: object::name(&obj).into(),
     }))
+}
+
+/// Stores an object that passed [`admit_new`], after the admission that
+/// reads the namespace's LimitRanges and ResourceQuotas, under the
+/// namespace's admission lock (so quota counts stay exact).
+pub async fn store_admitted(store: &dyn Store, kind: &'static Kind, mut obj: Value) -> Result<Value, CreateError> {
+    if !admission::applies_to(kind) {
+        return Ok(store.create(&kind.resource(), obj).await?);
+    }
+    let _lock = admission::namespace_lock(object::namespace(&obj)).await;
+    admission::admit(store, kind, &mut obj).await.map_err(|e| match e {
+        admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
+        admission::Refusal::Store(e) => CreateError::Store(e),
+    })?;
+    Ok(store.create(&kind.resource(), obj).await?)
 }
 
 /// Applies `change` to the stored object with `obj`'s uid, retrying on

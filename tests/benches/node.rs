@@ -31,12 +31,15 @@
 //! - services: the service proxy's nftables transaction for 100 and 1000
 //!   services, first and after one endpoint changed, HTTP requests
 //!   through a cluster IP beside straight to the pod, and DNS queries
-//!   through kube-dns.
+//!   through kube-dns;
+//! - config: a ConfigMap update until its new content is in a running pod's
+//!   volume, and pod starts with five configMap/secret volumes beside the
+//!   same pod without them.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
 //! short form (fewer of everything, no 500-pod burst); `PEAPOD_BENCH_ONLY`
-//! picks sections (`containers,plugins,pods,soak,pulls,remote,services`).
+//! picks sections (`containers,plugins,pods,soak,pulls,remote,services,config`).
 
 use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
 use peapod_tests::{binary, container, Node};
@@ -773,6 +776,103 @@ fn get_once(addr: &str) -> Duration {
     t.elapsed()
 }
 
+fn config(table: &mut Table) {
+    let node = Node::start();
+    for i in 0..5 {
+        node.ok(&[
+            "create",
+            "configmap",
+            &format!("cm{i}"),
+            &format!("--from-literal=k=v{i}"),
+        ]);
+        node.ok(&[
+            "create",
+            "secret",
+            "generic",
+            &format!("s{i}"),
+            &format!("--from-literal=k=v{i}"),
+        ]);
+    }
+    // ConfigMap update until the new content is in the pod's volume (read on
+    // the host, where the pod's mount shows it, so no exec is timed).
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: watcher}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {name: c, image: busybox:1.35, command: [sleep, '3600'], volumeMounts: [{name: v, mountPath: /cfg}]}\n  volumes: [{name: v, configMap: {name: cm0}}]\n",
+    );
+    let pod = node.wait_pod("watcher", "running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let file = node
+        .root()
+        .join("pods")
+        .join(pod["metadata"]["uid"].as_str().unwrap())
+        .join("volumes/configmap/v/k");
+    let updates = if quick() { 10 } else { 20 };
+    let mut seen = Vec::new();
+    for n in 0..updates {
+        let want = format!("update-{n}");
+        let t = Instant::now();
+        node.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm0}}\ndata: {{k: {want}}}\n"
+        ));
+        while std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
+            assert!(t.elapsed() < Duration::from_secs(120), "update {n} never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen.push(t.elapsed());
+    }
+    table.row(
+        format!("ConfigMap update (`apply` issued) until the new content is in the pod's volume, {updates} updates"),
+        format!("p50 {}, p99 {}", ms(pct(&mut seen, 50.0)), ms(pct(&mut seen, 99.0))),
+        "the apply's own CLI round trip included".to_string(),
+    );
+    // Pod start with five configMap/secret volumes beside none.
+    let volumes = "  volumes:\n".to_string()
+        + &(0..5)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("  - {{name: v{i}, configMap: {{name: cm{i}}}}}\n")
+                } else {
+                    format!("  - {{name: v{i}, secret: {{secretName: s{i}}}}}\n")
+                }
+            })
+            .collect::<String>();
+    let mounts = (0..5)
+        .map(|i| format!("{{name: v{i}, mountPath: /v{i}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = if quick() { 5 } else { 15 };
+    let start = |with: bool| {
+        let mut took = Vec::new();
+        for i in 0..n {
+            let name = format!("{}-{i}", if with { "vols" } else { "bare" });
+            let yaml = if with {
+                format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: busybox:1.35, command: [sleep, '3600'], volumeMounts: [{mounts}]}}\n{volumes}")
+            } else {
+                bench::pod_yaml(&name)
+            };
+            let t = Instant::now();
+            node.apply(&yaml);
+            node.wait_pod(&name, "running", Duration::from_secs(60), |p| {
+                container(p, "c")["state"]["running"].is_object()
+            });
+            took.push(t.elapsed());
+        }
+        took
+    };
+    // Interleaved order would mix the two; each set runs after a warm-up pod.
+    let mut bare = start(false);
+    let mut with = start(true);
+    table.row(
+        format!("pod apply→Running with 5 configMap/secret volumes, {n} sequential"),
+        format!("p50 {}, p99 {}", ms(pct(&mut with, 50.0)), ms(pct(&mut with, 99.0))),
+        format!(
+            "without them: p50 {}, p99 {}",
+            ms(pct(&mut bare, 50.0)),
+            ms(pct(&mut bare, 99.0))
+        ),
+    );
+}
+
 fn services(table: &mut Table) {
     use peapod_actors::proxy::{apply, nft};
     // Rule programming: the whole table as one transaction, for 100 and 1000
@@ -921,6 +1021,9 @@ fn main() {
     }
     if wanted("services") {
         services(&mut table);
+    }
+    if wanted("config") {
+        config(&mut table);
     }
     let date = Command::new("date")
         .arg("-u")

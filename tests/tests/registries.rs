@@ -192,6 +192,44 @@ fn basic_auth_credentials_come_from_the_daemons_auth_file() {
 }
 
 #[test]
+fn image_pull_secrets_of_the_pod_give_the_credentials() {
+    let registry = Registry::start_with(Options {
+        access: Access::Basic("bob".into(), "pull-pass".into()),
+        ..Default::default()
+    });
+    registry.push(busybox(), "latest", "pp/team:1");
+    // The node's own file has wrong credentials: the pod's secret comes first.
+    let config = temp_dir();
+    let auth = auth_file(config.path(), &registry.address, "bob", "wrong");
+    let node = Node::start_with_args(&["--registry-auth-file", &auth], |_| {});
+    let name = format!("{}/pp/team:1", registry.address);
+    node.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", registry.address),
+        "--docker-username=bob",
+        "--docker-password=pull-pass",
+    ]);
+    let pod = |pod: &str, secrets: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  imagePullSecrets: {secrets}\n  containers:\n  - name: c\n    image: {name}\n    command: [\"sleep\", \"3600\"]\n"
+        )
+    };
+    node.apply(&pod("without", "[]"));
+    node.wait_pod("without", "ErrImagePull", Duration::from_secs(60), |p| {
+        let reason = &container(p, "c")["state"]["waiting"]["reason"];
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    node.apply(&pod("with", "[{name: missing}, {name: regcred}]"));
+    node.wait_pod("with", "running", Duration::from_secs(90), |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    assert!(node.image_list().contains(&name));
+}
+
+#[test]
 fn bearer_tokens_come_from_the_registrys_issuer() {
     let registry = Registry::start_with(Options {
         access: Access::Token("alice".into(), "s3cret".into()),

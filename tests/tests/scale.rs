@@ -141,6 +141,7 @@ fn five_hundred_pods_at_once_run_once_each_and_a_mass_delete_leaves_nothing() {
             "Controller",
             "Controller",
             "Controller",
+            "Controller",
             "Controller"
         ],
         "only the node's controllers, no pod actor: {tree}"

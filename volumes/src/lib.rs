@@ -4,6 +4,7 @@
 //! go through the same path; this crate knows no plugin by its code. It
 //! also holds Kubernetes' rules for binding claims to volumes (`binding`).
 
+pub mod atomic;
 pub mod binding;
 pub mod claims;
 pub mod loader;

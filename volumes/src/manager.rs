@@ -485,12 +485,22 @@ impl VolumeManager {
         self.record_published(pod_dir, &sources)?;
         for src in sources {
             self.check_host_path(&src)?;
-            let plugin = self.plugin(&src)?;
             let target = Self::target_dir(pod_dir, &src);
             std::fs::create_dir_all(&target).map_err(|e| VolumeError {
                 volume: src.name.clone(),
                 message: format!("volume {:?}: create {}: {e}", src.name, target.display()),
             })?;
+            if sources::is_projection(&src.plugin) {
+                let key = op_key(pod, &src);
+                out.push(Published {
+                    source: src,
+                    host_path: target,
+                    key,
+                    staged_now: false,
+                });
+                continue;
+            }
+            let plugin = self.plugin(&src)?;
             let (staging_path, staged_now) = match self.staging_dir(&src) {
                 Some(dir) => {
                     let (path, fresh) = self.stage(&src, &dir, &uid).await?;
@@ -598,6 +608,18 @@ impl VolumeManager {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         for src in Self::teardown_sources(pod, pod_dir) {
             let target = Self::target_dir(pod_dir, &src);
+            if sources::is_projection(&src.plugin) {
+                // Our own files (the node unmounted a tmpfs first); links are not followed.
+                if let Err(e) = std::fs::remove_dir_all(&target) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        first.get_or_insert(VolumeError {
+                            volume: src.name.clone(),
+                            message: format!("UnmountVolume.TearDown failed for volume {:?}: {e}", src.name),
+                        });
+                    }
+                }
+                continue;
+            }
             let Ok(plugin) = self.plugin(&src) else { continue };
             let req = UnpublishRequest {
                 volume_id: src.volume_id.clone(),

@@ -55,6 +55,19 @@ pub const HOST_PATH: &str = "hostpath";
 pub const NFS: &str = "nfs";
 pub const RBD: &str = "rbd";
 
+/// The volumes projected from the API (kubelet's own kinds, built in: they
+/// read ConfigMaps, Secrets and the pod itself, which no plugin sees). The
+/// manager only makes and removes their directories; the node writes them.
+pub const CONFIG_MAP: &str = "configmap";
+pub const SECRET: &str = "secret";
+pub const DOWNWARD_API: &str = "downward-api";
+pub const PROJECTED: &str = "projected";
+
+/// Whether `plugin` names one of the built-in projected kinds.
+pub fn is_projection(plugin: &str) -> bool {
+    [CONFIG_MAP, SECRET, DOWNWARD_API, PROJECTED].contains(&plugin)
+}
+
 /// The claims `pod` uses, by claim name.
 pub fn claim_names(pod: &Pod) -> Vec<String> {
     pod.spec
@@ -208,6 +221,32 @@ pub fn resolve(pod: &Pod, vol: &Volume, claims: &Claims) -> Result<VolumeSource,
             persistent: None,
         });
     }
+    let projection = if vol.config_map.is_some() {
+        Some(CONFIG_MAP)
+    } else if vol.secret.is_some() {
+        Some(SECRET)
+    } else if vol.downward_api.is_some() {
+        Some(DOWNWARD_API)
+    } else if vol.projected.is_some() {
+        Some(PROJECTED)
+    } else {
+        None
+    };
+    if let Some(plugin) = projection {
+        // Secrets never touch the disk: they (and anything that may hold one) live on a tmpfs.
+        if plugin != CONFIG_MAP {
+            context.insert("medium".into(), "Memory".into());
+        }
+        return Ok(VolumeSource {
+            name: vol.name.clone(),
+            plugin: plugin.into(),
+            volume_id: format!("{uid}/{}", vol.name),
+            context,
+            // kubelet mounts these read-only into containers.
+            read_only: true,
+            persistent: None,
+        });
+    }
     if let Some(c) = &vol.csi {
         return Ok(VolumeSource {
             name: vol.name.clone(),
@@ -223,7 +262,7 @@ pub fn resolve(pod: &Pod, vol: &Volume, claims: &Claims) -> Result<VolumeSource,
         .and_then(|v| v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
         .unwrap_or_else(|| "(none)".into());
     Err(format!(
-        "volume {:?}: volume type {kind:?} is not supported on this node (emptyDir, hostPath, csi and persistentVolumeClaim are)",
+        "volume {:?}: volume type {kind:?} is not supported on this node (emptyDir, hostPath, configMap, secret, downwardAPI, projected, csi and persistentVolumeClaim are)",
         vol.name
     ))
 }
@@ -276,8 +315,19 @@ mod tests {
         .unwrap();
         let m = resolve_(&limited, &vol(json!({"name": "m", "emptyDir": {"medium": "Memory"}}))).unwrap();
         assert_eq!(m.context["sizeLimit"], (64 << 20).to_string(), "the pod's memory limit");
-        let err = resolve_(&pod(), &vol(json!({"name": "s", "secret": {"secretName": "x"}}))).unwrap_err();
-        assert!(err.contains("volume type \"secret\" is not supported"), "{err}");
+        let s = resolve_(&pod(), &vol(json!({"name": "s", "secret": {"secretName": "x"}}))).unwrap();
+        assert_eq!(
+            (s.plugin.as_str(), s.read_only, s.context["medium"].as_str()),
+            ("secret", true, "Memory")
+        );
+        let cm = resolve_(&pod(), &vol(json!({"name": "c", "configMap": {"name": "x"}}))).unwrap();
+        assert_eq!(cm.plugin, "configmap");
+        assert!(
+            !cm.context.contains_key("medium"),
+            "configMap volumes are on disk, as kubelet's"
+        );
+        let err = resolve_(&pod(), &vol(json!({"name": "g", "gitRepo": {"repository": "x"}}))).unwrap_err();
+        assert!(err.contains("volume type \"gitRepo\" is not supported"), "{err}");
     }
 }
 

@@ -91,6 +91,8 @@ struct Stopping {
 /// Runs one container.
 pub struct ContainerActor {
     rt: Arc<Runtime>,
+    /// Where the ConfigMaps and Secrets its environment names are read at each start.
+    store: Arc<dyn peapod_core::store::Store>,
     events: EventRecorder,
     node: TreeNode,
     index: usize,
@@ -120,6 +122,7 @@ impl ContainerActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rt: Arc<Runtime>,
+        store: Arc<dyn peapod_core::store::Store>,
         events: EventRecorder,
         node: TreeNode,
         index: usize,
@@ -131,6 +134,7 @@ impl ContainerActor {
     ) -> Self {
         Self {
             rt,
+            store,
             events,
             node,
             index,

@@ -26,6 +26,8 @@ impl ContainerActor {
         let pod = self.orders.pod.clone();
         let volumes = self.orders.volumes.clone();
         let service_env = self.orders.service_env.clone();
+        let store = self.store.clone();
+        let allocatable = self.rt.config.allocatable();
         // "Pulling" is told when a pull is needed, not after it.
         let (pulling, needed) = tokio::sync::oneshot::channel::<()>();
         let image = spec.image.clone().unwrap_or_default();
@@ -40,25 +42,28 @@ impl ContainerActor {
         );
         ctx.spawn(
             async move {
+                // Read at every start, as kubelet reads them when it creates a container.
+                let env = outer_env(&*store, &pod, &spec, &service_env, allocatable).await?;
+                let secrets_for_pull = || pull_secrets(&*store, &pod);
                 // Always asks the registry before every start, as kubelet's
                 // pull does; otherwise the store is looked at once per start,
                 // and only a missing image costs a pull and a second try.
                 if spec.image_pull_policy.as_deref() == Some("Always") {
                     let ready = rt
-                        .pull_image(&spec, move || {
+                        .pull_image(&spec, secrets_for_pull().await, move || {
                             let _ = pulling.send(());
                         })
                         .await?;
-                    return Ok((rt.start(&pod, &spec, attempt, &volumes, &service_env).await?, ready));
+                    return Ok((rt.start(&pod, &spec, attempt, &volumes, &env).await?, ready));
                 }
-                match rt.start(&pod, &spec, attempt, &volumes, &service_env).await {
+                match rt.start(&pod, &spec, attempt, &volumes, &env).await {
                     Err(e) if e.image_missing => {
                         let ready = rt
-                            .pull_image(&spec, move || {
+                            .pull_image(&spec, secrets_for_pull().await, move || {
                                 let _ = pulling.send(());
                             })
                             .await?;
-                        Ok((rt.start(&pod, &spec, attempt, &volumes, &service_env).await?, ready))
+                        Ok((rt.start(&pod, &spec, attempt, &volumes, &env).await?, ready))
                     }
                     res => res.map(|started| (started, ImageReady::Present)),
                 }
@@ -141,8 +146,14 @@ impl ContainerActor {
                 );
             }
             Err(e) => {
-                let mut delay = self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5));
                 let mut reason = e.reason;
+                let mut delay = if reason == "CreateContainerConfigError" {
+                    // Nothing ran, so no crash back-off: it starts soon after the
+                    // missing ConfigMap or Secret appears, as kubelet's resync finds it.
+                    Duration::from_secs(5)
+                } else {
+                    self.slot.backoff.next_delay(Duration::ZERO).max(Duration::from_secs(5))
+                };
                 if e.reason == "ErrImagePull" {
                     delay = pull_backoff(self.pull_failures);
                     // kubelet tells the registry's answer and the reason; from
@@ -215,6 +226,66 @@ impl ContainerActor {
     pub(super) fn is_running(&self, attempt: u32) -> bool {
         matches!(&self.slot.state, ContainerState::Running { attempt: a, .. } if *a == attempt)
     }
+}
+
+/// The pod's `imagePullSecrets` that exist and hold a Docker config, in
+/// order; one that does not is passed over, as kubelet passes it over (the
+/// pull then goes on with the node's credentials).
+async fn pull_secrets(
+    store: &dyn peapod_core::store::Store,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Vec<crate::image::PullSecret> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out = Vec::new();
+    for r in pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()) {
+        let Ok(v) = store.get("secrets", ns, &r.name).await else {
+            tracing::warn!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), "imagePullSecret {ns}/{} is missing", r.name);
+            continue;
+        };
+        let Ok(secret) = serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v) else {
+            continue;
+        };
+        let data = secret.data.unwrap_or_default();
+        // `.dockercfg` is the older form: the `auths` map alone.
+        let config = match (data.get(".dockerconfigjson"), data.get(".dockercfg")) {
+            (Some(c), _) => String::from_utf8_lossy(&c.0).into_owned(),
+            (None, Some(c)) => format!("{{\"auths\": {}}}", String::from_utf8_lossy(&c.0)),
+            (None, None) => continue,
+        };
+        out.push(crate::image::PullSecret {
+            name: format!("secret {ns}/{}", r.name),
+            config,
+        });
+    }
+    out
+}
+
+/// The container's variables from outside its spec: the services', and
+/// what it reads from ConfigMaps and Secrets (a missing one, or key, is
+/// `CreateContainerConfigError` with kubelet's words).
+async fn outer_env(
+    store: &dyn peapod_core::store::Store,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    c: &k8s_openapi::api::core::v1::Container,
+    services: &[(String, String)],
+    allocatable: peapod_core::resources::Amounts,
+) -> Result<crate::runtime::spec::OuterEnv, StartError> {
+    use crate::runtime::projection;
+    let refs = projection::env_references(c);
+    let config = if refs.is_empty() {
+        projection::ConfigEnv::default()
+    } else {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let objs = projection::Objects::read(store, ns, &refs)
+            .await
+            .map_err(|e| StartError::new("CreateContainerConfigError", e))?;
+        projection::container_env(c, &objs).map_err(|e| StartError::new("CreateContainerConfigError", e))?
+    };
+    Ok(crate::runtime::spec::OuterEnv {
+        services: services.to_vec(),
+        config,
+        allocatable,
+    })
 }
 
 /// kubelet's image pull back-off: 10 s after the first failed pull,

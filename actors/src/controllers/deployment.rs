@@ -276,7 +276,9 @@ async fn create_new(cx: &SyncContext, d: &Value, rev: i64) -> Result<Created, St
             Ok(Created::Collision)
         }
         Err(writes::CreateError::Store(e)) => Err(e),
-        Err(e @ writes::CreateError::Invalid { .. }) => Err(StoreError::Invalid(e.to_string())),
+        Err(e @ (writes::CreateError::Invalid { .. } | writes::CreateError::Forbidden(_))) => {
+            Err(StoreError::Invalid(e.to_string()))
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod endpointslice;
 pub mod history;
 pub mod job;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod statefulset;
 
 use crate::events::EventRecorder;
@@ -392,5 +393,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(cronjob::CronJobs),
         Box::new(statefulset::StatefulSets),
         Box::new(endpointslice::EndpointSlices),
+        Box::new(resourcequota::ResourceQuotas),
     ]
 }

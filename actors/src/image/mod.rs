@@ -64,7 +64,7 @@ use unpack::HashingReader;
 
 pub use pull::{PullProgress, Pulled};
 pub use reference::normalize_reference;
-pub use registries::RegistryConfig;
+pub use registries::{PullSecret, RegistryConfig};
 
 /// Largest manifest, index or config blob the store will read into memory.
 /// Registries cap manifests at 4 MiB; configs with long histories are larger

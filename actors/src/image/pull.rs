@@ -22,6 +22,7 @@ use super::oci::{
     empty_index, only_annotation, parse_document, Descriptor, DescriptorExt, Document, DocumentError, MediaType,
     ANNOTATION_REF_NAME,
 };
+use super::registries::PullSecret;
 use super::{check_digest, check_size, digest_hex, normalize_reference, select_platform, ImageError, ImageStore};
 use super::{MAX_INDEX_DEPTH, MAX_JSON_BLOB};
 use nix::fcntl::FlockArg;
@@ -122,8 +123,16 @@ impl ImageStore {
     /// for an index without the host's platform; and what an import returns.
     /// On error the store's index is unchanged.
     pub fn pull(&self, reference: &str) -> Result<Pulled, ImageError> {
+        self.pull_with(reference, &[])
+    }
+
+    /// [`ImageStore::pull`] with a pod's `imagePullSecrets`, tried before the node's credentials.
+    ///
+    /// # Errors
+    /// As [`ImageStore::pull`]; a pull secret that is not a Docker config is named.
+    pub fn pull_with(&self, reference: &str, secrets: &[PullSecret]) -> Result<Pulled, ImageError> {
         let (name, sources) = self.sources(reference)?;
-        self.try_sources(&name, sources, |source| self.pull_from(source, &name))
+        self.try_sources(&name, sources, |source| self.pull_from(source, &name, secrets))
     }
 
     /// What `imagePullPolicy: Always` does: asks the registry which
@@ -134,7 +143,7 @@ impl ImageStore {
     /// # Errors
     /// As [`ImageStore::pull`]; an unreachable registry is an error even
     /// when the store has the image, as with kubelet.
-    pub fn pull_if_changed(&self, reference: &str) -> Result<Pulled, ImageError> {
+    pub fn pull_if_changed(&self, reference: &str, secrets: &[PullSecret]) -> Result<Pulled, ImageError> {
         let (name, sources) = self.sources(reference)?;
         let stored = match self.resolve(&name) {
             Ok(image) => Some((image.manifest_digest.clone(), self.source_digest(&name)?)),
@@ -143,7 +152,7 @@ impl ImageStore {
         };
         self.try_sources(&name, sources, |source| {
             if let Some((manifest, pulled)) = &stored {
-                let remote = self.remote_digest(source, &name)?;
+                let remote = self.remote_digest(source, &name, secrets)?;
                 if &remote == manifest || pulled.as_ref() == Some(&remote) {
                     return Ok(Pulled {
                         reference: name.clone(),
@@ -152,7 +161,7 @@ impl ImageStore {
                     });
                 }
             }
-            self.pull_from(source, &name)
+            self.pull_from(source, &name, secrets)
         })
     }
 
@@ -210,8 +219,11 @@ impl ImageStore {
         &self,
         source: &oci_client::Reference,
         name: &str,
+        secrets: &[PullSecret],
     ) -> Result<(Client, RegistryAuth, tokio::runtime::Runtime), ImageError> {
-        let endpoint = self.registries.endpoint(source.registry(), source.repository(), name)?;
+        let endpoint = self
+            .registries
+            .endpoint(source.registry(), source.repository(), name, secrets)?;
         let client = Client::try_from(ClientConfig {
             protocol: endpoint.protocol,
             extra_root_certificates: endpoint.roots,
@@ -227,8 +239,13 @@ impl ImageStore {
     }
 
     /// The digest of what `source` names now (an index or a manifest).
-    fn remote_digest(&self, source: &oci_client::Reference, name: &str) -> Result<String, ImageError> {
-        let (client, auth, runtime) = self.connect(source, name)?;
+    fn remote_digest(
+        &self,
+        source: &oci_client::Reference,
+        name: &str,
+        secrets: &[PullSecret],
+    ) -> Result<String, ImageError> {
+        let (client, auth, runtime) = self.connect(source, name, secrets)?;
         runtime.block_on(async {
             client
                 .auth(source, &auth, RegistryOperation::Pull)
@@ -242,9 +259,14 @@ impl ImageStore {
     }
 
     /// Pulls `name` from `source` (the registry the name says, or a mirror).
-    fn pull_from(&self, source: &oci_client::Reference, name: &str) -> Result<Pulled, ImageError> {
+    fn pull_from(
+        &self,
+        source: &oci_client::Reference,
+        name: &str,
+        secrets: &[PullSecret],
+    ) -> Result<Pulled, ImageError> {
         let name = name.to_string();
-        let (client, auth, runtime) = self.connect(source, &name)?;
+        let (client, auth, runtime) = self.connect(source, &name, secrets)?;
         let target = source;
         // Nothing is collected while blobs arrive that no index names yet.
         let _data = self.lock_file(".gc", FlockArg::LockShared)?;

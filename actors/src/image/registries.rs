@@ -33,6 +33,14 @@ pub struct RegistryConfig {
     pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
+/// A pod's `imagePullSecrets` entry as a pull uses it: the Secret's name
+/// (`namespace/name`, for errors) and its `.dockerconfigjson`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSecret {
+    pub name: String,
+    pub config: String,
+}
+
 /// How to reach one registry host.
 #[derive(Debug)]
 pub(super) struct Endpoint {
@@ -107,7 +115,13 @@ impl RegistryConfig {
     /// # Errors
     /// [`ImageError::Registry`] naming the file that cannot be read or
     /// parsed: the credentials file, or a certificate in `certs_dir`.
-    pub(super) fn endpoint(&self, registry: &str, repository: &str, reference: &str) -> Result<Endpoint, ImageError> {
+    pub(super) fn endpoint(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        pull_secrets: &[PullSecret],
+    ) -> Result<Endpoint, ImageError> {
         let TlsFiles { roots, identity } = self.tls_files(registry, reference)?;
         let plain = roots.is_empty()
             && identity.is_none()
@@ -126,10 +140,20 @@ impl RegistryConfig {
         } else {
             ClientProtocol::Https
         };
-        let auth = match &self.auth_file {
-            Some(path) => credentials(path, registry, repository, reference)?,
-            None => RegistryAuth::Anonymous,
-        };
+        // A pod's imagePullSecrets first, in order, then the node's file (kubelet's order).
+        let mut auth = None;
+        for secret in pull_secrets {
+            auth = credentials_in(&secret.config, &secret.name, registry, repository, reference)?;
+            if auth.is_some() {
+                break;
+            }
+        }
+        if auth.is_none() {
+            if let Some(path) = &self.auth_file {
+                auth = credentials(path, registry, repository, reference)?;
+            }
+        }
+        let auth = auth.unwrap_or(RegistryAuth::Anonymous);
         Ok(Endpoint {
             protocol,
             roots,
@@ -286,14 +310,32 @@ fn key_matches(key: &str, registry: &str, repository: &str) -> Option<usize> {
 }
 
 /// The credentials `path` holds for `repository` on `registry`: the most
-/// specific matching key; anonymous when none matches.
-fn credentials(path: &Path, registry: &str, repository: &str, reference: &str) -> Result<RegistryAuth, ImageError> {
+/// specific matching key; `None` when the file or a matching key is missing.
+fn credentials(
+    path: &Path,
+    registry: &str,
+    repository: &str,
+    reference: &str,
+) -> Result<Option<RegistryAuth>, ImageError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(config_error(reference, path, e)),
     };
-    let config: DockerConfig = serde_json::from_str(&text).map_err(|e| config_error(reference, path, e))?;
+    credentials_in(&text, &path.display().to_string(), registry, repository, reference)
+}
+
+/// The credentials a Docker `config.json` text (from `source`, named in
+/// errors) holds for `repository` on `registry`; `None` when no key matches.
+fn credentials_in(
+    text: &str,
+    source: &str,
+    registry: &str,
+    repository: &str,
+    reference: &str,
+) -> Result<Option<RegistryAuth>, ImageError> {
+    let source = Path::new(source);
+    let config: DockerConfig = serde_json::from_str(text).map_err(|e| config_error(reference, source, e))?;
     let Some((key, entry)) = config
         .auths
         .iter()
@@ -301,11 +343,11 @@ fn credentials(path: &Path, registry: &str, repository: &str, reference: &str) -
         .max_by_key(|(score, _, _)| *score)
         .map(|(_, k, v)| (k, v))
     else {
-        return Ok(RegistryAuth::Anonymous);
+        return Ok(None);
     };
-    let bad = |what: &str| config_error(reference, path, format!("auths.{key:?}: {what}"));
+    let bad = |what: &str| config_error(reference, source, format!("auths.{key:?}: {what}"));
     if let Some(token) = entry.registrytoken.as_deref().filter(|t| !t.is_empty()) {
-        return Ok(RegistryAuth::Bearer(token.to_string()));
+        return Ok(Some(RegistryAuth::Bearer(token.to_string())));
     }
     if entry.identitytoken.as_deref().is_some_and(|t| !t.is_empty()) {
         return Err(bad(
@@ -320,10 +362,10 @@ fn credentials(path: &Path, registry: &str, repository: &str, reference: &str) -
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| bad("auth must encode user:password"))?;
-        return Ok(RegistryAuth::Basic(user.to_string(), password.to_string()));
+        return Ok(Some(RegistryAuth::Basic(user.to_string(), password.to_string())));
     }
     match (&entry.username, &entry.password) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok(RegistryAuth::Basic(u.clone(), p.clone())),
+        (Some(u), Some(p)) if !u.is_empty() => Ok(Some(RegistryAuth::Basic(u.clone(), p.clone()))),
         _ => Err(bad(
             "no credentials: expected auth, username and password, or registrytoken",
         )),
@@ -338,7 +380,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, config).unwrap();
-        credentials(&path, registry, repository, "r").map_err(|e| e.to_string())
+        credentials(&path, registry, repository, "r")
+            .map(|a| a.unwrap_or(RegistryAuth::Anonymous))
+            .map_err(|e| e.to_string())
     }
 
     fn basic(u: &str, p: &str) -> RegistryAuth {
@@ -429,7 +473,9 @@ mod tests {
         let e = auth_for("{\"auths\": [", "r:5000", "a").unwrap_err();
         assert!(e.contains("config.json") && e.contains("line 1"), "{e}");
         let dir = tempfile::tempdir().unwrap();
-        let missing = credentials(&dir.path().join("none.json"), "r:5000", "a", "r").unwrap();
+        let missing = credentials(&dir.path().join("none.json"), "r:5000", "a", "r")
+            .unwrap()
+            .unwrap_or(RegistryAuth::Anonymous);
         assert_eq!(missing, RegistryAuth::Anonymous, "no file: anonymous");
     }
 
@@ -458,17 +504,20 @@ mod tests {
         };
         let plain = |r: &str| {
             matches!(
-                config.endpoint(r, "a", "x").unwrap().protocol,
+                config.endpoint(r, "a", "x", &[]).unwrap().protocol,
                 ClientProtocol::HttpsExcept(_)
             )
         };
         assert!(!plain("reg.local:5000"));
         assert!(plain("127.0.0.1:5000"));
         std::fs::write(host.join("ca.crt"), "junk").unwrap();
-        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        let e = config
+            .endpoint("reg.local:5000", "a", "x", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ca.crt") && e.contains("not a PEM"), "{e}");
         std::fs::write(host.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
-        assert_eq!(config.endpoint("reg.local:5000", "a", "x").unwrap().roots.len(), 1);
+        assert_eq!(config.endpoint("reg.local:5000", "a", "x", &[]).unwrap().roots.len(), 1);
         let local = dir.path().join("127.0.0.1:5000");
         std::fs::create_dir_all(&local).unwrap();
         std::fs::write(local.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
@@ -481,16 +530,29 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let key = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
         std::fs::write(host.join("client.cert"), cert).unwrap();
-        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        let e = config
+            .endpoint("reg.local:5000", "a", "x", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client.cert") && e.contains("client.key"), "{e}");
         std::fs::write(host.join("client.key"), "junk").unwrap();
-        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        let e = config
+            .endpoint("reg.local:5000", "a", "x", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client.key") && e.contains("not a PEM private key"), "{e}");
         std::fs::write(host.join("client.key"), key).unwrap();
-        let identity = config.endpoint("reg.local:5000", "a", "x").unwrap().identity.unwrap();
+        let identity = config
+            .endpoint("reg.local:5000", "a", "x", &[])
+            .unwrap()
+            .identity
+            .unwrap();
         assert_eq!(String::from_utf8(identity).unwrap(), format!("{cert}\n{key}"));
         std::fs::write(host.join("other.key"), key).unwrap();
-        let e = config.endpoint("reg.local:5000", "a", "x").unwrap_err().to_string();
+        let e = config
+            .endpoint("reg.local:5000", "a", "x", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("other.key") && e.contains("other.cert"), "{e}");
         std::fs::remove_file(host.join("other.key")).unwrap();
 

@@ -92,7 +92,16 @@ impl PodActor {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     peapod_metrics::inventory::update_pod(&uid, |p| p.volumes_desired = plugins);
                 }
-                let published = rt.volumes.publish(&pod, &pod_dir, &claims).await;
+                let published = match rt.volumes.publish(&pod, &pod_dir, &claims).await {
+                    Ok(p) => crate::runtime::projection::project(&*store, &pod, &p, rt.config.allocatable())
+                        .await
+                        .map(|_| p)
+                        .map_err(|e| peapod_volumes::VolumeError {
+                            volume: e.volume.clone(),
+                            message: e.to_string(),
+                        }),
+                    Err(e) => Err(e),
+                };
                 if let Ok(p) = &published {
                     peapod_volumes::claims::finish_resizes(&*store, &pod, p, &claims).await;
                 }
@@ -114,6 +123,7 @@ impl PodActor {
                         act.set_lifecycle(Lifecycle::Active);
                         act.schedule_housekeeping(ctx);
                         act.schedule_claim_stats(ctx);
+                        act.schedule_projection_sync(ctx);
                         act.reconcile(ctx);
                     }
                     Err(e) => {
@@ -126,6 +136,58 @@ impl PodActor {
                     }
                 }
             }),
+        );
+    }
+
+    /// Keeps the projected volumes current: every sync period, as kubelet's
+    /// resync does, besides the immediate refresh when a referenced object
+    /// or the pod itself changes (see [`Self::refresh_projections`]).
+    fn schedule_projection_sync(&mut self, ctx: &mut Context<Self>) {
+        if !self.has_projections() {
+            return;
+        }
+        ctx.run_interval(self.rt.config.sync_frequency, |act, ctx| act.refresh_projections(ctx));
+    }
+
+    fn has_projections(&self) -> bool {
+        self.published
+            .iter()
+            .any(|p| peapod_volumes::sources::is_projection(&p.source.plugin))
+    }
+
+    /// Writes the projected volumes again from what the store holds now;
+    /// one refresh at a time, a request meanwhile runs after it. A failure
+    /// keeps the files as they were (kubelet does the same) and is told once.
+    pub(super) fn refresh_projections(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle != Lifecycle::Active || !self.has_projections() {
+            return;
+        }
+        if self.projecting {
+            self.project_again = true;
+            return;
+        }
+        self.projecting = true;
+        let (store, pod, published) = (self.store.clone(), self.pod.clone(), self.published.clone());
+        let allocatable = self.rt.config.allocatable();
+        ctx.spawn(
+            async move { crate::runtime::projection::project(&*store, &pod, &published, allocatable).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.projecting = false;
+                    match res {
+                        Ok(_) => act.projection_error = None,
+                        Err(e) => {
+                            let text = e.to_string();
+                            if act.projection_error.as_deref() != Some(text.as_str()) {
+                                act.event(EventKind::Warning, "FailedMount", text.clone());
+                                act.projection_error = Some(text);
+                            }
+                        }
+                    }
+                    if std::mem::take(&mut act.project_again) {
+                        act.refresh_projections(ctx);
+                    }
+                }),
         );
     }
 

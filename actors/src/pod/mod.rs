@@ -64,6 +64,15 @@ impl Lifecycle {
 #[rtype(result = "()")]
 pub struct PodChanged(pub Pod);
 
+/// A ConfigMap or Secret in the pod's namespace changed (or came or went):
+/// a pod that reads it refreshes its volumes, or retries mounting them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SourceChanged {
+    pub source: crate::runtime::projection::Source,
+    pub name: String,
+}
+
 /// Why the node refused a pod at admission (phase Failed with this reason).
 #[derive(Debug, Clone)]
 pub struct Rejection {
@@ -128,6 +137,11 @@ pub struct PodActor {
     mount_retry: Duration,
     /// Why the volumes could not be published, shown on waiting containers.
     mount_error: Option<String>,
+    /// A write of the projected volumes is under way; another was asked for meanwhile.
+    projecting: bool,
+    project_again: bool,
+    /// The last failure to refresh them, told once.
+    projection_error: Option<String>,
     /// Delay before the next attempt to remove a pod whose teardown failed.
     removal_retry: Duration,
     /// Ended by the node (evicted, or past activeDeadlineSeconds): phase
@@ -222,6 +236,9 @@ impl PodActor {
             published: Arc::default(),
             mount_retry: Duration::from_secs(1),
             mount_error: None,
+            projecting: false,
+            project_again: false,
+            projection_error: None,
             removal_retry: Duration::from_secs(1),
             failed: None,
             metrics_owner: peapod_metrics::inventory::owner(),
@@ -273,8 +290,9 @@ impl PodActor {
         self.sent[i] = Some(orders.run);
         self.sent_generation[i] = orders.generation;
         self.observed[i] = false;
-        let (rt, events, parent, intensity) = (
+        let (rt, store, events, parent, intensity) = (
             self.rt.clone(),
+            self.store.clone(),
             self.events.clone(),
             ctx.address().recipient(),
             self.intensity,
@@ -284,7 +302,7 @@ impl PodActor {
             intensity: self.intensity,
         };
         self.containers.start(ctx.address(), i, spec, None, move |_| {
-            ContainerActor::new(rt, events, node, i, name, role, orders, parent, intensity)
+            ContainerActor::new(rt, store, events, node, i, name, role, orders, parent, intensity)
         });
     }
 
@@ -555,6 +573,8 @@ impl Handler<PodChanged> for PodActor {
         }
         let deadline_changed = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds)
             != msg.0.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        let meta_changed = self.pod.metadata.labels != msg.0.metadata.labels
+            || self.pod.metadata.annotations != msg.0.metadata.annotations;
         self.pod = Arc::new(msg.0);
         self.pod_dirty = true;
         if self.worker_op == "sync" {
@@ -576,7 +596,27 @@ impl Handler<PodChanged> for PodActor {
         if deadline_changed {
             self.check_active_deadline(ctx);
         }
+        // The downward API shows labels and annotations as they are now.
+        if meta_changed {
+            self.refresh_projections(ctx);
+        }
         self.reconcile(ctx);
+    }
+}
+
+impl Handler<SourceChanged> for PodActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SourceChanged, ctx: &mut Context<Self>) {
+        if !crate::runtime::projection::volume_references(&self.pod).contains(&(msg.source, msg.name)) {
+            return;
+        }
+        if self.lifecycle == Lifecycle::Mounting && self.mount_error.is_some() {
+            self.mount_retry = Duration::from_secs(1);
+            self.mount_volumes(ctx);
+        } else {
+            self.refresh_projections(ctx);
+        }
     }
 }
 

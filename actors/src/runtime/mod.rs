@@ -25,6 +25,7 @@ mod locks;
 pub mod logfile;
 mod observe;
 pub mod paths;
+pub mod projection;
 pub mod protocol;
 mod pull;
 mod remove;

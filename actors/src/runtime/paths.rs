@@ -24,6 +24,10 @@ impl NodePaths {
     pub fn store_db(&self) -> PathBuf {
         self.root.join("store.db")
     }
+    /// The keys Secrets are sealed with in the store (see `peapod_core::store::Keys`).
+    pub fn secret_keys(&self) -> PathBuf {
+        self.root.join("secret-encryption.keys")
+    }
     /// The local image store.
     pub fn images(&self) -> PathBuf {
         self.root.join("images")

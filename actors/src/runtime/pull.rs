@@ -36,6 +36,7 @@ impl Runtime {
     pub async fn pull_image(
         self: &Arc<Self>,
         c: &Container,
+        secrets: Vec<crate::image::PullSecret>,
         pulling: impl FnOnce() + Send,
     ) -> Result<ImageReady, StartError> {
         let name = c.image.clone().unwrap_or_default();
@@ -59,9 +60,9 @@ impl Runtime {
         let wanted = name.clone();
         let res = blocking(move || {
             if always {
-                me.images.pull_if_changed(&wanted)
+                me.images.pull_if_changed(&wanted, &secrets)
             } else {
-                me.images.pull(&wanted)
+                me.images.pull_with(&wanted, &secrets)
             }
         })
         .await

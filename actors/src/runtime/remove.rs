@@ -148,7 +148,7 @@ fn request_blocking(socket: &PathBuf, req: &ShimRequest) -> Result<ShimReply, St
 }
 
 /// Detaches every mount at or below `dir`, deepest first.
-fn unmount_below(dir: &Path) {
+pub(crate) fn unmount_below(dir: &Path) {
     let Ok(base) = dir.canonicalize() else { return };
     let mut found: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 //! the pod spec and the image config, with Kubernetes' rules for command,
 //! args, env and working directory.
 
-use super::volpath;
+use super::{projection, volpath};
 use crate::image::ImageConfig;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use oci_spec::runtime::{
@@ -198,7 +198,7 @@ pub fn environment(
     pod: &Pod,
     c: &Container,
     image: &ImageConfig,
-    service_env: &[(String, String)],
+    outer: &OuterEnv,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut order: Vec<String> = Vec::new();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -218,19 +218,42 @@ pub fn environment(
         .and_then(|s| s.hostname.clone())
         .or(pod.metadata.name.clone());
     set("HOSTNAME".into(), hostname.unwrap_or_default(), &mut vars);
-    for (k, v) in service_env {
+    for (k, v) in &outer.services {
         set(k.clone(), v.clone(), &mut vars);
     }
-    for e in c.env.iter().flatten() {
+    for (k, v) in &outer.config.from {
+        set(k.clone(), v.clone(), &mut vars);
+    }
+    for (i, e) in c.env.iter().flatten().enumerate() {
         let value = if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
-                field_ref(pod, &f.field_path)
+                projection::pod_field(pod, &f.field_path, false)
                     .ok_or_else(|| ConfigError(format!("env {}: unsupported fieldRef {:?}", e.name, f.field_path)))?
+            } else if let Some(r) = &src.resource_field_ref {
+                let target = match r.container_name.as_deref() {
+                    None | Some("") => c,
+                    Some(name) => pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+                        .find(|x| x.name == name)
+                        .ok_or_else(|| ConfigError(format!("env {}: no container {name:?} in the pod", e.name)))?,
+                };
+                let divisor = r.divisor.as_ref().map(|d| d.0.as_str());
+                projection::resource_field(target, &r.resource, divisor, outer.allocatable)
+                    .map_err(|m| ConfigError(format!("env {}: {m}", e.name)))?
             } else {
-                return Err(ConfigError(format!(
-                    "env {}: only value and valueFrom.fieldRef are supported on this node",
-                    e.name
-                )));
+                match outer.config.values.get(&i) {
+                    Some(Some(v)) => v.clone(),
+                    // Optional, and absent: no variable.
+                    Some(None) => continue,
+                    None => {
+                        return Err(ConfigError(format!(
+                            "env {}: its configMapKeyRef or secretKeyRef was not looked up",
+                            e.name
+                        )))
+                    }
+                }
             }
         } else {
             expand(e.value.as_deref().unwrap_or(""), &vars)
@@ -246,29 +269,15 @@ pub fn environment(
         .collect())
 }
 
-fn field_ref(pod: &Pod, path: &str) -> Option<String> {
-    let m = &pod.metadata;
-    let status = pod.status.as_ref();
-    Some(match path {
-        "metadata.name" => m.name.clone()?,
-        "metadata.namespace" => m.namespace.clone()?,
-        "metadata.uid" => m.uid.clone()?,
-        "spec.nodeName" => pod.spec.as_ref()?.node_name.clone().unwrap_or_default(),
-        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone().unwrap_or_default(),
-        "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
-        "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
-        // A label or annotation the pod lacks is empty, as in Kubernetes.
-        p => {
-            if let Some(k) = p.strip_prefix("metadata.labels['").and_then(|r| r.strip_suffix("']")) {
-                return Some(m.labels.as_ref().and_then(|l| l.get(k).cloned()).unwrap_or_default());
-            }
-            let k = p.strip_prefix("metadata.annotations['")?.strip_suffix("']")?;
-            m.annotations
-                .as_ref()
-                .and_then(|a| a.get(k).cloned())
-                .unwrap_or_default()
-        }
-    })
+/// The variables a container gets from outside its own spec.
+#[derive(Debug, Clone, Default)]
+pub struct OuterEnv {
+    /// kubelet's service variables (see `peapod_core::service::environment`).
+    pub services: Vec<(String, String)>,
+    /// What `envFrom` and the key references read from ConfigMaps and Secrets.
+    pub config: projection::ConfigEnv,
+    /// The node's allocatable CPU and memory: `resourceFieldRef` of an unset limit.
+    pub allocatable: peapod_core::resources::Amounts,
 }
 
 /// The process arguments by Kubernetes' rules: `command` replaces the image
@@ -336,10 +345,10 @@ pub fn build(
     pod: &Pod,
     c: &Container,
     image: &ImageConfig,
-    service_env: &[(String, String)],
+    outer_env: &OuterEnv,
     paths: &SpecPaths<'_>,
 ) -> Result<Spec, ConfigError> {
-    let env = environment(pod, c, image, service_env)?;
+    let env = environment(pod, c, image, outer_env)?;
     let args = arguments(c, image, &env);
     if args.is_empty() {
         return Err(ConfigError("no command specified".into()));
@@ -792,7 +801,11 @@ mod tests {
             field("L", "metadata.labels['app']"),
             field("I", "metadata.annotations['batch.kubernetes.io/job-completion-index']"),
             field("MISSING", "metadata.annotations['none']")]}));
-        let env = environment(&pod, &c, &image(), &[("WEB_SERVICE_HOST".into(), "10.96.0.7".into())]).unwrap();
+        let outer = OuterEnv {
+            services: vec![("WEB_SERVICE_HOST".into(), "10.96.0.7".into())],
+            ..OuterEnv::default()
+        };
+        let env = environment(&pod, &c, &image(), &outer).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("A"), Some("pod"));
         assert_eq!(get("B"), Some("pod-x"));
@@ -837,7 +850,7 @@ mod tests {
             volume_stage: d,
             volume_check: &check,
         };
-        let spec = serde_json::to_value(build(&pod, &c, &image(), &[], &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &c, &image(), &OuterEnv::default(), &paths).unwrap()).unwrap();
         let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&spec), ["linux", "mounts", "ociVersion", "process", "root"]);
         assert_eq!(
@@ -881,17 +894,17 @@ mod tests {
 
         let nnp = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"allowPrivilegeEscalation": false}}));
-        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &[], &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &OuterEnv::default(), &paths).unwrap()).unwrap();
         assert_eq!(spec["process"]["noNewPrivileges"], true);
 
         let nnp = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"allowPrivilegeEscalation": false}}));
-        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &[], &paths).unwrap()).unwrap();
+        let spec = serde_json::to_value(build(&pod, &nnp, &image(), &OuterEnv::default(), &paths).unwrap()).unwrap();
         assert_eq!(spec["process"]["noNewPrivileges"], true);
 
         let bad = container(json!({"name": "c", "command": ["sh"],
             "securityContext": {"capabilities": {"add": ["FLY"]}}}));
-        let e = build(&pod, &bad, &image(), &[], &paths).unwrap_err();
+        let e = build(&pod, &bad, &image(), &OuterEnv::default(), &paths).unwrap_err();
         assert!(e.0.contains("unknown capability \"CAP_FLY\""), "{e}");
     }
 }

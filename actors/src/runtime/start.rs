@@ -77,13 +77,13 @@ impl Runtime {
         c: &Container,
         attempt: u32,
         volumes: &[peapod_volumes::Published],
-        service_env: &[(String, String)],
+        env: &spec::OuterEnv,
     ) -> Result<Started, StartError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = c.name.clone();
         let guard = self.locks.lock(format!("ctr/{uid}/{name}")).await;
         let me = self.clone();
-        let (pod, c, volumes, service_env) = (pod.clone(), c.clone(), volumes.to_vec(), service_env.to_vec());
+        let (pod, c, volumes, env) = (pod.clone(), c.clone(), volumes.to_vec(), env.clone());
         let timer = peapod_metrics::Timer::start();
         // Files, mounts and the spawn on the blocking pool; the wait for the
         // shim's report on this event loop (no thread parked meanwhile); the
@@ -92,7 +92,7 @@ impl Runtime {
             if me.is_removed(&uid) {
                 return Err(StartError::new("CreateContainerError", "the pod is being removed"));
             }
-            let res = me.prepare_attempt(&pod, &c, attempt, &volumes, &service_env);
+            let res = me.prepare_attempt(&pod, &c, attempt, &volumes, &env);
             if let Err(e) = &res {
                 if e.reason != "RunContainerError" {
                     // Nothing ran: the attempt number is not used up.
@@ -140,7 +140,7 @@ impl Runtime {
         c: &Container,
         attempt: u32,
         volumes: &[peapod_volumes::Published],
-        service_env: &[(String, String)],
+        env: &spec::OuterEnv,
     ) -> Result<(Prepared, std::process::Child), StartError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let image_name = c.image.clone().unwrap_or_default();
@@ -209,7 +209,7 @@ impl Runtime {
             cgroups_path: &cgroups_path,
             volumes,
         };
-        let mut config = spec::build(pod, c, &image.config, service_env, &spec_paths)
+        let mut config = spec::build(pod, c, &image.config, env, &spec_paths)
             .map_err(|e| StartError::new("CreateContainerConfigError", e.0))?;
         // A profile that cannot be applied fails the start; it is never skipped.
         let choice = seccomp::choose(pod, c, self.config.seccomp_default);

@@ -7,8 +7,10 @@
 //! the version they read and fail with [`StoreError::Conflict`] when it is
 //! stale. Watches replay events after a revision, then stream.
 
+mod encrypted;
 mod sqlite;
 
+pub use encrypted::{EncryptedStore, KeyFileError, Keys, SEALED};
 pub use sqlite::SqliteStore;
 
 use serde_json::Value;

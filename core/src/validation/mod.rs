@@ -1,5 +1,6 @@
 //! Defaulting and validation per kind, with Kubernetes' field paths and wording.
 
+pub mod config;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -9,6 +10,8 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod projected;
+pub mod quota;
 pub mod security;
 pub mod service;
 pub mod statefulset;

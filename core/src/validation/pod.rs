@@ -157,6 +157,7 @@ fn validate_container(c: &Container, path: &str, seen: &mut HashSet<String>, err
     for (i, port) in c.ports.iter().flatten().enumerate() {
         validate_port(port, &format!("{path}.ports[{i}]"), &mut port_names, errs);
     }
+    super::projected::validate_env_sources(c, path, errs);
     for (i, e) in c.env.iter().flatten().enumerate() {
         let p = format!("{path}.env[{i}].name");
         if e.name.is_empty() {

@@ -130,6 +130,7 @@ pub fn validate_volumes(vols: &[Volume], errs: &mut FieldErrors) -> HashSet<Stri
                 }
             }
         }
+        super::projected::validate_volume_source(v, &path, errs);
         if let Some(c) = &v.csi {
             if c.driver.is_empty() {
                 errs.push(FieldError::required(format!("{path}.csi.driver")));

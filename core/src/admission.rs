@@ -1,0 +1,712 @@
+//! Admission that reads other objects, as the API server's LimitRanger and
+//! ResourceQuota plugins: a new object gets its namespace's LimitRange
+//! defaults and is checked against their bounds, then against every
+//! ResourceQuota of the namespace, with the API server's words.
+//!
+//! Quota usage is counted from the objects themselves, under a lock per
+//! namespace held until the object is stored ([`namespace_lock`]), so two
+//! creates never both take the last slot, and nothing is lost by a daemon
+//! that dies between admission and write: there is no charge to undo. The
+//! quota's `status.used` is the quota controller's report of the same count.
+
+use crate::kinds::{self, Kind};
+use crate::object;
+use crate::quantity::{format_bytes, Quantity};
+use crate::store::{Store, StoreError};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Why admission refused an object.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A 403, with the API server's message (`pods "p" is forbidden: …`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Reading the namespace's policies failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The store keys of the kinds.
+pub const LIMIT_RANGES: &str = "limitranges";
+pub const RESOURCE_QUOTAS: &str = "resourcequotas";
+
+/// The lock that orders admissions and writes in one namespace.
+pub async fn namespace_lock(namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(namespace.to_string())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
+/// Whether creates of `kind` go through quota admission (Events and
+/// Leases are written too often, and counted by no quota anyone sets).
+pub fn applies_to(kind: &Kind) -> bool {
+    kind.namespaced && !matches!(kind.plural, "events" | "leases")
+}
+
+fn forbidden(kind: &Kind, obj: &Value, why: String) -> Refusal {
+    Refusal::Forbidden(format!("{} \"{}\" is forbidden: {why}", kind.plural, object::name(obj)))
+}
+
+/// Runs LimitRanger (which may change `obj`) and ResourceQuota for a new
+/// object of `kind`. Hold [`namespace_lock`] from before this until the
+/// object is stored.
+pub async fn admit(store: &dyn Store, kind: &'static Kind, obj: &mut Value) -> Result<(), Refusal> {
+    if !applies_to(kind) {
+        return Ok(());
+    }
+    let ns = object::namespace(obj).to_string();
+    if matches!(kind.plural, "pods" | "persistentvolumeclaims") {
+        let (ranges, _) = store.list(LIMIT_RANGES, Some(&ns)).await?;
+        if !ranges.is_empty() {
+            limit_ranger(kind, obj, &ranges).map_err(|e| forbidden(kind, obj, e))?;
+        }
+    }
+    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(&ns)).await?;
+    for q in &quotas {
+        let hard = hard_of(q);
+        if hard.is_empty() || !quota_matches(q, kind, obj) {
+            continue;
+        }
+        if kind.plural == "pods" {
+            let missing = missing_resources(&hard, obj);
+            if !missing.is_empty() {
+                return Err(forbidden(
+                    kind,
+                    obj,
+                    format!("failed quota: {}: must specify {}", object::name(q), missing.join(",")),
+                ));
+            }
+        }
+        let delta = usage_of(kind, obj, &hard);
+        if delta.values().all(|v| *v == 0) {
+            continue;
+        }
+        let used = usage(store, &ns, q, &hard).await?;
+        let mut requested = BTreeMap::new();
+        let mut now = BTreeMap::new();
+        let mut limited = BTreeMap::new();
+        for (r, d) in &delta {
+            let (Some(h), u) = (hard.get(r), used.get(r).copied().unwrap_or(0)) else {
+                continue;
+            };
+            if *d > 0 && u.saturating_add(*d) > h.milli_value() {
+                requested.insert(r.clone(), show(r, *d));
+                now.insert(r.clone(), show(r, u));
+                limited.insert(r.clone(), h.to_string());
+            }
+        }
+        if !requested.is_empty() {
+            let pretty =
+                |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            return Err(forbidden(
+                kind,
+                obj,
+                format!(
+                    "exceeded quota: {}, requested: {}, used: {}, limited: {}",
+                    object::name(q),
+                    pretty(&requested),
+                    pretty(&now),
+                    pretty(&limited)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- LimitRanger --------------------------------------------------------------------------
+
+type Resources = BTreeMap<String, Quantity>;
+
+fn resources(v: &Value) -> Resources {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, q)| Some((k.clone(), Quantity::parse(q.as_str()?).ok()?)))
+        .collect()
+}
+
+fn min_constraint(limit_type: &str, r: &str, enforced: &Quantity, req: &Resources, lim: &Resources) -> Option<String> {
+    let Some(q) = req.get(r) else {
+        return Some(format!(
+            "minimum {r} usage per {limit_type} is {enforced}.  No request is specified"
+        ));
+    };
+    if q.milli_value() < enforced.milli_value() {
+        return Some(format!(
+            "minimum {r} usage per {limit_type} is {enforced}, but request is {q}"
+        ));
+    }
+    match lim.get(r) {
+        Some(l) if l.milli_value() < enforced.milli_value() => Some(format!(
+            "minimum {r} usage per {limit_type} is {enforced}, but limit is {l}"
+        )),
+        _ => None,
+    }
+}
+
+fn max_constraint(limit_type: &str, r: &str, enforced: &Quantity, req: &Resources, lim: &Resources) -> Option<String> {
+    let Some(l) = lim.get(r) else {
+        return Some(format!(
+            "maximum {r} usage per {limit_type} is {enforced}.  No limit is specified"
+        ));
+    };
+    if l.milli_value() > enforced.milli_value() {
+        return Some(format!(
+            "maximum {r} usage per {limit_type} is {enforced}, but limit is {l}"
+        ));
+    }
+    match req.get(r) {
+        Some(q) if q.milli_value() > enforced.milli_value() => Some(format!(
+            "maximum {r} usage per {limit_type} is {enforced}, but request is {q}"
+        )),
+        _ => None,
+    }
+}
+
+fn ratio_constraint(
+    limit_type: &str,
+    r: &str,
+    enforced: &Quantity,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
+    let q = req.get(r).map_or(0, Quantity::milli_value);
+    if q == 0 {
+        return Some(format!(
+            "{r} max limit to request ratio per {limit_type} is {enforced}, but no request is specified or request is 0"
+        ));
+    }
+    let l = lim.get(r).map_or(0, Quantity::milli_value);
+    if l == 0 {
+        return Some(format!(
+            "{r} max limit to request ratio per {limit_type} is {enforced}, but no limit is specified or limit is 0"
+        ));
+    }
+    let ratio = l as f64 / q as f64;
+    (ratio * 1000.0 > enforced.milli_value() as f64).then(|| {
+        format!("{r} max limit to request ratio per {limit_type} is {enforced}, but provided ratio is {ratio:.6}")
+    })
+}
+
+fn check(limit_type: &str, item: &Value, req: &Resources, lim: &Resources, errs: &mut Vec<String>) {
+    for (r, q) in resources(&item["min"]) {
+        errs.extend(min_constraint(limit_type, &r, &q, req, lim));
+    }
+    for (r, q) in resources(&item["max"]) {
+        errs.extend(max_constraint(limit_type, &r, &q, req, lim));
+    }
+    for (r, q) in resources(&item["maxLimitRequestRatio"]) {
+        errs.extend(ratio_constraint(limit_type, &r, &q, req, lim));
+    }
+}
+
+fn add(into: &mut Resources, from: &Resources, max: bool) {
+    for (k, q) in from {
+        let cur = into.get(k).map_or(0, Quantity::milli_value);
+        let next = if max {
+            cur.max(q.milli_value())
+        } else {
+            cur.saturating_add(q.milli_value())
+        };
+        if let Ok(n) = Quantity::parse(&format!("{next}m")) {
+            into.insert(k.clone(), n);
+        }
+    }
+}
+
+/// LimitRanger: defaults for containers, then every item's bounds; the
+/// errors joined as the API server's aggregate (`[a, b]` for several).
+fn limit_ranger(kind: &Kind, obj: &mut Value, ranges: &[Value]) -> Result<(), String> {
+    let items: Vec<&Value> = ranges
+        .iter()
+        .flat_map(|r| r["spec"]["limits"].as_array().into_iter().flatten())
+        .collect();
+    let mut errs = Vec::new();
+    if kind.plural == "persistentvolumeclaims" {
+        let req = resources(&obj["spec"]["resources"]["requests"]);
+        let lim = resources(&obj["spec"]["resources"]["limits"]);
+        for item in items.iter().filter(|i| i["type"] == "PersistentVolumeClaim") {
+            for (r, q) in resources(&item["min"]) {
+                errs.extend(min_constraint("PersistentVolumeClaim", &r, &q, &req, &lim));
+            }
+            for (r, q) in resources(&item["max"]) {
+                // A claim states no limit: its request is held to the maximum.
+                if let Some(have) = req.get(&r).or(lim.get(&r)) {
+                    if have.milli_value() > q.milli_value() {
+                        errs.push(format!(
+                            "maximum {r} usage per PersistentVolumeClaim is {q}, but request is {have}"
+                        ));
+                    }
+                }
+            }
+        }
+    } else {
+        let mut notes = Vec::new();
+        for list in ["initContainers", "containers"] {
+            let Some(cs) = obj["spec"][list].as_array_mut() else {
+                continue;
+            };
+            for c in cs {
+                let mut set_req = BTreeSet::new();
+                let mut set_lim = BTreeSet::new();
+                for item in items.iter().filter(|i| i["type"] == "Container") {
+                    for (field, set, default) in [
+                        ("limits", &mut set_lim, &item["default"]),
+                        ("requests", &mut set_req, &item["defaultRequest"]),
+                    ] {
+                        for (r, q) in default.as_object().into_iter().flatten() {
+                            let have = &mut c["resources"][field];
+                            if have.get(r).is_none() {
+                                have[r] = q.clone();
+                                set.insert(r.clone());
+                            }
+                        }
+                    }
+                    // A default limit without a request requests the limit, as the API defaults it.
+                    for r in set_lim.clone() {
+                        if c["resources"]["requests"].get(&r).is_none() {
+                            c["resources"]["requests"][&r] = c["resources"]["limits"][&r].clone();
+                            set_req.insert(r);
+                        }
+                    }
+                }
+                let name = c["name"].as_str().unwrap_or("").to_string();
+                let what = if list == "initContainers" {
+                    "init container"
+                } else {
+                    "container"
+                };
+                if !set_req.is_empty() {
+                    notes.push(format!(
+                        "{} request for {what} {name}",
+                        set_req.into_iter().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                if !set_lim.is_empty() {
+                    notes.push(format!(
+                        "{} limit for {what} {name}",
+                        set_lim.into_iter().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        if !notes.is_empty() {
+            obj["metadata"]["annotations"]["kubernetes.io/limit-ranger"] =
+                json!(format!("LimitRanger plugin set: {}", notes.join("; ")));
+        }
+        let mut pod_req = Resources::new();
+        let mut pod_lim = Resources::new();
+        let mut init_req = Resources::new();
+        let mut init_lim = Resources::new();
+        for list in ["initContainers", "containers"] {
+            for c in obj["spec"][list].as_array().into_iter().flatten() {
+                let req = resources(&c["resources"]["requests"]);
+                let lim = resources(&c["resources"]["limits"]);
+                for item in items.iter().filter(|i| i["type"] == "Container") {
+                    check("Container", item, &req, &lim, &mut errs);
+                }
+                if list == "initContainers" {
+                    add(&mut init_req, &req, true);
+                    add(&mut init_lim, &lim, true);
+                } else {
+                    add(&mut pod_req, &req, false);
+                    add(&mut pod_lim, &lim, false);
+                }
+            }
+        }
+        add(&mut pod_req, &init_req, true);
+        add(&mut pod_lim, &init_lim, true);
+        for item in items.iter().filter(|i| i["type"] == "Pod") {
+            check("Pod", item, &pod_req, &pod_lim, &mut errs);
+        }
+    }
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(errs.remove(0)),
+        _ => Err(format!("[{}]", errs.join(", "))),
+    }
+}
+
+// ---- ResourceQuota ------------------------------------------------------------------------
+
+/// A quota's `spec.hard`.
+pub fn hard_of(quota: &Value) -> Resources {
+    resources(&quota["spec"]["hard"])
+}
+
+/// The compute resources a quota may track per pod, with where the pod states each.
+const COMPUTE: &[(&str, &str, &str)] = &[
+    ("requests.cpu", "requests", "cpu"),
+    ("cpu", "requests", "cpu"),
+    ("requests.memory", "requests", "memory"),
+    ("memory", "requests", "memory"),
+    ("requests.ephemeral-storage", "requests", "ephemeral-storage"),
+    ("ephemeral-storage", "requests", "ephemeral-storage"),
+    ("limits.cpu", "limits", "cpu"),
+    ("limits.memory", "limits", "memory"),
+    ("limits.ephemeral-storage", "limits", "ephemeral-storage"),
+];
+
+fn terminal(pod: &Value) -> bool {
+    matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+/// The resources of `hard` a pod's containers do not all state.
+fn missing_resources(hard: &Resources, pod: &Value) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for (quota_name, field, res) in COMPUTE {
+        if !hard.contains_key(*quota_name) || !["cpu", "memory"].contains(res) {
+            continue;
+        }
+        for list in ["initContainers", "containers"] {
+            for c in pod["spec"][list].as_array().into_iter().flatten() {
+                if c["resources"][field].get(*res).is_none() {
+                    out.insert(quota_name.to_string());
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn pod_amount(pod: &Value, field: &str, res: &str) -> i64 {
+    let of = |c: &Value| {
+        c["resources"][field][res]
+            .as_str()
+            .and_then(|q| Quantity::parse(q).ok())
+            .map_or(0, |q| q.milli_value())
+    };
+    let apps = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(of)
+        .fold(0i64, i64::saturating_add);
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
+    apps.max(init)
+}
+
+/// What one object counts for each resource of `hard`, in thousandths.
+pub fn usage_of(kind: &Kind, obj: &Value, hard: &Resources) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let count_key = if kind.group.is_empty() {
+        format!("count/{}", kind.plural)
+    } else {
+        format!("count/{}.{}", kind.plural, kind.group)
+    };
+    for r in hard.keys() {
+        let n: i64 = match (kind.plural, r.as_str()) {
+            ("pods", _) if terminal(obj) => 0,
+            (_, k) if k == count_key => 1000,
+            ("pods", "pods") => 1000,
+            ("pods", k) => match COMPUTE.iter().find(|(name, _, _)| *name == k) {
+                Some((_, field, res)) => pod_amount(obj, field, res),
+                None => 0,
+            },
+            ("configmaps", "configmaps")
+            | ("secrets", "secrets")
+            | ("services", "services")
+            | ("persistentvolumeclaims", "persistentvolumeclaims")
+            | ("replicationcontrollers", "replicationcontrollers")
+            | ("resourcequotas", "resourcequotas") => 1000,
+            ("services", "services.nodeports") => {
+                let t = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
+                if t == "NodePort" || t == "LoadBalancer" {
+                    obj["spec"]["ports"].as_array().map_or(0, |p| p.len() as i64 * 1000)
+                } else {
+                    0
+                }
+            }
+            ("services", "services.loadbalancers") => i64::from(obj["spec"]["type"] == "LoadBalancer") * 1000,
+            ("persistentvolumeclaims", k) => {
+                let class = obj["spec"]["storageClassName"].as_str().unwrap_or("");
+                let storage = || {
+                    obj["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .and_then(|q| Quantity::parse(q).ok())
+                        .map_or(0, |q| q.milli_value())
+                };
+                match k.split_once(".storageclass.storage.k8s.io/") {
+                    Some((c, what)) if c == class && what == "requests.storage" => storage(),
+                    Some((c, what)) if c == class && what == "persistentvolumeclaims" => 1000,
+                    Some(_) => 0,
+                    None if k == "requests.storage" => storage(),
+                    None => 0,
+                }
+            }
+            _ => 0,
+        };
+        out.insert(r.clone(), n);
+    }
+    out
+}
+
+/// Whether a quota's scopes take `obj`: a scoped quota takes only pods.
+pub fn quota_matches(quota: &Value, kind: &Kind, obj: &Value) -> bool {
+    let mut scopes: Vec<(String, String, Vec<String>)> = quota["spec"]["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s.as_str()?.to_string(), "Exists".to_string(), Vec::new())))
+        .collect();
+    for e in quota["spec"]["scopeSelector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        scopes.push((
+            e["scopeName"].as_str().unwrap_or("").to_string(),
+            e["operator"].as_str().unwrap_or("").to_string(),
+            e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ));
+    }
+    if scopes.is_empty() {
+        return true;
+    }
+    if kind.plural != "pods" {
+        return false;
+    }
+    let spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(obj["spec"].clone()).unwrap_or_default();
+    let best_effort = crate::resources::qos_class(&spec) == "BestEffort";
+    let terminating = obj["spec"]["activeDeadlineSeconds"].as_i64().is_some();
+    scopes.iter().all(|(scope, op, values)| match scope.as_str() {
+        "BestEffort" => best_effort,
+        "NotBestEffort" => !best_effort,
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "PriorityClass" => {
+            let class = obj["spec"]["priorityClassName"].as_str().unwrap_or("");
+            match op.as_str() {
+                "In" => values.iter().any(|v| v == class),
+                "NotIn" => !values.iter().any(|v| v == class),
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                _ => false,
+            }
+        }
+        _ => false,
+    })
+}
+
+/// The kinds a quota's resources count.
+fn counted_kinds(hard: &Resources) -> Vec<&'static Kind> {
+    let mut out: Vec<&'static Kind> = Vec::new();
+    let by = |plural: &str| kinds::KINDS.iter().find(|k| k.plural == plural);
+    for r in hard.keys() {
+        let plural = if let Some(c) = r.strip_prefix("count/") {
+            c.split('.').next().unwrap_or(c)
+        } else if r.contains(".storageclass.storage.k8s.io/") || r == "requests.storage" {
+            "persistentvolumeclaims"
+        } else if r.starts_with("services") {
+            "services"
+        } else if r == "pods" || COMPUTE.iter().any(|(n, _, _)| n == r) {
+            "pods"
+        } else {
+            r.as_str()
+        };
+        if let Some(k) = by(plural) {
+            if !out.iter().any(|o| std::ptr::eq(*o, k)) {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// A quota's usage in `namespace`, counted from the objects, in thousandths.
+pub async fn usage(
+    store: &dyn Store,
+    namespace: &str,
+    quota: &Value,
+    hard: &Resources,
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let mut total: BTreeMap<String, i64> = hard.keys().map(|k| (k.clone(), 0)).collect();
+    for kind in counted_kinds(hard) {
+        let (objs, _) = store.list(&kind.resource(), Some(namespace)).await?;
+        for o in objs.iter().filter(|o| quota_matches(quota, kind, o)) {
+            for (r, n) in usage_of(kind, o, hard) {
+                let t = total.entry(r).or_default();
+                *t = t.saturating_add(n);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A usage in thousandths as the API server prints the resource's amounts.
+pub fn show(resource: &str, milli: i64) -> String {
+    let bytes = ["memory", "storage", "ephemeral-storage"]
+        .iter()
+        .any(|s| resource.ends_with(s));
+    if bytes && milli % 1000 == 0 {
+        format_bytes(milli / 1000)
+    } else if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn pod(name: &str, limits_mem: Option<&str>) -> Value {
+        let mut c = json!({"name": "c", "image": "busybox"});
+        if let Some(m) = limits_mem {
+            c["resources"] = json!({"limits": {"memory": m, "cpu": "100m"}, "requests": {"memory": m, "cpu": "100m"}});
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}, "spec": {"containers": [c]}})
+    }
+
+    async fn store_with(objs: &[(&str, Value)]) -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+        for (r, o) in objs {
+            store.create(r, o.clone()).await.unwrap();
+        }
+        (dir, store)
+    }
+
+    fn quota(hard: Value) -> Value {
+        json!({"metadata": {"name": "compute-resources", "namespace": "ns"}, "spec": {"hard": hard}})
+    }
+
+    #[tokio::test]
+    async fn quotas_refuse_with_the_api_servers_words() {
+        let q = quota(json!({"limits.memory": "2Gi", "pods": "2"}));
+        let (_d, store) = store_with(&[(RESOURCE_QUOTAS, q), ("pods", pod("a", Some("1Gi")))]).await;
+        let mut p = pod("b", Some("2Gi"));
+        let e = admit(&store, kinds::pod(), &mut p).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pods \"b\" is forbidden: exceeded quota: compute-resources, requested: limits.memory=2Gi, used: limits.memory=1Gi, limited: limits.memory=2Gi"
+        );
+        let mut p = pod("c", None);
+        let e = admit(&store, kinds::pod(), &mut p).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pods \"c\" is forbidden: failed quota: compute-resources: must specify limits.memory"
+        );
+        let mut fits = pod("d", Some("1Gi"));
+        admit(&store, kinds::pod(), &mut fits).await.unwrap();
+        store.create("pods", fits).await.unwrap();
+        let mut third = pod("e", Some("1m"));
+        let e = admit(&store, kinds::pod(), &mut third).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "requested: limits.memory=1m,pods=1, used: limits.memory=2Gi,pods=2, limited: limits.memory=2Gi,pods=2"
+            ),
+            "{e}"
+        );
+        // A finished pod counts for nothing.
+        let mut done = store.get("pods", "ns", "a").await.unwrap();
+        done["status"] = json!({"phase": "Succeeded"});
+        store.update("pods", done).await.unwrap();
+        admit(&store, kinds::pod(), &mut pod("f", Some("1Gi"))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn object_counts_and_scopes() {
+        let counts = json!({"metadata": {"name": "counts", "namespace": "ns"},
+            "spec": {"hard": {"configmaps": "1", "count/secrets": "0", "services.nodeports": "1"}}});
+        let best = json!({"metadata": {"name": "best-effort", "namespace": "ns"},
+            "spec": {"hard": {"pods": "0"}, "scopes": ["BestEffort"]}});
+        let (_d, store) = store_with(&[(RESOURCE_QUOTAS, counts), (RESOURCE_QUOTAS, best)]).await;
+        let cm = |n: &str| json!({"metadata": {"name": n, "namespace": "ns"}, "data": {}});
+        admit(&store, kinds::by_store_key("configmaps").unwrap(), &mut cm("one"))
+            .await
+            .unwrap();
+        store.create("configmaps", cm("one")).await.unwrap();
+        let e = admit(&store, kinds::by_store_key("configmaps").unwrap(), &mut cm("two"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("exceeded quota: counts, requested: configmaps=1, used: configmaps=1, limited: configmaps=1"),
+            "{e}"
+        );
+        let e = admit(&store, kinds::by_store_key("secrets").unwrap(), &mut cm("s"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("requested: count/secrets=1"), "{e}");
+        let svc = json!({"metadata": {"name": "np", "namespace": "ns"}, "spec": {"type": "NodePort", "ports": [{"port": 1}, {"port": 2}]}});
+        let e = admit(&store, kinds::service(), &mut svc.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("services.nodeports=2"), "{e}");
+        // Only BestEffort pods are held by the scoped quota.
+        let e = admit(&store, kinds::pod(), &mut pod("be", None)).await.unwrap_err();
+        assert!(e.to_string().contains("exceeded quota: best-effort"), "{e}");
+        admit(&store, kinds::pod(), &mut pod("burst", Some("1Gi")))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn limit_ranges_default_and_bound_containers_pods_and_claims() {
+        let lr = json!({"metadata": {"name": "limits", "namespace": "ns"}, "spec": {"limits": [
+            {"type": "Container", "default": {"memory": "256Mi"}, "defaultRequest": {"cpu": "100m"},
+             "max": {"memory": "1Gi"}, "min": {"cpu": "50m"}, "maxLimitRequestRatio": {"memory": "2"}},
+            {"type": "PersistentVolumeClaim", "max": {"storage": "2Gi"}}
+        ]}});
+        let (_d, store) = store_with(&[(LIMIT_RANGES, lr)]).await;
+        let mut p = pod("p", None);
+        admit(&store, kinds::pod(), &mut p).await.unwrap();
+        let r = &p["spec"]["containers"][0]["resources"];
+        assert_eq!(r["limits"]["memory"], "256Mi");
+        assert_eq!(r["requests"]["memory"], "256Mi");
+        assert_eq!(r["requests"]["cpu"], "100m");
+        assert_eq!(
+            p["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+            "LimitRanger plugin set: cpu, memory request for container c; memory limit for container c"
+        );
+        let mut big = pod("big", Some("2Gi"));
+        let e = admit(&store, kinds::pod(), &mut big).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pods \"big\" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"
+        );
+        let mut ratio = pod("ratio", None);
+        ratio["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"memory": "1Gi"}, "requests": {"memory": "256Mi", "cpu": "10m"}});
+        let e = admit(&store, kinds::pod(), &mut ratio).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pods \"ratio\" is forbidden: [minimum cpu usage per Container is 50m, but request is 10m, memory max limit to request ratio per Container is 2, but provided ratio is 4.000000]"
+        );
+        let mut claim = json!({"metadata": {"name": "c", "namespace": "ns"}, "spec": {"resources": {"requests": {"storage": "5Gi"}}}});
+        let e = admit(&store, kinds::claim(), &mut claim).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "persistentvolumeclaims \"c\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
+        );
+    }
+
+    #[test]
+    fn amounts_print_as_the_api_server_prints_them() {
+        assert_eq!(show("limits.memory", 2 * 1024 * 1024 * 1024 * 1000), "2Gi");
+        assert_eq!(show("requests.cpu", 1500), "1500m");
+        assert_eq!(show("requests.cpu", 2000), "2");
+        assert_eq!(show("pods", 5000), "5");
+    }
+}
