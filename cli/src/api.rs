@@ -305,7 +305,7 @@ pub async fn resource(
         let (store, paths) = (data.store.clone(), data.paths.clone());
         return crate::remote::portforward::port_forward(req, payload, store, paths, ns, name.clone()).await;
     }
-    let body = match payload.to_bytes_limited(MAX_BODY).await {
+    let mut body = match payload.to_bytes_limited(MAX_BODY).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return status(400, "BadRequest", format!("reading the request body: {e}"), None),
         Err(_) => {
@@ -317,6 +317,26 @@ pub async fn resource(
             )
         }
     };
+    // kubectl's typed `create` commands send core objects as protobuf: read
+    // them into the JSON everything below takes.
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with(peapod_core::protobuf::CONTENT_TYPE) && matches!(method.as_str(), "POST" | "PUT") {
+        match peapod_core::protobuf::decode(&body) {
+            Ok(obj) => body = web::Bytes::from(obj.to_string()),
+            Err(e) => {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the body of the request is not readable as {content_type}: {e}"),
+                    None,
+                )
+            }
+        }
+    }
     // An object written whole or patched: its unknown fields, as fieldValidation asks.
     let warnings = match (method.as_str(), &t.name, sub) {
         ("POST", None, _) | ("PUT" | "PATCH", Some(_), None) => match field_validation(&t, &req, &body, &q) {

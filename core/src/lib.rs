@@ -18,6 +18,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod printers;
+pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod scale;

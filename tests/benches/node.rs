@@ -822,7 +822,7 @@ fn config(table: &mut Table) {
     }
     table.row(
         format!("ConfigMap update (`apply` issued) until the new content is in the pod's volume, {updates} updates"),
-        format!("p50 {}, p99 {}", ms(pct(&mut seen, 50.0)), ms(pct(&mut seen, 99.0))),
+        format!("p50 {}, p99 {}", ms(pct(&mut seen, 0.5)), ms(pct(&mut seen, 0.99))),
         "the apply's own CLI round trip included".to_string(),
     );
     // Pod start with five configMap/secret volumes beside none.
@@ -864,11 +864,11 @@ fn config(table: &mut Table) {
     let mut with = start(true);
     table.row(
         format!("pod apply→Running with 5 configMap/secret volumes, {n} sequential"),
-        format!("p50 {}, p99 {}", ms(pct(&mut with, 50.0)), ms(pct(&mut with, 99.0))),
+        format!("p50 {}, p99 {}", ms(pct(&mut with, 0.5)), ms(pct(&mut with, 0.99))),
         format!(
             "without them: p50 {}, p99 {}",
-            ms(pct(&mut bare, 50.0)),
-            ms(pct(&mut bare, 99.0))
+            ms(pct(&mut bare, 0.5)),
+            ms(pct(&mut bare, 0.99))
         ),
     );
 }

@@ -280,3 +280,36 @@ fn bad_config_objects_are_refused_with_the_api_servers_words() {
         "{list}"
     );
 }
+
+#[test]
+fn a_non_root_pod_reads_its_secret_through_its_fs_group() {
+    let node = Node::start();
+    node.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "token",
+        "--from-literal=t=only-for-group",
+    ]);
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: nonroot}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 3000}
+  containers:
+  - name: c
+    image: busybox:1.35
+    command: [sleep, "3600"]
+    volumeMounts: [{name: s, mountPath: /s}]
+  volumes:
+  - name: s
+    secret: {secretName: token, defaultMode: 0400}
+"#,
+    );
+    running(&node, "nonroot");
+    assert_eq!(exec(&node, "nonroot", &["cat", "/s/t"]), "only-for-group");
+    let st = exec(&node, "nonroot", &["stat", "-L", "-c", "%g %a", "/s/t"]);
+    assert_eq!(st.trim(), "3000 440");
+}

@@ -1207,3 +1207,87 @@ fn services_endpoints_and_ip_addresses_through_kubectl() {
         "the address is released"
     );
 }
+
+#[test]
+fn config_maps_secrets_and_quotas_through_kubectl() {
+    let c = Cluster::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("app.env");
+    std::fs::write(&env, "MODE=fast\nLEVEL=3\n").unwrap();
+    assert_eq!(
+        c.ok(&["create", "configmap", "app", "--from-env-file", env.to_str().unwrap()])
+            .trim(),
+        "configmap/app created"
+    );
+    assert_eq!(
+        c.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=kubectl-s3cret"
+        ])
+        .trim(),
+        "secret/creds created"
+    );
+    assert_eq!(c.ok(&["get", "cm", "app", "-o", "jsonpath={.data.MODE}"]), "fast");
+    assert_eq!(
+        c.ok(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]),
+        "a3ViZWN0bC1zM2NyZXQ="
+    );
+    let table = c.ok(&["get", "secrets"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"], "{table}");
+    assert!(table.contains("creds") && table.contains("Opaque"), "{table}");
+    // kubectl's own describer: sizes, never values.
+    let described = c.ok(&["describe", "secret", "creds"]);
+    assert!(described.contains("password:  14 bytes"), "{described}");
+    assert!(!described.contains("kubectl-s3cret"), "{described}");
+
+    // kubectl sends these as protobuf (1.31+): a namespace too.
+    assert_eq!(
+        c.ok(&["create", "namespace", "from-kubectl"]).trim(),
+        "namespace/from-kubectl created"
+    );
+    assert_eq!(
+        c.ok(&[
+            "create",
+            "deployment",
+            "made",
+            "--image=busybox:1.35",
+            "--replicas=0",
+            "--",
+            "sleep",
+            "3600"
+        ])
+        .trim(),
+        "deployment.apps/made created"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "made",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].command}"
+        ]),
+        "0 [\"sleep\",\"3600\"]"
+    );
+    // A quota refuses through kubectl with the API server's words.
+    c.ok(&["create", "quota", "few", "--hard=configmaps=1"]);
+    let out = c.kubectl(&["create", "configmap", "second"]);
+    assert!(
+        failed(&out).contains(
+            "configmaps \"second\" is forbidden: exceeded quota: few, requested: configmaps=1, used: configmaps=1, limited: configmaps=1"
+        ),
+        "{}",
+        failed(&out)
+    );
+    wait_for("the quota's usage", Duration::from_secs(30), || {
+        c.ok(&["get", "quota", "few", "-o", "jsonpath={.status.used.configmaps}"])
+            .eq("1")
+            .then_some(())
+    });
+    let described = c.ok(&["describe", "quota", "few"]);
+    assert!(described.contains("configmaps  1     1"), "{described}");
+}

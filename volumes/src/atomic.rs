@@ -115,9 +115,29 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// kubelet's `SetVolumeOwnership` for a read-only volume: everything under
+/// `root` belongs to group `gid`, files readable by it, directories
+/// searchable and setgid.
+fn give_to_group(root: &Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(root, None, Some(gid))?;
+    let meta = std::fs::symlink_metadata(root)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_dir() {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o2550))?;
+        for e in std::fs::read_dir(root)?.flatten() {
+            give_to_group(&e.path(), gid)?;
+        }
+    } else if meta.is_file() {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o440))?;
+    }
+    Ok(())
+}
+
 /// Makes `dir`'s visible files exactly `payload`; returns whether anything
-/// changed. Safe to repeat; a crash midway leaves the previous version visible.
-pub fn write(dir: &Path, payload: &BTreeMap<String, FileProjection>) -> io::Result<bool> {
+/// changed. Safe to repeat; a crash midway leaves the previous version
+/// visible. With `fs_group` (the pod's `fsGroup`) the files belong to that
+/// group and it may read them, as kubelet sets a volume's ownership.
+pub fn write(dir: &Path, payload: &BTreeMap<String, FileProjection>, fs_group: Option<u32>) -> io::Result<bool> {
     for path in payload.keys() {
         check_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
@@ -125,7 +145,31 @@ pub fn write(dir: &Path, payload: &BTreeMap<String, FileProjection>) -> io::Resu
     let old_dir = old.as_ref().map(|o| dir.join(o));
     let wanted_tops: BTreeSet<&str> = payload.keys().map(|p| top(p)).collect();
     let mut changed = false;
-    if !old_dir.as_ref().is_some_and(|d| same(d, payload)) {
+    // With a group, modes are widened for it: compare what would be written.
+    let widened;
+    let expected = match fs_group {
+        None => payload,
+        Some(_) => {
+            widened = payload
+                .iter()
+                .map(|(k, f)| {
+                    (
+                        k.clone(),
+                        FileProjection {
+                            data: f.data.clone(),
+                            mode: f.mode | 0o440,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>();
+            &widened
+        }
+    };
+    let owned = |d: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs_group.is_none_or(|g| std::fs::metadata(d).is_ok_and(|m| m.gid() == g))
+    };
+    if !old_dir.as_ref().is_some_and(|d| same(d, expected) && owned(d)) {
         let name = stamp();
         let new_dir = dir.join(&name);
         std::fs::create_dir(&new_dir)?;
@@ -143,6 +187,9 @@ pub fn write(dir: &Path, payload: &BTreeMap<String, FileProjection>) -> io::Resu
             io::Write::write_all(&mut file, &f.data)?;
             // The umask must not narrow the mode asked for.
             file.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+        }
+        if let Some(gid) = fs_group {
+            give_to_group(&new_dir, gid)?;
         }
         let tmp = dir.join(DATA_TMP);
         let _ = std::fs::remove_file(&tmp);
@@ -202,7 +249,7 @@ mod tests {
     fn updates_swap_data_and_leave_no_old_version() {
         let dir = tempfile::tempdir().unwrap();
         let v = dir.path();
-        assert!(write(v, &payload(&[("a", "1", 0o644), ("conf/b.yaml", "x: 1", 0o400)])).unwrap());
+        assert!(write(v, &payload(&[("a", "1", 0o644), ("conf/b.yaml", "x: 1", 0o400)]), None).unwrap());
         assert_eq!(std::fs::read_to_string(v.join("a")).unwrap(), "1");
         assert_eq!(std::fs::read_to_string(v.join("conf/b.yaml")).unwrap(), "x: 1");
         assert_eq!(std::fs::read_link(v.join("conf")).unwrap(), Path::new("..data/conf"));
@@ -212,11 +259,11 @@ mod tests {
         assert!(first.to_string_lossy().starts_with("..20"), "{first:?}");
 
         // Nothing changed: nothing written.
-        assert!(!write(v, &payload(&[("a", "1", 0o644), ("conf/b.yaml", "x: 1", 0o400)])).unwrap());
+        assert!(!write(v, &payload(&[("a", "1", 0o644), ("conf/b.yaml", "x: 1", 0o400)]), None).unwrap());
         assert_eq!(std::fs::read_link(v.join(DATA)).unwrap(), first);
 
         // A change: new content behind the same names, a dropped key goes.
-        assert!(write(v, &payload(&[("a", "2", 0o644)])).unwrap());
+        assert!(write(v, &payload(&[("a", "2", 0o644)]), None).unwrap());
         assert_eq!(std::fs::read_to_string(v.join("a")).unwrap(), "2");
         assert!(!v.join("conf").exists());
         let names: BTreeSet<String> = std::fs::read_dir(v)
@@ -230,14 +277,32 @@ mod tests {
             BTreeSet::from(["a".to_string(), DATA.to_string(), second.to_string_lossy().into_owned()])
         );
         // A mode change alone is a change.
-        assert!(write(v, &payload(&[("a", "2", 0o600)])).unwrap());
+        assert!(write(v, &payload(&[("a", "2", 0o600)]), None).unwrap());
+    }
+
+    #[test]
+    fn an_fs_group_owns_and_may_read_the_files() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path();
+        assert!(write(v, &payload(&[("s/key", "x", 0o400)]), Some(4242)).unwrap());
+        let m = std::fs::metadata(v.join("s/key")).unwrap();
+        assert_eq!((m.gid(), m.mode() & 0o7777), (4242, 0o440));
+        let d = std::fs::metadata(v.join("..data/s")).unwrap();
+        assert_eq!(d.gid(), 4242);
+        assert_eq!(d.mode() & 0o2000, 0o2000, "setgid directories");
+        // Written again unchanged: nothing to do.
+        assert!(!write(v, &payload(&[("s/key", "x", 0o400)]), Some(4242)).unwrap());
     }
 
     #[test]
     fn paths_that_leave_the_volume_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["/etc/passwd", "../x", "a/../../x", "..data", ""] {
-            assert!(write(dir.path(), &payload(&[(bad, "x", 0o644)])).is_err(), "{bad}");
+            assert!(
+                write(dir.path(), &payload(&[(bad, "x", 0o644)]), None).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -614,6 +614,12 @@ pub async fn project(
             .unwrap_or_default();
         work.push((v.name, dir, memory, files));
     }
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     tokio::task::spawn_blocking(move || {
         let mut changed = false;
         for (name, dir, memory, files) in work {
@@ -631,7 +637,7 @@ pub async fn project(
                 )
                 .map_err(|e| fail(format!("mount tmpfs on {}: {e}", dir.display())))?;
             }
-            changed |= peapod_volumes::atomic::write(&dir, &files)
+            changed |= peapod_volumes::atomic::write(&dir, &files, fs_group)
                 .map_err(|e| fail(format!("write {}: {e}", dir.display())))?;
         }
         Ok(changed)
