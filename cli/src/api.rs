@@ -324,8 +324,15 @@ pub async fn resource(
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with(peapod_core::protobuf::CONTENT_TYPE) && matches!(method.as_str(), "POST" | "PUT") {
-        match peapod_core::protobuf::decode(&body) {
+    if content_type.starts_with(peapod_core::protobuf::CONTENT_TYPE) {
+        // Only creates: a replace must carry every field the object has, and
+        // the table here reads only those kubectl's create commands set.
+        let decoded = if method == "POST" {
+            peapod_core::protobuf::decode(&body)
+        } else {
+            Err(format!("{method} takes JSON only"))
+        };
+        match decoded {
             Ok(obj) => body = web::Bytes::from(obj.to_string()),
             Err(e) => {
                 return status(
@@ -1084,6 +1091,21 @@ async fn update_object(
     if strip(&next) == strip(&old) {
         return Ok(HttpResponse::Ok().json(old));
     }
+    // What an update adds to a quota's count (a Service made a NodePort, a
+    // claim grown) must fit, checked and written under the namespace's lock.
+    let _quota_lock = if !status_only && matches!(t.kind.plural, "services" | "persistentvolumeclaims") {
+        let lock = peapod_core::admission::namespace_lock(&ns).await;
+        match peapod_core::admission::admit_update(&*data.store, t.kind, &old, &next).await {
+            Ok(()) => Some(lock),
+            Err(peapod_core::admission::Refusal::Forbidden(m)) => {
+                data.allocator.release(&*data.store, &claims).await;
+                return Err(status(403, "Forbidden", m, None));
+            }
+            Err(peapod_core::admission::Refusal::Store(e)) => return Err(store_error(t.kind, e)),
+        }
+    } else {
+        None
+    };
     // Removing the last finalizer of an object whose deletion is over removes it.
     match deletion::update_or_remove(&*data.store, t.kind, next).await {
         Ok(v) => {

@@ -446,11 +446,22 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         }
         // Secrets are sealed before any backend sees them (the key file is made at first start).
         let keys = Keys::load_or_create(&paths.secret_keys())?;
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(EncryptedStore::new(
-            SqliteStore::open(paths.store_db())?,
-            keys,
-            &["secrets"],
-        )));
+        let sealed = EncryptedStore::new(SqliteStore::open(paths.store_db())?, keys, &["secrets"]);
+        // After a key rotation (a new first line in the key file), every
+        // Secret is sealed again with the new key before anything reads it.
+        match sealed.reseal_stale().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "sealed {n} Secrets again with the first key of {}",
+                paths.secret_keys().display()
+            ),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("a Secret could not be sealed again (it stays as it was): {e}");
+                }
+            }
+        }
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(sealed));
         let _ = store_slot.set(store.clone());
         health::set(Component::Store, true);
         ensure_default_namespaces(&*store).await?;

@@ -86,40 +86,83 @@ pub async fn admit(store: &dyn Store, kind: &'static Kind, obj: &mut Value) -> R
             }
         }
         let delta = usage_of(kind, obj, &hard);
-        if delta.values().all(|v| *v == 0) {
-            continue;
-        }
-        let used = usage(store, &ns, q, &hard).await?;
-        let mut requested = BTreeMap::new();
-        let mut now = BTreeMap::new();
-        let mut limited = BTreeMap::new();
-        for (r, d) in &delta {
-            let (Some(h), u) = (hard.get(r), used.get(r).copied().unwrap_or(0)) else {
-                continue;
-            };
-            if *d > 0 && u.saturating_add(*d) > h.milli_value() {
-                requested.insert(r.clone(), show(r, *d));
-                now.insert(r.clone(), show(r, u));
-                limited.insert(r.clone(), h.to_string());
-            }
-        }
-        if !requested.is_empty() {
-            let pretty =
-                |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-            return Err(forbidden(
-                kind,
-                obj,
-                format!(
-                    "exceeded quota: {}, requested: {}, used: {}, limited: {}",
-                    object::name(q),
-                    pretty(&requested),
-                    pretty(&now),
-                    pretty(&limited)
-                ),
-            ));
-        }
+        check_quota(store, &ns, q, &hard, &delta)
+            .await?
+            .map_or(Ok(()), |why| Err(forbidden(kind, obj, why)))?;
     }
     Ok(())
+}
+
+/// Checks an update against the namespace's quotas: what it adds (a
+/// Service made a NodePort, a claim grown) must fit, as the API server's
+/// ResourceQuota plugin checks updates. Hold [`namespace_lock`] until it is written.
+pub async fn admit_update(store: &dyn Store, kind: &'static Kind, old: &Value, new: &Value) -> Result<(), Refusal> {
+    if !applies_to(kind) {
+        return Ok(());
+    }
+    let ns = object::namespace(new).to_string();
+    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(&ns)).await?;
+    for q in &quotas {
+        let hard = hard_of(q);
+        if hard.is_empty() || !quota_matches(q, kind, new) {
+            continue;
+        }
+        let before = if quota_matches(q, kind, old) {
+            usage_of(kind, old, &hard)
+        } else {
+            BTreeMap::new()
+        };
+        let delta: BTreeMap<String, i64> = usage_of(kind, new, &hard)
+            .into_iter()
+            .map(|(r, n)| {
+                let was = before.get(&r).copied().unwrap_or(0);
+                (r, n.saturating_sub(was).max(0))
+            })
+            .collect();
+        check_quota(store, &ns, q, &hard, &delta)
+            .await?
+            .map_or(Ok(()), |why| Err(forbidden(kind, new, why)))?;
+    }
+    Ok(())
+}
+
+/// Whether `delta` fits in quota `q` beside what its namespace uses now:
+/// `Some(why)` in the API server's words when it does not.
+async fn check_quota(
+    store: &dyn Store,
+    ns: &str,
+    q: &Value,
+    hard: &Resources,
+    delta: &BTreeMap<String, i64>,
+) -> Result<Option<String>, StoreError> {
+    if delta.values().all(|v| *v <= 0) {
+        return Ok(None);
+    }
+    let used = usage(store, ns, q, hard).await?;
+    let mut requested = BTreeMap::new();
+    let mut now = BTreeMap::new();
+    let mut limited = BTreeMap::new();
+    for (r, d) in delta {
+        let (Some(h), u) = (hard.get(r), used.get(r).copied().unwrap_or(0)) else {
+            continue;
+        };
+        if *d > 0 && u.saturating_add(*d) > h.milli_value() {
+            requested.insert(r.clone(), show(r, *d));
+            now.insert(r.clone(), show(r, u));
+            limited.insert(r.clone(), h.to_string());
+        }
+    }
+    if requested.is_empty() {
+        return Ok(None);
+    }
+    let pretty = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    Ok(Some(format!(
+        "exceeded quota: {}, requested: {}, used: {}, limited: {}",
+        object::name(q),
+        pretty(&requested),
+        pretty(&now),
+        pretty(&limited)
+    )))
 }
 
 // ---- LimitRanger --------------------------------------------------------------------------
@@ -700,6 +743,42 @@ mod tests {
             e,
             "persistentvolumeclaims \"c\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
         );
+    }
+
+    #[tokio::test]
+    async fn updates_that_add_usage_are_checked() {
+        let q = json!({"metadata": {"name": "np", "namespace": "ns"}, "spec": {"hard": {"services.nodeports": "0"}}});
+        let svc = json!({"metadata": {"name": "s", "namespace": "ns"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+        let (_d, store) = store_with(&[(RESOURCE_QUOTAS, q), ("services", svc.clone())]).await;
+        let mut np = svc.clone();
+        np["spec"]["type"] = json!("NodePort");
+        let e = admit_update(&store, kinds::service(), &svc, &np)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("exceeded quota: np, requested: services.nodeports=1, used: services.nodeports=0"),
+            "{e}"
+        );
+        // A change that adds nothing passes.
+        let mut labelled = svc.clone();
+        labelled["metadata"]["labels"] = json!({"a": "b"});
+        admit_update(&store, kinds::service(), &svc, &labelled).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn defaults_are_validated_as_if_written_by_the_client() {
+        let lr = json!({"metadata": {"name": "limits", "namespace": "ns"}, "spec": {"limits": [
+            {"type": "Container", "default": {"memory": "256Mi"}}]}});
+        let (_d, store) = store_with(&[(LIMIT_RANGES, lr)]).await;
+        let mut p = pod("asks-more", None);
+        p["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "512Mi"}});
+        crate::writes::admit_new(kinds::pod(), &mut p).unwrap();
+        let e = crate::writes::store_admitted(&store, kinds::pod(), p)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.containers[0].resources.requests: Invalid value: \"512Mi\": must be less than or equal to memory limit of 256Mi"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ enum F {
     OptInt,
     /// `IntOrString` (`{type = 1; intVal = 2; strVal = 3}`), as a number or a string.
     IntOrString,
+    /// Read past: an object's `status`, which a create does not set.
+    Skip,
 }
 
 type Schema = &'static [(u32, &'static str, F)];
@@ -90,11 +92,16 @@ const QUOTA_SPEC: Schema = &[
     (2, "scopes", F::Strs),
     (3, "scopeSelector", F::Msg(SCOPE_SELECTOR)),
 ];
-const RESOURCE_QUOTA: Schema = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(QUOTA_SPEC))];
+const RESOURCE_QUOTA: Schema = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (2, "spec", F::Msg(QUOTA_SPEC)),
+    (3, "status", F::Skip),
+];
 const NAMESPACE_SPEC: Schema = &[(1, "finalizers", F::Strs)];
 const NAMESPACE: Schema = &[
     (1, "metadata", F::Msg(OBJECT_META)),
     (2, "spec", F::Msg(NAMESPACE_SPEC)),
+    (3, "status", F::Skip),
 ];
 const TYPE_META: Schema = &[(1, "apiVersion", F::Str), (2, "kind", F::Str)];
 const LABEL_REQUIREMENT: Schema = &[(1, "key", F::Str), (2, "operator", F::Str), (3, "values", F::Strs)];
@@ -158,6 +165,7 @@ const DEPLOYMENT_SPEC: Schema = &[
 const DEPLOYMENT: Schema = &[
     (1, "metadata", F::Msg(OBJECT_META)),
     (2, "spec", F::Msg(DEPLOYMENT_SPEC)),
+    (3, "status", F::Skip),
 ];
 const SERVICE_PORT: Schema = &[
     (1, "name", F::Str),
@@ -175,7 +183,11 @@ const SERVICE_SPEC: Schema = &[
     (10, "externalName", F::Str),
     (11, "externalTrafficPolicy", F::Str),
 ];
-const SERVICE: Schema = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(SERVICE_SPEC))];
+const SERVICE: Schema = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (2, "spec", F::Msg(SERVICE_SPEC)),
+    (3, "status", F::Skip),
+];
 const JOB_SPEC: Schema = &[
     (1, "parallelism", F::OptInt),
     (2, "completions", F::OptInt),
@@ -188,7 +200,11 @@ const JOB_SPEC: Schema = &[
     (9, "completionMode", F::Str),
     (10, "suspend", F::Bool),
 ];
-const JOB: Schema = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(JOB_SPEC))];
+const JOB: Schema = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (2, "spec", F::Msg(JOB_SPEC)),
+    (3, "status", F::Skip),
+];
 const JOB_TEMPLATE: Schema = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(JOB_SPEC))];
 const CRON_JOB_SPEC: Schema = &[
     (1, "schedule", F::Str),
@@ -200,7 +216,11 @@ const CRON_JOB_SPEC: Schema = &[
     (7, "failedJobsHistoryLimit", F::OptInt),
     (8, "timeZone", F::Str),
 ];
-const CRON_JOB: Schema = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(CRON_JOB_SPEC))];
+const CRON_JOB: Schema = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (2, "spec", F::Msg(CRON_JOB_SPEC)),
+    (3, "status", F::Skip),
+];
 
 /// The kinds (`apiVersion`, `kind`) whose protobuf form is read here.
 const KINDS: &[(&str, &str, Schema)] = &[
@@ -312,16 +332,40 @@ fn time(b: &[u8]) -> Result<String, String> {
         .ok_or_else(|| format!("time {secs} out of range"))
 }
 
-fn message(b: &[u8], schema: Schema) -> Result<Value, String> {
+fn message(b: &[u8], schema: Schema, path: &str) -> Result<Value, String> {
     let mut out = Map::new();
     let mut r = Reader { b, i: 0 };
     while !r.done() {
         let (number, wire) = r.field()?;
         let Some((_, name, f)) = schema.iter().find(|(n, _, _)| *n == number) else {
-            continue;
+            // Go writes every non-pointer field, set or not: an empty one
+            // says nothing. One with content is a field this table lacks,
+            // and dropping it would store less than was sent.
+            let empty = match wire {
+                Wire::Varint(v) => v == 0,
+                Wire::Bytes(b) => b.is_empty(),
+                Wire::Fixed => false,
+            };
+            if empty {
+                continue;
+            }
+            return Err(format!(
+                "{}field {number} is not read from protobuf here; send the object as JSON (`kubectl create -f`)",
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                }
+            ));
         };
         let name = *name;
+        let here = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
         match (f, wire) {
+            (F::Skip, _) => {}
             (F::Str, Wire::Bytes(x)) => {
                 if !x.is_empty() {
                     out.insert(name.into(), json!(text(x, name)?));
@@ -336,7 +380,11 @@ fn message(b: &[u8], schema: Schema) -> Result<Value, String> {
                 out.insert(name.into(), json!(v as i64));
             }
             (F::IntOrString, Wire::Bytes(x)) => {
-                let v = message(x, &[(1, "type", F::Int), (2, "intVal", F::Int), (3, "strVal", F::Str)])?;
+                let v = message(
+                    x,
+                    &[(1, "type", F::Int), (2, "intVal", F::Int), (3, "strVal", F::Str)],
+                    &here,
+                )?;
                 let value = if v["type"] == 1 {
                     v.get("strVal").cloned().unwrap_or(json!(""))
                 } else {
@@ -353,7 +401,7 @@ fn message(b: &[u8], schema: Schema) -> Result<Value, String> {
                 }
             }
             (F::Msg(s), Wire::Bytes(x)) => {
-                let v = message(x, s)?;
+                let v = message(x, s, &here)?;
                 if v.as_object().is_some_and(|m| !m.is_empty()) {
                     out.insert(name.into(), v);
                 }
@@ -365,7 +413,7 @@ fn message(b: &[u8], schema: Schema) -> Result<Value, String> {
                 }
             }
             (F::Msgs(s), Wire::Bytes(x)) => {
-                let v = message(x, s)?;
+                let v = message(x, s, &here)?;
                 let list = out.entry(name).or_insert_with(|| json!([]));
                 if let Some(a) = list.as_array_mut() {
                     a.push(v);
@@ -377,7 +425,7 @@ fn message(b: &[u8], schema: Schema) -> Result<Value, String> {
                     F::MapStr => json!(text(v, name)?),
                     F::MapBytes => json!(base64::engine::general_purpose::STANDARD.encode(v)),
                     _ => {
-                        let q = message(v, &[(1, "string", F::Str)])?;
+                        let q = message(v, &[(1, "string", F::Str)], &here)?;
                         q.get("string").cloned().unwrap_or(json!("0"))
                     }
                 };
@@ -402,7 +450,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let (mut type_meta, mut raw) = (Value::Null, None);
     while !r.done() {
         match r.field()? {
-            (1, Wire::Bytes(x)) => type_meta = message(x, TYPE_META)?,
+            (1, Wire::Bytes(x)) => type_meta = message(x, TYPE_META, "")?,
             (2, Wire::Bytes(x)) => raw = Some(x),
             _ => {}
         }
@@ -414,7 +462,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             "{api_version}/{kind} is read as JSON only (protobuf is read for the kinds kubectl's `create` subcommands make)"
         ));
     };
-    let mut obj = message(raw.unwrap_or_default(), schema)?;
+    let mut obj = message(raw.unwrap_or_default(), schema, "")?;
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);
     Ok(obj)
@@ -512,6 +560,19 @@ mod tests {
         let tm = [field(1, b"apps/v1"), field(2, b"StatefulSet")].concat();
         let e = decode(&[MAGIC, &field(1, &tm)].concat()).unwrap_err();
         assert!(e.starts_with("apps/v1/StatefulSet is read as JSON only"), "{e}");
+        // A field the table lacks (a container's volumeMounts, 9) is refused, not dropped.
+        let container = [field(1, b"c"), field(9, &field(1, b"v"))].concat();
+        let spec = [
+            field(1, &field(1, b"j")),
+            field(2, &field(6, &field(2, &field(2, &container)))),
+        ]
+        .concat();
+        let tm = [field(1, b"batch/v1"), field(2, b"Job")].concat();
+        let e = decode(&[MAGIC, &field(1, &tm), &field(2, &spec)].concat()).unwrap_err();
+        assert!(
+            e.starts_with("spec.template.spec.containers: field 9 is not read from protobuf here"),
+            "{e}"
+        );
         assert!(decode(b"{}").is_err());
         assert!(decode(&[MAGIC, &[0x0a, 0x7f][..]].concat())
             .unwrap_err()

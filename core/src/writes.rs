@@ -87,10 +87,20 @@ pub async fn store_admitted(store: &dyn Store, kind: &'static Kind, mut obj: Val
         return Ok(store.create(&kind.resource(), obj).await?);
     }
     let _lock = admission::namespace_lock(object::namespace(&obj)).await;
+    let before = obj.clone();
     admission::admit(store, kind, &mut obj).await.map_err(|e| match e {
         admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
         admission::Refusal::Store(e) => CreateError::Store(e),
     })?;
+    if obj != before {
+        // LimitRange defaults are validated as if the client had written
+        // them (a default limit below the request is refused).
+        (kind.admit_create)(&mut obj).map_err(|errors| CreateError::Invalid {
+            kind: kind.kind,
+            name: object::name(&obj).to_string(),
+            errors,
+        })?;
+    }
     Ok(store.create(&kind.resource(), obj).await?)
 }
 

@@ -291,6 +291,7 @@ fn a_non_root_pod_reads_its_secret_through_its_fs_group() {
         "token",
         "--from-literal=t=only-for-group",
     ]);
+    node.ok(&["create", "configmap", "settings", "--from-literal=mode=fast"]);
     node.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -306,10 +307,28 @@ spec:
   volumes:
   - name: s
     secret: {secretName: token, defaultMode: 0400}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain-user}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 1000}
+  containers:
+  - name: c
+    image: busybox:1.35
+    command: [sleep, "3600"]
+    volumeMounts: [{name: cfg, mountPath: /cfg}]
+  volumes:
+  - name: cfg
+    configMap: {name: settings, items: [{key: mode, path: nested/dir/mode}]}
 "#,
     );
     running(&node, "nonroot");
     assert_eq!(exec(&node, "nonroot", &["cat", "/s/t"]), "only-for-group");
     let st = exec(&node, "nonroot", &["stat", "-L", "-c", "%g %a", "/s/t"]);
     assert_eq!(st.trim(), "3000 440");
+    // Without an fsGroup a configMap's files (0644) and its directories are for anyone.
+    running(&node, "plain-user");
+    assert_eq!(exec(&node, "plain-user", &["cat", "/cfg/nested/dir/mode"]), "fast");
 }

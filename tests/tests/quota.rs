@@ -33,7 +33,7 @@ fn quotas_refuse_with_the_api_servers_words_and_count_exactly() {
     let mut node = Node::start();
     node.apply(
         "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute-resources}\nspec:\n  hard: {limits.memory: 2Gi, requests.cpu: '1'}\n---\n\
-apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: counts}\nspec:\n  hard: {pods: '5', configmaps: '2'}\n",
+apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: counts}\nspec:\n  hard: {pods: '5', configmaps: '2', services.nodeports: '0'}\n",
     );
     let sized = |mem: &str| format!("{{limits: {{memory: {mem}, cpu: 100m}}}}");
     let out = create(&node, &pod("big", &sized("3Gi")));
@@ -73,6 +73,22 @@ apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: counts}\nspec:\n  hard: {p
         "{}",
         stderr(&out)
     );
+
+    // An update that adds to a count is checked too: a Service made a NodePort.
+    node.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n");
+    let f = node.root().join("np.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    let out = node.peapod(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("services \"web\" is forbidden: exceeded quota: counts, requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.get("service", "web").unwrap()["spec"]["type"], "ClusterIP");
 
     // 20 creates at once against a quota of 5 pods: exactly 5 succeed.
     let small = sized("10Mi");

@@ -176,8 +176,14 @@ pub fn write(dir: &Path, payload: &BTreeMap<String, FileProjection>, fs_group: O
         std::fs::set_permissions(&new_dir, std::fs::Permissions::from_mode(0o755))?;
         for (path, f) in payload {
             let p = new_dir.join(path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
+            // Directories of nested paths as the volume's own: 0755, whatever the umask.
+            let mut dir_path = new_dir.clone();
+            for c in Path::new(path).parent().into_iter().flat_map(Path::components) {
+                dir_path.push(c);
+                if !dir_path.is_dir() {
+                    std::fs::create_dir(&dir_path)?;
+                    std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o755))?;
+                }
             }
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -255,6 +261,8 @@ mod tests {
         assert_eq!(std::fs::read_link(v.join("conf")).unwrap(), Path::new("..data/conf"));
         let mode = std::fs::metadata(v.join("conf/b.yaml")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o400);
+        let dir_mode = std::fs::metadata(v.join("conf")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o755, "nested directories are searchable by anyone");
         let first = std::fs::read_link(v.join(DATA)).unwrap();
         assert!(first.to_string_lossy().starts_with("..20"), "{first:?}");
 

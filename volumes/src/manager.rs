@@ -491,6 +491,12 @@ impl VolumeManager {
                 message: format!("volume {:?}: create {}: {e}", src.name, target.display()),
             })?;
             if sources::is_projection(&src.plugin) {
+                // Searchable by any user the containers run as (the daemon's umask is 077).
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(|e| VolumeError {
+                    volume: src.name.clone(),
+                    message: format!("volume {:?}: chmod {}: {e}", src.name, target.display()),
+                })?;
                 let key = op_key(pod, &src);
                 out.push(Published {
                     source: src,

@@ -238,9 +238,12 @@ async fn pull_secrets(
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out = Vec::new();
     for r in pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()) {
-        let Ok(v) = store.get("secrets", ns, &r.name).await else {
-            tracing::warn!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), "imagePullSecret {ns}/{} is missing", r.name);
-            continue;
+        let v = match store.get("secrets", ns, &r.name).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), "imagePullSecret {ns}/{}: {e}", r.name);
+                continue;
+            }
         };
         let Ok(secret) = serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v) else {
             continue;

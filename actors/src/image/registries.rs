@@ -143,9 +143,14 @@ impl RegistryConfig {
         // A pod's imagePullSecrets first, in order, then the node's file (kubelet's order).
         let mut auth = None;
         for secret in pull_secrets {
-            auth = credentials_in(&secret.config, &secret.name, registry, repository, reference)?;
-            if auth.is_some() {
-                break;
+            // One unusable secret does not end the pull: the next one, or the node's, may serve.
+            match credentials_in(&secret.config, &secret.name, registry, repository, reference) {
+                Ok(Some(a)) => {
+                    auth = Some(a);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("imagePullSecret {}: {e}", secret.name),
             }
         }
         if auth.is_none() {

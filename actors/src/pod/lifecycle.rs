@@ -80,6 +80,15 @@ impl PodActor {
         if self.lifecycle != Lifecycle::Mounting || self.failed.is_some() {
             return;
         }
+        // One attempt at a time, and one retry pending at most.
+        if self.mounting {
+            self.mount_again = true;
+            return;
+        }
+        if let Some(h) = self.mount_retry_handle.take() {
+            ctx.cancel_future(h);
+        }
+        self.mounting = true;
         let rt = self.rt.clone();
         let pod = self.pod.clone();
         let store = self.store.clone();
@@ -93,7 +102,7 @@ impl PodActor {
                     peapod_metrics::inventory::update_pod(&uid, |p| p.volumes_desired = plugins);
                 }
                 let published = match rt.volumes.publish(&pod, &pod_dir, &claims).await {
-                    Ok(p) => crate::runtime::projection::project(&*store, &pod, &p, rt.config.allocatable())
+                    Ok(p) => crate::runtime::projection::project(&rt, &*store, &pod, &p, rt.config.allocatable())
                         .await
                         .map(|_| p)
                         .map_err(|e| peapod_volumes::VolumeError {
@@ -109,6 +118,7 @@ impl PodActor {
             }
             .into_actor(self)
             .map(|(res, env), act, ctx| {
+                act.mounting = false;
                 if act.lifecycle != Lifecycle::Mounting {
                     return;
                 }
@@ -124,6 +134,10 @@ impl PodActor {
                         act.schedule_housekeeping(ctx);
                         act.schedule_claim_stats(ctx);
                         act.schedule_projection_sync(ctx);
+                        if std::mem::take(&mut act.mount_again) {
+                            // A ConfigMap or Secret changed while it was written.
+                            act.refresh_projections(ctx);
+                        }
                         act.reconcile(ctx);
                     }
                     Err(e) => {
@@ -132,7 +146,15 @@ impl PodActor {
                         act.write_status(ctx);
                         let delay = act.mount_retry;
                         act.mount_retry = (delay * 2).min(Duration::from_secs(60));
-                        ctx.run_later(delay, |act, ctx| act.mount_volumes(ctx));
+                        if std::mem::take(&mut act.mount_again) {
+                            // Something it needs changed while it tried: again at once.
+                            act.mount_volumes(ctx);
+                        } else {
+                            act.mount_retry_handle = Some(ctx.run_later(delay, |act, ctx| {
+                                act.mount_retry_handle = None;
+                                act.mount_volumes(ctx);
+                            }));
+                        }
                     }
                 }
             }),
@@ -167,10 +189,15 @@ impl PodActor {
             return;
         }
         self.projecting = true;
-        let (store, pod, published) = (self.store.clone(), self.pod.clone(), self.published.clone());
+        let (rt, store, pod, published) = (
+            self.rt.clone(),
+            self.store.clone(),
+            self.pod.clone(),
+            self.published.clone(),
+        );
         let allocatable = self.rt.config.allocatable();
         ctx.spawn(
-            async move { crate::runtime::projection::project(&*store, &pod, &published, allocatable).await }
+            async move { crate::runtime::projection::project(&rt, &*store, &pod, &published, allocatable).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.projecting = false;

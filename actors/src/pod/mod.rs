@@ -137,6 +137,11 @@ pub struct PodActor {
     mount_retry: Duration,
     /// Why the volumes could not be published, shown on waiting containers.
     mount_error: Option<String>,
+    /// A publish of the volumes is under way; another was asked for meanwhile;
+    /// the retry after a failure, if one is pending.
+    mounting: bool,
+    mount_again: bool,
+    mount_retry_handle: Option<SpawnHandle>,
     /// A write of the projected volumes is under way; another was asked for meanwhile.
     projecting: bool,
     project_again: bool,
@@ -236,6 +241,9 @@ impl PodActor {
             published: Arc::default(),
             mount_retry: Duration::from_secs(1),
             mount_error: None,
+            mounting: false,
+            mount_again: false,
+            mount_retry_handle: None,
             projecting: false,
             project_again: false,
             projection_error: None,
@@ -611,7 +619,8 @@ impl Handler<SourceChanged> for PodActor {
         if !crate::runtime::projection::volume_references(&self.pod).contains(&(msg.source, msg.name)) {
             return;
         }
-        if self.lifecycle == Lifecycle::Mounting && self.mount_error.is_some() {
+        if self.lifecycle == Lifecycle::Mounting {
+            // Now, not after the back-off (an attempt under way runs again after it).
             self.mount_retry = Duration::from_secs(1);
             self.mount_volumes(ctx);
         } else {

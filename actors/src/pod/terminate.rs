@@ -96,8 +96,7 @@ impl PodActor {
 pub async fn remove(rt: &Arc<Runtime>, store: &dyn Store, events: &EventRecorder, pod: &Pod) -> Result<bool, String> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_dir = rt.paths.pod_dir(&uid);
-    let dir = pod_dir.clone();
-    let _ = tokio::task::spawn_blocking(move || crate::runtime::projection::unmount(&dir)).await;
+    rt.close_projections(pod).await;
     for attempt in 0..3 {
         match rt.volumes.unpublish(pod, &pod_dir).await {
             Ok(()) => break,

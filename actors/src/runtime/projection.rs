@@ -577,6 +577,7 @@ impl std::fmt::Display for ProjectError {
 /// (in-memory ones on a tmpfs mounted first); returns whether any file
 /// changed. Repeated on every change and sync: unchanged volumes are not touched.
 pub async fn project(
+    rt: &std::sync::Arc<super::Runtime>,
     store: &dyn Store,
     pod: &Pod,
     published: &[peapod_volumes::Published],
@@ -620,33 +621,33 @@ pub async fn project(
         .and_then(|s| s.security_context.as_ref())
         .and_then(|c| c.fs_group)
         .and_then(|g| u32::try_from(g).ok());
-    tokio::task::spawn_blocking(move || {
-        let mut changed = false;
-        for (name, dir, memory, files) in work {
-            let fail = |message: String| ProjectError {
-                volume: name.clone(),
-                message,
-            };
-            if memory && !super::is_mountpoint(&dir) {
-                nix::mount::mount(
-                    Some("tmpfs"),
-                    &dir,
-                    Some("tmpfs"),
-                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                    Some("mode=0755"),
-                )
-                .map_err(|e| fail(format!("mount tmpfs on {}: {e}", dir.display())))?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let written = rt
+        .with_projections(&uid, move || {
+            let mut changed = false;
+            for (name, dir, memory, files) in work {
+                let fail = |message: String| ProjectError {
+                    volume: name.clone(),
+                    message,
+                };
+                if memory && !super::is_mountpoint(&dir) {
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &dir,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                        Some("mode=0755"),
+                    )
+                    .map_err(|e| fail(format!("mount tmpfs on {}: {e}", dir.display())))?;
+                }
+                changed |= peapod_volumes::atomic::write(&dir, &files, fs_group)
+                    .map_err(|e| fail(format!("write {}: {e}", dir.display())))?;
             }
-            changed |= peapod_volumes::atomic::write(&dir, &files, fs_group)
-                .map_err(|e| fail(format!("write {}: {e}", dir.display())))?;
-        }
-        Ok(changed)
-    })
-    .await
-    .map_err(|e| ProjectError {
-        volume: String::new(),
-        message: e.to_string(),
-    })?
+            Ok(changed)
+        })
+        .await;
+    // None: the pod is being removed; nothing more is written.
+    written.unwrap_or(Ok(false))
 }
 
 /// Detaches the tmpfs of the pod's in-memory projected volumes, before

@@ -40,6 +40,40 @@ impl Runtime {
         res
     }
 
+    /// Runs `f` on the blocking pool for the projected volumes of pod `uid`,
+    /// under the pod's lock; `None` once its removal began, so no write
+    /// lands in (or mounts a tmpfs on) a volume being taken apart.
+    pub(crate) async fn with_projections<T: Send + 'static>(
+        self: &Arc<Self>,
+        uid: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let guard = self.locks.lock(format!("pod/{uid}")).await;
+        if self.is_removed(uid) {
+            return None;
+        }
+        blocking(move || {
+            let _guard = guard;
+            f()
+        })
+        .await
+        .ok()
+    }
+
+    /// Closes the pod's projected volumes for good (no refresh writes after
+    /// this) and detaches their tmpfs mounts, before they are removed.
+    pub async fn close_projections(self: &Arc<Self>, pod: &Pod) {
+        let uid = super::pod_uid(pod);
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(&uid);
+        let guard = self.locks.lock(format!("pod/{uid}")).await;
+        let dir = self.paths.pod_dir(&uid);
+        let _ = blocking(move || {
+            let _guard = guard;
+            super::projection::unmount(&dir);
+        })
+        .await;
+    }
+
     /// Whether the pod's removal began.
     pub(crate) fn is_removed(&self, uid: &str) -> bool {
         self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(uid)

@@ -228,6 +228,53 @@ impl<S: Store> EncryptedStore<S> {
     }
 }
 
+impl<S: Store> EncryptedStore<S> {
+    /// Seals again every object of the sealed kinds that is not sealed with
+    /// the first key (sealed with an older one, or written before
+    /// encryption): run at start, this is what makes a rotation complete.
+    /// Returns how many were written; one that cannot be opened is an error
+    /// naming it, and the others are still done.
+    pub async fn reseal_stale(&self) -> Result<usize, Vec<StoreError>> {
+        let mut done = 0;
+        let mut errors = Vec::new();
+        let current = format!("{SCHEME}:{}:", self.keys.keys[0].name);
+        for resource in self.sealed {
+            let items = match self.inner.list(resource, None).await {
+                Ok((items, _)) => items,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            for raw in items {
+                if raw
+                    .get(SEALED)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with(&current))
+                {
+                    continue;
+                }
+                let res = async {
+                    let rv = crate::object::resource_version(&raw).to_string();
+                    let mut plain = open(&self.keys, resource, raw)?;
+                    crate::object::set_meta(&mut plain, "resourceVersion", rv);
+                    self.inner.update(resource, seal(&self.keys, resource, plain)?).await
+                }
+                .await;
+                match res {
+                    Ok(_) => done += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(done)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 fn aad(resource: &str, obj: &Value) -> String {
     format!(
         "{resource}/{}/{}",
@@ -353,7 +400,13 @@ impl<S: Store> Store for EncryptedStore<S> {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             let (keys, sealed) = (self.keys.clone(), self.sealed);
             tokio::spawn(async move {
-                while let Some(ev) = raw.recv().await {
+                loop {
+                    // A watcher that went away ends this at once, not at the next write.
+                    let ev = tokio::select! {
+                        ev = raw.recv() => ev,
+                        () = tx.closed() => return,
+                    };
+                    let Some(ev) = ev else { return };
                     let ev = ev.and_then(|mut ev| {
                         if sealed.contains(&ev.resource.as_str()) {
                             ev.object = open(&keys, &ev.resource, std::mem::take(&mut ev.object))?;
@@ -465,6 +518,29 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("aesgcm:key2:"));
+        // Re-sealing at start moves every stored object to the first key.
+        let dir2 = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir2.path().join("s.db")).unwrap();
+        db.create("secrets", env.clone()).await.unwrap();
+        db.create(
+            "secrets",
+            json!({"metadata": {"name": "clear", "namespace": "default"}, "data": {}}),
+        )
+        .await
+        .unwrap();
+        let store = EncryptedStore::new(db, Keys::load_or_create(&path).unwrap(), &["secrets"]);
+        assert_eq!(store.reseal_stale().await.unwrap(), 2);
+        assert_eq!(store.reseal_stale().await.unwrap(), 0);
+        let (raw, _) = store.inner.list("secrets", None).await.unwrap();
+        assert!(
+            raw.iter()
+                .all(|o| o[SEALED].as_str().unwrap().starts_with("aesgcm:key2:")),
+            "{raw:?}"
+        );
+        assert_eq!(
+            store.get("secrets", "default", "s").await.unwrap()["data"]["k"],
+            B64.encode("x")
+        );
         // Without the old key it does not open, and says which key it needs.
         std::fs::write(&path, format!("key2:{}\n", B64.encode([7u8; 32]))).unwrap();
         let only_new = Keys::load_or_create(&path).unwrap();
