@@ -334,7 +334,14 @@ fn last_state_comes_from_the_previous_start_after_a_crash_between_starts() {
     node.wait_daemon_exit(MIN);
     node.arm("");
     node.start_daemon();
-    let p = node.wait_pod("lasty", "second start running", MIN, |p| running(p, "lastc"));
+    // The status the killed daemon wrote may still say the first start is
+    // running: wait for the second start itself.
+    let p = node.wait_pod("lasty", "second start running", MIN, |p| {
+        running(p, "lastc")
+            && container(p, "lastc")["containerID"]
+                .as_str()
+                .is_some_and(|id| id.ends_with("-lastc-1"))
+    });
     assert_eq!(container(&p, "lastc")["restartCount"], 1, "{p}");
     assert_eq!(container(&p, "lastc")["lastState"]["terminated"]["exitCode"], 3, "{p}");
     assert!(
