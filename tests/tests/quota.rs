@@ -140,6 +140,13 @@ apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: counts}\nspec:\n  hard: {p
     // After a kill -9 the count is still exact: nothing was charged to undo.
     node.kill_daemon();
     node.start_daemon();
+    // Its API answering first (a CI run once found the socket before the API served).
+    wait_for("the restarted daemon's API", Duration::from_secs(30), || {
+        node.peapod(&["get", "namespaces", "-o", "name"])
+            .status
+            .success()
+            .then_some(())
+    });
     let out = create(&node, &pod("late", &small));
     assert!(
         stderr(&out).contains("exceeded quota: counts, requested: pods=1, used: pods=5, limited: pods=5"),
