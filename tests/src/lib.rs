@@ -772,29 +772,34 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill_daemon();
         let root = self.dir.path().display().to_string();
-        // Shims of this node, then every process left in this node's pod cgroups.
-        let _ = Command::new("pkill")
-            .args(["-9", "-f", &format!("shim run --config {root}")])
-            .status();
-        let pods = std::fs::read_dir(self.root().join("pods"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        let uids: Vec<String> = pods.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        for uid in &uids {
-            for ctrl in ["pids", "memory", "freezer", "cpu,cpuacct", "devices", "blkio", "cpuset"] {
-                let dir = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/peapod/pod{uid}"));
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    for pid in std::fs::read_to_string(e.path().join("cgroup.procs"))
-                        .unwrap_or_default()
-                        .lines()
-                    {
-                        let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+        // Shims of this node, then every process left in this node's pod
+        // cgroups; twice: a shim the killed daemon had forked but not yet
+        // exec'd (its name still the daemon's) is only found the second time.
+        let mut uids: Vec<String> = Vec::new();
+        for _ in 0..2 {
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", &format!("shim run --config {root}")])
+                .status();
+            let pods = std::fs::read_dir(self.root().join("pods"))
+                .into_iter()
+                .flatten()
+                .flatten();
+            uids = pods.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            for uid in &uids {
+                for ctrl in ["pids", "memory", "freezer", "cpu,cpuacct", "devices", "blkio", "cpuset"] {
+                    let dir = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/peapod/pod{uid}"));
+                    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        for pid in std::fs::read_to_string(e.path().join("cgroup.procs"))
+                            .unwrap_or_default()
+                            .lines()
+                        {
+                            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+                        }
                     }
                 }
             }
+            std::thread::sleep(Duration::from_millis(300));
         }
-        std::thread::sleep(Duration::from_millis(300));
         // Network attachments a dead daemon left: DEL them as the daemon would.
         let cni = peapod_actors::runtime::cni::Cni::new(peapod_actors::runtime::cni::NetworkConfig {
             conf_dir: self.dir.path().join("cni"),

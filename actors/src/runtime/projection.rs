@@ -70,7 +70,8 @@ impl Objects {
         })
     }
 
-    /// Objects given directly (tests, and callers that already hold them).
+    /// Objects given directly, for tests.
+    #[cfg(test)]
     pub fn from_parts(namespace: &str, parts: Vec<(Source, &str, Option<Data>)>) -> Self {
         Self {
             namespace: namespace.to_string(),
@@ -155,20 +156,6 @@ pub fn volume_references(pod: &Pod) -> BTreeSet<(Source, String)> {
                 out.insert((Source::Secret, s.name.clone()));
             }
         }
-    }
-    out
-}
-
-/// Everything the pod reads, volumes and every container's environment:
-/// a change to one of these concerns the pod.
-pub fn references(pod: &Pod) -> BTreeSet<(Source, String)> {
-    let mut out = volume_references(pod);
-    for c in pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
-    {
-        out.extend(env_references(c));
     }
     out
 }
@@ -368,16 +355,6 @@ pub use peapod_volumes::atomic::FileProjection as File;
 
 /// The files of one volume, by path relative to the volume's root.
 pub type Payload = BTreeMap<String, File>;
-
-/// Whether `v` is one of the volumes projected from the API.
-pub fn is_projected(v: &Volume) -> bool {
-    v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
-}
-
-/// Whether the volume holds a Secret (and so lives in memory only).
-pub fn in_memory(v: &Volume) -> bool {
-    v.secret.is_some() || v.projected.is_some() || v.downward_api.is_some()
-}
 
 const DEFAULT_MODE: i32 = 0o644;
 
@@ -592,7 +569,9 @@ pub async fn project(
                 .iter()
                 .flat_map(|s| s.volumes.iter().flatten())
                 .find(|v| v.name == p.source.name)?;
-            Some((v.clone(), p.host_path.clone(), in_memory(v)))
+            // In memory as the volume's source was resolved (`sources::resolve` decides).
+            let memory = p.source.context.get("medium").is_some_and(|m| m == "Memory");
+            Some((v.clone(), p.host_path.clone(), memory))
         })
         .collect();
     if vols.is_empty() {
