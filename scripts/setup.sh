@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables nftables conntrack openssl python3-grpcio tzdata; do
+for p in busybox-static umoci attr pkg-config gcc libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iproute2 iptables nftables conntrack openssl python3-grpcio tzdata protobuf-compiler libprotobuf-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Storage: the local plugin's mkfs, the NFS client library (and the test NFS
@@ -14,7 +14,7 @@ done
 # a mgr and python modules nothing here uses, Prometheus' a node exporter,
 # runc's criu. The pull tests push to Debian's docker-registry with skopeo.
 storage=()
-for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus crun runc docker-registry skopeo; do
+for p in e2fsprogs libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind ceph-mon ceph-osd ceph-common rbd-fuse prometheus crun runc docker-registry skopeo etcd-server etcd-client; do
   dpkg -s "$p" >/dev/null 2>&1 || storage+=("$p")
 done
 if [ ${#need[@]} -gt 0 ] || [ ${#storage[@]} -gt 0 ]; then
@@ -29,13 +29,17 @@ if [ ${#storage[@]} -gt 0 ]; then
   # for none (the tests start their own on a free port), so one just installed is stopped.
   # The same for the registry.
   if [ -d /run/systemd/system ]; then
-    for s in prometheus docker-registry; do
+    for s in prometheus docker-registry etcd; do
       if [[ " ${storage[*]} " == *" $s "* ]]; then
         systemctl disable --now "$s" >/dev/null 2>&1 || true
       fi
     done
   fi
 fi
+# The etcd client's build compiles etcd's .proto files: protoc and its
+# well-known types (protobuf-compiler, libprotobuf-dev, above). The cluster
+# tests start their own etcd members (scripts/etcd-test-cluster.sh); the
+# package's service is stopped above where systemd runs it.
 # kubectl for the tests that drive peapod the way Kubernetes users do.
 bash scripts/install-kubectl.sh
 profile=${PEAPOD_PROFILE:-debug}

@@ -10,7 +10,7 @@ use peapod_actors::node::{ensure_default_namespaces, NodeSpec};
 use peapod_actors::runtime::cni::NetworkConfig;
 use peapod_actors::runtime::{NodePaths, Runtime};
 use peapod_actors::supervisor::{Intensity, Tree};
-use peapod_core::store::{EncryptedStore, Keys, SqliteStore, Store};
+use peapod_core::store::{EncryptedStore, EtcdConfig, EtcdStore, EtcdTls, Keys, SqliteStore, Store};
 use peapod_metrics::health::{self, Component};
 use peapod_volumes::{VolumeConfig, VolumeManager};
 use std::os::unix::fs::PermissionsExt;
@@ -26,6 +26,28 @@ pub struct DaemonArgs {
     /// Sockets, namespaces, container state.
     #[arg(long, default_value = "/run/peapod")]
     run_dir: PathBuf,
+    /// Where objects live: `sqlite` (one file under --root-dir, for a single
+    /// machine) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`, the etcd cluster
+    /// that nodes of one cluster share (keys under PREFIX, default `/peapod`).
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    /// CA bundle that signed the etcd members' certificates (turns on TLS), as kube-apiserver's flag.
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// This node's client certificate for etcd (with --etcd-keyfile).
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile.
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    /// How often etcd's history older than one interval is compacted, as
+    /// kube-apiserver's flag; `0` never (another client compacts).
+    #[arg(long, default_value = "5m")]
+    etcd_compaction_interval: String,
+    /// The keys Secrets are sealed with (default `<root-dir>/secret-encryption.keys`,
+    /// made at first start). Every node of a cluster needs the same file.
+    #[arg(long)]
+    encryption_key_file: Option<PathBuf>,
     /// CNI configuration directory; peapod writes its default network here
     /// when it holds no configuration, and an operator's file replaces it.
     #[arg(long, default_value = "/etc/peapod/cni/net.d")]
@@ -315,11 +337,68 @@ fn cluster_dns(
     )))
 }
 
+/// The backend `--store` names.
+enum StoreChoice {
+    /// The node's SQLite file.
+    Sqlite,
+    /// etcd, compacted every interval (zero: never).
+    Etcd(EtcdConfig, std::time::Duration),
+}
+
+impl StoreChoice {
+    async fn open(self, paths: &NodePaths) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            StoreChoice::Sqlite => Box::new(SqliteStore::open(paths.store_db())?),
+            StoreChoice::Etcd(config, interval) => {
+                let store = EtcdStore::connect(config).await?;
+                if !interval.is_zero() {
+                    // Runs for the daemon's life.
+                    drop(store.compact_every(interval));
+                }
+                Box::new(store)
+            }
+        })
+    }
+}
+
+/// Reads the store flags (and the TLS files they name), so a mistake stops the daemon before anything starts.
+fn store_choice(args: &DaemonArgs) -> Result<StoreChoice> {
+    if args.store == "sqlite" {
+        return Ok(StoreChoice::Sqlite);
+    }
+    if !args.store.starts_with("etcd://") {
+        anyhow::bail!(
+            "--store {:?}: either `sqlite` or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]",
+            args.store
+        );
+    }
+    let mut config = EtcdConfig::parse(&args.store).map_err(|e| anyhow::anyhow!("--store {e}"))?;
+    let read = |flag: &str, p: &PathBuf| std::fs::read(p).with_context(|| format!("--{flag} {}", p.display()));
+    config.tls = match (&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile) {
+        (None, None, None) => None,
+        (Some(ca), cert, key) => Some(EtcdTls {
+            ca: read("etcd-cafile", ca)?,
+            identity: match (cert, key) {
+                (Some(c), Some(k)) => Some((read("etcd-certfile", c)?, read("etcd-keyfile", k)?)),
+                (None, None) => None,
+                _ => anyhow::bail!("--etcd-certfile and --etcd-keyfile go together"),
+            },
+        }),
+        (None, _, _) => anyhow::bail!("--etcd-certfile needs --etcd-cafile (the CA that signed the members)"),
+    };
+    let nanos = crate::commands::go_duration_nanos(&args.etcd_compaction_interval)
+        .map_err(|e| anyhow::anyhow!("--etcd-compaction-interval: {e}"))?;
+    let interval = std::time::Duration::try_from_secs_f64(nanos / 1e9)
+        .map_err(|e| anyhow::anyhow!("--etcd-compaction-interval {:?}: {e}", args.etcd_compaction_interval))?;
+    Ok(StoreChoice::Etcd(config, interval))
+}
+
 /// Runs until killed.
 pub fn run(args: DaemonArgs) -> Result<()> {
     if args.cleanup {
         return peapod_actors::proxy::cleanup(&args.service_proxy_table).map_err(anyhow::Error::msg);
     }
+    let store_choice = store_choice(&args)?;
     // Everything the daemon creates is its own unless it says otherwise, and
     // sockets are born with their final mode (no window before a chmod).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -437,6 +516,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     peapod_metrics::metrics().start_time.set(started.as_secs_f64());
+    let key_file = args.encryption_key_file.clone().unwrap_or_else(|| paths.secret_keys());
     actix_rt::System::new().block_on(async move {
         // Up first, so /readyz tells how far the start has come.
         let store_slot = metrics_server::StoreSlot::default();
@@ -445,16 +525,25 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             actix_rt::spawn(server);
         }
         // Secrets are sealed before any backend sees them (the key file is made at first start).
-        let keys = Keys::load_or_create(&paths.secret_keys())?;
-        let sealed = EncryptedStore::new(SqliteStore::open(paths.store_db())?, keys, &["secrets"]);
+        let had_keys = key_file.exists();
+        let keys = Keys::load_or_create(&key_file)?;
+        let sealed = EncryptedStore::new(store_choice.open(&paths).await?, keys, &["secrets"]);
+        if !had_keys {
+            // A node that joins a cluster with keys of its own could read no Secret.
+            if let Err(e) = sealed.list("secrets", None).await {
+                let _ = std::fs::remove_file(&key_file);
+                anyhow::bail!(
+                    "{e}: the store holds Secrets sealed with keys this node does not have; \
+                     copy {} from a node of the cluster (or pass --encryption-key-file)",
+                    key_file.display()
+                );
+            }
+        }
         // After a key rotation (a new first line in the key file), every
         // Secret is sealed again with the new key before anything reads it.
         match sealed.reseal_stale().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                "sealed {n} Secrets again with the first key of {}",
-                paths.secret_keys().display()
-            ),
+            Ok(n) => tracing::info!("sealed {n} Secrets again with the first key of {}", key_file.display()),
             Err(errors) => {
                 for e in errors {
                     tracing::error!("a Secret could not be sealed again (it stays as it was): {e}");

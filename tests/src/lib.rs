@@ -3,6 +3,7 @@
 //! even when the test fails.
 
 pub mod bench;
+pub mod etcd;
 pub mod layout;
 pub mod registry;
 

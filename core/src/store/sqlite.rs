@@ -3,8 +3,8 @@
 //! that watches replay from.
 
 use super::{
-    EventType, Page, PageKey, Preconditions, Scope, Store, StoreError, StoreFuture, StoreResult, WatchEvent,
-    WatchStream,
+    conflict, key_of, uid_conflict, EventType, Page, PageKey, Preconditions, Scope, Store, StoreError, StoreFuture,
+    StoreResult, WatchEvent, WatchStream, MODIFIED,
 };
 use crate::object;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -178,14 +178,6 @@ fn backend(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn key_of(resource: &str, obj: &Value) -> StoreResult<(String, String)> {
-    let name = object::name(obj);
-    if name.is_empty() {
-        return Err(StoreError::Invalid(format!("{resource}: metadata.name is empty")));
-    }
-    Ok((object::namespace(obj).to_string(), name.to_string()))
-}
-
 fn parse(path: &Path, text: &str) -> StoreResult<Value> {
     serde_json::from_str(text).map_err(|e| backend(path, format!("corrupt object: {e}")))
 }
@@ -272,14 +264,6 @@ impl Inner {
             object: obj.clone(),
         }));
         Ok(obj)
-    }
-}
-
-fn conflict(resource: &str, name: &str, reason: impl Into<String>) -> StoreError {
-    StoreError::Conflict {
-        resource: resource.to_string(),
-        name: name.to_string(),
-        reason: reason.into(),
     }
 }
 
@@ -390,22 +374,11 @@ impl Store for SqliteStore {
                 })?;
             let want = object::resource_version(&object);
             if want != 0 && want != object::resource_version(&cur) {
-                return Err(conflict(
-                    &r,
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(conflict(&r, &name, MODIFIED));
             }
             let uid = object::uid(&object);
             if !uid.is_empty() && uid != object::uid(&cur) {
-                return Err(conflict(
-                    &r,
-                    &name,
-                    format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        object::uid(&cur)
-                    ),
-                ));
+                return Err(uid_conflict(&r, &name, uid, object::uid(&cur)));
             }
             inner.write(&mut conn, &r, &ns, &name, EventType::Modified, object)
         })
@@ -427,23 +400,12 @@ impl Store for SqliteStore {
             })?;
             if let Some(uid) = pre.uid.as_deref() {
                 if uid != object::uid(&cur) {
-                    return Err(conflict(
-                        &r,
-                        &n,
-                        format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            object::uid(&cur)
-                        ),
-                    ));
+                    return Err(uid_conflict(&r, &n, uid, object::uid(&cur)));
                 }
             }
             if let Some(rv) = pre.resource_version {
                 if rv != object::resource_version(&cur) {
-                    return Err(conflict(
-                        &r,
-                        &n,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
+                    return Err(conflict(&r, &n, MODIFIED));
                 }
             }
             inner.write(&mut conn, &r, &ns, &n, EventType::Deleted, cur)
@@ -539,44 +501,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_get_update_conflict_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db")).unwrap();
-        let a = s.create("pods", pod("a")).await.unwrap();
-        assert_eq!(object::resource_version(&a), 1);
-        assert!(matches!(
-            s.create("pods", pod("a")).await,
-            Err(StoreError::AlreadyExists { .. })
-        ));
-        let mut b = a.clone();
-        b["spec"] = json!({"x": 1});
-        let b = s.update("pods", b).await.unwrap();
-        assert_eq!(object::resource_version(&b), 2);
-        // `a` still carries revision 1: a stale write must fail and change nothing.
-        let mut stale = a.clone();
-        stale["spec"] = json!({"x": 2});
-        let err = s.update("pods", stale).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-        assert_eq!(s.get("pods", "default", "a").await.unwrap()["spec"]["x"], 1);
-        let pre = Preconditions {
-            uid: Some("other".into()),
-            resource_version: None,
-        };
-        assert!(matches!(
-            s.delete("pods", "default", "a", pre).await,
-            Err(StoreError::Conflict { .. })
-        ));
-        s.delete("pods", "default", "a", Preconditions::default())
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.get("pods", "default", "a").await,
-            Err(StoreError::NotFound { .. })
-        ));
-        assert_eq!(s.revision().await.unwrap(), 3);
-    }
-
-    #[tokio::test]
     async fn a_panicking_operation_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path().join("db")).unwrap();
@@ -585,48 +509,6 @@ mod tests {
         // The store's thread lives on, and so does the connection.
         s.create("pods", pod("a")).await.unwrap();
         assert_eq!(object::name(&s.get("pods", "default", "a").await.unwrap()), "a");
-    }
-
-    #[tokio::test]
-    async fn pages_walk_every_object_once_in_key_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db")).unwrap();
-        let mut want = Vec::new();
-        for ns in ["b", "a"] {
-            for name in ["y", "x", "z"] {
-                let mut p = pod(name);
-                p["metadata"]["namespace"] = ns.into();
-                s.create("pods", p).await.unwrap();
-                want.push(format!("{ns}/{name}"));
-            }
-        }
-        s.create("events", pod("other-kind")).await.unwrap();
-        want.sort();
-        let mut got = Vec::new();
-        let mut after = None;
-        let mut pages = 0;
-        loop {
-            let page = s.list_page("pods", None, after, 4).await.unwrap();
-            assert!(page.items.len() <= 4);
-            assert_eq!(page.revision, 7);
-            pages += 1;
-            got.extend(
-                page.items
-                    .iter()
-                    .map(|o| format!("{}/{}", object::namespace(o), object::name(o))),
-            );
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!((got, pages), (want, 2));
-        // A namespace, and a page that ends exactly at the last object: the
-        // next one is empty and says so.
-        let page = s.list_page("pods", Some("a"), None, 3).await.unwrap();
-        assert_eq!(page.items.len(), 3);
-        let last = s.list_page("pods", Some("a"), page.next, 3).await.unwrap();
-        assert!(last.items.is_empty() && last.next.is_none());
     }
 
     #[tokio::test]
@@ -666,49 +548,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn open_watches_are_counted_until_dropped() {
+    async fn the_store_suite_passes() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db")).unwrap();
-        assert_eq!(s.watchers(), 0);
-        let w1 = s.watch(Scope::default(), 0).await.unwrap();
-        let w2 = s.watch(Scope::default(), 0).await.unwrap();
-        assert_eq!(s.watchers(), 2);
-        drop(w1);
-        drop(w2);
-        // The feeds notice without any event to send.
-        for _ in 0..100 {
-            if s.watchers() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!(
-            "{} watches still counted after their receivers were dropped",
-            s.watchers()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_watcher_far_behind_the_live_feed_catches_up_without_expiring() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db")).unwrap();
-        let scope = Scope {
-            resource: Some("pods".into()),
-            namespace: None,
-        };
-        let mut w = s.watch(scope, 0).await.unwrap();
-        // Far more writes than the live feed and the watch channel hold, none read yet.
-        let n = (LIVE_EVENTS * 6) as u64;
-        for i in 0..n {
-            s.create("pods", pod(&format!("p{i}"))).await.unwrap();
-        }
-        for want in 1..=n {
-            let ev = w
-                .recv()
-                .await
-                .unwrap()
-                .expect("no Expired: caught up from the events table");
-            assert_eq!(ev.revision, want);
-        }
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        crate::store::suite::all(|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.path().join(format!("db{i}"));
+            async move { Arc::new(SqliteStore::open(path).unwrap()) as Arc<dyn Store> }
+        })
+        .await;
     }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A 3-member etcd cluster on 127.0.0.1 for the tests and benches (Debian's
+# etcd-server; scripts/setup.sh installs it). Data, logs and pids in WORKDIR.
+#   etcd-test-cluster.sh up WORKDIR C1 P1 C2 P2 C3 P3
+#       starts members m1..m3 (client port Cn, peer port Pn), waits until all
+#       are healthy and prints "etcd ready"; WORKDIR/mN.sh starts member N
+#       again (after a kill) with its existing data.
+#   etcd-test-cluster.sh down WORKDIR
+#       stops every member by its pid.
+set -euo pipefail
+cmd=${1:?up|down}; W=${2:?WORKDIR}
+stop() {
+  for f in "$W"/m*.pid; do
+    [ -f "$f" ] || continue
+    p=$(cat "$f")
+    kill -KILL "$p" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$f"
+  done
+  return 0
+}
+case "$cmd" in
+down) stop; exit 0 ;;
+up) ;;
+*) echo "usage: $0 up WORKDIR C1 P1 C2 P2 C3 P3 | down WORKDIR" >&2; exit 2 ;;
+esac
+shift 2
+[ $# -eq 6 ] || { echo "up needs three client and peer port pairs" >&2; exit 2; }
+ports=("$@")
+mkdir -p "$W"
+cluster=""
+for i in 1 2 3; do
+  cluster+="m$i=http://127.0.0.1:${ports[$(( (i-1)*2+1 ))]},"
+done
+cluster=${cluster%,}
+for i in 1 2 3; do
+  c=${ports[$(( (i-1)*2 ))]} p=${ports[$(( (i-1)*2+1 ))]}
+  # Fast elections, as the reference recipe measured (100 ms heartbeats, 1 s election timeout).
+  cat > "$W/m$i.sh" <<EOF
+#!/usr/bin/env bash
+nohup etcd --name m$i --data-dir "$W/m$i.data" \\
+  --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \\
+  --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \\
+  --initial-cluster $cluster --initial-cluster-token peapod-test --initial-cluster-state new \\
+  --heartbeat-interval 100 --election-timeout 1000 --logger zap --log-level warn \\
+  >> "$W/m$i.log" 2>&1 &
+echo \$! > "$W/m$i.pid"
+EOF
+  bash "$W/m$i.sh"
+done
+endpoints="127.0.0.1:${ports[0]},127.0.0.1:${ports[2]},127.0.0.1:${ports[4]}"
+for _ in $(seq 1 100); do
+  if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --dial-timeout 1s endpoint health >/dev/null 2>&1; then
+    echo "etcd ready"
+    exit 0
+  fi
+  sleep 0.2
+done
+echo "etcd did not become healthy in 20 s:" >&2
+tail -n 20 "$W"/m*.log >&2
+stop
+exit 1

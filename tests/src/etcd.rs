@@ -1,0 +1,127 @@
+//! A 3-member etcd cluster on loopback ports (`scripts/etcd-test-cluster.sh`),
+//! its data in a temporary directory; every member killed by its PID when dropped.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// A running 3-member etcd cluster.
+pub struct EtcdCluster {
+    pub dir: tempfile::TempDir,
+    /// Client `127.0.0.1:PORT` of members m1, m2, m3.
+    pub clients: Vec<String>,
+}
+
+impl EtcdCluster {
+    pub fn start() -> EtcdCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pp-etcd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        // Held together while choosing, so the six ports differ.
+        let listeners: Vec<_> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let ports: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port().to_string())
+            .collect();
+        drop(listeners);
+        let cluster = EtcdCluster {
+            clients: vec![
+                format!("127.0.0.1:{}", ports[0]),
+                format!("127.0.0.1:{}", ports[2]),
+                format!("127.0.0.1:{}", ports[4]),
+            ],
+            dir,
+        };
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("up")
+            .arg(cluster.dir.path())
+            .args(&ports)
+            .output()
+            .expect("run etcd-test-cluster.sh");
+        assert!(
+            out.status.success(),
+            "etcd test cluster: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    /// `etcd://` URL of every member, with a key prefix of its own.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("etcd://{}/{}", self.clients.join(","), prefix.trim_start_matches('/'))
+    }
+
+    /// The PID of member `i` (0-based), if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        let p = std::fs::read_to_string(self.dir.path().join(format!("m{}.pid", i + 1))).ok()?;
+        let pid: u32 = p.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Kills member `i` with SIGKILL and waits until it is gone.
+    pub fn kill(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            for _ in 0..100 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts member `i` again on its data.
+    pub fn restart(&self, i: usize) {
+        let status = Command::new("bash")
+            .arg(self.dir.path().join(format!("m{}.sh", i + 1)))
+            .status()
+            .expect("start an etcd member");
+        assert!(status.success());
+    }
+
+    /// The index of the member that leads now, as the members report it.
+    pub fn leader(&self) -> Option<usize> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.clients.join(","), "--dial-timeout", "1s"])
+            .args(["endpoint", "status", "-w", "json"])
+            .output()
+            .ok()?;
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let statuses = status.as_array()?;
+        let leader = statuses.iter().find_map(|s| s["Status"]["leader"].as_u64())?;
+        statuses
+            .iter()
+            .find(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .and_then(|s| s["Endpoint"].as_str())
+            .and_then(|e| self.clients.iter().position(|c| e.ends_with(c.as_str())))
+    }
+
+    /// The members' logs, for a failure message.
+    pub fn logs(&self) -> String {
+        (1..=3)
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/etcd-test-cluster.sh")
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("down")
+            .arg(self.dir.path())
+            .status();
+    }
+}
