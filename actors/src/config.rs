@@ -45,6 +45,12 @@ pub struct NodeConfig {
     pub cluster_dns: Option<crate::runtime::etc::ClusterDns>,
     /// The DNS server this node runs; `None`: none.
     pub dns_server: Option<crate::dns::DnsConfig>,
+    /// How nodes sharing a store choose the one that runs the scheduler and
+    /// the one that runs the controllers; `None`: this node runs both (its store is its own).
+    pub leader_election: Option<crate::leader::ElectionTiming>,
+    /// How long a node may stay silent before it is called unreachable
+    /// (kube-controller-manager's `--node-monitor-grace-period`).
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 impl NodeConfig {

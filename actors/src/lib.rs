@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod image;
 pub mod image_gc;
 pub mod informer;
+pub mod leader;
 pub mod metered_store;
 pub mod namespaces;
 pub mod node;

@@ -99,6 +99,8 @@ pub struct NodeActor {
     removed: HashSet<String>,
     /// Staged volumes were checked against the pods of the first full list.
     swept_staging: bool,
+    /// The leader Leases this node holds: it runs their children.
+    leading: HashSet<&'static str>,
 }
 
 fn given_up(pod: &Pod) -> bool {
@@ -132,7 +134,27 @@ impl NodeActor {
             rejected: HashMap::new(),
             removed: HashSet::new(),
             swept_staging: false,
+            leading: HashSet::new(),
         }
+    }
+
+    /// The permanent children the holder of `lease` runs: one scheduler, and
+    /// one set of controllers, in the whole cluster.
+    fn led_by(&self, lease: &str) -> Vec<&'static str> {
+        match lease {
+            crate::leader::SCHEDULER_LEASE => vec![SCHEDULER_KEY],
+            _ => [NAMESPACES_KEY, GC_KEY, BINDER_KEY]
+                .into_iter()
+                .chain(crate::controllers::all(&self.spec.rt.config).iter().map(|c| c.name()))
+                .collect(),
+        }
+    }
+
+    /// Whether the child `key` belongs to a lease this node does not hold now.
+    fn led_elsewhere(&self, key: &str) -> bool {
+        [crate::leader::SCHEDULER_LEASE, crate::leader::CONTROLLERS_LEASE]
+            .into_iter()
+            .any(|l| !self.leading.contains(l) && self.led_by(l).contains(&key))
     }
 
     fn arbiter_for(&self, uid: &str) -> Option<&ArbiterHandle> {
@@ -244,7 +266,10 @@ impl NodeActor {
                 });
             }
             _ => {
-                let Some(reconciler) = crate::controllers::all().into_iter().find(|r| r.name() == key) else {
+                let Some(reconciler) = crate::controllers::all(&self.spec.rt.config)
+                    .into_iter()
+                    .find(|r| r.name() == key)
+                else {
                     return;
                 };
                 let node = self
@@ -519,17 +544,28 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.set_state("Running");
-        for key in [NAMESPACES_KEY, GC_KEY, SCHEDULER_KEY, BINDER_KEY, IMAGE_GC_KEY] {
-            self.start_permanent(key, ctx);
-        }
+        self.start_permanent(IMAGE_GC_KEY, ctx);
         if !self.spec.rt.config.service_proxy_table.is_empty() {
             self.start_permanent(PROXY_KEY, ctx);
         }
         if self.spec.rt.config.dns_server.is_some() {
             self.start_permanent(DNS_KEY, ctx);
         }
-        for c in crate::controllers::all() {
-            self.start_permanent(c.name(), ctx);
+        // The cluster's scheduler and controllers: here, or where the election says.
+        for lease in [crate::leader::SCHEDULER_LEASE, crate::leader::CONTROLLERS_LEASE] {
+            match self.spec.rt.config.leader_election {
+                None => ctx.notify(crate::leader::Leadership { lease, leading: true }),
+                Some(timing) => {
+                    let election = crate::leader::run(
+                        self.spec.store.clone(),
+                        lease,
+                        self.spec.node_name.clone(),
+                        timing,
+                        ctx.address().recipient(),
+                    );
+                    ctx.spawn(election.into_actor(self));
+                }
+            }
         }
         // The node's own Node object and heartbeat Lease.
         let (store, config) = (self.spec.store.clone(), self.spec.rt.config.clone());
@@ -571,6 +607,34 @@ impl Actor for NodeActor {
             let store = act.spec.store.clone();
             ctx.spawn(async move { expire_events(&*store, ttl).await }.into_actor(act));
         });
+    }
+}
+
+impl Handler<crate::leader::Leadership> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::leader::Leadership, ctx: &mut Context<Self>) {
+        let keys = self.led_by(msg.lease);
+        if msg.leading {
+            if self.leading.insert(msg.lease) {
+                for key in keys {
+                    self.start_permanent(key, ctx);
+                }
+            }
+            return;
+        }
+        self.leading.remove(msg.lease);
+        // Another node leads now: these stop here, at once.
+        for key in keys {
+            // Their tree entries leave with them.
+            let _ = match key {
+                NAMESPACES_KEY => self.namespaces.remove(&key),
+                GC_KEY => self.gc.remove(&key),
+                SCHEDULER_KEY => self.scheduler.remove(&key),
+                BINDER_KEY => self.binder.remove(&key),
+                _ => self.controllers.remove(&key),
+            };
+        }
     }
 }
 
@@ -698,6 +762,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
         };
         match verdict {
             Verdict::Stale | Verdict::Done => {}
+            Verdict::Restart { .. } if self.led_elsewhere(msg.key) => {}
             Verdict::Restart { restarts } => {
                 tracing::warn!(
                     "{actor} ended ({}); restarting it (restart {restarts})",

@@ -142,6 +142,13 @@ fn spec_of(p: &Value) -> PodSpec {
 }
 
 /// Whether a bound pod still holds its node's resources.
+/// The pods spread apart from each other: those of one controller (a
+/// ReplicaSet, a StatefulSet, a Job), as the default spreading constraints
+/// take the pods their owners select.
+fn spread_group(p: &Value) -> Option<String> {
+    crate::controllers::replicaset::controller_of(p).map(|r| format!("{}/{}", object::namespace(p), r.uid))
+}
+
 fn holds_node(p: &Value) -> bool {
     !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
@@ -197,10 +204,15 @@ async fn schedule(
         .collect();
     // What each node holds, growing as this pass binds.
     let mut on_node: HashMap<String, Usage> = HashMap::new();
+    // How many pods of each controller each node runs (the default spreading).
+    let mut peers: HashMap<(String, String), usize> = HashMap::new();
     for p in &pods {
         if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             if holds_node(p) {
                 on_node.entry(n.to_string()).or_default().add(&spec_of(p));
+                if let Some(owner) = spread_group(p) {
+                    *peers.entry((owner, n.to_string())).or_default() += 1;
+                }
             }
         }
     }
@@ -228,7 +240,8 @@ async fn schedule(
         let spec = spec_of(&pod);
         let empty = Usage::default();
         let mut verdicts = Vec::new();
-        let mut best: Option<(i64, &str)> = None;
+        let mut best: Option<(usize, i64, &str)> = None;
+        let group = spread_group(&pod);
         let ns = object::namespace(&pod);
         let lookup = |c: &str| claims.get(&format!("{ns}/{c}"));
         let is_delayed = |c: &Value| delayed.contains(class_of(c));
@@ -251,16 +264,23 @@ async fn schedule(
                 unfit.push(scheduling::Unfit::VolumeNodeAffinity);
             }
             if unfit.is_empty() {
-                let score = load(node, used, &spec);
-                if best.is_none_or(|(s, n)| (score, name) < (s, n)) {
-                    best = Some((score, name));
+                // Spread first (kube-scheduler's default PodTopologySpread by
+                // hostname), then the least allocated.
+                let siblings = group
+                    .as_ref()
+                    .and_then(|g| peers.get(&(g.clone(), name.to_string())))
+                    .copied()
+                    .unwrap_or(0);
+                let score = (siblings, load(node, used, &spec), name);
+                if best.is_none_or(|b| score < b) {
+                    best = Some(score);
                 }
             } else {
                 verdicts.push(unfit);
             }
         }
         let result = match best {
-            Some((_, name)) if !scheduling::claims_waiting(&spec, lookup, is_delayed).is_empty() => {
+            Some((_, _, name)) if !scheduling::claims_waiting(&spec, lookup, is_delayed).is_empty() => {
                 // Claims that bind at first use learn the node, and the pod
                 // is bound once they are (the next pass, after the binder).
                 for c in scheduling::claims_waiting(&spec, lookup, is_delayed) {
@@ -270,10 +290,13 @@ async fn schedule(
                 }
                 Ok(None)
             }
-            Some((_, name)) => {
+            Some((_, _, name)) => {
                 let name = name.to_string();
                 let r = bind(store, &pod, &name).await;
                 if let Ok(Some(_)) = &r {
+                    if let Some(g) = group {
+                        *peers.entry((g, name.clone())).or_default() += 1;
+                    }
                     on_node.entry(name).or_default().add(&spec);
                     reported.remove(object::uid(&pod));
                 }

@@ -44,6 +44,24 @@ pub struct DaemonArgs {
     /// kube-apiserver's flag; `0` never (another client compacts).
     #[arg(long, default_value = "5m")]
     etcd_compaction_interval: String,
+    /// Nodes that share a store elect one to run the scheduler and one to run
+    /// the controllers (on by default with an etcd store; a SQLite store is
+    /// one node's alone, which then runs both).
+    #[arg(long, action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
+    /// How long a leader's Lease lasts unrenewed, as kube-controller-manager's flag.
+    #[arg(long, default_value = "15s")]
+    leader_elect_lease_duration: String,
+    /// How long a leader tries to renew before it stops leading.
+    #[arg(long, default_value = "10s")]
+    leader_elect_renew_deadline: String,
+    /// How often candidates try for the Lease, and the leader renews it.
+    #[arg(long, default_value = "2s")]
+    leader_elect_retry_period: String,
+    /// How long a node's heartbeats may stop before the node is called
+    /// unreachable and tainted, as kube-controller-manager's flag.
+    #[arg(long, default_value = "40s")]
+    node_monitor_grace_period: String,
     /// The keys Secrets are sealed with (default `<root-dir>/secret-encryption.keys`,
     /// made at first start). Every node of a cluster needs the same file.
     #[arg(long)]
@@ -386,11 +404,35 @@ fn store_choice(args: &DaemonArgs) -> Result<StoreChoice> {
         }),
         (None, _, _) => anyhow::bail!("--etcd-certfile needs --etcd-cafile (the CA that signed the members)"),
     };
-    let nanos = crate::commands::go_duration_nanos(&args.etcd_compaction_interval)
-        .map_err(|e| anyhow::anyhow!("--etcd-compaction-interval: {e}"))?;
-    let interval = std::time::Duration::try_from_secs_f64(nanos / 1e9)
-        .map_err(|e| anyhow::anyhow!("--etcd-compaction-interval {:?}: {e}", args.etcd_compaction_interval))?;
+    let interval = duration_flag("etcd-compaction-interval", &args.etcd_compaction_interval)?;
     Ok(StoreChoice::Etcd(config, interval))
+}
+
+/// A duration flag in Go's notation (`15s`, `2m`).
+fn duration_flag(flag: &str, v: &str) -> Result<std::time::Duration> {
+    let nanos = crate::commands::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+    std::time::Duration::try_from_secs_f64(nanos / 1e9).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
+}
+
+/// The election's timing, checked as kube-controller-manager checks it; `None` when this node leads alone.
+fn leader_election(args: &DaemonArgs, store: &StoreChoice) -> Result<Option<peapod_actors::leader::ElectionTiming>> {
+    if !args.leader_elect.unwrap_or(matches!(store, StoreChoice::Etcd(..))) {
+        return Ok(None);
+    }
+    let timing = peapod_actors::leader::ElectionTiming {
+        lease_duration: duration_flag("leader-elect-lease-duration", &args.leader_elect_lease_duration)?,
+        renew_deadline: duration_flag("leader-elect-renew-deadline", &args.leader_elect_renew_deadline)?,
+        retry_period: duration_flag("leader-elect-retry-period", &args.leader_elect_retry_period)?,
+    };
+    if timing.retry_period.is_zero() || timing.renew_deadline <= timing.retry_period {
+        anyhow::bail!(
+            "--leader-elect-renew-deadline must be greater than --leader-elect-retry-period (and that above 0)"
+        );
+    }
+    if timing.lease_duration <= timing.renew_deadline {
+        anyhow::bail!("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline");
+    }
+    Ok(Some(timing))
 }
 
 /// Runs until killed.
@@ -399,6 +441,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         return peapod_actors::proxy::cleanup(&args.service_proxy_table).map_err(anyhow::Error::msg);
     }
     let store_choice = store_choice(&args)?;
+    let leader_election = leader_election(&args, &store_choice)?;
     // Everything the daemon creates is its own unless it says otherwise, and
     // sockets are born with their final mode (no window before a chmod).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -465,6 +508,8 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             domain: args.cluster_domain.clone(),
         }),
         dns_server: dns.as_ref().map(|(_, server)| server.clone()),
+        leader_election,
+        node_monitor_grace_period: duration_flag("node-monitor-grace-period", &args.node_monitor_grace_period)?,
         image_gc: {
             let (high, low) = (args.image_gc_high_threshold, args.image_gc_low_threshold);
             if high > 100 {
@@ -473,15 +518,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             if low >= high {
                 anyhow::bail!("--image-gc-low-threshold {low}: must be less than --image-gc-high-threshold ({high})");
             }
-            let duration = |flag: &str, v: &str| -> anyhow::Result<std::time::Duration> {
-                let nanos = crate::commands::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
-                std::time::Duration::try_from_secs_f64(nanos / 1e9).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
-            };
             peapod_actors::image_gc::ImageGcPolicy {
                 high_percent: high,
                 low_percent: low,
-                min_age: duration("image-minimum-gc-age", &args.image_minimum_gc_age)?,
-                period: duration("image-gc-period", &args.image_gc_period)?,
+                min_age: duration_flag("image-minimum-gc-age", &args.image_minimum_gc_age)?,
+                period: duration_flag("image-gc-period", &args.image_gc_period)?,
             }
         },
     };

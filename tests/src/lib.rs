@@ -3,6 +3,7 @@
 //! even when the test fails.
 
 pub mod bench;
+pub mod cluster;
 pub mod etcd;
 pub mod layout;
 pub mod registry;
@@ -313,6 +314,11 @@ impl Node {
         node
     }
 
+    /// The daemon flags this node was given beyond the harness's own.
+    pub fn extra_args(&self) -> &[String] {
+        &self.extra_args
+    }
+
     /// `image ls` of this node's store, as printed.
     pub fn image_list(&self) -> String {
         let root = self.root().display().to_string();
@@ -523,9 +529,20 @@ impl Node {
                     .flatten(),
             )
             // Every node its own service addresses, node ports and nftables
-            // table, so nodes run side by side.
-            .args(["--service-cluster-ip-range", &self.service_cidr()])
-            .args(["--service-node-port-range", &self.node_port_range()])
+            // table, so nodes run side by side (nodes of one cluster pass
+            // the cluster's own ranges).
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--service-cluster-ip-range"))
+                    .then(|| ["--service-cluster-ip-range".to_string(), self.service_cidr()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--service-node-port-range"))
+                    .then(|| ["--service-node-port-range".to_string(), self.node_port_range()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--service-proxy-table", &self.proxy_table()])
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
@@ -592,7 +609,11 @@ impl Node {
 
     /// This node's service cluster IP range.
     pub fn service_cidr(&self) -> String {
-        format!("10.120.{}.0/24", self.net)
+        self.extra_args
+            .iter()
+            .position(|a| a == "--service-cluster-ip-range")
+            .and_then(|i| self.extra_args.get(i + 1).cloned())
+            .unwrap_or_else(|| format!("10.120.{}.0/24", self.net))
     }
 
     /// This node's NodePort range: ten ports of its own.

@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod history;
 pub mod job;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod statefulset;
@@ -383,7 +384,7 @@ pub async fn claim(
 }
 
 /// Every controller the node runs.
-pub fn all() -> Vec<Box<dyn Reconciler>> {
+pub fn all(config: &crate::config::NodeConfig) -> Vec<Box<dyn Reconciler>> {
     vec![
         Box::new(replicaset::ReplicaSets::for_replicasets()),
         Box::new(replicaset::ReplicaSets::for_replication_controllers()),
@@ -394,5 +395,6 @@ pub fn all() -> Vec<Box<dyn Reconciler>> {
         Box::new(statefulset::StatefulSets),
         Box::new(endpointslice::EndpointSlices),
         Box::new(resourcequota::ResourceQuotas),
+        Box::new(nodelifecycle::NodeLifecycle::new(config.node_monitor_grace_period)),
     ]
 }

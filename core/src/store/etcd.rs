@@ -200,12 +200,10 @@ impl EtcdStore {
         }
     }
 
-    /// (resource, namespace, name) of a key of ours.
+    /// (resource, namespace, name) of a key of ours. A resource may hold a
+    /// slash (`apps/deployments`); names and namespaces never do.
     fn split<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str, &'k str)> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
-        let (resource, rest) = rest.split_once('/')?;
-        let (ns, name) = rest.split_once('/')?;
-        Some((resource, ns, name))
+        split_key(&self.prefix, key)
     }
 
     fn be(&self, e: impl std::fmt::Display) -> StoreError {
@@ -304,6 +302,14 @@ impl EtcdStore {
             .map_err(|e| self.be(e))?;
         Ok(())
     }
+}
+
+/// (resource, namespace, name) of `key` under `prefix`.
+fn split_key<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str, &'k str)> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (rest, name) = rest.rsplit_once('/')?;
+    let (resource, ns) = rest.rsplit_once('/')?;
+    Some((resource, ns, name))
 }
 
 /// The object's bytes as stored: without resourceVersion, which is the key's revision.
@@ -812,6 +818,18 @@ mod tests {
             .unwrap_err()
             .contains("etcd://HOST:PORT"));
         assert!(EtcdConfig::parse("etcd://").unwrap_err().contains("no etcd member"));
+    }
+
+    #[test]
+    fn keys_split_back_into_resource_namespace_and_name() {
+        for (r, ns, n) in [
+            ("pods", "default", "a"),
+            ("apps/deployments", "ns", "web"),
+            ("nodes", "", "n1"),
+        ] {
+            assert_eq!(split_key("/p", &format!("/p/{r}/{ns}/{n}")), Some((r, ns, n)));
+        }
+        assert_eq!(split_key("/p", "/other/pods/a/b"), None);
     }
 
     #[test]

@@ -257,10 +257,23 @@ pub async fn watches_keep_to_their_scope(s: &dyn Store) {
     s.create("pods", pod("b", "x")).await.unwrap();
     s.create("pods", pod("ab", "x")).await.unwrap();
     s.create("services", pod("a", "svc")).await.unwrap();
+    // Kinds of a group have a slash in their store key.
+    s.create("apps/deployments", pod("a", "web")).await.unwrap();
     let p = s.create("pods", pod("a", "x")).await.unwrap();
     let e = next(&mut all_kinds).await;
     assert_eq!((e.resource.as_str(), object::name(&e.object)), ("services", "svc"));
+    let e = next(&mut all_kinds).await;
+    assert_eq!(
+        (
+            e.resource.as_str(),
+            object::namespace(&e.object),
+            object::name(&e.object)
+        ),
+        ("apps/deployments", "a", "web")
+    );
     assert_eq!(next(&mut all_kinds).await.revision, rv(&p));
+    let (deployments, _) = s.list("apps/deployments", Some("a")).await.unwrap();
+    assert_eq!(deployments.len(), 1);
     let e = next(&mut pods_a).await;
     assert_eq!((e.revision, object::namespace(&e.object)), (rv(&p), "a"));
 }

@@ -250,10 +250,40 @@ fn validate_port(port: &ContainerPort, path: &str, seen: &mut HashSet<String>, e
     }
 }
 
+/// How long a pod stays on a node that went unreachable or not ready
+/// unless it says otherwise (the DefaultTolerationSeconds admission plugin's 300 s).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission plugin: a pod that does not
+/// tolerate the `not-ready` and `unreachable` NoExecute taints tolerates
+/// them for [`DEFAULT_TOLERATION_SECONDS`], so a node's brief absence does
+/// not evict it, and a long one does.
+fn add_default_tolerations(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    use k8s_openapi::api::core::v1::{Taint, Toleration};
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let taint = Taint {
+            key: key.into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        if !tolerations.iter().any(|t| crate::scheduling::tolerates(t, &taint)) {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 /// Defaults and validates a new Pod; sets `status.phase: Pending`.
 pub fn admit_create(obj: &mut Value) -> Result<(), FieldErrors> {
     let mut pod: Pod = decode(obj)?;
     set_defaults(&mut pod);
+    add_default_tolerations(pod.spec.get_or_insert_with(Default::default));
     validate(&pod).into_result()?;
     pod.status = Some(PodStatus {
         phase: Some("Pending".into()),
@@ -272,9 +302,13 @@ pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
     // a patch from `kubectl apply` would: changing an image must not re-default
     // imagePullPolicy into a forbidden change.
     if let (Some(os), Some(ns)) = (o.spec.as_ref(), n.spec.as_mut()) {
-        // The node a pod was bound to stays, as kubectl apply's patch keeps it.
+        // The node a pod was bound to stays, as kubectl apply's patch keeps it;
+        // so do the tolerations admission added.
         if ns.node_name.is_none() {
             ns.node_name = os.node_name.clone();
+        }
+        if ns.tolerations.is_none() {
+            ns.tolerations = os.tolerations.clone();
         }
         let old_containers: Vec<&k8s_openapi::api::core::v1::Container> = os
             .containers
@@ -291,14 +325,31 @@ pub fn admit_update(old: &Value, new: &mut Value) -> Result<(), FieldErrors> {
         }
     }
     set_defaults(&mut n);
+    add_default_tolerations(n.spec.get_or_insert_with(Default::default));
     let mut errs = validate(&n);
     validate_meta_update(&o.metadata, &n.metadata, &mut errs);
+    // Tolerations may be added, and their tolerationSeconds changed, as Kubernetes allows.
+    let without_seconds = |p: &Pod| -> Vec<k8s_openapi::api::core::v1::Toleration> {
+        let mut t = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+        for x in &mut t {
+            x.toleration_seconds = None;
+        }
+        t
+    };
+    let kept = without_seconds(&n);
+    if without_seconds(&o).iter().any(|t| !kept.contains(t)) {
+        errs.push(FieldError::forbidden(
+            "spec.tolerations",
+            "existing toleration can not be modified except its tolerationSeconds",
+        ));
+    }
     let strip = |p: &Pod| {
         let mut s = p.spec.clone().unwrap_or_default();
         for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
             c.image = None;
         }
         s.active_deadline_seconds = None;
+        s.tolerations = None;
         s
     };
     if strip(&o) != strip(&n) {
@@ -345,6 +396,24 @@ mod tests {
         let mut changed = pod(json!({"containers": [{"name": "a", "image": "busybox", "command": ["sh"]}]}));
         let e = admit_update(&old, &mut changed).unwrap_err().to_string();
         assert!(e.contains("pod updates may not change fields other than"), "{e}");
+    }
+
+    #[test]
+    fn every_new_pod_tolerates_a_lost_node_for_five_minutes_unless_it_says_otherwise() {
+        let mut p = json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}],
+            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        admit_create(&mut p).unwrap();
+        let t = p["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0]["tolerationSeconds"], 5, "the pod's own stays");
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(t[1]["tolerationSeconds"], 300);
+        // A pod tolerating everything gets nothing more.
+        let mut p = json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}],
+            "tolerations": [{"operator": "Exists"}]}});
+        admit_create(&mut p).unwrap();
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 1);
     }
 
     #[test]

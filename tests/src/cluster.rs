@@ -1,0 +1,178 @@
+//! Several nodes of one cluster: a 3-member etcd cluster and a daemon per
+//! node on it, with short election and heartbeat timings so failover tests
+//! take seconds. Every node keeps its own bridge, pod range and nft table;
+//! the cluster shares one service range and one Secret key file.
+
+use crate::etcd::EtcdCluster;
+use crate::{wait_for, Node};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long a leader's Lease lasts unrenewed in test clusters.
+pub const LEASE: Duration = Duration::from_secs(4);
+/// How long a silent node stays Ready in test clusters.
+pub const NODE_GRACE: Duration = Duration::from_secs(6);
+
+/// A cluster of nodes on one etcd. Dropped: the nodes first, then etcd.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub etcd: EtcdCluster,
+    _shared: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` nodes named `<prefix>-0`…, all Ready.
+    pub fn start(prefix: &str, n: usize) -> Cluster {
+        let etcd = EtcdCluster::start();
+        let shared = tempfile::Builder::new()
+            .prefix("pp-cl-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let keys = shared.path().join("secret-encryption.keys");
+        let url = etcd.url(&format!("{prefix}-{}", std::process::id()));
+        // One service range for the cluster, apart from every lone test node's.
+        let services = format!("10.121.{}.0/24", std::process::id() % 250);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            let keys = keys.display().to_string();
+            let args = [
+                "--store",
+                &url,
+                "--node-name",
+                &name,
+                "--encryption-key-file",
+                &keys,
+                "--service-cluster-ip-range",
+                &services,
+                "--leader-elect-lease-duration",
+                "4s",
+                "--leader-elect-renew-deadline",
+                "3s",
+                "--leader-elect-retry-period",
+                "1s",
+                "--node-monitor-grace-period",
+                "6s",
+                "--etcd-compaction-interval",
+                "1m",
+            ];
+            nodes.push(Node::start_with_args(&args, |_| {}));
+        }
+        let cluster = Cluster {
+            nodes,
+            etcd,
+            _shared: shared,
+        };
+        for i in 0..n {
+            cluster.wait_ready(i, true);
+        }
+        cluster
+    }
+
+    /// The name of node `i`.
+    pub fn name(&self, i: usize) -> String {
+        self.node_names()[i].clone()
+    }
+
+    fn node_names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let args = n.extra_args();
+                let i = args.iter().position(|a| a == "--node-name").expect("--node-name");
+                args[i + 1].clone()
+            })
+            .collect()
+    }
+
+    /// The node index whose name is `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.node_names().iter().position(|n| n == name)
+    }
+
+    /// A node that runs, to ask the cluster through.
+    pub fn any_alive(&self) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.daemon_pid().is_some())
+            .expect("a node with a daemon")
+    }
+
+    /// Waits until node `i`'s Ready condition is True (or not), as any live node reports it.
+    pub fn wait_ready(&self, i: usize, ready: bool) -> Value {
+        let name = self.node_names()[i].clone();
+        wait_for(&format!("node {name} Ready={ready}"), NODE_GRACE * 4, || {
+            let node = self.any_alive().get("node", &name)?;
+            let status = node["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?["status"]
+                .as_str()?
+                .to_string();
+            ((status == "True") == ready).then_some(node)
+        })
+    }
+
+    /// The node holding a leader Lease (`kube-scheduler`, `kube-controller-manager`).
+    pub fn leader(&self, lease: &str) -> Option<String> {
+        let out = self
+            .any_alive()
+            .peapod(&["get", "lease", lease, "-n", "kube-system", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    /// Every pod in the cluster, as any live node lists it.
+    pub fn pods(&self, selector: Option<&str>) -> Vec<Value> {
+        self.any_alive().list("pods", selector)
+    }
+
+    /// The node that runs pod `name` (by its `spec.nodeName`).
+    pub fn node_of(&self, pod: &Value) -> Option<&Node> {
+        let name = pod["spec"]["nodeName"].as_str()?;
+        self.index_of(name).map(|i| &self.nodes[i])
+    }
+}
+
+impl Cluster {
+    /// What the cluster looks like, for a failure message: pods, nodes and each daemon's last log lines.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let alive = self.any_alive();
+        for args in [["get", "pods", "-A", "-o", "wide"], ["get", "nodes", "-o", "wide", ""]] {
+            let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+            let o = alive.peapod(&args);
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+            out.push_str(&String::from_utf8_lossy(&o.stderr));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let log = n.daemon_log();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            out.push_str(&format!("\n--- node {i} ({}) log tail ---\n", self.name(i)));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// [`wait_for`], with [`Cluster::dump`] in the failure.
+    pub fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if std::time::Instant::now() > end {
+                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.dump());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// `duration` as a short text, for figures printed by tests.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

@@ -1,0 +1,298 @@
+//! Three nodes on one etcd cluster: one scheduler and one controller set
+//! for the cluster, replicas spread over the nodes, every node answering
+//! for the whole cluster, a dead node's pods replaced elsewhere, and a dead
+//! leader replaced.
+
+use peapod_tests::cluster::{secs, Cluster, LEASE, NODE_GRACE};
+use peapod_tests::Node;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn deployment(name: &str, replicas: u32, extra_pod_spec: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{extra_pod_spec}
+      containers:
+      - name: web
+        image: busybox:1.35
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+    )
+}
+
+fn running(pods: &[Value]) -> Vec<&Value> {
+    pods.iter()
+        .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
+fn per_node(pods: &[&Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in pods {
+        *m.entry(p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+/// How many children of `kind` the node's tree has under its Node.
+fn tree_children(node: &Node, kind: &str) -> usize {
+    let tree = node.tree();
+    tree["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|root| root["children"].as_array().into_iter().flatten())
+        .filter(|c| c["kind"] == kind)
+        .count()
+}
+
+fn wget(node: &Node, from: &str, url: &str) -> String {
+    let out = node.peapod(&["exec", from, "--", "timeout", "5", "wget", "-qO-", url]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn replicas_spread_over_three_nodes_and_every_node_answers_for_the_cluster() {
+    let cl = Cluster::start("spread", 3);
+    // One scheduler and one set of controllers in the cluster.
+    let scheduler = cl.wait("a scheduler leader", LEASE * 3, || cl.leader("kube-scheduler"));
+    let controllers = cl.wait("a controllers leader", LEASE * 3, || {
+        cl.leader("kube-controller-manager")
+    });
+    let schedulers: Vec<usize> = cl.nodes.iter().map(|n| tree_children(n, "Scheduler")).collect();
+    assert_eq!(
+        schedulers.iter().sum::<usize>(),
+        1,
+        "one Scheduler in the cluster: {schedulers:?}"
+    );
+    assert_eq!(
+        tree_children(&cl.nodes[cl.index_of(&scheduler).unwrap()], "Scheduler"),
+        1
+    );
+    let sets: Vec<usize> = cl.nodes.iter().map(|n| tree_children(n, "Controller")).collect();
+    assert_eq!(
+        sets.iter().filter(|n| **n > 0).count(),
+        1,
+        "one controller set: {sets:?}"
+    );
+    assert!(tree_children(&cl.nodes[cl.index_of(&controllers).unwrap()], "Controller") > 0);
+
+    cl.nodes[1].apply(&deployment("web", 6, ""));
+    let pods = cl.wait("6 web pods running", Duration::from_secs(90), || {
+        let pods = cl.pods(Some("app=web"));
+        (running(&pods).len() == 6).then_some(pods)
+    });
+    let spread = per_node(&running(&pods));
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "2/2/2 over the nodes: {spread:?}"
+    );
+    // Every node lists the whole cluster's pods, with their nodes; each runs only its own.
+    for (i, node) in cl.nodes.iter().enumerate() {
+        let wide = node.ok(&["get", "pods", "-l", "app=web", "-o", "wide"]);
+        assert_eq!(wide.lines().count(), 7, "node {i} lists every pod:\n{wide}");
+        for n in 0..3 {
+            assert!(wide.contains(&cl.name(n)), "node {i} shows node {n}'s pods:\n{wide}");
+        }
+        assert_eq!(tree_children(node, "PodActor"), 2, "node {i} runs its own two");
+    }
+    // A pod on one node reaches a pod on another by its IP, and through a ClusterIP.
+    let on = |i: usize| {
+        running(&pods)
+            .into_iter()
+            .find(|p| p["spec"]["nodeName"] == cl.name(i).as_str())
+            .cloned()
+            .unwrap()
+    };
+    let (a, b) = (on(0), on(1));
+    let (a_name, b_name) = (
+        a["metadata"]["name"].as_str().unwrap(),
+        b["metadata"]["name"].as_str().unwrap(),
+    );
+    let b_ip = b["status"]["podIP"].as_str().unwrap();
+    assert_eq!(
+        wget(&cl.nodes[0], a_name, &format!("http://{b_ip}:8080/")),
+        b_name,
+        "pod on node 0 reaches the pod on node 1 by IP"
+    );
+    cl.nodes[2].apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    let svc = cl.wait("the service's cluster IP", Duration::from_secs(20), || {
+        cl.nodes[0].get("service", "web")?["spec"]["clusterIP"]
+            .as_str()
+            .map(str::to_string)
+    });
+    // Requests through the cluster IP from node 0 land on pods of every node.
+    let names: std::collections::HashSet<String> = running(&pods)
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut answered = std::collections::HashSet::new();
+    cl.wait(
+        "answers through the ClusterIP from pods of other nodes",
+        Duration::from_secs(60),
+        || {
+            let who = wget(&cl.nodes[0], a_name, &format!("http://{svc}/"));
+            if names.contains(&who) {
+                answered.insert(who);
+            }
+            let nodes: std::collections::HashSet<&str> = running(&pods)
+                .iter()
+                .filter(|p| answered.contains(p["metadata"]["name"].as_str().unwrap()))
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+                .collect();
+            (nodes.len() >= 2).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_dead_nodes_pods_move_elsewhere_and_nothing_doubles_when_it_returns() {
+    let mut cl = Cluster::start("evict", 3);
+    let tolerate = "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}";
+    cl.nodes[0].apply(&deployment("app", 3, tolerate));
+    let pods = cl.wait("3 app pods running", Duration::from_secs(90), || {
+        let pods = cl.pods(Some("app=app"));
+        (running(&pods).len() == 3).then_some(pods)
+    });
+    assert_eq!(per_node(&running(&pods)).len(), 3, "one per node");
+    // The node that leads nothing dies, so the election is not what is tested here.
+    let leaders = [cl.leader("kube-scheduler"), cl.leader("kube-controller-manager")];
+    let victim = (0..3)
+        .rev()
+        .find(|i| !leaders.contains(&Some(cl.name(*i))))
+        .expect("a node that leads nothing");
+    let victim_name = cl.name(victim);
+    let doomed: Vec<String> = running(&pods)
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == victim_name.as_str())
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let killed = Instant::now();
+    cl.nodes[victim].kill_daemon();
+    let node = cl.wait_ready(victim, false);
+    let unknown_after = killed.elapsed();
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "Unknown", "{ready}");
+    assert_eq!(ready["reason"], "NodeStatusUnknown");
+    let taints = cl.wait("the unreachable taints", NODE_GRACE, || {
+        let n = cl.any_alive().get("node", &victim_name)?;
+        let t = n["spec"]["taints"].as_array()?.clone();
+        (t.iter()
+            .filter(|t| t["key"] == "node.kubernetes.io/unreachable")
+            .count()
+            == 2)
+            .then_some(t)
+    });
+    assert!(taints
+        .iter()
+        .any(|t| t["effect"] == "NoExecute" && t["timeAdded"].is_string()));
+    // Replaced on the others after the pods' 2 s toleration.
+    let moved = cl.wait("3 app pods running on the other nodes", Duration::from_secs(60), || {
+        let pods = cl.pods(Some("app=app"));
+        let live = running(&pods);
+        (live.len() == 3 && live.iter().all(|p| p["spec"]["nodeName"] != victim_name.as_str())).then_some(pods)
+    });
+    let replaced_after = killed.elapsed();
+    for name in &doomed {
+        let p = moved.iter().find(|p| p["metadata"]["name"] == name.as_str()).unwrap();
+        assert!(!p["metadata"]["deletionTimestamp"].is_null(), "{name} was evicted");
+    }
+    eprintln!(
+        "node {victim_name} killed: Unknown after {}, its pods Running elsewhere after {}",
+        secs(unknown_after),
+        secs(replaced_after)
+    );
+    // It comes back: it ends its evicted pods, and nothing runs twice.
+    cl.nodes[victim].start_daemon();
+    cl.wait_ready(victim, true);
+    cl.wait("the evicted pods gone", Duration::from_secs(60), || {
+        let pods = cl.pods(Some("app=app"));
+        pods.iter()
+            .all(|p| !doomed.contains(&p["metadata"]["name"].as_str().unwrap_or("").to_string()))
+            .then_some(())
+    });
+    let pods = cl.pods(Some("app=app"));
+    assert_eq!(pods.len(), 3, "exactly the replicas: {pods:#?}");
+    assert_eq!(running(&pods).len(), 3);
+    let back = &cl.nodes[victim];
+    cl.wait("no PodActor left on the returned node", Duration::from_secs(30), || {
+        (tree_children(back, "PodActor") == 0).then_some(())
+    });
+    cl.wait("the taints lifted", NODE_GRACE * 2, || {
+        let n = cl.any_alive().get("node", &victim_name)?;
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+            .then_some(())
+    });
+    let _ = &mut cl;
+}
+
+#[test]
+fn when_the_leaders_node_dies_another_node_schedules_and_runs_the_controllers() {
+    let mut cl = Cluster::start("lead", 3);
+    let scheduler = cl.wait("a scheduler leader", LEASE * 3, || cl.leader("kube-scheduler"));
+    let controllers = cl.wait("a controllers leader", LEASE * 3, || {
+        cl.leader("kube-controller-manager")
+    });
+    // Kill the scheduler's node (and the controllers' with it when they share one).
+    let victim = cl.index_of(&scheduler).unwrap();
+    let killed = Instant::now();
+    cl.nodes[victim].kill_daemon();
+    let new_scheduler = cl.wait("another scheduler leader", LEASE * 4, || {
+        cl.leader("kube-scheduler").filter(|l| *l != scheduler)
+    });
+    let took_over = killed.elapsed();
+    if controllers == scheduler {
+        cl.wait("another controllers leader", LEASE * 4, || {
+            cl.leader("kube-controller-manager").filter(|l| *l != controllers)
+        });
+    }
+    let new = &cl.nodes[cl.index_of(&new_scheduler).unwrap()];
+    cl.wait("the new leader runs the Scheduler", Duration::from_secs(10), || {
+        (tree_children(new, "Scheduler") == 1).then_some(())
+    });
+    eprintln!(
+        "scheduler leader {scheduler} killed; {new_scheduler} leads after {}",
+        secs(took_over)
+    );
+    // A new Deployment still gets its pods, on the nodes alive (once the
+    // dead one is tainted, the scheduler leaves it out).
+    let dead = cl.name(victim);
+    cl.wait_ready(victim, false);
+    cl.wait("the dead node tainted", NODE_GRACE * 2, || {
+        let n = cl.any_alive().get("node", &dead)?;
+        n["spec"]["taints"].as_array().filter(|t| !t.is_empty()).map(drop)
+    });
+    let survivor = cl.any_alive();
+    survivor.apply(&deployment("late", 2, ""));
+    let pods = cl.wait("2 late pods running", Duration::from_secs(90), || {
+        let pods = cl.pods(Some("app=late"));
+        (running(&pods).len() == 2).then_some(pods)
+    });
+    assert!(running(&pods).iter().all(|p| p["spec"]["nodeName"] != dead.as_str()));
+    let _ = &mut cl;
+}
