@@ -7,6 +7,7 @@
 #       again (after a kill) with its existing data.
 #   etcd-test-cluster.sh down WORKDIR
 #       stops every member by its pid.
+# ETCD_HOST (default 127.0.0.1) is the address members listen and advertise on.
 set -euo pipefail
 cmd=${1:?up|down}; W=${2:?WORKDIR}
 stop() {
@@ -27,10 +28,11 @@ esac
 shift 2
 [ $# -eq 6 ] || { echo "up needs three client and peer port pairs" >&2; exit 2; }
 ports=("$@")
+H=${ETCD_HOST:-127.0.0.1}
 mkdir -p "$W"
 cluster=""
 for i in 1 2 3; do
-  cluster+="m$i=http://127.0.0.1:${ports[$(( (i-1)*2+1 ))]},"
+  cluster+="m$i=http://$H:${ports[$(( (i-1)*2+1 ))]},"
 done
 cluster=${cluster%,}
 for i in 1 2 3; do
@@ -39,8 +41,8 @@ for i in 1 2 3; do
   cat > "$W/m$i.sh" <<EOF
 #!/usr/bin/env bash
 nohup etcd --name m$i --data-dir "$W/m$i.data" \\
-  --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \\
-  --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \\
+  --listen-client-urls http://$H:$c --advertise-client-urls http://$H:$c \\
+  --listen-peer-urls http://$H:$p --initial-advertise-peer-urls http://$H:$p \\
   --initial-cluster $cluster --initial-cluster-token peapod-test --initial-cluster-state new \\
   --heartbeat-interval 100 --election-timeout 1000 --logger zap --log-level warn \\
   >> "$W/m$i.log" 2>&1 &
@@ -48,7 +50,7 @@ echo \$! > "$W/m$i.pid"
 EOF
   bash "$W/m$i.sh"
 done
-endpoints="127.0.0.1:${ports[0]},127.0.0.1:${ports[2]},127.0.0.1:${ports[4]}"
+endpoints="$H:${ports[0]},$H:${ports[2]},$H:${ports[4]}"
 for _ in $(seq 1 100); do
   if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --dial-timeout 1s endpoint health >/dev/null 2>&1; then
     echo "etcd ready"

@@ -26,6 +26,7 @@ pub mod pod;
 pub mod probe;
 pub mod proxy;
 pub mod registration;
+pub mod routes;
 pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;

@@ -38,6 +38,7 @@ const BINDER_KEY: &str = "binder";
 const IMAGE_GC_KEY: &str = "image-gc";
 const PROXY_KEY: &str = "service-proxy";
 const DNS_KEY: &str = "cluster-dns";
+const ROUTES_KEY: &str = "routes";
 use crate::pod::{pod_desc, PodActor, PodChanged, Rejection};
 use crate::runtime::Runtime;
 use crate::supervisor::{
@@ -89,6 +90,7 @@ pub struct NodeActor {
     image_gc: Children<&'static str, ImageGc>,
     proxy: Children<&'static str, crate::proxy::ServiceProxy>,
     dns: Children<&'static str, crate::dns::ClusterDns>,
+    routes: Children<&'static str, crate::routes::RouteSync>,
     controllers: Children<&'static str, Controller>,
     /// Pods given up on, whose removal (once deleted) the node itself does.
     given_up: HashSet<String>,
@@ -126,6 +128,7 @@ impl NodeActor {
             image_gc: Children::default(),
             proxy: Children::default(),
             dns: Children::default(),
+            routes: Children::default(),
             scheduler: Children::default(),
             binder: Children::default(),
             controllers: Children::default(),
@@ -263,6 +266,15 @@ impl NodeActor {
                 let node = self.node.child("ClusterDns", key, "permanent", self.dns.restarts(&key));
                 self.dns.start(me, key, spec, None, move |_| {
                     crate::dns::ClusterDns::new(store, config.clone(), node)
+                });
+            }
+            ROUTES_KEY => {
+                let node = self
+                    .node
+                    .child("RouteSync", key, "permanent", self.routes.restarts(&key));
+                let (name, ip) = (self.spec.node_name.clone(), self.spec.rt.config.node_ip.clone());
+                self.routes.start(me, key, spec, None, move |_| {
+                    crate::routes::RouteSync::new(store, name, ip, node)
                 });
             }
             _ => {
@@ -551,6 +563,9 @@ impl Actor for NodeActor {
         if self.spec.rt.config.dns_server.is_some() {
             self.start_permanent(DNS_KEY, ctx);
         }
+        if self.spec.rt.config.network.cluster_cidr.is_some() {
+            self.start_permanent(ROUTES_KEY, ctx);
+        }
         // The cluster's scheduler and controllers: here, or where the election says.
         for lease in [crate::leader::SCHEDULER_LEASE, crate::leader::CONTROLLERS_LEASE] {
             match self.spec.rt.config.leader_election {
@@ -758,6 +773,7 @@ impl Handler<ChildExited<&'static str>> for NodeActor {
             IMAGE_GC_KEY => (self.image_gc.exited(&msg), "ImageGc"),
             PROXY_KEY => (self.proxy.exited(&msg), "ServiceProxy"),
             DNS_KEY => (self.dns.exited(&msg), "ClusterDns"),
+            ROUTES_KEY => (self.routes.exited(&msg), "RouteSync"),
             key => (self.controllers.exited(&msg), key),
         };
         match verdict {

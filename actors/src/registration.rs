@@ -24,6 +24,17 @@ pub struct NodeFacts {
     pub capacity: Value,
     pub allocatable: Value,
     pub node_info: Value,
+    /// The node's pod range as a network (`10.244.1.0/24`), its `spec.podCIDR`.
+    pub pod_cidr: Option<String>,
+}
+
+/// The network of `cidr` (`10.88.0.1/16` -> `10.88.0.0/16`); `None` when it does not parse.
+fn network_of(cidr: &str) -> Option<String> {
+    let (ip, bits) = cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    Some(format!("{}/{bits}", std::net::Ipv4Addr::from(u32::from(ip) & mask)))
 }
 
 fn first_line(path: &str) -> String {
@@ -73,6 +84,7 @@ pub fn gather(config: &NodeConfig) -> NodeFacts {
         name: config.node_name.clone(),
         ip: config.node_ip.clone(),
         hostname,
+        pod_cidr: network_of(&config.network.pod_cidr),
         capacity: quantity(cap.cpu_millis, cap.memory_bytes),
         allocatable: quantity(alloc.cpu_millis, alloc.memory_bytes),
         node_info: json!({
@@ -133,6 +145,10 @@ pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
                 for (k, v) in labels.as_object().into_iter().flatten() {
                     cur["metadata"]["labels"][k] = v.clone();
                 }
+                if let Some(c) = &facts.pod_cidr {
+                    cur["spec"]["podCIDR"] = json!(c);
+                    cur["spec"]["podCIDRs"] = json!([c]);
+                }
                 cur["status"] = status(facts, &cur);
                 store.update(&nodes, cur).await.map(drop)
             }
@@ -141,6 +157,9 @@ pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
                     "metadata": {"name": facts.name, "labels": labels, "uid": object::new_uid(),
                         "creationTimestamp": object::now_rfc3339(), "generation": 1},
                     "spec": {}});
+                if let Some(c) = &facts.pod_cidr {
+                    node["spec"] = json!({"podCIDR": c, "podCIDRs": [c]});
+                }
                 node["status"] = status(facts, &Value::Null);
                 store.create(&nodes, node).await.map(drop)
             }
@@ -182,4 +201,18 @@ async fn renew_lease(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_of;
+
+    #[test]
+    fn a_pod_range_is_published_as_its_network() {
+        assert_eq!(network_of("10.88.0.0/16").as_deref(), Some("10.88.0.0/16"));
+        assert_eq!(network_of("10.77.3.9/24").as_deref(), Some("10.77.3.0/24"));
+        assert_eq!(network_of("10.0.0.1/0").as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(network_of("10.0.0.1/33"), None);
+        assert_eq!(network_of("nonsense"), None);
+    }
 }

@@ -1241,6 +1241,8 @@ fn get_kind(c: &Client, a: GetArgs, kind: &'static Kind) -> Result<()> {
                     }
                     None => {}
                 }
+                // Each event out at once, also into a pipe (`get -w | ...`).
+                let _ = std::io::Write::flush(&mut std::io::stdout());
             }
         }
         true

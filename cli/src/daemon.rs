@@ -76,9 +76,14 @@ pub struct DaemonArgs {
     /// The default network's bridge.
     #[arg(long, default_value = "peapod0")]
     cni_bridge: String,
-    /// The default network's pod CIDR.
+    /// The default network's pod CIDR; published as the Node's `spec.podCIDR`.
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_cidr: String,
+    /// Every node's pod ranges together (kube-controller-manager's flag).
+    /// Set on the nodes of a cluster: each routes the other nodes' ranges
+    /// through their addresses (host-gw), and pod traffic within it is not masqueraded.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
     /// Where Services' cluster IPs come from (the first is `kubernetes`'), as
     /// kube-apiserver's flag.
     #[arg(long, default_value = peapod_core::service::DEFAULT_CLUSTER_IP_RANGE)]
@@ -480,6 +485,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             bridge: args.cni_bridge,
             pod_cidr: args.pod_cidr,
             ipam_dir: paths.root.join("cni").join("ipam"),
+            cluster_cidr: args.cluster_cidr,
         },
         pod_pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
         reserved_cpu_millis: quantity("reserved-cpu", &args.reserved_cpu)?.milli_value(),

@@ -34,12 +34,16 @@
 //!   through kube-dns;
 //! - config: a ConfigMap update until its new content is in a running pod's
 //!   volume, and pod starts with five configMap/secret volumes beside the
-//!   same pod without them.
+//!   same pod without them;
+//! - cluster: pod apply→Running on an etcd store beside SQLite (one node
+//!   each, interleaved), one Deployment of 100 pods per node over three nodes
+//!   on a 3-member etcd, the time from a node's daemon death to its pods
+//!   Running elsewhere, and API write latency while the etcd leader is killed.
 //!
 //! `PEAPOD_BENCH_SOAK` (default 2000) sets the lifecycles, `PEAPOD_BENCH_RUNS`
 //! (default 30) the container starts per runtime; `PEAPOD_BENCH_QUICK=1` is the
 //! short form (fewer of everything, no 500-pod burst); `PEAPOD_BENCH_ONLY`
-//! picks sections (`containers,plugins,pods,soak,pulls,remote,services,config`).
+//! picks sections (`containers,plugins,pods,soak,pulls,remote,services,config,cluster`).
 
 use peapod_tests::bench::{self, cpu_seconds, median, pct, pss_kib, rss_mib};
 use peapod_tests::{binary, container, Node};
@@ -991,6 +995,123 @@ fn services(table: &mut Table) {
     );
 }
 
+// ---- cluster ------------------------------------------------------------------------------
+
+fn running_count(pods: &[serde_json::Value]) -> usize {
+    pods.iter()
+        .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        .count()
+}
+
+fn deployment_yaml(name: &str, replicas: usize, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n{extra}      containers: [{{name: c, image: 'busybox:1.35', command: [sleep, '3600']}}]\n"
+    )
+}
+
+fn cluster(table: &mut Table) {
+    use peapod_tests::cluster::Cluster;
+    // The same pod, started one at a time on a node whose store is etcd and on one whose is SQLite, interleaved.
+    {
+        let etcd = peapod_tests::etcd::EtcdCluster::start();
+        let url = etcd.url("bench");
+        let on_etcd = Node::start_with_args(&["--store", &url, "--node-name", "bench-etcd"], |_| {});
+        let on_sqlite = Node::start();
+        let n = if quick() { 5 } else { 30 };
+        let (mut e, mut s) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            for (node, out) in [(&on_etcd, &mut e), (&on_sqlite, &mut s)] {
+                let name = format!("st{i}");
+                let t = Instant::now();
+                node.apply(&bench::pod_yaml(&name));
+                node.wait_pod(&name, "running", Duration::from_secs(120), |p| {
+                    container(p, "c")["state"]["running"].is_object()
+                });
+                out.push(t.elapsed());
+            }
+        }
+        table.row(
+            format!("pod apply→Running on etcd (3 members), {n} sequential"),
+            format!("p50 {} p99 {}", ms(pct(&mut e, 0.5)), ms(pct(&mut e, 0.99))),
+            format!("SQLite: p50 {} p99 {}", ms(pct(&mut s, 0.5)), ms(pct(&mut s, 0.99))),
+        );
+    }
+    let per_node = if quick() { 10 } else { 100 };
+    let mut cl = Cluster::start("bench", 3);
+    let t = Instant::now();
+    let total = per_node * 3;
+    cl.nodes[0].apply(&deployment_yaml("many", total, ""));
+    cl.wait(&format!("{total} pods running"), Duration::from_secs(900), || {
+        (running_count(&cl.pods(Some("app=many"))) == total).then_some(())
+    });
+    table.row(
+        format!("3 nodes × {per_node} pods of one Deployment, until all Running"),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+        "etcd store, 3 daemons and 3 etcd members on this machine",
+    );
+    cl.nodes[0].ok(&["delete", "deployment", "many"]);
+    cl.wait("the pods gone", Duration::from_secs(600), || {
+        cl.pods(Some("app=many")).is_empty().then_some(())
+    });
+    // A node dies: its pods (2 s toleration) Running elsewhere.
+    let tolerate = "      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}]\n";
+    cl.nodes[0].apply(&deployment_yaml("moving", 6, tolerate));
+    cl.wait("6 pods running", Duration::from_secs(120), || {
+        (running_count(&cl.pods(Some("app=moving"))) == 6).then_some(())
+    });
+    let leaders = [cl.leader("kube-scheduler"), cl.leader("kube-controller-manager")];
+    let victim = (0..3)
+        .rev()
+        .find(|i| !leaders.contains(&Some(cl.name(*i))))
+        .unwrap_or(2);
+    let victim_name = cl.name(victim);
+    let t = Instant::now();
+    cl.nodes[victim].kill_daemon();
+    cl.wait("the pods running elsewhere", Duration::from_secs(120), || {
+        let pods = cl.pods(Some("app=moving"));
+        let elsewhere = pods
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running"
+                    && p["metadata"]["deletionTimestamp"].is_null()
+                    && p["spec"]["nodeName"] != victim_name.as_str()
+            })
+            .count();
+        (elsewhere == 6).then_some(())
+    });
+    table.row(
+        "a node's daemon killed → its pods Running on the others",
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+        "grace 6 s, toleration 2 s, heartbeat every 10 s (kube defaults: 40 s, 300 s, 10 s)",
+    );
+    cl.nodes[victim].start_daemon();
+    // API writes while the etcd leader is killed: the longest wait for one.
+    let writer = cl.any_alive();
+    let leader = cl.etcd.leader().unwrap_or(0);
+    let mut waits = Vec::new();
+    let t0 = Instant::now();
+    let mut killed = false;
+    let mut i = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        if !killed && t0.elapsed() > Duration::from_secs(2) {
+            cl.etcd.kill(leader);
+            killed = true;
+        }
+        let t = Instant::now();
+        writer.ok(&["create", "configmap", &format!("w{i}"), "--from-literal=a=b"]);
+        waits.push(t.elapsed());
+        i += 1;
+    }
+    cl.etcd.restart(leader);
+    let longest = waits.iter().max().copied().unwrap_or_default();
+    table.row(
+        "`peapod create configmap` while the etcd leader is killed",
+        format!("longest {}", ms(longest)),
+        format!("p50 {} over {} writes", ms(pct(&mut waits, 0.5)), i),
+    );
+    let _ = &mut cl;
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PEAPOD_BENCH_CONTAINERS_IN") {
         container_starts_here(Path::new(&dir));
@@ -1024,6 +1145,9 @@ fn main() {
     }
     if wanted("config") {
         config(&mut table);
+    }
+    if wanted("cluster") {
+        cluster(&mut table);
     }
     let date = Command::new("date")
         .arg("-u")

@@ -13,17 +13,127 @@ pub const LEASE: Duration = Duration::from_secs(4);
 /// How long a silent node stays Ready in test clusters.
 pub const NODE_GRACE: Duration = Duration::from_secs(6);
 
-/// A cluster of nodes on one etcd. Dropped: the nodes first, then etcd.
+/// A cluster of nodes on one etcd. Dropped: the nodes first, then their
+/// network namespaces and link, then etcd.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    pub lan: Option<Lan>,
     pub etcd: EtcdCluster,
     _shared: tempfile::TempDir,
 }
 
+/// Separate hosts on one link: a network namespace per node, joined by a
+/// bridge in the host's namespace (`10.201.<k>.1/24`, where etcd listens);
+/// node `i` is `10.201.<k>.<i+2>` with its default route through the bridge.
+pub struct Lan {
+    pub bridge: String,
+    pub netns: Vec<String>,
+    pub subnet: u32,
+}
+
+static NEXT_LAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn run(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run a network command");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lan {
+    fn start(n: usize) -> Lan {
+        let k = (std::process::id() % 50 * 4 + NEXT_LAN.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) % 200 + 1;
+        let lan = Lan {
+            bridge: format!("ppclbr{k}"),
+            netns: (0..n).map(|i| format!("ppcl{k}-{i}")).collect(),
+            subnet: k,
+        };
+        run(&["ip", "link", "add", &lan.bridge, "type", "bridge"]);
+        run(&["ip", "addr", "add", &format!("10.201.{k}.1/24"), "dev", &lan.bridge]);
+        run(&["ip", "link", "set", &lan.bridge, "up"]);
+        for (i, ns) in lan.netns.iter().enumerate() {
+            let host_side = format!("ppcl{k}h{i}");
+            run(&["ip", "netns", "add", ns]);
+            run(&[
+                "ip", "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]);
+            run(&["ip", "link", "set", &host_side, "master", &lan.bridge, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.201.{k}.{}/24", i + 2),
+                "dev",
+                "eth0",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.201.{k}.1"),
+            ]);
+            run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        }
+        lan
+    }
+
+    /// The address of the host's end, where etcd listens.
+    pub fn host_ip(&self) -> String {
+        format!("10.201.{}.1", self.subnet)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Daemons and pods before the namespaces they run in; etcd last (its field's drop).
+        self.nodes.clear();
+        self.lan = None;
+    }
+}
+
 impl Cluster {
-    /// `n` nodes named `<prefix>-0`…, all Ready.
+    /// `n` nodes named `<prefix>-0`…, all Ready, all in the host's network namespace.
     pub fn start(prefix: &str, n: usize) -> Cluster {
-        let etcd = EtcdCluster::start();
+        Self::start_with(prefix, n, false)
+    }
+
+    /// `n` nodes, each in a network namespace of its own on one link (see
+    /// [`Lan`]), routing each other's pod ranges (`--cluster-cidr`).
+    pub fn start_on_lan(prefix: &str, n: usize) -> Cluster {
+        Self::start_with(prefix, n, true)
+    }
+
+    fn start_with(prefix: &str, n: usize, separate: bool) -> Cluster {
+        let lan = separate.then(|| Lan::start(n));
+        let etcd = match &lan {
+            Some(l) => EtcdCluster::start_on(&l.host_ip()),
+            None => EtcdCluster::start(),
+        };
         let shared = tempfile::Builder::new()
             .prefix("pp-cl-")
             .tempdir_in("/tmp")
@@ -56,10 +166,17 @@ impl Cluster {
                 "--etcd-compaction-interval",
                 "1m",
             ];
-            nodes.push(Node::start_with_args(&args, |_| {}));
+            let mut args: Vec<&str> = args.to_vec();
+            if separate {
+                // Every test node's range is in 10.99.0.0/16.
+                args.extend(["--cluster-cidr", "10.99.0.0/16"]);
+            }
+            let netns = lan.as_ref().map(|l| l.netns[i].as_str());
+            nodes.push(Node::start_in(netns, &args, |_| {}));
         }
         let cluster = Cluster {
             nodes,
+            lan,
             etcd,
             _shared: shared,
         };

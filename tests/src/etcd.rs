@@ -14,13 +14,18 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     pub fn start() -> EtcdCluster {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// The cluster listening on `host` (an address of this machine).
+    pub fn start_on(host: &str) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("pp-etcd-")
             .tempdir_in("/tmp")
             .expect("tempdir");
         // Held together while choosing, so the six ports differ.
         let listeners: Vec<_> = (0..6)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .map(|_| std::net::TcpListener::bind((host, 0)).expect("a free port"))
             .collect();
         let ports: Vec<String> = listeners
             .iter()
@@ -29,9 +34,9 @@ impl EtcdCluster {
         drop(listeners);
         let cluster = EtcdCluster {
             clients: vec![
-                format!("127.0.0.1:{}", ports[0]),
-                format!("127.0.0.1:{}", ports[2]),
-                format!("127.0.0.1:{}", ports[4]),
+                format!("{host}:{}", ports[0]),
+                format!("{host}:{}", ports[2]),
+                format!("{host}:{}", ports[4]),
             ],
             dir,
         };
@@ -40,6 +45,7 @@ impl EtcdCluster {
             .arg("up")
             .arg(cluster.dir.path())
             .args(&ports)
+            .env("ETCD_HOST", host)
             .output()
             .expect("run etcd-test-cluster.sh");
         assert!(

@@ -273,6 +273,8 @@ pub struct Node {
     extra_args: Vec<String>,
     /// Environment of the next daemon start (e.g. `PEAPOD_FAULTS`).
     env: Vec<(String, String)>,
+    /// The network namespace (`/run/netns/NAME`) the daemon runs in; `None`: the host's.
+    netns: Option<String>,
 }
 
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -291,6 +293,13 @@ impl Node {
 
     /// Like [`Node::start_with`], with more daemon flags.
     pub fn start_with_args(args: &[&str], prepare: impl FnOnce(&Node)) -> Node {
+        Self::start_in(None, args, prepare)
+    }
+
+    /// Like [`Node::start_with_args`], the daemon in network namespace
+    /// `netns` (entered with `nsenter --net`, so it keeps the host's mounts
+    /// and cgroups); the CLI still reaches it through its unix socket.
+    pub fn start_in(netns: Option<&str>, args: &[&str], prepare: impl FnOnce(&Node)) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("pp-")
             .tempdir_in("/tmp")
@@ -303,6 +312,7 @@ impl Node {
             net,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
+            netns: netns.map(str::to_string),
         };
         node.import_image("busybox:1.35");
         std::fs::create_dir_all(node.plugin_dir()).unwrap();
@@ -312,6 +322,12 @@ impl Node {
         prepare(&node);
         node.start_daemon();
         node
+    }
+
+    /// The value of daemon flag `name` this node was given, if any.
+    pub fn flag(&self, name: &str) -> Option<String> {
+        let i = self.extra_args.iter().position(|a| a == name)?;
+        self.extra_args.get(i + 1).cloned()
     }
 
     /// The daemon flags this node was given beyond the harness's own.
@@ -513,7 +529,15 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(binary())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args(["daemon", "--root-dir"])
             .arg(self.root())
             .arg("--run-dir")
@@ -829,6 +853,7 @@ impl Drop for Node {
             bridge: self.bridge(),
             pod_cidr: self.pod_cidr(),
             ipam_dir: PathBuf::new(),
+            cluster_cidr: self.flag("--cluster-cidr"),
         });
         cni.remove_masquerade();
         for uid in &uids {

@@ -296,3 +296,74 @@ fn when_the_leaders_node_dies_another_node_schedules_and_runs_the_controllers() 
     assert!(running(&pods).iter().all(|p| p["spec"]["nodeName"] != dead.as_str()));
     let _ = &mut cl;
 }
+
+fn pinned(name: &str, node: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:1.35
+    command: ["sh", "-c", "{script}"]
+"#
+    )
+}
+
+#[test]
+fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
+    let cl = Cluster::start_on_lan("lan", 2);
+    // Each node publishes its own range as its Node's spec.podCIDR.
+    for (i, node) in cl.nodes.iter().enumerate() {
+        let n = cl.nodes[0].get("node", &cl.name(i)).expect("the node");
+        assert_eq!(
+            n["spec"]["podCIDR"].as_str(),
+            Some(node.pod_cidr().as_str()),
+            "node {i}"
+        );
+    }
+    let server = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\necho $REMOTE_ADDR\\\\n' > /www/cgi-bin/addr && chmod +x /www/cgi-bin/addr && exec httpd -f -p 8080 -h /www";
+    cl.nodes[0].apply(&pinned("server", &cl.name(1), server));
+    cl.nodes[0].apply(&pinned("client", &cl.name(0), "exec sleep 3600"));
+    let ip = |name: &str| {
+        cl.wait(&format!("{name} running with an IP"), Duration::from_secs(60), || {
+            let p = cl.nodes[0].get("pod", name)?;
+            (p["status"]["phase"] == "Running")
+                .then(|| p["status"]["podIP"].as_str().map(str::to_string))
+                .flatten()
+        })
+    };
+    let (server_ip, client_ip) = (ip("server"), ip("client"));
+    // Node 0 routes node 1's range through node 1's address, and only that.
+    let lan = cl.lan.as_ref().unwrap();
+    let routes = std::process::Command::new("ip")
+        .args(["-n", &lan.netns[0], "route", "show", "proto", "77"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).to_string();
+    assert_eq!(
+        routes.trim(),
+        format!("{} via 10.201.{}.3 dev eth0", cl.nodes[1].pod_cidr(), lan.subnet),
+        "node 0's routes"
+    );
+    // The server sees the client pod's own address: no NAT between pods.
+    let seen = cl.wait("the server answering across the link", Duration::from_secs(30), || {
+        let out = cl.nodes[0].peapod(&[
+            "exec",
+            "client",
+            "--",
+            "timeout",
+            "5",
+            "wget",
+            "-qO-",
+            &format!("http://{server_ip}:8080/cgi-bin/addr"),
+        ]);
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!body.is_empty()).then_some(body)
+    });
+    let seen = seen.trim_start_matches("[::ffff:").trim_end_matches(']');
+    assert_eq!(seen, client_ip, "the server saw the client pod's address");
+}

@@ -85,7 +85,7 @@ struct Written {
     longest_at: Duration,
 }
 
-/// Creates `obj-<n>` one after another until told to stop.
+/// Creates `obj-<n>` one after another (and lists them every fifth) until told to stop.
 async fn writer(s: EtcdStore, stop: Arc<AtomicUsize>, t0: Instant) -> Written {
     let mut w = Written {
         acked: Vec::new(),
@@ -101,6 +101,12 @@ async fn writer(s: EtcdStore, stop: Arc<AtomicUsize>, t0: Instant) -> Written {
         match s.create("configmaps", obj).await {
             Ok(_) => w.acked.push(name),
             Err(e) => w.failed.push(format!("{name}: {e}")),
+        }
+        // Reads ride out the leader change too (admission lists on every create).
+        if i % 5 == 0 {
+            if let Err(e) = s.list("configmaps", None).await {
+                w.failed.push(format!("list after {i}: {e}"));
+            }
         }
         if t.elapsed() > w.longest {
             w.longest = t.elapsed();

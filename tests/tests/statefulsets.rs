@@ -4,7 +4,9 @@
 
 use peapod_tests::{binary, wait_for, Node};
 use serde_json::Value;
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MIN: Duration = Duration::from_secs(60);
@@ -39,23 +41,56 @@ spec:
     )
 }
 
-fn watch(node: &Node, selector: &str) -> Child {
-    let child = Command::new(binary())
+/// A `get pods -w -o json` running, its output gathered as it comes.
+struct Watch {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+fn watch(node: &Node, selector: &str) -> Watch {
+    let mut child = Command::new(binary())
         .args(["get", "pods", "-l", selector, "-w", "-o", "json"])
         .env("PEAPOD_SOCKET", node.run_dir().join("peapod.sock"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
     std::thread::sleep(Duration::from_millis(500));
-    child
+    Watch { child, out, reader }
 }
 
 /// Every pod state the watch printed, in order (the starting list flattened).
-fn stop(mut child: Child) -> Vec<Value> {
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+/// The watch is stopped once its output has been still for a second, so
+/// what it had yet to print is not cut off.
+fn stop(mut w: Watch) -> Vec<Value> {
+    let (mut last, mut still) = (usize::MAX, 0);
+    for _ in 0..75 {
+        let len = w.out.lock().unwrap().len();
+        still = if len == last { still + 1 } else { 0 };
+        if still >= 5 {
+            break;
+        }
+        last = len;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+    let _ = w.reader.join();
+    let bytes = w.out.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&bytes);
     let mut seen = Vec::new();
     for v in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
         let v = match v {

@@ -35,6 +35,10 @@ pub struct NetworkConfig {
     pub pod_cidr: String,
     /// host-local's lease directory for the default network.
     pub ipam_dir: PathBuf,
+    /// The pod ranges of every node of the cluster (`--cluster-cidr`):
+    /// traffic to them keeps the pod's address (no masquerade), as pods of a
+    /// Kubernetes cluster see each other's.
+    pub cluster_cidr: Option<String>,
 }
 
 /// A CNI call that failed; `message` names the plugin and what it said.
@@ -210,7 +214,7 @@ impl Cni {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let rule = masquerade_rule(&subnet, &self.cfg.bridge);
+        let rule = masquerade_rule(&subnet, self.unmasqueraded(&subnet), &self.cfg.bridge);
         let iptables = |op: &str| {
             Command::new("iptables")
                 .args(["-w", "-t", "nat", op, "POSTROUTING"])
@@ -234,6 +238,11 @@ impl Cni {
         Ok(())
     }
 
+    /// Where pods' traffic keeps their address: the cluster's pod ranges, or this node's.
+    fn unmasqueraded<'a>(&'a self, subnet: &'a str) -> &'a str {
+        self.cfg.cluster_cidr.as_deref().unwrap_or(subnet)
+    }
+
     /// Removes the rule `ensure_masquerade` added (a node retiring its default network; the tests' teardown).
     pub fn remove_masquerade(&self) {
         let Ok(list) = self.default_list() else { return };
@@ -243,7 +252,7 @@ impl Cni {
             .to_string();
         let _ = Command::new("iptables")
             .args(["-w", "-t", "nat", "-D", "POSTROUTING"])
-            .args(masquerade_rule(&subnet, &self.cfg.bridge))
+            .args(masquerade_rule(&subnet, self.unmasqueraded(&subnet), &self.cfg.bridge))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -465,14 +474,16 @@ impl Cni {
     }
 }
 
-/// The node-level masquerade rule of the default network (after `-t nat -A POSTROUTING`).
-pub fn masquerade_rule(subnet: &str, bridge: &str) -> Vec<String> {
+/// The node-level masquerade rule of the default network (after `-t nat -A
+/// POSTROUTING`): from the pod `subnet` to anywhere but `keep` (the subnet,
+/// or the cluster's pod ranges).
+pub fn masquerade_rule(subnet: &str, keep: &str, bridge: &str) -> Vec<String> {
     [
         "-s",
         subnet,
         "!",
         "-d",
-        subnet,
+        keep,
         "-m",
         "comment",
         "--comment",
@@ -509,6 +520,7 @@ mod tests {
             bridge: "pp9".into(),
             pod_cidr: "10.77.3.9/24".into(),
             ipam_dir: dir.join("ipam"),
+            cluster_cidr: None,
         })
     }
 

@@ -377,7 +377,11 @@ impl Store for EtcdStore {
                                     opts = opts.with_revision(rev);
                                 }
                                 let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE);
-                                Ok(Ok(kv.get(from, Some(opts)).await))
+                                match kv.get(from, Some(opts)).await {
+                                    // A member down or no leader: asked again, as every call.
+                                    Err(e) if transient(&e) => Err(e),
+                                    other => Ok(Ok(other)),
+                                }
                             }
                         })
                         .await?;
