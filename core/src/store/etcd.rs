@@ -553,18 +553,18 @@ impl Store for EtcdStore {
     ) -> StoreFuture<'a, Value> {
         Box::pin(async move {
             let key = self.key(resource, namespace, name);
-            // The state last seen: what a delete whose answer was lost removed.
-            let mut seen: Option<Value> = None;
+            // The state a delete was sent for: what it removed if its answer was lost.
+            let sent: std::sync::Mutex<Option<Value>> = std::sync::Mutex::new(None);
+            let sent = &sent;
             loop {
-                let seen_before = seen.clone();
                 let outcome = self
                     .retrying(|mut c, maybe_landed| {
                         let key = key.clone();
                         let pre = pre.clone();
-                        let seen_before = seen_before.clone();
                         async move {
                             let Some((cur, rev, _)) = self.read(&mut c, &key).await? else {
-                                if let (true, Some(last)) = (maybe_landed, seen_before) {
+                                let last = sent.lock().unwrap_or_else(|p| p.into_inner()).take();
+                                if let (true, Some(last)) = (maybe_landed, last) {
                                     return Ok(Ok(Outcome::Done(last)));
                                 }
                                 return Ok(Err(StoreError::NotFound {
@@ -582,6 +582,7 @@ impl Store for EtcdStore {
                                     return Ok(Err(conflict(resource, name, MODIFIED)));
                                 }
                             }
+                            *sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(cur.clone());
                             let txn = Txn::new()
                                 .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
                                 .and_then([TxnOp::delete(key, None)]);
@@ -593,17 +594,11 @@ impl Store for EtcdStore {
                             }))
                         }
                     })
-                    .await;
+                    .await?;
                 match outcome {
-                    Ok(Outcome::Done(v)) => return Ok(v),
-                    Ok(Outcome::Again) => {
-                        // Someone wrote between our read and our delete: read again.
-                        seen = None;
-                    }
-                    Err(e) => return Err(e),
-                }
-                if seen.is_none() {
-                    seen = self.get(resource, namespace, name).await.ok();
+                    Outcome::Done(v) => return Ok(v),
+                    // Someone wrote between our read and our delete: read again.
+                    Outcome::Again => *sent.lock().unwrap_or_else(|p| p.into_inner()) = None,
                 }
             }
         })
