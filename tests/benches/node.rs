@@ -1109,7 +1109,6 @@ fn cluster(table: &mut Table) {
         format!("longest {}", ms(longest)),
         format!("p50 {} over {} writes", ms(pct(&mut waits, 0.5)), i),
     );
-    let _ = &mut cl;
 }
 
 fn main() {

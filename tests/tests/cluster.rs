@@ -248,7 +248,6 @@ fn a_dead_nodes_pods_move_elsewhere_and_nothing_doubles_when_it_returns() {
             .is_none_or(|t| t.is_empty())
             .then_some(())
     });
-    let _ = &mut cl;
 }
 
 #[test]
@@ -294,7 +293,6 @@ fn when_the_leaders_node_dies_another_node_schedules_and_runs_the_controllers() 
         (running(&pods).len() == 2).then_some(pods)
     });
     assert!(running(&pods).iter().all(|p| p["spec"]["nodeName"] != dead.as_str()));
-    let _ = &mut cl;
 }
 
 fn pinned(name: &str, node: &str, script: &str) -> String {
