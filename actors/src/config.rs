@@ -51,7 +51,23 @@ pub struct NodeConfig {
     /// How long a node may stay silent before it is called unreachable
     /// (kube-controller-manager's `--node-monitor-grace-period`).
     pub node_monitor_grace_period: std::time::Duration,
+    /// Where other nodes reach this one for its pods' logs, exec, attach
+    /// and port-forward (kubelet's port); `None`: they cannot (a lone node).
+    pub daemon_endpoint: Option<DaemonEndpoint>,
 }
+
+/// The node's listener for other nodes, as its Node publishes it.
+#[derive(Debug, Clone)]
+pub struct DaemonEndpoint {
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`, at the node's InternalIP.
+    pub port: u16,
+    /// The CA (PEM) that signed the listener's certificate, in the Node's
+    /// [`DAEMON_CA_ANNOTATION`] annotation.
+    pub ca_pem: String,
+}
+
+/// The Node annotation with the CA of its daemon endpoint's certificate.
+pub const DAEMON_CA_ANNOTATION: &str = "peapod.io/daemon-endpoint-ca";
 
 impl NodeConfig {
     /// What pods may request in all: capacity minus what is reserved.

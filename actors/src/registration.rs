@@ -26,6 +26,8 @@ pub struct NodeFacts {
     pub node_info: Value,
     /// The node's pod range as a network (`10.244.1.0/24`), its `spec.podCIDR`.
     pub pod_cidr: Option<String>,
+    /// Where other nodes reach this one.
+    pub daemon_endpoint: Option<crate::config::DaemonEndpoint>,
 }
 
 /// The network of `cidr` (`10.88.0.1/16` -> `10.88.0.0/16`); `None` when it does not parse.
@@ -85,6 +87,7 @@ pub fn gather(config: &NodeConfig) -> NodeFacts {
         ip: config.node_ip.clone(),
         hostname,
         pod_cidr: network_of(&config.network.pod_cidr),
+        daemon_endpoint: config.daemon_endpoint.clone(),
         capacity: quantity(cap.cpu_millis, cap.memory_bytes),
         allocatable: quantity(alloc.cpu_millis, alloc.memory_bytes),
         node_info: json!({
@@ -130,7 +133,7 @@ fn status(facts: &NodeFacts, old: &Value) -> Value {
         ],
         "addresses": [{"type": "InternalIP", "address": facts.ip}, {"type": "Hostname", "address": facts.hostname}],
         "nodeInfo": facts.node_info,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.daemon_endpoint.as_ref().map_or(0, |e| e.port)}},
     })
 }
 
@@ -145,6 +148,7 @@ pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
                 for (k, v) in labels.as_object().into_iter().flatten() {
                     cur["metadata"]["labels"][k] = v.clone();
                 }
+                publish_endpoint_ca(&mut cur, facts);
                 if let Some(c) = &facts.pod_cidr {
                     cur["spec"]["podCIDR"] = json!(c);
                     cur["spec"]["podCIDRs"] = json!([c]);
@@ -160,6 +164,7 @@ pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
                 if let Some(c) = &facts.pod_cidr {
                     node["spec"] = json!({"podCIDR": c, "podCIDRs": [c]});
                 }
+                publish_endpoint_ca(&mut node, facts);
                 node["status"] = status(facts, &Value::Null);
                 store.create(&nodes, node).await.map(drop)
             }
@@ -172,6 +177,19 @@ pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
         }
     }
     renew_lease(store, facts).await
+}
+
+/// Puts (or takes away) the CA of the node's daemon endpoint in its annotation.
+fn publish_endpoint_ca(node: &mut Value, facts: &NodeFacts) {
+    let key = crate::config::DAEMON_CA_ANNOTATION;
+    match &facts.daemon_endpoint {
+        Some(e) => node["metadata"]["annotations"][key] = json!(e.ca_pem),
+        None => {
+            if let Some(a) = node["metadata"]["annotations"].as_object_mut() {
+                a.remove(key);
+            }
+        }
+    }
 }
 
 async fn renew_lease(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub runtime: Arc<peapod_actors::runtime::Runtime>,
     /// Where Services' cluster IPs and node ports come from.
     pub allocator: peapod_core::service::alloc::Allocator,
+    /// With a shared store: how pods on other nodes are reached.
+    pub link: Option<Arc<crate::nodeproxy::NodeLink>>,
 }
 
 /// `GET /peapod/v1/tree`: the live supervision tree (read-only).
@@ -287,6 +289,24 @@ pub async fn resource(
             None => return not_found(&req),
         },
     };
+    // A pod's stream on another node is that node's to serve.
+    let stream = matches!(
+        sub,
+        Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward)
+    );
+    if let (Some(link), Some(name), true) = (&data.link, &t.name, stream) {
+        let from_node = actix_web::HttpMessage::extensions(&req)
+            .get::<crate::nodeproxy::FromNode>()
+            .is_some();
+        let ns = t.namespace.as_deref().unwrap_or_default();
+        match crate::nodeproxy::placement(&*data.store, link, ns, name, from_node).await {
+            Ok(crate::nodeproxy::Placement::Here) => {}
+            Ok(crate::nodeproxy::Placement::There(remote)) => {
+                return crate::nodeproxy::forward(remote, link, req, payload).await
+            }
+            Err(answer) => return answer,
+        }
+    }
     let verb = match sub {
         Some(Subresource::Exec) => Some(crate::remote::Verb::Exec),
         Some(Subresource::Attach) => Some(crate::remote::Verb::Attach),

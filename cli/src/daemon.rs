@@ -62,6 +62,11 @@ pub struct DaemonArgs {
     /// unreachable and tainted, as kube-controller-manager's flag.
     #[arg(long, default_value = "40s")]
     node_monitor_grace_period: String,
+    /// With a shared store: the port other nodes reach this one on (at its
+    /// --node-ip) for its pods' logs, exec, attach and port-forward, as
+    /// kubelet's --port; 0 picks a free one. Published in the Node.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// The keys Secrets are sealed with (default `<root-dir>/secret-encryption.keys`,
     /// made at first start). Every node of a cluster needs the same file.
     #[arg(long)]
@@ -476,9 +481,16 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     let quantity = |flag: &str, v: &str| {
         peapod_core::quantity::Quantity::parse(v).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
     };
+    let node_ip = args.node_ip.clone().unwrap_or_else(detect_node_ip);
+    // Other nodes of a shared store reach this one's pods through its daemon endpoint.
+    let daemon_endpoint = match &store_choice {
+        StoreChoice::Sqlite => None,
+        StoreChoice::Etcd(..) => Some(bind_daemon_endpoint(&args.root_dir, &node_ip, args.kubelet_port)?),
+    };
     let config = NodeConfig {
         node_name: node_name.clone(),
-        node_ip: args.node_ip.unwrap_or_else(detect_node_ip),
+        node_ip,
+        daemon_endpoint: daemon_endpoint.as_ref().map(|(e, _, _)| e.clone()),
         network: NetworkConfig {
             conf_dir: args.cni_conf_dir,
             bin_dirs: args.cni_bin_dir,
@@ -597,6 +609,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 }
             }
         }
+        let link = daemon_endpoint.as_ref().map(|_| {
+            Arc::new(crate::nodeproxy::NodeLink::new(node_name.clone(), |p| {
+                sealed.keys().derive(p)
+            }))
+        });
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(sealed));
         let _ = store_slot.set(store.clone());
         health::set(Component::Store, true);
@@ -660,6 +677,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             tree,
             runtime: rt.clone(),
             allocator,
+            link: link.clone(),
         });
         let local_state = state.clone();
         let server = actix_web::HttpServer::new(move || {
@@ -683,7 +701,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             format!("kubernetes.default.svc.{}", args.cluster_domain.trim_end_matches('.')),
         ];
         let https = match args.https.listen_https {
-            Some(listen) => Some(serve_https(&args.root_dir, &https_args, listen, state)?),
+            Some(listen) => Some(serve_https(&args.root_dir, &https_args, listen, state.clone())?),
             None => None,
         };
         // The `kubernetes` service reaches the HTTPS listener at the node's address.
@@ -704,6 +722,22 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             tracing::error!("writing the kubernetes service's endpoints: {e}");
         }
         let https = https.map(|(server, _)| server);
+        let daemon_endpoint = match (daemon_endpoint, link) {
+            (Some((endpoint, listener, tls)), Some(link)) => Some(serve_daemon_endpoint(
+                listener,
+                tls,
+                state.clone(),
+                link,
+                endpoint.port,
+            )?),
+            _ => None,
+        };
+        let daemon_endpoint = async move {
+            match daemon_endpoint {
+                Some(server) => server.await,
+                None => std::future::pending().await,
+            }
+        };
         let https = async move {
             match https {
                 Some(server) => server.await,
@@ -713,6 +747,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         tokio::select! {
             r = server.run() => r?,
             r = https => r?,
+            r = daemon_endpoint => r?,
             why = node => {
                 // The root supervisor gave up: exit so the daemon's own supervisor restarts it.
                 // Containers keep running under their shims and are re-adopted.
@@ -721,6 +756,60 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Binds the daemon endpoint other nodes reach (bound here, before the
+/// node registers, so the Node publishes the port a 0 picked) and makes its
+/// certificate from the node's CA.
+fn bind_daemon_endpoint(
+    root: &std::path::Path,
+    node_ip: &str,
+    port: u16,
+) -> Result<(
+    peapod_actors::config::DaemonEndpoint,
+    std::net::TcpListener,
+    rustls::ServerConfig,
+)> {
+    let ip: std::net::IpAddr = node_ip
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--node-ip {node_ip:?}: {e}"))?;
+    let listen = std::net::SocketAddr::new(ip, port);
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("--kubelet-port: listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let (tls, ca_pem) = crate::https::daemon_endpoint_config(root, &bound)?;
+    Ok((
+        peapod_actors::config::DaemonEndpoint {
+            port: bound.port(),
+            ca_pem,
+        },
+        listener,
+        tls,
+    ))
+}
+
+/// Serves other nodes: only their forwarded pod logs, exec, attach and
+/// port-forward, and only with a node's token (`nodeproxy::admit`).
+fn serve_daemon_endpoint(
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    state: actix_web::web::Data<ApiState>,
+    link: Arc<crate::nodeproxy::NodeLink>,
+    port: u16,
+) -> Result<actix_web::dev::Server> {
+    let link = actix_web::web::Data::from(link);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .app_data(link.clone())
+            .wrap(actix_web::middleware::from_fn(crate::nodeproxy::admit))
+            .configure(routes)
+    })
+    .workers(1)
+    .listen_rustls_0_23(listener, tls)
+    .context("serve the daemon endpoint")?;
+    tracing::info!("serving other nodes on port {port}");
+    Ok(server.run())
 }
 
 /// The API's routes, on the unix socket and the HTTPS listener alike.

@@ -280,6 +280,16 @@ fn serving_identity(
     args: &HttpsArgs,
     listen: &SocketAddr,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    serving_identity_as(root, args, listen, "apiserver")
+}
+
+/// As [`serving_identity`], the certificate made for `role` (its CN and file name).
+fn serving_identity_as(
+    root: &Path,
+    args: &HttpsArgs,
+    listen: &SocketAddr,
+    role: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|i| i.collect::<Result<Vec<_>, _>>())
@@ -298,7 +308,7 @@ fn serving_identity(
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "peapod-apiserver");
+        .push(rcgen::DnType::CommonName, format!("peapod-{role}"));
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::DigitalSignature,
@@ -311,7 +321,7 @@ fn serving_identity(
     let cert = params
         .signed_by(&key, &issuer)
         .context("sign the listener's certificate")?;
-    write_private(&dir.join("apiserver.crt"), cert.pem().as_bytes())?;
+    write_private(&dir.join(format!("{role}.crt")), cert.pem().as_bytes())?;
     let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| anyhow::anyhow!("listener key: {e}"))?;
     Ok((vec![cert.der().clone()], key_der))
 }
@@ -349,6 +359,23 @@ pub fn server_config(root: &Path, args: &HttpsArgs, listen: &SocketAddr) -> Resu
         .context("the listener's certificate and key do not belong together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The TLS configuration of the daemon endpoint other nodes reach, with a
+/// certificate made now from the node's CA for `listen` and the node's
+/// addresses, and that CA (PEM) for the Node to publish.
+pub fn daemon_endpoint_config(root: &Path, listen: &SocketAddr) -> Result<(rustls::ServerConfig, String)> {
+    let (chain, key) = serving_identity_as(root, &HttpsArgs::default(), listen, "daemon-endpoint")?;
+    let (_, _, ca_pem) = ensure_ca(&pki_dir(root))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the daemon endpoint's certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, ca_pem))
 }
 
 /// The user a verified client certificate names, kept per connection.
@@ -448,6 +475,15 @@ pub fn status_response(code: StatusCode, reason: &str, message: &str) -> HttpRes
     }))
 }
 
+/// The request's bearer token, if it has one.
+pub fn bearer(req: &ServiceRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// Authenticates a request that came over HTTPS: a bearer token from the
 /// token file or, without one, a client certificate from the client CA;
 /// the user must be a member of [`ADMIN_GROUP`]. 401 without a known token
@@ -458,12 +494,7 @@ pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let bearer = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let bearer = bearer(&req);
     // As kube-apiserver's system:public-info-viewer: the version is no
     // secret, and the kubectl dispatcher asks for it before it knows whom
     // to run. A token that is sent must still be good.

@@ -12,6 +12,7 @@ mod gotemplate;
 mod https;
 mod jsonpath;
 mod metrics_server;
+mod nodeproxy;
 mod output;
 mod portforward;
 mod progress;

@@ -1015,7 +1015,10 @@ fn cluster(table: &mut Table) {
     {
         let etcd = peapod_tests::etcd::EtcdCluster::start();
         let url = etcd.url("bench");
-        let on_etcd = Node::start_with_args(&["--store", &url, "--node-name", "bench-etcd"], |_| {});
+        let on_etcd = Node::start_with_args(
+            &["--store", &url, "--node-name", "bench-etcd", "--kubelet-port", "0"],
+            |_| {},
+        );
         let on_sqlite = Node::start();
         let n = if quick() { 5 } else { 30 };
         let (mut e, mut s) = (Vec::new(), Vec::new());

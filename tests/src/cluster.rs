@@ -19,7 +19,7 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub lan: Option<Lan>,
     pub etcd: EtcdCluster,
-    _shared: tempfile::TempDir,
+    shared: tempfile::TempDir,
 }
 
 /// Separate hosts on one link: a network namespace per node, joined by a
@@ -119,16 +119,21 @@ impl Drop for Cluster {
 impl Cluster {
     /// `n` nodes named `<prefix>-0`…, all Ready, all in the host's network namespace.
     pub fn start(prefix: &str, n: usize) -> Cluster {
-        Self::start_with(prefix, n, false)
+        Self::start_with(prefix, n, false, &[])
     }
 
     /// `n` nodes, each in a network namespace of its own on one link (see
     /// [`Lan`]), routing each other's pod ranges (`--cluster-cidr`).
     pub fn start_on_lan(prefix: &str, n: usize) -> Cluster {
-        Self::start_with(prefix, n, true)
+        Self::start_with(prefix, n, true, &[])
     }
 
-    fn start_with(prefix: &str, n: usize, separate: bool) -> Cluster {
+    /// As [`Cluster::start_on_lan`], every daemon with `extra` flags too.
+    pub fn start_on_lan_with(prefix: &str, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with(prefix, n, true, extra)
+    }
+
+    fn start_with(prefix: &str, n: usize, separate: bool, extra: &[&str]) -> Cluster {
         let lan = separate.then(|| Lan::start(n));
         let etcd = match &lan {
             Some(l) => EtcdCluster::start_on(&l.host_ip()),
@@ -165,12 +170,16 @@ impl Cluster {
                 "6s",
                 "--etcd-compaction-interval",
                 "1m",
+                // Nodes on one host share its address: each picks a free port.
+                "--kubelet-port",
+                "0",
             ];
             let mut args: Vec<&str> = args.to_vec();
             if separate {
                 // Every test node's range is in 10.99.0.0/16.
                 args.extend(["--cluster-cidr", "10.99.0.0/16"]);
             }
+            args.extend_from_slice(extra);
             let netns = lan.as_ref().map(|l| l.netns[i].as_str());
             nodes.push(Node::start_in(netns, &args, |_| {}));
         }
@@ -178,12 +187,17 @@ impl Cluster {
             nodes,
             lan,
             etcd,
-            _shared: shared,
+            shared,
         };
         for i in 0..n {
             cluster.wait_ready(i, true);
         }
         cluster
+    }
+
+    /// The Secret key file every node shares.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.shared.path().join("secret-encryption.keys")
     }
 
     /// The name of node `i`.

@@ -669,14 +669,18 @@ impl Node {
         }
     }
 
+    /// The CLI against this node, to run or spawn (a follow, a watch).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .env("PEAPOD_SOCKET", self.run_dir().join("peapod.sock"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs the CLI against this node.
     pub fn peapod(&self, args: &[&str]) -> Output {
-        Command::new(binary())
-            .args(args)
-            .env("PEAPOD_SOCKET", self.run_dir().join("peapod.sock"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run peapod")
+        self.command(args).output().expect("run peapod")
     }
 
     /// Runs the CLI and asserts success; returns stdout.
@@ -1012,4 +1016,13 @@ impl Scrape {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.find(name, labels).iter().map(|s| s.value).sum()
     }
+}
+
+/// What a helper script printed as its first line (an HTTP status code) and
+/// the rest (the body, trimmed); it must have succeeded.
+pub fn status_and_body(out: &Output) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (code.trim().parse().unwrap_or(0), body.trim().to_string())
 }

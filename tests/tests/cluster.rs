@@ -28,7 +28,7 @@ spec:
       containers:
       - name: web
         image: busybox:1.35
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && echo serving $(hostname) && exec httpd -f -p 8080 -h /www"]
 "#
     )
 }
@@ -65,9 +65,82 @@ fn wget(node: &Node, from: &str, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A GET over TLS to another node's daemon endpoint, its certificate checked
+/// against the CA its Node publishes; with `token`, the node-to-node token
+/// derived from the shared key file. The status code and the body.
+fn endpoint_get(cl: &Cluster, node: &Value, path: &str, token: bool) -> (u16, String) {
+    let ca = node["metadata"]["annotations"]["peapod.io/daemon-endpoint-ca"]
+        .as_str()
+        .expect("the node publishes its endpoint's CA");
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap();
+    let script = r##"
+import base64, hashlib, hmac, ssl, sys, urllib.request, urllib.error
+ca, url, keys, token = sys.argv[1:5]
+req = urllib.request.Request(url)
+if token == "yes":
+    line = [l for l in open(keys).read().splitlines() if l.strip() and not l.startswith("#")][0]
+    key = base64.b64decode(line.split(":", 1)[1].strip())
+    req.add_header("Authorization", "Bearer " + hmac.new(key, b"peapod node-to-node v1", hashlib.sha256).hexdigest())
+try:
+    r = urllib.request.urlopen(req, context=ssl.create_default_context(cadata=ca), timeout=30)
+    print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())
+"##;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, ca, &format!("https://{ip}:{port}{path}")])
+        .arg(cl.key_file())
+        .arg(if token { "yes" } else { "no" })
+        .output()
+        .expect("run python3");
+    peapod_tests::status_and_body(&out)
+}
+
+/// kubectl 1.33 inside node `i`'s network namespace, through its HTTPS
+/// listener on that namespace's loopback; `spdy` turns WebSockets off.
+fn kubectl_on(cl: &Cluster, i: usize, home: &std::path::Path, spdy: bool, args: &[&str]) -> std::process::Output {
+    let kubeconfig = home.join("config");
+    if !kubeconfig.exists() {
+        let root = cl.nodes[i].root().display().to_string();
+        cl.wait("node's HTTPS listener", Duration::from_secs(20), || {
+            std::fs::metadata(cl.nodes[i].root().join("pki/listen-https")).ok()
+        });
+        std::fs::write(&kubeconfig, cl.nodes[i].ok(&["kubeconfig", "--root-dir", &root])).unwrap();
+    }
+    let netns = &cl.lan.as_ref().unwrap().netns[i];
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "/usr/local/lib/peapod/kubectl/kubectl-1.33",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", if spdy { "false" } else { "true" })
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl")
+}
+
 #[test]
 fn replicas_spread_over_three_nodes_and_every_node_answers_for_the_cluster() {
-    let cl = Cluster::start("spread", 3);
+    // Each node in a network namespace of its own, with an HTTPS listener on its loopback.
+    let cl = Cluster::start_on_lan_with("spread", 3, &["--listen-https", "127.0.0.1:0"]);
     // One scheduler and one set of controllers in the cluster.
     let scheduler = cl.wait("a scheduler leader", LEASE * 3, || cl.leader("kube-scheduler"));
     let controllers = cl.wait("a controllers leader", LEASE * 3, || {
@@ -160,6 +233,89 @@ fn replicas_spread_over_three_nodes_and_every_node_answers_for_the_cluster() {
             (nodes.len() >= 2).then_some(())
         },
     );
+
+    // Logs and exec of a pod on node 2, asked of node 0: node 0 passes them on.
+    let c = on(2);
+    let c_name = c["metadata"]["name"].as_str().unwrap();
+    let logs = cl.nodes[0].ok(&["logs", c_name]);
+    assert_eq!(
+        logs.trim(),
+        format!("serving {c_name}"),
+        "node 2's pod's log through node 0"
+    );
+    let hostname = cl.nodes[0].ok(&["exec", c_name, "--", "hostname"]);
+    assert_eq!(hostname.trim(), c_name, "exec through node 0 runs in node 2's pod");
+    let out = cl.nodes[0].peapod(&["exec", c_name, "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "the exit code comes back through node 0");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "out");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "err");
+    // kubectl through node 0's HTTPS listener, over SPDY and over WebSocket.
+    let home = tempfile::Builder::new().prefix("pp-kube-").tempdir_in("/tmp").unwrap();
+    for spdy in [true, false] {
+        let out = kubectl_on(
+            &cl,
+            0,
+            home.path(),
+            spdy,
+            &["exec", c_name, "--", "cat", "/www/index.html"],
+        );
+        assert!(
+            out.status.success(),
+            "kubectl exec (spdy {spdy}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            c_name,
+            "kubectl exec (spdy {spdy})"
+        );
+    }
+    let out = kubectl_on(&cl, 0, home.path(), false, &["logs", c_name]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("serving {c_name}"),
+        "kubectl logs"
+    );
+    // A followed log streams through node 0 as the pod writes it.
+    let mut follow = cl.nodes[0]
+        .command(&["logs", "-f", c_name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let lines = lines.clone();
+        let mut stdout = std::io::BufReader::new(follow.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap_or(0) > 0 {
+                lines.lock().unwrap().push_str(&std::mem::take(&mut line));
+            }
+        })
+    };
+    cl.nodes[2].ok(&["exec", c_name, "--", "sh", "-c", "echo later > /proc/1/fd/1"]);
+    cl.wait("the followed log's new line", Duration::from_secs(20), || {
+        lines.lock().unwrap().contains("later").then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let _ = reader.join();
+    // The endpoint nodes reach each other on: a node's token and only pod streams.
+    let node2 = cl.nodes[0].get("node", &cl.name(2)).unwrap();
+    let log_path = format!("/api/v1/namespaces/default/pods/{c_name}/log");
+    assert_eq!(endpoint_get(&cl, &node2, &log_path, false).0, 401, "no token");
+    let (code, body) = endpoint_get(&cl, &node2, &log_path, true);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, format!("serving {c_name}\nlater").as_str())
+    );
+    let (code, body) = endpoint_get(&cl, &node2, "/api/v1/namespaces/default/pods", true);
+    assert_eq!(code, 403, "the endpoint serves no other API: {body}");
+    // A node never passes on what another node passed to it.
+    let a_log = format!("/api/v1/namespaces/default/pods/{a_name}/log");
+    let (code, body) = endpoint_get(&cl, &node2, &a_log, true);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(&format!("bound to node {}", cl.name(0))), "{body}");
 }
 
 #[test]

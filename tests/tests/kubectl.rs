@@ -145,10 +145,7 @@ except urllib.error.HTTPError as e:
         .arg(path)
         .output()
         .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
-    (code.trim().parse().unwrap_or(0), body.trim().to_string())
+    peapod_tests::status_and_body(&out)
 }
 
 fn failed(out: &Output) -> String {

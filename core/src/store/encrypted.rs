@@ -49,6 +49,8 @@ pub enum KeyFileError {
 struct NamedKey {
     name: String,
     key: LessSafeKey,
+    /// The same bytes as an HMAC key, for secrets derived from it.
+    derive: ring::hmac::Key,
 }
 
 /// The node's secret encryption keys: the first seals, all open.
@@ -135,6 +137,7 @@ impl Keys {
             keys.push(NamedKey {
                 name: name.to_string(),
                 key: LessSafeKey::new(unbound),
+                derive: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw),
             });
         }
         if keys.is_empty() {
@@ -149,6 +152,19 @@ impl Keys {
             path: path.to_path_buf(),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Secrets for `purpose` derived from every key (HMAC-SHA256, hex), the
+    /// first key's first: nodes sharing the key file share them, and during
+    /// a rotation a node still answers to the old key's.
+    pub fn derive(&self, purpose: &str) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let tag = ring::hmac::sign(&k.derive, purpose.as_bytes());
+                tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect()
     }
 
     fn seal(&self, aad: &str, plain: &[u8]) -> StoreResult<String> {
@@ -221,6 +237,11 @@ impl<S: Store> EncryptedStore<S> {
             keys: Arc::new(keys),
             sealed,
         }
+    }
+
+    /// The keys it seals with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn sealed(&self, resource: &str) -> bool {
@@ -494,6 +515,25 @@ mod tests {
         ] {
             assert!(!text.contains(&needle), "{needle} is in the store file");
         }
+    }
+
+    #[test]
+    fn derived_secrets_follow_the_key_file_and_the_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, format!("key1:{}\n", B64.encode([1u8; 32]))).unwrap();
+        let a = Keys::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        let b = Keys::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        // Two nodes with one key file derive the same secret; another purpose or key, another.
+        assert_eq!(a.derive("p"), b.derive("p"));
+        assert_eq!(a.derive("p")[0].len(), 64);
+        assert_ne!(a.derive("p"), a.derive("q"));
+        let rotated = format!("key2:{}\nkey1:{}\n", B64.encode([2u8; 32]), B64.encode([1u8; 32]));
+        let r = Keys::parse(&path, &rotated).unwrap();
+        let derived = r.derive("p");
+        assert_eq!(derived.len(), 2);
+        assert_ne!(derived[0], a.derive("p")[0]);
+        assert_eq!(derived[1], a.derive("p")[0], "the old key's secret is still among them");
     }
 
     #[tokio::test]
