@@ -140,7 +140,9 @@ fn status(facts: &NodeFacts, old: &Value) -> Value {
 /// Registers the Node (or refreshes its status and labels) and renews its Lease.
 pub async fn post(store: &dyn Store, facts: &NodeFacts) -> StoreResult<()> {
     let nodes = kinds::node().resource();
-    let labels = json!({"kubernetes.io/hostname": facts.hostname, "kubernetes.io/os": "linux",
+    // The node's name, as kubelet labels a node registered under --hostname-override:
+    // nodes sharing a host name (network namespaces of one machine) are still apart.
+    let labels = json!({"kubernetes.io/hostname": facts.name, "kubernetes.io/os": "linux",
         "kubernetes.io/arch": facts.node_info["architecture"]});
     for _ in 0..5 {
         let res = match store.get(&nodes, "", &facts.name).await {

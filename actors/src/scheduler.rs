@@ -26,13 +26,14 @@ use actix::prelude::*;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use peapod_core::kinds;
 use peapod_core::object;
+use peapod_core::podaffinity::{self, Placed, PodFacts, World as PodWorld};
 use peapod_core::resources::pod_requests;
 use peapod_core::scheduling::{self, Usage};
 use peapod_core::store::{Preconditions, Store, StoreResult};
 use peapod_core::validation::storage::{class_of, SELECTED_NODE};
 use peapod_core::{deletion, writes};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct Scheduler {
     delayed_classes: HashMap<String, Value>,
     /// Every PersistentVolume, by name (their node affinity).
     volumes: HashMap<String, Value>,
+    /// Every Namespace, by name (their labels, for pod affinity's namespaceSelector).
+    namespaces: HashMap<String, Value>,
     /// The last unschedulable message reported per pod uid (an event per new message).
     reported: HashMap<String, String>,
     running: bool,
@@ -73,6 +76,7 @@ impl Scheduler {
             claims: HashMap::new(),
             delayed_classes: HashMap::new(),
             volumes: HashMap::new(),
+            namespaces: HashMap::new(),
             reported: HashMap::new(),
             running: false,
             again: false,
@@ -96,6 +100,14 @@ impl Scheduler {
         let claims = self.claims.clone();
         let delayed: HashSet<String> = self.delayed_classes.keys().cloned().collect();
         let volumes = self.volumes.clone();
+        let namespace_labels = self
+            .namespaces
+            .iter()
+            .map(|(name, ns)| {
+                let labels = serde_json::from_value(ns["metadata"]["labels"].clone()).unwrap_or_default();
+                (name.clone(), labels)
+            })
+            .collect();
         ctx.spawn(
             async move {
                 let world = World {
@@ -103,6 +115,7 @@ impl Scheduler {
                     claims,
                     delayed,
                     volumes,
+                    namespace_labels,
                 };
                 schedule(&*store, &events, world, pods, pending, reported).await
             }
@@ -149,6 +162,12 @@ fn spread_group(p: &Value) -> Option<String> {
     crate::controllers::replicaset::controller_of(p).map(|r| format!("{}/{}", object::namespace(p), r.uid))
 }
 
+/// A pod's namespace, labels and pod (anti-)affinity terms.
+fn pod_facts(p: &Value, spec: &PodSpec) -> PodFacts {
+    let labels: Option<BTreeMap<String, String>> = serde_json::from_value(p["metadata"]["labels"].clone()).ok();
+    PodFacts::of(object::namespace(p), labels.as_ref(), spec)
+}
+
 fn holds_node(p: &Value) -> bool {
     !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
@@ -181,6 +200,8 @@ struct World {
     delayed: HashSet<String>,
     /// PersistentVolumes by name.
     volumes: HashMap<String, Value>,
+    /// Namespaces' labels by name.
+    namespace_labels: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// One pass: every pending pod in creation order is bound or reported.
@@ -193,6 +214,7 @@ async fn schedule(
         claims,
         delayed,
         volumes,
+        namespace_labels,
     }: World,
     pods: Vec<Value>,
     mut pending: Vec<Value>,
@@ -206,16 +228,25 @@ async fn schedule(
     let mut on_node: HashMap<String, Usage> = HashMap::new();
     // How many pods of each controller each node runs (the default spreading).
     let mut peers: HashMap<(String, String), usize> = HashMap::new();
+    // The placed pods as inter-pod affinity sees them.
+    let mut placed: Vec<Placed> = Vec::new();
     for p in &pods {
         if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             if holds_node(p) {
-                on_node.entry(n.to_string()).or_default().add(&spec_of(p));
+                let spec = spec_of(p);
+                on_node.entry(n.to_string()).or_default().add(&spec);
                 if let Some(owner) = spread_group(p) {
                     *peers.entry((owner, n.to_string())).or_default() += 1;
                 }
+                placed.push(Placed {
+                    pod: pod_facts(p, &spec),
+                    node: n.to_string(),
+                });
             }
         }
     }
+    // Only placed pods with anti-affinity terms act on pods that have none themselves.
+    let any_repelling = |placed: &[Placed]| placed.iter().any(|p| !p.pod.anti_affinity.is_empty());
     pending.sort_by(|a, b| {
         let ts = |p: &Value| p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
         ts(a).cmp(&ts(b)).then_with(|| object::name(a).cmp(object::name(b)))
@@ -238,9 +269,12 @@ async fn schedule(
             continue;
         }
         let spec = spec_of(&pod);
+        let facts = pod_facts(&pod, &spec);
+        let affinity =
+            (facts.has_terms() || any_repelling(&placed)).then(|| PodWorld::new(&placed, &nodes, &namespace_labels));
         let empty = Usage::default();
         let mut verdicts = Vec::new();
-        let mut best: Option<(usize, i64, &str)> = None;
+        let mut best: Option<(i64, usize, i64, &str)> = None;
         let group = spread_group(&pod);
         let ns = object::namespace(&pod);
         let lookup = |c: &str| claims.get(&format!("{ns}/{c}"));
@@ -263,15 +297,20 @@ async fn schedule(
             if unfit.is_empty() && !scheduling::volumes_fit(node, &bound) {
                 unfit.push(scheduling::Unfit::VolumeNodeAffinity);
             }
+            if let (true, Some(world)) = (unfit.is_empty(), &affinity) {
+                unfit.extend(podaffinity::filter(&facts, name, world));
+            }
             if unfit.is_empty() {
-                // Spread first (kube-scheduler's default PodTopologySpread by
+                // The pod's own preferred pod (anti-)affinity first, then
+                // spread (kube-scheduler's default PodTopologySpread by
                 // hostname), then the least allocated.
+                let liking = affinity.as_ref().map_or(0, |w| podaffinity::score(&facts, name, w));
                 let siblings = group
                     .as_ref()
                     .and_then(|g| peers.get(&(g.clone(), name.to_string())))
                     .copied()
                     .unwrap_or(0);
-                let score = (siblings, load(node, used, &spec), name);
+                let score = (liking.saturating_neg(), siblings, load(node, used, &spec), name);
                 if best.is_none_or(|b| score < b) {
                     best = Some(score);
                 }
@@ -280,7 +319,7 @@ async fn schedule(
             }
         }
         let result = match best {
-            Some((_, _, name)) if !scheduling::claims_waiting(&spec, lookup, is_delayed).is_empty() => {
+            Some((_, _, _, name)) if !scheduling::claims_waiting(&spec, lookup, is_delayed).is_empty() => {
                 // Claims that bind at first use learn the node, and the pod
                 // is bound once they are (the next pass, after the binder).
                 for c in scheduling::claims_waiting(&spec, lookup, is_delayed) {
@@ -290,13 +329,17 @@ async fn schedule(
                 }
                 Ok(None)
             }
-            Some((_, _, name)) => {
+            Some((_, _, _, name)) => {
                 let name = name.to_string();
                 let r = bind(store, &pod, &name).await;
                 if let Ok(Some(_)) = &r {
                     if let Some(g) = group {
                         *peers.entry((g, name.clone())).or_default() += 1;
                     }
+                    placed.push(Placed {
+                        pod: facts,
+                        node: name.clone(),
+                    });
                     on_node.entry(name).or_default().add(&spec);
                     reported.remove(object::uid(&pod));
                 }
@@ -419,6 +462,7 @@ impl Actor for Scheduler {
             kinds::claim(),
             kinds::storageclass(),
             kinds::volume(),
+            kinds::namespace(),
         ] {
             let informer = informer::run(self.store.clone(), kind.resource(), None, ctx.address().recipient());
             ctx.spawn(informer.into_actor(self));
@@ -431,16 +475,23 @@ impl Handler<Informed> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Informed, ctx: &mut Context<Self>) {
-        if msg.resource() == kinds::volume().resource() {
+        let by_name = if msg.resource() == kinds::volume().resource() {
+            Some(&mut self.volumes)
+        } else if msg.resource() == kinds::namespace().resource() {
+            Some(&mut self.namespaces)
+        } else {
+            None
+        };
+        if let Some(map) = by_name {
             match msg {
                 Informed::Synced { objects, .. } => {
-                    self.volumes = objects.into_iter().map(|v| (object::name(&v).to_string(), v)).collect();
+                    *map = objects.into_iter().map(|v| (object::name(&v).to_string(), v)).collect();
                 }
                 Informed::Applied { object, .. } => {
-                    self.volumes.insert(object::name(&object).to_string(), object);
+                    map.insert(object::name(&object).to_string(), object);
                 }
                 Informed::Deleted { object, .. } => {
-                    self.volumes.remove(object::name(&object));
+                    map.remove(object::name(&object));
                 }
             }
             return self.pass(ctx);

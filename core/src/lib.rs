@@ -17,6 +17,7 @@ pub mod names;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod podaffinity;
 pub mod printers;
 pub mod protobuf;
 pub mod quantity;

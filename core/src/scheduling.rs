@@ -28,6 +28,12 @@ pub enum Unfit {
     TooManyPods,
     /// A bound PersistentVolume's node affinity excludes the node.
     VolumeNodeAffinity,
+    /// A pod there (in the term's domain) has required anti-affinity to this one.
+    ExistingAntiAffinity,
+    /// The pod's required pod affinity finds no peer in the node's domain.
+    PodAffinity,
+    /// The pod's required pod anti-affinity finds a pod in the node's domain.
+    PodAntiAffinity,
 }
 
 impl Unfit {
@@ -42,12 +48,22 @@ impl Unfit {
             Unfit::Insufficient(r) => format!("Insufficient {r}"),
             Unfit::TooManyPods => "Too many pods".into(),
             Unfit::VolumeNodeAffinity => "node(s) had volume node affinity conflict".into(),
+            Unfit::ExistingAntiAffinity => "node(s) didn't satisfy existing pods anti-affinity rules".into(),
+            Unfit::PodAffinity => "node(s) didn't match pod affinity rules".into(),
+            Unfit::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules".into(),
         }
     }
 
-    /// Whether evicting lower-priority pods could make room (resources and ports only).
+    /// Whether evicting lower-priority pods could make room (resources, ports, pods that repel).
     fn preemption_may_help(&self) -> bool {
-        matches!(self, Unfit::Insufficient(_) | Unfit::TooManyPods | Unfit::Ports)
+        matches!(
+            self,
+            Unfit::Insufficient(_)
+                | Unfit::TooManyPods
+                | Unfit::Ports
+                | Unfit::PodAntiAffinity
+                | Unfit::ExistingAntiAffinity
+        )
     }
 }
 

@@ -316,6 +316,53 @@ fn replicas_spread_over_three_nodes_and_every_node_answers_for_the_cluster() {
     let (code, body) = endpoint_get(&cl, &node2, &a_log, true);
     assert_eq!(code, 404, "{body}");
     assert!(body.contains(&format!("bound to node {}", cl.name(0))), "{body}");
+
+    // Inter-pod anti-affinity by hostname: one per node, the fourth waits.
+    let apart = "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {matchLabels: {app: solo}}\n";
+    cl.nodes[1].apply(&deployment("solo", 4, apart));
+    let (solo, waiting) = cl.wait("3 solo pods running, one waiting", Duration::from_secs(90), || {
+        let pods = cl.pods(Some("app=solo"));
+        let waiting: Vec<Value> = pods
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            })
+            .cloned()
+            .collect();
+        (pods.len() == 4 && running(&pods).len() == 3 && waiting.len() == 1).then_some((pods, waiting))
+    });
+    assert_eq!(
+        per_node(&running(&solo)).values().copied().collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    let message = waiting[0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
+    // Inter-pod affinity: a pod that must be with the anchor goes to the anchor's node.
+    let anchor = "apiVersion: v1\nkind: Pod\nmetadata: {name: anchor, labels: {role: anchor}}\nspec:\n  nodeName: NODE\n  containers: [{name: c, image: busybox:1.35, command: [sleep, '3600']}]\n";
+    cl.nodes[0].apply(&anchor.replace("NODE", &cl.name(2)));
+    let near = "apiVersion: v1\nkind: Pod\nmetadata: {name: near}\nspec:\n  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - topologyKey: kubernetes.io/hostname\n        labelSelector: {matchLabels: {role: anchor}}\n  containers: [{name: c, image: busybox:1.35, command: [sleep, '3600']}]\n";
+    cl.nodes[0].apply(near);
+    let near = cl.wait("the near pod bound", Duration::from_secs(30), || {
+        cl.nodes[0]
+            .get("pod", "near")
+            .filter(|p| p["spec"]["nodeName"].is_string())
+    });
+    assert_eq!(near["spec"]["nodeName"], cl.name(2).as_str(), "with its anchor");
 }
 
 #[test]
