@@ -22,6 +22,7 @@ pub mod leader;
 pub mod metered_store;
 pub mod namespaces;
 pub mod node;
+pub mod nodeipam;
 pub mod pod;
 pub mod probe;
 pub mod proxy;

@@ -82,13 +82,19 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "peapod0")]
     cni_bridge: String,
     /// The default network's pod CIDR; published as the Node's `spec.podCIDR`.
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pod_cidr: String,
+    /// Default: a range claimed from --cluster-cidr when that is given, else 10.88.0.0/16.
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// Every node's pod ranges together (kube-controller-manager's flag).
     /// Set on the nodes of a cluster: each routes the other nodes' ranges
-    /// through their addresses (host-gw), and pod traffic within it is not masqueraded.
+    /// through their addresses (host-gw), and pod traffic within it is not
+    /// masqueraded. Without --pod-cidr a node claims its range from it.
     #[arg(long)]
     cluster_cidr: Option<String>,
+    /// The size of the range a node claims from --cluster-cidr
+    /// (kube-controller-manager's flag).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Where Services' cluster IPs come from (the first is `kubernetes`'), as
     /// kube-apiserver's flag.
     #[arg(long, default_value = peapod_core::service::DEFAULT_CLUSTER_IP_RANGE)]
@@ -302,6 +308,7 @@ fn protect_from_oom_killer() {
 fn cluster_dns(
     args: &DaemonArgs,
     allocator: &peapod_core::service::alloc::Allocator,
+    pod_cidr: &str,
 ) -> Result<Option<(String, peapod_actors::dns::DnsConfig)>> {
     let ip = match args.cluster_dns.as_deref() {
         Some("none") => return Ok(None),
@@ -322,7 +329,7 @@ fn cluster_dns(
     let listen = match args.dns_listen {
         Some(l) => l,
         None => {
-            let gateway = peapod_core::service::IpRange::parse(&args.pod_cidr)
+            let gateway = peapod_core::service::IpRange::parse(pod_cidr)
                 .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?
                 .nth(0);
             std::net::SocketAddr::new(gateway.into(), 53)
@@ -365,7 +372,28 @@ fn cluster_dns(
     )))
 }
 
+/// The node's pod range: --pod-cidr, or one claimed from --cluster-cidr
+/// (through the store, before anything else uses it), or the lone node's default.
+fn pod_cidr(args: &DaemonArgs, store: &StoreChoice, node_name: &str, paths: &NodePaths) -> Result<String> {
+    let (None, Some(cluster)) = (&args.pod_cidr, &args.cluster_cidr) else {
+        return Ok(args.pod_cidr.clone().unwrap_or_else(|| "10.88.0.0/16".into()));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start a runtime to claim the pod range")?;
+    let range = runtime.block_on(async {
+        let store = store.clone().without_compaction().open(paths).await?;
+        peapod_actors::nodeipam::claim(&*store, node_name, cluster, args.node_cidr_mask_size)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    tracing::info!("node {node_name} has pod range {range} from --cluster-cidr {cluster}");
+    Ok(range)
+}
+
 /// The backend `--store` names.
+#[derive(Clone)]
 enum StoreChoice {
     /// The node's SQLite file.
     Sqlite,
@@ -374,6 +402,14 @@ enum StoreChoice {
 }
 
 impl StoreChoice {
+    /// The same store, opened for a moment (no compaction started).
+    fn without_compaction(self) -> Self {
+        match self {
+            StoreChoice::Etcd(config, _) => StoreChoice::Etcd(config, std::time::Duration::ZERO),
+            other => other,
+        }
+    }
+
     async fn open(self, paths: &NodePaths) -> Result<Box<dyn Store>> {
         Ok(match self {
             StoreChoice::Sqlite => Box::new(SqliteStore::open(paths.store_db())?),
@@ -466,18 +502,19 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         ports: peapod_core::service::PortRange::parse(&args.service_node_port_range)
             .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
     };
-    let dns = cluster_dns(&args, &allocator)?;
-    let paths = NodePaths::new(args.root_dir.clone(), args.run_dir);
+    let paths = NodePaths::new(args.root_dir.clone(), args.run_dir.clone());
     std::fs::create_dir_all(&paths.root).with_context(|| format!("create {}", paths.root.display()))?;
     std::fs::create_dir_all(&paths.run).with_context(|| format!("create {}", paths.run.display()))?;
     restrict_state(&paths)?;
     let exe = std::env::current_exe().context("locate the peapod binary")?;
-    let node_name = args.node_name.unwrap_or_else(|| {
+    let node_name = args.node_name.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into())
     });
+    let pod_cidr = pod_cidr(&args, &store_choice, &node_name, &paths)?;
+    let dns = cluster_dns(&args, &allocator, &pod_cidr)?;
     let quantity = |flag: &str, v: &str| {
         peapod_core::quantity::Quantity::parse(v).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
     };
@@ -495,7 +532,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             conf_dir: args.cni_conf_dir,
             bin_dirs: args.cni_bin_dir,
             bridge: args.cni_bridge,
-            pod_cidr: args.pod_cidr,
+            pod_cidr,
             ipam_dir: paths.root.join("cni").join("ipam"),
             cluster_cidr: args.cluster_cidr,
         },

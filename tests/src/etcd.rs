@@ -109,6 +109,21 @@ impl EtcdCluster {
             .and_then(|e| self.clients.iter().position(|c| e.ends_with(c.as_str())))
     }
 
+    /// Every key that contains `part` (etcdctl, keys only).
+    pub fn keys_with(&self, part: &str) -> Vec<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.clients.join(","), "--dial-timeout", "2s"])
+            .args(["get", "", "--prefix", "--keys-only"])
+            .output()
+            .expect("run etcdctl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|k| k.contains(part))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The members' logs, for a failure message.
     pub fn logs(&self) -> String {
         (1..=3)

@@ -546,11 +546,16 @@ impl Node {
             .arg(self.dir.path().join("cni"))
             .args(["--cni-bridge", &self.bridge()])
             .args(
-                // A test that needs more addresses passes its own --pod-cidr.
-                (!self.extra_args.iter().any(|a| a == "--pod-cidr"))
-                    .then(|| ["--pod-cidr".to_string(), self.pod_cidr()])
-                    .into_iter()
-                    .flatten(),
+                // A test that needs more addresses passes its own --pod-cidr;
+                // one that gives a --node-cidr-mask-size has its node claim a
+                // range from --cluster-cidr.
+                (!self
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--pod-cidr" || a == "--node-cidr-mask-size"))
+                .then(|| ["--pod-cidr".to_string(), self.pod_cidr()])
+                .into_iter()
+                .flatten(),
             )
             // Every node its own service addresses, node ports and nftables
             // table, so nodes run side by side (nodes of one cluster pass

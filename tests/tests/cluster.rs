@@ -516,16 +516,19 @@ spec:
 
 #[test]
 fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
-    let cl = Cluster::start_on_lan("lan", 2);
-    // Each node publishes its own range as its Node's spec.podCIDR.
-    for (i, node) in cl.nodes.iter().enumerate() {
+    // No --pod-cidr: each node claims a /25 of the cluster CIDR (10.99.0.0/16).
+    let mut cl = Cluster::start_on_lan_with("lan", 2, &["--node-cidr-mask-size", "25"]);
+    // Each node publishes the range it claimed as its Node's spec.podCIDR: the lowest free ones.
+    let range = |cl: &Cluster, i: usize| {
         let n = cl.nodes[0].get("node", &cl.name(i)).expect("the node");
-        assert_eq!(
-            n["spec"]["podCIDR"].as_str(),
-            Some(node.pod_cidr().as_str()),
-            "node {i}"
-        );
-    }
+        n["spec"]["podCIDR"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!([range(&cl, 0), range(&cl, 1)], ["10.99.0.0/25", "10.99.0.128/25"]);
+    // A restarted node keeps its range.
+    cl.nodes[1].kill_daemon();
+    cl.nodes[1].start_daemon();
+    cl.wait_ready(1, true);
+    assert_eq!(range(&cl, 1), "10.99.0.128/25", "node 1 after a restart");
     let server = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\necho $REMOTE_ADDR\\\\n' > /www/cgi-bin/addr && chmod +x /www/cgi-bin/addr && exec httpd -f -p 8080 -h /www";
     cl.nodes[0].apply(&pinned("server", &cl.name(1), server));
     cl.nodes[0].apply(&pinned("client", &cl.name(0), "exec sleep 3600"));
@@ -547,8 +550,16 @@ fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
     let routes = String::from_utf8_lossy(&routes.stdout).to_string();
     assert_eq!(
         routes.trim(),
-        format!("{} via 10.201.{}.3 dev eth0", cl.nodes[1].pod_cidr(), lan.subnet),
+        format!("10.99.0.128/25 via 10.201.{}.3 dev eth0", lan.subnet),
         "node 0's routes"
+    );
+    assert!(
+        client_ip.starts_with("10.99.0.") && client_ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() < 128,
+        "{client_ip} in node 0's range"
+    );
+    assert!(
+        server_ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() > 128,
+        "{server_ip} in node 1's range"
     );
     // The server sees the client pod's own address: no NAT between pods.
     let seen = cl.wait("the server answering across the link", Duration::from_secs(30), || {
@@ -567,4 +578,15 @@ fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
     });
     let seen = seen.trim_start_matches("[::ffff:").trim_end_matches(']');
     assert_eq!(seen, client_ip, "the server saw the client pod's address");
+
+    // A Node deleted for good gives its range back once its lease has run out.
+    let claim = "podcidrs/";
+    assert_eq!(cl.etcd.keys_with(claim).len(), 2, "{:?}", cl.etcd.keys_with(claim));
+    cl.nodes[1].kill_daemon();
+    cl.nodes[0].ok(&["delete", "node", &cl.name(1)]);
+    let left = cl.wait("node 1's range given back", Duration::from_secs(60), || {
+        let keys = cl.etcd.keys_with(claim);
+        (keys.len() == 1).then_some(keys)
+    });
+    assert!(left[0].ends_with("10.99.0.0-25"), "node 0 keeps its own: {left:?}");
 }

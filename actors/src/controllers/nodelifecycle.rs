@@ -25,7 +25,7 @@ use peapod_core::deletion::Propagation;
 use peapod_core::kinds::{self, Kind};
 use peapod_core::object;
 use peapod_core::scheduling::tolerates;
-use peapod_core::store::StoreError;
+use peapod_core::store::{Store, StoreError};
 use peapod_core::writes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -106,33 +106,17 @@ async fn monitor(
     let nodes = kinds::node().resource();
     let node = match store.get(&nodes, "", name).await {
         Ok(n) => n,
-        Err(StoreError::NotFound { .. }) => {
-            seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-            return Ok(MONITOR_PERIOD);
-        }
+        Err(StoreError::NotFound { .. }) => return gone(cx, name, grace, seen).await,
         Err(e) => return Err(e),
     };
-    let lease = match store.get(&kinds::lease().resource(), "kube-node-lease", name).await {
-        Ok(l) => l["spec"]["renewTime"].as_str().unwrap_or("").to_string(),
-        Err(StoreError::NotFound { .. }) => String::new(),
-        Err(e) => return Err(e),
-    };
+    let lease = lease_renewed(store, name).await?;
     let ready = condition(&node, "Ready");
     let heartbeat = format!(
         "{lease}|{}",
         ready.and_then(|c| c["lastHeartbeatTime"].as_str()).unwrap_or("")
     );
     let now = Instant::now();
-    let since = {
-        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.get(name) {
-            Some((h, at)) if *h == heartbeat => *at,
-            _ => {
-                seen.insert(name.to_string(), (heartbeat, now));
-                now
-            }
-        }
-    };
+    let since = unchanged_since(seen, name, heartbeat, now);
     let mut status = ready
         .and_then(|c| c["status"].as_str())
         .unwrap_or("Unknown")
@@ -150,6 +134,62 @@ async fn monitor(
     }
     let node = set_taints(cx, name, &status).await?;
     evict(cx, &node).await
+}
+
+/// Since when `name`'s `mark` (its heartbeat, its lease) has been what it
+/// is now, judged on this node's clock: `now` when it has just changed.
+fn unchanged_since(
+    seen: &Mutex<HashMap<String, (String, Instant)>>,
+    name: &str,
+    mark: String,
+    now: Instant,
+) -> Instant {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    match seen.get(name) {
+        Some((m, at)) if *m == mark => *at,
+        _ => {
+            seen.insert(name.to_string(), (mark, now));
+            now
+        }
+    }
+}
+
+async fn lease_renewed(store: &dyn Store, name: &str) -> Result<String, StoreError> {
+    match store.get(&kinds::lease().resource(), "kube-node-lease", name).await {
+        Ok(l) => Ok(l["spec"]["renewTime"].as_str().unwrap_or("").to_string()),
+        Err(StoreError::NotFound { .. }) => Ok(String::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A deleted Node: once its Lease has not been renewed for the grace
+/// period (its daemon is not about to register it again), the pod range
+/// it claimed is given back. Returns when to look again.
+async fn gone(
+    cx: &SyncContext,
+    name: &str,
+    grace: Duration,
+    seen: &Mutex<HashMap<String, (String, Instant)>>,
+) -> Result<Duration, StoreError> {
+    let store = &*cx.store;
+    if !crate::nodeipam::claims(store)
+        .await?
+        .iter()
+        .any(|c| c["spec"]["nodeName"] == name)
+    {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        return Ok(MONITOR_PERIOD);
+    }
+    let renewed = format!("gone|{}", lease_renewed(store, name).await?);
+    let now = Instant::now();
+    let since = unchanged_since(seen, name, renewed, now);
+    if now.saturating_duration_since(since) < grace {
+        return Ok(grace.saturating_sub(now.saturating_duration_since(since)));
+    }
+    let n = crate::nodeipam::release(store, name).await?;
+    tracing::info!("node {name} is gone: gave back its pod range ({n} claim)");
+    seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    Ok(MONITOR_PERIOD)
 }
 
 /// Every condition of the node `Unknown`, as the controller writes them when its agent is silent.
