@@ -8,6 +8,9 @@
 #   etcd-test-cluster.sh down WORKDIR
 #       stops every member by its pid.
 # ETCD_HOST (default 127.0.0.1) is the address members listen and advertise on.
+# ETCD_TLS_DIR, when set, holds ca.crt, server.crt and server.key: clients
+# then speak TLS and must show a certificate signed by ca.crt (client.crt and
+# client.key there are used for the health check).
 set -euo pipefail
 cmd=${1:?up|down}; W=${2:?WORKDIR}
 stop() {
@@ -29,6 +32,13 @@ shift 2
 [ $# -eq 6 ] || { echo "up needs three client and peer port pairs" >&2; exit 2; }
 ports=("$@")
 H=${ETCD_HOST:-127.0.0.1}
+T=${ETCD_TLS_DIR:-}
+scheme=http tls_flags="" ctl_tls=()
+if [ -n "$T" ]; then
+  scheme=https
+  tls_flags="--cert-file $T/server.crt --key-file $T/server.key --client-cert-auth --trusted-ca-file $T/ca.crt"
+  ctl_tls=(--cacert "$T/ca.crt" --cert "$T/client.crt" --key "$T/client.key")
+fi
 mkdir -p "$W"
 cluster=""
 for i in 1 2 3; do
@@ -41,7 +51,7 @@ for i in 1 2 3; do
   cat > "$W/m$i.sh" <<EOF
 #!/usr/bin/env bash
 nohup etcd --name m$i --data-dir "$W/m$i.data" \\
-  --listen-client-urls http://$H:$c --advertise-client-urls http://$H:$c \\
+  --listen-client-urls $scheme://$H:$c --advertise-client-urls $scheme://$H:$c $tls_flags \\
   --listen-peer-urls http://$H:$p --initial-advertise-peer-urls http://$H:$p \\
   --initial-cluster $cluster --initial-cluster-token peapod-test --initial-cluster-state new \\
   --heartbeat-interval 100 --election-timeout 1000 --logger zap --log-level warn \\
@@ -50,9 +60,9 @@ echo \$! > "$W/m$i.pid"
 EOF
   bash "$W/m$i.sh"
 done
-endpoints="$H:${ports[0]},$H:${ports[2]},$H:${ports[4]}"
+endpoints="$scheme://$H:${ports[0]},$scheme://$H:${ports[2]},$scheme://$H:${ports[4]}"
 for _ in $(seq 1 100); do
-  if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --dial-timeout 1s endpoint health >/dev/null 2>&1; then
+  if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" "${ctl_tls[@]}" --dial-timeout 1s endpoint health >/dev/null 2>&1; then
     echo "etcd ready"
     exit 0
   fi

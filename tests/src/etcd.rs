@@ -2,7 +2,7 @@
 //! its data in a temporary directory; every member killed by its PID when dropped.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A running 3-member etcd cluster.
@@ -10,6 +10,8 @@ pub struct EtcdCluster {
     pub dir: tempfile::TempDir,
     /// Client `127.0.0.1:PORT` of members m1, m2, m3.
     pub clients: Vec<String>,
+    /// With TLS: the directory of `ca.crt`, `server.*` and `client.*`.
+    pub tls: Option<PathBuf>,
 }
 
 impl EtcdCluster {
@@ -19,10 +21,38 @@ impl EtcdCluster {
 
     /// The cluster listening on `host` (an address of this machine).
     pub fn start_on(host: &str) -> EtcdCluster {
+        Self::start_with(host, false)
+    }
+
+    /// The cluster on 127.0.0.1 speaking TLS to clients, which must show a
+    /// certificate of its CA: `tls/ca.crt` signed the members' `server.crt`
+    /// (for 127.0.0.1) and a client's `client.crt` (CN peapod-node); `stranger.crt`
+    /// is a client certificate of another CA.
+    pub fn start_tls() -> EtcdCluster {
+        Self::start_with("127.0.0.1", true)
+    }
+
+    fn start_with(host: &str, tls: bool) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("pp-etcd-")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        let tls = tls.then(|| {
+            let t = dir.path().join("tls");
+            std::fs::create_dir(&t).unwrap();
+            crate::pki::ca(&t, "ca");
+            crate::pki::signed(
+                &t,
+                "ca",
+                "server",
+                "/CN=etcd",
+                &format!("subjectAltName=IP:{host}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            );
+            crate::pki::client_certificate(&t, "ca", "client", "/CN=peapod-node");
+            crate::pki::ca(&t, "other");
+            crate::pki::client_certificate(&t, "other", "stranger", "/CN=stranger");
+            t
+        });
         // Held together while choosing, so the six ports differ.
         let listeners: Vec<_> = (0..6)
             .map(|_| std::net::TcpListener::bind((host, 0)).expect("a free port"))
@@ -39,15 +69,18 @@ impl EtcdCluster {
                 format!("{host}:{}", ports[4]),
             ],
             dir,
+            tls,
         };
-        let out = Command::new("bash")
-            .arg(script())
+        let mut up = Command::new("bash");
+        up.arg(script())
             .arg("up")
             .arg(cluster.dir.path())
             .args(&ports)
-            .env("ETCD_HOST", host)
-            .output()
-            .expect("run etcd-test-cluster.sh");
+            .env("ETCD_HOST", host);
+        if let Some(t) = &cluster.tls {
+            up.env("ETCD_TLS_DIR", t);
+        }
+        let out = up.output().expect("run etcd-test-cluster.sh");
         assert!(
             out.status.success(),
             "etcd test cluster: {}{}",
@@ -91,11 +124,28 @@ impl EtcdCluster {
         assert!(status.success());
     }
 
+    /// etcdctl for every member (with the client certificate under TLS).
+    fn etcdctl(&self) -> Command {
+        let mut c = Command::new("etcdctl");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoints: Vec<String> = self.clients.iter().map(|e| format!("{scheme}://{e}")).collect();
+        c.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoints.join(","), "--dial-timeout", "2s"]);
+        if let Some(t) = &self.tls {
+            c.arg("--cacert")
+                .arg(t.join("ca.crt"))
+                .arg("--cert")
+                .arg(t.join("client.crt"))
+                .arg("--key")
+                .arg(t.join("client.key"));
+        }
+        c
+    }
+
     /// The index of the member that leads now, as the members report it.
     pub fn leader(&self) -> Option<usize> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.clients.join(","), "--dial-timeout", "1s"])
+        let out = self
+            .etcdctl()
             .args(["endpoint", "status", "-w", "json"])
             .output()
             .ok()?;
@@ -111,9 +161,8 @@ impl EtcdCluster {
 
     /// Every key that contains `part` (etcdctl, keys only).
     pub fn keys_with(&self, part: &str) -> Vec<String> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.clients.join(","), "--dial-timeout", "2s"])
+        let out = self
+            .etcdctl()
             .args(["get", "", "--prefix", "--keys-only"])
             .output()
             .expect("run etcdctl");

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod etcd;
 pub mod layout;
+pub mod pki;
 pub mod registry;
 
 use serde_json::Value;

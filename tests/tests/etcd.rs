@@ -2,7 +2,7 @@
 //! SQLite store passes, compaction, and a leader killed under writes and a watch.
 
 use peapod_core::object;
-use peapod_core::store::{suite, EtcdConfig, EtcdStore, EventType, Scope, Store, StoreError};
+use peapod_core::store::{suite, EtcdConfig, EtcdStore, EtcdTls, EventType, Scope, Store, StoreError};
 use peapod_tests::etcd::EtcdCluster;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -202,5 +202,99 @@ async fn writes_resume_after_the_leader_is_killed_and_nothing_is_lost_or_doubled
     assert_eq!(
         seen.keys().cloned().collect::<BTreeSet<_>>(),
         acked.iter().cloned().collect::<BTreeSet<_>>()
+    );
+}
+
+/// TLS as the flags give it: the CA, and a client certificate when `client` names one (`client`, `stranger`).
+fn tls_config(cluster: &EtcdCluster, prefix: &str, client: Option<&str>) -> EtcdConfig {
+    let dir = cluster.tls.as_ref().expect("a TLS cluster");
+    let mut config = EtcdConfig::parse(&cluster.url(prefix)).unwrap();
+    config.tls = Some(EtcdTls {
+        ca: std::fs::read(dir.join("ca.crt")).unwrap(),
+        identity: client.map(|c| {
+            (
+                std::fs::read(dir.join(format!("{c}.crt"))).unwrap(),
+                std::fs::read(dir.join(format!("{c}.key"))).unwrap(),
+            )
+        }),
+    });
+    config
+}
+
+/// A store call's outcome: a refused client must fail, not hang. (etcd
+/// closes the connection of a client it refuses, which looks like a member
+/// going away, so the store tries for its whole retry period first.)
+async fn first_read(config: EtcdConfig) -> Result<(), String> {
+    let attempt = async {
+        let s = EtcdStore::connect(config).await.map_err(|e| e.to_string())?;
+        s.list("pods", None).await.map(drop).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(45), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 45 s".into()))
+}
+
+#[test]
+fn over_tls_the_store_and_a_daemon_need_a_certificate_of_the_cluster_ca() {
+    let cluster = EtcdCluster::start_tls();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The same suite as on plain HTTP, with the client certificate.
+        let n = AtomicUsize::new(0);
+        suite::all(|| {
+            let prefix = format!("tls-suite-{}", n.fetch_add(1, Ordering::Relaxed));
+            let cluster = &cluster;
+            async move {
+                let s = EtcdStore::connect(tls_config(cluster, &prefix, Some("client")))
+                    .await
+                    .unwrap_or_else(|e| panic!("connect over TLS: {e}\n{}", cluster.logs()));
+                Arc::new(s) as Arc<dyn Store>
+            }
+        })
+        .await;
+        // No client certificate, one of another CA, or no TLS at all: refused.
+        let (none, stranger, plain) = tokio::join!(
+            first_read(tls_config(&cluster, "x", None)),
+            first_read(tls_config(&cluster, "x", Some("stranger"))),
+            first_read(EtcdConfig::parse(&cluster.url("x")).unwrap()),
+        );
+        for (what, outcome) in [
+            ("no client certificate", none),
+            ("another CA's certificate", stranger),
+            ("plain HTTP", plain),
+        ] {
+            assert!(outcome.is_err(), "{what} was let in");
+        }
+    });
+    // A daemon given the flags registers its Node through TLS.
+    let dir = cluster.tls.clone().unwrap();
+    let path = |f: &str| dir.join(f).display().to_string();
+    let url = cluster.url("tls-node");
+    let node = peapod_tests::Node::start_with_args(
+        &[
+            "--store",
+            &url,
+            "--etcd-cafile",
+            &path("ca.crt"),
+            "--etcd-certfile",
+            &path("client.crt"),
+            "--etcd-keyfile",
+            &path("client.key"),
+            "--node-name",
+            "tls-node",
+            "--kubelet-port",
+            "0",
+        ],
+        |_| {},
+    );
+    let nodes = node.ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.trim(), "node/tls-node");
+    assert!(
+        !cluster.keys_with("tls-node/nodes/").is_empty(),
+        "the Node is in etcd: {:?}",
+        cluster.keys_with("tls-node")
     );
 }

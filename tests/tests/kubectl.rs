@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use peapod_tests::{wait_for, Node};
+use peapod_tests::{pki, wait_for, Node};
 
 /// kubectl 1.33, or `PEAPOD_KUBECTL`.
 fn kubectl_binary() -> PathBuf {
@@ -508,41 +508,6 @@ fn kubectl_1_20_gets_applies_and_patches_too() {
     );
 }
 
-/// Runs openssl in `dir`.
-fn openssl(dir: &Path, args: &str) {
-    let out = Command::new("openssl")
-        .args(args.split(' '))
-        .current_dir(dir)
-        .output()
-        .expect("openssl (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA `NAME.crt`/`NAME.key` in `dir`.
-fn client_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &format!("req -x509 -days 2 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.crt -subj /CN={name}"),
-    );
-}
-
-/// A client certificate `NAME.crt`/`NAME.key` for `subject`, signed by `ca`.
-fn client_certificate(dir: &Path, ca: &str, name: &str, subject: &str) {
-    openssl(
-        dir,
-        &format!("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.csr -subj {subject}"),
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &format!("x509 -req -days 2 -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -out {name}.crt -extfile client.ext"),
-    );
-}
-
 #[test]
 fn client_certificates_from_the_client_ca_are_users_too() {
     use base64::Engine;
@@ -551,11 +516,11 @@ fn client_certificates_from_the_client_ca_are_users_too() {
         .tempdir_in("/tmp")
         .unwrap();
     let d = dir.path();
-    client_ca(d, "clients");
-    client_ca(d, "stranger");
-    client_certificate(d, "clients", "carol", "/O=system:masters/CN=carol");
-    client_certificate(d, "clients", "dave", "/O=dev/CN=dave");
-    client_certificate(d, "stranger", "eve", "/O=system:masters/CN=eve");
+    pki::ca(d, "clients");
+    pki::ca(d, "stranger");
+    pki::client_certificate(d, "clients", "carol", "/O=system:masters/CN=carol");
+    pki::client_certificate(d, "clients", "dave", "/O=dev/CN=dave");
+    pki::client_certificate(d, "stranger", "eve", "/O=system:masters/CN=eve");
     let ca = d.join("clients.crt").display().to_string();
     let c = Cluster::start(&["--client-ca-file", &ca]);
     let with_certificate = |name: &str| {
