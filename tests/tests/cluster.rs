@@ -1,7 +1,8 @@
-//! Three nodes on one etcd cluster: one scheduler and one controller set
-//! for the cluster, replicas spread over the nodes, every node answering
-//! for the whole cluster, a dead node's pods replaced elsewhere, and a dead
-//! leader replaced.
+//! Three nodes on one etcd cluster, each daemon in a network namespace of
+//! its own: one scheduler and one controller set for the cluster, replicas
+//! spread over the nodes, every node answering for the whole cluster (its
+//! pods' logs and exec included), a dead node's pods replaced elsewhere, a
+//! dead leader replaced, and pod ranges claimed from the cluster CIDR.
 
 use peapod_tests::cluster::{secs, Cluster, LEASE, NODE_GRACE};
 use peapod_tests::Node;
@@ -367,7 +368,7 @@ fn replicas_spread_over_three_nodes_and_every_node_answers_for_the_cluster() {
 
 #[test]
 fn a_dead_nodes_pods_move_elsewhere_and_nothing_doubles_when_it_returns() {
-    let mut cl = Cluster::start("evict", 3);
+    let mut cl = Cluster::start_on_lan("evict", 3);
     let tolerate = "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}";
     cl.nodes[0].apply(&deployment("app", 3, tolerate));
     let pods = cl.wait("3 app pods running", Duration::from_secs(90), || {
@@ -455,7 +456,7 @@ fn a_dead_nodes_pods_move_elsewhere_and_nothing_doubles_when_it_returns() {
 
 #[test]
 fn when_the_leaders_node_dies_another_node_schedules_and_runs_the_controllers() {
-    let mut cl = Cluster::start("lead", 3);
+    let mut cl = Cluster::start_on_lan("lead", 3);
     let scheduler = cl.wait("a scheduler leader", LEASE * 3, || cl.leader("kube-scheduler"));
     let controllers = cl.wait("a controllers leader", LEASE * 3, || {
         cl.leader("kube-controller-manager")
