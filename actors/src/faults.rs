@@ -19,7 +19,8 @@
 //! `runtime.shim-spawned`, `container.prestop-started`,
 //! `container.prestop-done`, `pod.terminating`
 //! (daemon kills at crash windows); `shim.create` (in the shim, before the
-//! container is created).
+//! container is created); `store.create` (context `resource/namespace/name`,
+//! before any object is written: a sleep there widens an admission's window).
 
 /// Reaches the fault point `name`; `context` says which object (a pod name,
 /// a container id) so a fault can target one.

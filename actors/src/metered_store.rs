@@ -48,6 +48,16 @@ impl<S: Store> Store for MeteredStore<S> {
     }
 
     fn create<'a>(&'a self, resource: &'a str, object: Value) -> StoreFuture<'a, Value> {
+        // Context `resource/namespace/name`: a test widens one write's window.
+        #[cfg(feature = "fault-injection")]
+        crate::faults::point(
+            "store.create",
+            &format!(
+                "{resource}/{}/{}",
+                peapod_core::object::namespace(&object),
+                peapod_core::object::name(&object)
+            ),
+        );
         timed("create", self.inner.create(resource, object))
     }
 

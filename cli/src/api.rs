@@ -1113,21 +1113,31 @@ async fn update_object(
     }
     // What an update adds to a quota's count (a Service made a NodePort, a
     // claim grown) must fit, checked and written under the namespace's lock.
-    let _quota_lock = if !status_only && matches!(t.kind.plural, "services" | "persistentvolumeclaims") {
-        let lock = peapod_core::admission::namespace_lock(&ns).await;
-        match peapod_core::admission::admit_update(&*data.store, t.kind, &old, &next).await {
-            Ok(()) => Some(lock),
-            Err(peapod_core::admission::Refusal::Forbidden(m)) => {
+    let written = if !status_only && matches!(t.kind.plural, "services" | "persistentvolumeclaims") {
+        let store = &*data.store;
+        let outcome = peapod_core::admission::locked(store, &ns, async {
+            match peapod_core::admission::admit_update(store, t.kind, &old, &next).await {
+                Ok(()) => Ok(deletion::update_or_remove(store, t.kind, next).await),
+                Err(refusal) => Err(refusal),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(written)) => written,
+            Ok(Err(peapod_core::admission::Refusal::Forbidden(m))) => {
                 data.allocator.release(&*data.store, &claims).await;
                 return Err(status(403, "Forbidden", m, None));
             }
-            Err(peapod_core::admission::Refusal::Store(e)) => return Err(store_error(t.kind, e)),
+            Ok(Err(peapod_core::admission::Refusal::Store(e))) | Err(e) => {
+                data.allocator.release(&*data.store, &claims).await;
+                return Err(store_error(t.kind, e));
+            }
         }
     } else {
-        None
+        // Removing the last finalizer of an object whose deletion is over removes it.
+        deletion::update_or_remove(&*data.store, t.kind, next).await
     };
-    // Removing the last finalizer of an object whose deletion is over removes it.
-    match deletion::update_or_remove(&*data.store, t.kind, next).await {
+    match written {
         Ok(v) => {
             if std::ptr::eq(t.kind, kinds::service()) && !status_only {
                 // An update that removed the last finalizer of a deleted service removed it.

@@ -4,10 +4,16 @@
 //! ResourceQuota of the namespace, with the API server's words.
 //!
 //! Quota usage is counted from the objects themselves, under a lock per
-//! namespace held until the object is stored ([`namespace_lock`]), so two
-//! creates never both take the last slot, and nothing is lost by a daemon
-//! that dies between admission and write: there is no charge to undo. The
-//! quota's `status.used` is the quota controller's report of the same count.
+//! namespace held until the object is stored ([`locked`]), so two creates
+//! never both take the last slot, and nothing is lost by a daemon that dies
+//! between admission and write: there is no charge to undo. The quota's
+//! `status.used` is the quota controller's report of the same count.
+//!
+//! Nodes sharing a store (etcd) admit into one namespace too: where the
+//! namespace has a ResourceQuota the lock is also an object in the store
+//! ([`ADMISSION_LOCKS`], created to take it, deleted to give it back), so
+//! one admission at a time runs across the cluster. A holder that died
+//! leaves it for [`STORE_LOCK_TTL`], after which it is taken over.
 
 use crate::kinds::{self, Kind};
 use crate::object;
@@ -32,8 +38,92 @@ pub enum Refusal {
 pub const LIMIT_RANGES: &str = "limitranges";
 pub const RESOURCE_QUOTAS: &str = "resourcequotas";
 
-/// The lock that orders admissions and writes in one namespace.
-pub async fn namespace_lock(namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
+/// The store resource of the cluster-wide admission locks, one per namespace.
+pub const ADMISSION_LOCKS: &str = "peapod.internal/admissionlocks";
+
+/// How old a store lock may be before another admission takes it over (its
+/// holder died between taking and giving it back; an admission holds it for
+/// milliseconds).
+pub const STORE_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an admission waits for a namespace's store lock before it gives up.
+const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `work` (an admission and the write it admits) holding the
+/// namespace's admission lock: this process's, and, where the namespace has
+/// a ResourceQuota, the store's, so nodes sharing the store take turns too.
+pub async fn locked<T>(
+    store: &dyn Store,
+    namespace: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, StoreError> {
+    let _local = namespace_lock(namespace).await;
+    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(namespace)).await?;
+    if quotas.is_empty() {
+        return Ok(work.await);
+    }
+    let held = take_store_lock(store, namespace).await?;
+    let out = work.await;
+    let pre = crate::store::Preconditions {
+        uid: Some(held),
+        ..Default::default()
+    };
+    // A lock that cannot be given back now expires.
+    if let Err(e) = store.delete(ADMISSION_LOCKS, "", namespace, pre).await {
+        if !matches!(e, StoreError::NotFound { .. }) {
+            tracing::warn!("giving back the admission lock of namespace {namespace}: {e}");
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the namespace's lock object (its uid is returned), waiting while
+/// another holds it, and taking over one older than [`STORE_LOCK_TTL`].
+async fn take_store_lock(store: &dyn Store, namespace: &str) -> Result<String, StoreError> {
+    let deadline = tokio::time::Instant::now() + STORE_LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        let uid = object::new_uid();
+        let lock = json!({"apiVersion": "peapod.internal/v1", "kind": "AdmissionLock",
+            "metadata": {"name": namespace, "uid": uid, "creationTimestamp": object::now_rfc3339()}});
+        match store.create(ADMISSION_LOCKS, lock).await {
+            Ok(_) => return Ok(uid),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match store.get(ADMISSION_LOCKS, "", namespace).await {
+            Ok(held) => {
+                let age = held["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| chrono::Utc::now().signed_duration_since(t));
+                let stale = age.is_some_and(|a| a.to_std().is_ok_and(|a| a > STORE_LOCK_TTL));
+                if stale {
+                    tracing::warn!("taking over the admission lock of namespace {namespace}: its holder left it");
+                    let pre = crate::store::Preconditions {
+                        uid: Some(object::uid(&held).to_string()),
+                        ..Default::default()
+                    };
+                    let _ = store.delete(ADMISSION_LOCKS, "", namespace, pre).await;
+                    continue;
+                }
+            }
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::Backend {
+                path: format!("{ADMISSION_LOCKS}/{namespace}"),
+                message: format!("the namespace's admission lock stayed taken for {STORE_LOCK_WAIT:?}"),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The lock that orders admissions and writes in one namespace within this process.
+async fn namespace_lock(namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let lock = LOCKS
         .get_or_init(Default::default)
@@ -621,6 +711,52 @@ mod tests {
             c["resources"] = json!({"limits": {"memory": m, "cpu": "100m"}, "requests": {"memory": m, "cpu": "100m"}});
         }
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}, "spec": {"containers": [c]}})
+    }
+
+    #[tokio::test]
+    async fn the_store_lock_is_taken_in_turn_and_a_dead_holders_is_taken_over() {
+        let (_d, store) = store_with(&[]).await;
+        let held = take_store_lock(&store, "ns").await.unwrap();
+        // Another node waits while it is held.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), take_store_lock(&store, "ns")).await;
+        assert!(waiting.is_err(), "a held lock was taken again");
+        // Other namespaces do not wait.
+        take_store_lock(&store, "other").await.unwrap();
+        let pre = crate::store::Preconditions {
+            uid: Some(held),
+            ..Default::default()
+        };
+        store.delete(ADMISSION_LOCKS, "", "ns", pre).await.unwrap();
+        let again = take_store_lock(&store, "ns").await.unwrap();
+        // A lock older than the TTL (its holder died) is taken over.
+        let mut old = store.get(ADMISSION_LOCKS, "", "ns").await.unwrap();
+        assert_eq!(object::uid(&old), again);
+        let then = chrono::Utc::now() - chrono::Duration::seconds(60);
+        old["metadata"]["creationTimestamp"] = json!(then.to_rfc3339());
+        store.update(ADMISSION_LOCKS, old).await.unwrap();
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(5), take_store_lock(&store, "ns"))
+            .await
+            .expect("a stale lock is taken over")
+            .unwrap();
+        assert_ne!(taken, again);
+    }
+
+    #[tokio::test]
+    async fn only_namespaces_with_quotas_take_the_store_lock_and_it_is_given_back() {
+        let (_d, store) = store_with(&[(RESOURCE_QUOTAS, quota(json!({"pods": "1"})))]).await;
+        let seen = locked(&store, "ns", async {
+            store.get(ADMISSION_LOCKS, "", "ns").await.is_ok()
+        })
+        .await
+        .unwrap();
+        assert!(seen, "held while the work runs");
+        assert!(store.get(ADMISSION_LOCKS, "", "ns").await.is_err(), "given back");
+        let seen = locked(&store, "free", async {
+            store.get(ADMISSION_LOCKS, "", "free").await.is_ok()
+        })
+        .await
+        .unwrap();
+        assert!(!seen, "a namespace without quotas takes none");
     }
 
     async fn store_with(objs: &[(&str, Value)]) -> (tempfile::TempDir, SqliteStore) {

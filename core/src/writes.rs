@@ -86,22 +86,25 @@ pub async fn store_admitted(store: &dyn Store, kind: &'static Kind, mut obj: Val
     if !admission::applies_to(kind) {
         return Ok(store.create(&kind.resource(), obj).await?);
     }
-    let _lock = admission::namespace_lock(object::namespace(&obj)).await;
-    let before = obj.clone();
-    admission::admit(store, kind, &mut obj).await.map_err(|e| match e {
-        admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
-        admission::Refusal::Store(e) => CreateError::Store(e),
-    })?;
-    if obj != before {
-        // LimitRange defaults are validated as if the client had written
-        // them (a default limit below the request is refused).
-        (kind.admit_create)(&mut obj).map_err(|errors| CreateError::Invalid {
-            kind: kind.kind,
-            name: object::name(&obj).to_string(),
-            errors,
+    let ns = object::namespace(&obj).to_string();
+    admission::locked(store, &ns, async move {
+        let before = obj.clone();
+        admission::admit(store, kind, &mut obj).await.map_err(|e| match e {
+            admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
+            admission::Refusal::Store(e) => CreateError::Store(e),
         })?;
-    }
-    Ok(store.create(&kind.resource(), obj).await?)
+        if obj != before {
+            // LimitRange defaults are validated as if the client had written
+            // them (a default limit below the request is refused).
+            (kind.admit_create)(&mut obj).map_err(|errors| CreateError::Invalid {
+                kind: kind.kind,
+                name: object::name(&obj).to_string(),
+                errors,
+            })?;
+        }
+        Ok(store.create(&kind.resource(), obj).await?)
+    })
+    .await?
 }
 
 /// Applies `change` to the stored object with `obj`'s uid, retrying on

@@ -580,6 +580,48 @@ fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
     let seen = seen.trim_start_matches("[::ffff:").trim_end_matches(']');
     assert_eq!(seen, client_ip, "the server saw the client pod's address");
 
+    // A quota holds across nodes: creates through both nodes at once never pass it.
+    cl.nodes[0].apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: quota}\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata: {name: three, namespace: quota}\nspec:\n  hard: {pods: \"3\"}\n",
+    );
+    // Each pod's write waits 300 ms after its admission counted the pods:
+    // without one lock for the cluster, the other node would count in that window.
+    for node in &cl.nodes {
+        node.arm("store.create@pods/quota/=sleep:300");
+    }
+    let files = tempfile::Builder::new().prefix("pp-quota-").tempdir_in("/tmp").unwrap();
+    let outcomes: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..12)
+            .map(|i| {
+                let file = files.path().join(format!("p{i}.yaml"));
+                std::fs::write(
+                    &file,
+                    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: quota}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: busybox:1.35, command: [sleep, '3600']}}]\n"),
+                )
+                .unwrap();
+                let node = &cl.nodes[i % 2];
+                scope.spawn(move || node.peapod(&["create", "-f", file.to_str().unwrap()]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let created = outcomes.iter().filter(|o| o.status.success()).count();
+    let refusals: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+        .collect();
+    assert_eq!(created, 3, "3 of 12 creates pass a quota of 3 pods: {refusals:?}");
+    assert!(
+        refusals.iter().all(|r| r.contains("exceeded quota: three")),
+        "{refusals:?}"
+    );
+    let stored = cl.nodes[1].ok(&["get", "pods", "-n", "quota", "-o", "name"]);
+    assert_eq!(stored.lines().count(), 3, "{stored}");
+    for node in &cl.nodes {
+        node.arm("");
+    }
+
     // A Node deleted for good gives its range back once its lease has run out.
     let claim = "podcidrs/";
     assert_eq!(cl.etcd.keys_with(claim).len(), 2, "{:?}", cl.etcd.keys_with(claim));
