@@ -300,11 +300,21 @@ pub fn allowed_to_stay(
     let mut until: Option<chrono::DateTime<chrono::Utc>> = None;
     for (taint, added) in taints {
         let matching: Vec<&Toleration> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
-        if matching.is_empty() {
+        // Admission gives every pod the default tolerations of the two
+        // taints this controller sets; a pod stored before it did (an
+        // upgraded cluster's) has none and gets the default here.
+        let defaulted = matches!(taint.key.as_str(), NOT_READY | UNREACHABLE)
+            .then_some(peapod_core::validation::pod::DEFAULT_TOLERATION_SECONDS);
+        if matching.is_empty() && defaulted.is_none() {
             return Some(*added);
         }
         // The shortest of the matching tolerations; none with a limit: forever.
-        let Some(secs) = matching.iter().filter_map(|t| t.toleration_seconds).min() else {
+        let limit = if matching.is_empty() {
+            defaulted
+        } else {
+            matching.iter().filter_map(|t| t.toleration_seconds).min()
+        };
+        let Some(secs) = limit else {
             continue;
         };
         let at = *added + chrono::Duration::seconds(secs.clamp(0, 1 << 40));
@@ -399,7 +409,18 @@ mod tests {
     fn tolerations_decide_how_long_a_pod_stays() {
         let t0 = chrono::Utc::now();
         let taints = [(taint(UNREACHABLE), t0)];
-        assert_eq!(allowed_to_stay(&taints, &[]), Some(t0), "untolerated: at once");
+        let default = Some(t0 + chrono::Duration::seconds(300));
+        assert_eq!(
+            allowed_to_stay(&taints, &[]),
+            default,
+            "a pod from before the default tolerations: the default's 300 s"
+        );
+        let other = [(taint("example.com/drain"), t0)];
+        assert_eq!(
+            allowed_to_stay(&other, &[]),
+            Some(t0),
+            "another taint untolerated: at once"
+        );
         assert_eq!(
             allowed_to_stay(&taints, &[tol(UNREACHABLE, Some(300))]),
             Some(t0 + chrono::Duration::seconds(300))
@@ -411,7 +432,7 @@ mod tests {
         );
         assert_eq!(allowed_to_stay(&taints, &[tol(UNREACHABLE, None)]), None, "forever");
         assert_eq!(
-            allowed_to_stay(&taints, &[tol(NOT_READY, None)]),
+            allowed_to_stay(&other, &[tol(NOT_READY, None)]),
             Some(t0),
             "a toleration of another taint does not count"
         );

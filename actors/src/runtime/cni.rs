@@ -215,6 +215,26 @@ impl Cni {
             .unwrap_or_default()
             .to_string();
         let rule = masquerade_rule(&subnet, self.unmasqueraded(&subnet), &self.cfg.bridge);
+        // A rule of this bridge for another range or cluster CIDR (an earlier
+        // start's, before an upgrade or a new range) would masquerade what
+        // this one leaves alone.
+        if let Ok(out) = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        {
+            for stale in stale_masquerade_rules(&String::from_utf8_lossy(&out.stdout), &self.cfg.bridge, &rule) {
+                tracing::info!("removing an earlier masquerade rule: {}", stale.join(" "));
+                let _ = Command::new("iptables")
+                    .args(["-w", "-t", "nat", "-D", "POSTROUTING"])
+                    .args(&stale)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         let iptables = |op: &str| {
             Command::new("iptables")
                 .args(["-w", "-t", "nat", op, "POSTROUTING"])
@@ -496,6 +516,52 @@ pub fn masquerade_rule(subnet: &str, keep: &str, bridge: &str) -> Vec<String> {
     .collect()
 }
 
+/// The rules of `iptables -S POSTROUTING` (its text) that carry `bridge`'s
+/// masquerade comment but are not `ours`, as arguments to `-D POSTROUTING`.
+pub fn stale_masquerade_rules(listing: &str, bridge: &str, ours: &[String]) -> Vec<Vec<String>> {
+    let comment = format!("peapod {bridge} masquerade");
+    listing
+        .lines()
+        .filter_map(|line| {
+            let words = split_rule(line);
+            let rest = match words.as_slice() {
+                [a, chain, rest @ ..] if a == "-A" && chain == "POSTROUTING" => rest.to_vec(),
+                _ => return None,
+            };
+            (rest.contains(&comment) && rest != ours).then_some(rest)
+        })
+        .collect()
+}
+
+/// Splits a line of `iptables -S` into words, double quotes grouping.
+fn split_rule(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
 /// Reads a cached attachment.
 pub fn read_attachment(path: &Path) -> Option<Attachment> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
@@ -511,6 +577,20 @@ pub fn write_attachment(path: &Path, at: &Attachment) -> Result<(), CniError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn earlier_masquerade_rules_of_the_bridge_are_found_and_no_others() {
+        let ours = masquerade_rule("10.99.1.0/24", "10.99.0.0/16", "pp1");
+        let listing = r#"-P POSTROUTING ACCEPT
+-A POSTROUTING -s 10.99.1.0/24 ! -d 10.99.1.0/24 -m comment --comment "peapod pp1 masquerade" -j MASQUERADE
+-A POSTROUTING -s 10.99.1.0/24 ! -d 10.99.0.0/16 -m comment --comment "peapod pp1 masquerade" -j MASQUERADE
+-A POSTROUTING -s 10.99.2.0/24 ! -d 10.99.2.0/24 -m comment --comment "peapod pp2 masquerade" -j MASQUERADE
+-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE
+"#;
+        let stale = stale_masquerade_rules(listing, "pp1", &ours);
+        assert_eq!(stale, vec![masquerade_rule("10.99.1.0/24", "10.99.1.0/24", "pp1")]);
+        assert!(stale_masquerade_rules(listing, "pp3", &ours).is_empty());
+    }
+
     use super::*;
 
     fn cni(dir: &Path) -> Cni {
