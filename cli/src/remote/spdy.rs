@@ -577,8 +577,22 @@ where
     }
     drop(in_tx);
     // Let the client read everything and hang up; then end the connection.
+    // An output stream the client opens only now (the command was quicker
+    // than its stream's SYN_STREAM, as through another node) gets what was
+    // held for it and its end: kubectl reads stdout and stderr to their end
+    // before it reports the Status it already has.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while streams.recv().await.is_some() {}
+        while let Some(s) = streams.recv().await {
+            let ch = match s.header("streamtype") {
+                Some("stdout") => channel::STDOUT,
+                Some("stderr") => channel::STDERR,
+                _ => continue,
+            };
+            for (_, data) in held.iter().filter(|(c, _)| *c == ch) {
+                let _ = s.out.send(data.clone()).await;
+            }
+            s.out.finish().await;
+        }
     })
     .await;
     closer.close().await;
@@ -614,6 +628,68 @@ async fn client_input(stdin: bool, mut incoming: mpsc::Receiver<Bytes>, session:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(id: u32, kind: &str, writer: &mpsc::Sender<Write>) -> Stream {
+        let (_tx, incoming) = mpsc::channel(1);
+        Stream {
+            headers: vec![("streamtype".into(), kind.into())],
+            incoming,
+            out: StreamWriter {
+                stream: id,
+                writer: writer.clone(),
+            },
+        }
+    }
+
+    #[actix_rt::test]
+    async fn output_for_a_stream_opened_after_the_status_still_reaches_it() {
+        let (writes_tx, mut writes) = mpsc::channel::<Write>(64);
+        let (streams_tx, streams) = mpsc::channel::<Stream>(8);
+        // The command ends (output and Status) before the client's stdout stream is open.
+        let session = |_inbound: mpsc::Receiver<Inbound>, out: mpsc::Sender<Outbound>| async move {
+            let _ = out
+                .send(Outbound::Data(channel::STDOUT, Bytes::from_static(b"hello")))
+                .await;
+            let _ = out.send(Outbound::Status(super::super::success())).await;
+        };
+        streams_tx.send(stream(1, "error", &writes_tx)).await.unwrap();
+        let task = actix_web::rt::spawn(exec_streams(streams, Closer(writes_tx.clone()), session));
+        // The Status goes out on the error stream, which then ends.
+        let on = |id: u32, writes: Vec<Write>| -> (Vec<u8>, bool) {
+            let mut data = Vec::new();
+            let mut fin = false;
+            for w in writes {
+                if let Write::Data {
+                    stream,
+                    data: d,
+                    fin: f,
+                } = w
+                {
+                    if stream == id {
+                        data.extend_from_slice(&d);
+                        fin |= f;
+                    }
+                }
+            }
+            (data, fin)
+        };
+        let mut first = Vec::new();
+        while let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(300), writes.recv()).await {
+            first.push(w);
+        }
+        let (status, ended) = on(1, first);
+        assert!(String::from_utf8_lossy(&status).contains("Success") && ended);
+        // Now the stdout stream opens: it gets the held output and its end.
+        streams_tx.send(stream(3, "stdout", &writes_tx)).await.unwrap();
+        drop(streams_tx);
+        task.await.unwrap();
+        drop(writes_tx);
+        let mut rest = Vec::new();
+        while let Some(w) = writes.recv().await {
+            rest.push(w);
+        }
+        assert_eq!(on(3, rest), (b"hello".to_vec(), true));
+    }
 
     #[test]
     fn the_dictionary_is_spdy3s() {
