@@ -76,6 +76,38 @@ async fn a_watch_from_a_compacted_revision_expires_and_a_newer_one_does_not() {
     assert_eq!(s.list("pods", None).await.unwrap().0.len(), 6);
 }
 
+#[tokio::test]
+async fn periodic_compaction_drops_history_older_than_one_period() {
+    let cluster = EtcdCluster::start();
+    let s = connect(&cluster, "periodic").await;
+    let base = s.revision().await.unwrap();
+    for name in ["a", "b"] {
+        s.create("pods", json!({"metadata": {"name": name, "namespace": "default"}}))
+            .await
+            .unwrap();
+    }
+    // Every 300 ms the history older than the revision seen one period before
+    // goes: the one after `base` (the first create's) among it.
+    let compactor = s.compact_every(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match s.watch(Scope::default(), base).await {
+            Err(StoreError::Expired { requested, .. }) => {
+                assert_eq!(requested, base);
+                break;
+            }
+            Err(e) => panic!("watching from {base}: {e}"),
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "revision {base} was never compacted");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    compactor.abort();
+    // Compaction drops history, not objects.
+    assert_eq!(s.list("pods", None).await.unwrap().0.len(), 2);
+}
+
 /// What the writer saw: acknowledged names, failures, and the longest wait
 /// for one acknowledgement with when it started (from `t0`).
 struct Written {
