@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// How long a node may stay silent before it is called unreachable
     /// (kube-controller-manager's `--node-monitor-grace-period`).
     pub node_monitor_grace_period: std::time::Duration,
+    /// How often the node posts its status and renews its Lease (kubelet's
+    /// `--node-status-update-frequency`, 10 s).
+    pub heartbeat: std::time::Duration,
     /// Where other nodes reach this one for its pods' logs, exec, attach
     /// and port-forward (kubelet's port); `None`: they cannot (a lone node).
     pub daemon_endpoint: Option<DaemonEndpoint>,

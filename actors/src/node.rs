@@ -584,12 +584,13 @@ impl Actor for NodeActor {
         }
         // The node's own Node object and heartbeat Lease.
         let (store, config) = (self.spec.store.clone(), self.spec.rt.config.clone());
+        let config_heartbeat = config.heartbeat.max(Duration::from_millis(100));
         ctx.spawn(
             async move {
                 let Ok(facts) = tokio::task::spawn_blocking(move || crate::registration::gather(&config)).await else {
                     return;
                 };
-                let mut every = tokio::time::interval(crate::registration::HEARTBEAT);
+                let mut every = tokio::time::interval(config_heartbeat);
                 loop {
                     every.tick().await;
                     if let Err(e) = crate::registration::post(&*store, &facts).await {

@@ -1,6 +1,7 @@
 //! The node's own objects: its `v1/Node` (capacity, allocatable, conditions,
-//! addresses, nodeInfo), posted at start and every [`HEARTBEAT`], and its
-//! heartbeat `Lease` in `kube-node-lease`, renewed as often, as kubelet does.
+//! addresses, nodeInfo), posted at start and every heartbeat
+//! (`NodeConfig::heartbeat`, kubelet's 10 s by default), and its heartbeat
+//! `Lease` in `kube-node-lease`, renewed as often, as kubelet does.
 
 use crate::config::NodeConfig;
 use peapod_core::kinds;
@@ -8,7 +9,7 @@ use peapod_core::object;
 use peapod_core::store::{Store, StoreError, StoreResult};
 use serde_json::{json, Value};
 
-/// How often the Node status and the Lease are renewed (kubelet: 10 s).
+/// How often the Node status and the Lease are renewed by default (kubelet: 10 s).
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The Lease's duration (kubelet's `nodeLeaseDurationSeconds`).
 const LEASE_SECONDS: i64 = 40;

@@ -62,6 +62,11 @@ pub struct DaemonArgs {
     /// unreachable and tainted, as kube-controller-manager's flag.
     #[arg(long, default_value = "40s")]
     node_monitor_grace_period: String,
+    /// How often this node posts its status and renews its Lease (kubelet's
+    /// flag). Keep it well under the grace period: a check that falls
+    /// between two heartbeats more than the grace apart calls the node unreachable.
+    #[arg(long, default_value = "10s")]
+    node_status_update_frequency: String,
     /// With a shared store: the port other nodes reach this one on (at its
     /// --node-ip) for its pods' logs, exec, attach and port-forward, as
     /// kubelet's --port; 0 picks a free one. Published in the Node.
@@ -565,6 +570,10 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         dns_server: dns.as_ref().map(|(_, server)| server.clone()),
         leader_election,
         node_monitor_grace_period: duration_flag("node-monitor-grace-period", &args.node_monitor_grace_period)?,
+        heartbeat: match duration_flag("node-status-update-frequency", &args.node_status_update_frequency)? {
+            d if d.is_zero() => anyhow::bail!("--node-status-update-frequency 0s: must be more than zero"),
+            d => d,
+        },
         image_gc: {
             let (high, low) = (args.image_gc_high_threshold, args.image_gc_low_threshold);
             if high > 100 {
@@ -581,6 +590,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             }
         },
     };
+    if config.node_monitor_grace_period < config.heartbeat.saturating_mul(2) {
+        tracing::warn!(
+            "--node-monitor-grace-period {:?} is less than twice --node-status-update-frequency {:?}: \
+             a node leading the controllers will call live nodes unreachable between their heartbeats",
+            config.node_monitor_grace_period,
+            config.heartbeat
+        );
+    }
     if let Err(e) = peapod_actors::runtime::cgroups::limit_all_pods(config.allocatable().memory_bytes) {
         tracing::error!("capping the memory of all pods at the allocatable memory: {e}");
     }

@@ -1068,6 +1068,16 @@ fn cluster(table: &mut Table) {
         .find(|i| !leaders.contains(&Some(cl.name(*i))))
         .unwrap_or(2);
     let victim_name = cl.name(victim);
+    let on_victim = cl
+        .pods(Some("app=moving"))
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == victim_name.as_str())
+        .count();
+    eprintln!("  killing {victim_name}, which runs {on_victim} of the 6 pods");
+    for i in 0..3 {
+        let n = cl.nodes[0].get("node", &cl.name(i)).unwrap_or_default();
+        eprintln!("    {}: taints {}", cl.name(i), n["spec"]["taints"]);
+    }
     let t = Instant::now();
     cl.nodes[victim].kill_daemon();
     cl.wait("the pods running elsewhere", Duration::from_secs(120), || {
@@ -1085,7 +1095,7 @@ fn cluster(table: &mut Table) {
     table.row(
         "a node's daemon killed → its pods Running on the others",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
-        "grace 6 s, toleration 2 s, heartbeat every 10 s (kube defaults: 40 s, 300 s, 10 s)",
+        "grace 6 s, heartbeat 1 s, toleration 2 s (kube defaults: 40 s, 10 s, 300 s)",
     );
     cl.nodes[victim].start_daemon();
     // API writes while the etcd leader is killed: the longest wait for one.

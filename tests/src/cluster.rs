@@ -168,6 +168,9 @@ impl Cluster {
                 "1s",
                 "--node-monitor-grace-period",
                 "6s",
+                // Heartbeats well inside the grace, as kubelet's 10 s are inside 40 s.
+                "--node-status-update-frequency",
+                "1s",
                 "--etcd-compaction-interval",
                 "1m",
                 // Nodes on one host share its address: each picks a free port.
