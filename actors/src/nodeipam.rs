@@ -159,7 +159,7 @@ pub async fn release(store: &dyn Store, node: &str) -> Result<usize, StoreError>
     Ok(released)
 }
 
-/// The claims by node name, for tests and the lifecycle controller.
+/// Every claim (`spec.nodeName`, `spec.podCIDR`), for the lifecycle controller.
 pub async fn claims(store: &dyn Store) -> Result<Vec<Value>, StoreError> {
     Ok(store.list(POD_CIDRS, None).await?.0)
 }

@@ -1115,8 +1115,9 @@ async fn update_object(
     // claim grown) must fit, checked and written under the namespace's lock.
     let written = if !status_only && matches!(t.kind.plural, "services" | "persistentvolumeclaims") {
         let store = &*data.store;
-        let outcome = peapod_core::admission::locked(store, &ns, async {
-            match peapod_core::admission::admit_update(store, t.kind, &old, &next).await {
+        let old = &old;
+        let outcome = peapod_core::admission::locked(store, &ns, |quotas| async move {
+            match peapod_core::admission::admit_update_with(store, t.kind, old, &next, &quotas).await {
                 Ok(()) => Ok(deletion::update_or_remove(store, t.kind, next).await),
                 Err(refusal) => Err(refusal),
             }

@@ -52,18 +52,27 @@ const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Runs `work` (an admission and the write it admits) holding the
 /// namespace's admission lock: this process's, and, where the namespace has
 /// a ResourceQuota, the store's, so nodes sharing the store take turns too.
-pub async fn locked<T>(
+/// `work` is given the namespace's ResourceQuotas, read under the lock (for
+/// [`admit_with`] and [`admit_update_with`]: read once per admission).
+pub async fn locked<T, Fut>(
     store: &dyn Store,
     namespace: &str,
-    work: impl std::future::Future<Output = T>,
-) -> Result<T, StoreError> {
+    work: impl FnOnce(Vec<Value>) -> Fut,
+) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = T>,
+{
     let _local = namespace_lock(namespace).await;
     let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(namespace)).await?;
     if quotas.is_empty() {
-        return Ok(work.await);
+        return Ok(work(quotas).await);
     }
     let held = take_store_lock(store, namespace).await?;
-    let out = work.await;
+    // Read again under the store's lock: another node may have changed them.
+    let out = match store.list(RESOURCE_QUOTAS, Some(namespace)).await {
+        Ok((quotas, _)) => Ok(work(quotas).await),
+        Err(e) => Err(e),
+    };
     let pre = crate::store::Preconditions {
         uid: Some(held),
         ..Default::default()
@@ -74,7 +83,7 @@ pub async fn locked<T>(
             tracing::warn!("giving back the admission lock of namespace {namespace}: {e}");
         }
     }
-    Ok(out)
+    out
 }
 
 /// Creates the namespace's lock object (its uid is returned), waiting while
@@ -149,6 +158,17 @@ fn forbidden(kind: &Kind, obj: &Value, why: String) -> Refusal {
 /// object of `kind`. Hold [`namespace_lock`] from before this until the
 /// object is stored.
 pub async fn admit(store: &dyn Store, kind: &'static Kind, obj: &mut Value) -> Result<(), Refusal> {
+    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(object::namespace(obj))).await?;
+    admit_with(store, kind, obj, &quotas).await
+}
+
+/// [`admit`] against the namespace's `quotas` as [`locked`] read them.
+pub async fn admit_with(
+    store: &dyn Store,
+    kind: &'static Kind,
+    obj: &mut Value,
+    quotas: &[Value],
+) -> Result<(), Refusal> {
     if !applies_to(kind) {
         return Ok(());
     }
@@ -159,8 +179,7 @@ pub async fn admit(store: &dyn Store, kind: &'static Kind, obj: &mut Value) -> R
             limit_ranger(kind, obj, &ranges).map_err(|e| forbidden(kind, obj, e))?;
         }
     }
-    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(&ns)).await?;
-    for q in &quotas {
+    for q in quotas {
         let hard = hard_of(q);
         if hard.is_empty() || !quota_matches(q, kind, obj) {
             continue;
@@ -187,12 +206,23 @@ pub async fn admit(store: &dyn Store, kind: &'static Kind, obj: &mut Value) -> R
 /// Service made a NodePort, a claim grown) must fit, as the API server's
 /// ResourceQuota plugin checks updates. Hold [`namespace_lock`] until it is written.
 pub async fn admit_update(store: &dyn Store, kind: &'static Kind, old: &Value, new: &Value) -> Result<(), Refusal> {
+    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(object::namespace(new))).await?;
+    admit_update_with(store, kind, old, new, &quotas).await
+}
+
+/// [`admit_update`] against the namespace's `quotas` as [`locked`] read them.
+pub async fn admit_update_with(
+    store: &dyn Store,
+    kind: &'static Kind,
+    old: &Value,
+    new: &Value,
+    quotas: &[Value],
+) -> Result<(), Refusal> {
     if !applies_to(kind) {
         return Ok(());
     }
     let ns = object::namespace(new).to_string();
-    let (quotas, _) = store.list(RESOURCE_QUOTAS, Some(&ns)).await?;
-    for q in &quotas {
+    for q in quotas {
         let hard = hard_of(q);
         if hard.is_empty() || !quota_matches(q, kind, new) {
             continue;
@@ -744,14 +774,15 @@ mod tests {
     #[tokio::test]
     async fn only_namespaces_with_quotas_take_the_store_lock_and_it_is_given_back() {
         let (_d, store) = store_with(&[(RESOURCE_QUOTAS, quota(json!({"pods": "1"})))]).await;
-        let seen = locked(&store, "ns", async {
-            store.get(ADMISSION_LOCKS, "", "ns").await.is_ok()
+        let (seen, quotas) = locked(&store, "ns", |q| async {
+            (store.get(ADMISSION_LOCKS, "", "ns").await.is_ok(), q)
         })
         .await
         .unwrap();
         assert!(seen, "held while the work runs");
+        assert_eq!(quotas.len(), 1, "the work is given the quotas");
         assert!(store.get(ADMISSION_LOCKS, "", "ns").await.is_err(), "given back");
-        let seen = locked(&store, "free", async {
+        let seen = locked(&store, "free", |_| async {
             store.get(ADMISSION_LOCKS, "", "free").await.is_ok()
         })
         .await

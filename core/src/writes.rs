@@ -87,12 +87,14 @@ pub async fn store_admitted(store: &dyn Store, kind: &'static Kind, mut obj: Val
         return Ok(store.create(&kind.resource(), obj).await?);
     }
     let ns = object::namespace(&obj).to_string();
-    admission::locked(store, &ns, async move {
+    admission::locked(store, &ns, |quotas| async move {
         let before = obj.clone();
-        admission::admit(store, kind, &mut obj).await.map_err(|e| match e {
-            admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
-            admission::Refusal::Store(e) => CreateError::Store(e),
-        })?;
+        admission::admit_with(store, kind, &mut obj, &quotas)
+            .await
+            .map_err(|e| match e {
+                admission::Refusal::Forbidden(m) => CreateError::Forbidden(m),
+                admission::Refusal::Store(e) => CreateError::Store(e),
+            })?;
         if obj != before {
             // LimitRange defaults are validated as if the client had written
             // them (a default limit below the request is refused).
