@@ -623,7 +623,15 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         );
     }
     let volumes = Arc::new(volumes);
-    let rt = Runtime::new(paths.clone(), exe, config, volumes.clone()).map_err(anyhow::Error::msg)?;
+    let shim = peapod_actors::runtime::shim::ShimProgram::beside(&exe);
+    if shim.under_peapod {
+        tracing::warn!(
+            "no {} beside {}: shims run as `peapod shim` (the whole binary at each container start)",
+            peapod_actors::runtime::shim::SHIM_NAME,
+            exe.display()
+        );
+    }
+    let rt = Runtime::new(paths.clone(), shim, config, volumes.clone()).map_err(anyhow::Error::msg)?;
     let socket = paths.api_socket();
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

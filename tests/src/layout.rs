@@ -2,7 +2,7 @@
 //! image and indexes over them, for imports and for skopeo to push whole.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `sha256:<hex>` of `data`.
 pub fn blob_digest(data: &[u8]) -> String {
@@ -100,18 +100,38 @@ impl Layout {
                 format!("filler{i}")
             };
             std::fs::write(work.path().join(&file), &data).unwrap();
-            let out = std::process::Command::new("tar")
-                .args(["-cf", "-", "--owner=0", "--group=0", "-C"])
-                .arg(work.path())
-                .arg(&file)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
-            let tar = out.stdout;
-            let digest = blob_digest(&tar);
-            std::fs::write(self.blob(&digest), &tar).unwrap();
-            layers.push((digest, tar.len()));
+            layers.push(self.layer(work.path(), &file));
         }
+        self.with_layers(tag, layers)
+    }
+
+    /// A manifest like the first one with one more layer on top: the tree
+    /// `build` makes in an empty directory (symlinks kept as they are),
+    /// tagged `tag`.
+    pub fn with_tree(&self, tag: &str, build: impl FnOnce(&Path)) -> Value {
+        let work = tempfile::Builder::new().prefix("pp-layer-").tempdir_in("/tmp").unwrap();
+        build(work.path());
+        let layer = self.layer(work.path(), ".");
+        self.with_layers(tag, vec![layer])
+    }
+
+    /// `what` under `dir` as an uncompressed layer blob: its digest and size.
+    fn layer(&self, dir: &Path, what: &str) -> (String, usize) {
+        let out = std::process::Command::new("tar")
+            .args(["-cf", "-", "--owner=0", "--group=0", "-C"])
+            .arg(dir)
+            .arg(what)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+        let tar = out.stdout;
+        let digest = blob_digest(&tar);
+        std::fs::write(self.blob(&digest), &tar).unwrap();
+        (digest, tar.len())
+    }
+
+    /// The first manifest with `layers` (digest, size) on top, tagged `tag`.
+    fn with_layers(&self, tag: &str, layers: Vec<(String, usize)>) -> Value {
         self.derive(tag, |manifest, config| {
             for (digest, size) in layers {
                 config["rootfs"]["diff_ids"]

@@ -276,6 +276,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     /// The network namespace (`/run/netns/NAME`) the daemon runs in; `None`: the host's.
     netns: Option<String>,
+    /// The `peapod` the next daemon start runs; `None`: [`binary`].
+    program: Option<PathBuf>,
 }
 
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -314,6 +316,7 @@ impl Node {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             netns: netns.map(str::to_string),
+            program: None,
         };
         node.import_image("busybox:1.35");
         std::fs::create_dir_all(node.plugin_dir()).unwrap();
@@ -523,6 +526,12 @@ impl Node {
         out
     }
 
+    /// Runs the daemon from `program` at its next start (e.g. a copy of
+    /// `peapod` without `peapod-shim` beside it).
+    pub fn set_program(&mut self, program: PathBuf) {
+        self.program = Some(program);
+    }
+
     /// Starts (or restarts) the daemon and waits for its socket.
     pub fn start_daemon(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -530,13 +539,14 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
+        let program = self.program.clone().unwrap_or_else(binary);
         let mut command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(binary());
+                c.arg(format!("--net=/run/netns/{ns}")).arg(program);
                 c
             }
-            None => Command::new(binary()),
+            None => Command::new(program),
         };
         let child = command
             .args(["daemon", "--root-dir"])

@@ -462,3 +462,56 @@ spec:
     assert_eq!(node.ok(&["logs", "talk", "-c", "lines", "--tail", "100"]), tail);
     node.ok(&["delete", "pod", "talk"]);
 }
+
+/// The daemon runs `peapod-shim` from beside its own executable; a node
+/// where only `peapod` was installed runs the same commands as `peapod shim`,
+/// and says so. Either way pods start, exec and go.
+#[test]
+fn shims_are_peapod_shim_or_the_one_binary_where_it_is_alone() {
+    let mut node = Node::start();
+    let exe_name = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sleep, '3600']\n"
+        )
+    };
+    let running = |node: &Node, name: &str| {
+        node.wait_pod(name, "running", MIN, |p| {
+            container(p, "c")["state"]["running"].is_object()
+        })
+    };
+    node.apply(&pod("own"));
+    running(&node, "own");
+    let shims = node.shims("");
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    assert_eq!(exe_name(shims[0]).as_deref(), Some("peapod-shim"));
+    assert_eq!(node.ok(&["exec", "own", "--", "echo", "in-own"]).trim(), "in-own");
+    assert!(!node.daemon_log().contains("no peapod-shim beside"));
+
+    // Only `peapod`, copied alone into a directory of its own.
+    node.kill_daemon();
+    let alone = node.dir.path().join("bin");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(peapod_tests::binary(), alone.join("peapod")).unwrap();
+    node.set_program(alone.join("peapod"));
+    node.start_daemon();
+    node.apply(&pod("alone"));
+    let uid = running(&node, "alone")["metadata"]["uid"].as_str().unwrap().to_string();
+    let shims = node.shims(&uid);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    assert_eq!(exe_name(shims[0]).as_deref(), Some("peapod"));
+    assert_eq!(node.ok(&["exec", "alone", "--", "echo", "in-alone"]).trim(), "in-alone");
+    assert!(
+        node.daemon_log().contains("no peapod-shim beside"),
+        "{}",
+        node.daemon_log()
+    );
+    // The shim of the first daemon's pod was adopted and still answers.
+    assert_eq!(node.ok(&["exec", "own", "--", "echo", "still"]).trim(), "still");
+    node.ok(&["delete", "pod", "own", "alone", "--now"]);
+    wait_for("both pods gone", MIN, || node.shims("").is_empty().then_some(()));
+}

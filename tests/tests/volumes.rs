@@ -449,3 +449,60 @@ spec:
     let _ = std::process::Command::new("umount").args(["-l", &inner]).status();
     let _ = std::process::Command::new("umount").args(["-l", &s]).status();
 }
+
+/// A mount destination the image made a symlink is followed as the container
+/// sees it: `..` past its root stays at its root, so the volume lands on the
+/// image's own directory, never on the host's path of the same name.
+#[test]
+fn mount_destinations_follow_symlinks_inside_the_container_root() {
+    let node = Node::start();
+    // On the host: a directory of the name the symlink climbs out to.
+    let host = tempfile::Builder::new()
+        .prefix("pp-escape-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let inside = host.path().strip_prefix("/").unwrap().to_path_buf();
+    let layout = peapod_tests::layout::Layout::copy_of(peapod_tests::TEST_IMAGE);
+    layout.with_tree("links", |dir| {
+        std::fs::create_dir_all(dir.join(&inside)).unwrap();
+        let climb = format!("../../../../../../../../{}", inside.display());
+        std::os::unix::fs::symlink(&climb, dir.join("data")).unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&climb, dir.join("etc/data")).unwrap();
+    });
+    let (root, path) = (node.root().display().to_string(), layout.path().display().to_string());
+    node.ok(&["image", "import", "--root-dir", &root, &path, "--tag", "links"]);
+    let there = host.path().display();
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: links}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: links:links
+    command: [sh, -c, "echo through-the-link > /data/marker && cat {there}/marker && grep -c ' {there} ' /proc/self/mountinfo"]
+    volumeMounts:
+    - {{name: scratch, mountPath: /data}}
+    - {{name: scratch2, mountPath: /etc/data}}
+  volumes:
+  - {{name: scratch, emptyDir: {{}}}}
+  - {{name: scratch2, emptyDir: {{}}}}
+"#
+    ));
+    let pod = node.wait_pod("links", "done", MIN, |p| {
+        container(p, "c")["state"]["terminated"].is_object()
+    });
+    let logs = node.ok(&["logs", "links"]);
+    assert_eq!(
+        container(&pod, "c")["state"]["terminated"]["exitCode"],
+        0,
+        "{logs}\n{pod}"
+    );
+    // Both volumes went onto the image's directory (one over the other).
+    assert_eq!(logs.lines().collect::<Vec<_>>(), ["through-the-link", "2"], "{logs}");
+    // Nothing reached the host's directory of that name.
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+    assert!(mounts_under(host.path()).is_empty());
+}

@@ -47,7 +47,7 @@ use protocol::{ExitRecord, ShimReply, ShimRequest};
 pub use pull::{go_duration, ImageReady};
 pub use sandbox::SandboxInfo;
 pub use start::{StartError, Started};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -74,8 +74,8 @@ pub struct Runtime {
     pub paths: NodePaths,
     /// The local image store.
     pub images: ImageStore,
-    /// The `peapod` binary to run shims from.
-    pub shim_binary: PathBuf,
+    /// The program run as each container's shim.
+    pub shim: shim::ShimProgram,
     /// The node's settings.
     pub config: NodeConfig,
     /// The pod network's plugins.
@@ -107,7 +107,7 @@ impl Runtime {
     /// bind mount so pinned namespace files never propagate elsewhere.
     pub fn new(
         paths: NodePaths,
-        shim_binary: PathBuf,
+        shim: shim::ShimProgram,
         config: NodeConfig,
         volumes: Arc<peapod_volumes::VolumeManager>,
     ) -> Result<Arc<Self>, String> {
@@ -163,7 +163,7 @@ impl Runtime {
         Ok(Arc::new(Self {
             paths,
             images,
-            shim_binary,
+            shim,
             config,
             cni,
             volumes,
@@ -197,15 +197,14 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<(i32, String), String> {
         let id = container_id(uid, container, attempt);
-        let mut cmd = std::process::Command::new(&self.shim_binary);
-        cmd.args(["shim", "exec", "--state-root"])
-            .arg(self.paths.container_state_root())
+        let mut cmd = self.shim.command(["exec", "--state-root"]);
+        cmd.arg(self.paths.container_state_root())
             .args(["--id", &id, "--timeout-ms", &timeout.as_millis().to_string(), "--"])
             .args(args);
         let timer = peapod_metrics::Timer::start();
         let out = shim::helper::run(cmd)
             .await
-            .map_err(|e| io_err("run exec helper", &self.shim_binary, e));
+            .map_err(|e| io_err("run exec helper", &self.shim.path, e));
         record("exec_sync", timer, &out);
         let out = out?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();

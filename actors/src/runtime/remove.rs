@@ -163,12 +163,20 @@ fn kill_exec_helpers(uid: &str) {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_exec = args.windows(2).any(|w| w[0] == "shim" && w[1] == "exec");
+        let is_exec = is_exec_helper(&args);
         let ours = args.windows(2).any(|w| w[0] == "--id" && w[1].starts_with(&prefix));
         if is_exec && ours {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// `peapod-shim exec …`, or `peapod shim exec …` where only peapod is installed.
+fn is_exec_helper(args: &[String]) -> bool {
+    let own = args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name() == Some(std::ffi::OsStr::new(super::shim::SHIM_NAME)));
+    (own && args.get(1).is_some_and(|a| a == "exec")) || args.windows(2).any(|w| w[0] == "shim" && w[1] == "exec")
 }
 
 fn request_blocking(socket: &PathBuf, req: &ShimRequest) -> Result<ShimReply, String> {
@@ -194,5 +202,27 @@ pub(crate) fn unmount_below(dir: &Path) {
     found.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     for m in found {
         let _ = umount2(&m, MntFlags::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn exec_helpers_are_known_by_either_binary() {
+        assert!(is_exec_helper(&argv(
+            "/usr/bin/peapod-shim exec --state-root /run/x --id ab-c"
+        )));
+        assert!(is_exec_helper(&argv(
+            "/usr/bin/peapod shim exec --state-root /run/x --id ab-c"
+        )));
+        assert!(!is_exec_helper(&argv("/usr/bin/peapod-shim run --config /x/shim.json")));
+        assert!(!is_exec_helper(&argv("/usr/bin/peapod exec pod -- sh")));
+        assert!(!is_exec_helper(&argv("/usr/bin/other-shim exec --id ab-c")));
     }
 }

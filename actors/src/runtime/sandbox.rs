@@ -108,13 +108,14 @@ impl Runtime {
         namespaces: &[&str],
     ) -> Result<(), String> {
         self.teardown_sandbox(uid)?;
-        let out = std::process::Command::new(&self.shim_binary)
-            .args(["shim", "sandbox", "--dir"])
+        let out = self
+            .shim
+            .command(["sandbox", "--dir"])
             .arg(dir)
             .args(["--hostname", hostname, "--namespaces", &namespaces.join(",")])
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| io_err("run sandbox helper", &self.shim_binary, e))?;
+            .map_err(|e| io_err("run sandbox helper", &self.shim.path, e))?;
         if !out.status.success() {
             let _ = self.teardown_sandbox(uid);
             return Err(format!(

@@ -172,10 +172,8 @@ impl Runtime {
     ) -> Result<Session, String> {
         use std::process::Stdio;
         let id = container_id(uid, container, attempt);
-        let mut cmd = tokio::process::Command::new(&self.shim_binary);
-        cmd.args(["shim", "exec", "--as-container", "--state-root"])
-            .arg(self.paths.container_state_root())
-            .args(["--id", &id]);
+        let mut cmd = self.shim.tokio_command(["exec", "--as-container", "--state-root"]);
+        cmd.arg(self.paths.container_state_root()).args(["--id", &id]);
         let mut ours = None;
         if opts.tty {
             let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
@@ -199,9 +197,7 @@ impl Runtime {
                 .stderr(Stdio::piped());
         }
         cmd.arg("--").args(args).process_group(0).kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| io_err("run exec helper", &self.shim_binary, e))?;
+        let mut child = cmd.spawn().map_err(|e| io_err("run exec helper", &self.shim.path, e))?;
         drop(cmd);
         let mut session = Session {
             stdin: child.stdin.take().map(|s| Box::new(s) as Writer),

@@ -289,7 +289,7 @@ impl Runtime {
         };
         write_json(dir.join("shim.json"), &shim)?;
         crate::faults::point("runtime.before-spawn", &id);
-        let child = super::shim::spawn(&self.shim_binary, &dir).map_err(|e| StartError::new(e.reason, e.message))?;
+        let child = super::shim::spawn(&self.shim, &dir).map_err(|e| StartError::new(e.reason, e.message))?;
         Ok((
             Prepared {
                 uid,

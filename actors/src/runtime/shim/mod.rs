@@ -13,12 +13,14 @@ pub(crate) mod child;
 mod exec;
 pub(crate) mod helper;
 mod mounts;
+mod program;
 mod run;
 mod sandbox;
 mod spawn;
 pub(crate) mod stuck;
 
 pub use exec::{exec, exec_as_container};
+pub use program::{ShimProgram, SHIM_NAME};
 pub use run::run;
 pub use sandbox::sandbox;
 pub(crate) use spawn::{report, spawn};

@@ -22,9 +22,9 @@ fn err(reason: &'static str, what: &str, path: &Path, e: impl std::fmt::Display)
     }
 }
 
-/// Starts `<binary> shim run --config <dir>/shim.json --lock-fd 3` holding
+/// Starts `peapod-shim run --config <dir>/shim.json --lock-fd 3` holding
 /// `<dir>/shim.lock`; [`report`] then waits for what it says.
-pub fn spawn(binary: &Path, dir: &Path) -> Result<Child, SpawnError> {
+pub fn spawn(shim: &super::ShimProgram, dir: &Path) -> Result<Child, SpawnError> {
     let lock_path = dir.join("shim.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -49,9 +49,8 @@ pub fn spawn(binary: &Path, dir: &Path) -> Result<Child, SpawnError> {
         .append(true)
         .open(dir.join("shim.log"))
         .map_err(|e| err("CreateContainerError", "open", &dir.join("shim.log"), e))?;
-    let mut cmd = std::process::Command::new(binary);
-    cmd.args(["shim", "run", "--config"])
-        .arg(dir.join("shim.json"))
+    let mut cmd = shim.command(["run", "--config"]);
+    cmd.arg(dir.join("shim.json"))
         .args(["--lock-fd", &LOCK_FD.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -74,7 +73,7 @@ pub fn spawn(binary: &Path, dir: &Path) -> Result<Child, SpawnError> {
     }
     let child = cmd
         .spawn()
-        .map_err(|e| err("RunContainerError", "run shim", binary, e))?;
+        .map_err(|e| err("RunContainerError", "run shim", &shim.path, e))?;
     // The shim shares our open file, and the lock with it: closing our
     // descriptor (not unlocking) leaves the lock to the shim alone.
     drop(lock);
@@ -86,7 +85,7 @@ pub fn spawn(binary: &Path, dir: &Path) -> Result<Child, SpawnError> {
 /// (or failed to). A shim that hangs creating it is killed after
 /// [`super::stuck::START_LIMIT`].
 pub async fn report(child: Child, dir: &Path) -> Result<Vec<u8>, SpawnError> {
-    let binary = PathBuf::from("peapod shim run");
+    let binary = PathBuf::from("peapod-shim run");
     let out = super::child::output(child);
     tokio::pin!(out);
     let res = match tokio::time::timeout(super::stuck::START_LIMIT, &mut out).await {
