@@ -164,6 +164,24 @@ pub async fn claims(store: &dyn Store) -> Result<Vec<Value>, StoreError> {
     Ok(store.list(POD_CIDRS, None).await?.0)
 }
 
+/// The nodes that hold a claim but have no Node object: deleted while no
+/// lifecycle controller was watching (or before its leader restarted), so
+/// no `gone` looked at them. Each once, in claim order.
+pub async fn orphans(store: &dyn Store) -> Result<Vec<String>, StoreError> {
+    let (nodes, _) = store.list(&peapod_core::kinds::node().resource(), None).await?;
+    let known: std::collections::HashSet<&str> = nodes.iter().map(object::name).collect();
+    let mut out: Vec<String> = Vec::new();
+    for c in claims(store).await? {
+        let Some(node) = c["spec"]["nodeName"].as_str() else {
+            continue;
+        };
+        if !known.contains(node) && !out.iter().any(|o| o == node) {
+            out.push(node.to_string());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +231,15 @@ mod tests {
         assert_eq!(release(&store, "b").await.unwrap(), 1);
         assert_eq!(claim(&store, "d", "10.99.0.0/22", 24).await.unwrap(), "10.99.2.0/24");
         assert_eq!(claims(&store).await.unwrap().len(), 3);
+        // a, c and d have no Node object here; "manual" claimed nothing.
+        assert_eq!(orphans(&store).await.unwrap(), ["a", "d", "c"]);
+        store
+            .create(
+                "nodes",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "c", "uid": "u1"}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(orphans(&store).await.unwrap(), ["a", "d"]);
     }
 }

@@ -173,6 +173,16 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// Writes `value` at `key` behind every daemon's back (etcdctl put).
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl().args(["put", key, value]).output().expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The members' logs, for a failure message.
     pub fn logs(&self) -> String {
         (1..=3)

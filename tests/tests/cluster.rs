@@ -632,4 +632,17 @@ fn pods_on_separate_hosts_reach_each_other_by_ip_without_nat() {
         (keys.len() == 1).then_some(keys)
     });
     assert!(left[0].ends_with("10.99.0.0-25"), "node 0 keeps its own: {left:?}");
+
+    // A claim whose Node no running controller saw deleted (here: one that
+    // never existed, written behind the daemons' backs) is found by the
+    // leader's periodic look and given back as well.
+    let ghost_key = left[0].replace("10.99.0.0-25", "10.99.0.128-25");
+    cl.etcd.put(
+        &ghost_key,
+        r#"{"apiVersion":"peapod.internal/v1","kind":"PodCIDRClaim","metadata":{"name":"10.99.0.128-25","uid":"ghost-uid","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"nodeName":"ghost","podCIDR":"10.99.0.128/25"}}"#,
+    );
+    assert_eq!(cl.etcd.keys_with(claim).len(), 2);
+    cl.wait("the ghost's range given back", Duration::from_secs(60), || {
+        (cl.etcd.keys_with(claim) == left).then_some(())
+    });
 }

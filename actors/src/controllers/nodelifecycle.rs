@@ -47,6 +47,8 @@ pub struct NodeLifecycle {
     grace: Duration,
     /// Per node: its last heartbeat as seen, and when it was first seen so.
     seen: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    /// When the pod-range claims of nodes without a Node object were last looked for.
+    swept: Arc<Mutex<Option<Instant>>>,
 }
 
 impl NodeLifecycle {
@@ -55,6 +57,7 @@ impl NodeLifecycle {
         Self {
             grace,
             seen: Arc::default(),
+            swept: Arc::default(),
         }
     }
 }
@@ -77,8 +80,11 @@ impl Reconciler for NodeLifecycle {
     }
 
     fn sync(&self, cx: SyncContext, _namespace: String, name: String) -> Pin<Box<dyn Future<Output = SyncResult>>> {
-        let (grace, seen) = (self.grace, self.seen.clone());
+        let (grace, seen, swept) = (self.grace, self.seen.clone(), self.swept.clone());
         Box::pin(async move {
+            if let Err(e) = sweep_orphans(&cx, grace, &seen, &swept).await {
+                tracing::warn!("looking for pod ranges of deleted nodes: {e}");
+            }
             monitor(&cx, &name, grace, &seen)
                 .await
                 .map(|next| Some(next.min(MONITOR_PERIOD)))
@@ -190,6 +196,31 @@ async fn gone(
     tracing::info!("node {name} is gone: gave back its pod range ({n} claim)");
     seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     Ok(MONITOR_PERIOD)
+}
+
+/// Once per grace period, from any node's sync: the claims of nodes that
+/// have no Node object, whose deletion no leader saw (it happened while no
+/// controller ran, or before this leader's start), go the way of [`gone`]:
+/// first seen now, given back when their Lease stayed as it was for the
+/// grace period, so at the latest two periods after this leader started.
+async fn sweep_orphans(
+    cx: &SyncContext,
+    grace: Duration,
+    seen: &Mutex<HashMap<String, (String, Instant)>>,
+    swept: &Mutex<Option<Instant>>,
+) -> Result<(), StoreError> {
+    let now = Instant::now();
+    {
+        let mut last = swept.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.saturating_duration_since(t) < grace) {
+            return Ok(());
+        }
+        *last = Some(now);
+    }
+    for node in crate::nodeipam::orphans(&*cx.store).await? {
+        gone(cx, &node, grace, seen).await?;
+    }
+    Ok(())
 }
 
 /// Every condition of the node `Unknown`, as the controller writes them when its agent is silent.
