@@ -61,9 +61,7 @@ impl ShimProgram {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = tokio::process::Command::new(&self.path);
-        cmd.args(self.prefix()).args(args);
-        cmd
+        self.command(args).into()
     }
 }
 

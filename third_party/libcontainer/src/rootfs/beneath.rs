@@ -30,7 +30,11 @@ fn openat2(dir: BorrowedFd, path: &Path, flags: libc::c_int, mode: u32, resolve:
         mode: mode as u64,
         resolve,
     };
+    // openat2 asks for a retry (EAGAIN) when a rename raced a `..` in the
+    // lookup; a bounded number, as pathrs does, so a racer cannot spin us.
+    let mut tries = 0;
     loop {
+        tries += 1;
         // SAFETY: `name` is NUL-terminated and `how` lives across the call;
         // the kernel returns a new descriptor that nothing else owns.
         let fd = unsafe {
@@ -47,8 +51,8 @@ fn openat2(dir: BorrowedFd, path: &Path, flags: libc::c_int, mode: u32, resolve:
             return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
         }
         let err = io::Error::last_os_error();
-        // openat2 may ask for a retry when a rename raced the lookup.
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.raw_os_error() != Some(libc::EINTR) {
+        let again = matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
+        if !again || tries >= 32 {
             return Err(err);
         }
     }

@@ -591,7 +591,9 @@ impl Mount {
 
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         // peapod patch: the destination is made and found with openat2
-        // alone (super::beneath), not through pathrs' procfs checks.
+        // alone (super::beneath), not through pathrs' procfs checks. Its
+        // errors name the destination (MountError::Io would print "io error").
+        let at = |e: std::io::Error| MountError::Custom(format!("{}: {e}", container_dest.display()));
         let (src, dest): (PathBuf, OwnedFd) = if is_bind(m) {
             let src = canonicalize(source).map_err(|err| {
                 tracing::error!("failed to canonicalize {:?}: {}", source, err);
@@ -599,15 +601,15 @@ impl Mount {
             })?;
 
             let dest = if src.is_dir() {
-                super::beneath::mkdir_all(root_fd, container_dest, 0o755)?
+                super::beneath::mkdir_all(root_fd, container_dest, 0o755).map_err(at)?
             } else {
-                super::beneath::create_file(root_fd, container_dest, 0o644)?
+                super::beneath::create_file(root_fd, container_dest, 0o644).map_err(at)?
             };
             (src, dest)
         } else {
             (
                 PathBuf::from(source),
-                super::beneath::mkdir_all(root_fd, container_dest, 0o755)?,
+                super::beneath::mkdir_all(root_fd, container_dest, 0o755).map_err(at)?,
             )
         };
 
